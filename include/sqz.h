@@ -1,0 +1,195 @@
+/*
+ * sqz.h - the public API of libsqz: load transformer language models, run them on CPU,
+ * measure them. Nothing else in the tree is public; the CLI (tools/sqz) uses this header only.
+ *
+ * Conventions
+ *   - Every fallible function returns an sqz_status. On failure the context holds a one-line
+ *     message (sqz_ctx_error) that names the file and the problem; out-parameters are untouched
+ *     or set to NULL/0. The library never exits or aborts on bad input.
+ *   - Objects come in new/free pairs; every *_free accepts NULL.
+ *   - A sqz_ctx carries settings (threads, progress callback) and the last error. One context
+ *     per thread of the caller; objects made with a context keep a pointer to it.
+ */
+#ifndef SQZ_H
+#define SQZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SQZ_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum sqz_status {
+    SQZ_OK = 0,
+    SQZ_ERR_IO,          /* a file could not be opened, read, mapped or written */
+    SQZ_ERR_FORMAT,      /* a file is not what it claims: truncated, corrupt, inconsistent */
+    SQZ_ERR_UNSUPPORTED, /* well-formed, but something sqz does not handle (architecture, dtype) */
+    SQZ_ERR_ARG,         /* a caller passed an invalid argument */
+    SQZ_ERR_NOMEM,       /* an allocation failed */
+    SQZ_ERR_RANGE,       /* a request exceeds a limit (context length, token id) */
+    SQZ_ERR_INTERNAL     /* a bug in sqz: please report */
+} sqz_status;
+
+/* A static, human-readable name for a status ("ok", "i/o error", ...). Never NULL. */
+const char *sqz_status_str(sqz_status st);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct sqz_ctx sqz_ctx;
+
+/* Called from long jobs with done <= total (units are the job's: tokens, tensors).
+ * what names the job ("ppl", "load"). */
+typedef void (*sqz_progress_fn)(void *user, const char *what, uint64_t done, uint64_t total);
+
+/* Returns a new context (threads = number of online CPUs) or NULL when out of memory. */
+sqz_ctx *sqz_ctx_new(void);
+void sqz_ctx_free(sqz_ctx *ctx);
+/* n <= 0 selects the number of online CPUs. */
+void sqz_ctx_set_threads(sqz_ctx *ctx, int n);
+int sqz_ctx_threads(const sqz_ctx *ctx);
+void sqz_ctx_set_progress(sqz_ctx *ctx, sqz_progress_fn fn, void *user);
+/* The message of the last failure on this context ("" if none). Valid until the next call. */
+const char *sqz_ctx_error(const sqz_ctx *ctx);
+
+/* Frees memory that the library handed to the caller (token arrays). Accepts NULL. */
+void sqz_free(void *p);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct sqz_model sqz_model;
+
+typedef struct sqz_model_info {
+    const char *arch;        /* "llama", "mistral", "qwen2" */
+    const char *format;      /* "safetensors", "llama2c", "gguf" */
+    const char *weight_type; /* dominant type of the 2-D weights: "f32", "f16", "bf16", ... */
+    int dim;                 /* residual width */
+    int hidden_dim;          /* FFN width */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int max_seq_len;         /* trained context (config), 0 if unknown */
+    float rope_theta;
+    float norm_eps;
+    int rope_interleaved;    /* 1: pairs (2i, 2i+1) as llama2.c/GGUF; 0: (i, i+d/2) as HF */
+    int tied_embeddings;
+    int has_qkv_bias;
+    int bos_id, eos_id;      /* -1 if none */
+    int add_bos;             /* the tokenizer asks for BOS at the start of a text */
+    uint64_t n_params;
+    uint64_t weight_bytes;   /* bytes of all weight tensors as stored */
+    const char *tokenizer;   /* "bpe" (tokenizer.json), "llama2c", "none" */
+} sqz_model_info;
+
+/* Loads a model from
+ *   - a Hugging Face folder (config.json + model.safetensors or model.safetensors.index.json,
+ *     tokenizer.json), or a path to its config.json;
+ *   - a llama2.c checkpoint (.bin); its tokenizer comes from tokenizer_path (tokenizer.bin).
+ * tokenizer_path may be NULL: then the tokenizer is looked for beside the model.
+ * Weights are memory-mapped, not copied. */
+sqz_status sqz_model_load(sqz_ctx *ctx, const char *path, const char *tokenizer_path,
+                          sqz_model **out);
+void sqz_model_free(sqz_model *model);
+void sqz_model_get_info(const sqz_model *model, sqz_model_info *info);
+
+/* ---------------------------------------------------------------- tokenizer */
+
+/* Tokenizes len bytes of text (any bytes; invalid UTF-8 is encoded byte-wise where the
+ * vocabulary allows). add_bos: 1 = prepend BOS, 0 = never, -1 = as the tokenizer asks.
+ * *ids is allocated (free with sqz_free). */
+sqz_status sqz_tokenize(sqz_ctx *ctx, const sqz_model *model, const char *text, size_t len,
+                        int add_bos, int32_t **ids, size_t *n_ids);
+
+/* The bytes that token id contributes to decoded text when it follows token prev
+ * (prev = -1 at the start). Writes up to cap bytes to buf and the full length to *len.
+ * Special tokens (BOS/EOS) decode to nothing. */
+sqz_status sqz_token_to_text(const sqz_model *model, int32_t prev, int32_t id, char *buf,
+                             size_t cap, size_t *len);
+
+/* ---------------------------------------------------------------- running */
+
+/* A session holds the state of one sequence: the KV cache and scratch buffers. */
+typedef struct sqz_session sqz_session;
+
+/* max_ctx: the largest number of positions this session will hold (<= 0: the model's
+ * trained context, or 2048 if unknown). */
+sqz_status sqz_session_new(sqz_ctx *ctx, const sqz_model *model, int max_ctx,
+                           sqz_session **out);
+void sqz_session_free(sqz_session *s);
+/* Forgets all positions (the next eval starts at position 0). */
+void sqz_session_reset(sqz_session *s);
+/* The number of positions already in the cache. */
+int sqz_session_pos(const sqz_session *s);
+
+/* Runs n tokens at positions pos..pos+n-1 in one batched pass and appends them to the cache.
+ * logits: NULL, or room for vocab floats (logits_all = 0: the last position's only) or
+ * n * vocab floats (logits_all = 1: every position, row-major). */
+sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float *logits,
+                            int logits_all);
+
+/* ---------------------------------------------------------------- sampling / generation */
+
+typedef struct sqz_sampler_opts {
+    float temperature; /* 0: greedy (argmax) */
+    float top_p;       /* nucleus sampling; >= 1 disables */
+    uint64_t seed;
+} sqz_sampler_opts;
+
+/* Picks the next token from logits (modified in place). rng_state: the caller's state,
+ * initialised from the seed by sqz_rng_seed. */
+int32_t sqz_sample(const sqz_sampler_opts *opts, float *logits, int vocab, uint64_t *rng_state);
+void sqz_rng_seed(uint64_t *rng_state, uint64_t seed);
+
+/* Called with each piece of generated text; return nonzero to stop. */
+typedef int (*sqz_text_fn)(void *user, const char *text, size_t len);
+
+typedef struct sqz_generate_opts {
+    sqz_sampler_opts sampler;
+    int n_predict;  /* tokens to generate after the prompt */
+    int add_bos;    /* as in sqz_tokenize */
+    int stop_at_eos;
+} sqz_generate_opts;
+
+typedef struct sqz_generate_result {
+    int n_prompt;
+    int n_generated;
+    double prompt_seconds;
+    double gen_seconds;
+} sqz_generate_result;
+
+sqz_status sqz_generate(sqz_ctx *ctx, const sqz_model *model, const char *prompt,
+                        const sqz_generate_opts *opts, sqz_text_fn on_text, void *user,
+                        sqz_generate_result *result);
+
+/* ---------------------------------------------------------------- perplexity */
+
+typedef struct sqz_ppl_opts {
+    int n_ctx;         /* window length; every position of a window predicts its next token */
+    size_t max_tokens; /* use only the first max_tokens tokens (0: all) */
+} sqz_ppl_opts;
+
+typedef struct sqz_ppl_result {
+    double ppl;
+    double ppl_stderr; /* ppl * standard error of the mean negative log-likelihood */
+    double nll;        /* mean negative log-likelihood (nats) */
+    size_t tokens;     /* tokens scored */
+    size_t windows;
+    double seconds;    /* time spent in the model (tokenization excluded) */
+} sqz_ppl_result;
+
+/* Perplexity over tokens in non-overlapping windows of n_ctx inputs: window w feeds
+ * tokens[w*n_ctx .. w*n_ctx+len-1] and scores each position against the next token, so every
+ * token after the first is scored once. No BOS is added. */
+sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
+                          size_t n_tokens, const sqz_ppl_opts *opts, sqz_ppl_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SQZ_H */

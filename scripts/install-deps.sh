@@ -1,0 +1,13 @@
+#!/bin/sh
+# Installs the Debian packages sqz builds and tests with, if any is missing.
+set -e
+PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev python3"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing" >&2
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing

@@ -1,0 +1,72 @@
+/* ctx.c - context lifecycle, error messages, status names. */
+#define _POSIX_C_SOURCE 200809L
+#include "core/ctx.h"
+#include "kernels/kernels.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *sqz_status_str(sqz_status st) {
+    switch (st) {
+    case SQZ_OK: return "ok";
+    case SQZ_ERR_IO: return "i/o error";
+    case SQZ_ERR_FORMAT: return "invalid format";
+    case SQZ_ERR_UNSUPPORTED: return "unsupported";
+    case SQZ_ERR_ARG: return "invalid argument";
+    case SQZ_ERR_NOMEM: return "out of memory";
+    case SQZ_ERR_RANGE: return "out of range";
+    case SQZ_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+static int online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+sqz_ctx *sqz_ctx_new(void) {
+    sqz_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->n_threads = online_cpus();
+    sqz_kernels_init();
+    return ctx;
+}
+
+void sqz_ctx_free(sqz_ctx *ctx) { free(ctx); }
+
+void sqz_ctx_set_threads(sqz_ctx *ctx, int n) { ctx->n_threads = n > 0 ? n : online_cpus(); }
+
+int sqz_ctx_threads(const sqz_ctx *ctx) { return ctx->n_threads; }
+
+void sqz_ctx_set_progress(sqz_ctx *ctx, sqz_progress_fn fn, void *user) {
+    ctx->progress = fn;
+    ctx->progress_user = user;
+}
+
+const char *sqz_ctx_error(const sqz_ctx *ctx) { return ctx->error; }
+
+void sqz_free(void *p) { free(p); }
+
+sqz_status sqz_fail(sqz_ctx *ctx, sqz_status st, const char *fmt, ...) {
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+void sqz_progress(const sqz_ctx *ctx, const char *what, uint64_t done, uint64_t total) {
+    if (ctx && ctx->progress) ctx->progress(ctx->progress_user, what, done, total);
+}
+
+double sqz_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

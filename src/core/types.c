@@ -1,0 +1,98 @@
+/* types.c - the type-traits table and half-precision conversions (portable reference). */
+#include "core/types.h"
+
+#include <string.h>
+
+float sqz_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400));
+            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | man << 13;
+    } else {
+        bits = sign | (exp + 127 - 15) << 23 | man << 13;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t sqz_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: inf */
+    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+        if (ax < 0x33000000u) return (uint16_t)sign; /* < 2^-25: rounds to 0 */
+        uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
+        int shift = (int)(126 - e); /* 14..24 */
+        uint32_t half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = ((ax >> 13) - ((127 - 15) << 10));
+    uint32_t rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+uint16_t sqz_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+static void f32_to_float(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void f16_to_float(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = sqz_f16_to_f32(s[i]);
+}
+
+static void bf16_to_float(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = sqz_bf16_to_f32(s[i]);
+}
+
+static const sqz_type_traits traits[SQZ_TYPE_COUNT] = {
+    [SQZ_TYPE_F32] = { .name = "f32", .block_size = 1, .type_size = 4, .to_float = f32_to_float },
+    [SQZ_TYPE_F16] = { .name = "f16", .block_size = 1, .type_size = 2, .to_float = f16_to_float },
+    [SQZ_TYPE_BF16] = { .name = "bf16", .block_size = 1, .type_size = 2, .to_float = bf16_to_float },
+};
+
+const sqz_type_traits *sqz_type_get(int t) {
+    if (t < 0 || t >= SQZ_TYPE_COUNT || !traits[t].name) return NULL;
+    return &traits[t];
+}
+
+const char *sqz_type_name(int t) {
+    const sqz_type_traits *tr = sqz_type_get(t);
+    return tr ? tr->name : "?";
+}
+
+size_t sqz_type_row_size(sqz_type t, int64_t n) {
+    const sqz_type_traits *tr = sqz_type_get(t);
+    return (size_t)(n / tr->block_size) * tr->type_size;
+}
+
+void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out) {
+    const sqz_type_traits *tr = sqz_type_get(t->type);
+    size_t rs = sqz_type_row_size(t->type, t->cols);
+    tr->to_float((const char *)t->data + (size_t)r * rs, out, t->cols);
+}

@@ -1,0 +1,54 @@
+/* types.h - tensor element types and the tensor view the kernels work on.
+ *
+ * Type ids follow ggml's numbering (GGUF stores them), so new types are appended, never
+ * renumbered. Only the types with a row in the traits table (types.c) are usable.
+ */
+#ifndef SQZ_CORE_TYPES_H
+#define SQZ_CORE_TYPES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum sqz_type {
+    SQZ_TYPE_F32 = 0,
+    SQZ_TYPE_F16 = 1,
+    SQZ_TYPE_BF16 = 30,
+    SQZ_TYPE_COUNT = 40 /* size of the traits table */
+} sqz_type;
+
+typedef struct sqz_type_traits {
+    const char *name;     /* "f32", "f16", ... ; NULL: no such type */
+    int block_size;       /* elements per block */
+    size_t type_size;     /* bytes per block */
+    /* dst[0..n) = src[0..n) as float; n is a multiple of block_size */
+    void (*to_float)(const void *src, float *dst, int64_t n);
+} sqz_type_traits;
+
+/* The row for t, or NULL if sqz does not know t. */
+const sqz_type_traits *sqz_type_get(int t);
+const char *sqz_type_name(int t); /* "?" for unknown */
+/* Bytes of a row of n elements (n must be a multiple of the block size). */
+size_t sqz_type_row_size(sqz_type t, int64_t n);
+
+/* A 2-D (or 1-D, rows = 1) view of weights. Rows are contiguous: row r starts at
+ * (char *)data + r * sqz_type_row_size(type, cols). */
+typedef struct sqz_tensor {
+    sqz_type type;
+    int64_t cols; /* elements per row (the reduction dimension of a matmul) */
+    int64_t rows; /* output features */
+    const void *data; /* NULL: absent (e.g. no bias) */
+} sqz_tensor;
+
+/* Row r of t as float. */
+void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out);
+
+/* ---- half-precision conversions (portable; exact for every value incl. subnormals/inf/nan) */
+float sqz_f16_to_f32(uint16_t h);
+uint16_t sqz_f32_to_f16(float f); /* round to nearest even */
+static inline float sqz_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
+    return v.f;
+}
+uint16_t sqz_f32_to_bf16(float f); /* round to nearest even */
+
+#endif

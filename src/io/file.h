@@ -1,0 +1,30 @@
+/* file.h - read-only memory mapping and whole-file reads, with errors that name the file. */
+#ifndef SQZ_IO_FILE_H
+#define SQZ_IO_FILE_H
+
+#include <stddef.h>
+
+#include "core/ctx.h"
+
+typedef struct sqz_mapped_file {
+    char *path;       /* owned copy */
+    const void *data; /* NULL for an empty file */
+    size_t size;
+} sqz_mapped_file;
+
+/* Maps path read-only (MAP_PRIVATE). */
+sqz_status sqz_file_map(sqz_ctx *ctx, const char *path, sqz_mapped_file *out);
+void sqz_file_unmap(sqz_mapped_file *m); /* accepts a zeroed struct */
+
+/* Reads a whole (small) file into a NUL-terminated malloc'ed buffer; refuses files larger than
+ * max_bytes. */
+sqz_status sqz_file_read_all(sqz_ctx *ctx, const char *path, size_t max_bytes, char **buf,
+                             size_t *len);
+
+/* Joins dir and name into a malloc'ed path; NULL when out of memory. */
+char *sqz_path_join(const char *dir, const char *name);
+/* 1 if path is a directory, 0 if not (or missing). */
+int sqz_path_is_dir(const char *path);
+int sqz_path_exists(const char *path);
+
+#endif

@@ -1,0 +1,60 @@
+/* safetensors.h - memory-mapped safetensors files, single or sharded.
+ *
+ * Format: u64 little-endian header length N, N bytes of JSON
+ * {"name": {"dtype": "F16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
+ * then the data section; offsets are relative to its start. Everything is validated on open:
+ * sizes, offsets inside the file, no overlaps, byte counts = product(shape) * dtype size,
+ * no overflow. Nothing is copied: tensor data points into the mapping.
+ */
+#ifndef SQZ_IO_SAFETENSORS_H
+#define SQZ_IO_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "core/types.h"
+
+#define SQZ_ST_MAX_DIMS 4
+
+typedef struct sqz_st_tensor {
+    const char *name;
+    sqz_type type;       /* F32, F16 or BF16; other known dtypes (I64, F64, F8_E4M3, ...) are
+                            accepted on open with type SQZ_ST_TYPE_NONE and refused with
+                            SQZ_ERR_UNSUPPORTED by sqz_st_require, not on open */
+    const char *dtype;   /* as in the file ("F16", "I64", ...) */
+    int n_dims;
+    int64_t shape[SQZ_ST_MAX_DIMS]; /* as in the file: shape[0] is the slowest dimension;
+                                       entries from n_dims on are 1 */
+    const void *data;
+    size_t nbytes;
+    const char *file;    /* path of the shard holding it */
+} sqz_st_tensor;
+
+/* The type of a tensor whose dtype sqz cannot compute with. The tensor stays in the table (its
+ * sizes are validated) so that a loader can say which tensor has which dtype. */
+#define SQZ_ST_TYPE_NONE ((sqz_type)-1)
+
+typedef struct sqz_safetensors sqz_safetensors;
+
+/* path: a .safetensors file, a model.safetensors.index.json, or a folder holding either. */
+sqz_status sqz_st_open(sqz_ctx *ctx, const char *path, sqz_safetensors **out);
+/* Parses a whole file image from memory (for the fuzzer and tests); data points into buf,
+ * which must outlive the result. */
+sqz_status sqz_st_open_mem(sqz_ctx *ctx, const void *buf, size_t len, const char *name,
+                           sqz_safetensors **out);
+void sqz_st_close(sqz_safetensors *st);
+
+size_t sqz_st_count(const sqz_safetensors *st);
+const sqz_st_tensor *sqz_st_get(const sqz_safetensors *st, size_t i);
+/* NULL if absent. Tensors are ordered by name (sqz_st_get too); lookups are binary searches.
+ * Tensor data may be unaligned (the format does not require alignment): read it with memcpy
+ * or convert it, do not cast it to float* / uint16_t*. */
+const sqz_st_tensor *sqz_st_find(const sqz_safetensors *st, const char *name);
+/* Like sqz_st_find, with errors: SQZ_ERR_FORMAT "PATH: no tensor NAME" when absent,
+ * SQZ_ERR_UNSUPPORTED "FILE: tensor NAME has dtype I64, not supported" when its type is
+ * SQZ_ST_TYPE_NONE. (Added with the implementation.) */
+sqz_status sqz_st_require(sqz_ctx *ctx, const sqz_safetensors *st, const char *name,
+                          const sqz_st_tensor **out);
+
+#endif

@@ -1,0 +1,85 @@
+/* dot_avx512.c - AVX-512F dot products (compiled with -mavx512f ...; only called when the CPU
+ * has AVX-512F/BW/VL). Two accumulators of 16 lanes hide the FMA latency. */
+#include <immintrin.h>
+
+#include "kernels/kernels.h"
+
+static float dot_f32(const void *row, const float *x, int64_t n) {
+    const float *r = row;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16)
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; i < n; i++) s += r[i] * x[i];
+    return s;
+}
+
+static float dot_f16(const void *row, const float *x, int64_t n) {
+    const uint16_t *r = row;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + i)));
+        __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + i + 16)));
+        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16)
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + i))),
+                             _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; i < n; i++) s += sqz_f16_to_f32(r[i]) * x[i];
+    return s;
+}
+
+static inline __m512 bf16x16_to_ps(const uint16_t *p) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+static float dot_bf16(const void *row, const float *x, int64_t n) {
+    const uint16_t *r = row;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(bf16x16_to_ps(r + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(bf16x16_to_ps(r + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16)
+        a0 = _mm512_fmadd_ps(bf16x16_to_ps(r + i), _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; i < n; i++) s += sqz_bf16_to_f32(r[i]) * x[i];
+    return s;
+}
+
+static void cvt_f16(const void *row, float *dst, int64_t n) {
+    const uint16_t *r = row;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + i))));
+    for (; i < n; i++) dst[i] = sqz_f16_to_f32(r[i]);
+}
+
+static void cvt_bf16(const void *row, float *dst, int64_t n) {
+    const uint16_t *r = row;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, bf16x16_to_ps(r + i));
+    for (; i < n; i++) dst[i] = sqz_bf16_to_f32(r[i]);
+}
+#define CVT_F32 0
+#define CVT_F16 cvt_f16
+#define CVT_BF16 cvt_bf16
+
+sqz_kernel_row sqz_kernels_avx512(sqz_type t) {
+    switch (t) {
+    case SQZ_TYPE_F32: return (sqz_kernel_row){ dot_f32, CVT_F32 };
+    case SQZ_TYPE_F16: return (sqz_kernel_row){ dot_f16, CVT_F16 };
+    case SQZ_TYPE_BF16: return (sqz_kernel_row){ dot_bf16, CVT_BF16 };
+    default: return (sqz_kernel_row){ 0, 0 };
+    }
+}

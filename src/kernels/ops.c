@@ -1,0 +1,68 @@
+/* ops.c - transformer row operations in portable C (the compiler vectorises the loops; they
+ * cost little next to the matrix products). */
+#include "kernels/ops.h"
+
+#include <math.h>
+
+void sqz_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * D;
+        float *o = out + (size_t)t * D;
+        float ss = 0;
+        for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
+        const float s = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int i = 0; i < D; i++) o[i] = xr[i] * s * w[i];
+    }
+}
+
+void sqz_rope(float *x, int T, int row_stride, int n_heads, int head_dim, int pos0,
+              const float *cos_tab, const float *sin_tab, int interleaved) {
+    const int half = head_dim / 2;
+    for (int t = 0; t < T; t++) {
+        const float *c = cos_tab + (size_t)(pos0 + t) * half;
+        const float *s = sin_tab + (size_t)(pos0 + t) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)t * row_stride + (size_t)h * head_dim;
+            if (interleaved) {
+                for (int i = 0; i < half; i++) {
+                    const float a = v[2 * i], b = v[2 * i + 1];
+                    v[2 * i] = a * c[i] - b * s[i];
+                    v[2 * i + 1] = a * s[i] + b * c[i];
+                }
+            } else {
+                for (int i = 0; i < half; i++) {
+                    const float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] - b * s[i];
+                    v[i + half] = b * c[i] + a * s[i];
+                }
+            }
+        }
+    }
+}
+
+void sqz_swiglu(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void sqz_softmax(float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        sum += x[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+double sqz_logsumexp(const float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)(x[i] - m));
+    return (double)m + log(sum);
+}

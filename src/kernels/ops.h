@@ -1,0 +1,27 @@
+/* ops.h - the element-wise and row-wise operations of a transformer block (f32).
+ * Glossary: T tokens, D a row's width. */
+#ifndef SQZ_KERNELS_OPS_H
+#define SQZ_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, for T rows of width D (out may equal x). */
+void sqz_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps);
+
+/* Rotary embedding, in place, on T rows of n_heads heads of head_dim, for positions pos0 + t.
+ * cos/sin tables: [max_pos][head_dim/2]. interleaved: pairs (2i, 2i+1) (llama2.c, GGUF), else
+ * (i, i + head_dim/2) (Hugging Face "rotate half"). row_stride: floats between rows. */
+void sqz_rope(float *x, int T, int row_stride, int n_heads, int head_dim, int pos0,
+              const float *cos_tab, const float *sin_tab, int interleaved);
+
+/* gate[i] = silu(gate[i]) * up[i] for n elements. */
+void sqz_swiglu(float *gate, const float *up, int64_t n);
+
+/* In-place softmax of x[0..n); returns nothing; the max is subtracted first. */
+void sqz_softmax(float *x, int n);
+
+/* log(sum(exp(x))) over n values, stable. */
+double sqz_logsumexp(const float *x, int n);
+
+#endif

@@ -1,0 +1,117 @@
+/* kv.c - the KV policy table and the exact f32 attention kernel. */
+#include "model/kv.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+
+extern const sqz_kv_policy sqz_kv_policy_f32;
+
+static const sqz_kv_policy *const policies[] = {
+    &sqz_kv_policy_f32,
+    NULL,
+};
+
+const sqz_kv_policy *const *sqz_kv_policies(void) { return policies; }
+
+sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec, sqz_kv **out) {
+    *out = NULL;
+    if (!spec || !*spec) spec = "f32";
+    const char *colon = strchr(spec, ':');
+    size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
+    const sqz_kv_policy *p = NULL;
+    for (int i = 0; policies[i]; i++)
+        if (strlen(policies[i]->name) == nlen && !strncmp(policies[i]->name, spec, nlen))
+            p = policies[i];
+    if (!p) return sqz_fail(ctx, SQZ_ERR_ARG, "unknown KV cache policy '%.*s'", (int)nlen, spec);
+    sqz_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+    kv->policy = p;
+    kv->shape = *shape;
+    sqz_status st = p->create(ctx, shape, colon ? colon + 1 : NULL, &kv->state);
+    if (st != SQZ_OK) {
+        free(kv);
+        return st;
+    }
+    *out = kv;
+    return SQZ_OK;
+}
+
+void sqz_kv_free(sqz_kv *kv) {
+    if (!kv) return;
+    kv->policy->destroy(kv->state);
+    free(kv);
+}
+
+/* Query tiles of QT rows: a tile only multiplies against the positions its last query sees,
+ * which halves the work of a causal prefill. */
+enum { QT = 128 };
+
+void sqz_attention_f32(const float *keys, const float *values, int ld, const sqz_kv_shape *shape,
+                       int pos, int n, const float *q, float *out, int n_threads) {
+    const int Hq = shape->n_heads, hd = shape->head_dim, group = Hq / shape->n_kv_heads;
+    const int qld = Hq * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (n < 4) { /* decode: plain loops, one head per task */
+        for (int t = 0; t < n; t++) {
+            const int P = pos + t + 1;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && P >= 256)
+            {
+                float *s = malloc((size_t)P * sizeof(float));
+#pragma omp for schedule(static)
+                for (int h = 0; h < Hq; h++) {
+                    const float *qh = q + (size_t)t * qld + (size_t)h * hd;
+                    const int g = h / group;
+                    for (int p = 0; p < P; p++) {
+                        const float *k = keys + (size_t)p * ld + (size_t)g * hd;
+                        float d = 0;
+                        for (int i = 0; i < hd; i++) d += qh[i] * k[i];
+                        s[p] = d * scale;
+                    }
+                    sqz_softmax(s, P);
+                    float *o = out + (size_t)t * qld + (size_t)h * hd;
+                    memset(o, 0, (size_t)hd * sizeof(float));
+                    for (int p = 0; p < P; p++) {
+                        const float *v = values + (size_t)p * ld + (size_t)g * hd;
+                        const float w = s[p];
+                        for (int i = 0; i < hd; i++) o[i] += w * v[i];
+                    }
+                }
+                free(s);
+            }
+        }
+        return;
+    }
+    const int n_tiles = (n + QT - 1) / QT;
+    const int max_p = pos + n;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+    {
+        float *s = malloc((size_t)QT * (size_t)max_p * sizeof(float));
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int h = 0; h < Hq; h++) {
+            for (int tile = 0; tile < n_tiles; tile++) {
+                const int t0 = tile * QT, nt = n - t0 < QT ? n - t0 : QT;
+                const int P = pos + t0 + nt; /* positions the tile's last query sees */
+                const int g = h / group;
+                const float *qh = q + (size_t)t0 * qld + (size_t)h * hd;
+                /* s[nt][P] = q . K^T * scale */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, P, hd, scale, qh, qld,
+                            keys + (size_t)g * hd, ld, 0.0f, s, P);
+                for (int i = 0; i < nt; i++) {
+                    float *row = s + (size_t)i * P;
+                    const int visible = pos + t0 + i + 1;
+                    sqz_softmax(row, visible);
+                    for (int p = visible; p < P; p++) row[p] = 0;
+                }
+                /* out[nt][hd] = s . V */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, P, 1.0f, s, P,
+                            values + (size_t)g * hd, ld, 0.0f,
+                            out + (size_t)t0 * qld + (size_t)h * hd, qld);
+            }
+        }
+        free(s);
+    }
+}

@@ -1,0 +1,60 @@
+/* kv.h - the KV cache, behind a small interface so that compressed policies (quantized,
+ * merged across layers, projected...) plug in as rows of a table without touching the forward
+ * pass. A policy both stores keys/values and computes attention over what it stored, so a
+ * compressed policy can attend on its compressed form.
+ *
+ * Glossary: L layers, P positions held, Hq query heads, Hkv key/value heads, hd head_dim.
+ * Keys arrive after RoPE. Query head h reads KV head h / (Hq / Hkv) (GQA).
+ */
+#ifndef SQZ_MODEL_KV_H
+#define SQZ_MODEL_KV_H
+
+#include <stddef.h>
+
+#include "core/ctx.h"
+
+typedef struct sqz_kv_shape {
+    int n_layers;
+    int n_heads;    /* query heads */
+    int n_kv_heads;
+    int head_dim;
+    int max_pos;    /* positions the cache must be able to hold */
+} sqz_kv_shape;
+
+typedef struct sqz_kv_policy {
+    const char *name;
+    const char *help;
+    /* params: the text after "name:" (may be NULL). */
+    sqz_status (*create)(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
+                         void **state);
+    void (*destroy)(void *state);
+    void (*reset)(void *state);
+    /* Stores n positions pos..pos+n-1 of layer: k, v are [n][Hkv*hd]. */
+    sqz_status (*store)(void *state, int layer, int pos, int n, const float *k, const float *v);
+    /* out[t][Hq*hd] = softmax(q[t] . K^T / sqrt(hd)) . V over positions 0..pos+t (causal), for
+     * the n queries q[t][Hq*hd] at positions pos..pos+n-1, already stored. */
+    void (*attend)(void *state, int layer, int pos, int n, const float *q, float *out,
+                   int n_threads);
+    /* Bytes the cache holds now (data, scales, indices - what it really allocated for them). */
+    size_t (*bytes)(const void *state);
+} sqz_kv_policy;
+
+typedef struct sqz_kv {
+    const sqz_kv_policy *policy;
+    void *state;
+    sqz_kv_shape shape;
+} sqz_kv;
+
+/* spec: "name" or "name:key=value,..."; NULL = "f32". */
+sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec, sqz_kv **out);
+void sqz_kv_free(sqz_kv *kv);
+
+/* The table of policies, NULL-terminated. */
+const sqz_kv_policy *const *sqz_kv_policies(void);
+
+/* Exact attention over f32 keys/values laid out [P][Hkv*hd] with row stride ld floats: the
+ * shared kernel of the f32 policy and the reference for compressed ones. */
+void sqz_attention_f32(const float *keys, const float *values, int ld, const sqz_kv_shape *shape,
+                       int pos, int n, const float *q, float *out, int n_threads);
+
+#endif

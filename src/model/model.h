@@ -1,0 +1,58 @@
+/* model.h - a loaded model: configuration, weight views, tokenizer, and what backs them.
+ * Weights point into memory-mapped files; only small vectors (norms, biases) that arrive in a
+ * half type are converted to f32 copies the model owns. */
+#ifndef SQZ_MODEL_MODEL_H
+#define SQZ_MODEL_MODEL_H
+
+#include "core/ctx.h"
+#include "core/types.h"
+#include "io/file.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/tokenizer.h"
+
+/* Shapes as (rows, cols) = (output features, input features); D = dim, F = hidden_dim,
+ * Hq/Hkv heads, hd head_dim. Norm and bias vectors are always f32. */
+typedef struct sqz_layer_weights {
+    sqz_tensor attn_norm; /* (1, D) */
+    sqz_tensor wq;        /* (Hq*hd, D) */
+    sqz_tensor wk;        /* (Hkv*hd, D) */
+    sqz_tensor wv;        /* (Hkv*hd, D) */
+    sqz_tensor wo;        /* (D, Hq*hd) */
+    sqz_tensor bq, bk, bv; /* (1, Hq*hd), (1, Hkv*hd) x2; data NULL unless has_qkv_bias */
+    sqz_tensor bo;        /* (1, D): Llama with attention_bias; data NULL otherwise */
+    sqz_tensor ffn_norm;  /* (1, D) */
+    sqz_tensor w_gate;    /* (F, D) */
+    sqz_tensor w_up;      /* (F, D) */
+    sqz_tensor w_down;    /* (D, F) */
+} sqz_layer_weights;
+
+struct sqz_model {
+    sqz_ctx *ctx;
+    sqz_config cfg;
+    const char *format;       /* "safetensors", "llama2c" */
+    const char *src;          /* the path the model was loaded from, for messages */
+    sqz_tensor tok_embd;      /* (vocab, D) */
+    sqz_layer_weights *layers; /* [n_layers] */
+    sqz_tensor out_norm;      /* (1, D) */
+    sqz_tensor output;        /* (vocab, D); the same view as tok_embd when tied */
+    sqz_tokenizer *tok;       /* may be NULL: no tokenizer found */
+    /* what backs the views */
+    sqz_safetensors *st;
+    sqz_mapped_file map;      /* single-file formats (llama2.c) */
+    void **owned;             /* f32 copies (norms, biases, ...) */
+    int n_owned, cap_owned;
+};
+
+/* Loaders (one per format); they fill cfg, views and tok. */
+sqz_status sqz_load_hf(sqz_ctx *ctx, sqz_model *m, const char *path, const char *tokenizer_path);
+sqz_status sqz_load_llama2c(sqz_ctx *ctx, sqz_model *m, const char *path,
+                            const char *tokenizer_path);
+
+/* Keeps p (malloc'ed) until the model is freed; frees p and returns NULL on failure. */
+void *sqz_model_own(sqz_model *m, void *p);
+
+/* Checks the config's numbers for sanity (positive sizes, divisibility); names src. */
+sqz_status sqz_config_check(sqz_ctx *ctx, const sqz_config *c, const char *src);
+
+#endif

@@ -1,0 +1,68 @@
+/* test.h - a tiny test harness. Each CHECK prints "ok - ..." or "not ok - ..."; a test program
+ * ends with `return test_done();`, which exits non-zero if any check failed. tests/run.sh adds
+ * the counts of every program up into the final "N passed, N failed" line. */
+#ifndef SQZ_TEST_H
+#define SQZ_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int test_failed_, test_passed_;
+
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        if (cond) {                                                                        \
+            test_passed_++;                                                                \
+            printf("ok - ");                                                               \
+        } else {                                                                           \
+            test_failed_++;                                                                \
+            printf("not ok - %s:%d: ", __FILE__, __LINE__);                                \
+        }                                                                                  \
+        printf(__VA_ARGS__);                                                               \
+        printf("\n");                                                                      \
+        fflush(stdout);                                                                    \
+    } while (0)
+
+/* |got - want| <= atol + rtol * |want| */
+#define CHECK_CLOSE(got, want, atol, rtol, ...)                                            \
+    do {                                                                                   \
+        double g_ = (got), w_ = (want);                                                    \
+        int ok_ = fabs(g_ - w_) <= (atol) + (rtol) * fabs(w_);                             \
+        CHECK(ok_, __VA_ARGS__);                                                           \
+        if (!ok_) printf("#   got %.9g want %.9g\n", g_, w_);                              \
+    } while (0)
+
+#define SKIP(...)                                                                          \
+    do {                                                                                   \
+        printf("skip - ");                                                                 \
+        printf(__VA_ARGS__);                                                               \
+        printf("\n");                                                                      \
+    } while (0)
+
+static inline int test_done(void) {
+    printf("# %d passed, %d failed\n", test_passed_, test_failed_);
+    return test_failed_ ? 1 : 0;
+}
+
+/* Path of rel inside the shared folder ($SQZ_SHARED, default ../shared), or NULL when it does
+ * not exist (tests that need it then SKIP). Returns a static buffer. */
+static inline const char *test_shared(const char *rel) {
+    static char buf[4][4096];
+    static int slot;
+    const char *root = getenv("SQZ_SHARED");
+    if (!root) root = "../shared";
+    char *p = buf[slot++ & 3];
+    snprintf(p, 4096, "%s/%s", root, rel);
+    return access(p, R_OK) == 0 ? p : NULL;
+}
+
+/* Whether the slow tests should be skipped (SQZ_QUICK=1, as under sanitizers). */
+static inline int test_quick(void) {
+    const char *q = getenv("SQZ_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
+
+#endif

@@ -1,0 +1,193 @@
+/* test_kernels.c - every kernel tier against the portable reference, half conversions against
+ * the CPU's own F16C instructions, batched attention against token-by-token attention. */
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "model/kv.h"
+#include "test.h"
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) / 8388608.0 - 1.0);
+}
+
+__attribute__((target("f16c"))) static float hw_f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+__attribute__((target("f16c"))) static uint16_t hw_f32_to_f16(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+
+static void test_half_conversions(void) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("f16c")) { SKIP("no F16C on this CPU"); return; }
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = sqz_f16_to_f32((uint16_t)h), b = hw_f16_to_f32((uint16_t)h);
+        if (memcmp(&a, &b, 4) != 0 && !(a != a && b != b)) bad++;
+    }
+    CHECK(bad == 0, "f16->f32 matches F16C for all 65536 halves (%d differ)", bad);
+    bad = 0;
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = (uint32_t)(rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 0;
+        bits = (uint32_t)(rng >> 32);
+        float f;
+        memcpy(&f, &bits, 4);
+        if (f != f) continue;
+        if (sqz_f32_to_f16(f) != hw_f32_to_f16(f)) bad++;
+    }
+    CHECK(bad == 0, "f32->f16 rounding matches F16C on 2M random floats (%d differ)", bad);
+    CHECK(sqz_bf16_to_f32(sqz_f32_to_bf16(1.00390625f)) == 1.0f, "bf16 rounds half to even");
+    CHECK(sqz_bf16_to_f32(sqz_f32_to_bf16(-3.5f)) == -3.5f, "bf16 exact value round-trips");
+}
+
+static void fill_tensor(sqz_type t, int64_t rows, int64_t cols, void *buf, float *ref) {
+    for (int64_t i = 0; i < rows * cols; i++) {
+        float v = frand();
+        if (t == SQZ_TYPE_F32) ((float *)buf)[i] = v, ref[i] = v;
+        else if (t == SQZ_TYPE_F16) ((uint16_t *)buf)[i] = sqz_f32_to_f16(v), ref[i] = sqz_f16_to_f32(((uint16_t *)buf)[i]);
+        else ((uint16_t *)buf)[i] = sqz_f32_to_bf16(v), ref[i] = sqz_bf16_to_f32(((uint16_t *)buf)[i]);
+    }
+}
+
+static void test_dots_and_matmul(void) {
+    const sqz_type types[] = { SQZ_TYPE_F32, SQZ_TYPE_F16, SQZ_TYPE_BF16 };
+    const sqz_isa best = sqz_isa_best();
+    printf("# best ISA: %s\n", sqz_isa_name(best));
+    for (size_t ti = 0; ti < 3; ti++) {
+        const sqz_type t = types[ti];
+        const int64_t rows = 200, cols = 328; /* not multiples of the vector widths */
+        void *w = malloc((size_t)rows * cols * 4);
+        float *wf = malloc((size_t)rows * cols * 4);
+        fill_tensor(t, rows, cols, w, wf);
+        sqz_tensor tw = { t, cols, rows, w };
+        const int T = 37;
+        float *x = malloc((size_t)T * cols * 4), *y = malloc((size_t)T * rows * 4),
+              *yr = malloc((size_t)T * rows * 4), *row = malloc((size_t)cols * 4);
+        for (int64_t i = 0; i < T * cols; i++) x[i] = frand();
+        /* conversion of a row */
+        sqz_tensor_row_f32(&tw, 7, row);
+        CHECK(memcmp(row, wf + 7 * cols, (size_t)cols * 4) == 0, "%s row conversion exact", sqz_type_name(t));
+        for (int isa = 0; isa <= (int)best; isa++) {
+            sqz_dot_fn dot = sqz_dot_get(t, (sqz_isa)isa), dref = sqz_dot_get(t, SQZ_ISA_REF);
+            double maxerr = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                const void *rp = (const char *)w + (size_t)r * sqz_type_row_size(t, cols);
+                for (int64_t n = 1; n <= cols; n += 37) {
+                    double e = fabs(dot(rp, x, n) - dref(rp, x, n));
+                    if (e > maxerr) maxerr = e;
+                }
+            }
+            CHECK(maxerr < 1e-4, "%s dot %s vs ref: max err %.2e", sqz_type_name(t),
+                  sqz_isa_name((sqz_isa)isa), maxerr);
+            sqz_cvt_fn cvt = sqz_cvt_get(t, (sqz_isa)isa);
+            cvt((const char *)w + 3 * sqz_type_row_size(t, cols), row, cols);
+            CHECK(memcmp(row, wf + 3 * cols, (size_t)cols * 4) == 0, "%s to_float %s exact",
+                  sqz_type_name(t), sqz_isa_name((sqz_isa)isa));
+        }
+        sqz_matmul_ref(&tw, x, T, yr);
+        for (int nt = 1; nt <= 2; nt++) {
+            for (int Tn = 1; Tn <= T; Tn += 12) {
+                sqz_matmul(&tw, x, Tn, y, nt);
+                double maxerr = 0;
+                for (int64_t i = 0; i < Tn * rows; i++) {
+                    double e = fabs(y[i] - yr[i]);
+                    if (e > maxerr) maxerr = e;
+                }
+                CHECK(maxerr < 1e-4, "%s matmul T=%d threads=%d vs ref: max err %.2e",
+                      sqz_type_name(t), Tn, nt, maxerr);
+            }
+        }
+        free(w); free(wf); free(x); free(y); free(yr); free(row);
+    }
+}
+
+/* Naive attention of one query at position p over keys 0..p, straight from the definition. */
+static void naive_attention(const float *K, const float *V, const float *q, int p, int Hq, int Hkv,
+                            int hd, float *out) {
+    const int group = Hq / Hkv;
+    double *s = malloc(sizeof(double) * (size_t)(p + 1));
+    for (int h = 0; h < Hq; h++) {
+        const int g = h / group;
+        double m = -1e300, sum = 0;
+        for (int j = 0; j <= p; j++) {
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)q[h * hd + i] * K[(size_t)j * Hkv * hd + g * hd + i];
+            s[j] = d / sqrt((double)hd);
+            if (s[j] > m) m = s[j];
+        }
+        for (int j = 0; j <= p; j++) sum += (s[j] = exp(s[j] - m));
+        for (int i = 0; i < hd; i++) {
+            double o = 0;
+            for (int j = 0; j <= p; j++) o += s[j] / sum * V[(size_t)j * Hkv * hd + g * hd + i];
+            out[h * hd + i] = (float)o;
+        }
+    }
+    free(s);
+}
+
+static void test_attention(void) {
+    const int Hq = 4, Hkv = 2, hd = 16, P = 300;
+    sqz_kv_shape shape = { 1, Hq, Hkv, hd, P };
+    float *K = malloc(sizeof(float) * P * Hkv * hd), *V = malloc(sizeof(float) * P * Hkv * hd);
+    float *Q = malloc(sizeof(float) * P * Hq * hd), *out = malloc(sizeof(float) * P * Hq * hd);
+    float *ref = malloc(sizeof(float) * Hq * hd);
+    for (int i = 0; i < P * Hkv * hd; i++) K[i] = 2 * frand(), V[i] = frand();
+    for (int i = 0; i < P * Hq * hd; i++) Q[i] = 2 * frand();
+    /* batched prefill from position 40 of 260 queries, and single-token decode steps */
+    for (int nt = 1; nt <= 2; nt++) {
+        const int pos = 40, n = 260;
+        sqz_attention_f32(K, V, Hkv * hd, &shape, pos, n, Q + (size_t)pos * Hq * hd, out, nt);
+        double maxerr = 0;
+        for (int t = 0; t < n; t += 13) {
+            naive_attention(K, V, Q + (size_t)(pos + t) * Hq * hd, pos + t, Hq, Hkv, hd, ref);
+            for (int i = 0; i < Hq * hd; i++) {
+                double e = fabs(out[(size_t)t * Hq * hd + i] - ref[i]);
+                if (e > maxerr) maxerr = e;
+            }
+        }
+        CHECK(maxerr < 1e-5, "batched causal GQA attention vs naive (threads=%d): max err %.2e", nt, maxerr);
+        maxerr = 0;
+        for (int p = 0; p < P; p += 29) {
+            sqz_attention_f32(K, V, Hkv * hd, &shape, p, 1, Q + (size_t)p * Hq * hd, out, nt);
+            naive_attention(K, V, Q + (size_t)p * Hq * hd, p, Hq, Hkv, hd, ref);
+            for (int i = 0; i < Hq * hd; i++) {
+                double e = fabs(out[i] - ref[i]);
+                if (e > maxerr) maxerr = e;
+            }
+        }
+        CHECK(maxerr < 1e-5, "decode attention vs naive (threads=%d): max err %.2e", nt, maxerr);
+    }
+    free(K); free(V); free(Q); free(out); free(ref);
+}
+
+static void test_rope(void) {
+    /* rotating pairs keeps each pair's norm; the two conventions are a permutation apart */
+    const int hd = 8, half = 4;
+    float cs[2 * 4], sn[2 * 4];
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)p * powf(10000.0f, -(float)(2 * i) / hd);
+            cs[p * half + i] = cosf(a), sn[p * half + i] = sinf(a);
+        }
+    float a[8], b[8];
+    for (int i = 0; i < 8; i++) a[i] = frand();
+    for (int i = 0; i < half; i++) b[2 * i] = a[i], b[2 * i + 1] = a[i + half]; /* permute */
+    sqz_rope(a, 1, hd, 1, hd, 1, cs, sn, 0);
+    sqz_rope(b, 1, hd, 1, hd, 1, cs, sn, 1);
+    int same = 1;
+    for (int i = 0; i < half; i++)
+        same &= fabsf(b[2 * i] - a[i]) < 1e-6f && fabsf(b[2 * i + 1] - a[i + half]) < 1e-6f;
+    CHECK(same, "interleaved RoPE on permuted rows equals half-split RoPE");
+}
+
+int main(void) {
+    test_half_conversions();
+    test_dots_and_matmul();
+    test_attention();
+    test_rope();
+    return test_done();
+}

@@ -1,0 +1,68 @@
+/* test_ppl.c - sqz's perplexity against PyTorch's (reference.json): ppl_short for every domain
+ * (20 windows), and, when $SQZ_LONG is set (CI sets it), the 200,000-token ppl. Within 0.1%. */
+#include "model/model.h"
+#include "ref.h"
+#include "sqz.h"
+
+static const char *domains[][2] = {
+    { "sotu", "data/domains/sotu.test.txt" },
+    { "mail", "data/domains/mail.test.txt" },
+    { "moby", "data/domains/moby.test.txt" },
+    { "wikitext2", "data/wikitext-2/wiki.test.raw" },
+};
+
+static void check_model(sqz_ctx *ctx, const char *name, int long_run) {
+    cJSON *ref = ref_load(name);
+    if (!ref) return;
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", name);
+    sqz_model *m;
+    if (sqz_model_load(ctx, test_shared(rel), NULL, &m)) {
+        CHECK(0, "%s loads: %s", name, sqz_ctx_error(ctx));
+        return;
+    }
+    const int C = cJSON_GetObjectItem(ref, "eval_context")->valueint;
+    for (int d = 0; d < 4; d++) {
+        size_t len;
+        char *text = ref_read_text(domains[d][1], &len);
+        if (!text) { SKIP("%s missing", domains[d][1]); continue; }
+        int32_t *ids;
+        size_t n;
+        sqz_tokenize(ctx, m, text, len, 0, &ids, &n);
+        free(text);
+        const char *key = long_run ? "ppl" : "ppl_short";
+        const char *tkey = long_run ? "ppl_tokens" : "ppl_short_tokens";
+        sqz_ppl_opts o = { .n_ctx = C, .max_tokens = long_run ? 200000 : (size_t)20 * C + 1 };
+        sqz_ppl_result r;
+        sqz_status st = sqz_perplexity(ctx, m, ids, n, &o, &r);
+        free(ids);
+        double want = cJSON_GetObjectItem(cJSON_GetObjectItem(ref, key), domains[d][0])->valuedouble;
+        double want_tokens = cJSON_GetObjectItem(cJSON_GetObjectItem(ref, tkey), domains[d][0])->valuedouble;
+        CHECK(st == SQZ_OK && r.tokens == (size_t)want_tokens, "%s %s %s: %zu tokens scored (reference %.0f)",
+              name, domains[d][0], key, r.tokens, want_tokens);
+        CHECK_CLOSE(r.ppl, want, 0, 1e-3, "%s %s %s: %.4f vs PyTorch %.4f (%.0f tokens/s)", name,
+                    domains[d][0], key, r.ppl, want, r.tokens / r.seconds);
+    }
+    sqz_model_free(m);
+    cJSON_Delete(ref);
+}
+
+int main(void) {
+    sqz_ctx *ctx = sqz_ctx_new();
+    const char *lr = getenv("SQZ_LONG");
+    int long_run = lr && *lr && strcmp(lr, "0");
+    if (test_quick()) {
+        SKIP("perplexity runs skipped under SQZ_QUICK");
+    } else {
+        check_model(ctx, "sqz-llama-14m", 0);
+        check_model(ctx, "sqz-llama-26m", 0);
+        if (long_run) {
+            check_model(ctx, "sqz-llama-14m", 1);
+            check_model(ctx, "sqz-llama-26m", 1);
+        } else {
+            SKIP("200,000-token perplexity (set SQZ_LONG=1; CI does)");
+        }
+    }
+    sqz_ctx_free(ctx);
+    return test_done();
+}

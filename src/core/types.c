@@ -70,15 +70,35 @@ static void bf16_to_float(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sqz_bf16_to_f32(s[i]);
 }
 
+/* Block sizes and bytes per block are those of ggml (ggml-common.h), so GGUF files map 1:1. */
 static const sqz_type_traits traits[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_F32] = { .name = "f32", .block_size = 1, .type_size = 4, .to_float = f32_to_float },
     [SQZ_TYPE_F16] = { .name = "f16", .block_size = 1, .type_size = 2, .to_float = f16_to_float },
     [SQZ_TYPE_BF16] = { .name = "bf16", .block_size = 1, .type_size = 2, .to_float = bf16_to_float },
+    [SQZ_TYPE_Q4_0] = { .name = "q4_0", .block_size = 32, .type_size = 18 },
+    [SQZ_TYPE_Q4_1] = { .name = "q4_1", .block_size = 32, .type_size = 20 },
+    [SQZ_TYPE_Q5_0] = { .name = "q5_0", .block_size = 32, .type_size = 22 },
+    [SQZ_TYPE_Q5_1] = { .name = "q5_1", .block_size = 32, .type_size = 24 },
+    [SQZ_TYPE_Q8_0] = { .name = "q8_0", .block_size = 32, .type_size = 34 },
+    [SQZ_TYPE_Q8_1] = { .name = "q8_1", .block_size = 32, .type_size = 36 },
+    [SQZ_TYPE_Q2_K] = { .name = "q2_k", .block_size = 256, .type_size = 84 },
+    [SQZ_TYPE_Q3_K] = { .name = "q3_k", .block_size = 256, .type_size = 110 },
+    [SQZ_TYPE_Q4_K] = { .name = "q4_k", .block_size = 256, .type_size = 144 },
+    [SQZ_TYPE_Q5_K] = { .name = "q5_k", .block_size = 256, .type_size = 176 },
+    [SQZ_TYPE_Q6_K] = { .name = "q6_k", .block_size = 256, .type_size = 210 },
+    [SQZ_TYPE_Q8_K] = { .name = "q8_k", .block_size = 256, .type_size = 292 },
+    [SQZ_TYPE_IQ4_NL] = { .name = "iq4_nl", .block_size = 32, .type_size = 18 },
+    [SQZ_TYPE_IQ4_XS] = { .name = "iq4_xs", .block_size = 256, .type_size = 136 },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {
     if (t < 0 || t >= SQZ_TYPE_COUNT || !traits[t].name) return NULL;
     return &traits[t];
+}
+
+int sqz_type_usable(int t) {
+    const sqz_type_traits *tr = sqz_type_get(t);
+    return tr && tr->to_float;
 }
 
 const char *sqz_type_name(int t) {

@@ -12,6 +12,20 @@
 typedef enum sqz_type {
     SQZ_TYPE_F32 = 0,
     SQZ_TYPE_F16 = 1,
+    SQZ_TYPE_Q4_0 = 2,
+    SQZ_TYPE_Q4_1 = 3,
+    SQZ_TYPE_Q5_0 = 6,
+    SQZ_TYPE_Q5_1 = 7,
+    SQZ_TYPE_Q8_0 = 8,
+    SQZ_TYPE_Q8_1 = 9,
+    SQZ_TYPE_Q2_K = 10,
+    SQZ_TYPE_Q3_K = 11,
+    SQZ_TYPE_Q4_K = 12,
+    SQZ_TYPE_Q5_K = 13,
+    SQZ_TYPE_Q6_K = 14,
+    SQZ_TYPE_Q8_K = 15, /* activations only (k-quant dot products) */
+    SQZ_TYPE_IQ4_NL = 20,
+    SQZ_TYPE_IQ4_XS = 23,
     SQZ_TYPE_BF16 = 30,
     SQZ_TYPE_COUNT = 40 /* size of the traits table */
 } sqz_type;
@@ -20,13 +34,19 @@ typedef struct sqz_type_traits {
     const char *name;     /* "f32", "f16", ... ; NULL: no such type */
     int block_size;       /* elements per block */
     size_t type_size;     /* bytes per block */
-    /* dst[0..n) = src[0..n) as float; n is a multiple of block_size */
+    /* dst[0..n) = src[0..n) as float; n is a multiple of block_size. NULL: sqz knows the
+     * layout (sizes) but cannot compute with it yet. */
     void (*to_float)(const void *src, float *dst, int64_t n);
+    /* Reference quantizer (round-to-nearest with the format's own scale search):
+     * src[0..n) -> dst blocks; NULL where the type has none. */
+    void (*from_float)(const float *src, void *dst, int64_t n);
 } sqz_type_traits;
 
-/* The row for t, or NULL if sqz does not know t. */
+/* The row for t, or NULL if sqz does not know t. A row may lack to_float (layout known, no
+ * arithmetic yet): use sqz_type_usable to ask whether weights of type t can be run. */
 const sqz_type_traits *sqz_type_get(int t);
 const char *sqz_type_name(int t); /* "?" for unknown */
+int sqz_type_usable(int t);       /* known and has to_float */
 /* Bytes of a row of n elements (n must be a multiple of the block size). */
 size_t sqz_type_row_size(sqz_type t, int64_t n);
 

@@ -169,9 +169,18 @@ sqz_status sqz_generate(sqz_ctx *ctx, const sqz_model *model, const char *prompt
 
 /* ---------------------------------------------------------------- perplexity */
 
+typedef enum sqz_ppl_mode {
+    SQZ_PPL_SQZ = 0,      /* every position of each window is scored (reference.json's way) */
+    SQZ_PPL_LLAMACPP = 1  /* llama.cpp's llama-perplexity: chunks of n_ctx, the first half is
+                             context, the second half is scored; BOS replaces each chunk's first
+                             token when the tokenizer asks for BOS */
+} sqz_ppl_mode;
+
 typedef struct sqz_ppl_opts {
     int n_ctx;         /* window length; every position of a window predicts its next token */
     size_t max_tokens; /* use only the first max_tokens tokens (0: all) */
+    sqz_ppl_mode mode;
+    int n_chunks;      /* SQZ_PPL_LLAMACPP: at most this many chunks (0: all) */
 } sqz_ppl_opts;
 
 typedef struct sqz_ppl_result {
@@ -185,7 +194,8 @@ typedef struct sqz_ppl_result {
 
 /* Perplexity over tokens in non-overlapping windows of n_ctx inputs: window w feeds
  * tokens[w*n_ctx .. w*n_ctx+len-1] and scores each position against the next token, so every
- * token after the first is scored once. No BOS is added. */
+ * token after the first is scored once. No BOS is added. With mode SQZ_PPL_LLAMACPP, as
+ * llama.cpp's llama-perplexity does (see sqz_ppl_mode); only whole chunks are used. */
 sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                           size_t n_tokens, const sqz_ppl_opts *opts, sqz_ppl_result *result);
 

@@ -12,6 +12,7 @@
 #include "core/ctx.h"
 #include "io/file.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
 #include "test.h"
 
 /* the context's message when st failed, "" otherwise (it may hold an older failure) */
@@ -245,6 +246,78 @@ static void test_hf_model(sqz_ctx *ctx, const char *model, int full) {
     size_t l1;
     CHECK(sqz_tokenizer_decode(tok, -1, 4096, b1, sizeof b1, &l1) == SQZ_ERR_RANGE,
           "%s: decode of id past the vocabulary is an error", model);
+    cJSON_Delete(ref);
+    sqz_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- built from arrays (GGUF) */
+
+/* The sqz-llama-26m tokenizer rebuilt as a GGUF loader would (token strings, token types 1/3,
+ * merges as "left right" strings, pre-tokenizer "gpt-2"): same ids as Hugging Face. */
+static void test_from_arrays(sqz_ctx *ctx) {
+    const char *tpath = test_shared("models/sqz-llama-26m/tokenizer.json");
+    const char *rpath = test_shared("models/sqz-llama-26m/reference.json");
+    const char *mpath = test_shared("data/domains/moby.test.txt");
+    if (!tpath || !rpath || !mpath) {
+        SKIP("sqz-llama-26m or moby not in the shared folder");
+        return;
+    }
+    cJSON *tj = read_json(tpath), *ref = read_json(rpath);
+    const cJSON *model = cJSON_GetObjectItem(tj, "model");
+    const cJSON *vocab = cJSON_GetObjectItem(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItem(model, "merges"), *it;
+    int n = cJSON_GetArraySize(vocab), n_merges = cJSON_GetArraySize(merges);
+    const char **tokens = calloc((size_t)n, sizeof *tokens);
+    int32_t *types = calloc((size_t)n, sizeof *types);
+    char **mstr = calloc((size_t)n_merges, sizeof *mstr);
+    cJSON_ArrayForEach(it, vocab) {
+        tokens[it->valueint] = it->string;
+        types[it->valueint] = SQZ_TOKEN_NORMAL;
+    }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(tj, "added_tokens"))
+        types[cJSON_GetObjectItem(it, "id")->valueint] = SQZ_TOKEN_CONTROL;
+    int m = 0;
+    cJSON_ArrayForEach(it, merges) {
+        const char *l = cJSON_GetArrayItem(it, 0)->valuestring;
+        const char *r = cJSON_GetArrayItem(it, 1)->valuestring;
+        mstr[m] = malloc(strlen(l) + strlen(r) + 2);
+        sprintf(mstr[m++], "%s %s", l, r);
+    }
+    sqz_bpe_split split = {SQZ_BPE_RE_GPT2, 0};
+    sqz_bpe_spec spec = {.name = "arrays", .n_tokens = n, .tokens = tokens, .token_types = types,
+                         .n_merges = n_merges, .merges = (const char *const *)mstr,
+                         .n_splits = 1, .splits = &split, .unk_id = -1, .bos = 0, .eos = 1};
+    sqz_tokenizer *tok = NULL;
+    sqz_status st = sqz_tokenizer_new_bpe(ctx, &spec, &tok);
+    CHECK(st == SQZ_OK && tok, "sqz-llama-26m from arrays: builds (%s)", ERR(st));
+    size_t len;
+    char *text = read_file(mpath, &len);
+    const cJSON *want = cJSON_GetObjectItem(cJSON_GetObjectItem(ref, "ppl_tokens"), "moby");
+    if (tok && text && cJSON_IsNumber(want)) {
+        int32_t *ids;
+        size_t n_ids;
+        st = sqz_tokenizer_encode(ctx, tok, text, len, -1, &ids, &n_ids);
+        CHECK(st == SQZ_OK && (long)n_ids == (long)want->valuedouble + 1,
+              "sqz-llama-26m from arrays: moby encodes to %ld tokens (got %zu)",
+              (long)want->valuedouble + 1, n_ids);
+        size_t dl;
+        char *d = st == SQZ_OK ? decode_all(tok, ids, n_ids, &dl) : NULL;
+        CHECK(d && dl == len && memcmp(d, text, len) == 0,
+              "sqz-llama-26m from arrays: moby decodes back exactly");
+        free(d);
+        if (st == SQZ_OK) free(ids);
+        st = sqz_tokenizer_encode(ctx, tok, "<|bos|>hi<|eos|>", 16, 0, &ids, &n_ids);
+        CHECK(st == SQZ_OK && n_ids >= 3 && ids[0] == 0 && ids[n_ids - 1] == 1 &&
+                  sqz_tokenizer_bos(tok) == 0 && sqz_tokenizer_eos(tok) == 1,
+              "sqz-llama-26m from arrays: control tokens split the text, BOS 0, EOS 1");
+        if (st == SQZ_OK) free(ids);
+    }
+    free(text);
+    for (int i = 0; i < m; i++) free(mstr[i]);
+    free(mstr);
+    free(tokens);
+    free(types);
+    cJSON_Delete(tj);
     cJSON_Delete(ref);
     sqz_tokenizer_free(tok);
 }
@@ -794,6 +867,7 @@ int main(void) {
     sqz_ctx *ctx = sqz_ctx_new();
     test_hf_model(ctx, "sqz-llama-26m", 1);
     test_hf_model(ctx, "sqz-llama-14m", !test_quick());
+    test_from_arrays(ctx);
     test_tiny(ctx);
     test_bad_files(ctx);
     test_llama2c(ctx);

@@ -1,8 +1,15 @@
-/* ppl.c - perplexity over non-overlapping windows (sqz's definition, the one reference.json
- * uses): window w feeds tokens[w*n_ctx .. w*n_ctx+len-1], len = min(n_ctx, n-1-w*n_ctx), and
- * position i is scored against tokens[w*n_ctx+i+1]. */
+/* ppl.c - perplexity over non-overlapping windows.
+ *
+ * sqz's definition (the one reference.json uses): window w feeds tokens[w*n_ctx ..
+ * w*n_ctx+len-1], len = min(n_ctx, n-1-w*n_ctx), and position i is scored against
+ * tokens[w*n_ctx+i+1].
+ *
+ * llama.cpp's (llama-perplexity): chunk c feeds tokens[c*n_ctx .. (c+1)*n_ctx-1] (the first
+ * replaced by BOS if the tokenizer adds BOS); positions n_ctx/2 .. n_ctx-2 are scored against
+ * the next token, so a chunk scores n_ctx - 1 - n_ctx/2 tokens. Only whole chunks count. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/ops.h"
 #include "model/model.h"
@@ -24,26 +31,52 @@ sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *m, const int32_t *token
         sqz_session_free(s);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for %d x %d logits", B, V);
     }
+    const int compat = o->mode == SQZ_PPL_LLAMACPP;
+    const size_t C = (size_t)o->n_ctx;
+    size_t n_windows = compat ? n / C : (n - 1 + C - 1) / C;
+    if (compat && o->n_chunks > 0 && (size_t)o->n_chunks < n_windows) n_windows = (size_t)o->n_chunks;
+    if (n_windows == 0) {
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "%zu tokens: fewer than one chunk of %d", n, o->n_ctx);
+        goto done;
+    }
+    const size_t first = compat ? C / 2 : 0; /* first scored position of a window */
+    const size_t total = compat ? n_windows * (C - 1 - first) : n - 1;
+    const int bos = m->tok ? sqz_tokenizer_bos(m->tok) : -1;
+    const int add_bos = compat && m->tok && sqz_tokenizer_add_bos(m->tok) && bos >= 0;
+    int32_t *chunk = malloc(C * sizeof *chunk);
+    if (!chunk) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     double sum = 0, sum2 = 0;
-    const size_t total = n - 1;
     const double t0 = sqz_now();
-    for (size_t start = 0; start + 1 < n; start += (size_t)o->n_ctx) {
-        const size_t len = n - 1 - start < (size_t)o->n_ctx ? n - 1 - start : (size_t)o->n_ctx;
+    for (size_t w = 0; w < n_windows; w++) {
+        const size_t start = w * C;
+        /* inputs of this window; targets are always the file's tokens */
+        const size_t len = compat ? C : (n - 1 - start < C ? n - 1 - start : C);
+        memcpy(chunk, tokens + start, len * sizeof *chunk);
+        if (add_bos) chunk[0] = bos;
+        const size_t last = compat ? C - 1 : len; /* positions [first, last) are scored */
         sqz_session_reset(s);
-        for (size_t c0 = 0; c0 < len; c0 += (size_t)B) {
-            const int T = len - c0 < (size_t)B ? (int)(len - c0) : B;
-            if ((st = sqz_session_eval(s, tokens + start + c0, T, logits, 1))) goto done;
+        for (size_t c0 = 0; c0 < last; c0 += (size_t)B) {
+            const int T = last - c0 < (size_t)B ? (int)(last - c0) : B;
+            const int want = c0 + (size_t)T > first; /* any scored position in this batch */
+            if ((st = sqz_session_eval(s, chunk + c0, T, want ? logits : NULL, 1))) break;
             for (int t = 0; t < T; t++) {
+                if (c0 + (size_t)t < first) continue;
                 const float *row = logits + (size_t)t * V;
                 const double nll = sqz_logsumexp(row, V) - row[tokens[start + c0 + t + 1]];
                 sum += nll;
                 sum2 += nll * nll;
+                r.tokens++;
             }
-            r.tokens += (size_t)T;
             sqz_progress(ctx, "ppl", r.tokens, total);
         }
+        if (st) break;
         r.windows++;
     }
+    free(chunk);
+    if (st) goto done;
     r.seconds = sqz_now() - t0;
     r.nll = sum / (double)r.tokens;
     r.ppl = exp(r.nll);

@@ -14,7 +14,7 @@
 
 typedef struct opts {
     const char *model, *tokenizer, *prompt, *file;
-    int n_predict, threads, json, n_ctx, no_progress;
+    int n_predict, threads, json, n_ctx, no_progress, compat_llamacpp, n_chunks;
     long long max_tokens;
     float temp, top_p;
     unsigned long long seed;
@@ -39,6 +39,9 @@ static void usage(FILE *f) {
             "  -f, --file FILE    text to score (ppl)\n"
             "  --ctx N            window length for ppl (default: the model's trained context)\n"
             "  --max-tokens N     use only the first N tokens of FILE\n"
+            "  --compat llama.cpp perplexity as llama-perplexity computes it (second half of\n"
+            "                     each chunk scored, BOS per chunk if the vocabulary asks)\n"
+            "  --chunks N         with --compat llama.cpp: use at most N chunks\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -93,6 +96,13 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--tokenizer")) { NEED_VALUE; o->tokenizer = v; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE; o->prompt = v; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE; o->file = v; }
+        else if (!strcmp(a, "--compat")) {
+            NEED_VALUE;
+            if (strcmp(v, "llama.cpp") && strcmp(v, "sqz")) BAD_VALUE;
+            o->compat_llamacpp = !strcmp(v, "llama.cpp");
+        } else if (!strcmp(a, "--chunks")) {
+            NEED_VALUE; if (!parse_int(v, 1, 1 << 30, &n)) BAD_VALUE; o->n_chunks = (int)n;
+        }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE; if (!parse_int(v, 0, 1 << 24, &n)) BAD_VALUE; o->n_predict = (int)n;
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
@@ -303,15 +313,18 @@ static int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
     double t0 = now_s();
-    /* sqz's perplexity adds no BOS: the text is scored as it is */
-    sqz_status st = sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids);
+    /* sqz's perplexity adds no BOS: the text is scored as it is; llama.cpp's tokenizes with
+     * the vocabulary's BOS setting */
+    sqz_status st = sqz_tokenize(ctx, m, text, len, o->compat_llamacpp ? -1 : 0, &ids, &n_ids);
     double tok_s = now_s() - t0;
     free(text);
     if (st) { sqz_model_free(m); return fail(ctx); }
     sqz_model_info info;
     sqz_model_get_info(m, &info);
     sqz_ppl_opts po = { .n_ctx = o->n_ctx ? o->n_ctx : (info.max_seq_len > 0 ? info.max_seq_len : 1024),
-                        .max_tokens = (size_t)o->max_tokens };
+                        .max_tokens = (size_t)o->max_tokens,
+                        .mode = o->compat_llamacpp ? SQZ_PPL_LLAMACPP : SQZ_PPL_SQZ,
+                        .n_chunks = o->n_chunks };
     sqz_ppl_result r;
     st = sqz_perplexity(ctx, m, ids, n_ids, &po, &r);
     free(ids);
@@ -328,6 +341,7 @@ static int cmd_ppl(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "tokens", (double)r.tokens);
         cJSON_AddNumberToObject(j, "windows", (double)r.windows);
         cJSON_AddNumberToObject(j, "ctx", po.n_ctx);
+        cJSON_AddStringToObject(j, "method", o->compat_llamacpp ? "llama.cpp" : "sqz");
         cJSON_AddNumberToObject(j, "seconds", r.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", tps);
         cJSON_AddNumberToObject(j, "tokenize_seconds", tok_s);

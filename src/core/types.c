@@ -1,5 +1,6 @@
 /* types.c - the type-traits table and half-precision conversions (portable reference). */
 #include "core/types.h"
+#include "quant/quant.h" /* the quantized types' rows below */
 
 #include <string.h>
 
@@ -75,20 +76,34 @@ static const sqz_type_traits traits[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_F32] = { .name = "f32", .block_size = 1, .type_size = 4, .to_float = f32_to_float },
     [SQZ_TYPE_F16] = { .name = "f16", .block_size = 1, .type_size = 2, .to_float = f16_to_float },
     [SQZ_TYPE_BF16] = { .name = "bf16", .block_size = 1, .type_size = 2, .to_float = bf16_to_float },
-    [SQZ_TYPE_Q4_0] = { .name = "q4_0", .block_size = 32, .type_size = 18 },
-    [SQZ_TYPE_Q4_1] = { .name = "q4_1", .block_size = 32, .type_size = 20 },
-    [SQZ_TYPE_Q5_0] = { .name = "q5_0", .block_size = 32, .type_size = 22 },
-    [SQZ_TYPE_Q5_1] = { .name = "q5_1", .block_size = 32, .type_size = 24 },
-    [SQZ_TYPE_Q8_0] = { .name = "q8_0", .block_size = 32, .type_size = 34 },
-    [SQZ_TYPE_Q8_1] = { .name = "q8_1", .block_size = 32, .type_size = 36 },
-    [SQZ_TYPE_Q2_K] = { .name = "q2_k", .block_size = 256, .type_size = 84 },
-    [SQZ_TYPE_Q3_K] = { .name = "q3_k", .block_size = 256, .type_size = 110 },
-    [SQZ_TYPE_Q4_K] = { .name = "q4_k", .block_size = 256, .type_size = 144 },
-    [SQZ_TYPE_Q5_K] = { .name = "q5_k", .block_size = 256, .type_size = 176 },
-    [SQZ_TYPE_Q6_K] = { .name = "q6_k", .block_size = 256, .type_size = 210 },
-    [SQZ_TYPE_Q8_K] = { .name = "q8_k", .block_size = 256, .type_size = 292 },
-    [SQZ_TYPE_IQ4_NL] = { .name = "iq4_nl", .block_size = 32, .type_size = 18 },
-    [SQZ_TYPE_IQ4_XS] = { .name = "iq4_xs", .block_size = 256, .type_size = 136 },
+    [SQZ_TYPE_Q4_0] = { .name = "q4_0", .block_size = 32, .type_size = 18,
+        .to_float = sqz_q4_0_to_float, .from_float = sqz_q4_0_from_float },
+    [SQZ_TYPE_Q4_1] = { .name = "q4_1", .block_size = 32, .type_size = 20,
+        .to_float = sqz_q4_1_to_float, .from_float = sqz_q4_1_from_float },
+    [SQZ_TYPE_Q5_0] = { .name = "q5_0", .block_size = 32, .type_size = 22,
+        .to_float = sqz_q5_0_to_float, .from_float = sqz_q5_0_from_float },
+    [SQZ_TYPE_Q5_1] = { .name = "q5_1", .block_size = 32, .type_size = 24,
+        .to_float = sqz_q5_1_to_float, .from_float = sqz_q5_1_from_float },
+    [SQZ_TYPE_Q8_0] = { .name = "q8_0", .block_size = 32, .type_size = 34,
+        .to_float = sqz_q8_0_to_float, .from_float = sqz_q8_0_from_float },
+    [SQZ_TYPE_Q8_1] = { .name = "q8_1", .block_size = 32, .type_size = 36,
+        .to_float = sqz_q8_1_to_float, .from_float = sqz_q8_1_from_float },
+    [SQZ_TYPE_Q2_K] = { .name = "q2_k", .block_size = 256, .type_size = 84,
+        .to_float = sqz_q2_k_to_float, .from_float = sqz_q2_k_from_float },
+    [SQZ_TYPE_Q3_K] = { .name = "q3_k", .block_size = 256, .type_size = 110,
+        .to_float = sqz_q3_k_to_float, .from_float = sqz_q3_k_from_float },
+    [SQZ_TYPE_Q4_K] = { .name = "q4_k", .block_size = 256, .type_size = 144,
+        .to_float = sqz_q4_k_to_float, .from_float = sqz_q4_k_from_float },
+    [SQZ_TYPE_Q5_K] = { .name = "q5_k", .block_size = 256, .type_size = 176,
+        .to_float = sqz_q5_k_to_float, .from_float = sqz_q5_k_from_float },
+    [SQZ_TYPE_Q6_K] = { .name = "q6_k", .block_size = 256, .type_size = 210,
+        .to_float = sqz_q6_k_to_float, .from_float = sqz_q6_k_from_float },
+    [SQZ_TYPE_Q8_K] = { .name = "q8_k", .block_size = 256, .type_size = 292,
+        .to_float = sqz_q8_k_to_float, .from_float = sqz_q8_k_from_float },
+    [SQZ_TYPE_IQ4_NL] = { .name = "iq4_nl", .block_size = 32, .type_size = 18,
+        .to_float = sqz_iq4_nl_to_float, .from_float = sqz_iq4_nl_from_float },
+    [SQZ_TYPE_IQ4_XS] = { .name = "iq4_xs", .block_size = 256, .type_size = 136,
+        .to_float = sqz_iq4_xs_to_float, .from_float = sqz_iq4_xs_from_float },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {

@@ -47,6 +47,79 @@ static void check_model(sqz_ctx *ctx, const char *name, int long_run) {
     cJSON_Delete(ref);
 }
 
+/* llama.cpp's own perplexity of the F16 conversion of sqz-llama-26m (llamacpp.json), which
+ * sqz --compat llama.cpp must reproduce from the HF folder: -c 1024, 40 chunks. */
+static void check_llamacpp_compat(sqz_ctx *ctx, int long_run) {
+    const char *jp = test_shared("models/gguf/llamacpp.json");
+    const char *mp = test_shared("models/sqz-llama-26m");
+    if (!jp || !mp) { SKIP("llamacpp.json or sqz-llama-26m missing"); return; }
+    size_t jl;
+    char *js = ref_read_text("models/gguf/llamacpp.json", &jl);
+    cJSON *j = cJSON_Parse(js);
+    free(js);
+    cJSON *f16 = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "not_shipped_measured"), "F16"), "ppl");
+    sqz_model *m;
+    if (sqz_model_load(ctx, mp, NULL, &m)) { CHECK(0, "load: %s", sqz_ctx_error(ctx)); cJSON_Delete(j); return; }
+    for (int d = 0; d < 4; d++) {
+        cJSON *want = cJSON_GetObjectItem(f16, domains[d][0]);
+        if (!want) continue;
+        if (!long_run && strcmp(domains[d][0], "mail")) continue;
+        size_t len;
+        char *text = ref_read_text(domains[d][1], &len);
+        int32_t *ids;
+        size_t n;
+        sqz_tokenize(ctx, m, text, len, -1, &ids, &n);
+        free(text);
+        sqz_ppl_opts o = { .n_ctx = 1024, .mode = SQZ_PPL_LLAMACPP, .n_chunks = 40 };
+        sqz_ppl_result r;
+        sqz_status st = sqz_perplexity(ctx, m, ids, n, &o, &r);
+        free(ids);
+        CHECK(st == SQZ_OK && r.windows == 40 && r.tokens == 40 * 511,
+              "--compat llama.cpp %s: 40 chunks, 511 tokens scored each", domains[d][0]);
+        CHECK_CLOSE(r.ppl, want->valuedouble, 0, 3e-3, "--compat llama.cpp %s: %.4f vs llama.cpp F16 %.4f",
+                    domains[d][0], r.ppl, want->valuedouble);
+    }
+    sqz_model_free(m);
+    cJSON_Delete(j);
+}
+
+/* llama.cpp's GGUF files of sqz-llama-26m: sqz loads them and reproduces llama.cpp's own
+ * perplexity (llamacpp.json: llama-perplexity -c 1024 --chunks 40 on mail.test) within 0.3%. */
+static void check_llamacpp_files(sqz_ctx *ctx, int long_run) {
+    size_t jl;
+    char *js = ref_read_text("models/gguf/llamacpp.json", &jl);
+    if (!js) { SKIP("llamacpp.json missing"); return; }
+    cJSON *j = cJSON_Parse(js);
+    free(js);
+    size_t tl;
+    char *text = ref_read_text("data/domains/mail.test.txt", &tl);
+    cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItem(j, "files")) {
+        if (!long_run && !strstr(f->string, "Q4_0")) continue;
+        char rel[256];
+        snprintf(rel, sizeof rel, "models/gguf/%s", f->string);
+        sqz_model *m;
+        if (sqz_model_load(ctx, test_shared(rel), NULL, &m)) {
+            CHECK(0, "%s loads: %s", f->string, sqz_ctx_error(ctx));
+            continue;
+        }
+        int32_t *ids;
+        size_t n;
+        sqz_tokenize(ctx, m, text, tl, -1, &ids, &n);
+        sqz_ppl_opts o = { .n_ctx = 1024, .mode = SQZ_PPL_LLAMACPP, .n_chunks = 40 };
+        sqz_ppl_result r;
+        sqz_status st = sqz_perplexity(ctx, m, ids, n, &o, &r);
+        free(ids);
+        double want = cJSON_GetObjectItem(cJSON_GetObjectItem(f, "ppl"), "mail")->valuedouble;
+        CHECK(st == SQZ_OK, "%s: perplexity runs", f->string);
+        CHECK_CLOSE(r.ppl, want, 0, 3e-3, "%s: mail ppl %.4f vs llama.cpp's %.4f (%.0f tokens/s)", f->string,
+                    r.ppl, want, r.tokens / r.seconds);
+        sqz_model_free(m);
+    }
+    free(text);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     sqz_ctx *ctx = sqz_ctx_new();
     const char *lr = getenv("SQZ_LONG");
@@ -56,6 +129,8 @@ int main(void) {
     } else {
         check_model(ctx, "sqz-llama-14m", 0);
         check_model(ctx, "sqz-llama-26m", 0);
+        check_llamacpp_compat(ctx, long_run);
+        check_llamacpp_files(ctx, long_run);
         if (long_run) {
             check_model(ctx, "sqz-llama-14m", 1);
             check_model(ctx, "sqz-llama-26m", 1);

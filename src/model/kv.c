@@ -55,30 +55,27 @@ void sqz_attention_f32(const float *keys, const float *values, int ld, const sqz
     const int Hq = shape->n_heads, hd = shape->head_dim, group = Hq / shape->n_kv_heads;
     const int qld = Hq * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    if (n < 4) { /* decode: plain loops, one head per task */
+    if (n < 4) {
+        /* decode: the query heads of one KV group share its keys and values, so each group is
+         * two small GEMMs over its positions - K and V are read once per group, not once per
+         * head - and the groups run in parallel. */
+        const int Hkv = shape->n_kv_heads;
         for (int t = 0; t < n; t++) {
             const int P = pos + t + 1;
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && P >= 256)
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && Hkv > 1 && P >= 64)
             {
-                float *s = malloc((size_t)P * sizeof(float));
+                float *s = malloc((size_t)group * (size_t)P * sizeof(float));
 #pragma omp for schedule(static)
-                for (int h = 0; h < Hq; h++) {
-                    const float *qh = q + (size_t)t * qld + (size_t)h * hd;
-                    const int g = h / group;
-                    for (int p = 0; p < P; p++) {
-                        const float *k = keys + (size_t)p * ld + (size_t)g * hd;
-                        float d = 0;
-                        for (int i = 0; i < hd; i++) d += qh[i] * k[i];
-                        s[p] = d * scale;
-                    }
-                    sqz_softmax(s, P);
-                    float *o = out + (size_t)t * qld + (size_t)h * hd;
-                    memset(o, 0, (size_t)hd * sizeof(float));
-                    for (int p = 0; p < P; p++) {
-                        const float *v = values + (size_t)p * ld + (size_t)g * hd;
-                        const float w = s[p];
-                        for (int i = 0; i < hd; i++) o[i] += w * v[i];
-                    }
+                for (int g = 0; g < Hkv; g++) {
+                    const float *qg = q + (size_t)t * qld + (size_t)g * group * hd;
+                    /* s[group][P] = qg . K_g^T * scale */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, P, hd, scale, qg,
+                                hd, keys + (size_t)g * hd, ld, 0.0f, s, P);
+                    for (int i = 0; i < group; i++) sqz_softmax(s + (size_t)i * P, P);
+                    /* out[group][hd] = s . V_g */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, hd, P, 1.0f, s,
+                                P, values + (size_t)g * hd, ld, 0.0f,
+                                out + (size_t)t * qld + (size_t)g * group * hd, hd);
                 }
                 free(s);
             }

@@ -1,8 +1,11 @@
 /* model.c - loading by format, info, and freeing. */
 #include "model/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "io/gguf.h"
 
 const char *sqz_arch_name(sqz_arch a) {
     switch (a) {
@@ -45,6 +48,16 @@ sqz_status sqz_config_check(sqz_ctx *ctx, const sqz_config *c, const char *src) 
     return SQZ_OK;
 }
 
+/* 1 if path is a file starting with the GGUF magic. */
+static int is_gguf_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char magic[4] = { 0 };
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && !memcmp(magic, "GGUF", 4);
+}
+
 static int is_llama2c_path(const char *path) {
     size_t n = strlen(path);
     return n > 4 && !strcmp(path + n - 4, ".bin");
@@ -59,7 +72,9 @@ sqz_status sqz_model_load(sqz_ctx *ctx, const char *path, const char *tokenizer_
     m->ctx = ctx;
     m->src = path;
     sqz_status st;
-    if (is_llama2c_path(path))
+    if (!sqz_path_is_dir(path) && is_gguf_file(path))
+        st = sqz_load_gguf(ctx, m, path);
+    else if (is_llama2c_path(path))
         st = sqz_load_llama2c(ctx, m, path, tokenizer_path);
     else if (sqz_path_exists(path))
         st = sqz_load_hf(ctx, m, path, tokenizer_path);
@@ -78,6 +93,7 @@ void sqz_model_free(sqz_model *m) {
     if (!m) return;
     sqz_tokenizer_free(m->tok);
     sqz_st_close(m->st);
+    sqz_gguf_close(m->gguf);
     sqz_file_unmap(&m->map);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);

@@ -39,6 +39,7 @@ struct sqz_model {
     sqz_tokenizer *tok;       /* may be NULL: no tokenizer found */
     /* what backs the views */
     sqz_safetensors *st;
+    struct sqz_gguf *gguf;
     sqz_mapped_file map;      /* single-file formats (llama2.c) */
     void **owned;             /* f32 copies (norms, biases, ...) */
     int n_owned, cap_owned;
@@ -46,6 +47,7 @@ struct sqz_model {
 
 /* Loaders (one per format); they fill cfg, views and tok. */
 sqz_status sqz_load_hf(sqz_ctx *ctx, sqz_model *m, const char *path, const char *tokenizer_path);
+sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path);
 sqz_status sqz_load_llama2c(sqz_ctx *ctx, sqz_model *m, const char *path,
                             const char *tokenizer_path);
 

@@ -1,0 +1,1397 @@
+/* gguf.c - GGUF reader (validating, memory-mapped) and atomic writer; see gguf.h.
+ *
+ * The reader walks the file once with a bounds-checked cursor. Every count read from the file
+ * is checked against the bytes left before anything is sized by it, and tables grow as entries
+ * are actually parsed, so a hostile header cannot make it allocate more than a small multiple
+ * of the file. Keys and tensor names are copied (NUL-terminated); values and tensor data stay
+ * in the mapping. Lookups by key / name are binary searches over sorted index arrays.
+ *
+ * The writer encodes metadata into a buffer as it is added, keeps tensor pointers, and writes
+ * header + infos + padded data to a mkstemp file that is renamed over the target at the end.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "io/gguf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/file.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "gguf.c assumes a little-endian host (GGUF files are little-endian)"
+#endif
+
+#define GGUF_HEADER_SIZE 24
+#define GGUF_MAX_DEPTH 8          /* arrays nested in arrays */
+#define GGUF_WRITER_MAX_NAME 63   /* ggml's reader refuses names of GGML_MAX_NAME (64) bytes */
+/* The fewest bytes a metadata entry / tensor info can take: bounds for the header's counts. */
+#define GGUF_MIN_KV_BYTES (8 + 1 + 4 + 1)
+#define GGUF_MIN_TENSOR_BYTES (8 + 1 + 4 + 8 + 4 + 8)
+#define GGUF_KEY_ALIGNMENT "general.alignment"
+
+/* ------------------------------------------------------------------ type tables */
+
+static const char *const gguf_type_names[SQZ_GGUF_TYPE_COUNT] = {
+    "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64",
+};
+static const uint8_t gguf_type_sizes[SQZ_GGUF_TYPE_COUNT] = { 1, 1, 2, 2, 4, 4, 4, 1,
+                                                              0, 0, 8, 8, 8 };
+
+const char *sqz_gguf_type_name(int type) {
+    return type >= 0 && type < SQZ_GGUF_TYPE_COUNT ? gguf_type_names[type] : "?";
+}
+
+size_t sqz_gguf_type_size(int type) {
+    return type >= 0 && type < SQZ_GGUF_TYPE_COUNT ? gguf_type_sizes[type] : 0;
+}
+
+typedef struct ggml_layout {
+    const char *name;
+    int block_size; /* 0: removed from ggml, no layout */
+    int type_size;
+} ggml_layout;
+
+/* ggml's type ids with their block layouts (ggml-common.h). */
+static const ggml_layout ggml_layouts[SQZ_GGUF_GGML_TYPE_COUNT] = {
+    [0] = { "f32", 1, 4 },          [1] = { "f16", 1, 2 },
+    [2] = { "q4_0", 32, 18 },       [3] = { "q4_1", 32, 20 },
+    [4] = { "q4_2 (removed)", 0, 0 }, [5] = { "q4_3 (removed)", 0, 0 },
+    [6] = { "q5_0", 32, 22 },       [7] = { "q5_1", 32, 24 },
+    [8] = { "q8_0", 32, 34 },       [9] = { "q8_1", 32, 36 },
+    [10] = { "q2_k", 256, 84 },     [11] = { "q3_k", 256, 110 },
+    [12] = { "q4_k", 256, 144 },    [13] = { "q5_k", 256, 176 },
+    [14] = { "q6_k", 256, 210 },    [15] = { "q8_k", 256, 292 },
+    [16] = { "iq2_xxs", 256, 66 },  [17] = { "iq2_xs", 256, 74 },
+    [18] = { "iq3_xxs", 256, 98 },  [19] = { "iq1_s", 256, 50 },
+    [20] = { "iq4_nl", 32, 18 },    [21] = { "iq3_s", 256, 110 },
+    [22] = { "iq2_s", 256, 82 },    [23] = { "iq4_xs", 256, 136 },
+    [24] = { "i8", 1, 1 },          [25] = { "i16", 1, 2 },
+    [26] = { "i32", 1, 4 },         [27] = { "i64", 1, 8 },
+    [28] = { "f64", 1, 8 },         [29] = { "iq1_m", 256, 56 },
+    [30] = { "bf16", 1, 2 },        [31] = { "q4_0_4_4 (removed)", 0, 0 },
+    [32] = { "q4_0_4_8 (removed)", 0, 0 }, [33] = { "q4_0_8_8 (removed)", 0, 0 },
+    [34] = { "tq1_0", 256, 54 },    [35] = { "tq2_0", 256, 66 },
+    [36] = { "iq4_nl_4_4 (removed)", 0, 0 }, [37] = { "iq4_nl_4_8 (removed)", 0, 0 },
+    [38] = { "iq4_nl_8_8 (removed)", 0, 0 }, [39] = { "mxfp4", 32, 17 },
+};
+
+const char *sqz_gguf_ggml_type_name(int type) {
+    return type >= 0 && type < SQZ_GGUF_GGML_TYPE_COUNT ? ggml_layouts[type].name : "?";
+}
+
+int sqz_gguf_ggml_type_layout(int type, int *block_size, size_t *type_size) {
+    if (type < 0 || type >= SQZ_GGUF_GGML_TYPE_COUNT || ggml_layouts[type].block_size == 0)
+        return 0;
+    if (block_size) *block_size = ggml_layouts[type].block_size;
+    if (type_size) *type_size = (size_t)ggml_layouts[type].type_size;
+    return 1;
+}
+
+/* Bytes of a tensor of count elements (count a multiple of the block size); 0 on overflow. */
+static int gguf_nbytes(int type, uint64_t count, uint64_t *out) {
+    int bs;
+    size_t ts;
+    if (!sqz_gguf_ggml_type_layout(type, &bs, &ts)) return 0;
+    uint64_t blocks = count / (uint64_t)bs;
+    if (blocks > UINT64_MAX / ts || blocks * ts > SIZE_MAX) return 0;
+    *out = blocks * ts;
+    return 1;
+}
+
+static uint64_t gguf_align(uint64_t x, uint32_t a) { return (x + a - 1) / a * a; }
+
+/* ------------------------------------------------------------------ little-endian loads */
+
+static uint16_t ld_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t ld_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t ld_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Writes s[0..n) into dst as a quoted, escaped string of at most about cap bytes. */
+static void gguf_quote(char *dst, size_t cap, const void *s, size_t n) {
+    const uint8_t *p = s;
+    size_t k = 0;
+    if (cap < 16) { if (cap) dst[0] = 0; return; }
+    dst[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (k + 8 >= cap) { memcpy(dst + k, "...", 3); k += 3; break; }
+        uint8_t ch = p[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            dst[k++] = (char)ch;
+        } else {
+            k += (size_t)snprintf(dst + k, cap - k, "\\x%02x", ch);
+        }
+    }
+    dst[k++] = '"';
+    dst[k] = 0;
+}
+
+/* ------------------------------------------------------------------ reader state */
+
+typedef struct gguf_kv {
+    char *key;               /* owned, NUL-terminated */
+    int type;                /* value type; SQZ_GGUF_ARRAY for arrays */
+    int elem_type;           /* arrays */
+    uint64_t n;              /* arrays: element count; scalars: 1 */
+    const uint8_t *val;      /* the value (arrays: the first element) */
+    const uint8_t *raw;      /* the u32 value type */
+    size_t raw_len;          /* from raw to the end of the value */
+    uint64_t *str_off;       /* string arrays: offset from val of each element; owned */
+} gguf_kv;
+
+struct sqz_gguf {
+    char *path;
+    sqz_mapped_file map;     /* zeroed for sqz_gguf_open_mem */
+    const uint8_t *buf;
+    size_t len;
+    uint32_t version, alignment;
+    uint64_t data_offset;
+    gguf_kv *kv;
+    size_t n_kv, cap_kv;
+    size_t *kv_order;        /* indices of kv sorted by key */
+    sqz_gguf_tensor *t;      /* names owned */
+    size_t n_t, cap_t;
+    size_t *t_order;         /* indices of t sorted by name */
+};
+
+void sqz_gguf_close(sqz_gguf *g) {
+    if (!g) return;
+    for (size_t i = 0; i < g->n_kv; i++) {
+        free(g->kv[i].key);
+        free(g->kv[i].str_off);
+    }
+    free(g->kv);
+    free(g->kv_order);
+    for (size_t i = 0; i < g->n_t; i++) free((char *)g->t[i].name);
+    free(g->t);
+    free(g->t_order);
+    sqz_file_unmap(&g->map);
+    free(g->path);
+    free(g);
+}
+
+/* A bounds-checked cursor over the file image. item names what is being read, for messages. */
+typedef struct gguf_cur {
+    sqz_ctx *ctx;
+    const char *path;
+    const uint8_t *buf;
+    size_t len, pos;
+    char item[200];
+} gguf_cur;
+
+static size_t cur_left(const gguf_cur *c) { return c->len - c->pos; }
+
+static sqz_status cur_truncated(gguf_cur *c, size_t need, const char *what) {
+    return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                    "%s: truncated: %s of %s needs %zu bytes at offset %zu, %zu left", c->path,
+                    what, c->item, need, c->pos, cur_left(c));
+}
+
+static sqz_status rd_u32(gguf_cur *c, uint32_t *v, const char *what) {
+    if (cur_left(c) < 4) return cur_truncated(c, 4, what);
+    *v = ld_u32(c->buf + c->pos);
+    c->pos += 4;
+    return SQZ_OK;
+}
+
+static sqz_status rd_u64(gguf_cur *c, uint64_t *v, const char *what) {
+    if (cur_left(c) < 8) return cur_truncated(c, 8, what);
+    *v = ld_u64(c->buf + c->pos);
+    c->pos += 8;
+    return SQZ_OK;
+}
+
+/* A string: u64 length + bytes. */
+static sqz_status rd_str(gguf_cur *c, const uint8_t **s, uint64_t *n, const char *what) {
+    sqz_status st = rd_u64(c, n, what);
+    if (st != SQZ_OK) return st;
+    if (*n > cur_left(c))
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: %s of %s: string length %llu at offset %zu exceeds the %zu bytes "
+                        "left in the file",
+                        c->path, what, c->item, (unsigned long long)*n, c->pos - 8, cur_left(c));
+    *s = c->buf + c->pos;
+    c->pos += (size_t)*n;
+    return SQZ_OK;
+}
+
+static sqz_status check_value_type(gguf_cur *c, uint32_t t, const char *what) {
+    if (t < SQZ_GGUF_TYPE_COUNT) return SQZ_OK;
+    return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has an unknown %s %u (at offset %zu)",
+                    c->path, c->item, what, t, c->pos - 4);
+}
+
+/* n values of a fixed-size type; bools must be 0 or 1. */
+static sqz_status skip_fixed(gguf_cur *c, uint32_t type, uint64_t n) {
+    size_t sz = gguf_type_sizes[type];
+    if (n > cur_left(c) / sz)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: truncated: %s: %llu %s value%s at offset %zu need more than the "
+                        "%zu bytes left",
+                        c->path, c->item, (unsigned long long)n, gguf_type_names[type],
+                        n == 1 ? "" : "s", c->pos, cur_left(c));
+    if (type == SQZ_GGUF_BOOL) {
+        for (uint64_t i = 0; i < n; i++) {
+            uint8_t b = c->buf[c->pos + i];
+            if (b > 1)
+                return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                                "%s: %s: bool value %u at offset %zu (must be 0 or 1)", c->path,
+                                c->item, b, c->pos + (size_t)i);
+        }
+    }
+    c->pos += (size_t)(n * sz);
+    return SQZ_OK;
+}
+
+static sqz_status skip_array_body(gguf_cur *c, uint32_t et, uint64_t n, int depth,
+                                  uint64_t *str_off, const uint8_t *base);
+
+/* One value of type type (the type tag already read). */
+static sqz_status skip_value(gguf_cur *c, uint32_t type, int depth) {
+    if (type == SQZ_GGUF_STRING) {
+        const uint8_t *s;
+        uint64_t n;
+        return rd_str(c, &s, &n, "a string value");
+    }
+    if (type != SQZ_GGUF_ARRAY) return skip_fixed(c, type, 1);
+    if (depth >= GGUF_MAX_DEPTH)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: %s: arrays nested more than %d deep (at offset %zu)", c->path,
+                        c->item, GGUF_MAX_DEPTH, c->pos);
+    uint32_t et = 0;
+    uint64_t n = 0;
+    sqz_status st = rd_u32(c, &et, "the element type of a nested array");
+    if (st == SQZ_OK) st = check_value_type(c, et, "array element type");
+    if (st == SQZ_OK) st = rd_u64(c, &n, "the length of a nested array");
+    if (st == SQZ_OK) st = skip_array_body(c, et, n, depth + 1, NULL, NULL);
+    return st;
+}
+
+/* The smallest encoding of one element of type et. */
+static size_t min_value_bytes(uint32_t et) {
+    return et == SQZ_GGUF_STRING ? 8 : et == SQZ_GGUF_ARRAY ? 12 : gguf_type_sizes[et];
+}
+
+static sqz_status check_array_len(gguf_cur *c, uint32_t et, uint64_t n) {
+    if (n <= cur_left(c) / min_value_bytes(et)) return SQZ_OK;
+    return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                    "%s: %s: an array of %llu %s elements cannot fit in the %zu bytes left in "
+                    "the file (at offset %zu)",
+                    c->path, c->item, (unsigned long long)n, gguf_type_names[et], cur_left(c),
+                    c->pos);
+}
+
+/* The n elements of an array; str_off (when not NULL) receives each string element's offset
+ * from base. */
+static sqz_status skip_array_body(gguf_cur *c, uint32_t et, uint64_t n, int depth,
+                                  uint64_t *str_off, const uint8_t *base) {
+    sqz_status st = check_array_len(c, et, n);
+    if (st != SQZ_OK) return st;
+    if (et != SQZ_GGUF_STRING && et != SQZ_GGUF_ARRAY) return skip_fixed(c, et, n);
+    for (uint64_t i = 0; i < n; i++) {
+        if (str_off) str_off[i] = (uint64_t)(c->buf + c->pos - base);
+        st = skip_value(c, et, depth);
+        if (st != SQZ_OK) return st;
+    }
+    return SQZ_OK;
+}
+
+/* ------------------------------------------------------------------ sorting */
+
+/* qsort has no context argument in C11: sort arrays of (name, index) pairs instead. */
+typedef struct gguf_name_ix {
+    const char *name;
+    size_t ix;
+} gguf_name_ix;
+
+static int cmp_name_ix(const void *a, const void *b) {
+    return strcmp(((const gguf_name_ix *)a)->name, ((const gguf_name_ix *)b)->name);
+}
+
+/* Sorts names[0..n) into order[] (indices); returns the index (in names) of a name found
+ * twice, or SIZE_MAX. */
+static size_t sort_names(const char *const *names, size_t stride, size_t n, size_t *order,
+                         int *nomem) {
+    *nomem = 0;
+    if (n == 0) return SIZE_MAX;
+    gguf_name_ix *tmp = malloc(n * sizeof *tmp);
+    if (!tmp) { *nomem = 1; return SIZE_MAX; }
+    for (size_t i = 0; i < n; i++) {
+        tmp[i].name = *(const char *const *)((const char *)names + i * stride);
+        tmp[i].ix = i;
+    }
+    qsort(tmp, n, sizeof *tmp, cmp_name_ix);
+    size_t dup = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        order[i] = tmp[i].ix;
+        if (i && dup == SIZE_MAX && strcmp(tmp[i - 1].name, tmp[i].name) == 0) dup = tmp[i].ix;
+    }
+    free(tmp);
+    return dup;
+}
+
+/* ------------------------------------------------------------------ parsing */
+
+static sqz_status parse_header(gguf_cur *c, sqz_gguf *g, uint64_t *n_tensors, uint64_t *n_kv) {
+    const uint8_t *b = c->buf;
+    if (c->len < 4)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %zu bytes is too short for a GGUF file",
+                        c->path, c->len);
+    if (memcmp(b, "GGUF", 4) != 0) {
+        char q[40];
+        gguf_quote(q, sizeof q, b, 4);
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: not a GGUF file (magic %s, want \"GGUF\")",
+                        c->path, q);
+    }
+    if (c->len < GGUF_HEADER_SIZE)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: truncated GGUF header (%zu bytes of %d)", c->path, c->len,
+                        GGUF_HEADER_SIZE);
+    uint32_t v = ld_u32(b + 4);
+    if (v == 0)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: GGUF version 0 is invalid", c->path);
+    if (v == 1)
+        return sqz_fail(c->ctx, SQZ_ERR_UNSUPPORTED,
+                        "%s: GGUF version 1 (32-bit lengths) is not supported; only versions 2 "
+                        "and 3 are: convert the model again",
+                        c->path);
+    if ((v & 0xffff) == 0)
+        return sqz_fail(c->ctx, SQZ_ERR_UNSUPPORTED,
+                        "%s: GGUF version field 0x%08x: a big-endian file? only little-endian "
+                        "files (versions 2 and 3) are supported",
+                        c->path, v);
+    if (v > 3)
+        return sqz_fail(c->ctx, SQZ_ERR_UNSUPPORTED,
+                        "%s: GGUF version %u is not supported (only versions 2 and 3)", c->path,
+                        v);
+    g->version = v;
+    *n_tensors = ld_u64(b + 8);
+    *n_kv = ld_u64(b + 16);
+    c->pos = GGUF_HEADER_SIZE;
+    size_t left = cur_left(c);
+    if (*n_kv > left / GGUF_MIN_KV_BYTES)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: header claims %llu metadata entries; the %zu bytes after it cannot "
+                        "hold that many",
+                        c->path, (unsigned long long)*n_kv, left);
+    if (*n_tensors > left / GGUF_MIN_TENSOR_BYTES ||
+        *n_tensors * GGUF_MIN_TENSOR_BYTES > left - *n_kv * GGUF_MIN_KV_BYTES)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: header claims %llu tensors and %llu metadata entries; the %zu bytes "
+                        "after it cannot hold that many",
+                        c->path, (unsigned long long)*n_tensors, (unsigned long long)*n_kv,
+                        left);
+    return SQZ_OK;
+}
+
+static sqz_status gguf_nomem(gguf_cur *c) {
+    return sqz_fail(c->ctx, SQZ_ERR_NOMEM, "%s: out of memory", c->path);
+}
+
+static sqz_status parse_kv(gguf_cur *c, sqz_gguf *g, uint64_t i) {
+    if (g->n_kv == g->cap_kv) {
+        size_t cap = g->cap_kv ? 2 * g->cap_kv : 16;
+        gguf_kv *k = realloc(g->kv, cap * sizeof *k);
+        if (!k) return gguf_nomem(c);
+        g->kv = k;
+        g->cap_kv = cap;
+    }
+    snprintf(c->item, sizeof c->item, "metadata entry %llu", (unsigned long long)i);
+    const uint8_t *key;
+    uint64_t klen;
+    sqz_status st = rd_str(c, &key, &klen, "the key");
+    if (st != SQZ_OK) return st;
+    if (klen == 0)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has an empty key", c->path, c->item);
+    if (klen > SQZ_GGUF_MAX_KEY)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has a key of %llu bytes (limit %d)",
+                        c->path, c->item, (unsigned long long)klen, SQZ_GGUF_MAX_KEY);
+    char q[120];
+    gguf_quote(q, sizeof q, key, (size_t)klen);
+    if (memchr(key, 0, (size_t)klen))
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: key %s contains a NUL byte", c->path,
+                        c->item, q);
+    gguf_kv *kv = &g->kv[g->n_kv];
+    memset(kv, 0, sizeof *kv);
+    kv->key = malloc((size_t)klen + 1);
+    if (!kv->key) return gguf_nomem(c);
+    memcpy(kv->key, key, (size_t)klen);
+    kv->key[klen] = 0;
+    g->n_kv++; /* owned by g from here on */
+    snprintf(c->item, sizeof c->item, "metadata %s", q);
+
+    kv->raw = c->buf + c->pos;
+    uint32_t type = 0;
+    st = rd_u32(c, &type, "the value type");
+    if (st == SQZ_OK) st = check_value_type(c, type, "value type");
+    if (st != SQZ_OK) return st;
+    kv->type = (int)type;
+    kv->n = 1;
+    if (type == SQZ_GGUF_ARRAY) {
+        uint32_t et = 0;
+        uint64_t n = 0;
+        st = rd_u32(c, &et, "the array element type");
+        if (st == SQZ_OK) st = check_value_type(c, et, "array element type");
+        if (st == SQZ_OK) st = rd_u64(c, &n, "the array length");
+        if (st == SQZ_OK) st = check_array_len(c, et, n);
+        if (st != SQZ_OK) return st;
+        kv->elem_type = (int)et;
+        kv->n = n;
+        kv->val = c->buf + c->pos;
+        if (et == SQZ_GGUF_STRING && n) {
+            kv->str_off = malloc((size_t)n * sizeof *kv->str_off); /* n <= bytes left / 8 */
+            if (!kv->str_off) return gguf_nomem(c);
+        }
+        st = skip_array_body(c, et, n, 1, kv->str_off, kv->val);
+    } else {
+        kv->val = c->buf + c->pos;
+        st = skip_value(c, type, 0);
+    }
+    kv->raw_len = (size_t)(c->buf + c->pos - kv->raw);
+    return st;
+}
+
+static sqz_status parse_tensor_info(gguf_cur *c, sqz_gguf *g, uint64_t i) {
+    if (g->n_t == g->cap_t) {
+        size_t cap = g->cap_t ? 2 * g->cap_t : 16;
+        sqz_gguf_tensor *t = realloc(g->t, cap * sizeof *t);
+        if (!t) return gguf_nomem(c);
+        g->t = t;
+        g->cap_t = cap;
+    }
+    snprintf(c->item, sizeof c->item, "tensor %llu", (unsigned long long)i);
+    const uint8_t *name;
+    uint64_t nlen;
+    sqz_status st = rd_str(c, &name, &nlen, "the name");
+    if (st != SQZ_OK) return st;
+    if (nlen == 0)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has an empty name", c->path, c->item);
+    char q[120];
+    gguf_quote(q, sizeof q, name, (size_t)nlen);
+    if (nlen > SQZ_GGUF_MAX_NAME)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: name %s is %llu bytes (limit %d)",
+                        c->path, c->item, q, (unsigned long long)nlen, SQZ_GGUF_MAX_NAME);
+    if (memchr(name, 0, (size_t)nlen))
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: name %s contains a NUL byte", c->path,
+                        c->item, q);
+    sqz_gguf_tensor *t = &g->t[g->n_t];
+    memset(t, 0, sizeof *t);
+    char *nm = malloc((size_t)nlen + 1);
+    if (!nm) return gguf_nomem(c);
+    memcpy(nm, name, (size_t)nlen);
+    nm[nlen] = 0;
+    t->name = nm;
+    t->index = g->n_t;
+    g->n_t++;
+    snprintf(c->item, sizeof c->item, "tensor %s", q);
+
+    uint32_t nd = 0;
+    st = rd_u32(c, &nd, "the number of dimensions");
+    if (st != SQZ_OK) return st;
+    if (nd == 0 || nd > SQZ_GGUF_MAX_DIMS)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has %u dimensions (1 to %d allowed)",
+                        c->path, c->item, nd, SQZ_GGUF_MAX_DIMS);
+    t->n_dims = (int)nd;
+    uint64_t count = 1;
+    for (int d = 0; d < SQZ_GGUF_MAX_DIMS; d++) {
+        uint64_t v = 1;
+        if (d < (int)nd) {
+            st = rd_u64(c, &v, "a dimension");
+            if (st != SQZ_OK) return st;
+        }
+        if (v == 0 || v > (uint64_t)INT64_MAX)
+            return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: ne[%d] = %lld (must be >= 1)",
+                            c->path, c->item, d, (long long)(int64_t)v);
+        if (v > (uint64_t)INT64_MAX / count)
+            return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: element count overflows",
+                            c->path, c->item);
+        count *= v;
+        t->ne[d] = (int64_t)v;
+    }
+    uint32_t type = 0;
+    st = rd_u32(c, &type, "the type");
+    if (st != SQZ_OK) return st;
+    int bs;
+    if (type >= SQZ_GGUF_GGML_TYPE_COUNT)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has unknown type id %u", c->path,
+                        c->item, type);
+    if (!sqz_gguf_ggml_type_layout((int)type, &bs, NULL))
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has type id %u (%s), not in GGUF files",
+                        c->path, c->item, type, ggml_layouts[type].name);
+    t->type = (int)type;
+    if (t->ne[0] % bs != 0)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: %s: row length %lld is not a multiple of the %s block size %d",
+                        c->path, c->item, (long long)t->ne[0], ggml_layouts[type].name, bs);
+    uint64_t nbytes;
+    if (!gguf_nbytes((int)type, count, &nbytes))
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: byte count overflows", c->path,
+                        c->item);
+    t->nbytes = (size_t)nbytes;
+    return rd_u64(c, &t->offset, "the data offset");
+}
+
+typedef struct gguf_range {
+    uint64_t begin, end;
+    size_t ix;
+} gguf_range;
+
+static int cmp_range(const void *a, const void *b) {
+    const gguf_range *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : 0;
+}
+
+/* Places every tensor in the data section: aligned, inside the file, no two overlapping. */
+static sqz_status place_tensors(gguf_cur *c, sqz_gguf *g) {
+    for (size_t i = 0; i < g->n_t; i++) {
+        sqz_gguf_tensor *t = &g->t[i];
+        if (t->offset % g->alignment != 0)
+            return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                            "%s: tensor \"%s\": data offset %llu is not a multiple of the "
+                            "alignment %u",
+                            c->path, t->name, (unsigned long long)t->offset, g->alignment);
+        uint64_t size = c->len;
+        if (g->data_offset > size || t->offset > size - g->data_offset ||
+            t->nbytes > size - g->data_offset - t->offset)
+            return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                            "%s: tensor \"%s\": data at offset %llu + %llu, %zu bytes, lies "
+                            "beyond the end of the file (%zu bytes): truncated?",
+                            c->path, t->name, (unsigned long long)g->data_offset,
+                            (unsigned long long)t->offset, t->nbytes, c->len);
+        t->data = c->buf + g->data_offset + t->offset;
+    }
+    if (g->n_t < 2) return SQZ_OK;
+    gguf_range *r = malloc(g->n_t * sizeof *r);
+    if (!r) return gguf_nomem(c);
+    for (size_t i = 0; i < g->n_t; i++) {
+        r[i].begin = g->t[i].offset;
+        r[i].end = g->t[i].offset + g->t[i].nbytes;
+        r[i].ix = i;
+    }
+    qsort(r, g->n_t, sizeof *r, cmp_range);
+    sqz_status st = SQZ_OK;
+    for (size_t i = 1; i < g->n_t; i++) {
+        if (r[i].begin < r[i - 1].end) {
+            st = sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                          "%s: tensors \"%s\" [%llu, %llu) and \"%s\" [%llu, %llu) overlap",
+                          c->path, g->t[r[i - 1].ix].name, (unsigned long long)r[i - 1].begin,
+                          (unsigned long long)r[i - 1].end, g->t[r[i].ix].name,
+                          (unsigned long long)r[i].begin, (unsigned long long)r[i].end);
+            break;
+        }
+    }
+    free(r);
+    return st;
+}
+
+static sqz_status gguf_parse(sqz_ctx *ctx, sqz_gguf *g) {
+    gguf_cur c = { .ctx = ctx, .path = g->path, .buf = g->buf, .len = g->len };
+    snprintf(c.item, sizeof c.item, "the header");
+    uint64_t n_tensors = 0, n_kv = 0;
+    sqz_status st = parse_header(&c, g, &n_tensors, &n_kv);
+    for (uint64_t i = 0; st == SQZ_OK && i < n_kv; i++) st = parse_kv(&c, g, i);
+    if (st != SQZ_OK) return st;
+
+    int nomem;
+    if (g->n_kv) {
+        g->kv_order = malloc(g->n_kv * sizeof *g->kv_order);
+        if (!g->kv_order) return gguf_nomem(&c);
+    }
+    size_t dup = sort_names(g->n_kv ? (const char *const *)&g->kv[0].key : NULL, sizeof *g->kv,
+                            g->n_kv, g->kv_order, &nomem);
+    if (nomem) return gguf_nomem(&c);
+    if (dup != SIZE_MAX) {
+        char q[120];
+        gguf_quote(q, sizeof q, g->kv[dup].key, strlen(g->kv[dup].key));
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: metadata key %s appears twice", g->path, q);
+    }
+
+    g->alignment = SQZ_GGUF_DEFAULT_ALIGNMENT;
+    int64_t ai = sqz_gguf_find_key(g, GGUF_KEY_ALIGNMENT);
+    if (ai >= 0) {
+        const gguf_kv *kv = &g->kv[ai];
+        if (kv->type != SQZ_GGUF_U32) {
+            int arr = kv->type == SQZ_GGUF_ARRAY;
+            return sqz_fail(ctx, SQZ_ERR_FORMAT,
+                            "%s: " GGUF_KEY_ALIGNMENT " has type %s%s, not u32", g->path,
+                            arr ? "array of " : "",
+                            gguf_type_names[arr ? kv->elem_type : kv->type]);
+        }
+        uint32_t a = ld_u32(kv->val);
+        if (a == 0 || (a & (a - 1)) != 0 || a > SQZ_GGUF_MAX_ALIGNMENT)
+            return sqz_fail(ctx, SQZ_ERR_FORMAT,
+                            "%s: " GGUF_KEY_ALIGNMENT " = %u is not a power of two <= %u",
+                            g->path, a, SQZ_GGUF_MAX_ALIGNMENT);
+        g->alignment = a;
+    }
+
+    for (uint64_t i = 0; st == SQZ_OK && i < n_tensors; i++) st = parse_tensor_info(&c, g, i);
+    if (st != SQZ_OK) return st;
+    if (g->n_t) {
+        g->t_order = malloc(g->n_t * sizeof *g->t_order);
+        if (!g->t_order) return gguf_nomem(&c);
+    }
+    dup = sort_names(g->n_t ? (const char *const *)&g->t[0].name : NULL, sizeof *g->t, g->n_t,
+                     g->t_order, &nomem);
+    if (nomem) return gguf_nomem(&c);
+    if (dup != SIZE_MAX)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor \"%s\" appears twice", g->path,
+                        g->t[dup].name);
+    g->data_offset = gguf_align(c.pos, g->alignment);
+    return place_tensors(&c, g);
+}
+
+/* ------------------------------------------------------------------ opening */
+
+static sqz_gguf *gguf_new(const char *path) {
+    sqz_gguf *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->path = strdup(path);
+    if (!g->path) { free(g); return NULL; }
+    return g;
+}
+
+sqz_status sqz_gguf_open_mem(sqz_ctx *ctx, const void *buf, size_t len, const char *name,
+                             sqz_gguf **out) {
+    *out = NULL;
+    if (!name) name = "<memory>";
+    if (!buf && len) return sqz_fail(ctx, SQZ_ERR_ARG, "%s: NULL buffer", name);
+    sqz_gguf *g = gguf_new(name);
+    if (!g) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
+    g->buf = buf;
+    g->len = len;
+    sqz_status st = gguf_parse(ctx, g);
+    if (st != SQZ_OK) { sqz_gguf_close(g); return st; }
+    *out = g;
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_open(sqz_ctx *ctx, const char *path, sqz_gguf **out) {
+    *out = NULL;
+    if (!path) return sqz_fail(ctx, SQZ_ERR_ARG, "sqz_gguf_open: NULL path");
+    sqz_gguf *g = gguf_new(path);
+    if (!g) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
+    sqz_status st = sqz_file_map(ctx, path, &g->map);
+    if (st == SQZ_OK) {
+        g->buf = g->map.data;
+        g->len = g->map.size;
+        st = gguf_parse(ctx, g);
+    }
+    if (st != SQZ_OK) { sqz_gguf_close(g); return st; }
+    *out = g;
+    return SQZ_OK;
+}
+
+/* ------------------------------------------------------------------ reader accessors */
+
+const char *sqz_gguf_path(const sqz_gguf *g) { return g->path; }
+uint32_t sqz_gguf_version(const sqz_gguf *g) { return g->version; }
+uint32_t sqz_gguf_alignment(const sqz_gguf *g) { return g->alignment; }
+uint64_t sqz_gguf_data_offset(const sqz_gguf *g) { return g->data_offset; }
+size_t sqz_gguf_file_size(const sqz_gguf *g) { return g->len; }
+size_t sqz_gguf_n_kv(const sqz_gguf *g) { return g ? g->n_kv : 0; }
+
+int64_t sqz_gguf_find_key(const sqz_gguf *g, const char *key) {
+    if (!g || !key || !g->kv_order) return -1;
+    size_t lo = 0, hi = g->n_kv;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(key, g->kv[g->kv_order[mid]].key);
+        if (c == 0) return (int64_t)g->kv_order[mid];
+        if (c < 0) hi = mid; else lo = mid + 1;
+    }
+    return -1;
+}
+
+const char *sqz_gguf_kv_key(const sqz_gguf *g, size_t i) {
+    return g && i < g->n_kv ? g->kv[i].key : NULL;
+}
+
+int sqz_gguf_kv_type(const sqz_gguf *g, size_t i) {
+    return g && i < g->n_kv ? g->kv[i].type : -1;
+}
+
+int sqz_gguf_kv_arr(const sqz_gguf *g, size_t i, int *elem_type, uint64_t *n,
+                    const void **data) {
+    if (!g || i >= g->n_kv || g->kv[i].type != SQZ_GGUF_ARRAY) return 0;
+    if (elem_type) *elem_type = g->kv[i].elem_type;
+    if (n) *n = g->kv[i].n;
+    if (data) *data = g->kv[i].val;
+    return 1;
+}
+
+const char *sqz_gguf_kv_str(const sqz_gguf *g, size_t i, uint64_t j, size_t *len) {
+    if (!g || i >= g->n_kv) return NULL;
+    const gguf_kv *kv = &g->kv[i];
+    const uint8_t *p;
+    if (kv->type == SQZ_GGUF_STRING && j == 0) {
+        p = kv->val;
+    } else if (kv->type == SQZ_GGUF_ARRAY && kv->elem_type == SQZ_GGUF_STRING && j < kv->n) {
+        p = kv->val + kv->str_off[j];
+    } else {
+        return NULL;
+    }
+    if (len) *len = (size_t)ld_u64(p);
+    return (const char *)p + 8;
+}
+
+const void *sqz_gguf_kv_raw(const sqz_gguf *g, size_t i, size_t *len) {
+    if (!g || i >= g->n_kv) return NULL;
+    if (len) *len = g->kv[i].raw_len;
+    return g->kv[i].raw;
+}
+
+/* A scalar integer as (signed or unsigned) 64 bits. */
+static int kv_integer(const gguf_kv *kv, int64_t *s, uint64_t *u, int *is_unsigned) {
+    const uint8_t *p = kv->val;
+    *is_unsigned = 0;
+    switch (kv->type) {
+    case SQZ_GGUF_U8: *u = p[0]; *is_unsigned = 1; return 1;
+    case SQZ_GGUF_U16: *u = ld_u16(p); *is_unsigned = 1; return 1;
+    case SQZ_GGUF_U32: *u = ld_u32(p); *is_unsigned = 1; return 1;
+    case SQZ_GGUF_U64: *u = ld_u64(p); *is_unsigned = 1; return 1;
+    case SQZ_GGUF_I8: *s = (int8_t)p[0]; return 1;
+    case SQZ_GGUF_I16: *s = (int16_t)ld_u16(p); return 1;
+    case SQZ_GGUF_I32: *s = (int32_t)ld_u32(p); return 1;
+    case SQZ_GGUF_I64: *s = (int64_t)ld_u64(p); return 1;
+    default: return 0;
+    }
+}
+
+static int kv_float(const gguf_kv *kv, double *out) {
+    if (kv->type == SQZ_GGUF_F32) {
+        float f;
+        memcpy(&f, kv->val, 4);
+        *out = f;
+        return 1;
+    }
+    if (kv->type == SQZ_GGUF_F64) {
+        memcpy(out, kv->val, 8);
+        return 1;
+    }
+    return 0;
+}
+
+int sqz_gguf_kv_int(const sqz_gguf *g, size_t i, int64_t *out) {
+    if (!g || i >= g->n_kv) return 0;
+    int64_t s;
+    uint64_t u;
+    int uns;
+    if (!kv_integer(&g->kv[i], &s, &u, &uns)) return 0;
+    if (uns) {
+        if (u > (uint64_t)INT64_MAX) return 0;
+        s = (int64_t)u;
+    }
+    *out = s;
+    return 1;
+}
+
+int sqz_gguf_kv_f64(const sqz_gguf *g, size_t i, double *out) {
+    if (!g || i >= g->n_kv) return 0;
+    int64_t s;
+    uint64_t u;
+    int uns;
+    if (kv_float(&g->kv[i], out)) return 1;
+    if (!kv_integer(&g->kv[i], &s, &u, &uns)) return 0;
+    *out = uns ? (double)u : (double)s;
+    return 1;
+}
+
+/* The entry of key, or NULL with an error on ctx. */
+static const gguf_kv *kv_require(sqz_ctx *ctx, const sqz_gguf *g, const char *key) {
+    int64_t i = sqz_gguf_find_key(g, key);
+    if (i < 0) {
+        sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: no metadata key %s", g ? g->path : "(null)",
+                 key ? key : "(null)");
+        return NULL;
+    }
+    return &g->kv[i];
+}
+
+static sqz_status kv_wrong_type(sqz_ctx *ctx, const sqz_gguf *g, const gguf_kv *kv,
+                                const char *want) {
+    if (kv->type == SQZ_GGUF_ARRAY)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: metadata %s is an array of %s, not %s",
+                        g->path, kv->key, gguf_type_names[kv->elem_type], want);
+    return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: metadata %s has type %s, not %s", g->path,
+                    kv->key, gguf_type_names[kv->type], want);
+}
+
+/* An integer key within [lo, hi] (as signed when hi <= INT64_MAX). */
+static sqz_status get_int(sqz_ctx *ctx, const sqz_gguf *g, const char *key, int64_t lo,
+                          uint64_t hi, const char *tname, int64_t *s_out, uint64_t *u_out) {
+    const gguf_kv *kv = kv_require(ctx, g, key);
+    if (!kv) return SQZ_ERR_FORMAT;
+    int64_t s = 0;
+    uint64_t u = 0;
+    int uns;
+    if (!kv_integer(kv, &s, &u, &uns)) return kv_wrong_type(ctx, g, kv, "an integer");
+    int ok;
+    if (uns) ok = u <= hi;
+    else ok = s >= lo && (s < 0 || (uint64_t)s <= hi);
+    if (!ok) {
+        if (uns)
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: metadata %s = %llu does not fit in %s",
+                            g->path, key, (unsigned long long)u, tname);
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: metadata %s = %lld does not fit in %s",
+                        g->path, key, (long long)s, tname);
+    }
+    if (uns) { *u_out = u; *s_out = (int64_t)u; }
+    else { *s_out = s; *u_out = (uint64_t)s; }
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_get_u32(sqz_ctx *ctx, const sqz_gguf *g, const char *key, uint32_t *out) {
+    int64_t s;
+    uint64_t u;
+    sqz_status st = get_int(ctx, g, key, 0, UINT32_MAX, "u32", &s, &u);
+    if (st == SQZ_OK) *out = (uint32_t)u;
+    return st;
+}
+
+sqz_status sqz_gguf_get_i32(sqz_ctx *ctx, const sqz_gguf *g, const char *key, int32_t *out) {
+    int64_t s;
+    uint64_t u;
+    sqz_status st = get_int(ctx, g, key, INT32_MIN, INT32_MAX, "i32", &s, &u);
+    if (st == SQZ_OK) *out = (int32_t)s;
+    return st;
+}
+
+sqz_status sqz_gguf_get_u64(sqz_ctx *ctx, const sqz_gguf *g, const char *key, uint64_t *out) {
+    int64_t s;
+    uint64_t u;
+    sqz_status st = get_int(ctx, g, key, 0, UINT64_MAX, "u64", &s, &u);
+    if (st == SQZ_OK) *out = u;
+    return st;
+}
+
+sqz_status sqz_gguf_get_i64(sqz_ctx *ctx, const sqz_gguf *g, const char *key, int64_t *out) {
+    int64_t s;
+    uint64_t u;
+    sqz_status st = get_int(ctx, g, key, INT64_MIN, INT64_MAX, "i64", &s, &u);
+    if (st == SQZ_OK) *out = s;
+    return st;
+}
+
+sqz_status sqz_gguf_get_f64(sqz_ctx *ctx, const sqz_gguf *g, const char *key, double *out) {
+    const gguf_kv *kv = kv_require(ctx, g, key);
+    if (!kv) return SQZ_ERR_FORMAT;
+    if (!kv_float(kv, out)) return kv_wrong_type(ctx, g, kv, "a float");
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_get_f32(sqz_ctx *ctx, const sqz_gguf *g, const char *key, float *out) {
+    double d;
+    sqz_status st = sqz_gguf_get_f64(ctx, g, key, &d);
+    if (st == SQZ_OK) *out = (float)d;
+    return st;
+}
+
+sqz_status sqz_gguf_get_bool(sqz_ctx *ctx, const sqz_gguf *g, const char *key, int *out) {
+    const gguf_kv *kv = kv_require(ctx, g, key);
+    if (!kv) return SQZ_ERR_FORMAT;
+    if (kv->type != SQZ_GGUF_BOOL) return kv_wrong_type(ctx, g, kv, "bool");
+    *out = kv->val[0];
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_get_str(sqz_ctx *ctx, const sqz_gguf *g, const char *key, const char **s,
+                            size_t *len) {
+    const gguf_kv *kv = kv_require(ctx, g, key);
+    if (!kv) return SQZ_ERR_FORMAT;
+    if (kv->type != SQZ_GGUF_STRING) return kv_wrong_type(ctx, g, kv, "a string");
+    *len = (size_t)ld_u64(kv->val);
+    *s = (const char *)kv->val + 8;
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_get_arr(sqz_ctx *ctx, const sqz_gguf *g, const char *key, int *elem_type,
+                            uint64_t *n, const void **data) {
+    const gguf_kv *kv = kv_require(ctx, g, key);
+    if (!kv) return SQZ_ERR_FORMAT;
+    if (kv->type != SQZ_GGUF_ARRAY) return kv_wrong_type(ctx, g, kv, "an array");
+    *elem_type = kv->elem_type;
+    *n = kv->n;
+    *data = kv->val;
+    return SQZ_OK;
+}
+
+const char *sqz_gguf_arr_str(const sqz_gguf *g, const char *key, uint64_t i, size_t *len) {
+    int64_t k = sqz_gguf_find_key(g, key);
+    if (k < 0 || g->kv[k].type != SQZ_GGUF_ARRAY) return NULL;
+    return sqz_gguf_kv_str(g, (size_t)k, i, len);
+}
+
+size_t sqz_gguf_n_tensors(const sqz_gguf *g) { return g ? g->n_t : 0; }
+
+const sqz_gguf_tensor *sqz_gguf_get_tensor(const sqz_gguf *g, size_t i) {
+    return g && i < g->n_t ? &g->t[i] : NULL;
+}
+
+const sqz_gguf_tensor *sqz_gguf_find_tensor(const sqz_gguf *g, const char *name) {
+    if (!g || !name || !g->t_order) return NULL;
+    size_t lo = 0, hi = g->n_t;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const sqz_gguf_tensor *t = &g->t[g->t_order[mid]];
+        int c = strcmp(name, t->name);
+        if (c == 0) return t;
+        if (c < 0) hi = mid; else lo = mid + 1;
+    }
+    return NULL;
+}
+
+sqz_status sqz_gguf_require_tensor(sqz_ctx *ctx, const sqz_gguf *g, const char *name,
+                                   const sqz_gguf_tensor **out) {
+    *out = NULL;
+    const sqz_gguf_tensor *t = sqz_gguf_find_tensor(g, name);
+    if (!t)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: no tensor %s", g ? g->path : "(null)",
+                        name ? name : "(null)");
+    if (!sqz_type_get(t->type))
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, not supported by sqz",
+                        g->path, t->name, sqz_gguf_ggml_type_name(t->type));
+    *out = t;
+    return SQZ_OK;
+}
+
+/* ------------------------------------------------------------------ writer */
+
+typedef struct gguf_wtensor {
+    char *name;
+    int n_dims;
+    int64_t ne[SQZ_GGUF_MAX_DIMS];
+    int type;
+    const void *data;
+    size_t nbytes;
+} gguf_wtensor;
+
+struct sqz_gguf_writer {
+    sqz_ctx *ctx;
+    uint8_t *kv;         /* encoded metadata entries, in order */
+    size_t kv_len, kv_cap;
+    char **keys;         /* owned; for duplicate checks */
+    size_t n_kv, cap_keys;
+    uint32_t alignment;
+    gguf_wtensor *t;
+    size_t n_t, cap_t;
+};
+
+sqz_status sqz_gguf_writer_new(sqz_ctx *ctx, sqz_gguf_writer **out) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return sqz_fail(ctx, SQZ_ERR_NOMEM, "gguf writer: out of memory");
+    (*out)->ctx = ctx;
+    (*out)->alignment = SQZ_GGUF_DEFAULT_ALIGNMENT;
+    return SQZ_OK;
+}
+
+void sqz_gguf_writer_free(sqz_gguf_writer *w) {
+    if (!w) return;
+    free(w->kv);
+    for (size_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
+    free(w->keys);
+    for (size_t i = 0; i < w->n_t; i++) free(w->t[i].name);
+    free(w->t);
+    free(w);
+}
+
+static sqz_status w_nomem(sqz_gguf_writer *w) {
+    return sqz_fail(w->ctx, SQZ_ERR_NOMEM, "gguf writer: out of memory");
+}
+
+/* Appends n bytes to the metadata buffer; 0 when out of memory. */
+static int w_put(sqz_gguf_writer *w, const void *p, size_t n) {
+    if (n > SIZE_MAX - w->kv_len) return 0;
+    if (w->kv_len + n > w->kv_cap) {
+        size_t cap = w->kv_cap ? w->kv_cap : 4096;
+        while (cap < w->kv_len + n) {
+            if (cap > SIZE_MAX / 2) { cap = w->kv_len + n; break; }
+            cap *= 2;
+        }
+        uint8_t *b = realloc(w->kv, cap);
+        if (!b) return 0;
+        w->kv = b;
+        w->kv_cap = cap;
+    }
+    if (n) memcpy(w->kv + w->kv_len, p, n);
+    w->kv_len += n;
+    return 1;
+}
+
+static int w_put_u32(sqz_gguf_writer *w, uint32_t v) { return w_put(w, &v, 4); }
+static int w_put_u64(sqz_gguf_writer *w, uint64_t v) { return w_put(w, &v, 8); }
+static int w_put_str(sqz_gguf_writer *w, const char *s, size_t n) {
+    return w_put_u64(w, n) && w_put(w, s, n);
+}
+
+/* Checks key and starts an entry (key written); *mark is where to roll back to. */
+static sqz_status w_begin(sqz_gguf_writer *w, const char *key, size_t *mark) {
+    if (!key || !key[0])
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: empty metadata key");
+    size_t klen = strlen(key);
+    if (klen > SQZ_GGUF_MAX_KEY)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata key of %zu bytes (limit %d)",
+                        klen, SQZ_GGUF_MAX_KEY);
+    for (size_t i = 0; i < w->n_kv; i++)
+        if (strcmp(w->keys[i], key) == 0)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata key %s added twice", key);
+    *mark = w->kv_len;
+    if (!w_put_str(w, key, klen)) { w->kv_len = *mark; return w_nomem(w); }
+    return SQZ_OK;
+}
+
+/* Finishes an entry whose bytes were appended with success ok. */
+static sqz_status w_end(sqz_gguf_writer *w, const char *key, size_t mark, int ok) {
+    if (ok && w->n_kv == w->cap_keys) {
+        size_t cap = w->cap_keys ? 2 * w->cap_keys : 32;
+        char **k = realloc(w->keys, cap * sizeof *k);
+        if (!k) ok = 0;
+        else { w->keys = k; w->cap_keys = cap; }
+    }
+    char *copy = ok ? strdup(key) : NULL;
+    if (!copy) { w->kv_len = mark; return w_nomem(w); }
+    w->keys[w->n_kv++] = copy;
+    return SQZ_OK;
+}
+
+static sqz_status w_scalar(sqz_gguf_writer *w, const char *key, int type, const void *v) {
+    int is_alignment = key && strcmp(key, GGUF_KEY_ALIGNMENT) == 0;
+    uint32_t a = 0;
+    if (is_alignment) {
+        if (type != SQZ_GGUF_U32)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                            "gguf writer: " GGUF_KEY_ALIGNMENT " must be u32, not %s",
+                            gguf_type_names[type]);
+        memcpy(&a, v, 4);
+        if (a == 0 || (a & (a - 1)) != 0 || a > SQZ_GGUF_MAX_ALIGNMENT)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                            "gguf writer: " GGUF_KEY_ALIGNMENT " = %u is not a power of two <= %u",
+                            a, SQZ_GGUF_MAX_ALIGNMENT);
+    }
+    size_t mark;
+    sqz_status st = w_begin(w, key, &mark);
+    if (st != SQZ_OK) return st;
+    int ok = w_put_u32(w, (uint32_t)type) && w_put(w, v, gguf_type_sizes[type]);
+    st = w_end(w, key, mark, ok);
+    if (st == SQZ_OK && is_alignment) w->alignment = a;
+    return st;
+}
+
+sqz_status sqz_gguf_writer_add_u8(sqz_gguf_writer *w, const char *key, uint8_t v) {
+    return w_scalar(w, key, SQZ_GGUF_U8, &v);
+}
+sqz_status sqz_gguf_writer_add_i8(sqz_gguf_writer *w, const char *key, int8_t v) {
+    return w_scalar(w, key, SQZ_GGUF_I8, &v);
+}
+sqz_status sqz_gguf_writer_add_u16(sqz_gguf_writer *w, const char *key, uint16_t v) {
+    return w_scalar(w, key, SQZ_GGUF_U16, &v);
+}
+sqz_status sqz_gguf_writer_add_i16(sqz_gguf_writer *w, const char *key, int16_t v) {
+    return w_scalar(w, key, SQZ_GGUF_I16, &v);
+}
+sqz_status sqz_gguf_writer_add_u32(sqz_gguf_writer *w, const char *key, uint32_t v) {
+    return w_scalar(w, key, SQZ_GGUF_U32, &v);
+}
+sqz_status sqz_gguf_writer_add_i32(sqz_gguf_writer *w, const char *key, int32_t v) {
+    return w_scalar(w, key, SQZ_GGUF_I32, &v);
+}
+sqz_status sqz_gguf_writer_add_u64(sqz_gguf_writer *w, const char *key, uint64_t v) {
+    return w_scalar(w, key, SQZ_GGUF_U64, &v);
+}
+sqz_status sqz_gguf_writer_add_i64(sqz_gguf_writer *w, const char *key, int64_t v) {
+    return w_scalar(w, key, SQZ_GGUF_I64, &v);
+}
+sqz_status sqz_gguf_writer_add_f32(sqz_gguf_writer *w, const char *key, float v) {
+    return w_scalar(w, key, SQZ_GGUF_F32, &v);
+}
+sqz_status sqz_gguf_writer_add_f64(sqz_gguf_writer *w, const char *key, double v) {
+    return w_scalar(w, key, SQZ_GGUF_F64, &v);
+}
+sqz_status sqz_gguf_writer_add_bool(sqz_gguf_writer *w, const char *key, int v) {
+    if (v != 0 && v != 1)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata %s: bool %d is not 0 or 1",
+                        key ? key : "(null)", v);
+    uint8_t b = (uint8_t)v;
+    return w_scalar(w, key, SQZ_GGUF_BOOL, &b);
+}
+
+/* Metadata entries whose type is not u32 cannot be general.alignment. */
+static sqz_status w_not_alignment(sqz_gguf_writer *w, const char *key, const char *what) {
+    if (key && strcmp(key, GGUF_KEY_ALIGNMENT) == 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: " GGUF_KEY_ALIGNMENT
+                        " must be u32, not %s", what);
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_writer_add_str(sqz_gguf_writer *w, const char *key, const char *s,
+                                   size_t len) {
+    if (!s && len)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata %s: NULL string",
+                        key ? key : "(null)");
+    sqz_status st = w_not_alignment(w, key, "a string");
+    size_t mark;
+    if (st == SQZ_OK) st = w_begin(w, key, &mark);
+    if (st != SQZ_OK) return st;
+    int ok = w_put_u32(w, SQZ_GGUF_STRING) && w_put_str(w, s, len);
+    return w_end(w, key, mark, ok);
+}
+
+sqz_status sqz_gguf_writer_add_arr(sqz_gguf_writer *w, const char *key, int elem_type,
+                                   const void *data, uint64_t n) {
+    const char *k = key ? key : "(null)";
+    size_t sz = sqz_gguf_type_size(elem_type);
+    if (sz == 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                        "gguf writer: metadata %s: element type %s is not a fixed-size type "
+                        "(strings: sqz_gguf_writer_add_arr_str)",
+                        k, sqz_gguf_type_name(elem_type));
+    if (n > SIZE_MAX / sz)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata %s: %llu elements is too many",
+                        k, (unsigned long long)n);
+    if (!data && n)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata %s: NULL data", k);
+    if (elem_type == SQZ_GGUF_BOOL) {
+        const uint8_t *b = data;
+        for (uint64_t i = 0; i < n; i++)
+            if (b[i] > 1)
+                return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                                "gguf writer: metadata %s: bool element %llu is %u, not 0 or 1",
+                                k, (unsigned long long)i, b[i]);
+    }
+    sqz_status st = w_not_alignment(w, key, "an array");
+    size_t mark;
+    if (st == SQZ_OK) st = w_begin(w, key, &mark);
+    if (st != SQZ_OK) return st;
+    int ok = w_put_u32(w, SQZ_GGUF_ARRAY) && w_put_u32(w, (uint32_t)elem_type) &&
+             w_put_u64(w, n) && w_put(w, data, (size_t)n * sz);
+    return w_end(w, key, mark, ok);
+}
+
+sqz_status sqz_gguf_writer_add_arr_str(sqz_gguf_writer *w, const char *key,
+                                       const char *const *strs, const size_t *lens,
+                                       uint64_t n) {
+    const char *k = key ? key : "(null)";
+    if (!strs && n)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata %s: NULL strings", k);
+    for (uint64_t i = 0; i < n; i++)
+        if (!strs[i] && (!lens || lens[i]))
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: metadata %s: string %llu is NULL",
+                            k, (unsigned long long)i);
+    sqz_status st = w_not_alignment(w, key, "an array");
+    size_t mark;
+    if (st == SQZ_OK) st = w_begin(w, key, &mark);
+    if (st != SQZ_OK) return st;
+    int ok = w_put_u32(w, SQZ_GGUF_ARRAY) && w_put_u32(w, SQZ_GGUF_STRING) && w_put_u64(w, n);
+    for (uint64_t i = 0; ok && i < n; i++) {
+        size_t len = lens ? lens[i] : strlen(strs[i]);
+        ok = w_put_str(w, strs[i], len);
+    }
+    return w_end(w, key, mark, ok);
+}
+
+sqz_status sqz_gguf_writer_copy_kv(sqz_gguf_writer *w, const sqz_gguf *g, size_t i) {
+    if (!g || i >= g->n_kv)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: no metadata entry %zu to copy", i);
+    const gguf_kv *kv = &g->kv[i];
+    if (strcmp(kv->key, GGUF_KEY_ALIGNMENT) == 0) /* validated on open: u32 power of two */
+        return sqz_gguf_writer_add_u32(w, kv->key, ld_u32(kv->val));
+    size_t mark;
+    sqz_status st = w_begin(w, kv->key, &mark);
+    if (st != SQZ_OK) return st;
+    return w_end(w, kv->key, mark, w_put(w, kv->raw, kv->raw_len));
+}
+
+sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
+                                      const int64_t *ne, int type, const void *data,
+                                      size_t nbytes) {
+    if (!name || !name[0])
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor with an empty name");
+    size_t nlen = strlen(name);
+    if (nlen > GGUF_WRITER_MAX_NAME)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                        "gguf writer: tensor name %s is %zu bytes (limit %d)", name, nlen,
+                        GGUF_WRITER_MAX_NAME);
+    for (size_t i = 0; i < w->n_t; i++)
+        if (strcmp(w->t[i].name, name) == 0)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s added twice", name);
+    if (n_dims < 1 || n_dims > SQZ_GGUF_MAX_DIMS || !ne)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: %d dimensions (1 to %d)",
+                        name, n_dims, SQZ_GGUF_MAX_DIMS);
+    int bs;
+    if (!sqz_gguf_ggml_type_layout(type, &bs, NULL))
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: invalid type id %d (%s)",
+                        name, type, sqz_gguf_ggml_type_name(type));
+    gguf_wtensor t = { .n_dims = n_dims, .type = type, .data = data, .nbytes = nbytes };
+    uint64_t count = 1;
+    for (int d = 0; d < SQZ_GGUF_MAX_DIMS; d++) {
+        int64_t v = d < n_dims ? ne[d] : 1;
+        if (v < 1)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: ne[%d] = %lld (must be "
+                            ">= 1)", name, d, (long long)v);
+        if ((uint64_t)v > (uint64_t)INT64_MAX / count)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: element count overflows",
+                            name);
+        count *= (uint64_t)v;
+        t.ne[d] = v;
+    }
+    if (t.ne[0] % bs != 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                        "gguf writer: tensor %s: row length %lld is not a multiple of the %s "
+                        "block size %d",
+                        name, (long long)t.ne[0], sqz_gguf_ggml_type_name(type), bs);
+    uint64_t want;
+    if (!gguf_nbytes(type, count, &want))
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: byte count overflows",
+                        name);
+    if (want != nbytes)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                        "gguf writer: tensor %s: %zu bytes given, %s [%lld, %lld, %lld, %lld] "
+                        "takes %llu",
+                        name, nbytes, sqz_gguf_ggml_type_name(type), (long long)t.ne[0],
+                        (long long)t.ne[1], (long long)t.ne[2], (long long)t.ne[3],
+                        (unsigned long long)want);
+    if (!data)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: NULL data", name);
+    if (w->n_t == w->cap_t) {
+        size_t cap = w->cap_t ? 2 * w->cap_t : 32;
+        gguf_wtensor *nt = realloc(w->t, cap * sizeof *nt);
+        if (!nt) return w_nomem(w);
+        w->t = nt;
+        w->cap_t = cap;
+    }
+    t.name = strdup(name);
+    if (!t.name) return w_nomem(w);
+    w->t[w->n_t++] = t;
+    return SQZ_OK;
+}
+
+/* Writes all of p[0..n) to fd; 0 with errno set on failure. */
+static int write_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n) {
+        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
+        ssize_t k = write(fd, b, chunk);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return 0;
+        }
+        if (k == 0) { errno = EIO; return 0; }
+        b += k;
+        n -= (size_t)k;
+    }
+    return 1;
+}
+
+static int write_zeros(int fd, uint64_t n) {
+    static const uint8_t zeros[4096];
+    while (n) {
+        size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
+        if (!write_all(fd, zeros, k)) return 0;
+        n -= k;
+    }
+    return 1;
+}
+
+/* Header, metadata, tensor infos and the padding before the data section, in one buffer. */
+static uint8_t *w_build_meta(const sqz_gguf_writer *w, size_t *len) {
+    uint64_t size = GGUF_HEADER_SIZE + (uint64_t)w->kv_len;
+    for (size_t i = 0; i < w->n_t; i++)
+        size += 8 + strlen(w->t[i].name) + 4 + 8 * (uint64_t)w->t[i].n_dims + 4 + 8;
+    uint64_t padded = gguf_align(size, w->alignment);
+    if (padded > SIZE_MAX) return NULL;
+    uint8_t *b = calloc(1, (size_t)padded);
+    if (!b) return NULL;
+    uint8_t *p = b;
+    uint32_t version = 3;
+    uint64_t n_t = w->n_t, n_kv = w->n_kv;
+    memcpy(p, "GGUF", 4); p += 4;
+    memcpy(p, &version, 4); p += 4;
+    memcpy(p, &n_t, 8); p += 8;
+    memcpy(p, &n_kv, 8); p += 8;
+    if (w->kv_len) { memcpy(p, w->kv, w->kv_len); p += w->kv_len; }
+    uint64_t off = 0;
+    for (size_t i = 0; i < w->n_t; i++) {
+        const gguf_wtensor *t = &w->t[i];
+        uint64_t nlen = strlen(t->name);
+        uint32_t nd = (uint32_t)t->n_dims, type = (uint32_t)t->type;
+        memcpy(p, &nlen, 8); p += 8;
+        memcpy(p, t->name, (size_t)nlen); p += nlen;
+        memcpy(p, &nd, 4); p += 4;
+        for (int d = 0; d < t->n_dims; d++) { memcpy(p, &t->ne[d], 8); p += 8; }
+        memcpy(p, &type, 4); p += 4;
+        memcpy(p, &off, 8); p += 8;
+        off += gguf_align(t->nbytes, w->alignment);
+    }
+    *len = (size_t)padded;
+    return b;
+}
+
+/* The folder of path, for fsync after the rename ("." when none); NULL when out of memory. */
+static char *w_dirname(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    d[n] = 0;
+    return d;
+}
+
+sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path) {
+    if (!path || !path[0]) return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: empty path");
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    size_t meta_len = 0;
+    uint8_t *meta = tmp ? w_build_meta(w, &meta_len) : NULL;
+    if (!meta) {
+        free(tmp);
+        return sqz_fail(w->ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(meta);
+        free(tmp);
+        return sqz_fail(w->ctx, SQZ_ERR_IO, "%s: cannot create a temporary file beside it: %s",
+                        path, strerror(e));
+    }
+    const char *step = "write";
+    int ok = write_all(fd, meta, meta_len);
+    for (size_t i = 0; ok && i < w->n_t; i++) {
+        const gguf_wtensor *t = &w->t[i];
+        ok = write_all(fd, t->data, t->nbytes) &&
+             write_zeros(fd, gguf_align(t->nbytes, w->alignment) - t->nbytes);
+    }
+    if (ok) { step = "chmod"; ok = fchmod(fd, 0644) == 0; }
+    if (ok) { step = "fsync"; ok = fsync(fd) == 0; }
+    int e = errno;
+    if (close(fd) != 0 && ok) { step = "close"; ok = 0; e = errno; }
+    if (ok) { step = "rename"; ok = rename(tmp, path) == 0; e = errno; }
+    free(meta);
+    if (!ok) {
+        unlink(tmp);
+        free(tmp);
+        return sqz_fail(w->ctx, SQZ_ERR_IO, "%s: %s failed: %s", path, step, strerror(e));
+    }
+    free(tmp);
+    /* Make the rename itself durable; the file is complete whatever this says. */
+    char *dir = w_dirname(path);
+    if (dir) {
+        int dfd = open(dir, O_RDONLY);
+        if (dfd >= 0) {
+            (void)fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+    }
+    return SQZ_OK;
+}

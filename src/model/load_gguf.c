@@ -1,0 +1,275 @@
+/* load_gguf.c - models from GGUF files (llama.cpp's format): the llama architecture (which is
+ * also what llama.cpp writes for Mistral) and qwen2, any tensor type sqz computes with, and the
+ * tokenizer from the file's metadata.
+ *
+ * RoPE: llama.cpp's "llama" graphs rotate interleaved pairs (2i, 2i+1) and its converter stores
+ * Q/K rows permuted to match; "qwen2" graphs use NEOX rotation, the HF pairing (i, i + hd/2),
+ * with rows unpermuted. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/gguf.h"
+#include "model/model.h"
+#include "model/tokenizer_impl.h"
+
+/* The metadata key "<arch>.<suffix>". */
+static const char *akey(char *buf, size_t cap, const char *arch, const char *suffix) {
+    snprintf(buf, cap, "%s.%s", arch, suffix);
+    return buf;
+}
+
+static sqz_status get_int(sqz_ctx *ctx, const sqz_gguf *g, const char *arch, const char *suffix,
+                          int optional, int *out) {
+    char k[128];
+    akey(k, sizeof k, arch, suffix);
+    if (optional && sqz_gguf_find_key(g, k) < 0) return SQZ_OK;
+    int32_t v;
+    sqz_status st = sqz_gguf_get_i32(ctx, g, k, &v);
+    if (st == SQZ_OK) *out = v;
+    return st;
+}
+
+static sqz_status get_float(sqz_ctx *ctx, const sqz_gguf *g, const char *arch, const char *suffix,
+                            float *out) {
+    char k[128];
+    akey(k, sizeof k, arch, suffix);
+    if (sqz_gguf_find_key(g, k) < 0) return SQZ_OK; /* keep the default */
+    return sqz_gguf_get_f32(ctx, g, k, out);
+}
+
+/* Tensor name with ggml shape (cols, rows) or a vector of cols (rows = 0). */
+static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows,
+                             int64_t cols, int optional, sqz_tensor *t) {
+    memset(t, 0, sizeof *t);
+    const char *path = sqz_gguf_path(m->gguf);
+    if (optional && !sqz_gguf_find_tensor(m->gguf, name)) return SQZ_OK;
+    const sqz_gguf_tensor *gt;
+    sqz_status st = sqz_gguf_require_tensor(ctx, m->gguf, name, &gt);
+    if (st) return st;
+    if (!sqz_type_usable(gt->type))
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which sqz cannot run yet",
+                        path, name, sqz_gguf_ggml_type_name(gt->type));
+    const int is_vec = rows == 0;
+    const int ok = is_vec ? (gt->n_dims == 1 && gt->ne[0] == cols)
+                          : (gt->n_dims == 2 && gt->ne[0] == cols && gt->ne[1] == rows);
+    if (!ok)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT,
+                        "%s: tensor %s has shape [%lld, %lld] (ggml order) but the metadata implies [%lld, %lld]",
+                        path, name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)cols,
+                        (long long)(is_vec ? 1 : rows));
+    t->type = (sqz_type)gt->type;
+    t->cols = cols;
+    t->rows = is_vec ? 1 : rows;
+    t->data = gt->data;
+    if (is_vec && t->type != SQZ_TYPE_F32) { /* norms and biases are f32 for the forward pass */
+        float *f = sqz_model_own(m, malloc((size_t)cols * sizeof(float)));
+        if (!f) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        sqz_tensor_row_f32(t, 0, f);
+        t->type = SQZ_TYPE_F32;
+        t->data = f;
+    }
+    return SQZ_OK;
+}
+
+/* The pre-tokenizer regex llama.cpp's tokenizer.ggml.pre names. */
+static const char *pre_regex(const char *pre, size_t len) {
+    static const struct { const char *name, *re; } table[] = {
+        { "gpt-2", SQZ_BPE_RE_GPT2 },     { "gpt2", SQZ_BPE_RE_GPT2 },
+        { "llama-bpe", SQZ_BPE_RE_LLAMA3 }, { "llama3", SQZ_BPE_RE_LLAMA3 },
+        { "qwen2", SQZ_BPE_RE_QWEN2 },
+    };
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+        if (strlen(table[i].name) == len && !memcmp(table[i].name, pre, len)) return table[i].re;
+    return NULL;
+}
+
+static sqz_status load_tokenizer(sqz_ctx *ctx, sqz_model *m) {
+    const sqz_gguf *g = m->gguf;
+    const char *path = sqz_gguf_path(g);
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.model") < 0) return SQZ_OK; /* no tokenizer */
+    const char *model;
+    size_t model_len;
+    sqz_status st = sqz_gguf_get_str(ctx, g, "tokenizer.ggml.model", &model, &model_len);
+    if (st) return st;
+    if (!(model_len == 4 && !memcmp(model, "gpt2", 4)))
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported yet (sqz reads 'gpt2' byte-level BPE)",
+                        path, (int)model_len, model);
+    const char *re = SQZ_BPE_RE_GPT2;
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.pre") >= 0) {
+        const char *pre;
+        size_t pre_len;
+        if ((st = sqz_gguf_get_str(ctx, g, "tokenizer.ggml.pre", &pre, &pre_len))) return st;
+        if (!(re = pre_regex(pre, pre_len)))
+            return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: pre-tokenizer '%.*s' is not supported yet",
+                            path, (int)pre_len, pre);
+    }
+    int et;
+    uint64_t n_tok, n_merges = 0;
+    const void *data;
+    if ((st = sqz_gguf_get_arr(ctx, g, "tokenizer.ggml.tokens", &et, &n_tok, &data))) return st;
+    if (et != SQZ_GGUF_STRING || n_tok == 0 || n_tok > (1u << 24))
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tokenizer.ggml.tokens is not a list of strings", path);
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.merges") >= 0) {
+        if ((st = sqz_gguf_get_arr(ctx, g, "tokenizer.ggml.merges", &et, &n_merges, &data))) return st;
+        if (et != SQZ_GGUF_STRING || n_merges > (1u << 24))
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tokenizer.ggml.merges is not a list of strings", path);
+    }
+    int32_t *types = NULL;
+    /* strings in the file are not NUL-terminated: one buffer of copies */
+    size_t total = 0, len;
+    for (uint64_t i = 0; i < n_tok; i++) { sqz_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &len); total += len + 1; }
+    for (uint64_t i = 0; i < n_merges; i++) { sqz_gguf_arr_str(g, "tokenizer.ggml.merges", i, &len); total += len + 1; }
+    char *pool = malloc(total ? total : 1);
+    const char **toks = malloc(n_tok * sizeof *toks);
+    const char **merges = malloc((n_merges ? n_merges : 1) * sizeof *merges);
+    types = malloc(n_tok * sizeof *types);
+    if (!pool || !toks || !merges || !types) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the tokenizer");
+        goto done;
+    }
+    char *cur = pool;
+    for (uint64_t i = 0; i < n_tok; i++) {
+        const char *s = sqz_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &len);
+        memcpy(cur, s, len);
+        cur[len] = 0;
+        toks[i] = cur;
+        cur += len + 1;
+    }
+    for (uint64_t i = 0; i < n_merges; i++) {
+        const char *s = sqz_gguf_arr_str(g, "tokenizer.ggml.merges", i, &len);
+        memcpy(cur, s, len);
+        cur[len] = 0;
+        merges[i] = cur;
+        cur += len + 1;
+    }
+    for (uint64_t i = 0; i < n_tok; i++) types[i] = SQZ_TOKEN_NORMAL;
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
+        uint64_t nt;
+        if ((st = sqz_gguf_get_arr(ctx, g, "tokenizer.ggml.token_type", &et, &nt, &data))) goto done;
+        if ((et != SQZ_GGUF_I32 && et != SQZ_GGUF_U32) || nt != n_tok) {
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tokenizer.ggml.token_type does not match the tokens", path);
+            goto done;
+        }
+        memcpy(types, data, n_tok * sizeof *types);
+    }
+    int bos = -1, eos = -1, add_bos = 0;
+    uint32_t v;
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.bos_token_id") >= 0) {
+        if ((st = sqz_gguf_get_u32(ctx, g, "tokenizer.ggml.bos_token_id", &v))) goto done;
+        bos = v < n_tok ? (int)v : -1;
+    }
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.eos_token_id") >= 0) {
+        if ((st = sqz_gguf_get_u32(ctx, g, "tokenizer.ggml.eos_token_id", &v))) goto done;
+        eos = v < n_tok ? (int)v : -1;
+    }
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.add_bos_token") >= 0 &&
+        (st = sqz_gguf_get_bool(ctx, g, "tokenizer.ggml.add_bos_token", &add_bos)))
+        goto done;
+    sqz_bpe_split split = { re, 0 };
+    sqz_bpe_spec spec = {
+        .name = path, .n_tokens = (int)n_tok, .tokens = toks, .token_types = types,
+        .n_merges = (int)n_merges, .merges = merges, .merges_are_pairs = 0,
+        .n_splits = 1, .splits = &split, .unk_id = -1, .bos = bos, .eos = eos, .add_bos = add_bos,
+    };
+    st = sqz_tokenizer_new_bpe(ctx, &spec, &m->tok);
+done:
+    free(pool);
+    free(toks);
+    free(merges);
+    free(types);
+    return st;
+}
+
+sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path) {
+    sqz_status st = sqz_gguf_open(ctx, path, &m->gguf);
+    if (st) return st;
+    const sqz_gguf *g = m->gguf;
+    m->format = "gguf";
+    const char *arch_s;
+    size_t arch_len;
+    if ((st = sqz_gguf_get_str(ctx, g, "general.architecture", &arch_s, &arch_len))) return st;
+    char arch[32];
+    if (arch_len >= sizeof arch) arch_len = sizeof arch - 1;
+    memcpy(arch, arch_s, arch_len);
+    arch[arch_len] = 0;
+    sqz_config *c = &m->cfg;
+    memset(c, 0, sizeof *c);
+    if (!strcmp(arch, "llama") || !strcmp(arch, "mistral")) {
+        c->arch = strcmp(arch, "llama") ? SQZ_ARCH_MISTRAL : SQZ_ARCH_LLAMA;
+        c->rope_interleaved = 1;
+    } else if (!strcmp(arch, "qwen2")) {
+        c->arch = SQZ_ARCH_QWEN2;
+        c->has_qkv_bias = 1;
+        c->rope_interleaved = 0;
+    } else {
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (sqz runs llama, mistral, qwen2)",
+                        path, arch);
+    }
+    c->rope_theta = 10000.0f;
+    c->norm_eps = 1e-5f;
+    c->bos_id = c->eos_id = -1;
+    if ((st = get_int(ctx, g, arch, "embedding_length", 0, &c->dim)) ||
+        (st = get_int(ctx, g, arch, "feed_forward_length", 0, &c->hidden_dim)) ||
+        (st = get_int(ctx, g, arch, "block_count", 0, &c->n_layers)) ||
+        (st = get_int(ctx, g, arch, "attention.head_count", 0, &c->n_heads)))
+        return st;
+    c->n_kv_heads = c->n_heads;
+    if ((st = get_int(ctx, g, arch, "attention.head_count_kv", 1, &c->n_kv_heads)) ||
+        (st = get_int(ctx, g, arch, "context_length", 1, &c->max_seq_len)) ||
+        (st = get_float(ctx, g, arch, "rope.freq_base", &c->rope_theta)) ||
+        (st = get_float(ctx, g, arch, "attention.layer_norm_rms_epsilon", &c->norm_eps)))
+        return st;
+    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    if ((st = get_int(ctx, g, arch, "attention.key_length", 1, &c->head_dim))) return st;
+    const sqz_gguf_tensor *emb = sqz_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: no 2-D tensor token_embd.weight", path);
+    c->vocab_size = emb->ne[1] > (1 << 24) ? 0 : (int)emb->ne[1];
+    c->tied_embeddings = sqz_gguf_find_tensor(g, "output.weight") == NULL;
+    if ((st = sqz_config_check(ctx, c, path))) return st;
+
+    const int64_t D = c->dim, F = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim,
+                  kvd = (int64_t)c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    if ((st = get_tensor(ctx, m, "token_embd.weight", V, D, 0, &m->tok_embd)) ||
+        (st = get_tensor(ctx, m, "output_norm.weight", 0, D, 0, &m->out_norm)))
+        return st;
+    if (c->tied_embeddings) m->output = m->tok_embd;
+    else if ((st = get_tensor(ctx, m, "output.weight", V, D, 0, &m->output))) return st;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < c->n_layers; l++) {
+        sqz_layer_weights *w = &m->layers[l];
+        struct { const char *name; int64_t rows, cols; int optional; sqz_tensor *t; } spec[] = {
+            { "attn_norm.weight", 0, D, 0, &w->attn_norm },
+            { "attn_q.weight", qd, D, 0, &w->wq },
+            { "attn_k.weight", kvd, D, 0, &w->wk },
+            { "attn_v.weight", kvd, D, 0, &w->wv },
+            { "attn_output.weight", D, qd, 0, &w->wo },
+            { "attn_q.bias", 0, qd, 1, &w->bq },
+            { "attn_k.bias", 0, kvd, 1, &w->bk },
+            { "attn_v.bias", 0, kvd, 1, &w->bv },
+            { "attn_output.bias", 0, D, 1, &w->bo },
+            { "ffn_norm.weight", 0, D, 0, &w->ffn_norm },
+            { "ffn_gate.weight", F, D, 0, &w->w_gate },
+            { "ffn_up.weight", F, D, 0, &w->w_up },
+            { "ffn_down.weight", D, F, 0, &w->w_down },
+        };
+        for (size_t i = 0; i < sizeof spec / sizeof *spec; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.%s", l, spec[i].name);
+            if ((st = get_tensor(ctx, m, name, spec[i].rows, spec[i].cols, spec[i].optional, spec[i].t)))
+                return st;
+        }
+        if (w->bq.data) c->has_qkv_bias = 1;
+    }
+    if ((st = load_tokenizer(ctx, m))) return st;
+    if (m->tok) {
+        c->bos_id = sqz_tokenizer_bos(m->tok);
+        c->eos_id = sqz_tokenizer_eos(m->tok);
+        if (sqz_tokenizer_vocab_size(m->tok) > c->vocab_size)
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %d tokens but token_embd has %d rows", path,
+                            sqz_tokenizer_vocab_size(m->tok), c->vocab_size);
+    }
+    return SQZ_OK;
+}

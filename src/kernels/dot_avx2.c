@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/kernels.h"
+#include "kernels/qdot.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -77,9 +78,9 @@ static void cvt_bf16(const void *row, float *dst, int64_t n) {
 
 sqz_kernel_row sqz_kernels_avx2(sqz_type t) {
     switch (t) {
-    case SQZ_TYPE_F32: return (sqz_kernel_row){ dot_f32, CVT_F32 };
-    case SQZ_TYPE_F16: return (sqz_kernel_row){ dot_f16, CVT_F16 };
-    case SQZ_TYPE_BF16: return (sqz_kernel_row){ dot_bf16, CVT_BF16 };
-    default: return (sqz_kernel_row){ 0, 0 };
+    case SQZ_TYPE_F32: return (sqz_kernel_row){ .dot = dot_f32, .to_float = CVT_F32 };
+    case SQZ_TYPE_F16: return (sqz_kernel_row){ .dot = dot_f16, .to_float = CVT_F16 };
+    case SQZ_TYPE_BF16: return (sqz_kernel_row){ .dot = dot_bf16, .to_float = CVT_BF16 };
+    default: return sqz_qkernels_avx2(t); /* quantized types: qdot_avx2.c */
     }
 }

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/kernels.h"
+#include "kernels/qdot.h"
 
 static float dot_f32(const void *row, const float *x, int64_t n) {
     const float *r = row;
@@ -77,9 +78,9 @@ static void cvt_bf16(const void *row, float *dst, int64_t n) {
 
 sqz_kernel_row sqz_kernels_avx512(sqz_type t) {
     switch (t) {
-    case SQZ_TYPE_F32: return (sqz_kernel_row){ dot_f32, CVT_F32 };
-    case SQZ_TYPE_F16: return (sqz_kernel_row){ dot_f16, CVT_F16 };
-    case SQZ_TYPE_BF16: return (sqz_kernel_row){ dot_bf16, CVT_BF16 };
-    default: return (sqz_kernel_row){ 0, 0 };
+    case SQZ_TYPE_F32: return (sqz_kernel_row){ .dot = dot_f32, .to_float = CVT_F32 };
+    case SQZ_TYPE_F16: return (sqz_kernel_row){ .dot = dot_f16, .to_float = CVT_F16 };
+    case SQZ_TYPE_BF16: return (sqz_kernel_row){ .dot = dot_bf16, .to_float = CVT_BF16 };
+    default: return sqz_qkernels_avx512(t); /* quantized types: qdot_avx512.c */
     }
 }

@@ -5,7 +5,9 @@
  *
  * Each type has a dot product `row . x` in three tiers - portable reference (dot_ref.c), AVX2
  * (dot_avx2.c) and AVX-512 (dot_avx512.c) - chosen at run time by the CPU's features. The
- * tests compare every tier against the reference.
+ * tests compare every tier against the reference. llama.cpp's quantized types add a dot product
+ * with quantized activations in the same three tiers (qdot_ref.c, qdot_avx2.c, qdot_avx512.c;
+ * tests/test_qkernels.c), which decode uses.
  */
 #ifndef SQZ_KERNELS_H
 #define SQZ_KERNELS_H
@@ -29,24 +31,58 @@ sqz_dot_fn sqz_dot_get(sqz_type t, sqz_isa isa);
 typedef void (*sqz_cvt_fn)(const void *row, float *dst, int64_t n);
 sqz_cvt_fn sqz_cvt_get(sqz_type t, sqz_isa isa);
 
+/* ---- quantized dot products (llama.cpp's scheme, for its quantized weight types)
+ *
+ * Decode quantizes x once per matvec to an 8-bit activation type - Q8_0 for Q4_0, Q5_0, Q8_0
+ * and IQ4_NL; Q8_1 for Q4_1 and Q5_1 (its s = d * sum(q) pays for their minimum); Q8_K for
+ * Q2_K..Q6_K and IQ4_XS - and each row's dot product is then exact integer arithmetic per
+ * block, scaled once per block. The result differs from row . x by x's quantization error
+ * (about 0.5% of |row| |x| / sqrt(n)), which llama.cpp accepts too.
+ *
+ * Tiers compute the same integer sums and differ only in the order of the f32 additions. */
+
+/* row[0..n) (weights of type t) . xq[0..n) (activations of type sqz_act_type(t)); n a
+ * multiple of t's block size. */
+typedef float (*sqz_vec_dot_q_fn)(int64_t n, const void *row, const void *xq);
+
+/* xq = x[0..n) quantized to an activation type (n a multiple of its block size); every tier
+ * writes the same bytes as the reference (ggml's quantize_row_q8_{0,1,K}_ref). */
+typedef void (*sqz_quantize_act_fn)(const float *x, void *xq, int64_t n);
+
+/* The activation type of t's quantized dot product (Q8_0, Q8_1 or Q8_K), or SQZ_TYPE_F32
+ * where t has none (f32, f16, bf16, the activation types themselves but Q8_0). */
+sqz_type sqz_act_type(sqz_type t);
+
+/* t's quantized dot product in tier isa, falling back to lower tiers; NULL if it has none. */
+sqz_vec_dot_q_fn sqz_vec_dot_q_get(sqz_type t, sqz_isa isa);
+
+/* The quantizer into activation type act (Q8_0, Q8_1, Q8_K) in tier isa, falling back to lower
+ * tiers; NULL for other types. */
+sqz_quantize_act_fn sqz_quantize_act_get(sqz_type act, sqz_isa isa);
+
 /* One tier's kernels for one type; a tier returns NULL members where it has none. */
 typedef struct sqz_kernel_row {
-    sqz_dot_fn dot;
+    sqz_dot_fn dot;        /* row . f32 x (quantized types: dequantized on the fly) */
     sqz_cvt_fn to_float;
+    sqz_vec_dot_q_fn vec_dot_q;       /* row . activations of sqz_act_type(t) */
+    sqz_quantize_act_fn quantize_act; /* only in the rows of Q8_0, Q8_1, Q8_K: f32 -> t */
 } sqz_kernel_row;
 
 sqz_kernel_row sqz_kernels_ref(sqz_type t);
 sqz_kernel_row sqz_kernels_avx2(sqz_type t);
 sqz_kernel_row sqz_kernels_avx512(sqz_type t);
 
-/* y[n] = w . x for each of the N rows: decode's matrix-vector product, threaded over rows. */
+/* y[n] = w . x for each of the N rows: decode's matrix-vector product, threaded over rows.
+ * Types with a quantized dot product (sqz_vec_dot_q_get) quantize x once (sqz_act_type) and
+ * use it; the others take the f32 dot. */
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads);
 
-/* y[T][N] = x[T][K] . w^T. For small T a loop of matvecs; otherwise panels of rows of w are
- * converted to f32 and multiplied with OpenBLAS sgemm, threaded over panels. */
+/* y[T][N] = x[T][K] . w^T. For small T a loop of matvecs (quantized types: the T activation
+ * rows are quantized once and each weight row is read once for all T); otherwise panels of
+ * rows of w are converted to f32 and multiplied with OpenBLAS sgemm, threaded over panels. */
 void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads);
 
-/* The same with the reference dot and one thread: the yardstick for the tests. */
+/* The same with the reference f32 dot and one thread: the yardstick for the tests. */
 void sqz_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y);
 
 /* One-time process setup: OpenBLAS runs single-threaded inside sqz's own threads. */

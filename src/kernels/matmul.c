@@ -15,7 +15,12 @@
 
 #include "kernels/kernels.h"
 
-enum { PANEL = 64, MATVEC_MAX_T = 3 };
+/* MATVEC_MAX_T: up to this many tokens, a loop of f32-x matvecs beats converting panels for
+ * sgemm. QMATVEC_MAX_T: the same for the quantized dot products, which read the weights once
+ * for all T and run near sgemm's rate: measured (AVX-512, one thread, 512x1536 and 2048x2048,
+ * Q4_0 / Q4_K / Q6_K) they beat dequantize-a-panel + sgemm at every T up to 64, by 2x at 32,
+ * so that is where prefill-sized batches go to sgemm. */
+enum { PANEL = 64, MATVEC_MAX_T = 3, QMATVEC_MAX_T = 32 };
 
 void sqz_kernels_init(void) { openblas_set_num_threads(1); }
 
@@ -23,12 +28,18 @@ const char *sqz_isa_name(sqz_isa isa) {
     return isa == SQZ_ISA_AVX512 ? "avx512" : isa == SQZ_ISA_AVX2 ? "avx2" : "ref";
 }
 
+/* clang (up to 14 at least) rejects "f16c" in __builtin_cpu_supports; every AVX2 CPU has it */
+#if defined(__clang__)
+#define HAS_F16C 1
+#else
+#define HAS_F16C __builtin_cpu_supports("f16c")
+#endif
+
 sqz_isa sqz_isa_best(void) {
     sqz_isa best = SQZ_ISA_REF;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HAS_F16C)
         best = SQZ_ISA_AVX2;
     if (best == SQZ_ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
@@ -58,6 +69,37 @@ sqz_dot_fn sqz_dot_get(sqz_type t, sqz_isa isa) {
     return NULL;
 }
 
+sqz_vec_dot_q_fn sqz_vec_dot_q_get(sqz_type t, sqz_isa isa) {
+    for (int i = (int)isa; i >= 0; i--) {
+        sqz_kernel_row r = tier_row(t, (sqz_isa)i);
+        if (r.vec_dot_q) return r.vec_dot_q;
+    }
+    return NULL;
+}
+
+sqz_quantize_act_fn sqz_quantize_act_get(sqz_type act, sqz_isa isa) {
+    for (int i = (int)isa; i >= 0; i--) {
+        sqz_kernel_row r = tier_row(act, (sqz_isa)i);
+        if (r.quantize_act) return r.quantize_act;
+    }
+    return NULL;
+}
+
+/* As llama.cpp pairs them (ggml-cpu's type_traits_cpu[].vec_dot_type). */
+sqz_type sqz_act_type(sqz_type t) {
+    switch (t) {
+    case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q5_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_IQ4_NL:
+        return SQZ_TYPE_Q8_0;
+    case SQZ_TYPE_Q4_1: case SQZ_TYPE_Q5_1:
+        return SQZ_TYPE_Q8_1;
+    case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K:
+    case SQZ_TYPE_Q6_K: case SQZ_TYPE_IQ4_XS:
+        return SQZ_TYPE_Q8_K;
+    default:
+        return SQZ_TYPE_F32;
+    }
+}
+
 sqz_cvt_fn sqz_cvt_get(sqz_type t, sqz_isa isa) {
     for (int i = (int)isa; i >= 0; i--) {
         sqz_kernel_row r = tier_row(t, (sqz_isa)i);
@@ -67,7 +109,35 @@ sqz_cvt_fn sqz_cvt_get(sqz_type t, sqz_isa isa) {
     return tr ? tr->to_float : NULL;
 }
 
+/* The quantized path of T <= QMATVEC_MAX_T rows of x: they are quantized once (to
+ * sqz_act_type) into a per-call scratch, then each thread takes rows of w and dots each with
+ * all T activation rows while it is in L1, so w is read once. Returns -1 (nothing done) where
+ * w's type has no quantized dot or the scratch cannot be had. */
+static int matmul_q(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
+    const sqz_isa isa = sqz_isa_best();
+    const sqz_vec_dot_q_fn vdq = sqz_vec_dot_q_get(w->type, isa);
+    if (!vdq) return -1;
+    const sqz_type act = sqz_act_type(w->type);
+    const sqz_quantize_act_fn quantize = sqz_quantize_act_get(act, isa);
+    const int64_t N = w->rows, K = w->cols;
+    const size_t rs = sqz_type_row_size(w->type, K), qrs = sqz_type_row_size(act, K);
+    char *xq = malloc(qrs * (size_t)T);
+    if (!quantize || !xq) {
+        free(xq);
+        return -1;
+    }
+    for (int t = 0; t < T; t++) quantize(x + (size_t)t * K, xq + (size_t)t * qrs, K);
+    const char *base = w->data;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (N >= 64 && n_threads > 1)
+    for (int64_t r = 0; r < N; r++)
+        for (int t = 0; t < T; t++)
+            y[(size_t)t * N + r] = vdq(K, base + (size_t)r * rs, xq + (size_t)t * qrs);
+    free(xq);
+    return 0;
+}
+
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {
+    if (matmul_q(w, x, 1, y, n_threads) == 0) return;
     sqz_dot_fn dot = sqz_dot_get(w->type, sqz_isa_best());
     const size_t rs = sqz_type_row_size(w->type, w->cols);
     const char *base = w->data;
@@ -78,6 +148,7 @@ void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {
 
 void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
     const int64_t N = w->rows, K = w->cols;
+    if (T <= QMATVEC_MAX_T && matmul_q(w, x, T, y, n_threads) == 0) return;
     if (T <= MATVEC_MAX_T) {
         for (int t = 0; t < T; t++) sqz_matvec(w, x + (size_t)t * K, y + (size_t)t * N, n_threads);
         return;

@@ -62,14 +62,18 @@ sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *m, const int32_t *token
             const int T = last - c0 < (size_t)B ? (int)(last - c0) : B;
             const int want = c0 + (size_t)T > first; /* any scored position in this batch */
             if ((st = sqz_session_eval(s, chunk + c0, T, want ? logits : NULL, 1))) break;
-            for (int t = 0; t < T; t++) {
-                if (c0 + (size_t)t < first) continue;
+            const int t0 = c0 < first ? (int)(first - c0) : 0;
+            double bsum = 0, bsum2 = 0;
+#pragma omp parallel for num_threads(ctx->n_threads) reduction(+ : bsum, bsum2) if (T - t0 >= 64)
+            for (int t = t0; t < T; t++) {
                 const float *row = logits + (size_t)t * V;
                 const double nll = sqz_logsumexp(row, V) - row[tokens[start + c0 + t + 1]];
-                sum += nll;
-                sum2 += nll * nll;
-                r.tokens++;
+                bsum += nll;
+                bsum2 += nll * nll;
             }
+            sum += bsum; /* batch sums in double: rounding does not grow with the text */
+            sum2 += bsum2;
+            if (T > t0) r.tokens += (size_t)(T - t0);
             sqz_progress(ctx, "ppl", r.tokens, total);
         }
         if (st) break;

@@ -95,6 +95,31 @@ void sqz_session_reset(sqz_session *s) {
 
 int sqz_session_pos(const sqz_session *s) { return s->pos; }
 
+/* Row-wise ops over a batch: threaded when the batch is large enough to pay for it (prefill);
+ * decode (T = 1) stays on the calling thread. */
+static void rmsnorm_rows(float *out, const float *x, const float *w, int T, int D, float eps, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && T >= 32)
+    for (int t = 0; t < T; t++) sqz_rmsnorm(out + (size_t)t * D, x + (size_t)t * D, w, 1, D, eps);
+}
+
+static void swiglu_rows(float *gate, const float *up, int T, int F, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && T >= 32)
+    for (int t = 0; t < T; t++) sqz_swiglu(gate + (size_t)t * F, up + (size_t)t * F, F);
+}
+
+static void add_rows(float *x, const float *y, int T, int D, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && T >= 32)
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++) x[(size_t)t * D + i] += y[(size_t)t * D + i];
+}
+
+static void rope_rows(float *x, int T, int stride, int n_heads, int hd, int pos0, const float *cs,
+                      const float *sn, int interleaved, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && T >= 32)
+    for (int t = 0; t < T; t++)
+        sqz_rope(x + (size_t)t * stride, 1, stride, n_heads, hd, pos0 + t, cs, sn, interleaved);
+}
+
 static void add_bias(float *y, const sqz_tensor *b, int T) {
     if (!b->data) return;
     const float *bv = b->data;
@@ -114,29 +139,30 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
     for (int l = 0; l < c->n_layers; l++) {
         const sqz_layer_weights *w = &m->layers[l];
         /* attention */
-        sqz_rmsnorm(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps);
+        rmsnorm_rows(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps, nt);
         sqz_matmul(&w->wq, s->xb, T, s->q, nt);
         sqz_matmul(&w->wk, s->xb, T, s->k, nt);
         sqz_matmul(&w->wv, s->xb, T, s->v, nt);
         add_bias(s->q, &w->bq, T);
         add_bias(s->k, &w->bk, T);
         add_bias(s->v, &w->bv, T);
-        sqz_rope(s->q, T, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved);
-        sqz_rope(s->k, T, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin,
-                 c->rope_interleaved);
+        rope_rows(s->q, T, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin,
+                  c->rope_interleaved, nt);
+        rope_rows(s->k, T, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin,
+                  c->rope_interleaved, nt);
         sqz_status st = s->kv->policy->store(s->kv->state, l, s->pos, T, s->k, s->v);
         if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
         s->kv->policy->attend(s->kv->state, l, s->pos, T, s->q, s->att, nt);
         sqz_matmul(&w->wo, s->att, T, s->xb, nt);
         add_bias(s->xb, &w->bo, T);
-        for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->xb[i];
+        add_rows(s->x, s->xb, T, D, nt);
         /* SwiGLU feed-forward */
-        sqz_rmsnorm(s->xb, s->x, w->ffn_norm.data, T, D, c->norm_eps);
+        rmsnorm_rows(s->xb, s->x, w->ffn_norm.data, T, D, c->norm_eps, nt);
         sqz_matmul(&w->w_gate, s->xb, T, s->hb, nt);
         sqz_matmul(&w->w_up, s->xb, T, s->hb2, nt);
-        sqz_swiglu(s->hb, s->hb2, (int64_t)T * F);
+        swiglu_rows(s->hb, s->hb2, T, F, nt);
         sqz_matmul(&w->w_down, s->hb, T, s->xb, nt);
-        for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->xb[i];
+        add_rows(s->x, s->xb, T, D, nt);
     }
     return SQZ_OK;
 }
@@ -160,7 +186,7 @@ sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float 
         if (st) return st;
         s->pos += T;
         if (logits && logits_all) {
-            sqz_rmsnorm(s->xb, s->x, m->out_norm.data, T, D, c->norm_eps);
+            rmsnorm_rows(s->xb, s->x, m->out_norm.data, T, D, c->norm_eps, s->ctx->n_threads);
             sqz_matmul(&m->output, s->xb, T, logits + (size_t)done * V, s->ctx->n_threads);
         } else if (logits && done + T == n) {
             sqz_rmsnorm(s->xb, s->x + (size_t)(T - 1) * D, m->out_norm.data, 1, D, c->norm_eps);

@@ -72,6 +72,19 @@ sqz_kernel_row sqz_kernels_ref(sqz_type t);
 sqz_kernel_row sqz_kernels_avx2(sqz_type t);
 sqz_kernel_row sqz_kernels_avx512(sqz_type t);
 
+/* ---- decode inside a caller's thread team: x is prepared once, then each thread computes its
+ * own rows, so a whole layer needs one parallel region instead of one per matrix. */
+
+/* Bytes of x (n elements) in the activation format w's quantized dot products take; 0 when
+ * w's type takes f32 x. */
+size_t sqz_act_bytes(sqz_type wtype, int64_t n);
+/* x -> xq in that format (nothing when sqz_act_bytes is 0). */
+void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n);
+/* y[r] = w . x for r in [r0, r1), on the calling thread; xq: x prepared by sqz_act_quantize
+ * (ignored when sqz_act_bytes is 0). */
+void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float *y, int64_t r0,
+                     int64_t r1);
+
 /* y[n] = w . x for each of the N rows: decode's matrix-vector product, threaded over rows.
  * Types with a quantized dot product (sqz_vec_dot_q_get) quantize x once (sqz_act_type) and
  * use it; the others take the f32 dot. */

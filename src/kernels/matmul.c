@@ -35,7 +35,7 @@ const char *sqz_isa_name(sqz_isa isa) {
 #define HAS_F16C __builtin_cpu_supports("f16c")
 #endif
 
-sqz_isa sqz_isa_best(void) {
+static sqz_isa isa_detect(void) {
     sqz_isa best = SQZ_ISA_REF;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
@@ -51,6 +51,14 @@ sqz_isa sqz_isa_best(void) {
         if (want < best) best = want;
     }
     return best;
+}
+
+/* The answer never changes within a process, and decode asks ~60 times a token: detect once.
+ * (A benign race: every thread computes the same value.) */
+sqz_isa sqz_isa_best(void) {
+    static volatile int cached = -1;
+    if (cached < 0) cached = (int)isa_detect();
+    return (sqz_isa)cached;
 }
 
 static sqz_kernel_row tier_row(sqz_type t, sqz_isa isa) {
@@ -134,6 +142,33 @@ static int matmul_q(const sqz_tensor *w, const float *x, int T, float *y, int n_
             y[(size_t)t * N + r] = vdq(K, base + (size_t)r * rs, xq + (size_t)t * qrs);
     free(xq);
     return 0;
+}
+
+size_t sqz_act_bytes(sqz_type wtype, int64_t n) {
+    const sqz_type act = sqz_act_type(wtype);
+    if (act == SQZ_TYPE_F32 || !sqz_vec_dot_q_get(wtype, sqz_isa_best())) return 0;
+    return sqz_type_row_size(act, n);
+}
+
+void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n) {
+    if (!sqz_act_bytes(wtype, n)) return;
+    const sqz_isa isa = sqz_isa_best();
+    sqz_quantize_act_get(sqz_act_type(wtype), isa)(x, xq, n);
+}
+
+void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float *y, int64_t r0,
+                     int64_t r1) {
+    const sqz_isa isa = sqz_isa_best();
+    const int64_t K = w->cols;
+    const size_t rs = sqz_type_row_size(w->type, K);
+    const char *base = w->data;
+    if (sqz_act_bytes(w->type, K)) {
+        const sqz_vec_dot_q_fn vdq = sqz_vec_dot_q_get(w->type, isa);
+        for (int64_t r = r0; r < r1; r++) y[r] = vdq(K, base + (size_t)r * rs, xq);
+    } else {
+        const sqz_dot_fn dot = sqz_dot_get(w->type, isa);
+        for (int64_t r = r0; r < r1; r++) y[r] = dot(base + (size_t)r * rs, x, K);
+    }
 }
 
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {

@@ -5,6 +5,7 @@
  * Glossary: T tokens in the batch, D dim, F hidden_dim, Hq/Hkv heads, hd head_dim, V vocab.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,8 +43,11 @@ sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, con
     s->last_logits = malloc((size_t)c->vocab_size * sizeof(float));
     s->rope_cos = malloc((size_t)max_ctx * half * sizeof(float));
     s->rope_sin = malloc((size_t)max_ctx * half * sizeof(float));
+    /* room for the largest input row (D, Hq*hd or F) in any activation format (<= f32) */
+    s->xq_bytes = (F > D ? F : D) > qd ? (F > D ? F : D) * sizeof(float) : qd * sizeof(float);
+    for (int i = 0; i < 3; i++) s->xq[i] = malloc(s->xq_bytes);
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 ||
-        !s->last_logits || !s->rope_cos || !s->rope_sin) {
+        !s->last_logits || !s->rope_cos || !s->rope_sin || !s->xq[0] || !s->xq[1] || !s->xq[2]) {
         sqz_session_free(s);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a session of %d positions", max_ctx);
     }
@@ -85,6 +89,7 @@ void sqz_session_free(sqz_session *s) {
     free(s->last_logits);
     free(s->rope_cos);
     free(s->rope_sin);
+    for (int i = 0; i < 3; i++) free(s->xq[i]);
     free(s);
 }
 
@@ -167,6 +172,96 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
     return SQZ_OK;
 }
 
+/* This thread's share [*r0, *r1) of n rows in a team of nth. */
+static void share(int64_t n, int tid, int nth, int64_t *r0, int64_t *r1) {
+    *r0 = n * tid / nth;
+    *r1 = n * (tid + 1) / nth;
+}
+
+/* y = w . x for this thread's rows of each of up to three matrices that read the same x;
+ * s->xq[i] holds x prepared for w[i]. */
+static void team_matvecs(const sqz_session *s, const sqz_tensor *const *w, float *const *y, int n,
+                         const float *x, int tid, int nth) {
+    for (int i = 0; i < n; i++) {
+        int64_t r0, r1;
+        share(w[i]->rows, tid, nth, &r0, &r1);
+        sqz_matvec_rows(w[i], x, s->xq[i], y[i], r0, r1);
+    }
+}
+
+static void prepare(const sqz_session *s, const sqz_tensor *const *w, int n, const float *x) {
+    for (int i = 0; i < n; i++) sqz_act_quantize(w[i]->type, x, s->xq[i], w[i]->cols);
+}
+
+/* Decode of one token with a team of threads: a layer is two parallel regions (attention's
+ * own in between) instead of one per matrix; inside a region threads take fixed shares of
+ * each matrix's rows and meet at barriers, and the small serial steps run in `single`. */
+static sqz_status forward_token_team(sqz_session *s, int32_t token) {
+    const sqz_model *m = s->model;
+    const sqz_config *c = &m->cfg;
+    const int nt = s->ctx->n_threads;
+    const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
+    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    sqz_status st = SQZ_OK;
+    sqz_tensor_row_f32(&m->tok_embd, token, s->x);
+    for (int l = 0; l < c->n_layers && st == SQZ_OK; l++) {
+        const sqz_layer_weights *w = &m->layers[l];
+        const sqz_tensor *qkv[3] = { &w->wq, &w->wk, &w->wv };
+        float *qkv_out[3] = { s->q, s->k, s->v };
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#pragma omp single
+            {
+                sqz_rmsnorm(s->xb, s->x, w->attn_norm.data, 1, D, c->norm_eps);
+                prepare(s, qkv, 3, s->xb);
+            }
+            team_matvecs(s, qkv, qkv_out, 3, s->xb, tid, nth);
+#pragma omp barrier
+#pragma omp single
+            {
+                add_bias(s->q, &w->bq, 1);
+                add_bias(s->k, &w->bk, 1);
+                add_bias(s->v, &w->bv, 1);
+                sqz_rope(s->q, 1, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved);
+                sqz_rope(s->k, 1, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved);
+                st = s->kv->policy->store(s->kv->state, l, s->pos, 1, s->k, s->v);
+            }
+        }
+        if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
+        s->kv->policy->attend(s->kv->state, l, s->pos, 1, s->q, s->att, nt);
+        const sqz_tensor *wo[1] = { &w->wo }, *gu[2] = { &w->w_gate, &w->w_up }, *dn[1] = { &w->w_down };
+        float *wo_out[1] = { s->xb }, *gu_out[2] = { s->hb, s->hb2 }, *dn_out[1] = { s->xb };
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#pragma omp single
+            prepare(s, wo, 1, s->att);
+            team_matvecs(s, wo, wo_out, 1, s->att, tid, nth);
+#pragma omp barrier
+#pragma omp single
+            {
+                add_bias(s->xb, &w->bo, 1);
+                for (int i = 0; i < D; i++) s->x[i] += s->xb[i];
+                sqz_rmsnorm(s->xb, s->x, w->ffn_norm.data, 1, D, c->norm_eps);
+                prepare(s, gu, 2, s->xb);
+            }
+            team_matvecs(s, gu, gu_out, 2, s->xb, tid, nth);
+#pragma omp barrier
+#pragma omp single
+            {
+                sqz_swiglu(s->hb, s->hb2, F);
+                prepare(s, dn, 1, s->hb);
+            }
+            team_matvecs(s, dn, dn_out, 1, s->hb, tid, nth);
+#pragma omp barrier
+#pragma omp single
+            for (int i = 0; i < D; i++) s->x[i] += s->xb[i];
+        }
+    }
+    return st;
+}
+
 sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float *logits,
                             int logits_all) {
     const sqz_model *m = s->model;
@@ -182,7 +277,9 @@ sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float 
     const int D = c->dim, V = c->vocab_size;
     for (int done = 0; done < n;) {
         const int T = n - done < s->max_batch ? n - done : s->max_batch;
-        sqz_status st = forward_batch(s, tokens + done, T);
+        /* one token with several threads: the team path (fewer parallel regions) */
+        sqz_status st = T == 1 && s->ctx->n_threads > 1 ? forward_token_team(s, tokens[done])
+                                                        : forward_batch(s, tokens + done, T);
         if (st) return st;
         s->pos += T;
         if (logits && logits_all) {

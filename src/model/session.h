@@ -21,6 +21,8 @@ struct sqz_session {
     float *hb, *hb2; /* [B][F] FFN gate and up */
     float *last_logits; /* [V] */
     float *rope_cos, *rope_sin; /* [max_ctx][hd/2] */
+    char *xq[3];   /* decode: activations quantized for up to three matrices at once */
+    size_t xq_bytes; /* bytes of each xq buffer */
 };
 
 /* A session whose KV cache uses the policy kv_spec ("f32", "name:key=value,..."). */

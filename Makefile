@@ -92,8 +92,7 @@ bench: all $(BENCH_BIN)
 deps:
 	sh scripts/install-deps.sh
 
-demo: deps
-	$(MAKE) all
+demo:
 	sh scripts/demo.sh
 
 clean:

@@ -181,6 +181,16 @@ typedef struct sqz_ppl_opts {
     size_t max_tokens; /* use only the first max_tokens tokens (0: all) */
     sqz_ppl_mode mode;
     int n_chunks;      /* SQZ_PPL_LLAMACPP: at most this many chunks (0: all) */
+    /* KV-cache policy of the model ("f32" when NULL; see sqz_kv_policy_names). With a policy,
+     * each window's first kv_prefill tokens run as one batch and the rest one token at a
+     * time, so later tokens read the compressed cache; kv_prefill <= 0: whole windows batched. */
+    const char *kv;
+    int kv_prefill;
+    /* KL divergence: when kld_base is set, it runs over the same windows (with the KV policy
+     * kld_base_kv, NULL = "f32") and the result gets kld, kld_p99 and top1_agree. kld_base may
+     * be the model itself (e.g. to measure a KV policy against the exact cache). */
+    const sqz_model *kld_base;
+    const char *kld_base_kv;
 } sqz_ppl_opts;
 
 typedef struct sqz_ppl_result {
@@ -190,6 +200,10 @@ typedef struct sqz_ppl_result {
     size_t tokens;     /* tokens scored */
     size_t windows;
     double seconds;    /* time spent in the model (tokenization excluded) */
+    /* with kld_base: mean KL(base || model) of the next-token distributions (nats), its 99th
+     * percentile, and the fraction of positions where both rank the same token first */
+    int has_kld;
+    double kld, kld_p99, top1_agree;
 } sqz_ppl_result;
 
 /* Perplexity over tokens in non-overlapping windows of n_ctx inputs: window w feeds
@@ -198,6 +212,36 @@ typedef struct sqz_ppl_result {
  * llama.cpp's llama-perplexity does (see sqz_ppl_mode); only whole chunks are used. */
 sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                           size_t n_tokens, const sqz_ppl_opts *opts, sqz_ppl_result *result);
+
+/* ---------------------------------------------------------------- conversion to GGUF */
+
+typedef struct sqz_convert_opts {
+    /* A tensor type ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k",
+     * "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"): every 2-D weight gets it, as
+     * llama-quantize --pure does (norms stay f32). Or one of llama.cpp's mixes ("q2_k",
+     * "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"), which
+     * pick per-tensor types as llama-quantize does. "q2_k" and "q6_k" name the mix unless pure. */
+    const char *type;
+    int pure;
+    /* A matrix whose rows do not fit the chosen type's block (e.g. 384 columns for a 256-block
+     * k-quant) gets llama.cpp's fallback type; the result counts them. */
+} sqz_convert_opts;
+
+typedef struct sqz_convert_result {
+    uint64_t file_bytes;
+    uint64_t n_params;       /* elements of all tensors written */
+    double bits_per_weight;  /* 8 * bytes of tensor data / n_params */
+    int n_tensors;
+    int n_fallback;          /* tensors that got a fallback type */
+    double seconds;
+} sqz_convert_result;
+
+/* Writes model as a GGUF file that llama.cpp runs: llama (or qwen2) architecture metadata,
+ * Q/K rows permuted to llama.cpp's RoPE layout where the source pairs dimensions HF's way, the
+ * tokenizer, and every weight converted to the requested type(s). The file is written to a
+ * temporary name and renamed: a failure leaves nothing behind. */
+sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
+                       const sqz_convert_opts *opts, sqz_convert_result *result);
 
 #ifdef __cplusplus
 }

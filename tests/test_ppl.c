@@ -120,6 +120,49 @@ static void check_llamacpp_files(sqz_ctx *ctx, int long_run) {
     cJSON_Delete(j);
 }
 
+/* KL divergence against llama.cpp's own: llamacpp.json records, for its imatrix Q4_K_M and
+ * Q2_K files, the mean KLD from the F16 model on sotu.test (40 chunks of 1024, second halves),
+ * its 99th percentile and the top-token agreement. sqz's --compat llama.cpp with the HF F16
+ * folder as base must give the same (within 2% / 1 point). */
+static void check_kld_vs_llamacpp(sqz_ctx *ctx) {
+    size_t jl, tl;
+    char *js = ref_read_text("models/gguf/llamacpp.json", &jl);
+    char *text = ref_read_text("data/domains/sotu.test.txt", &tl);
+    const char *bp = test_shared("models/sqz-llama-26m");
+    if (!js || !text || !bp) { SKIP("llamacpp.json, sotu or sqz-llama-26m missing"); free(js); free(text); return; }
+    cJSON *j = cJSON_Parse(js);
+    free(js);
+    sqz_model *base;
+    if (sqz_model_load(ctx, bp, NULL, &base)) { CHECK(0, "base loads"); free(text); cJSON_Delete(j); return; }
+    const char *files[] = { "sqz-llama-26m-Q2_K-imatrix.gguf", "sqz-llama-26m-Q4_K_M-imatrix.gguf" };
+    for (int i = 0; i < 2; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "models/gguf/%s", files[i]);
+        sqz_model *m;
+        if (!test_shared(rel) || sqz_model_load(ctx, test_shared(rel), NULL, &m)) { SKIP("%s", rel); continue; }
+        int32_t *ids;
+        size_t n;
+        sqz_tokenize(ctx, m, text, tl, -1, &ids, &n);
+        sqz_ppl_opts o = { .n_ctx = 1024, .mode = SQZ_PPL_LLAMACPP, .n_chunks = 40, .kld_base = base };
+        sqz_ppl_result r;
+        sqz_status st = sqz_perplexity(ctx, m, ids, n, &o, &r);
+        free(ids);
+        cJSON *f = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "files"), files[i]);
+        double want = cJSON_GetObjectItem(f, "kld_sotu")->valuedouble;
+        double want99 = cJSON_GetObjectItem(f, "kld_sotu_p99")->valuedouble;
+        double want_top = cJSON_GetObjectItem(f, "same_top_p_sotu")->valuedouble;
+        CHECK(st == SQZ_OK && r.has_kld, "%s: KLD measured", files[i]);
+        CHECK_CLOSE(r.kld, want, 0, 0.02, "%s: mean KLD %.6f vs llama.cpp's %.6f", files[i], r.kld, want);
+        CHECK_CLOSE(r.kld_p99, want99, 0, 0.05, "%s: KLD p99 %.6f vs llama.cpp's %.6f", files[i], r.kld_p99, want99);
+        CHECK_CLOSE(100 * r.top1_agree, want_top, 1.0, 0, "%s: top-1 agreement %.2f%% vs llama.cpp's %.2f%%",
+                    files[i], 100 * r.top1_agree, want_top);
+        sqz_model_free(m);
+    }
+    sqz_model_free(base);
+    free(text);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     sqz_ctx *ctx = sqz_ctx_new();
     const char *lr = getenv("SQZ_LONG");
@@ -132,6 +175,7 @@ int main(void) {
         check_llamacpp_compat(ctx, long_run);
         check_llamacpp_files(ctx, long_run);
         if (long_run) {
+            check_kld_vs_llamacpp(ctx);
             check_model(ctx, "sqz-llama-14m", 1);
             check_model(ctx, "sqz-llama-26m", 1);
         } else {

@@ -1,6 +1,6 @@
 /* load_gguf.c - models from GGUF files (llama.cpp's format): the llama architecture (which is
  * also what llama.cpp writes for Mistral) and qwen2, any tensor type sqz computes with, and the
- * tokenizer from the file's metadata.
+ * tokenizer from the file's metadata: "gpt2" byte-level BPE or "llama" SentencePiece.
  *
  * RoPE: llama.cpp's "llama" graphs rotate interleaved pairs (2i, 2i+1) and its converter stores
  * Q/K rows permuted to match; "qwen2" graphs use NEOX rotation, the HF pairing (i, i + hd/2),
@@ -84,6 +84,81 @@ static const char *pre_regex(const char *pre, size_t len) {
     return NULL;
 }
 
+/* An optional token id key: *out keeps its default when absent; ids past the vocabulary (or
+ * llama.cpp's "none" written as -1 / UINT32_MAX) become -1. */
+static sqz_status get_token_id(sqz_ctx *ctx, const sqz_gguf *g, const char *key, uint64_t n_tok,
+                               int *out) {
+    int64_t i = sqz_gguf_find_key(g, key), v;
+    if (i < 0) return SQZ_OK;
+    if (!sqz_gguf_kv_int(g, (size_t)i, &v))
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: metadata %s is not an integer", sqz_gguf_path(g), key);
+    *out = v >= 0 && (uint64_t)v < n_tok ? (int)v : -1;
+    return SQZ_OK;
+}
+
+static sqz_status get_opt_bool(sqz_ctx *ctx, const sqz_gguf *g, const char *key, int *out) {
+    if (sqz_gguf_find_key(g, key) < 0) return SQZ_OK;
+    return sqz_gguf_get_bool(ctx, g, key, out);
+}
+
+/* tokenizer.ggml.model "llama": a SentencePiece vocabulary (tokens with U+2581 for spaces, scores,
+ * token types with <0xXX> BYTE tokens), encoded as llama.cpp's llm_tokenizer_spm does. Defaults
+ * as llama.cpp's: BOS 1, EOS 2, <unk> 0, add_bos_token and add_space_prefix true. */
+static sqz_status load_spm(sqz_ctx *ctx, sqz_model *m) {
+    const sqz_gguf *g = m->gguf;
+    const char *path = sqz_gguf_path(g);
+    int et;
+    uint64_t n_tok, n;
+    const void *data;
+    sqz_status st = sqz_gguf_get_arr(ctx, g, "tokenizer.ggml.tokens", &et, &n_tok, &data);
+    if (st) return st;
+    if (et != SQZ_GGUF_STRING || n_tok == 0 || n_tok > (1u << 24))
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tokenizer.ggml.tokens is not a list of strings", path);
+    const char **toks = malloc(n_tok * sizeof *toks);
+    size_t *lens = malloc(n_tok * sizeof *lens);
+    float *scores = NULL;
+    int32_t *types = NULL;
+    if (!toks || !lens) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the tokenizer"); goto done; }
+    for (uint64_t i = 0; i < n_tok; i++) toks[i] = sqz_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &lens[i]);
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.scores") >= 0) {
+        if ((st = sqz_gguf_get_arr(ctx, g, "tokenizer.ggml.scores", &et, &n, &data))) goto done;
+        if (et != SQZ_GGUF_F32 || n != n_tok) {
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tokenizer.ggml.scores is not one f32 per token", path);
+            goto done;
+        }
+        if (!(scores = malloc(n_tok * sizeof *scores))) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }
+        memcpy(scores, data, n_tok * sizeof *scores); /* unaligned in the file */
+    }
+    if (sqz_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
+        if ((st = sqz_gguf_get_arr(ctx, g, "tokenizer.ggml.token_type", &et, &n, &data))) goto done;
+        if ((et != SQZ_GGUF_I32 && et != SQZ_GGUF_U32) || n != n_tok) {
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tokenizer.ggml.token_type does not match the tokens", path);
+            goto done;
+        }
+        if (!(types = malloc(n_tok * sizeof *types))) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }
+        memcpy(types, data, n_tok * sizeof *types);
+    }
+    int bos = 1, eos = 2, unk = 0, add_bos = 1, add_space_prefix = 1;
+    if ((st = get_token_id(ctx, g, "tokenizer.ggml.bos_token_id", n_tok, &bos)) ||
+        (st = get_token_id(ctx, g, "tokenizer.ggml.eos_token_id", n_tok, &eos)) ||
+        (st = get_token_id(ctx, g, "tokenizer.ggml.unknown_token_id", n_tok, &unk)) ||
+        (st = get_opt_bool(ctx, g, "tokenizer.ggml.add_bos_token", &add_bos)) ||
+        (st = get_opt_bool(ctx, g, "tokenizer.ggml.add_space_prefix", &add_space_prefix)))
+        goto done;
+    sqz_spm_spec spec = {
+        .name = path, .n_tokens = (int)n_tok, .tokens = toks, .token_lens = lens,
+        .scores = scores, .token_types = types, .unk_id = unk, .bos = bos, .eos = eos,
+        .add_bos = add_bos, .add_space_prefix = add_space_prefix,
+    };
+    st = sqz_tokenizer_new_spm(ctx, &spec, &m->tok);
+done:
+    free(toks);
+    free(lens);
+    free(scores);
+    free(types);
+    return st;
+}
+
 static sqz_status load_tokenizer(sqz_ctx *ctx, sqz_model *m) {
     const sqz_gguf *g = m->gguf;
     const char *path = sqz_gguf_path(g);
@@ -92,8 +167,9 @@ static sqz_status load_tokenizer(sqz_ctx *ctx, sqz_model *m) {
     size_t model_len;
     sqz_status st = sqz_gguf_get_str(ctx, g, "tokenizer.ggml.model", &model, &model_len);
     if (st) return st;
+    if (model_len == 5 && !memcmp(model, "llama", 5)) return load_spm(ctx, m);
     if (!(model_len == 4 && !memcmp(model, "gpt2", 4)))
-        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported yet (sqz reads 'gpt2' byte-level BPE)",
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported yet (sqz reads 'gpt2' byte-level BPE and 'llama' SentencePiece)",
                         path, (int)model_len, model);
     const char *re = SQZ_BPE_RE_GPT2;
     if (sqz_gguf_find_key(g, "tokenizer.ggml.pre") >= 0) {

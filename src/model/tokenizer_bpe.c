@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,7 @@ struct sqz_bpe {
     int n_re;
     pcre2_code *re[MAX_SPLITS];
     int add_prefix_space, ignore_merges, unk_id;
+    const char *pre; /* llama.cpp's name of the pre-tokenizer (GGUF tokenizer.ggml.pre), or NULL */
 };
 
 /* ---------------------------------------------------------------- byte map */
@@ -162,6 +164,18 @@ static int added_cmp(const void *pa, const void *pb) {
 }
 
 static int is_added_type(int t) { return t == SQZ_TOKEN_CONTROL || t == SQZ_TOKEN_USER_DEFINED; }
+
+/* The name llama.cpp gives the pre-tokenizer (tokenizer.ggml.pre), when it is exactly one of
+ * the regexes its BPE tokenizer knows by name; NULL otherwise (GGUF cannot express it). */
+static const char *pre_name(const sqz_bpe_spec *sp) {
+    if (sp->add_prefix_space || sp->n_splits != 1 || sp->splits[0].literal) return NULL;
+    const char *p = sp->splits[0].pattern;
+    if (!p) return NULL;
+    if (strcmp(p, SQZ_BPE_RE_GPT2) == 0) return "gpt-2";
+    if (strcmp(p, SQZ_BPE_RE_LLAMA3) == 0) return "llama-bpe";
+    if (strcmp(p, SQZ_BPE_RE_QWEN2) == 0) return "qwen2";
+    return NULL;
+}
 
 /* Looks up a merge operand (a byte-level string) among the tokens. */
 static int32_t lookup_model_token(sqz_bpe *b, const int16_t *u2b, sqz_bytes *tmp, const char *s,
@@ -303,6 +317,7 @@ sqz_status sqz_tokenizer_new_bpe(sqz_ctx *ctx, const sqz_bpe_spec *spec, sqz_tok
     b->add_prefix_space = sp.add_prefix_space;
     b->ignore_merges = sp.ignore_merges;
     b->unk_id = sp.unk_id >= 0 ? sp.unk_id : -1;
+    b->pre = pre_name(&sp);
     b->name = strdup(name);
     size_t n = (size_t)sp.n_tokens;
     b->tok_off = calloc(n, sizeof *b->tok_off);
@@ -1045,4 +1060,168 @@ sqz_status sqz_tokenizer_load_hf(sqz_ctx *ctx, const char *path, sqz_tokenizer *
     st = sqz_tokenizer_load_hf_mem(ctx, buf, len, path, out);
     free(buf);
     return st;
+}
+
+/* ---------------------------------------------------------------- export as GGUF metadata */
+
+int sqz_tok_gguf_init(sqz_tok_gguf *e, int n_tokens, int n_merges, int with_scores) {
+    memset(e, 0, sizeof *e);
+    e->bos = e->eos = e->unk = e->pad = -1;
+    e->add_space_prefix = 1;
+    e->n_tokens = n_tokens;
+    e->n_merges = n_merges;
+    size_t nt = (size_t)(n_tokens > 0 ? n_tokens : 1), nm = (size_t)(n_merges > 0 ? n_merges : 1);
+    e->tokens = calloc(nt, sizeof *e->tokens);
+    e->token_lens = calloc(nt, sizeof *e->token_lens);
+    e->tok_off = calloc(nt, sizeof *e->tok_off);
+    e->token_types = calloc(nt, sizeof *e->token_types);
+    e->merges = calloc(nm, sizeof *e->merges);
+    e->merge_lens = calloc(nm, sizeof *e->merge_lens);
+    e->merge_off = calloc(nm, sizeof *e->merge_off);
+    if (with_scores) e->scores = calloc(nt, sizeof *e->scores);
+    if (!e->tokens || !e->token_lens || !e->tok_off || !e->token_types || !e->merges ||
+        !e->merge_lens || !e->merge_off || (with_scores && !e->scores))
+        return -1;
+    return 0;
+}
+
+int sqz_tok_gguf_set_token(sqz_tok_gguf *e, int id, const void *s, size_t n, int32_t type) {
+    e->tok_off[id] = e->arena.n;
+    e->token_lens[id] = n;
+    e->token_types[id] = type;
+    return sqz_bytes_append(&e->arena, s, n);
+}
+
+int sqz_tok_gguf_set_merge(sqz_tok_gguf *e, int i, const void *s, size_t n) {
+    e->merge_off[i] = e->arena.n;
+    e->merge_lens[i] = n;
+    return sqz_bytes_append(&e->arena, s, n);
+}
+
+void sqz_tok_gguf_finish(sqz_tok_gguf *e) {
+    const char *base = e->arena.p ? e->arena.p : "";
+    for (int i = 0; i < e->n_tokens; i++) e->tokens[i] = base + e->tok_off[i];
+    for (int i = 0; i < e->n_merges; i++) e->merges[i] = base + e->merge_off[i];
+}
+
+void sqz_tok_gguf_free(sqz_tok_gguf *e) {
+    if (!e) return;
+    free(e->tokens);
+    free(e->token_lens);
+    free(e->tok_off);
+    free(e->token_types);
+    free(e->scores);
+    free(e->merges);
+    free(e->merge_lens);
+    free(e->merge_off);
+    free(e->arena.p);
+    memset(e, 0, sizeof *e);
+}
+
+/* Appends the GPT-2 byte-to-unicode spelling of the bytes s[0, n) (the form tokenizer.json and
+ * GGUF store byte-level tokens in): each byte becomes one code point of the map, UTF-8 encoded. */
+static int map_bytes(const uint16_t *b2u, const char *s, size_t n, sqz_bytes *out) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned cp = b2u[(unsigned char)s[i]];
+        unsigned char u[2];
+        size_t k;
+        if (cp < 0x80) {
+            u[0] = (unsigned char)cp;
+            k = 1;
+        } else { /* the map's code points are all below 0x800: two bytes */
+            u[0] = (unsigned char)(0xc0 | (cp >> 6));
+            u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+            k = 2;
+        }
+        if (sqz_bytes_append(out, u, k) != 0) return -1;
+    }
+    return 0;
+}
+
+typedef struct merge_ref {
+    int32_t rank, left, right;
+} merge_ref;
+
+static int merge_ref_cmp(const void *pa, const void *pb) {
+    const merge_ref *a = pa, *b = pb;
+    return a->rank < b->rank ? -1 : a->rank > b->rank;
+}
+
+/* Case-insensitive: whether s[0, n) contains "pad". */
+static int has_pad(const char *s, size_t n) {
+    for (size_t i = 0; i + 3 <= n; i++)
+        if ((s[i] | 0x20) == 'p' && (s[i + 1] | 0x20) == 'a' && (s[i + 2] | 0x20) == 'd') return 1;
+    return 0;
+}
+
+sqz_status sqz_bpe_export(sqz_ctx *ctx, const sqz_tokenizer *tok, int n_vocab, sqz_tok_gguf *e) {
+    const sqz_bpe *b = tok->bpe;
+    memset(e, 0, sizeof *e);
+    if (!b->pre)
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
+                        "%s: cannot express this pre-tokenizer in GGUF (llama.cpp names only the "
+                        "GPT-2, Llama-3 and Qwen2 regexes, without a prefix space)",
+                        b->name);
+    if (n_vocab < b->n_tokens) n_vocab = b->n_tokens;
+    /* the merges in rank order (ranks may have gaps where a file listed a merge twice) */
+    size_t n_merges = 0;
+    for (size_t i = 0; i < b->merge_cap; i++) n_merges += b->merges[i].key != MERGE_EMPTY;
+    merge_ref *mr = malloc((n_merges ? n_merges : 1) * sizeof *mr);
+    sqz_bytes tmp = {0};
+    if (!mr || sqz_tok_gguf_init(e, n_vocab, (int)n_merges, 0) != 0) goto nomem;
+    e->model = "gpt2";
+    e->pre = b->pre;
+    size_t k = 0;
+    for (size_t i = 0; i < b->merge_cap; i++) {
+        const merge_slot *s = &b->merges[i];
+        if (s->key == MERGE_EMPTY) continue;
+        mr[k++] = (merge_ref){s->rank, (int32_t)(s->key >> 32), (int32_t)(s->key & 0xffffffffu)};
+    }
+    qsort(mr, n_merges, sizeof *mr, merge_ref_cmp);
+
+    uint16_t b2u[256];
+    int16_t u2b[324];
+    byte_map(b2u, u2b);
+    for (int id = 0; id < n_vocab; id++) {
+        int type = id < b->n_tokens ? b->tok_type[id] : TYPE_NONE;
+        int rc;
+        if (type == TYPE_NONE) { /* llama.cpp's converter fills holes so */
+            char pad[32];
+            int n = snprintf(pad, sizeof pad, "[PAD%d]", id);
+            rc = sqz_tok_gguf_set_token(e, id, pad, (size_t)n, SQZ_TOKEN_UNUSED);
+        } else if (is_added_type(type)) { /* added tokens: their raw content */
+            rc = sqz_tok_gguf_set_token(e, id, b->arena.p + b->tok_off[id], b->tok_len[id], type);
+            if (e->pad < 0 && type == SQZ_TOKEN_CONTROL &&
+                has_pad(b->arena.p + b->tok_off[id], b->tok_len[id]))
+                e->pad = id; /* "<|pad|>", "<pad>", "[PAD]": the vocabulary's padding token */
+        } else {
+            tmp.n = 0;
+            rc = map_bytes(b2u, b->arena.p + b->tok_off[id], b->tok_len[id], &tmp);
+            if (rc == 0) rc = sqz_tok_gguf_set_token(e, id, tmp.p ? tmp.p : "", tmp.n, type);
+        }
+        if (rc != 0) goto nomem;
+    }
+    for (size_t i = 0; i < n_merges; i++) {
+        tmp.n = 0;
+        int32_t l = mr[i].left, r = mr[i].right;
+        if (map_bytes(b2u, b->arena.p + b->tok_off[l], b->tok_len[l], &tmp) != 0 ||
+            sqz_bytes_append(&tmp, " ", 1) != 0 ||
+            map_bytes(b2u, b->arena.p + b->tok_off[r], b->tok_len[r], &tmp) != 0 ||
+            sqz_tok_gguf_set_merge(e, (int)i, tmp.p, tmp.n) != 0)
+            goto nomem;
+    }
+    sqz_tok_gguf_finish(e);
+    e->bos = tok->bos;
+    e->eos = tok->eos;
+    e->unk = b->unk_id;
+    e->add_bos = tok->add_bos;
+    e->add_eos = 0;
+    free(mr);
+    free(tmp.p);
+    return SQZ_OK;
+nomem:
+    free(mr);
+    free(tmp.p);
+    sqz_tok_gguf_free(e);
+    return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory exporting the tokenizer", b->name);
 }

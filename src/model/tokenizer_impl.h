@@ -102,6 +102,27 @@ typedef struct sqz_bpe_spec {
 /* Builds a byte-level BPE tokenizer. Checks every merge names known tokens and yields one. */
 sqz_status sqz_tokenizer_new_bpe(sqz_ctx *ctx, const sqz_bpe_spec *spec, sqz_tokenizer **out);
 
+/* ---------------------------------------------------------------- SentencePiece from arrays */
+
+/* A SentencePiece-style ("llama" in GGUF) vocabulary as arrays: what llama.cpp's
+ * tokenizer.ggml.* keys hold. Built into the llama2.c tokenizer family (same encoder: pieces
+ * merged by best score, <0xXX> byte tokens for characters without a piece). */
+typedef struct sqz_spm_spec {
+    const char *name; /* for messages (the file) */
+    int n_tokens;
+    /* tokens[id]: the piece with U+2581 ("▁") standing for a space, as GGUF stores it;
+     * token_lens[id] its length in bytes (token_lens NULL: NUL-terminated strings) */
+    const char *const *tokens;
+    const size_t *token_lens;
+    const float *scores;        /* [n_tokens], or NULL: all 0 */
+    const int32_t *token_types; /* [n_tokens] SQZ_TOKEN_*, or NULL: all normal */
+    int unk_id, bos, eos;       /* -1 if none */
+    int add_bos;
+    int add_space_prefix; /* prepend a space to the text (SentencePiece's dummy prefix) */
+} sqz_spm_spec;
+
+sqz_status sqz_tokenizer_new_spm(sqz_ctx *ctx, const sqz_spm_spec *spec, sqz_tokenizer **out);
+
 /* ---------------------------------------------------------------- shared helpers */
 
 /* Open-addressing hash map from byte strings to non-negative int32 values. Keys are not copied:
@@ -153,5 +174,45 @@ static inline int sqz_ids_push(sqz_ids *a, int32_t id) {
 /* Hands an id vector to the caller of sqz_tokenizer_encode: never a NULL array on success. */
 sqz_status sqz_ids_finish(sqz_ctx *ctx, const char *name, sqz_ids *a, int32_t **ids,
                           size_t *n_ids);
+
+/* ---------------------------------------------------------------- export as GGUF metadata */
+
+/* A tokenizer as llama.cpp's GGUF metadata (tokenizer.ggml.*), the way its converter
+ * (convert_hf_to_gguf.py) writes it. Strings are not NUL-terminated: use the lengths. */
+typedef struct sqz_tok_gguf {
+    const char *model;   /* tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SPM) */
+    const char *pre;     /* tokenizer.ggml.pre: "gpt-2", "llama-bpe", "qwen2"; "default" */
+    int n_tokens;
+    const char **tokens; /* [n_tokens]: BPE in GPT-2's byte-to-unicode alphabet, SPM with "▁" */
+    size_t *token_lens;
+    int32_t *token_types; /* [n_tokens] SQZ_TOKEN_* */
+    float *scores;        /* [n_tokens] for "llama"; NULL for "gpt2" */
+    int n_merges;         /* "gpt2": merges "left right" in rank order */
+    const char **merges;
+    size_t *merge_lens;
+    int bos, eos, unk, pad; /* -1: none */
+    int add_bos, add_eos;
+    int add_space_prefix;   /* "llama" only: 1 is llama.cpp's default (the key is not written) */
+    /* storage */
+    sqz_bytes arena;
+    size_t *tok_off, *merge_off;
+} sqz_tok_gguf;
+
+/* Exports tok padded to n_vocab tokens (ids without a token become "[PAD<id>]", type UNUSED, as
+ * llama.cpp's converter writes them). Fails with SQZ_ERR_UNSUPPORTED when the tokenizer cannot be
+ * expressed (a pre-tokenizer llama.cpp has no name for). Free with sqz_tok_gguf_free. */
+sqz_status sqz_bpe_export(sqz_ctx *ctx, const sqz_tokenizer *tok, int n_vocab, sqz_tok_gguf *out);
+sqz_status sqz_llama2c_export(sqz_ctx *ctx, const sqz_tokenizer *tok, int n_vocab,
+                              sqz_tok_gguf *out);
+void sqz_tok_gguf_free(sqz_tok_gguf *e);
+
+/* Building blocks of the exporters: _init allocates the arrays for n_tokens tokens (and scores
+ * when with_scores) and n_merges merges; _set_token / _set_merge copy a string into the arena;
+ * _finish points tokens / merges into the arena (call it last: the arena may move before).
+ * Each returns 0, or -1 when out of memory. */
+int sqz_tok_gguf_init(sqz_tok_gguf *e, int n_tokens, int n_merges, int with_scores);
+int sqz_tok_gguf_set_token(sqz_tok_gguf *e, int id, const void *s, size_t n, int32_t type);
+int sqz_tok_gguf_set_merge(sqz_tok_gguf *e, int i, const void *s, size_t n);
+void sqz_tok_gguf_finish(sqz_tok_gguf *e);
 
 #endif

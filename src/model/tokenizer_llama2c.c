@@ -9,7 +9,20 @@
  * candidate pairs gives the same merges in O(n log n).
  * Decoding follows run.c's decode(): after BOS a leading space is dropped, and a piece
  * "<0xXX>" stands for the byte XX.
+ *
+ * The same family serves GGUF's SentencePiece vocabularies (tokenizer.ggml.model "llama",
+ * sqz_tokenizer_new_spm), which llama.cpp's llm_tokenizer_spm encodes the same way: spaces as
+ * U+2581 (converted to ' ' on load, so pieces compare with the raw text), a dummy-prefix space
+ * (add_space_prefix), characters merged by the best-scoring pair (leftmost on ties), and
+ * characters left without a piece spelled as their <0xXX> byte tokens. One difference in
+ * principle: llama.cpp keeps a character that is not a piece as a symbol that may still merge
+ * with a neighbour, where run.c turns it into byte tokens at once; the two agree unless a
+ * vocabulary holds a piece containing a character that is not a piece itself, which
+ * SentencePiece's trainer does not produce. Export (sqz_llama2c_export) writes the vocabulary
+ * as llama.cpp's converter does: spaces as U+2581, scores, token types (<unk> UNKNOWN, <s> and
+ * </s> CONTROL, <0xXX> BYTE, the rest NORMAL).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +40,10 @@ struct sqz_llama2c {
     uint32_t *off, *len;
     sqz_bytes arena;
     sqz_strmap map; /* piece -> id (the lowest id when a piece is listed twice) */
+    int32_t byte_id[256]; /* the token of each byte for characters without a piece, -1: none */
+    int unk;              /* used where a byte has no token; -1: none (the byte is dropped) */
+    int add_space_prefix; /* the dummy-prefix space before non-empty text */
+    uint8_t *type;        /* [n] SQZ_TOKEN_* from GGUF; NULL for tokenizer.bin */
 };
 
 void sqz_llama2c_free(sqz_llama2c *l) {
@@ -35,6 +52,7 @@ void sqz_llama2c_free(sqz_llama2c *l) {
     free(l->score);
     free(l->off);
     free(l->len);
+    free(l->type);
     free(l->arena.p);
     sqz_strmap_free(&l->map);
     free(l);
@@ -79,6 +97,10 @@ sqz_status sqz_tokenizer_load_llama2c(sqz_ctx *ctx, const char *path, int vocab_
     tok->eos = 2;
     tok->add_bos = 1;
     l->n = vocab_size;
+    /* run.c's byte fallback: token byte + 3 (after <unk>, <s>, </s>), unchecked */
+    for (int b = 0; b < 256; b++) l->byte_id[b] = b + 3;
+    l->unk = 0;
+    l->add_space_prefix = 1;
     l->name = strdup(path);
     l->score = malloc((size_t)vocab_size * sizeof *l->score);
     l->off = malloc((size_t)vocab_size * sizeof *l->off);
@@ -216,6 +238,12 @@ static int32_t lookup(const sqz_llama2c *l, const void *key, size_t n) {
     return sqz_strmap_get(&l->map, l->arena.p, key, n, sqz_strmap_hash(key, n));
 }
 
+/* The token standing for byte b of a character without a piece: its byte token, else <unk>,
+ * else -1 (dropped). */
+static int32_t byte_token(const sqz_llama2c *l, unsigned char b) {
+    return l->byte_id[b] >= 0 ? l->byte_id[b] : l->unk;
+}
+
 /* Pushes the pair (pos, next) if the two pieces concatenated are a piece. run.c only takes a
  * pair whose score beats its starting best of -1e10, so lower (and NaN) scores never merge. */
 static int push_pair(l2c_state *s, int32_t pos) {
@@ -240,9 +268,10 @@ sqz_status sqz_llama2c_encode(sqz_ctx *ctx, const sqz_tokenizer *tok, const char
     /* the initial pieces: BOS, the dummy prefix, one per character (or per byte) */
     if (sqz_ids_reserve(&v, len + 2) != 0) goto nomem;
     if (add_bos) v.v[v.n++] = tok->bos;
-    if (len > 0) {
+    if (len > 0 && l->add_space_prefix) {
         int32_t sp = lookup(l, " ", 1);
-        v.v[v.n++] = sp >= 0 ? sp : ' ' + 3; /* run.c assumes " " exists; else its byte */
+        if (sp < 0) sp = byte_token(l, ' '); /* run.c assumes " " exists; else its byte */
+        if (sp >= 0) v.v[v.n++] = sp;
     }
     for (size_t i = 0; i < len;) {
         /* a character: a byte and the continuation bytes after it, at most 4 bytes in all
@@ -253,7 +282,10 @@ sqz_status sqz_llama2c_encode(sqz_ctx *ctx, const sqz_tokenizer *tok, const char
         if (id >= 0) {
             v.v[v.n++] = id;
         } else {
-            for (size_t k = 0; k < n; k++) v.v[v.n++] = (int32_t)t[i + k] + 3;
+            for (size_t k = 0; k < n; k++) {
+                int32_t bt = byte_token(l, t[i + k]);
+                if (bt >= 0) v.v[v.n++] = bt;
+            }
         }
         i += n;
     }
@@ -343,4 +375,143 @@ const char *sqz_llama2c_piece(const sqz_tokenizer *tok, int32_t prev, int32_t id
     }
     *n = len;
     return p;
+}
+
+/* ---------------------------------------------------------------- SentencePiece from GGUF */
+
+/* "<0xXX>" with two hex digits: the byte XX, else -1. */
+static int byte_piece(const char *p, size_t n) {
+    if (n != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>') return -1;
+    int hi = hex_digit((unsigned char)p[3]), lo = hex_digit((unsigned char)p[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+static const char SPM_SPACE[] = "\xe2\x96\x81"; /* U+2581, SentencePiece's visible space */
+
+sqz_status sqz_tokenizer_new_spm(sqz_ctx *ctx, const sqz_spm_spec *spec, sqz_tokenizer **out) {
+    *out = NULL;
+    const char *name = spec->name ? spec->name : "tokenizer";
+    const int n = spec->n_tokens;
+    if (n <= 0 || n > MAX_VOCAB || !spec->tokens)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: bad vocabulary size %d", name, n);
+    if (spec->bos >= n || spec->eos >= n || spec->unk_id >= n)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BOS/EOS/unknown token id out of range", name);
+    sqz_tokenizer *tok = calloc(1, sizeof *tok);
+    sqz_llama2c *l = calloc(1, sizeof *l);
+    if (!tok || !l) {
+        free(tok);
+        free(l);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
+    }
+    tok->kind = SQZ_TOK_LLAMA2C;
+    tok->llama2c = l;
+    tok->vocab_size = n;
+    tok->bos = spec->bos >= 0 ? spec->bos : -1;
+    tok->eos = spec->eos >= 0 ? spec->eos : -1;
+    tok->add_bos = spec->add_bos && tok->bos >= 0;
+    l->n = n;
+    l->unk = spec->unk_id >= 0 ? spec->unk_id : -1;
+    l->add_space_prefix = spec->add_space_prefix != 0;
+    l->name = strdup(name);
+    l->score = malloc((size_t)n * sizeof *l->score);
+    l->off = malloc((size_t)n * sizeof *l->off);
+    l->len = malloc((size_t)n * sizeof *l->len);
+    l->type = malloc((size_t)n);
+    if (!l->name || !l->score || !l->off || !l->len || !l->type) goto nomem;
+    for (int b = 0; b < 256; b++) l->byte_id[b] = -1;
+    for (int id = 0; id < n; id++) {
+        const char *s = spec->tokens[id] ? spec->tokens[id] : "";
+        size_t len = spec->token_lens ? spec->token_lens[id] : strlen(s);
+        int type = spec->token_types ? spec->token_types[id] : SQZ_TOKEN_NORMAL;
+        if (type < SQZ_TOKEN_NORMAL || type > SQZ_TOKEN_BYTE) type = SQZ_TOKEN_NORMAL;
+        l->type[id] = (uint8_t)type;
+        l->score[id] = spec->scores ? spec->scores[id] : 0.0f;
+        l->off[id] = (uint32_t)l->arena.n;
+        /* "▁" -> ' ': pieces then compare with the raw text as run.c's do */
+        for (size_t i = 0; i < len;) {
+            if (len - i >= 3 && memcmp(s + i, SPM_SPACE, 3) == 0) {
+                if (sqz_bytes_append(&l->arena, " ", 1) != 0) goto nomem;
+                i += 3;
+            } else {
+                if (sqz_bytes_append(&l->arena, s + i, 1) != 0) goto nomem;
+                i++;
+            }
+        }
+        l->len[id] = (uint32_t)(l->arena.n - l->off[id]);
+        if ((int)l->len[id] > l->max_len) l->max_len = (int)l->len[id];
+    }
+    if (!l->arena.p && sqz_bytes_append(&l->arena, "", 1) != 0) goto nomem; /* a valid pointer */
+    for (int id = 0; id < n; id++) {
+        const char *k = l->arena.p + l->off[id];
+        if (sqz_strmap_put(&l->map, l->arena.p, l->off[id], l->len[id],
+                           sqz_strmap_hash(k, l->len[id]), id) < 0)
+            goto nomem;
+        int b = byte_piece(k, l->len[id]);
+        /* byte tokens as llama.cpp finds them: by their text (type BYTE where types are given) */
+        if (b >= 0 && l->byte_id[b] < 0 &&
+            (!spec->token_types || l->type[id] == SQZ_TOKEN_BYTE))
+            l->byte_id[b] = id;
+    }
+    *out = tok;
+    return SQZ_OK;
+nomem:
+    sqz_tokenizer_free(tok);
+    return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
+}
+
+/* ---------------------------------------------------------------- export as GGUF metadata */
+
+sqz_status sqz_llama2c_export(sqz_ctx *ctx, const sqz_tokenizer *tok, int n_vocab,
+                              sqz_tok_gguf *e) {
+    const sqz_llama2c *l = tok->llama2c;
+    if (n_vocab < l->n) n_vocab = l->n;
+    sqz_bytes tmp = {0};
+    if (sqz_tok_gguf_init(e, n_vocab, 0, 1) != 0) goto nomem;
+    e->model = "llama";
+    e->pre = "default";
+    for (int id = 0; id < n_vocab; id++) {
+        int rc;
+        if (id >= l->n) {
+            char pad[32];
+            int k = snprintf(pad, sizeof pad, "[PAD%d]", id);
+            rc = sqz_tok_gguf_set_token(e, id, pad, (size_t)k, SQZ_TOKEN_UNUSED);
+            if (rc != 0) goto nomem;
+            continue;
+        }
+        const char *p = l->arena.p + l->off[id];
+        size_t len = l->len[id];
+        int type;
+        if (l->type) {
+            type = l->type[id];
+        } else if (id == l->unk) { /* tokenizer.bin: names and types as llama.cpp gives them */
+            p = "<unk>", len = 5, type = SQZ_TOKEN_UNKNOWN;
+        } else if (id == tok->bos) {
+            p = "<s>", len = 3, type = SQZ_TOKEN_CONTROL;
+        } else if (id == tok->eos) {
+            p = "</s>", len = 4, type = SQZ_TOKEN_CONTROL;
+        } else {
+            type = byte_piece(p, len) >= 0 ? SQZ_TOKEN_BYTE : SQZ_TOKEN_NORMAL;
+        }
+        tmp.n = 0;
+        for (size_t i = 0; i < len; i++) {
+            rc = p[i] == ' ' ? sqz_bytes_append(&tmp, SPM_SPACE, 3)
+                             : sqz_bytes_append(&tmp, p + i, 1);
+            if (rc != 0) goto nomem;
+        }
+        if (sqz_tok_gguf_set_token(e, id, tmp.p ? tmp.p : "", tmp.n, type) != 0) goto nomem;
+        e->scores[id] = l->score[id];
+    }
+    sqz_tok_gguf_finish(e);
+    e->bos = tok->bos;
+    e->eos = tok->eos;
+    e->unk = l->unk;
+    e->add_bos = tok->add_bos;
+    e->add_eos = 0;
+    e->add_space_prefix = l->add_space_prefix;
+    free(tmp.p);
+    return SQZ_OK;
+nomem:
+    free(tmp.p);
+    sqz_tok_gguf_free(e);
+    return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory exporting the tokenizer", l->name);
 }

@@ -1,0 +1,399 @@
+/* convert.c - sqz_convert: a loaded model written as a GGUF file that llama.cpp runs, the way
+ * llama.cpp's own tools would write it: convert_hf_to_gguf.py for the metadata, the tokenizer and
+ * the RoPE row permutation, then llama-quantize for the tensor types, the tensor order and the
+ * quantized bytes.
+ *
+ * What "the way llama.cpp writes it" means here, piece by piece:
+ *   - metadata keys, types and order as in llama.cpp's files of sqz-llama-26m
+ *     (../shared/models/gguf): general.*, <arch>.* hyper-parameters, tokenizer.ggml.*, then
+ *     general.quantization_version and general.file_type, which llama-quantize appends;
+ *   - tensors in llama-quantize's order (its weights map sorts by block number, then by name;
+ *     tensors outside the blocks first), 2-D weights with ggml shape [cols, rows], 1-D tensors
+ *     (norms, biases) f32;
+ *   - Q and K rows of a source that pairs RoPE dimensions HF's way (i, i + hd/2) permuted to
+ *     llama.cpp's interleaved pairs for the "llama" architecture, exactly as
+ *     convert_hf_to_gguf.py's permute: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2);
+ *     "qwen2" keeps HF's layout (llama.cpp rotates it NEOX-style);
+ *   - every weight converted through f32 with sqz_quantize_rows, which is byte-identical to
+ *     ggml_quantize_chunk without an importance matrix; a weight already in its target type and
+ *     not permuted is copied as is (llama-quantize does the same).
+ *
+ * Rows are independent, so each tensor's rows are split into chunks over the context's threads
+ * (OpenMP); a chunk's f32 scratch bounds the extra memory. The converted tensors are held until
+ * the writer writes the file (to a temporary name, renamed when complete).
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/file.h"
+#include "io/gguf.h"
+#include "model/model.h"
+#include "model/tokenizer_impl.h"
+#include "quant/presets.h"
+#include "quant/quant.h"
+
+#define CHUNK_ELEMS (1 << 16) /* f32 elements one work item converts at a time */
+
+typedef struct out_tensor {
+    char name[64];
+    sqz_tensor_role role;
+    int layer;             /* block index, -1 outside the blocks */
+    const sqz_tensor *src; /* (rows, cols) as sqz holds it */
+    int rope_heads;        /* > 0: permute rows HF -> llama.cpp RoPE layout over this many heads */
+    int is_vec;            /* a 1-D tensor: written as f32 [cols] */
+    sqz_type type;         /* the type written */
+    int fallback;          /* the type is llama.cpp's fallback for an awkward row length */
+    void *buf;             /* converted data owned here, or NULL */
+    const void *data;      /* what is written: buf, or the source's data when unchanged */
+    size_t nbytes;
+} out_tensor;
+
+typedef struct out_list {
+    out_tensor *t;
+    int n, cap;
+} out_list;
+
+static int add_tensor(out_list *l, const char *name, sqz_tensor_role role, int layer,
+                      const sqz_tensor *src, int rope_heads, int is_vec) {
+    if (!src->data) return 0; /* absent (an optional bias) */
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        out_tensor *t = realloc(l->t, (size_t)cap * sizeof *t);
+        if (!t) return -1;
+        l->t = t;
+        l->cap = cap;
+    }
+    out_tensor *t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->role = role;
+    t->layer = layer;
+    t->src = src;
+    t->rope_heads = rope_heads;
+    t->is_vec = is_vec;
+    return 0;
+}
+
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(((const out_tensor *)a)->name, ((const out_tensor *)b)->name);
+}
+
+/* The tensors in llama-quantize's order: its weights map compares the block number first
+ * (-1 for tensors outside the blocks), then the names. */
+static int build_list(const sqz_model *m, int permute, out_list *l) {
+    const sqz_config *c = &m->cfg;
+    if (!c->tied_embeddings && add_tensor(l, "output.weight", SQZ_ROLE_OUTPUT, -1, &m->output, 0, 0))
+        return -1;
+    if (add_tensor(l, "output_norm.weight", SQZ_ROLE_OTHER, -1, &m->out_norm, 0, 1) ||
+        add_tensor(l, "token_embd.weight", SQZ_ROLE_TOKEN_EMBD, -1, &m->tok_embd, 0, 0))
+        return -1;
+    qsort(l->t, (size_t)l->n, sizeof *l->t, name_cmp);
+    const int hq = permute ? c->n_heads : 0, hkv = permute ? c->n_kv_heads : 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        const sqz_layer_weights *w = &m->layers[i];
+        const struct {
+            const char *name;
+            sqz_tensor_role role;
+            const sqz_tensor *t;
+            int rope_heads, is_vec;
+        } spec[] = {
+            { "attn_norm.weight", SQZ_ROLE_OTHER, &w->attn_norm, 0, 1 },
+            { "attn_q.weight", SQZ_ROLE_ATTN_Q, &w->wq, hq, 0 },
+            { "attn_k.weight", SQZ_ROLE_ATTN_K, &w->wk, hkv, 0 },
+            { "attn_v.weight", SQZ_ROLE_ATTN_V, &w->wv, 0, 0 },
+            { "attn_output.weight", SQZ_ROLE_ATTN_OUTPUT, &w->wo, 0, 0 },
+            /* convert_hf_to_gguf.py permutes the q/k biases with their weights */
+            { "attn_q.bias", SQZ_ROLE_OTHER, &w->bq, hq, 1 },
+            { "attn_k.bias", SQZ_ROLE_OTHER, &w->bk, hkv, 1 },
+            { "attn_v.bias", SQZ_ROLE_OTHER, &w->bv, 0, 1 },
+            { "attn_output.bias", SQZ_ROLE_OTHER, &w->bo, 0, 1 },
+            { "ffn_norm.weight", SQZ_ROLE_OTHER, &w->ffn_norm, 0, 1 },
+            { "ffn_gate.weight", SQZ_ROLE_FFN_GATE, &w->w_gate, 0, 0 },
+            { "ffn_up.weight", SQZ_ROLE_FFN_UP, &w->w_up, 0, 0 },
+            { "ffn_down.weight", SQZ_ROLE_FFN_DOWN, &w->w_down, 0, 0 },
+        };
+        int first = l->n;
+        for (size_t k = 0; k < sizeof spec / sizeof *spec; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.%s", i, spec[k].name);
+            if (add_tensor(l, name, spec[k].role, i, spec[k].t, spec[k].rope_heads, spec[k].is_vec))
+                return -1;
+        }
+        qsort(l->t + first, (size_t)(l->n - first), sizeof *l->t, name_cmp);
+    }
+    return 0;
+}
+
+/* The source row of output row r under llama.cpp's RoPE permutation: within each head of hd
+ * rows, output row 2j + s holds input row s * hd/2 + j. */
+static int64_t rope_src_row(int64_t r, int64_t hd) {
+    const int64_t head = r / hd, w = r % hd;
+    return head * hd + (w % 2) * (hd / 2) + w / 2;
+}
+
+/* Converts t->src into t->type (see the file comment). */
+static sqz_status convert_tensor(sqz_ctx *ctx, const char *out_path, out_tensor *t) {
+    const sqz_tensor *s = t->src;
+    const int64_t rows = s->rows, cols = s->cols;
+    const int64_t hd = t->rope_heads > 0 ? (t->is_vec ? cols : rows) / t->rope_heads : 0;
+    if (t->is_vec) { /* norms and biases: sqz holds them as f32 already */
+        float *f = malloc((size_t)cols * sizeof *f), *tmp = malloc((size_t)cols * sizeof *tmp);
+        if (!f || !tmp) {
+            free(f);
+            free(tmp);
+            return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
+        }
+        sqz_tensor_row_f32(s, 0, tmp);
+        for (int64_t i = 0; i < cols; i++) f[i] = tmp[hd ? rope_src_row(i, hd) : i];
+        free(tmp);
+        t->buf = f;
+        t->data = f;
+        t->nbytes = (size_t)cols * sizeof *f;
+        return SQZ_OK;
+    }
+    const size_t rs = sqz_type_row_size(t->type, cols), src_rs = sqz_type_row_size(s->type, cols);
+    t->nbytes = (size_t)rows * rs;
+    if (s->type == t->type && !hd) { /* unchanged: written straight from the source */
+        t->data = s->data;
+        return SQZ_OK;
+    }
+    char *dst = malloc(t->nbytes ? t->nbytes : 1);
+    if (!dst) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
+    t->buf = dst;
+    t->data = dst;
+    const int same = s->type == t->type; /* only permuted: rows are copied */
+    const int64_t chunk = cols >= CHUNK_ELEMS ? 1 : CHUNK_ELEMS / cols;
+    const int64_t n_chunks = (rows + chunk - 1) / chunk;
+    int failed = 0; /* 1: out of memory, 2: the quantizer refused */
+#pragma omp parallel num_threads(ctx->n_threads > 0 ? ctx->n_threads : 1)
+    {
+        float *scratch = same ? NULL : malloc((size_t)(chunk * cols) * sizeof *scratch);
+        if (!same && !scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ci = 0; ci < n_chunks; ci++) {
+            if (!same && !scratch) continue;
+            const int64_t r0 = ci * chunk, nr = rows - r0 < chunk ? rows - r0 : chunk;
+            for (int64_t k = 0; k < nr; k++) {
+                const int64_t sr = hd ? rope_src_row(r0 + k, hd) : r0 + k;
+                if (same)
+                    memcpy(dst + (size_t)(r0 + k) * rs, (const char *)s->data + (size_t)sr * src_rs, rs);
+                else
+                    sqz_tensor_row_f32(s, sr, scratch + k * cols);
+            }
+            if (!same && sqz_quantize_rows(t->type, scratch, dst + (size_t)r0 * rs, nr, cols, NULL) !=
+                             (size_t)nr * rs) {
+#pragma omp atomic write
+                failed = 2;
+            }
+        }
+        free(scratch);
+    }
+    if (failed == 1) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
+    if (failed == 2)
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: sqz cannot quantize %s to %s", out_path,
+                        t->name, sqz_type_name(t->type));
+    return SQZ_OK;
+}
+
+/* general.name: what the model was loaded from, as convert_hf_to_gguf.py's default names it
+ * after the model folder (llama2.c: the checkpoint's name; GGUF: its own general.name). */
+static void model_name(const sqz_model *m, char *buf, size_t cap) {
+    char path[4096] = "";
+    if (m->gguf) {
+        int64_t i = sqz_gguf_find_key(m->gguf, "general.name");
+        size_t len;
+        const char *s = i >= 0 ? sqz_gguf_kv_str(m->gguf, (size_t)i, 0, &len) : NULL;
+        if (s && len > 0) {
+            snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), s);
+            return;
+        }
+        snprintf(path, sizeof path, "%s", sqz_gguf_path(m->gguf));
+    } else if (m->st) {
+        const sqz_st_tensor *t = sqz_st_find(m->st, "model.embed_tokens.weight");
+        if (t && t->file) {
+            snprintf(path, sizeof path, "%s", t->file);
+            char *slash = strrchr(path, '/'); /* the folder holding the weights */
+            if (slash) *slash = 0; else snprintf(path, sizeof path, ".");
+        }
+    } else if (m->map.path) {
+        snprintf(path, sizeof path, "%s", m->map.path);
+    }
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') path[--n] = 0;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char real[PATH_MAX];
+    if ((!strcmp(base, ".") || !strcmp(base, "..")) && realpath(path, real)) { /* "." -> its name */
+        snprintf(path, sizeof path, "%s", real);
+        base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    }
+    char *dot = strrchr(base, '.');
+    if (dot && dot != base && (!strcmp(dot, ".bin") || !strcmp(dot, ".gguf"))) *dot = 0;
+    snprintf(buf, cap, "%s", *base && strcmp(base, ".") && strcmp(base, "..") ? base : "model");
+}
+
+/* The metadata, keys in the order llama.cpp's converter and llama-quantize write them. */
+static sqz_status write_meta(sqz_gguf_writer *w, const sqz_model *m, const char *arch,
+                             const sqz_tok_gguf *tk, int ftype) {
+    const sqz_config *c = &m->cfg;
+    char name[256], k[128];
+    model_name(m, name, sizeof name);
+    sqz_status st;
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", arch, suffix), k)
+#define TRY(call) do { if ((st = (call)) != SQZ_OK) return st; } while (0)
+    TRY(sqz_gguf_writer_add_str(w, "general.architecture", arch, strlen(arch)));
+    TRY(sqz_gguf_writer_add_str(w, "general.type", "model", 5));
+    TRY(sqz_gguf_writer_add_str(w, "general.name", name, strlen(name)));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)c->n_layers));
+    /* llama.cpp requires a training context; sqz's sessions default to 2048 when unknown */
+    TRY(sqz_gguf_writer_add_u32(w, KEY("context_length"),
+                                (uint32_t)(c->max_seq_len > 0 ? c->max_seq_len : 2048)));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)c->dim));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("feed_forward_length"), (uint32_t)c->hidden_dim));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("attention.head_count"), (uint32_t)c->n_heads));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv_heads));
+    TRY(sqz_gguf_writer_add_f32(w, KEY("rope.freq_base"), c->rope_theta));
+    TRY(sqz_gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("attention.key_length"), (uint32_t)c->head_dim));
+    TRY(sqz_gguf_writer_add_u32(w, KEY("attention.value_length"), (uint32_t)c->head_dim));
+    if (!strcmp(arch, "llama")) { /* LlamaModel adds these two; Qwen2Model does not */
+        TRY(sqz_gguf_writer_add_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size));
+        TRY(sqz_gguf_writer_add_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim));
+    }
+    TRY(sqz_gguf_writer_add_str(w, "tokenizer.ggml.model", tk->model, strlen(tk->model)));
+    TRY(sqz_gguf_writer_add_str(w, "tokenizer.ggml.pre", tk->pre, strlen(tk->pre)));
+    TRY(sqz_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tk->tokens, tk->token_lens,
+                                    (uint64_t)tk->n_tokens));
+    if (tk->scores)
+        TRY(sqz_gguf_writer_add_arr(w, "tokenizer.ggml.scores", SQZ_GGUF_F32, tk->scores,
+                                    (uint64_t)tk->n_tokens));
+    TRY(sqz_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", SQZ_GGUF_I32, tk->token_types,
+                                (uint64_t)tk->n_tokens));
+    if (!strcmp(tk->model, "gpt2"))
+        TRY(sqz_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", tk->merges, tk->merge_lens,
+                                        (uint64_t)tk->n_merges));
+    /* special ids in gguf-py's SpecialVocab order: bos, eos, unk, (sep), pad */
+    if (tk->bos >= 0) TRY(sqz_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tk->bos));
+    if (tk->eos >= 0) TRY(sqz_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tk->eos));
+    if (tk->unk >= 0)
+        TRY(sqz_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)tk->unk));
+    if (tk->pad >= 0)
+        TRY(sqz_gguf_writer_add_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)tk->pad));
+    TRY(sqz_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", tk->add_bos != 0));
+    TRY(sqz_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", tk->add_eos != 0));
+    if (!strcmp(tk->model, "llama") && !tk->add_space_prefix) /* llama.cpp's default is true */
+        TRY(sqz_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", 0));
+    /* llama-quantize appends these two (GGML_QNT_VERSION is 2) */
+    TRY(sqz_gguf_writer_add_u32(w, "general.quantization_version", 2));
+    TRY(sqz_gguf_writer_add_u32(w, "general.file_type", (uint32_t)ftype));
+#undef TRY
+#undef KEY
+    return SQZ_OK;
+}
+
+/* Fails unless the folder that will hold path exists (checked before any work is done). */
+static sqz_status check_out_dir(sqz_ctx *ctx, const char *path) {
+    char *dir = strdup(path);
+    if (!dir) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    sqz_status st = SQZ_OK;
+    if (slash) {
+        if (slash == dir) slash[1] = 0; else *slash = 0;
+        if (!sqz_path_is_dir(dir))
+            st = sqz_fail(ctx, SQZ_ERR_IO, "%s: folder %s does not exist", path, dir);
+    }
+    free(dir);
+    return st;
+}
+
+sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
+                       const sqz_convert_opts *opts, sqz_convert_result *result) {
+    if (result) memset(result, 0, sizeof *result);
+    if (!model || !out_path || !*out_path || !opts)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "convert: missing model, output path or options");
+    const double t0 = sqz_now();
+    sqz_preset preset;
+    if (!opts->type || sqz_preset_find(opts->type, opts->pure, &preset) != 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path,
+                        opts->type ? opts->type : "(none)", sqz_preset_names());
+    if (!model->tok)
+        return sqz_fail(ctx, SQZ_ERR_ARG,
+                        "%s: the model has no tokenizer, and a GGUF file must carry one "
+                        "(give it with --tokenizer)",
+                        out_path);
+    sqz_status st = check_out_dir(ctx, out_path);
+    if (st) return st;
+
+    const sqz_config *c = &model->cfg;
+    const char *arch = c->arch == SQZ_ARCH_QWEN2 ? "qwen2" : "llama"; /* Mistral is llama to llama.cpp */
+    /* llama.cpp's llama graphs rotate interleaved pairs; its qwen2 graphs rotate HF's pairs */
+    const int permute = !strcmp(arch, "llama") && !c->rope_interleaved;
+
+    sqz_tok_gguf tk;
+    memset(&tk, 0, sizeof tk);
+    st = model->tok->kind == SQZ_TOK_BPE ? sqz_bpe_export(ctx, model->tok, c->vocab_size, &tk)
+                                         : sqz_llama2c_export(ctx, model->tok, c->vocab_size, &tk);
+    if (st) return st;
+    if (tk.n_tokens > c->vocab_size) {
+        sqz_tok_gguf_free(&tk);
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: the tokenizer has %d tokens, the model %d",
+                        out_path, tk.n_tokens, c->vocab_size);
+    }
+
+    out_list l = {0};
+    sqz_gguf_writer *w = NULL;
+    if (build_list(model, permute, &l) != 0) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", out_path);
+        goto done;
+    }
+    const sqz_preset_model pm = {
+        .n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+        .tied = c->tied_embeddings,
+        .is_70b = c->n_layers == 80 && (c->arch == SQZ_ARCH_QWEN2 || c->n_heads != c->n_kv_heads),
+    };
+    int n_fallback = 0;
+    for (int i = 0; i < l.n; i++) {
+        out_tensor *t = &l.t[i];
+        t->type = t->is_vec ? SQZ_TYPE_F32
+                            : sqz_preset_tensor_type(&preset, &pm, t->role, t->layer, t->src->cols,
+                                                     &t->fallback);
+        n_fallback += t->fallback;
+    }
+
+    if ((st = sqz_gguf_writer_new(ctx, &w))) goto done;
+    if ((st = write_meta(w, model, arch, &tk, preset.ftype))) goto done;
+    uint64_t n_params = 0, data_bytes = 0;
+    sqz_progress(ctx, "convert", 0, (uint64_t)l.n);
+    for (int i = 0; i < l.n; i++) {
+        out_tensor *t = &l.t[i];
+        if ((st = convert_tensor(ctx, out_path, t))) goto done;
+        int64_t ne[2] = { t->src->cols, t->src->rows };
+        if ((st = sqz_gguf_writer_add_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, t->data,
+                                             t->nbytes)))
+            goto done;
+        n_params += (uint64_t)(t->is_vec ? 1 : t->src->rows) * (uint64_t)t->src->cols;
+        data_bytes += t->nbytes;
+        sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);
+    }
+    if ((st = sqz_gguf_writer_write(w, out_path))) goto done;
+    if (result) {
+        struct stat sb;
+        result->file_bytes = stat(out_path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        result->n_params = n_params;
+        result->bits_per_weight = n_params ? 8.0 * (double)data_bytes / (double)n_params : 0;
+        result->n_tensors = l.n;
+        result->n_fallback = n_fallback;
+        result->seconds = sqz_now() - t0;
+    }
+done:
+    sqz_gguf_writer_free(w);
+    for (int i = 0; i < l.n; i++) free(l.t[i].buf);
+    free(l.t);
+    sqz_tok_gguf_free(&tk);
+    return st;
+}

@@ -1,0 +1,45 @@
+/* cli.h - what the sqz commands share: the parsed options, output helpers, the commands.
+ * Each command lives in its own cmd_*.c and uses include/sqz.h only. */
+#ifndef SQZ_CLI_H
+#define SQZ_CLI_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "sqz.h"
+
+/* Every option of every command (a command ignores the ones it does not take). */
+typedef struct opts {
+    const char *model, *tokenizer, *prompt, *file, *out, *type;
+    int n_predict, threads, json, n_ctx, no_progress, compat_llamacpp, n_chunks, pure;
+    long long max_tokens;
+    float temp, top_p;
+    unsigned long long seed;
+    /* KV-cache policies (--kv, repeatable for kvbench) and the prefill before them */
+    const char *kv[16];
+    int n_kv, kv_prefill;
+    /* KL divergence against a base model */
+    const char *kld_base, *kld_cache;
+    /* quantize: method and calibration */
+    const char *method, *calib;
+    long long calib_tokens;
+    int calib_ctx;
+} opts;
+
+/* "sqz: <message>" on stderr; returns 1. */
+int cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The context's last error as one line; returns 1. */
+int cli_fail(sqz_ctx *ctx);
+/* Prints o as one line of JSON on stdout and frees it. */
+void cli_print_json(cJSON *o);
+double cli_now(void);
+/* Reads a whole file (malloc'ed, NUL-terminated); NULL after printing the error. */
+char *cli_read_file(const char *path, size_t *len);
+
+int cmd_info(sqz_ctx *ctx, const opts *o);
+int cmd_generate(sqz_ctx *ctx, const opts *o);
+int cmd_ppl(sqz_ctx *ctx, const opts *o);
+int cmd_convert(sqz_ctx *ctx, const opts *o);
+
+#endif

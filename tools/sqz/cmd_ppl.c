@@ -1,0 +1,86 @@
+/* cmd_ppl.c - sqz ppl MODEL -f FILE: perplexity (sqz's windows or llama.cpp's chunks). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cmd_ppl(sqz_ctx *ctx, const opts *o) {
+    if (!o->file) return cli_die("%s", "ppl needs a text file: -f FILE");
+    size_t len;
+    char *text = cli_read_file(o->file, &len);
+    if (!text) return 1;
+    sqz_model *m;
+    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    double t0 = cli_now();
+    /* sqz's perplexity adds no BOS: the text is scored as it is; llama.cpp's tokenizes with
+     * the vocabulary's BOS setting */
+    sqz_status st = sqz_tokenize(ctx, m, text, len, o->compat_llamacpp ? -1 : 0, &ids, &n_ids);
+    double tok_s = cli_now() - t0;
+    free(text);
+    if (st) { sqz_model_free(m); return cli_fail(ctx); }
+    sqz_model_info info;
+    sqz_model_get_info(m, &info);
+    sqz_ppl_opts po = { .n_ctx = o->n_ctx ? o->n_ctx : (info.max_seq_len > 0 ? info.max_seq_len : 1024),
+                        .max_tokens = (size_t)o->max_tokens,
+                        .mode = o->compat_llamacpp ? SQZ_PPL_LLAMACPP : SQZ_PPL_SQZ,
+                        .n_chunks = o->n_chunks,
+                        .kv = o->n_kv ? o->kv[0] : NULL,
+                        .kv_prefill = o->kv_prefill };
+    if (o->n_kv > 1) {
+        free(ids);
+        sqz_model_free(m);
+        return cli_die("ppl takes one --kv policy (kvbench compares several)");
+    }
+    sqz_model *base = NULL;
+    if (o->kld_base) {
+        /* the base tokenizes the same way or the comparison is meaningless: it must load, and
+         * the vocabularies must match (checked by sqz_perplexity) */
+        if (sqz_model_load(ctx, o->kld_base, NULL, &base)) {
+            free(ids);
+            sqz_model_free(m);
+            return cli_fail(ctx);
+        }
+        po.kld_base = base;
+    }
+    sqz_ppl_result r;
+    st = sqz_perplexity(ctx, m, ids, n_ids, &po, &r);
+    free(ids);
+    sqz_model_free(m);
+    sqz_model_free(base);
+    if (st) return cli_fail(ctx);
+    const double tps = r.seconds > 0 ? (double)r.tokens / r.seconds : 0;
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "file", o->file);
+        cJSON_AddNumberToObject(j, "ppl", r.ppl);
+        cJSON_AddNumberToObject(j, "ppl_stderr", r.ppl_stderr);
+        cJSON_AddNumberToObject(j, "nll", r.nll);
+        cJSON_AddNumberToObject(j, "tokens", (double)r.tokens);
+        cJSON_AddNumberToObject(j, "windows", (double)r.windows);
+        cJSON_AddNumberToObject(j, "ctx", po.n_ctx);
+        cJSON_AddStringToObject(j, "method", o->compat_llamacpp ? "llama.cpp" : "sqz");
+        cJSON_AddStringToObject(j, "kv", po.kv ? po.kv : "f32");
+        if (r.has_kld) {
+            cJSON_AddStringToObject(j, "kld_base", o->kld_base);
+            cJSON_AddNumberToObject(j, "kld", r.kld);
+            cJSON_AddNumberToObject(j, "kld_p99", r.kld_p99);
+            cJSON_AddNumberToObject(j, "top1_agree", r.top1_agree);
+        }
+        cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        cJSON_AddNumberToObject(j, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(j, "tokenize_seconds", tok_s);
+        cJSON_AddNumberToObject(j, "threads", sqz_ctx_threads(ctx));
+        cli_print_json(j);
+    } else {
+        if (r.has_kld)
+            printf("kld %.6f  p99 %.6f  top-1 agreement %.2f%%  (vs %s)\n", r.kld, r.kld_p99,
+                   100.0 * r.top1_agree, o->kld_base);
+        printf("ppl %.4f +/- %.4f  (%zu tokens in %zu windows of %d, %.1f s, %.0f tokens/s)\n",
+               r.ppl, r.ppl_stderr, r.tokens, r.windows, po.n_ctx, r.seconds, tps);
+    }
+    return 0;
+}

@@ -98,6 +98,27 @@ sqz_status sqz_model_load(sqz_ctx *ctx, const char *path, const char *tokenizer_
 void sqz_model_free(sqz_model *model);
 void sqz_model_get_info(const sqz_model *model, sqz_model_info *info);
 
+/* The model's weight tensors, named as GGUF names them (token_embd.weight,
+ * blk.N.attn_q.weight, ...) whatever the source format; shape in ggml order (shape[0] = row
+ * length). */
+typedef struct sqz_tensor_info {
+    char name[64];
+    const char *type; /* "f16", "q4_k", ... */
+    int n_dims;
+    int64_t shape[2];
+    uint64_t bytes;
+} sqz_tensor_info;
+
+size_t sqz_model_n_tensors(const sqz_model *model);
+/* Fills *info for tensor i (0 <= i < sqz_model_n_tensors); returns 0 if i is out of range. */
+int sqz_model_tensor(const sqz_model *model, size_t i, sqz_tensor_info *info);
+
+/* Metadata of the file the model came from (GGUF key-value pairs; none for other formats). */
+size_t sqz_model_n_metadata(const sqz_model *model);
+/* Key i and its value as text (scalars as written, strings quoted, arrays as "[n x type] first
+ * elements..."), truncated to cap bytes; returns the key, or NULL if i is out of range. */
+const char *sqz_model_metadata(const sqz_model *model, size_t i, char *value, size_t cap);
+
 /* ---------------------------------------------------------------- tokenizer */
 
 /* Tokenizes len bytes of text (any bytes; invalid UTF-8 is encoded byte-wise where the

@@ -33,6 +33,23 @@ int cmd_info(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "bos_id", i.bos_id);
         cJSON_AddNumberToObject(j, "eos_id", i.eos_id);
         cJSON_AddBoolToObject(j, "add_bos", i.add_bos);
+        cJSON *meta = cJSON_AddObjectToObject(j, "metadata");
+        char value[512];
+        for (size_t k = 0; k < sqz_model_n_metadata(m); k++) {
+            const char *key = sqz_model_metadata(m, k, value, sizeof value);
+            if (key) cJSON_AddStringToObject(meta, key, value);
+        }
+        cJSON *tensors = cJSON_AddArrayToObject(j, "tensors");
+        sqz_tensor_info t;
+        for (size_t k = 0; sqz_model_tensor(m, k, &t); k++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", t.name);
+            cJSON_AddStringToObject(e, "type", t.type);
+            cJSON *shape = cJSON_AddArrayToObject(e, "shape");
+            for (int d = 0; d < t.n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t.shape[d]));
+            cJSON_AddNumberToObject(e, "bytes", (double)t.bytes);
+            cJSON_AddItemToArray(tensors, e);
+        }
         cli_print_json(j);
     } else {
         printf("model        %s\n", o->model);
@@ -49,6 +66,20 @@ int cmd_info(sqz_ctx *ctx, const opts *o) {
                i.rope_interleaved ? "interleaved" : "half-split");
         printf("norm eps     %g\n", i.norm_eps);
         printf("embeddings   %s\n", i.tied_embeddings ? "tied" : "untied");
+        char value[512];
+        if (sqz_model_n_metadata(m)) printf("\nmetadata (%zu keys)\n", sqz_model_n_metadata(m));
+        for (size_t k = 0; k < sqz_model_n_metadata(m); k++) {
+            const char *key = sqz_model_metadata(m, k, value, sizeof value);
+            if (key) printf("  %-44s %s\n", key, value);
+        }
+        printf("\ntensors (%zu)\n", sqz_model_n_tensors(m));
+        sqz_tensor_info t;
+        for (size_t k = 0; sqz_model_tensor(m, k, &t); k++) {
+            char shape[48];
+            if (t.n_dims == 1) snprintf(shape, sizeof shape, "[%lld]", (long long)t.shape[0]);
+            else snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)t.shape[0], (long long)t.shape[1]);
+            printf("  %-32s %-14s %-7s %10llu bytes\n", t.name, shape, t.type, (unsigned long long)t.bytes);
+        }
     }
     sqz_model_free(m);
     return 0;

@@ -1,0 +1,489 @@
+/* gptq.c - GPTQ with the GGUF block types' own grids (see gptq.h).
+ *
+ * Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+ * Transformers", ICLR 2023, Algorithm 1 ("quantize W given inverse Hessian H^-1 = (2XX^T +
+ * lambda I)^-1 and blocksize B"), structured as the authors' reference code (gptq.py,
+ * fasterquant): dead columns, damping, optional act-order, Cholesky of H^-1, lazy batches.
+ *
+ * Dimensions: rows = output features; cols = input features (stored row length);
+ * H [cols x cols]; U [cols x cols] = upper Cholesky factor of H^-1 (H^-1 = U^T U), in the
+ * processing (possibly permuted) column order; QK = elements per GGUF block; B = lazy batch
+ * (columns); R = rows per chunk (CHUNK_ROWS), the unit of parallel work.
+ *
+ * One column i (processing order) of a row r:  q = grid(w_i); e = (w_i - q) / U_ii;
+ *   w_j -= e * U_ij for the later columns j of the current batch, immediately;
+ *   w_j -= sum over the batch of e * U_ij for the columns after the batch, at the batch's end
+ *   as one GEMM (W[:, i2:] -= E[:, i1:i2] U[i1:i2, i2:]), which is the paper's lazy update.
+ *
+ * Arithmetic is plain f32 without FMA contraction (as the quantizers), so a textbook loop
+ * in the same order gives the same floats for the columns of the first batch.
+ */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "quant/gptq.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/blocks.h"
+#include "quant/quant.h"
+
+/* LAPACK (Fortran interface; Debian's OpenBLAS exports it, the LAPACKE wrappers live in a
+ * separate library the Makefile does not link). Column-major: our row-major symmetric matrix
+ * is read as its transpose, so Fortran 'L' is our upper triangle. The trailing size_t is the
+ * hidden length of the character argument (gfortran ABI); harmless where unused. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info,
+                    size_t uplo_len);
+extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info,
+                    size_t uplo_len);
+
+enum { CHUNK_ROWS = 64 };
+
+sqz_gptq_opts sqz_gptq_default_opts(void) {
+    sqz_gptq_opts o = { .percdamp = 0.01, .block = 128, .act_order = 0, .threads = 0 };
+    return o;
+}
+
+int sqz_gptq_supports(sqz_type t) {
+    switch (t) {
+    case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K:
+    case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: case SQZ_TYPE_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------------ one element's grid */
+
+/* ggml's nearest_int (ties to even via the FPU), for |f| <= 2^22: callers clamp first. */
+static inline int nearest_int(float f) {
+    const float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* Element j's level set: value(s) = a * s - b for integer s in [smin, smax]. a and b are
+ * computed exactly as dequant.c computes them, so value(s) is bit-identical to to_float. */
+typedef struct {
+    float a, b;
+    int smin, smax;
+} elem_grid;
+
+/* Q4_K / Q5_K 6-bit scale and min of sub-block j (dequant.c's k4_scale_min). */
+static void k4_scale_min(int j, const uint8_t *p, int *sc, int *m) {
+    if (j < 4) {
+        *sc = p[j] & 63;
+        *m = p[j + 4] & 63;
+    } else {
+        *sc = (p[j + 4] & 0x0f) | ((p[j - 4] >> 6) << 4);
+        *m = (p[j + 4] >> 4) | ((p[j] >> 6) << 4);
+    }
+}
+
+/* Q3_K: signed 6-bit scale of sub-block j. */
+static int q3_k_scale(const uint8_t *p, int j) {
+    const int lo = j < 8 ? p[j] & 0x0f : p[j - 8] >> 4;
+    return (lo | ((p[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+}
+
+/* The grid of element j and its current level s. */
+static void elem_read(sqz_type t, const void *blk, int j, elem_grid *g, int *s) {
+    g->b = 0;
+    switch (t) {
+    case SQZ_TYPE_Q4_0: {
+        const block_q4_0 *x = blk;
+        g->a = sqz_f16_to_f32(x->d);
+        g->smin = -8, g->smax = 7;
+        const uint8_t byte = x->qs[j % 16];
+        *s = (j < 16 ? byte & 0x0f : byte >> 4) - 8;
+        break;
+    }
+    case SQZ_TYPE_Q8_0: {
+        const block_q8_0 *x = blk;
+        g->a = sqz_f16_to_f32(x->d);
+        /* -128 is a valid int8 but ggml never writes it, and sign-trick dot products
+         * (abs of the weight) would overflow on it */
+        g->smin = -127, g->smax = 127;
+        *s = x->qs[j];
+        break;
+    }
+    case SQZ_TYPE_Q2_K: {
+        const block_q2_K *x = blk;
+        const uint8_t sc = x->scales[j / 16];
+        g->a = sqz_f16_to_f32(x->d) * (sc & 0x0f);
+        g->b = sqz_f16_to_f32(x->dmin) * (sc >> 4);
+        g->smin = 0, g->smax = 3;
+        const int h = j / 128, l = j % 128;
+        *s = (x->qs[h * 32 + l % 32] >> (2 * (l / 32))) & 3;
+        break;
+    }
+    case SQZ_TYPE_Q3_K: {
+        const block_q3_K *x = blk;
+        g->a = sqz_f16_to_f32(x->d) * q3_k_scale(x->scales, j / 16);
+        g->smin = -4, g->smax = 3;
+        const int h = j / 128, l = j % 128;
+        const int lo = (x->qs[h * 32 + l % 32] >> (2 * (l / 32))) & 3;
+        const int hi = (x->hmask[j % 32] >> (j / 32)) & 1;
+        *s = lo + 4 * hi - 4;
+        break;
+    }
+    case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: {
+        const int is5 = t == SQZ_TYPE_Q5_K;
+        const uint8_t *scales = is5 ? ((const block_q5_K *)blk)->scales
+                                    : ((const block_q4_K *)blk)->scales;
+        const uint16_t d = is5 ? ((const block_q5_K *)blk)->d : ((const block_q4_K *)blk)->d;
+        const uint16_t dmin = is5 ? ((const block_q5_K *)blk)->dmin
+                                  : ((const block_q4_K *)blk)->dmin;
+        const uint8_t *qs = is5 ? ((const block_q5_K *)blk)->qs : ((const block_q4_K *)blk)->qs;
+        int sc, m;
+        k4_scale_min(j / 32, scales, &sc, &m);
+        g->a = sqz_f16_to_f32(d) * sc;
+        g->b = sqz_f16_to_f32(dmin) * m;
+        g->smin = 0, g->smax = is5 ? 31 : 15;
+        const int c = j / 64, l = j % 64;
+        const uint8_t byte = qs[c * 32 + l % 32];
+        *s = l < 32 ? byte & 0x0f : byte >> 4;
+        if (is5) *s += 16 * ((((const block_q5_K *)blk)->qh[l % 32] >> (2 * c + l / 32)) & 1);
+        break;
+    }
+    case SQZ_TYPE_Q6_K: {
+        const block_q6_K *x = blk;
+        g->a = sqz_f16_to_f32(x->d) * x->scales[j / 16];
+        g->smin = -32, g->smax = 31;
+        const int h = j / 128, l = j % 128, k = l / 32, i = l % 32;
+        const uint8_t lb = x->ql[h * 64 + i + 32 * (k & 1)];
+        const int lo = k < 2 ? lb & 0x0f : lb >> 4;
+        const int hi = (x->qh[h * 32 + i] >> (2 * k)) & 3;
+        *s = (lo | hi << 4) - 32;
+        break;
+    }
+    default:
+        g->a = 0, g->smin = g->smax = 0, *s = 0;
+        break;
+    }
+}
+
+/* Writes level s of element j (the inverse of elem_read's decoding). */
+static void elem_write(sqz_type t, void *blk, int j, int s) {
+    switch (t) {
+    case SQZ_TYPE_Q4_0: {
+        block_q4_0 *x = blk;
+        const unsigned u = (unsigned)(s + 8);
+        uint8_t *p = &x->qs[j % 16];
+        *p = j < 16 ? (uint8_t)((*p & 0xf0) | u) : (uint8_t)((*p & 0x0f) | u << 4);
+        break;
+    }
+    case SQZ_TYPE_Q8_0:
+        ((block_q8_0 *)blk)->qs[j] = (int8_t)s;
+        break;
+    case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: {
+        uint8_t *qs = t == SQZ_TYPE_Q2_K ? ((block_q2_K *)blk)->qs : ((block_q3_K *)blk)->qs;
+        unsigned u = (unsigned)s;
+        if (t == SQZ_TYPE_Q3_K) {
+            block_q3_K *x = blk;
+            u = (unsigned)(s + 4);
+            const uint8_t bit = (uint8_t)(1u << (j / 32));
+            x->hmask[j % 32] = (uint8_t)(u > 3 ? x->hmask[j % 32] | bit : x->hmask[j % 32] & ~bit);
+            u &= 3;
+        }
+        const int h = j / 128, l = j % 128, sh = 2 * (l / 32);
+        uint8_t *p = &qs[h * 32 + l % 32];
+        *p = (uint8_t)((*p & ~(3u << sh)) | u << sh);
+        break;
+    }
+    case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: {
+        const int is5 = t == SQZ_TYPE_Q5_K;
+        uint8_t *qs = is5 ? ((block_q5_K *)blk)->qs : ((block_q4_K *)blk)->qs;
+        const unsigned u = (unsigned)s & 0x0f;
+        const int c = j / 64, l = j % 64;
+        uint8_t *p = &qs[c * 32 + l % 32];
+        *p = l < 32 ? (uint8_t)((*p & 0xf0) | u) : (uint8_t)((*p & 0x0f) | u << 4);
+        if (is5) {
+            uint8_t *qh = &((block_q5_K *)blk)->qh[l % 32];
+            const uint8_t bit = (uint8_t)(1u << (2 * c + l / 32));
+            *qh = (uint8_t)(s > 15 ? *qh | bit : *qh & ~bit);
+        }
+        break;
+    }
+    case SQZ_TYPE_Q6_K: {
+        block_q6_K *x = blk;
+        const unsigned u = (unsigned)(s + 32);
+        const int h = j / 128, l = j % 128, k = l / 32, i = l % 32;
+        uint8_t *lb = &x->ql[h * 64 + i + 32 * (k & 1)];
+        *lb = k < 2 ? (uint8_t)((*lb & 0xf0) | (u & 0x0f)) : (uint8_t)((*lb & 0x0f) | (u & 0x0f) << 4);
+        uint8_t *hb = &x->qh[h * 32 + i];
+        *hb = (uint8_t)((*hb & ~(3u << (2 * k))) | (u >> 4) << (2 * k));
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static inline float grid_value(const elem_grid *g, int s) { return g->a * (float)s - g->b; }
+
+void sqz_gptq_block_init(sqz_type type, const float *x, const float *imp, void *blk) {
+    const sqz_type_traits *tr = sqz_type_get(type);
+    sqz_quantize_rows(type, x, blk, 1, tr->block_size, imp);
+}
+
+float sqz_gptq_block_get(sqz_type type, const void *blk, int j) {
+    elem_grid g;
+    int s;
+    elem_read(type, blk, j, &g, &s);
+    return grid_value(&g, s);
+}
+
+float sqz_gptq_block_set(sqz_type type, void *blk, int j, float x) {
+    elem_grid g;
+    int s;
+    elem_read(type, blk, j, &g, &s);
+    if (g.a != 0) { /* a zero scale: every level is the same value, keep the quantizer's */
+        const float f = (x + g.b) / g.a;
+        if (f >= (float)g.smax) s = g.smax;
+        else if (f <= (float)g.smin) s = g.smin;
+        else if (f == f) s = nearest_int(f); /* in range: |f| <= 128 */
+        elem_write(type, blk, j, s);
+    }
+    return grid_value(&g, s);
+}
+
+/* ------------------------------------------------------------------ the algorithm */
+
+typedef struct {
+    sqz_type type;
+    int64_t cols;
+    int qk;              /* elements per block */
+    size_t type_size;    /* bytes per block */
+    size_t row_size;     /* bytes per row */
+    int B;               /* lazy batch, compatible with qk */
+    int act_order;
+    const float *U;      /* [cols x cols] upper factor of H^-1, processing order; NULL: identity */
+    const int64_t *perm; /* [cols] processing position -> original column; NULL: identity */
+    const float *imp;    /* [cols] importance per original column; NULL: none */
+    const uint8_t *dead; /* [cols] original order; NULL: none */
+} gptq_plan;
+
+/* GPTQ on R rows: W [R x cols] -> out [R rows of the type]. Returns 0, or -1 on NOMEM. */
+static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out, float *deq) {
+    const int64_t cols = p->cols;
+    const int qk = p->qk, B = p->B;
+    float *wc = malloc((size_t)(R * cols) * sizeof *wc); /* working W, processing order */
+    float *x0 = malloc((size_t)(R * cols) * sizeof *x0); /* values the scales were chosen from,
+                                                            original order */
+    float *err = malloc((size_t)(R * B) * sizeof *err);  /* E [R x B] of the current batch */
+    if (!wc || !x0 || !err) {
+        free(wc), free(x0), free(err);
+        return -1;
+    }
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < cols; k++) {
+            const int64_t c = p->perm ? p->perm[k] : k;
+            wc[r * cols + k] = p->dead && p->dead[c] ? 0.0f : W[r * cols + c];
+        }
+    if (p->act_order) {
+        /* static groups: with columns visited out of order, a block's columns are not all
+         * reached together, so every block's scales come from the (dead-zeroed) input W */
+        for (int64_t r = 0; r < R; r++) {
+            for (int64_t c = 0; c < cols; c++)
+                x0[r * cols + c] = p->dead && p->dead[c] ? 0.0f : W[r * cols + c];
+            for (int64_t b = 0; b < cols / qk; b++)
+                sqz_gptq_block_init(p->type, x0 + r * cols + b * qk, p->imp ? p->imp + b * qk : NULL,
+                                    out + r * p->row_size + b * p->type_size);
+        }
+    }
+    for (int64_t i1 = 0; i1 < cols; i1 += B) {
+        const int64_t i2 = i1 + B < cols ? i1 + B : cols;
+        for (int64_t i = i1; i < i2; i++) {
+            const int64_t c = p->perm ? p->perm[i] : i;
+            const int64_t b = c / qk;
+            const int jj = (int)(c % qk);
+            if (!p->act_order && jj == 0) {
+                /* first column of a block (and, B being compatible, of a batch): every column
+                 * of the block carries all updates so far; choose its scales now */
+                for (int64_t r = 0; r < R; r++) {
+                    memcpy(x0 + r * cols + c, wc + r * cols + i, (size_t)qk * sizeof(float));
+                    sqz_gptq_block_init(p->type, x0 + r * cols + c, p->imp ? p->imp + c : NULL,
+                                        out + r * p->row_size + b * p->type_size);
+                }
+            }
+            const float *u = p->U ? p->U + i * cols : NULL;
+            const float uii = u ? u[i] : 1.0f;
+            for (int64_t r = 0; r < R; r++) {
+                float *wr = wc + r * cols;
+                const float w = wr[i];
+                void *blk = out + r * p->row_size + b * p->type_size;
+                /* a weight that has not moved since its block's scales were chosen keeps the
+                 * quantizer's own level: with no error feedback (H diagonal) the result is then
+                 * the type's quantizer byte for byte (Q4_0 / Q8_0 round with the unrounded f32
+                 * scale, so their levels can differ from nearest-on-the-stored-grid) */
+                const float q = w == x0[r * cols + c] ? sqz_gptq_block_get(p->type, blk, jj)
+                                                      : sqz_gptq_block_set(p->type, blk, jj, w);
+                if (!u) continue;
+                const float e = (w - q) / uii;
+                err[r * B + (i - i1)] = e;
+                for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * u[j];
+            }
+        }
+        if (p->U && i2 < cols)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(cols - i2),
+                        (int)(i2 - i1), -1.0f, err, B, p->U + i1 * cols + i2, (int)cols, 1.0f,
+                        wc + i2, (int)cols);
+    }
+    if (deq) {
+        const sqz_type_traits *tr = sqz_type_get(p->type);
+        for (int64_t r = 0; r < R; r++) tr->to_float(out + r * p->row_size, deq + r * cols, cols);
+    }
+    free(wc), free(x0), free(err);
+    return 0;
+}
+
+/* Act-order: positions sorted by descending diag(H) (merge sort, stable: ties keep index
+ * order, so the permutation is deterministic). tmp: n scratch entries. */
+static void act_order_perm(const double *Hd, int64_t n, int64_t *perm, int64_t *tmp) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t w = 1; w < n; w *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * w) {
+            const int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            int64_t a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) {
+                const double ka = Hd[perm[a] * n + perm[a]], kb = Hd[perm[b] * n + perm[b]];
+                tmp[k++] = kb > ka ? perm[b++] : perm[a++];
+            }
+            while (a < mid) tmp[k++] = perm[a++];
+            while (b < hi) tmp[k++] = perm[b++];
+        }
+        memcpy(perm, tmp, (size_t)n * sizeof *perm);
+    }
+}
+
+/* The lazy batch: B >= qk rounded down to a multiple of qk, B < qk to a power of two (a
+ * divisor of qk), so that every block starts a batch. */
+static int batch_size(int B, int qk) {
+    if (B <= 0) B = 128;
+    if (B >= qk) return B / qk * qk;
+    int p = 1;
+    while (p * 2 <= B) p *= 2;
+    return p;
+}
+
+sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_t rows,
+                             int64_t cols, const double *H, const sqz_gptq_opts *opts,
+                             void *out, float *deq) {
+    const sqz_gptq_opts o = opts ? *opts : sqz_gptq_default_opts();
+    if (!sqz_gptq_supports(type))
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "gptq: type %s is not supported",
+                        sqz_type_name(type));
+    const sqz_type_traits *tr = sqz_type_get(type);
+    if (!W || !out) return sqz_fail(ctx, SQZ_ERR_ARG, "gptq: %s is NULL", W ? "out" : "W");
+    if (rows < 1 || cols < 1 || cols % tr->block_size)
+        return sqz_fail(ctx, SQZ_ERR_ARG,
+                        "gptq: %lld x %lld matrix: cols must be a positive multiple of %s's "
+                        "block size %d",
+                        (long long)rows, (long long)cols, tr->name, tr->block_size);
+    if (cols > 46340) /* LAPACK's int dimensions: cols^2 must fit in an int */
+        return sqz_fail(ctx, SQZ_ERR_ARG, "gptq: %lld columns is too many", (long long)cols);
+    for (int64_t k = 0; k < rows * cols; k++)
+        if (!isfinite(W[k]))
+            return sqz_fail(ctx, SQZ_ERR_ARG, "gptq: W has a non-finite entry at (%lld, %lld)",
+                            (long long)(k / cols), (long long)(k % cols));
+    if (!(o.percdamp >= 0 && isfinite(o.percdamp)))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "gptq: percdamp %g must be >= 0", o.percdamp);
+
+    gptq_plan p = { .type = type, .cols = cols, .qk = tr->block_size,
+                    .type_size = tr->type_size, .row_size = sqz_type_row_size(type, cols),
+                    .B = batch_size(o.block, tr->block_size), .act_order = H && o.act_order };
+    double *Hd = NULL, *Hp = NULL;
+    float *U = NULL, *imp = NULL;
+    int64_t *perm = NULL, *tmp = NULL;
+    uint8_t *dead = NULL;
+    sqz_status st = SQZ_OK;
+    if (H) {
+        const size_t nn = (size_t)cols * (size_t)cols;
+        Hd = malloc(nn * sizeof *Hd);
+        Hp = malloc(nn * sizeof *Hp);
+        U = malloc(nn * sizeof *U);
+        imp = malloc((size_t)cols * sizeof *imp);
+        dead = calloc((size_t)cols, 1);
+        perm = malloc((size_t)cols * sizeof *perm);
+        tmp = malloc((size_t)cols * sizeof *tmp);
+        if (!Hd || !Hp || !U || !imp || !dead || !perm || !tmp) {
+            st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory for a %lld^2 Hessian",
+                          (long long)cols);
+            goto done;
+        }
+        memcpy(Hd, H, nn * sizeof *Hd);
+        for (size_t k = 0; k < nn; k++)
+            if (!isfinite(Hd[k])) {
+                st = sqz_fail(ctx, SQZ_ERR_ARG, "gptq: H has a non-finite entry at (%lld, %lld)",
+                              (long long)(k / (size_t)cols), (long long)(k % (size_t)cols));
+                goto done;
+            }
+        /* dead columns (never activated): H_ii = 1 keeps H invertible; W's column is zeroed */
+        double mean = 0;
+        for (int64_t i = 0; i < cols; i++) {
+            if (Hd[i * cols + i] == 0) {
+                Hd[i * cols + i] = 1;
+                dead[i] = 1;
+            }
+            mean += Hd[i * cols + i];
+        }
+        const double damp = o.percdamp * (mean / (double)cols);
+        for (int64_t i = 0; i < cols; i++) {
+            Hd[i * cols + i] += damp;
+            imp[i] = (float)Hd[i * cols + i];
+        }
+        /* act-order: the columns with the largest activations first, while the most later
+         * columns remain to absorb their error */
+        if (p.act_order) act_order_perm(Hd, cols, perm, tmp);
+        else
+            for (int64_t i = 0; i < cols; i++) perm[i] = i;
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t k = 0; k < cols; k++) Hp[i * cols + k] = Hd[perm[i] * cols + perm[k]];
+        /* H^-1 by Cholesky, then its upper factor: all in double, as a 4096^2 f32 Cholesky of
+         * an ill-conditioned Hessian loses most of its digits */
+        const int n = (int)cols;
+        int info = 0;
+        dpotrf_("L", &n, Hp, &n, &info, 1);
+        if (info == 0) dpotri_("L", &n, Hp, &n, &info, 1);
+        if (info == 0) dpotrf_("L", &n, Hp, &n, &info, 1);
+        if (info != 0) {
+            st = sqz_fail(ctx, SQZ_ERR_ARG,
+                          "gptq: H is not positive definite after damping (percdamp %g; "
+                          "LAPACK info %d)",
+                          o.percdamp, info);
+            goto done;
+        }
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t k = 0; k < cols; k++)
+                U[i * cols + k] = k >= i ? (float)Hp[i * cols + k] : 0.0f;
+        p.U = U;
+        p.perm = p.act_order ? perm : NULL;
+        p.imp = imp;
+        p.dead = dead;
+    }
+
+    int nth = o.threads > 0 ? o.threads : ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    const int64_t nchunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+    int failed = 0;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1 && nchunks > 1) \
+    reduction(| : failed)
+    for (int64_t ch = 0; ch < nchunks; ch++) {
+        const int64_t r0 = ch * CHUNK_ROWS;
+        const int64_t R = rows - r0 < CHUNK_ROWS ? rows - r0 : CHUNK_ROWS;
+        failed |= gptq_rows(&p, W + r0 * cols, R, (uint8_t *)out + (size_t)r0 * p.row_size,
+                            deq ? deq + r0 * cols : NULL) != 0;
+    }
+    if (failed) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory");
+done:
+    free(Hd), free(Hp), free(U), free(imp), free(dead), free(perm), free(tmp);
+    return st;
+}

@@ -1,0 +1,88 @@
+/* gptq.h - GPTQ: error-compensating quantization of a weight matrix into a GGUF block type.
+ *
+ * Frantar, Ashkboos, Hoefler, Alistarh, "GPTQ: Accurate Post-Training Quantization for
+ * Generative Pre-trained Transformers", ICLR 2023 (arXiv:2210.17323), Algorithm 1: columns are
+ * quantized one at a time and each column's error, scaled by the inverse Hessian, is pushed onto
+ * the columns not yet quantized, so that ||(W - Q) X||^2 (not ||W - Q||^2) is kept small.
+ *
+ * Dimensions: rows = output features (rows of W), cols = input features (the reduction
+ * dimension of y = W x; the length of a stored row); H = X^T X [cols x cols] over calibration
+ * activations X [tokens x cols]; QK = the type's block size (32 or 256 elements of a row);
+ * B = columns per lazy batch (the paper's block size, default 128).
+ *
+ * What sqz adds to the paper: the quantizer of each column is the target GGUF type's own grid.
+ * GGUF blocks cover QK consecutive elements of a row, each with its own scale(s); when GPTQ
+ * reaches the first column of a block, the block's scales are chosen for every row by the
+ * type's importance-aware quantizer (sqz_quantize_rows with imatrix = diag(H) of those columns),
+ * from the already-updated weights; each column is then rounded to the nearest level of its
+ * block's fixed grid (for k-quants d*sc*q - dmin*m with its sub-block's scale and min). The
+ * result is a valid row of that type, byte-compatible with llama.cpp.
+ *
+ * Types: Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (sqz_gptq_supports).
+ */
+#ifndef SQZ_QUANT_GPTQ_H
+#define SQZ_QUANT_GPTQ_H
+
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "core/types.h"
+
+typedef struct sqz_gptq_opts {
+    double percdamp; /* damping: percdamp * mean(diag H) is added to diag H (paper: 0.01) */
+    int block;       /* lazy batch B in columns (paper: 128); rounded to fit the type's blocks,
+                      * see sqz_gptq_quantize; <= 0: 128 */
+    int act_order;   /* 1: process columns by descending diag(H) ("act-order"); the block
+                      * scales are then all chosen up front from W ("static groups") */
+    int threads;     /* <= 0: ctx's thread count (1 without a ctx) */
+} sqz_gptq_opts;
+
+/* The defaults: percdamp 0.01, block 128, act_order 0, threads 0. */
+sqz_gptq_opts sqz_gptq_default_opts(void);
+
+/* Whether sqz_gptq_quantize handles type t. */
+int sqz_gptq_supports(sqz_type t);
+
+/* Quantizes W [rows x cols] (row-major f32) into `out` (rows * sqz_type_row_size(type, cols)
+ * bytes, rows packed as GGUF stores them) by GPTQ with Hessian H [cols x cols] (row-major,
+ * f64, symmetric, e.g. X^T X or its mean over tokens; both triangles are read;
+ * NULL = identity: no error feedback and no importance weights, so the output equals
+ * sqz_quantize_rows(type, W, ..., NULL) byte for byte). deq (optional, rows x cols)
+ * gets the dequantized result, exactly as the type's to_float gives it.
+ *
+ * H is preprocessed as the paper's reference code does: a column with H_ii == 0 is dead (never
+ * activated): H_ii is set to 1 and the column of W is zeroed; percdamp * mean(diag H) is added
+ * to the diagonal; H^-1 is computed by Cholesky in double (LAPACK dpotrf + dpotri), and its
+ * upper Cholesky factor U (H^-1 = U^T U, dpotrf again, double) drives the updates, in f32.
+ * The importance weights of the scale search are the damped diag(H). W must be finite.
+ *
+ * The lazy batch B is made compatible with the type's block size QK so that every block starts
+ * a batch (all its columns then carry every update so far): B >= QK is rounded down to a
+ * multiple of QK, B < QK to the largest power of two <= B.
+ *
+ * Deterministic: rows are processed in fixed chunks (any thread count gives the same bytes).
+ *
+ * Errors (message on ctx): SQZ_ERR_ARG for NULL W or out, rows < 1, cols not a positive
+ * multiple of the type's block size, or H not positive definite after damping (non-finite
+ * entries included); SQZ_ERR_UNSUPPORTED for a type without GPTQ support; SQZ_ERR_NOMEM. */
+sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_t rows,
+                             int64_t cols, const double *H, const sqz_gptq_opts *opts,
+                             void *out, float *deq);
+
+/* ---- the per-block primitives sqz_gptq_quantize is built on (exposed for tests and for other
+ * error-feedback methods). blk is one block of `type` (QK elements), j in [0, QK). */
+
+/* Chooses blk's scales: quantizes the QK values x into blk with the type's quantizer, importance
+ * weights imp (QK values; NULL = the type's quantizer without imatrix). The quantizer sees one
+ * block: for Q4_0's imatrix path (whose sigma2 is the mean square of the whole row in
+ * llama-quantize) sigma2 is the block's own; the k-quants use their super-block's anyway. */
+void sqz_gptq_block_init(sqz_type type, const float *x, const float *imp, void *blk);
+
+/* The dequantized value of element j of blk (as the type's to_float computes it). */
+float sqz_gptq_block_get(sqz_type type, const void *blk, int j);
+
+/* Sets element j of blk to the level of its (fixed) grid nearest to x and returns that level's
+ * dequantized value. Ties round to even as ggml's nearest_int; a zero (sub-)scale keeps q. */
+float sqz_gptq_block_set(sqz_type type, void *blk, int j, float x);
+
+#endif

@@ -62,14 +62,7 @@ static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64
     t->cols = cols;
     t->rows = is_vec ? 1 : rows;
     t->data = gt->data;
-    if (is_vec && t->type != SQZ_TYPE_F32) { /* norms and biases are f32 for the forward pass */
-        float *f = sqz_model_own(m, malloc((size_t)cols * sizeof(float)));
-        if (!f) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-        sqz_tensor_row_f32(t, 0, f);
-        t->type = SQZ_TYPE_F32;
-        t->data = f;
-    }
-    return SQZ_OK;
+    return is_vec ? sqz_model_vector_f32(ctx, m, t) : SQZ_OK;
 }
 
 /* The pre-tokenizer regex llama.cpp's tokenizer.ggml.pre names. */

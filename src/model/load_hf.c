@@ -41,14 +41,7 @@ static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64
     t->rows = is_vec ? 1 : rows;
     t->cols = cols;
     t->data = s->data;
-    if (is_vec && s->type != SQZ_TYPE_F32) {
-        float *f = sqz_model_own(m, malloc((size_t)cols * sizeof(float)));
-        if (!f) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-        sqz_tensor_row_f32(t, 0, f);
-        t->type = SQZ_TYPE_F32;
-        t->data = f;
-    }
-    return SQZ_OK;
+    return is_vec ? sqz_model_vector_f32(ctx, m, t) : SQZ_OK;
 }
 
 sqz_status sqz_load_hf(sqz_ctx *ctx, sqz_model *m, const char *path, const char *tokenizer_path) {

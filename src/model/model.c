@@ -32,6 +32,16 @@ void *sqz_model_own(sqz_model *m, void *p) {
     return p;
 }
 
+sqz_status sqz_model_vector_f32(sqz_ctx *ctx, sqz_model *m, sqz_tensor *t) {
+    if (t->type == SQZ_TYPE_F32) return SQZ_OK;
+    float *f = sqz_model_own(m, malloc((size_t)t->cols * sizeof(float)));
+    if (!f) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    sqz_tensor_row_f32(t, 0, f);
+    t->type = SQZ_TYPE_F32;
+    t->data = f;
+    return SQZ_OK;
+}
+
 sqz_status sqz_config_check(sqz_ctx *ctx, const sqz_config *c, const char *src) {
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
         c->n_kv_heads <= 0 || c->head_dim <= 0 || c->vocab_size <= 0)

@@ -51,6 +51,10 @@ sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path);
 sqz_status sqz_load_llama2c(sqz_ctx *ctx, sqz_model *m, const char *path,
                             const char *tokenizer_path);
 
+/* Norms and biases are f32 for the forward pass: a vector t in another type is replaced by an
+ * f32 copy the model owns. */
+sqz_status sqz_model_vector_f32(sqz_ctx *ctx, sqz_model *m, sqz_tensor *t);
+
 /* Keeps p (malloc'ed) until the model is freed; frees p and returns NULL on failure. */
 void *sqz_model_own(sqz_model *m, void *p);
 

@@ -264,6 +264,43 @@ typedef struct sqz_convert_result {
 sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                        const sqz_convert_opts *opts, sqz_convert_result *result);
 
+/* ---------------------------------------------------------------- quantization with calibration */
+
+/* Called once per quantized matrix: its GGUF name, type, and relative output error on the
+ * calibration data, ||(W - Q) X|| / ||W X||. */
+typedef void (*sqz_tensor_report_fn)(void *user, const char *name, const char *type,
+                                     double rel_err);
+
+typedef struct sqz_quantize_opts {
+    const char *method;  /* "rtn" (= sqz_convert), "imatrix" (llama.cpp's importance-weighted
+                            block search, importances from the calibration text), "gptq" */
+    const char *type;    /* a type or mix, as sqz_convert_opts.type */
+    int pure;
+    const int32_t *calib;  /* calibration tokens (not needed by rtn) */
+    size_t n_calib;
+    int calib_ctx;         /* tokens per calibration window (e.g. 512) */
+    double damp;           /* gptq: percdamp (0: 0.01) */
+    int act_order;         /* gptq: process columns by descending Hessian diagonal */
+    sqz_tensor_report_fn report;
+    void *report_user;
+} sqz_quantize_opts;
+
+typedef struct sqz_quantize_result {
+    sqz_convert_result convert;
+    size_t calib_tokens;   /* tokens the statistics came from */
+    double calib_seconds;  /* forward passes and statistics */
+    double quant_seconds;  /* the quantizers themselves */
+    double mean_rel_err;   /* over the quantized block matrices */
+} sqz_quantize_result;
+
+/* Quantizes model to out_path (GGUF) with a method that uses calibration data. Runs layer by
+ * layer: the statistics of layer l are taken from the outputs of layers 0..l-1 already
+ * quantized (imatrix: of the unquantized model, as llama-imatrix does), so memory is one
+ * layer's weights plus the calibration activations. The output types are those sqz_convert
+ * would write; token_embd / output are quantized by round-to-nearest. */
+sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
+                        const sqz_quantize_opts *opts, sqz_quantize_result *result);
+
 #ifdef __cplusplus
 }
 #endif

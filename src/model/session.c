@@ -132,42 +132,52 @@ static void add_bias(float *y, const sqz_tensor *b, int T) {
         for (int64_t i = 0; i < b->cols; i++) y[(size_t)t * b->cols + i] += bv[i];
 }
 
+sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, int T,
+                             sqz_capture_fn capture, void *user) {
+    const sqz_config *c = &s->model->cfg;
+    const int nt = s->ctx->n_threads;
+    const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
+    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    /* attention */
+    rmsnorm_rows(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps, nt);
+    if (capture) capture(user, l, SQZ_SITE_QKV, s->xb, T, D);
+    sqz_matmul(&w->wq, s->xb, T, s->q, nt);
+    sqz_matmul(&w->wk, s->xb, T, s->k, nt);
+    sqz_matmul(&w->wv, s->xb, T, s->v, nt);
+    add_bias(s->q, &w->bq, T);
+    add_bias(s->k, &w->bk, T);
+    add_bias(s->v, &w->bv, T);
+    rope_rows(s->q, T, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved, nt);
+    rope_rows(s->k, T, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved,
+              nt);
+    sqz_status st = s->kv->policy->store(s->kv->state, l, s->pos, T, s->k, s->v);
+    if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
+    s->kv->policy->attend(s->kv->state, l, s->pos, T, s->q, s->att, nt);
+    if (capture) capture(user, l, SQZ_SITE_O, s->att, T, qd);
+    sqz_matmul(&w->wo, s->att, T, s->xb, nt);
+    add_bias(s->xb, &w->bo, T);
+    add_rows(s->x, s->xb, T, D, nt);
+    /* SwiGLU feed-forward */
+    rmsnorm_rows(s->xb, s->x, w->ffn_norm.data, T, D, c->norm_eps, nt);
+    if (capture) capture(user, l, SQZ_SITE_GATE_UP, s->xb, T, D);
+    sqz_matmul(&w->w_gate, s->xb, T, s->hb, nt);
+    sqz_matmul(&w->w_up, s->xb, T, s->hb2, nt);
+    swiglu_rows(s->hb, s->hb2, T, F, nt);
+    if (capture) capture(user, l, SQZ_SITE_DOWN, s->hb, T, F);
+    sqz_matmul(&w->w_down, s->hb, T, s->xb, nt);
+    add_rows(s->x, s->xb, T, D, nt);
+    return SQZ_OK;
+}
+
 /* One batch of T tokens at positions s->pos.. through every layer; leaves the final hidden
  * states (before the output norm) in s->x. */
 static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
     const sqz_model *m = s->model;
-    const sqz_config *c = &m->cfg;
-    const int nt = s->ctx->n_threads;
-    const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
-    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    const int D = m->cfg.dim;
     for (int t = 0; t < T; t++) sqz_tensor_row_f32(&m->tok_embd, tokens[t], s->x + (size_t)t * D);
-    for (int l = 0; l < c->n_layers; l++) {
-        const sqz_layer_weights *w = &m->layers[l];
-        /* attention */
-        rmsnorm_rows(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps, nt);
-        sqz_matmul(&w->wq, s->xb, T, s->q, nt);
-        sqz_matmul(&w->wk, s->xb, T, s->k, nt);
-        sqz_matmul(&w->wv, s->xb, T, s->v, nt);
-        add_bias(s->q, &w->bq, T);
-        add_bias(s->k, &w->bk, T);
-        add_bias(s->v, &w->bv, T);
-        rope_rows(s->q, T, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin,
-                  c->rope_interleaved, nt);
-        rope_rows(s->k, T, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin,
-                  c->rope_interleaved, nt);
-        sqz_status st = s->kv->policy->store(s->kv->state, l, s->pos, T, s->k, s->v);
-        if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
-        s->kv->policy->attend(s->kv->state, l, s->pos, T, s->q, s->att, nt);
-        sqz_matmul(&w->wo, s->att, T, s->xb, nt);
-        add_bias(s->xb, &w->bo, T);
-        add_rows(s->x, s->xb, T, D, nt);
-        /* SwiGLU feed-forward */
-        rmsnorm_rows(s->xb, s->x, w->ffn_norm.data, T, D, c->norm_eps, nt);
-        sqz_matmul(&w->w_gate, s->xb, T, s->hb, nt);
-        sqz_matmul(&w->w_up, s->xb, T, s->hb2, nt);
-        swiglu_rows(s->hb, s->hb2, T, F, nt);
-        sqz_matmul(&w->w_down, s->hb, T, s->xb, nt);
-        add_rows(s->x, s->xb, T, D, nt);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        sqz_status st = sqz_session_layer(s, &m->layers[l], l, T, NULL, NULL);
+        if (st) return st;
     }
     return SQZ_OK;
 }

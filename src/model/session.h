@@ -25,6 +25,18 @@ struct sqz_session {
     size_t xq_bytes; /* bytes of each xq buffer */
 };
 
+/* Where a layer's matrices read their input, for calibration: the normed input of q/k/v
+ * [T][D], the attention output before wo [T][Hq*hd], the normed input of gate/up [T][D], the
+ * SwiGLU output before down [T][F]. */
+enum { SQZ_SITE_QKV = 0, SQZ_SITE_O = 1, SQZ_SITE_GATE_UP = 2, SQZ_SITE_DOWN = 3, SQZ_N_SITES = 4 };
+typedef void (*sqz_capture_fn)(void *user, int layer, int site, const float *x, int T, int dim);
+
+/* Runs T rows of s->x (positions s->pos..) through layer l with the weights w (which may
+ * differ from the model's: calibration swaps in quantized ones), in place; capture, if set,
+ * sees each site's input. Does not advance s->pos. */
+sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, int T,
+                             sqz_capture_fn capture, void *user);
+
 /* A session whose KV cache uses the policy kv_spec ("f32", "name:key=value,..."). */
 sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, const char *kv_spec,
                               sqz_session **out);

@@ -41,5 +41,6 @@ int cmd_info(sqz_ctx *ctx, const opts *o);
 int cmd_generate(sqz_ctx *ctx, const opts *o);
 int cmd_ppl(sqz_ctx *ctx, const opts *o);
 int cmd_convert(sqz_ctx *ctx, const opts *o);
+int cmd_quantize(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -21,6 +21,8 @@ static void usage(FILE *f) {
             "  ppl MODEL -f FILE                   perplexity over FILE\n"
             "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
             "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n"
+            "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq --calib FILE\n"
+            "                                      quantization with calibration data\n"
             "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json) or a\n"
             "       llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin)\n"
             "options:\n"
@@ -39,6 +41,10 @@ static void usage(FILE *f) {
             "  -o, --out FILE     output file (convert)\n"
             "  --type TYPE        tensor type or mix (convert)\n"
             "  --pure             every 2-D weight in TYPE, no mix (convert)\n"
+            "  --method M         rtn, imatrix or gptq (quantize; default gptq)\n"
+            "  --calib FILE       calibration text (quantize)\n"
+            "  --calib-tokens N   calibration tokens (default 32768)\n"
+            "  --calib-ctx N      tokens per calibration window (default 512)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -216,6 +222,7 @@ static const struct command {
     { "generate", cmd_generate },
     { "ppl", cmd_ppl },
     { "convert", cmd_convert },
+    { "quantize", cmd_quantize },
 };
 
 int main(int argc, char **argv) {

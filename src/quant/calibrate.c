@@ -1,0 +1,255 @@
+/* calibrate.c - quantization with calibration data (GPTQ, importance matrices), layer by layer.
+ *
+ * Glossary: W windows of C calibration tokens, D dim, F hidden_dim, Hq*hd the attention width.
+ * For each layer l:
+ *   1. the calibration activations X [W*C][D] (the outputs of layer l-1, already quantized)
+ *      run through layer l with its original weights, and at each of the four sites where the
+ *      layer's matrices read their input (q/k/v, wo, gate/up, down) H += x^T x is accumulated
+ *      in double (GPTQ's Hessian; its diagonal over the token count is llama.cpp's importance);
+ *   2. the seven matrices are quantized to the types sqz_convert would choose, by GPTQ with H
+ *      or by the importance-weighted block search with diag(H);
+ *   3. X runs through layer l again with the quantized weights (imatrix: the original ones),
+ *      giving the next layer's input (GPTQ's sequential order).
+ * The quantized layers then go to sqz_convert as if they were the model's own, which copies
+ * (and, for llama's RoPE layout, permutes) their rows and quantizes token_embd / output.
+ * Peak memory: one layer's statistics and quantized weights plus X. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "model/session.h"
+#include "quant/gptq.h"
+#include "quant/presets.h"
+#include "quant/quant.h"
+
+typedef struct site_stats {
+    int dim;
+    double *H;   /* [dim][dim], upper and lower filled */
+    float *tmp;  /* [dim][dim] per-batch ssyrk */
+    size_t n;    /* tokens accumulated */
+} site_stats;
+
+typedef struct calib_state {
+    site_stats site[SQZ_N_SITES];
+    int nt;
+} calib_state;
+
+static void capture(void *user, int layer, int site, const float *x, int T, int dim) {
+    calib_state *c = user;
+    site_stats *s = &c->site[site];
+    (void)layer;
+    /* tmp = x^T x (upper), one sgemm-class call per batch; summed into double */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, dim, T, 1.0f, x, dim, 0.0f, s->tmp, dim);
+    for (int i = 0; i < dim; i++)
+        for (int j = i; j < dim; j++) s->H[(size_t)i * dim + j] += s->tmp[(size_t)i * dim + j];
+    s->n += (size_t)T;
+}
+
+static void symmetrize(site_stats *s) {
+    for (int i = 0; i < s->dim; i++)
+        for (int j = 0; j < i; j++) s->H[(size_t)i * s->dim + j] = s->H[(size_t)j * s->dim + i];
+}
+
+/* ||(W - Q) X||^2 / ||W X||^2 = tr(E H E^T) / tr(W H W^T), E = W - Q, row by row. */
+static double rel_err(const float *W, const float *Q, int64_t rows, int64_t cols, const double *H) {
+    double num = 0, den = 0;
+    double *e = malloc((size_t)cols * sizeof *e), *w = malloc((size_t)cols * sizeof *w);
+    double *he = malloc((size_t)cols * sizeof *he), *hw = malloc((size_t)cols * sizeof *hw);
+    if (!e || !w || !he || !hw) { free(e); free(w); free(he); free(hw); return NAN; }
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < cols; i++) {
+            w[i] = W[r * cols + i];
+            e[i] = w[i] - Q[r * cols + i];
+        }
+        cblas_dsymv(CblasRowMajor, CblasUpper, (int)cols, 1.0, H, (int)cols, e, 1, 0.0, he, 1);
+        cblas_dsymv(CblasRowMajor, CblasUpper, (int)cols, 1.0, H, (int)cols, w, 1, 0.0, hw, 1);
+        num += cblas_ddot((int)cols, e, 1, he, 1);
+        den += cblas_ddot((int)cols, w, 1, hw, 1);
+    }
+    free(e); free(w); free(he); free(hw);
+    return den > 0 ? sqrt(num / den) : 0;
+}
+
+typedef enum { M_IMATRIX, M_GPTQ } method;
+
+/* Quantizes one matrix src (rows x cols) to type into an owned tensor *dst. */
+static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, sqz_tensor *src,
+                                  sqz_type type, const site_stats *st, double damp, int act_order,
+                                  const char *name, const sqz_quantize_opts *o, double *err_sum,
+                                  int *n_err) {
+    const int64_t rows = src->rows, cols = src->cols;
+    const size_t rs = sqz_type_row_size(type, cols);
+    float *W = malloc((size_t)(rows * cols) * sizeof *W);
+    float *Q = malloc((size_t)(rows * cols) * sizeof *Q);
+    void *out = sqz_model_own(owner, malloc((size_t)rows * rs));
+    if (!W || !Q || !out) {
+        free(W);
+        free(Q);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory quantizing %s", name);
+    }
+    for (int64_t r = 0; r < rows; r++) sqz_tensor_row_f32(src, r, W + r * cols);
+    sqz_status s = SQZ_OK;
+    if (meth == M_GPTQ && sqz_gptq_supports(type)) {
+        sqz_gptq_opts g = sqz_gptq_default_opts();
+        if (damp > 0) g.percdamp = damp;
+        g.act_order = act_order;
+        g.threads = ctx->n_threads;
+        s = sqz_gptq_quantize(ctx, type, W, rows, cols, st->H, &g, out, Q);
+    } else {
+        /* importance = mean square of each input channel, as llama-imatrix collects it */
+        float *imp = malloc((size_t)cols * sizeof *imp);
+        if (!imp) s = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory quantizing %s", name);
+        for (int64_t i = 0; imp && i < cols; i++) imp[i] = (float)(st->H[i * cols + i] / (double)st->n);
+        if (imp && sqz_quantize_rows(type, W, out, rows, cols, imp) != (size_t)rows * rs)
+            s = sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "cannot quantize %s to %s", name, sqz_type_name(type));
+        free(imp);
+        const sqz_type_traits *tr = sqz_type_get(type);
+        for (int64_t r = 0; !s && r < rows; r++) tr->to_float((const char *)out + (size_t)r * rs, Q + r * cols, cols);
+    }
+    if (!s) {
+        const double e = rel_err(W, Q, rows, cols, st->H);
+        *err_sum += e;
+        (*n_err)++;
+        if (o->report) o->report(o->report_user, name, sqz_type_name(type), e);
+    }
+    free(W);
+    free(Q);
+    if (s) return s;
+    src->type = type; /* src is the quantized model's own copy of the view */
+    src->data = out;
+    return SQZ_OK;
+}
+
+sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
+                        const sqz_quantize_opts *o, sqz_quantize_result *res) {
+    sqz_quantize_result r;
+    memset(&r, 0, sizeof r);
+    if (res) *res = r;
+    if (!o || !o->method || !o->type) return sqz_fail(ctx, SQZ_ERR_ARG, "quantize: method and type are required");
+    sqz_convert_opts co = { .type = o->type, .pure = o->pure };
+    method meth;
+    if (!strcmp(o->method, "rtn")) {
+        sqz_status st = sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
+        return st;
+    } else if (!strcmp(o->method, "imatrix")) {
+        meth = M_IMATRIX;
+    } else if (!strcmp(o->method, "gptq")) {
+        meth = M_GPTQ;
+    } else {
+        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq)", o->method);
+    }
+    sqz_preset preset;
+    if (sqz_preset_find(o->type, o->pure, &preset) != 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, o->type, sqz_preset_names());
+    const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;
+    if (!o->calib || o->n_calib < (size_t)C)
+        return sqz_fail(ctx, SQZ_ERR_ARG,
+                        "%s needs calibration text: %zu tokens is less than one window of %d",
+                        o->method, o->calib ? o->n_calib : 0, C);
+    const sqz_config *c = &model->cfg;
+    const int D = c->dim, F = c->hidden_dim, qd = c->n_heads * c->head_dim, L = c->n_layers;
+    const size_t n_win = o->n_calib / (size_t)C, N = n_win * (size_t)C;
+    const sqz_preset_model pm = { .n_layers = L, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                                  .tied = c->tied_embeddings,
+                                  .is_70b = c->n_layers == 80 && c->n_heads != c->n_kv_heads };
+
+    /* the quantized model: the original's views, with layers swapped in as they are done;
+     * buffers it owns are freed with it (so it gets its own owned list) */
+    sqz_model *qm = calloc(1, sizeof *qm);
+    float *X = malloc(N * (size_t)D * sizeof *X);
+    sqz_session *s = NULL;
+    calib_state cs;
+    memset(&cs, 0, sizeof cs);
+    const int dims[SQZ_N_SITES] = { D, qd, D, F };
+    sqz_status st = SQZ_OK;
+    if (!qm || !X) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for %zu calibration tokens", N); goto done; }
+    *qm = *model;
+    qm->owned = NULL;
+    qm->n_owned = qm->cap_owned = 0;
+    qm->layers = malloc((size_t)L * sizeof *qm->layers);
+    if (!qm->layers) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }
+    memcpy(qm->layers, model->layers, (size_t)L * sizeof *qm->layers);
+    for (int k = 0; k < SQZ_N_SITES; k++) {
+        cs.site[k].dim = dims[k];
+        cs.site[k].H = malloc((size_t)dims[k] * dims[k] * sizeof(double));
+        cs.site[k].tmp = malloc((size_t)dims[k] * dims[k] * sizeof(float));
+        if (!cs.site[k].H || !cs.site[k].tmp) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for statistics"); goto done; }
+    }
+    if ((st = sqz_session_new(ctx, model, C, &s))) goto done;
+    for (size_t i = 0; i < N; i++) {
+        if (o->calib[i] < 0 || o->calib[i] >= c->vocab_size) {
+            st = sqz_fail(ctx, SQZ_ERR_RANGE, "calibration token %d outside the vocabulary", o->calib[i]);
+            goto done;
+        }
+        sqz_tensor_row_f32(&model->tok_embd, o->calib[i], X + i * (size_t)D);
+    }
+    r.calib_tokens = N;
+    double err_sum = 0, t_quant = 0;
+    int n_err = 0;
+    const double t0 = sqz_now();
+    for (int l = 0; l < L && !st; l++) {
+        for (int k = 0; k < SQZ_N_SITES; k++) {
+            memset(cs.site[k].H, 0, (size_t)dims[k] * dims[k] * sizeof(double));
+            cs.site[k].n = 0;
+        }
+        /* pass 1: statistics with the original layer */
+        for (int pass = 0; pass < 2 && !st; pass++) {
+            const sqz_layer_weights *w = pass == 0 || meth == M_IMATRIX ? &model->layers[l] : &qm->layers[l];
+            for (size_t win = 0; win < n_win && !st; win++) {
+                for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
+                    const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
+                    float *xw = X + (win * (size_t)C + (size_t)c0) * D;
+                    memcpy(s->x, xw, (size_t)T * D * sizeof(float));
+                    s->pos = c0;
+                    st = sqz_session_layer(s, w, l, T, pass == 0 ? capture : NULL, &cs);
+                    if (pass == 1) memcpy(xw, s->x, (size_t)T * D * sizeof(float));
+                }
+            }
+            if (st || pass == 1) break;
+            /* quantize the layer's matrices with those statistics */
+            const double tq = sqz_now();
+            for (int k = 0; k < SQZ_N_SITES; k++) symmetrize(&cs.site[k]);
+            sqz_layer_weights *qw = &qm->layers[l];
+            struct { sqz_tensor *t; sqz_tensor_role role; int site; const char *name; } mats[] = {
+                { &qw->wq, SQZ_ROLE_ATTN_Q, SQZ_SITE_QKV, "attn_q" },
+                { &qw->wk, SQZ_ROLE_ATTN_K, SQZ_SITE_QKV, "attn_k" },
+                { &qw->wv, SQZ_ROLE_ATTN_V, SQZ_SITE_QKV, "attn_v" },
+                { &qw->wo, SQZ_ROLE_ATTN_OUTPUT, SQZ_SITE_O, "attn_output" },
+                { &qw->w_gate, SQZ_ROLE_FFN_GATE, SQZ_SITE_GATE_UP, "ffn_gate" },
+                { &qw->w_up, SQZ_ROLE_FFN_UP, SQZ_SITE_GATE_UP, "ffn_up" },
+                { &qw->w_down, SQZ_ROLE_FFN_DOWN, SQZ_SITE_DOWN, "ffn_down" },
+            };
+            for (size_t k = 0; k < sizeof mats / sizeof *mats && !st; k++) {
+                const sqz_type type = sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
+                char name[64];
+                snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
+                st = quantize_matrix(ctx, qm, meth, mats[k].t, type, &cs.site[mats[k].site], o->damp,
+                                     o->act_order, name, o, &err_sum, &n_err);
+            }
+            t_quant += sqz_now() - tq;
+        }
+        sqz_progress(ctx, "quantize", (uint64_t)l + 1, (uint64_t)L);
+    }
+    if (st) goto done;
+    r.calib_seconds = sqz_now() - t0 - t_quant;
+    r.quant_seconds = t_quant;
+    r.mean_rel_err = n_err ? err_sum / n_err : 0;
+    st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
+    if (!st && res) *res = r;
+done:
+    for (int k = 0; k < SQZ_N_SITES; k++) {
+        free(cs.site[k].H);
+        free(cs.site[k].tmp);
+    }
+    sqz_session_free(s);
+    free(X);
+    if (qm) {
+        for (int i = 0; i < qm->n_owned; i++) free(qm->owned[i]);
+        free(qm->owned);
+        free(qm->layers);
+        free(qm);
+    }
+    return st;
+}

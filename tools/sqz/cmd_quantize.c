@@ -1,0 +1,83 @@
+/* cmd_quantize.c - sqz quantize MODEL --method rtn|imatrix|gptq --type T -o OUT.gguf
+ * [--calib FILE --calib-tokens N --calib-ctx N]: quantization with calibration data, with a
+ * per-matrix error report. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct report {
+    cJSON *rows; /* --json: array of {name, type, rel_err}; else printed */
+} report;
+
+static void on_tensor(void *user, const char *name, const char *type, double rel_err) {
+    report *r = user;
+    if (r->rows) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", name);
+        cJSON_AddStringToObject(e, "type", type);
+        cJSON_AddNumberToObject(e, "rel_err", rel_err);
+        cJSON_AddItemToArray(r->rows, e);
+    } else {
+        fprintf(stderr, "  %-28s %-6s rel. output error %.4f\n", name, type, rel_err);
+    }
+}
+
+int cmd_quantize(sqz_ctx *ctx, const opts *o) {
+    if (!o->out) return cli_die("quantize needs an output file: -o OUT.gguf");
+    if (!o->type) return cli_die("quantize needs a type: --type q4_k_m|q2_k|q4_k|...");
+    const char *method = o->method ? o->method : "gptq";
+    const int needs_calib = strcmp(method, "rtn") != 0;
+    if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
+    size_t len = 0;
+    char *text = NULL;
+    if (needs_calib && !(text = cli_read_file(o->calib, &len))) return 1;
+    sqz_model *m;
+    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (needs_calib && sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids)) {
+        free(text);
+        sqz_model_free(m);
+        return cli_fail(ctx);
+    }
+    free(text);
+    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
+    report rep = { o->json ? cJSON_CreateArray() : NULL };
+    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .calib = ids,
+                             .n_calib = n_ids < want ? n_ids : want,
+                             .calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512,
+                             .report = on_tensor, .report_user = &rep };
+    if (needs_calib && n_ids < want)
+        fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
+    sqz_quantize_result r;
+    sqz_status st = sqz_quantize(ctx, m, o->out, &qo, &r);
+    free(ids);
+    sqz_model_free(m);
+    if (st) {
+        cJSON_Delete(rep.rows);
+        return cli_fail(ctx);
+    }
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "out", o->out);
+        cJSON_AddStringToObject(j, "method", method);
+        cJSON_AddStringToObject(j, "type", o->type);
+        cJSON_AddNumberToObject(j, "file_bytes", (double)r.convert.file_bytes);
+        cJSON_AddNumberToObject(j, "bits_per_weight", r.convert.bits_per_weight);
+        cJSON_AddNumberToObject(j, "calib_tokens", (double)r.calib_tokens);
+        cJSON_AddNumberToObject(j, "calib_seconds", r.calib_seconds);
+        cJSON_AddNumberToObject(j, "quant_seconds", r.quant_seconds);
+        cJSON_AddNumberToObject(j, "seconds", r.calib_seconds + r.quant_seconds + r.convert.seconds);
+        cJSON_AddNumberToObject(j, "mean_rel_err", r.mean_rel_err);
+        cJSON_AddItemToObject(j, "tensors", rep.rows);
+        cli_print_json(j);
+    } else {
+        fprintf(stderr, "sqz: wrote %s: %.2f MB, %.2f bits per weight; %zu calibration tokens, "
+                        "statistics %.1f s, quantization %.1f s; mean rel. error %.4f\n",
+                o->out, (double)r.convert.file_bytes / 1e6, r.convert.bits_per_weight, r.calib_tokens,
+                r.calib_seconds, r.quant_seconds, r.mean_rel_err);
+    }
+    return 0;
+}

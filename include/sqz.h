@@ -154,6 +154,19 @@ int sqz_session_pos(const sqz_session *s);
 sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float *logits,
                             int logits_all);
 
+/* ---------------------------------------------------------------- KV cache policies */
+
+/* A session whose KV cache uses the policy kv_spec: "name" or "name:key=value,..." (NULL or ""
+ * = "f32", the exact cache; sqz_kv_policy_name lists the others: f16, KIVI q8/q4/q2, streaming,
+ * h2o, snapkv, ...); a bad name or parameter fails with SQZ_ERR_ARG and a message naming it. */
+sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *model, int max_ctx,
+                              const char *kv_spec, sqz_session **out);
+/* Bytes the session's KV cache holds now (data, scales, residual rows, index arrays). */
+size_t sqz_session_kv_bytes(const sqz_session *s);
+/* Name and one-line help of KV policy i (0, 1, ...); NULL past the last one. */
+const char *sqz_kv_policy_name(int i);
+const char *sqz_kv_policy_help(int i);
+
 /* ---------------------------------------------------------------- sampling / generation */
 
 typedef struct sqz_sampler_opts {
@@ -202,7 +215,7 @@ typedef struct sqz_ppl_opts {
     size_t max_tokens; /* use only the first max_tokens tokens (0: all) */
     sqz_ppl_mode mode;
     int n_chunks;      /* SQZ_PPL_LLAMACPP: at most this many chunks (0: all) */
-    /* KV-cache policy of the model ("f32" when NULL; see sqz_kv_policy_names). With a policy,
+    /* KV-cache policy of the model ("f32" when NULL; see sqz_kv_policy_name). With a policy,
      * each window's first kv_prefill tokens run as one batch and the rest one token at a
      * time, so later tokens read the compressed cache; kv_prefill <= 0: whole windows batched. */
     const char *kv;
@@ -263,6 +276,13 @@ typedef struct sqz_convert_result {
  * temporary name and renamed: a failure leaves nothing behind. */
 sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                        const sqz_convert_opts *opts, sqz_convert_result *result);
+
+/* KV projections for the "proj" KV policy: runs model over tokens in windows of n_ctx (<= 0:
+ * min(trained context, 1024)), and writes to out_path (GGUF) per layer and KV head the rank
+ * (<= 0: head_dim) principal directions of the keys (after RoPE) and of the values. Load with
+ * the KV spec "proj:file=PATH[,rank=R]". */
+sqz_status sqz_kv_calibrate_proj(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
+                                 size_t n_tokens, int n_ctx, int rank, const char *out_path);
 
 /* ---------------------------------------------------------------- quantization with calibration */
 

@@ -9,9 +9,31 @@
 #include "kernels/ops.h"
 
 extern const sqz_kv_policy sqz_kv_policy_f32;
+extern const sqz_kv_policy sqz_kv_policy_f16;
+extern const sqz_kv_policy sqz_kv_policy_q8;
+extern const sqz_kv_policy sqz_kv_policy_q4;
+extern const sqz_kv_policy sqz_kv_policy_q2;
+extern const sqz_kv_policy sqz_kv_policy_streaming;
+extern const sqz_kv_policy sqz_kv_policy_h2o;
+extern const sqz_kv_policy sqz_kv_policy_snapkv;
+extern const sqz_kv_policy sqz_kv_policy_proj;
+extern const sqz_kv_policy sqz_kv_policy_xkv;
+extern const sqz_kv_policy sqz_kv_policy_minicache;
+extern const sqz_kv_policy sqz_kv_policy_kvmerger;
 
 static const sqz_kv_policy *const policies[] = {
     &sqz_kv_policy_f32,
+    &sqz_kv_policy_f16,
+    &sqz_kv_policy_q8,
+    &sqz_kv_policy_q4,
+    &sqz_kv_policy_q2,
+    &sqz_kv_policy_streaming,
+    &sqz_kv_policy_h2o,
+    &sqz_kv_policy_snapkv,
+    &sqz_kv_policy_proj,
+    &sqz_kv_policy_xkv,
+    &sqz_kv_policy_minicache,
+    &sqz_kv_policy_kvmerger,
     NULL,
 };
 

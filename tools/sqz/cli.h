@@ -24,7 +24,7 @@ typedef struct opts {
     /* quantize: method and calibration */
     const char *method, *calib;
     long long calib_tokens;
-    int calib_ctx;
+    int calib_ctx, act_order;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -42,5 +42,7 @@ int cmd_generate(sqz_ctx *ctx, const opts *o);
 int cmd_ppl(sqz_ctx *ctx, const opts *o);
 int cmd_convert(sqz_ctx *ctx, const opts *o);
 int cmd_quantize(sqz_ctx *ctx, const opts *o);
+int cmd_kvbench(sqz_ctx *ctx, const opts *o);
+int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -23,6 +23,7 @@ static void usage(FILE *f) {
             "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n"
             "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq --calib FILE\n"
             "                                      quantization with calibration data\n"
+            "  kvbench MODEL -f FILE [--kv P ...]  KV cache policies: bytes, ppl, KLD, decode t/s\n"
             "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json) or a\n"
             "       llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin)\n"
             "options:\n"
@@ -45,6 +46,7 @@ static void usage(FILE *f) {
             "  --calib FILE       calibration text (quantize)\n"
             "  --calib-tokens N   calibration tokens (default 32768)\n"
             "  --calib-ctx N      tokens per calibration window (default 512)\n"
+            "  --act-order        gptq: columns by descending Hessian diagonal\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -155,6 +157,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--kld-cache")) { NEED_VALUE; o->kld_cache = v; }
         else if (!strcmp(a, "--method")) { NEED_VALUE; o->method = v; }
         else if (!strcmp(a, "--calib")) { NEED_VALUE; o->calib = v; }
+        else if (!strcmp(a, "--act-order")) o->act_order = 1;
         else if (!strcmp(a, "--calib-tokens")) {
             NEED_VALUE; if (!parse_int(v, 1, (long long)1 << 40, &n)) BAD_VALUE; o->calib_tokens = n;
         } else if (!strcmp(a, "--calib-ctx")) {
@@ -223,6 +226,8 @@ static const struct command {
     { "ppl", cmd_ppl },
     { "convert", cmd_convert },
     { "quantize", cmd_quantize },
+    { "kvbench", cmd_kvbench },
+    { "kvcalib", cmd_kvcalib },
 };
 
 int main(int argc, char **argv) {

@@ -1,0 +1,257 @@
+/* kv_minicache.c - the "minicache" KV policy: merging across depth (Liu et al. 2024, "MiniCache:
+ * KV Cache Compression in Depth Dimension for Large Language Models").
+ *
+ * From layer start= (default n_layers/2) on, layers pair up (start, start+1), (start+2, ...).
+ * For each token and KV head, the pair's two vectors x_a, x_b (keys, and separately values)
+ * are split into magnitude and direction; one shared direction is kept, the SLERP of the two
+ * unit vectors at t = 1/2 - which is exactly (x_a/|x_a| + x_b/|x_b|) normalized - and each
+ * layer keeps its own magnitude; attention of layer a (b) reads |x_a| e (|x_b| e). The token
+ * retention rule keeps a pair unmerged (both vectors exact) when the vectors are too far apart:
+ * normalized angular distance d = angle / pi above gamma= (default 0.3).
+ *
+ * A token is merged when the pair's second layer stores it (the first layer attended to it
+ * exactly in that step; later steps see the merged state). Layers below start and a last
+ * unpaired layer keep f32 rows.
+ *
+ * Deviation: the paper's retention threshold is relative to the minimum and maximum distance
+ * over the tokens being merged (d > d_min + (d_max - d_min) gamma); a relative rule is not
+ * defined for one token at a time, so gamma here is an absolute threshold on d in [0, 1]
+ * (gamma=0: nothing merges; gamma=1: everything merges). Magnitudes and directions are f32.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/kv.h"
+
+typedef struct sqz_kv_xparam {
+    const char *key;
+    char type;
+    void *value;
+    double min, max;
+} sqz_kv_xparam;
+sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
+                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
+
+/* One of K or V of a layer pair. */
+typedef struct mc_half {
+    float *a;          /* [max_pos][Hkv][hd]: the direction if merged, else layer a's vector */
+    float *norm;       /* [max_pos][Hkv][2]: magnitudes of layer a and b (merged tokens) */
+    int *kept;         /* [max_pos][Hkv]: -1 merged, else index of layer b's vector in b */
+    float *b;          /* [cap_b][hd] layer b's vectors of the kept tokens */
+    int n_b, cap_b;
+} mc_half;
+
+typedef struct minicache {
+    sqz_ctx *ctx;
+    sqz_kv_shape shape;
+    int start;
+    float gamma;
+    int n_pairs;
+    mc_half *pairs;    /* [n_pairs][2] (K, V) */
+    float **plain;     /* [L] f32 [max_pos][D] k then v for unpaired layers (NULL if paired) */
+    float *scratch_k, *scratch_v; /* [max_pos][D] reconstruction for attention */
+    int n_pos;
+} minicache;
+
+static int pair_of(const minicache *c, int layer) {
+    if (layer < c->start) return -1;
+    const int p = (layer - c->start) / 2;
+    return p < c->n_pairs ? p : -1;
+}
+
+static void destroy(void *state) {
+    minicache *c = state;
+    if (!c) return;
+    for (int i = 0; c->pairs && i < 2 * c->n_pairs; i++) {
+        mc_half *h = &c->pairs[i];
+        free(h->a), free(h->norm), free(h->kept), free(h->b);
+    }
+    for (int l = 0; c->plain && l < c->shape.n_layers; l++) free(c->plain[l]);
+    free(c->pairs), free(c->plain), free(c->scratch_k), free(c->scratch_v);
+    free(c);
+}
+
+static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
+                         void **state) {
+    int start = shape->n_layers / 2;
+    float gamma = 0.3f;
+    char buf[256];
+    const sqz_kv_xparam p[] = { { "start", 'i', &start, 0, shape->n_layers - 1 },
+                                { "gamma", 'f', &gamma, 0, 1 } };
+    sqz_status st = sqz_kv_parse_xparams(ctx, "minicache", params, p, 2, buf, sizeof buf);
+    if (st) return st;
+    minicache *c = calloc(1, sizeof *c);
+    if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+    c->ctx = ctx;
+    c->shape = *shape;
+    c->start = start, c->gamma = gamma;
+    c->n_pairs = (shape->n_layers - start) / 2;
+    const size_t P = (size_t)shape->max_pos, Hkv = (size_t)shape->n_kv_heads,
+                 D = Hkv * (size_t)shape->head_dim;
+    c->pairs = calloc((size_t)(2 * c->n_pairs) + 1, sizeof *c->pairs);
+    c->plain = calloc((size_t)shape->n_layers, sizeof *c->plain);
+    c->scratch_k = malloc(P * D * sizeof(float));
+    c->scratch_v = malloc(P * D * sizeof(float));
+    int ok = c->pairs && c->plain && c->scratch_k && c->scratch_v;
+    for (int i = 0; ok && i < 2 * c->n_pairs; i++) {
+        mc_half *h = &c->pairs[i];
+        h->a = malloc(P * D * sizeof(float));
+        h->norm = malloc(P * Hkv * 2 * sizeof(float));
+        h->kept = malloc(P * Hkv * sizeof(int));
+        ok = h->a && h->norm && h->kept;
+    }
+    for (int l = 0; ok && l < shape->n_layers; l++)
+        if (pair_of(c, l) < 0) ok = (c->plain[l] = malloc(2 * P * D * sizeof(float))) != NULL;
+    if (!ok) {
+        destroy(c);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
+                        shape->max_pos);
+    }
+    *state = c;
+    return SQZ_OK;
+}
+
+static void reset(void *state) {
+    minicache *c = state;
+    c->n_pos = 0;
+    for (int i = 0; i < 2 * c->n_pairs; i++) c->pairs[i].n_b = 0;
+}
+
+/* Merges layer b's vectors x [n][Hkv*hd] of positions pos.. into h, where layer a's are. */
+static sqz_status merge(minicache *c, mc_half *h, int pos, int n, const float *x) {
+    const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < Hkv; g++) {
+            const size_t i = (size_t)(pos + t) * Hkv + g;
+            float *a = h->a + i * hd;
+            const float *b = x + ((size_t)t * Hkv + g) * hd;
+            double na = 0, nb = 0, dot = 0;
+            for (int d = 0; d < hd; d++) {
+                na += (double)a[d] * a[d];
+                nb += (double)b[d] * b[d];
+                dot += (double)a[d] * b[d];
+            }
+            na = sqrt(na), nb = sqrt(nb);
+            double cosv = na > 0 && nb > 0 ? dot / (na * nb) : -1;
+            cosv = cosv > 1 ? 1 : cosv < -1 ? -1 : cosv;
+            const double dist = acos(cosv) / M_PI;
+            /* SLERP(t=1/2) of the unit vectors = their normalized sum */
+            double ns = 0;
+            for (int d = 0; d < hd; d++) {
+                const double e = a[d] / na + b[d] / nb;
+                ns += e * e;
+            }
+            if (dist > c->gamma || !(na > 0 && nb > 0) || ns < 1e-12) {
+                if (h->n_b == h->cap_b) {
+                    int cap = h->cap_b ? 2 * h->cap_b : 256;
+                    float *nbuf = realloc(h->b, (size_t)cap * hd * sizeof(float));
+                    if (!nbuf) return sqz_fail(c->ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+                    h->b = nbuf, h->cap_b = cap;
+                }
+                memcpy(h->b + (size_t)h->n_b * hd, b, hd * sizeof(float));
+                h->kept[i] = h->n_b++;
+                continue;
+            }
+            ns = sqrt(ns);
+            for (int d = 0; d < hd; d++) a[d] = (float)((a[d] / na + b[d] / nb) / ns);
+            h->norm[2 * i] = (float)na, h->norm[2 * i + 1] = (float)nb;
+            h->kept[i] = -1;
+        }
+    return SQZ_OK;
+}
+
+static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
+    minicache *c = state;
+    const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, D = Hkv * hd;
+    const int p = pair_of(c, layer);
+    if (pos + n > c->n_pos) c->n_pos = pos + n;
+    if (p < 0) {
+        float *dst = c->plain[layer];
+        const size_t P = (size_t)c->shape.max_pos;
+        memcpy(dst + (size_t)pos * D, k, (size_t)n * D * sizeof(float));
+        memcpy(dst + P * D + (size_t)pos * D, v, (size_t)n * D * sizeof(float));
+        return SQZ_OK;
+    }
+    for (int kv = 0; kv < 2; kv++) {
+        mc_half *h = &c->pairs[2 * p + kv];
+        const float *x = kv ? v : k;
+        if (layer == c->start + 2 * p) { /* layer a: held exactly until b comes */
+            if (pos == 0) h->n_b = 0;
+            memcpy(h->a + (size_t)pos * D, x, (size_t)n * D * sizeof(float));
+        } else {
+            sqz_status st = merge(c, h, pos, n, x);
+            if (st) return st;
+        }
+    }
+    return SQZ_OK;
+}
+
+static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
+                   int n_threads) {
+    minicache *c = state;
+    const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, D = Hkv * hd;
+    const int p = pair_of(c, layer), P = pos + n;
+    if (p < 0) {
+        const float *src = c->plain[layer];
+        sqz_attention_f32(src, src + (size_t)c->shape.max_pos * D, D, &c->shape, pos, n, q, out,
+                          n_threads);
+        return;
+    }
+    const int is_b = layer != c->start + 2 * p;
+    for (int kv = 0; kv < 2; kv++) {
+        const mc_half *h = &c->pairs[2 * p + kv];
+        float *dst = kv ? c->scratch_v : c->scratch_k;
+        /* layer a's tokens of this step are not merged yet: exact rows */
+        const int merged_end = is_b ? P : pos;
+        for (int t = 0; t < merged_end; t++)
+            for (int g = 0; g < Hkv; g++) {
+                const size_t i = (size_t)t * Hkv + g;
+                const float *a = h->a + i * hd;
+                float *o = dst + i * hd;
+                if (h->kept[i] >= 0) {
+                    memcpy(o, is_b ? h->b + (size_t)h->kept[i] * hd : a, hd * sizeof(float));
+                } else {
+                    const float m = h->norm[2 * i + is_b];
+                    for (int d = 0; d < hd; d++) o[d] = m * a[d];
+                }
+            }
+        if (!is_b) memcpy(dst + (size_t)pos * D, h->a + (size_t)pos * D, (size_t)n * D * sizeof(float));
+    }
+    sqz_attention_f32(c->scratch_k, c->scratch_v, D, &c->shape, pos, n, q, out, n_threads);
+}
+
+static size_t bytes(const void *state) {
+    const minicache *c = state;
+    const size_t Hkv = (size_t)c->shape.n_kv_heads, hd = (size_t)c->shape.head_dim, D = Hkv * hd;
+    const size_t P = (size_t)c->n_pos;
+    size_t b = 0;
+    for (int l = 0; l < c->shape.n_layers; l++)
+        if (!c->plain || c->plain[l]) b += 2 * P * D * sizeof(float);
+    /* per pair and K/V: shared rows, two magnitudes and an index per token and head, plus the
+     * second vectors of the kept tokens */
+    for (int i = 0; i < 2 * c->n_pairs; i++)
+        b += P * Hkv * (hd * sizeof(float) + 2 * sizeof(float) + sizeof(int)) +
+             (size_t)c->pairs[i].n_b * hd * sizeof(float);
+    return b;
+}
+
+/* Test hook: tokens kept unmerged so far in the pair starting at layer (K: kv=0, V: kv=1). */
+int sqz_kv_minicache_kept(const void *state, int layer, int kv);
+int sqz_kv_minicache_kept(const void *state, int layer, int kv) {
+    const minicache *c = state;
+    const int p = pair_of(c, layer);
+    return p < 0 ? -1 : c->pairs[2 * p + kv].n_b;
+}
+
+const sqz_kv_policy sqz_kv_policy_minicache = {
+    .name = "minicache",
+    .help = "MiniCache: from layer start= on, layer pairs share one SLERP-merged direction per "
+            "token (own magnitudes); pairs farther apart than gamma= (angle/pi) stay unmerged",
+    .create = create,
+    .destroy = destroy,
+    .reset = reset,
+    .store = store,
+    .attend = attend,
+    .bytes = bytes,
+};

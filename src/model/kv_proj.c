@@ -1,0 +1,473 @@
+/* kv_proj.c - the "proj" KV policy: channel shrinking by fixed orthogonal projections, after
+ * CSKV (Wang et al. 2024, "CSKV: Training-Efficient Channel Shrinking for KV Cache in
+ * Long-Context Scenarios") and MatryoshkaKV (Lin et al. 2024, "MatryoshkaKV: Adaptive KV
+ * Compression via Trainable Orthogonal Projection"), without their training step: the
+ * projections are the principal directions (PCA, uncentred: eigenvectors of the second-moment
+ * matrix) of calibration keys and values, per layer and KV head, computed by
+ * sqz_kv_calibrate_proj (the `sqz kvcalib` command) and loaded with `proj:file=PATH,rank=R`.
+ *
+ * A key k (one KV head, hd channels) is stored as r coefficients c = P_k k, a value as
+ * P_v v (P: r x hd, orthonormal rows). Attention runs in the projected space: q . (P_k^T c) =
+ * (P_k q) . c, so each query is projected once per head and dotted with the coefficients; the
+ * weighted sum of value coefficients is mapped back with P_v^T once per head.
+ *
+ * File (GGUF, written by src/io/gguf.h): metadata sqz.kvproj.{n_layers, n_kv_heads, head_dim,
+ * rank} (u32); tensors "kvproj.k.<layer>" and "kvproj.v.<layer>", F32, ne = [hd, rank, Hkv]:
+ * per KV head `rank` orthonormal rows of hd floats, by decreasing calibration energy; and
+ * "kvproj.ek.<layer>", "kvproj.ev.<layer>", F32 [rank, Hkv]: that energy (the eigenvalues / the
+ * number of calibration tokens), for inspection. Any rank up to the stored one can be loaded.
+ *
+ * This file also holds two helpers the cross-layer policies (kv_xkv.c, kv_minicache.c,
+ * kv_kvmerger.c) share: a key=value parser with float and string values, and the top
+ * eigenvectors of a symmetric matrix (LAPACK dsyevd, which libopenblas exports).
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/gguf.h"
+#include "kernels/ops.h"
+#include "model/kv.h"
+#include "model/model.h"
+#include "model/session.h"
+#include "sqz.h"
+
+/* ------------------------------------------------------------------ shared helpers */
+
+/* One parameter of a cross-layer policy: 'i' int, 'f' float, 's' string (value: const char **
+ * pointing into a copy owned by the caller's buffer). */
+typedef struct sqz_kv_xparam {
+    const char *key;
+    char type;
+    void *value;
+    double min, max;
+} sqz_kv_xparam;
+
+sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
+                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
+
+/* Parses "key=value,..." into p[0..n). String values are copied into buf (they must not
+ * contain ','). Errors name the policy and the parameter. */
+sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
+                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len) {
+    if (!params) return SQZ_OK;
+    unsigned seen = 0;
+    size_t used = 0;
+    const char *s = params;
+    while (*s) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        const char *eq = memchr(s, '=', len);
+        if (!eq)
+            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: expected key=value, got '%.*s'",
+                            policy, (int)len, s);
+        size_t klen = (size_t)(eq - s);
+        int i = 0;
+        while (i < n && !(strlen(p[i].key) == klen && !strncmp(p[i].key, s, klen))) i++;
+        if (i == n) {
+            char known[256] = "";
+            for (int j = 0; j < n; j++) {
+                strncat(known, j ? ", " : "", sizeof known - strlen(known) - 1);
+                strncat(known, p[j].key, sizeof known - strlen(known) - 1);
+            }
+            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: unknown parameter '%.*s' (known: %s)",
+                            policy, (int)klen, s, known);
+        }
+        if (seen & (1u << i))
+            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' given twice", policy,
+                            p[i].key);
+        seen |= 1u << i;
+        size_t vlen = len - klen - 1;
+        if (vlen == 0 || used + vlen + 1 > buf_len)
+            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' needs a value%s",
+                            policy, p[i].key, vlen ? " (too long)" : "");
+        char *v = buf + used;
+        memcpy(v, eq + 1, vlen);
+        v[vlen] = 0;
+        used += vlen + 1;
+        if (p[i].type == 's') {
+            *(const char **)p[i].value = v;
+        } else {
+            char *e;
+            errno = 0;
+            double d = p[i].type == 'i' ? (double)strtol(v, &e, 10) : strtod(v, &e);
+            if (*e || errno || d != d)
+                return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' = '%s' is not %s",
+                                policy, p[i].key, v, p[i].type == 'i' ? "an integer" : "a number");
+            if (d < p[i].min || d > p[i].max)
+                return sqz_fail(ctx, SQZ_ERR_ARG,
+                                "KV policy %s: parameter '%s' = %s is out of range [%.10g, %.10g]",
+                                policy, p[i].key, v, p[i].min, p[i].max);
+            if (p[i].type == 'i') *(int *)p[i].value = (int)d;
+            else *(float *)p[i].value = (float)d;
+        }
+        s = end ? end + 1 : s + len;
+    }
+    return SQZ_OK;
+}
+
+/* LAPACK's symmetric eigensolver (column-major; the matrix is symmetric so the layout does not
+ * matter). Eigenvalues come back ascending, eigenvector j in a[j*n .. j*n+n). */
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+                    double *w, double *work, const int *lwork, int *iwork, const int *liwork,
+                    int *info);
+
+int sqz_kv_top_eigvecs(double *a, int n, int r, float *vecs, double *vals);
+
+/* The r eigenvectors of the symmetric n x n matrix a (destroyed) with the largest eigenvalues,
+ * as rows of vecs [r][n], by decreasing eigenvalue (vals[r] if not NULL). Each vector's sign is
+ * fixed (its largest-magnitude entry positive) so results are reproducible. Returns 0 on
+ * success. */
+int sqz_kv_top_eigvecs(double *a, int n, int r, float *vecs, double *vals) {
+    double *w = malloc((size_t)n * sizeof *w), wq;
+    int lwork = -1, liwork = -1, iwq, info = 0;
+    if (!w) return -1;
+    dsyevd_("V", "U", &n, a, &n, w, &wq, &lwork, &iwq, &liwork, &info);
+    lwork = (int)wq;
+    liwork = iwq;
+    double *work = malloc((size_t)lwork * sizeof *work);
+    int *iwork = malloc((size_t)liwork * sizeof *iwork);
+    if (!work || !iwork || info) info = -1;
+    else dsyevd_("V", "U", &n, a, &n, w, work, &lwork, iwork, &liwork, &info);
+    if (!info)
+        for (int j = 0; j < r; j++) {
+            const double *e = a + (size_t)(n - 1 - j) * n;
+            int big = 0;
+            for (int i = 1; i < n; i++)
+                if (fabs(e[i]) > fabs(e[big])) big = i;
+            const double sg = e[big] < 0 ? -1.0 : 1.0;
+            for (int i = 0; i < n; i++) vecs[(size_t)j * n + i] = (float)(sg * e[i]);
+            if (vals) vals[j] = w[n - 1 - j];
+        }
+    free(w);
+    free(work);
+    free(iwork);
+    return info;
+}
+
+/* ------------------------------------------------------------------ the proj policy */
+
+typedef struct kv_proj {
+    sqz_kv_shape shape;
+    int r;            /* kept channels per KV head */
+    float *pk, *pv;   /* [L][Hkv][r][hd] */
+    float *ck, *cv;   /* [L][max_pos][Hkv][r] */
+    int n_pos;
+} kv_proj;
+
+static void destroy(void *state) {
+    kv_proj *c = state;
+    if (!c) return;
+    free(c->pk), free(c->pv), free(c->ck), free(c->cv);
+    free(c);
+}
+
+/* Loads the projections of path (rank r; r <= 0: all stored) into c. */
+static sqz_status load_file(sqz_ctx *ctx, kv_proj *c, const char *path, int r) {
+    sqz_gguf *g = NULL;
+    sqz_status st = sqz_gguf_open(ctx, path, &g);
+    if (st) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", sqz_ctx_error(ctx));
+        return sqz_fail(ctx, st, "KV policy proj: cannot read file= %s", msg);
+    }
+    const sqz_kv_shape *s = &c->shape;
+    uint32_t nl = 0, nh = 0, hd = 0, rk = 0;
+    if ((st = sqz_gguf_get_u32(ctx, g, "sqz.kvproj.n_layers", &nl)) ||
+        (st = sqz_gguf_get_u32(ctx, g, "sqz.kvproj.n_kv_heads", &nh)) ||
+        (st = sqz_gguf_get_u32(ctx, g, "sqz.kvproj.head_dim", &hd)) ||
+        (st = sqz_gguf_get_u32(ctx, g, "sqz.kvproj.rank", &rk)))
+        goto done;
+    if ((int)nl != s->n_layers || (int)nh != s->n_kv_heads || (int)hd != s->head_dim) {
+        st = sqz_fail(ctx, SQZ_ERR_ARG,
+                      "KV policy proj: file '%s' is for %u layers x %u KV heads x %u dims, the "
+                      "model has %d x %d x %d", path, nl, nh, hd, s->n_layers, s->n_kv_heads,
+                      s->head_dim);
+        goto done;
+    }
+    if (r <= 0) r = (int)rk;
+    if (r > (int)rk) {
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: parameter 'rank' = %d exceeds the %u "
+                      "channels stored in '%s'", r, rk, path);
+        goto done;
+    }
+    c->r = r;
+    const size_t per = (size_t)s->n_kv_heads * (size_t)r * (size_t)s->head_dim;
+    c->pk = malloc((size_t)s->n_layers * per * sizeof(float));
+    c->pv = malloc((size_t)s->n_layers * per * sizeof(float));
+    if (!c->pk || !c->pv) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for KV projections");
+        goto done;
+    }
+    for (int l = 0; l < s->n_layers && !st; l++)
+        for (int kv = 0; kv < 2 && !st; kv++) {
+            char name[64];
+            snprintf(name, sizeof name, "kvproj.%c.%d", kv ? 'v' : 'k', l);
+            const sqz_gguf_tensor *t = sqz_gguf_find_tensor(g, name);
+            if (!t || t->type != SQZ_TYPE_F32 || t->n_dims != 3 || t->ne[0] != hd ||
+                t->ne[1] != rk || t->ne[2] != nh) {
+                st = sqz_fail(ctx, SQZ_ERR_FORMAT, "KV policy proj: file '%s' lacks tensor %s "
+                              "(F32, [%u, %u, %u])", path, name, hd, rk, nh);
+                break;
+            }
+            float *dst = (kv ? c->pv : c->pk) + (size_t)l * per;
+            for (uint32_t h = 0; h < nh; h++)
+                memcpy(dst + (size_t)h * r * hd, (const float *)t->data + (size_t)h * rk * hd,
+                       (size_t)r * hd * sizeof(float));
+        }
+done:
+    sqz_gguf_close(g);
+    return st;
+}
+
+static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
+                         void **state) {
+    int rank = 0;
+    const char *file = NULL;
+    char buf[4096];
+    const sqz_kv_xparam p[] = { { "file", 's', &file, 0, 0 },
+                                { "rank", 'i', &rank, 1, shape->head_dim } };
+    sqz_status st = sqz_kv_parse_xparams(ctx, "proj", params, p, 2, buf, sizeof buf);
+    if (st) return st;
+    if (!file)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: parameter 'file' is required (make "
+                        "one with `sqz kvcalib MODEL -f TEXT -o FILE`)");
+    kv_proj *c = calloc(1, sizeof *c);
+    if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+    c->shape = *shape;
+    if ((st = load_file(ctx, c, file, rank))) {
+        destroy(c);
+        return st;
+    }
+    const size_t n = (size_t)shape->n_layers * shape->max_pos * shape->n_kv_heads * c->r;
+    c->ck = malloc(n * sizeof(float));
+    c->cv = malloc(n * sizeof(float));
+    if (!c->ck || !c->cv) {
+        destroy(c);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
+                        shape->max_pos);
+    }
+    *state = c;
+    return SQZ_OK;
+}
+
+static void reset(void *state) { ((kv_proj *)state)->n_pos = 0; }
+
+static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
+    kv_proj *c = state;
+    const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, r = c->r;
+    const size_t per = (size_t)Hkv * r * hd;
+    const size_t lc = (size_t)c->shape.max_pos * Hkv * r;
+    for (int kv = 0; kv < 2; kv++) {
+        const float *x = kv ? v : k;
+        const float *P = (kv ? c->pv : c->pk) + (size_t)layer * per;
+        float *dst = (kv ? c->cv : c->ck) + (size_t)layer * lc + (size_t)pos * Hkv * r;
+        /* coefficients [n][h][r] = x[n][h][hd] . P_h^T, one GEMM per head */
+        for (int h = 0; h < Hkv; h++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, hd, 1.0f,
+                        x + (size_t)h * hd, Hkv * hd, P + (size_t)h * r * hd, hd, 0.0f,
+                        dst + (size_t)h * r, Hkv * r);
+    }
+    if (pos + n > c->n_pos) c->n_pos = pos + n;
+    return SQZ_OK;
+}
+
+static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
+                   int n_threads) {
+    kv_proj *c = state;
+    const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, r = c->r;
+    const int group = Hq / Hkv;
+    const size_t per = (size_t)Hkv * r * hd;
+    const size_t lc = (size_t)c->shape.max_pos * Hkv * r;
+    const float *pk = c->pk + (size_t)layer * per, *pv = c->pv + (size_t)layer * per;
+    float *qp = calloc((size_t)n * Hq * r, sizeof(float));
+    float *op = malloc((size_t)n * Hq * r * sizeof(float));
+    if (!qp || !op) { /* no way to report from attend: fall back to zeros */
+        memset(out, 0, (size_t)n * Hq * hd * sizeof(float));
+        free(qp), free(op);
+        return;
+    }
+    /* q projected per head, pre-scaled so the kernel's 1/sqrt(r) becomes 1/sqrt(hd) */
+    const float fix = sqrtf((float)r) / sqrtf((float)hd);
+    for (int h = 0; h < Hq; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, hd, fix, q + (size_t)h * hd,
+                    Hq * hd, pk + (size_t)(h / group) * r * hd, hd, 0.0f, qp + (size_t)h * r,
+                    Hq * r);
+    /* exact attention in the r-dimensional space: the projected cache is just a cache of
+     * head_dim r */
+    sqz_kv_shape ps = c->shape;
+    ps.head_dim = r;
+    sqz_attention_f32(c->ck + (size_t)layer * lc, c->cv + (size_t)layer * lc, Hkv * r, &ps, pos,
+                      n, qp, op, n_threads);
+    /* back to hd channels: out_h = op_h . P_v */
+    for (int h = 0; h < Hq; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, r, 1.0f, op + (size_t)h * r,
+                    Hq * r, pv + (size_t)(h / group) * r * hd, hd, 0.0f, out + (size_t)h * hd,
+                    Hq * hd);
+    free(qp), free(op);
+}
+
+static size_t bytes(const void *state) {
+    const kv_proj *c = state;
+    const size_t L = c->shape.n_layers, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
+    return 2 * L * Hkv * (size_t)c->r * ((size_t)c->n_pos + hd) * sizeof(float);
+}
+
+const sqz_kv_policy sqz_kv_policy_proj = {
+    .name = "proj",
+    .help = "keys/values projected to rank= channels per KV head by PCA bases from file= "
+            "(sqz kvcalib); attention in the projected space",
+    .create = create,
+    .destroy = destroy,
+    .reset = reset,
+    .store = store,
+    .attend = attend,
+    .bytes = bytes,
+};
+
+/* ------------------------------------------------------------------ calibration */
+
+/* A policy used only by the calibration: exact attention over f32 rows (as the f32 policy)
+ * that also accumulates, per layer and KV head, the second moments sum x x^T of the keys and
+ * values it stores, in double. */
+typedef struct kv_calib {
+    sqz_kv_shape shape;
+    float *k, *v;       /* [L][max_pos][Hkv*hd] */
+    double *mk, *mv;    /* [L][Hkv][hd][hd] */
+    size_t n_tokens;    /* tokens accumulated (per layer) */
+} kv_calib;
+
+static void calib_reset(void *state) { (void)state; }
+static void calib_destroy(void *state) { (void)state; }
+
+static sqz_status calib_store(void *state, int layer, int pos, int n, const float *k,
+                              const float *v) {
+    kv_calib *c = state;
+    const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, row = Hkv * hd;
+    const size_t lf = (size_t)c->shape.max_pos * row;
+    memcpy(c->k + layer * lf + (size_t)pos * row, k, (size_t)n * row * sizeof(float));
+    memcpy(c->v + layer * lf + (size_t)pos * row, v, (size_t)n * row * sizeof(float));
+    float *g = malloc((size_t)hd * hd * sizeof(float));
+    if (!g) return SQZ_ERR_NOMEM;
+    for (int kv = 0; kv < 2; kv++)
+        for (int h = 0; h < Hkv; h++) {
+            const float *x = (kv ? v : k) + (size_t)h * hd;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hd, hd, n, 1.0f, x, row, x, row,
+                        0.0f, g, hd);
+            double *m = (kv ? c->mv : c->mk) + ((size_t)layer * Hkv + h) * hd * hd;
+            for (int i = 0; i < hd * hd; i++) m[i] += g[i];
+        }
+    free(g);
+    if (layer == 0) c->n_tokens += (size_t)n;
+    return SQZ_OK;
+}
+
+static void calib_attend(void *state, int layer, int pos, int n, const float *q, float *out,
+                         int n_threads) {
+    kv_calib *c = state;
+    const int row = c->shape.n_kv_heads * c->shape.head_dim;
+    const size_t lf = (size_t)c->shape.max_pos * row;
+    sqz_attention_f32(c->k + layer * lf, c->v + layer * lf, row, &c->shape, pos, n, q, out,
+                      n_threads);
+}
+
+static size_t calib_bytes(const void *state) { (void)state; return 0; }
+
+static const sqz_kv_policy calib_policy = {
+    .name = "proj-calibration",
+    .help = "internal: f32 cache accumulating key/value second moments",
+    .create = NULL,
+    .destroy = calib_destroy,
+    .reset = calib_reset,
+    .store = calib_store,
+    .attend = calib_attend,
+    .bytes = calib_bytes,
+};
+
+sqz_status sqz_kv_calibrate_proj(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
+                                 size_t n_tokens, int n_ctx, int rank, const char *out_path) {
+    const sqz_config *cf = &model->cfg;
+    const int L = cf->n_layers, Hkv = cf->n_kv_heads, hd = cf->head_dim;
+    if (rank <= 0) rank = hd;
+    if (rank > hd)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "kvcalib: rank %d exceeds head_dim %d", rank, hd);
+    if (n_ctx <= 0) n_ctx = cf->max_seq_len > 0 && cf->max_seq_len < 1024 ? cf->max_seq_len : 1024;
+    if (n_tokens < 2)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "kvcalib: need calibration text (got %zu tokens)",
+                        n_tokens);
+    sqz_session *s = NULL;
+    sqz_status st = sqz_session_new_kv(ctx, model, n_ctx, "f32", &s);
+    if (st) return st;
+    kv_calib c = { 0 };
+    c.shape = s->kv->shape;
+    const size_t lf = (size_t)n_ctx * Hkv * hd, mm = (size_t)L * Hkv * hd * hd;
+    c.k = malloc((size_t)L * lf * sizeof(float));
+    c.v = malloc((size_t)L * lf * sizeof(float));
+    c.mk = calloc(mm, sizeof(double));
+    c.mv = calloc(mm, sizeof(double));
+    float *vecs = malloc((size_t)2 * L * Hkv * rank * hd * sizeof(float));
+    float *vals = malloc((size_t)2 * L * Hkv * rank * sizeof(float));
+    double *a = malloc((size_t)hd * hd * sizeof(double)), *w = malloc((size_t)rank * sizeof(double));
+    sqz_gguf_writer *wr = NULL;
+    if (!c.k || !c.v || !c.mk || !c.mv || !vecs || !vals || !a || !w) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for KV calibration");
+        goto done;
+    }
+    /* swap the session's f32 cache for the accumulating one */
+    s->kv->policy->destroy(s->kv->state);
+    s->kv->policy = &calib_policy;
+    s->kv->state = &c;
+    for (size_t t0 = 0; t0 < n_tokens && !st; t0 += (size_t)n_ctx) {
+        const int T = n_tokens - t0 < (size_t)n_ctx ? (int)(n_tokens - t0) : n_ctx;
+        sqz_session_reset(s);
+        st = sqz_session_eval(s, tokens + t0, T, NULL, 0);
+        sqz_progress(ctx, "kvcalib", t0 + (size_t)T, n_tokens);
+    }
+    if (st) goto done;
+    for (int kv = 0; kv < 2; kv++)
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < Hkv; h++) {
+                const size_t i = ((size_t)l * Hkv + h);
+                memcpy(a, (kv ? c.mv : c.mk) + i * hd * hd, (size_t)hd * hd * sizeof(double));
+                if (sqz_kv_top_eigvecs(a, hd, rank, vecs + ((size_t)kv * L * Hkv + i) * rank * hd,
+                                       w)) {
+                    st = sqz_fail(ctx, SQZ_ERR_INTERNAL, "kvcalib: eigensolver failed");
+                    goto done;
+                }
+                for (int j = 0; j < rank; j++)
+                    vals[((size_t)kv * L * Hkv + i) * rank + j] = (float)(w[j] / (double)c.n_tokens);
+            }
+    if ((st = sqz_gguf_writer_new(ctx, &wr))) goto done;
+    if ((st = sqz_gguf_writer_add_str(wr, "general.type", "sqz.kvproj", 10)) ||
+        (st = sqz_gguf_writer_add_u32(wr, "sqz.kvproj.n_layers", (uint32_t)L)) ||
+        (st = sqz_gguf_writer_add_u32(wr, "sqz.kvproj.n_kv_heads", (uint32_t)Hkv)) ||
+        (st = sqz_gguf_writer_add_u32(wr, "sqz.kvproj.head_dim", (uint32_t)hd)) ||
+        (st = sqz_gguf_writer_add_u32(wr, "sqz.kvproj.rank", (uint32_t)rank)) ||
+        (st = sqz_gguf_writer_add_u64(wr, "sqz.kvproj.calib_tokens", (uint64_t)c.n_tokens)))
+        goto done;
+    for (int l = 0; l < L && !st; l++)
+        for (int kv = 0; kv < 2 && !st; kv++) {
+            char name[64];
+            const size_t i = (size_t)kv * L * Hkv + (size_t)l * Hkv;
+            const int64_t ne[3] = { hd, rank, Hkv }, ne2[2] = { rank, Hkv };
+            snprintf(name, sizeof name, "kvproj.%c.%d", kv ? 'v' : 'k', l);
+            st = sqz_gguf_writer_add_tensor(wr, name, 3, ne, SQZ_TYPE_F32, vecs + i * rank * hd,
+                                            (size_t)Hkv * rank * hd * sizeof(float));
+            snprintf(name, sizeof name, "kvproj.e%c.%d", kv ? 'v' : 'k', l);
+            if (!st)
+                st = sqz_gguf_writer_add_tensor(wr, name, 2, ne2, SQZ_TYPE_F32, vals + i * rank,
+                                                (size_t)Hkv * rank * sizeof(float));
+        }
+    if (!st) st = sqz_gguf_writer_write(wr, out_path);
+done:
+    if (s && s->kv->policy == &calib_policy) s->kv->state = NULL; /* c lives on the stack */
+    sqz_session_free(s);
+    sqz_gguf_writer_free(wr);
+    free(c.k), free(c.v), free(c.mk), free(c.mv);
+    free(vecs), free(vals), free(a), free(w);
+    return st;
+}

@@ -1,0 +1,40 @@
+/* cmd_kvcalib.c - sqz kvcalib MODEL -f CALIB_TEXT -o FILE.kvproj: the PCA projections of the
+ * "proj" KV policy (see sqz_kv_calibrate_proj). The file keeps every channel (rank = head_dim)
+ * by decreasing energy; the policy picks its rank at load: --kv proj:file=FILE,rank=R.
+ * --calib-tokens N uses the first N tokens, --calib-ctx C runs windows of C tokens. */
+#include <stdlib.h>
+
+#include "cli.h"
+
+int cmd_kvcalib(sqz_ctx *ctx, const opts *o) {
+    const char *path = o->file ? o->file : o->calib;
+    if (!path) return cli_die("%s", "kvcalib needs calibration text: -f FILE");
+    if (!o->out) return cli_die("%s", "kvcalib needs an output file: -o FILE.kvproj");
+    size_t len;
+    char *text = cli_read_file(path, &len);
+    if (!text) return 1;
+    sqz_model *m;
+    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    sqz_status st = sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids);
+    free(text);
+    if (!st) {
+        if (o->calib_tokens > 0 && (size_t)o->calib_tokens < n_ids) n_ids = (size_t)o->calib_tokens;
+        double t0 = cli_now();
+        st = sqz_kv_calibrate_proj(ctx, m, ids, n_ids, o->calib_ctx, 0, o->out);
+        if (!st && !o->json)
+            fprintf(stderr, "kvcalib: %zu tokens in %.1f s -> %s\n", n_ids, cli_now() - t0, o->out);
+    }
+    free(ids);
+    sqz_model_free(m);
+    if (st) return cli_fail(ctx);
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "out", o->out);
+        cJSON_AddNumberToObject(j, "tokens", (double)n_ids);
+        cli_print_json(j);
+    }
+    return 0;
+}

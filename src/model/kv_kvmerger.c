@@ -24,15 +24,8 @@
 
 #include "kernels/ops.h"
 #include "model/kv.h"
+#include "model/kv_params.h"
 
-typedef struct sqz_kv_xparam {
-    const char *key;
-    char type;
-    void *value;
-    double min, max;
-} sqz_kv_xparam;
-sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
-                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
 
 typedef struct km_head {
     float *k, *v;     /* [max_pos][hd] */

@@ -23,15 +23,8 @@
 #include <string.h>
 
 #include "model/kv.h"
+#include "model/kv_params.h"
 
-typedef struct sqz_kv_xparam {
-    const char *key;
-    char type;
-    void *value;
-    double min, max;
-} sqz_kv_xparam;
-sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
-                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
 
 /* One of K or V of a layer pair. */
 typedef struct mc_half {

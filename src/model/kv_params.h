@@ -3,6 +3,8 @@
 #ifndef SQZ_MODEL_KV_PARAMS_H
 #define SQZ_MODEL_KV_PARAMS_H
 
+#include <stddef.h>
+
 #include "core/ctx.h"
 
 /* One integer parameter: its key, where it goes (holding its default on entry), its range. */
@@ -17,5 +19,24 @@ typedef struct sqz_kv_param {
  * not an integer, or one outside [min, max]. */
 sqz_status sqz_kv_parse_params(sqz_ctx *ctx, const char *policy, const char *params,
                                const sqz_kv_param *p, int n);
+
+/* One parameter of the cross-layer policies (kv_proj.c, kv_xkv.c, kv_minicache.c,
+ * kv_kvmerger.c): type 'i' int, 'f' float, 's' string (value: a const char ** pointing into a
+ * copy in the caller's buffer). */
+typedef struct sqz_kv_xparam {
+    const char *key;
+    char type;
+    void *value;
+    double min, max;
+} sqz_kv_xparam;
+
+/* Parses "key=value,..." into p[0..n) (implemented in kv_proj.c). String values are copied
+ * into buf and must not contain ','. Errors name the policy and the parameter. */
+sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
+                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
+
+/* The r leading eigenvectors of the symmetric n x n matrix a (destroyed) as rows of
+ * vecs [r][n], by decreasing eigenvalue (vals[r] if not NULL); 0 on success (kv_proj.c). */
+int sqz_kv_top_eigvecs(double *a, int n, int r, float *vecs, double *vals);
 
 #endif

@@ -32,23 +32,12 @@
 #include "io/gguf.h"
 #include "kernels/ops.h"
 #include "model/kv.h"
+#include "model/kv_params.h"
 #include "model/model.h"
 #include "model/session.h"
 #include "sqz.h"
 
 /* ------------------------------------------------------------------ shared helpers */
-
-/* One parameter of a cross-layer policy: 'i' int, 'f' float, 's' string (value: const char **
- * pointing into a copy owned by the caller's buffer). */
-typedef struct sqz_kv_xparam {
-    const char *key;
-    char type;
-    void *value;
-    double min, max;
-} sqz_kv_xparam;
-
-sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
-                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
 
 /* Parses "key=value,..." into p[0..n). String values are copied into buf (they must not
  * contain ','). Errors name the policy and the parameter. */
@@ -115,8 +104,6 @@ sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *pa
 extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
                     double *w, double *work, const int *lwork, int *iwork, const int *liwork,
                     int *info);
-
-int sqz_kv_top_eigvecs(double *a, int n, int r, float *vecs, double *vals);
 
 /* The r eigenvectors of the symmetric n x n matrix a (destroyed) with the largest eigenvalues,
  * as rows of vecs [r][n], by decreasing eigenvalue (vals[r] if not NULL). Each vector's sign is

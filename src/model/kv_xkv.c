@@ -29,16 +29,8 @@
 
 #include "kernels/ops.h"
 #include "model/kv.h"
+#include "model/kv_params.h"
 
-typedef struct sqz_kv_xparam {
-    const char *key;
-    char type;
-    void *value;
-    double min, max;
-} sqz_kv_xparam;
-sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
-                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len);
-int sqz_kv_top_eigvecs(double *a, int n, int r, float *vecs, double *vals);
 
 typedef struct xkv_group {
     int l0, nl;        /* first layer, layers */

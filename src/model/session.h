@@ -37,8 +37,6 @@ typedef void (*sqz_capture_fn)(void *user, int layer, int site, const float *x, 
 sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, int T,
                              sqz_capture_fn capture, void *user);
 
-/* A session whose KV cache uses the policy kv_spec ("f32", "name:key=value,..."). */
-sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, const char *kv_spec,
-                              sqz_session **out);
+/* sqz_session_new_kv (a session with a KV-cache policy) is public: include/sqz.h. */
 
 #endif

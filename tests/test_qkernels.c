@@ -308,6 +308,64 @@ static void test_matvec(const qtype *q) {
     free(w); free(xq); free(x); free(y); free(yref); free(mag);
 }
 
+/* Each tier's rows kernel (several rows per call) against the reference vec_dot_q row by row,
+ * for every count of rows 1..9 (the 4-row groups and their remainders), on buffers sized
+ * exactly so that the sanitizers catch an over-read; and sqz_matvec_rows on a sub-range. */
+static void test_rows(const qtype *q, sqz_isa best) {
+    const sqz_type t = q->t, act = sqz_act_type(t);
+    const int qk = block_size(t);
+    const int64_t K = (int64_t)qk * (qk == 32 ? 5 : 2);
+    const size_t rs = sqz_type_row_size(t, K), qrs = sqz_type_row_size(act, K);
+    enum { NR = 9 };
+    float *x = malloc(sizeof(float) * (size_t)K), y[NR], yref[NR], y2[NR + 2];
+    double mag[NR];
+    void *xq = malloc(qrs);
+    fill_x(x, K, block_size(act));
+    sqz_quantize_act_get(act, SQZ_ISA_REF)(x, xq, K);
+    int n_kernels = 0;
+    for (int nr = 1; nr <= NR; nr++) {
+        char *w = malloc(rs * (size_t)nr);
+        for (int r = 0; r < nr; r++) {
+            fill_random_row(q, w + (size_t)r * rs, K);
+            yref[r] = sqz_vec_dot_q_get(t, SQZ_ISA_REF)(K, w + (size_t)r * rs, xq);
+            dot_double(q->deq, act_deq(act), w + (size_t)r * rs, xq, K, &mag[r]);
+        }
+        for (int isa = 0; isa <= (int)best; isa++) {
+            sqz_vec_dot_q_rows_fn rows = sqz_vec_dot_q_rows_get(t, (sqz_isa)isa);
+            if (!rows) continue;
+            n_kernels++;
+            memset(y, 0xff, sizeof y);
+            rows(K, w, rs, nr, xq, y);
+            double worst = 0;
+            for (int r = 0; r < nr; r++) {
+                const double e = fabs(y[r] - yref[r]) / (1e-5 * mag[r] + 1e-30);
+                if (!(e <= worst)) worst = e != e ? INFINITY : e;
+            }
+            CHECK(worst <= 1, "%s rows kernel %s, %d rows == ref (worst %.3f of 1e-5 sum|w a|)",
+                  sqz_type_name(t), sqz_isa_name((sqz_isa)isa), nr, worst);
+        }
+        /* sqz_matvec_rows writes y[r0..r1) only */
+        if (nr >= 3) {
+            const sqz_tensor tw = { t, K, nr, w };
+            for (int i = 0; i < nr + 2; i++) y2[i] = -7.0f;
+            sqz_matvec_rows(&tw, x, xq, y2 + 1, 1, nr - 1);
+            double worst = 0;
+            for (int r = 1; r < nr - 1; r++) {
+                const double e = fabs(y2[1 + r] - yref[r]) / (1e-5 * mag[r] + 1e-30);
+                if (!(e <= worst)) worst = e != e ? INFINITY : e;
+            }
+            CHECK(worst <= 1 && y2[0] == -7.0f && y2[1] == -7.0f && y2[nr] == -7.0f && y2[nr + 1] == -7.0f,
+                  "%s sqz_matvec_rows [1, %d) of %d rows: == ref and nothing else written", sqz_type_name(t),
+                  nr - 1, nr);
+        }
+        free(w);
+    }
+    if (best == SQZ_ISA_AVX512 && (t == SQZ_TYPE_Q4_K || t == SQZ_TYPE_Q8_0 || t == SQZ_TYPE_Q6_K))
+        CHECK(n_kernels > 0, "%s has a rows kernel on this AVX-512 machine", sqz_type_name(t));
+    free(x);
+    free(xq);
+}
+
 int main(void) {
     const sqz_isa best = sqz_isa_best();
     printf("# best ISA: %s\n", sqz_isa_name(best));
@@ -315,6 +373,7 @@ int main(void) {
     for (int i = 0; i < N_QTYPES; i++) {
         test_vec_dot(&QTYPES[i], best);
         test_matvec(&QTYPES[i]);
+        test_rows(&QTYPES[i], best);
     }
     return test_done();
 }

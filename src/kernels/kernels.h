@@ -56,6 +56,16 @@ sqz_type sqz_act_type(sqz_type t);
 /* t's quantized dot product in tier isa, falling back to lower tiers; NULL if it has none. */
 sqz_vec_dot_q_fn sqz_vec_dot_q_get(sqz_type t, sqz_isa isa);
 
+/* y[i] = row_i . xq for the nr rows row_i = w + i * rs (bytes): a matrix-vector product over
+ * consecutive rows, which a tier may compute several rows at a time (sharing the horizontal
+ * sums); the same values as vec_dot_q up to the order of the f32 additions. */
+typedef void (*sqz_vec_dot_q_rows_fn)(int64_t n, const void *w, size_t rs, int64_t nr,
+                                      const void *xq, float *y);
+
+/* t's rows kernel in exactly tier isa (no fallback: a tier without one returns NULL, and the
+ * caller loops over that tier's vec_dot_q). */
+sqz_vec_dot_q_rows_fn sqz_vec_dot_q_rows_get(sqz_type t, sqz_isa isa);
+
 /* The quantizer into activation type act (Q8_0, Q8_1, Q8_K) in tier isa, falling back to lower
  * tiers; NULL for other types. */
 sqz_quantize_act_fn sqz_quantize_act_get(sqz_type act, sqz_isa isa);
@@ -65,6 +75,7 @@ typedef struct sqz_kernel_row {
     sqz_dot_fn dot;        /* row . f32 x (quantized types: dequantized on the fly) */
     sqz_cvt_fn to_float;
     sqz_vec_dot_q_fn vec_dot_q;       /* row . activations of sqz_act_type(t) */
+    sqz_vec_dot_q_rows_fn vec_dot_q_rows; /* optional: vec_dot_q over consecutive rows */
     sqz_quantize_act_fn quantize_act; /* only in the rows of Q8_0, Q8_1, Q8_K: f32 -> t */
 } sqz_kernel_row;
 

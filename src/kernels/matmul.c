@@ -85,6 +85,38 @@ sqz_vec_dot_q_fn sqz_vec_dot_q_get(sqz_type t, sqz_isa isa) {
     return NULL;
 }
 
+sqz_vec_dot_q_rows_fn sqz_vec_dot_q_rows_get(sqz_type t, sqz_isa isa) {
+    return tier_row(t, isa).vec_dot_q_rows;
+}
+
+/* The tier that serves t's quantized dot product (the best one that has it). */
+static sqz_isa vdq_tier(sqz_type t, sqz_isa isa) {
+    for (int i = (int)isa; i > 0; i--)
+        if (tier_row(t, (sqz_isa)i).vec_dot_q) return (sqz_isa)i;
+    return SQZ_ISA_REF;
+}
+
+/* t's quantized row kernels, looked up once per product */
+typedef struct qdot_kernels {
+    sqz_vec_dot_q_rows_fn rows; /* NULL: row by row with vdq */
+    sqz_vec_dot_q_fn vdq;
+} qdot_kernels;
+
+static qdot_kernels qdot_lookup(sqz_type t, sqz_isa isa) {
+    const sqz_isa tier = vdq_tier(t, isa);
+    return (qdot_kernels){ sqz_vec_dot_q_rows_get(t, tier), tier_row(t, tier).vec_dot_q };
+}
+
+/* y[r - r0] = row r . xq for r in [r0, r1) */
+static void qdot_rows(const qdot_kernels *k, int64_t K, const char *base, size_t rs, int64_t r0,
+                      int64_t r1, const void *xq, float *y) {
+    if (k->rows) {
+        k->rows(K, base + (size_t)r0 * rs, rs, r1 - r0, xq, y);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) y[r - r0] = k->vdq(K, base + (size_t)r * rs, xq);
+}
+
 sqz_quantize_act_fn sqz_quantize_act_get(sqz_type act, sqz_isa isa) {
     for (int i = (int)isa; i >= 0; i--) {
         sqz_kernel_row r = tier_row(act, (sqz_isa)i);
@@ -136,10 +168,16 @@ static int matmul_q(const sqz_tensor *w, const float *x, int T, float *y, int n_
     }
     for (int t = 0; t < T; t++) quantize(x + (size_t)t * K, xq + (size_t)t * qrs, K);
     const char *base = w->data;
+    /* blocks of RB rows: each block's weights stay in L1 while all T activation rows pass */
+    enum { RB = 16 };
+    const qdot_kernels k = qdot_lookup(w->type, isa);
+    const int64_t n_blocks = (N + RB - 1) / RB;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (N >= 64 && n_threads > 1)
-    for (int64_t r = 0; r < N; r++)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        const int64_t r0 = blk * RB, r1 = r0 + RB < N ? r0 + RB : N;
         for (int t = 0; t < T; t++)
-            y[(size_t)t * N + r] = vdq(K, base + (size_t)r * rs, xq + (size_t)t * qrs);
+            qdot_rows(&k, K, base, rs, r0, r1, xq + (size_t)t * qrs, y + (size_t)t * N + r0);
+    }
     free(xq);
     return 0;
 }
@@ -163,8 +201,8 @@ void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float 
     const size_t rs = sqz_type_row_size(w->type, K);
     const char *base = w->data;
     if (sqz_act_bytes(w->type, K)) {
-        const sqz_vec_dot_q_fn vdq = sqz_vec_dot_q_get(w->type, isa);
-        for (int64_t r = r0; r < r1; r++) y[r] = vdq(K, base + (size_t)r * rs, xq);
+        const qdot_kernels k = qdot_lookup(w->type, isa);
+        qdot_rows(&k, K, base, rs, r0, r1, xq, y + r0);
     } else {
         const sqz_dot_fn dot = sqz_dot_get(w->type, isa);
         for (int64_t r = r0; r < r1; r++) y[r] = dot(base + (size_t)r * rs, x, K);

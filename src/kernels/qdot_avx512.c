@@ -165,7 +165,7 @@ static inline __m256i dot_s8_256(__m256i w, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
 }
 
-static float vdq_q8_0(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q8_0(int64_t n, const void *row, const void *xq) {
     const block_q8_0 *w = row;
     const block_q8_0 *a = xq;
     const int64_t nb = n / QK8_0;
@@ -178,20 +178,16 @@ static float vdq_q8_0(int64_t n, const void *row, const void *xq) {
         acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), spread2(s, 0), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), spread2(s, 2), acc1);
     }
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     for (; b < nb; b++) {
         const __m256i p = dot_s8_256(_mm256_loadu_si256((const __m256i *)w[b].qs),
                                      _mm256_loadu_si256((const __m256i *)a[b].qs));
-        const __m256 f = _mm256_cvtepi32_ps(p);
-        __m128 t = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
-        t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-        t = _mm_add_ss(t, _mm_movehdup_ps(t));
-        sum += _mm_cvtss_f32(t) * (f16s(w[b].d) * f16s(a[b].d));
+        acc1 = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)),
+                               _mm512_set1_ps(f16s(w[b].d) * f16s(a[b].d)), acc1);
     }
-    return sum;
+    return _mm512_add_ps(acc0, acc1);
 }
 
-static float vdq_q4_0(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q4_0(int64_t n, const void *row, const void *xq) {
     const block_q4_0 *w = row;
     const block_q8_0 *a = xq;
     const int64_t nb = n / QK4_0;
@@ -211,19 +207,15 @@ static float vdq_q4_0(int64_t n, const void *row, const void *xq) {
         acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), spread2(s, 0), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), spread2(s, 2), acc1);
     }
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     for (; b < nb; b++) {
         const __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
         const __m256i v = _mm256_sub_epi8(
             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f)),
             _mm256_set1_epi8(8));
         const __m256 f = _mm256_cvtepi32_ps(dot_s8_256(v, _mm256_loadu_si256((const __m256i *)a[b].qs)));
-        __m128 t = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
-        t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-        t = _mm_add_ss(t, _mm_movehdup_ps(t));
-        sum += _mm_cvtss_f32(t) * (f16s(w[b].d) * f16s(a[b].d));
+        acc1 = _mm512_fmadd_ps(_mm512_zextps256_ps512(f), _mm512_set1_ps(f16s(w[b].d) * f16s(a[b].d)), acc1);
     }
-    return sum;
+    return _mm512_add_ps(acc0, acc1);
 }
 
 /* The f16 words idx[0..7] of the 128 bytes [p0 .. p0+64) ++ [p1 .. p1+64), as 8 floats. The
@@ -419,7 +411,7 @@ static inline __m512i zext256(__m256i v) { return _mm512_zextsi256_si512(v); }
 static inline __m256i bsums(const block_q8_K *a) { return _mm256_loadu_si256((const __m256i *)a->bsums); }
 
 /* Q2_K: elements 128h + 32j + l are bits 2j..2j+1 of qs[32h + l]; vector v = (h, j pair). */
-static float vdq_q2_k(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q2_k(int64_t n, const void *row, const void *xq) {
     const block_q2_K *w = row;
     const block_q8_K *a = xq;
     const __m512i m3 = _mm512_set1_epi8(3);
@@ -443,11 +435,11 @@ static float vdq_q2_k(int64_t n, const void *row, const void *xq) {
         }
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(f16s(w[b].d) * a[b].d), acc);
     }
-    return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(_mm512_zextps256_ps512(accm));
+    return _mm512_sub_ps(acc, _mm512_zextps256_ps512(accm));
 }
 
 /* Q3_K: Q2_K's 2 bits | the hmask bit << 2 (0..7), minus 4 via bsums; signed 6-bit scales. */
-static float vdq_q3_k(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q3_k(int64_t n, const void *row, const void *xq) {
     const block_q3_K *w = row;
     const block_q8_K *a = xq;
     const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
@@ -474,7 +466,7 @@ static float vdq_q3_k(int64_t n, const void *row, const void *xq) {
         }
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(f16s(w[b].d) * a[b].d), acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return acc;
 }
 
 /* Q4_K / Q5_K: vector v = qs[32v..32v+32) as [low nibbles | high nibbles] = sub-blocks 2v, 2v+1.
@@ -502,30 +494,30 @@ static inline void k4_block(const uint8_t *scales, const uint8_t *qs, const uint
     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(d * a->d), *acc);
 }
 
-static float vdq_q4_k(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q4_k(int64_t n, const void *row, const void *xq) {
     const block_q4_K *w = row;
     const block_q8_K *a = xq;
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++)
         k4_block(w[b].scales, w[b].qs, NULL, &a[b], f16s(w[b].d), f16s(w[b].dmin), &acc, &accm);
-    return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(_mm512_zextps256_ps512(accm));
+    return _mm512_sub_ps(acc, _mm512_zextps256_ps512(accm));
 }
 
-static float vdq_q5_k(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q5_k(int64_t n, const void *row, const void *xq) {
     const block_q5_K *w = row;
     const block_q8_K *a = xq;
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++)
         k4_block(w[b].scales, w[b].qs, w[b].qh, &a[b], f16s(w[b].d), f16s(w[b].dmin), &acc, &accm);
-    return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(_mm512_zextps256_ps512(accm));
+    return _mm512_sub_ps(acc, _mm512_zextps256_ps512(accm));
 }
 
 /* Q6_K: per half h (128 elements), ql[64h..64h+64) low nibbles are elements 0..63, their high
  * nibbles 64..127; qh[32h + l] holds the top 2 bits of elements l, l+32, l+64, l+96 at bits
  * 0, 2, 4, 6. q (0..63) minus 32 via bsums; s8 scale per 16. */
-static float vdq_q6_k(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_q6_k(int64_t n, const void *row, const void *xq) {
     const block_q6_K *w = row;
     const block_q8_K *a = xq;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(0x30);
@@ -551,7 +543,7 @@ static float vdq_q6_k(int64_t n, const void *row, const void *xq) {
         }
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(f16s(w[b].d) * a[b].d), acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return acc;
 }
 
 /* ------------------------------------------------------------ to_float (sgemm panels)
@@ -657,7 +649,7 @@ static inline uint32_t spread_nibbles(uint32_t x) {
 
 /* IQ4_XS: vector v = sub-blocks 2v, 2v+1 (16 bytes of nibbles each) as IQ4_NL levels; signed,
  * so |v| . (a signed like v) by vpmaddubsw, then the 6-bit scales (minus 32) by vpdpwssd. */
-static float vdq_iq4_xs(int64_t n, const void *row, const void *xq) {
+static inline __m512 acc_iq4_xs(int64_t n, const void *row, const void *xq) {
     const block_iq4_xs *w = row;
     const block_q8_K *a = xq;
     const __m512i table = iq4nl_table();
@@ -683,28 +675,71 @@ static float vdq_iq4_xs(int64_t n, const void *row, const void *xq) {
         }
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(f16s(w[b].d) * a[b].d), acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return acc;
 }
+
+/* ------------------------------------------------------------ several rows at once
+ *
+ * Decode's matrix-vector product is a dot product per row; with rows of 512..2048 elements the
+ * horizontal sum at the end of each is a large part of the work. The acc_* kernels above
+ * return their unreduced vector, and these drivers sum four rows' vectors together (three
+ * vhaddps instead of four full reductions), storing four results at once. */
+static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+    const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+#define SQZ_ROWS_AND_DOT(T)                                                                     \
+    static float vdq_##T(int64_t n, const void *row, const void *xq) {                           \
+        return _mm512_reduce_add_ps(acc_##T(n, row, xq));                                       \
+    }                                                                                           \
+    static void rows_##T(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq,       \
+                         float *y) {                                                            \
+        const char *p = w;                                                                      \
+        int64_t i = 0;                                                                          \
+        for (; i + 4 <= nr; i += 4, p += 4 * rs) {                                              \
+            /* in memory order (as call arguments they would run backwards, which the      \
+             * hardware prefetcher does not follow: 3x slower on weights from DRAM) */     \
+            const __m512 a0 = acc_##T(n, p, xq);                                                \
+            const __m512 a1 = acc_##T(n, p + rs, xq);                                           \
+            const __m512 a2 = acc_##T(n, p + 2 * rs, xq);                                       \
+            const __m512 a3 = acc_##T(n, p + 3 * rs, xq);                                       \
+            _mm_storeu_ps(y + i, reduce4(a0, a1, a2, a3));                                      \
+        }                                                                                       \
+        for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_##T(n, p, xq));            \
+    }
+SQZ_ROWS_AND_DOT(q8_0)
+SQZ_ROWS_AND_DOT(q4_0)
+SQZ_ROWS_AND_DOT(q2_k)
+SQZ_ROWS_AND_DOT(q3_k)
+SQZ_ROWS_AND_DOT(q4_k)
+SQZ_ROWS_AND_DOT(q5_k)
+SQZ_ROWS_AND_DOT(q6_k)
+SQZ_ROWS_AND_DOT(iq4_xs)
 
 sqz_kernel_row sqz_qkernels_avx512(sqz_type t) {
     /* every kernel here uses VNNI (vpdpbusd / vpdpwssd), which AVX-512F/BW/VL do not imply */
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512vnni")) return (sqz_kernel_row){ 0 };
     switch (t) {
-    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .to_float = cvt_q4_0 };
+    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0, .to_float = cvt_q4_0 };
     case SQZ_TYPE_Q8_0:
-        return (sqz_kernel_row){ .vec_dot_q = vdq_q8_0, .to_float = cvt_q8_0, .quantize_act = quantize_q8_0 };
+        return (sqz_kernel_row){ .vec_dot_q = vdq_q8_0, .vec_dot_q_rows = rows_q8_0, .to_float = cvt_q8_0, .quantize_act = quantize_q8_0 };
     case SQZ_TYPE_Q4_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_1 };
     case SQZ_TYPE_Q5_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_0 };
     case SQZ_TYPE_Q5_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_1 };
     case SQZ_TYPE_IQ4_NL: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_nl };
-    case SQZ_TYPE_IQ4_XS: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_xs };
+    case SQZ_TYPE_IQ4_XS: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_xs, .vec_dot_q_rows = rows_iq4_xs };
     case SQZ_TYPE_Q8_1: return (sqz_kernel_row){ .quantize_act = quantize_q8_1 };
-    case SQZ_TYPE_Q2_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q2_k };
-    case SQZ_TYPE_Q3_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q3_k };
-    case SQZ_TYPE_Q4_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_k, .to_float = cvt_q4_k };
-    case SQZ_TYPE_Q5_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_k, .to_float = cvt_q5_k };
-    case SQZ_TYPE_Q6_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q6_k, .to_float = cvt_q6_k };
+    case SQZ_TYPE_Q2_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q2_k, .vec_dot_q_rows = rows_q2_k };
+    case SQZ_TYPE_Q3_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q3_k, .vec_dot_q_rows = rows_q3_k };
+    case SQZ_TYPE_Q4_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_k, .vec_dot_q_rows = rows_q4_k, .to_float = cvt_q4_k };
+    case SQZ_TYPE_Q5_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_k, .vec_dot_q_rows = rows_q5_k, .to_float = cvt_q5_k };
+    case SQZ_TYPE_Q6_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q6_k, .vec_dot_q_rows = rows_q6_k, .to_float = cvt_q6_k };
     case SQZ_TYPE_Q8_K: return (sqz_kernel_row){ .quantize_act = quantize_q8_k };
     default: return (sqz_kernel_row){ 0 };
     }

@@ -469,12 +469,27 @@ static inline __m512 acc_q3_k(int64_t n, const void *row, const void *xq) {
     return acc;
 }
 
+/* The 6-bit scales and mins of a Q4_K / Q5_K block (sqz_k4_scales_u64 in vector registers,
+ * 10 instructions instead of ~30 scalar ones and moves): scales[12] -> [sc0..7, m0..7].
+ * sc0..3 = s0..3 & 63, m0..3 = s4..7 & 63; sc4..7 = (s8..11 & 15) | (s0..3 >> 6) << 4;
+ * m4..7 = (s8..11 >> 4) | (s4..7 >> 6) << 4. Reads 16 bytes at scales (the block's first 4
+ * quant bytes follow them, so nothing outside the block). 16-bit shifts carry bits in from the
+ * neighbouring byte only where the masks drop them. */
+static inline __m128i k4_scales_vec(const uint8_t *scales) {
+    const __m128i s = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i a = _mm_shuffle_epi8(s, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(s, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_setr_epi8(0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30));
+    return _mm_or_si128(_mm_or_si128(lo, hi), top);
+}
+
 /* Q4_K / Q5_K: vector v = qs[32v..32v+32) as [low nibbles | high nibbles] = sub-blocks 2v, 2v+1.
  * qh: Q5_K's 5th bits (bit 2v of qh[l] for the low half, 2v+1 for the high), or NULL. */
 static inline void k4_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
                             const block_q8_K *a, float d, float dmin, __m512 *acc, __m256 *accm) {
-    const sqz_u64x2 sm = sqz_k4_scales_u64(scales);
-    const __m128i s8 = _mm_set_epi64x((long long)sm.hi, (long long)sm.lo); /* 8 scales, 8 mins */
+    const __m128i s8 = k4_scales_vec(scales); /* 8 scales, 8 mins */
     const __m128i mins2 = _mm_shuffle_epi8(s8, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
     const __m256i pm = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mins2), bsums(a));
     *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * a->d), *accm);

@@ -30,6 +30,8 @@
 #include "core/types.h"
 #include "kernels/kernels.h"
 
+#include "bench_util.h"
+
 enum { MAX_THREAD_COUNTS = 8, MATMUL_T = 512, N_TIERS = 3 };
 
 typedef struct shape {
@@ -51,42 +53,6 @@ typedef struct opts {
     double min_s;
     int reps;
 } opts;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* CPU time of the whole machine (busy states of /proc/stat) and of this process, in seconds:
- * their difference over a stretch of wall time is what other processes used. */
-typedef struct cpu_mark {
-    double wall, machine, self;
-} cpu_mark;
-
-static cpu_mark cpu_now(void) {
-    cpu_mark m = { now(), -1, 0 };
-    FILE *f = fopen("/proc/stat", "r");
-    if (f) {
-        unsigned long long v[8] = { 0 };
-        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], &v[6], &v[7]) == 8)
-            m.machine = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / 100.0; /* USER_HZ */
-        fclose(f);
-    }
-    struct rusage ru;
-    if (!getrusage(RUSAGE_SELF, &ru))
-        m.self = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
-                 (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
-    return m;
-}
-
-/* Cores' worth of CPU that other processes used between a and b (-1: unknown). */
-static double others_cores(cpu_mark a, cpu_mark b) {
-    if (a.machine < 0 || b.machine < 0 || b.wall <= a.wall) return -1;
-    const double o = ((b.machine - a.machine) - (b.self - a.self)) / (b.wall - a.wall);
-    return o > 0 ? o : 0;
-}
 
 static double r2(double x) { return round(x * 100) / 100; }
 

@@ -366,6 +366,47 @@ static void test_rows(const qtype *q, sqz_isa best) {
     free(xq);
 }
 
+/* Each tier's four-token kernel against the reference, row by row and token by token (rows
+ * 1..6, K a multiple of 128 so that every type's kernel takes it; outputs at a stride). */
+static void test_tile4(const qtype *q, sqz_isa best) {
+    const sqz_type t = q->t, act = sqz_act_type(t);
+    const int64_t K = 512;
+    const size_t rs = sqz_type_row_size(t, K), qrs = sqz_type_row_size(act, K);
+    enum { NR = 6, LDY = 11 };
+    float *x = malloc(sizeof(float) * (size_t)K), y[4 * LDY];
+    char *xq = malloc(4 * qrs), *w = malloc(rs * NR);
+    double yref[4][NR], mag[4][NR];
+    for (int r = 0; r < NR; r++) fill_random_row(q, w + (size_t)r * rs, K);
+    for (int tt = 0; tt < 4; tt++) {
+        fill_x(x, K, block_size(act));
+        sqz_quantize_act_get(act, SQZ_ISA_REF)(x, xq + tt * qrs, K);
+        for (int r = 0; r < NR; r++) {
+            yref[tt][r] = sqz_vec_dot_q_get(t, SQZ_ISA_REF)(K, w + (size_t)r * rs, xq + tt * qrs);
+            dot_double(q->deq, act_deq(act), w + (size_t)r * rs, xq + tt * qrs, K, &mag[tt][r]);
+        }
+    }
+    for (int isa = 0; isa <= (int)best; isa++) {
+        sqz_vec_dot_q_tile4_fn tile = sqz_vec_dot_q_tile4_get(t, (sqz_isa)isa);
+        if (!tile) continue;
+        for (int nr = 1; nr <= NR; nr++) {
+            for (int i = 0; i < 4 * LDY; i++) y[i] = -7.0f;
+            const int rc = tile(K, w, rs, nr, xq, qrs, y, LDY);
+            double worst = 0;
+            int stray = 0;
+            for (int tt = 0; tt < 4; tt++)
+                for (int i = 0; i < LDY; i++) {
+                    if (i >= nr) { stray += y[tt * LDY + i] != -7.0f; continue; }
+                    const double e = fabs(y[tt * LDY + i] - yref[tt][i]) / (1e-5 * mag[tt][i] + 1e-30);
+                    if (!(e <= worst)) worst = e != e ? INFINITY : e;
+                }
+            CHECK(rc == 0 && worst <= 1 && !stray, "%s tile4 %s, %d rows x 4 tokens == ref (worst %.3f "
+                  "of 1e-5 sum|w a|, %d stray writes)", sqz_type_name(t), sqz_isa_name((sqz_isa)isa), nr,
+                  worst, stray);
+        }
+    }
+    free(x); free(xq); free(w);
+}
+
 int main(void) {
     const sqz_isa best = sqz_isa_best();
     printf("# best ISA: %s\n", sqz_isa_name(best));
@@ -374,6 +415,7 @@ int main(void) {
         test_vec_dot(&QTYPES[i], best);
         test_matvec(&QTYPES[i]);
         test_rows(&QTYPES[i], best);
+        test_tile4(&QTYPES[i], best);
     }
     return test_done();
 }

@@ -62,9 +62,16 @@ sqz_vec_dot_q_fn sqz_vec_dot_q_get(sqz_type t, sqz_isa isa);
 typedef void (*sqz_vec_dot_q_rows_fn)(int64_t n, const void *w, size_t rs, int64_t nr,
                                       const void *xq, float *y);
 
+/* y[t * ldy + i] = row_i . token t (activations xq + t * qrs bytes) for four tokens t = 0..3
+ * and the nr rows row_i = w + i * rs: prefill's product, unpacking each weight once for four
+ * tokens. Returns -1 (nothing written) where the kernel does not take this n. */
+typedef int (*sqz_vec_dot_q_tile4_fn)(int64_t n, const void *w, size_t rs, int64_t nr,
+                                      const void *xq, size_t qrs, float *y, size_t ldy);
+
 /* t's rows kernel in exactly tier isa (no fallback: a tier without one returns NULL, and the
  * caller loops over that tier's vec_dot_q). */
 sqz_vec_dot_q_rows_fn sqz_vec_dot_q_rows_get(sqz_type t, sqz_isa isa);
+sqz_vec_dot_q_tile4_fn sqz_vec_dot_q_tile4_get(sqz_type t, sqz_isa isa); /* the same, tile4 */
 
 /* The quantizer into activation type act (Q8_0, Q8_1, Q8_K) in tier isa, falling back to lower
  * tiers; NULL for other types. */
@@ -76,6 +83,7 @@ typedef struct sqz_kernel_row {
     sqz_cvt_fn to_float;
     sqz_vec_dot_q_fn vec_dot_q;       /* row . activations of sqz_act_type(t) */
     sqz_vec_dot_q_rows_fn vec_dot_q_rows; /* optional: vec_dot_q over consecutive rows */
+    sqz_vec_dot_q_tile4_fn vec_dot_q_tile4; /* optional: the same for four tokens at once */
     sqz_quantize_act_fn quantize_act; /* only in the rows of Q8_0, Q8_1, Q8_K: f32 -> t */
 } sqz_kernel_row;
 

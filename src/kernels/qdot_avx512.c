@@ -736,14 +736,183 @@ SQZ_ROWS_AND_DOT(q5_k)
 SQZ_ROWS_AND_DOT(q6_k)
 SQZ_ROWS_AND_DOT(iq4_xs)
 
+/* ------------------------------------------------------------ four tokens at once (prefill)
+ *
+ * For a batch of tokens the weights' unpacking (nibbles, scales) is the same for every token:
+ * the acc4_* kernels unpack each 64 weights once and multiply them with four tokens'
+ * activations (xq, xq + qrs, ...), which halves the instructions per multiply-add against four
+ * calls of acc_*. They write the four unreduced vectors to out[0..3]. */
+enum { NT4 = 4 };
+
+static inline void k4_block4(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+                             const block_q8_K *const a[NT4], float d, float dmin, __m512 acc[NT4],
+                             __m256 accm[NT4]) {
+    const __m128i s8 = k4_scales_vec(scales);
+    const __m256i mins = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(s8, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const __m512i sl = scales_lanes(s8, order8(), 0);
+    const __m512i hb = qh ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh)) : _mm512_setzero_si512();
+    __m512i sumi[NT4];
+    for (int t = 0; t < NT4; t++) {
+        sumi[t] = _mm512_setzero_si512();
+        accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums(a[t]))),
+                                  _mm256_set1_ps(dmin * a[t]->d), accm[t]);
+    }
+    #pragma GCC unroll 8
+    for (int v = 0; v < 4; v++) {
+        __m512i q = nibbles32(qs + 32 * v);
+        if (qh) {
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * v))),
+                                                   _mm256_set1_epi8((char)(1 << (2 * v + 1))), 1);
+            q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hb, bit), q, _mm512_set1_epi8(16));
+        }
+        const __m512i sc = scale_v(sl, v);
+        #pragma GCC unroll 4
+        for (int t = 0; t < NT4; t++) sumi[t] = madd_scaled(sumi[t], q, a[t]->qs + 64 * v, sc);
+    }
+    for (int t = 0; t < NT4; t++)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_set1_ps(d * a[t]->d), acc[t]);
+}
+
+static inline void acc4_k4(int64_t n, const void *row, int has_qh, const void *xq, size_t qrs,
+                           __m512 out[NT4]) {
+    __m256 accm[NT4];
+    for (int t = 0; t < NT4; t++) out[t] = _mm512_setzero_ps(), accm[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_q8_K *a[NT4];
+        for (int t = 0; t < NT4; t++) a[t] = (const block_q8_K *)((const char *)xq + t * qrs) + b;
+        if (has_qh) {
+            const block_q5_K *w = (const block_q5_K *)row + b;
+            k4_block4(w->scales, w->qs, w->qh, a, f16s(w->d), f16s(w->dmin), out, accm);
+        } else {
+            const block_q4_K *w = (const block_q4_K *)row + b;
+            k4_block4(w->scales, w->qs, NULL, a, f16s(w->d), f16s(w->dmin), out, accm);
+        }
+    }
+    for (int t = 0; t < NT4; t++) out[t] = _mm512_sub_ps(out[t], _mm512_zextps256_ps512(accm[t]));
+}
+static inline void acc4_q4_k(int64_t n, const void *row, const void *xq, size_t qrs, __m512 out[NT4]) {
+    acc4_k4(n, row, 0, xq, qrs, out);
+}
+static inline void acc4_q5_k(int64_t n, const void *row, const void *xq, size_t qrs, __m512 out[NT4]) {
+    acc4_k4(n, row, 1, xq, qrs, out);
+}
+
+static inline void acc4_q6_k(int64_t n, const void *row, const void *xq, size_t qrs, __m512 out[NT4]) {
+    const block_q6_K *w = row;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(0x30);
+    for (int t = 0; t < NT4; t++) out[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const block_q8_K *a[NT4];
+        for (int t = 0; t < NT4; t++) a[t] = (const block_q8_K *)((const char *)xq + t * qrs) + b;
+        const __m128i s8 = _mm_loadu_si128((const __m128i *)w[b].scales);
+        const __m256i s16 = _mm256_cvtepi8_epi16(s8);
+        __m512i sumi[NT4];
+        for (int t = 0; t < NT4; t++) {
+            const __m256i off = _mm256_madd_epi16(s16, bsums(a[t]));
+            sumi[t] = zext256(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5)));
+        }
+        const __m512i sl = scales_lanes(s8, order16(), 1);
+        #pragma GCC unroll 8
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512(w[b].ql + 64 * h);
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
+            const __m512i h0 = _mm512_mask_slli_epi16(_mm512_slli_epi16(qh, 2), 0x0000ffffu, qh, 4);
+            const __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(h0, m2));
+            const __m512i h1 = _mm512_mask_srli_epi16(qh, 0xffff0000u, qh, 2);
+            const __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                               _mm512_and_si512(h1, m2));
+            const __m512i sc0 = scale_v(sl, 2 * h), sc1 = scale_v(sl, 2 * h + 1);
+            #pragma GCC unroll 4
+            for (int t = 0; t < NT4; t++) {
+                sumi[t] = madd_scaled(sumi[t], q0, a[t]->qs + 128 * h, sc0);
+                sumi[t] = madd_scaled(sumi[t], q1, a[t]->qs + 128 * h + 64, sc1);
+            }
+        }
+        const float d = f16s(w[b].d);
+        for (int t = 0; t < NT4; t++)
+            out[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_set1_ps(d * a[t]->d), out[t]);
+    }
+}
+
+/* Q8_0 / Q4_0 (n a multiple of 128: the tile drivers are only used then) */
+static inline void acc4_q8_0(int64_t n, const void *row, const void *xq, size_t qrs, __m512 out[NT4]) {
+    const block_q8_0 *w = row;
+    for (int t = 0; t < NT4; t++) out[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b + 4 <= n / QK8_0; b += 4) {
+        const __m128 dw = d4_34(&w[b]);
+        const __m512i w0 = load2x32(w[b].qs, w[b + 1].qs), w1 = load2x32(w[b + 2].qs, w[b + 3].qs);
+        const __m512i u0 = _mm512_abs_epi8(w0), u1 = _mm512_abs_epi8(w1);
+        const __mmask64 n0 = _mm512_movepi8_mask(w0), n1 = _mm512_movepi8_mask(w1);
+        #pragma GCC unroll 4
+        for (int t = 0; t < NT4; t++) {
+            const block_q8_0 *a = (const block_q8_0 *)((const char *)xq + t * qrs) + b;
+            const __m128 s = _mm_mul_ps(dw, d4_34(a));
+            __m512i a0 = load2x32(a[0].qs, a[1].qs), a1 = load2x32(a[2].qs, a[3].qs);
+            a0 = _mm512_mask_sub_epi8(a0, n0, _mm512_setzero_si512(), a0);
+            a1 = _mm512_mask_sub_epi8(a1, n1, _mm512_setzero_si512(), a1);
+            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, a0);
+            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, a1);
+            out[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), spread2(s, 0), out[t]);
+            out[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), spread2(s, 2), out[t]);
+        }
+    }
+}
+
+static inline void acc4_q4_0(int64_t n, const void *row, const void *xq, size_t qrs, __m512 out[NT4]) {
+    const block_q4_0 *w = row;
+    const __m512i eight = _mm512_set1_epi8(8);
+    for (int t = 0; t < NT4; t++) out[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b + 4 <= n / QK4_0; b += 4) {
+        const __m128 dw = d4_18(&w[b]);
+        const __m512i q0 = nibbles2x16(w[b].qs, w[b + 1].qs), q1 = nibbles2x16(w[b + 2].qs, w[b + 3].qs);
+        #pragma GCC unroll 4
+        for (int t = 0; t < NT4; t++) {
+            const block_q8_0 *a = (const block_q8_0 *)((const char *)xq + t * qrs) + b;
+            const __m128 s = _mm_mul_ps(dw, d4_34(a));
+            const __m512i a0 = load2x32(a[0].qs, a[1].qs), a1 = load2x32(a[2].qs, a[3].qs);
+            /* (q - 8) . a = q . a - 8 . a */
+            const __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, a0),
+                                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, a0));
+            const __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, a1),
+                                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, a1));
+            out[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), spread2(s, 0), out[t]);
+            out[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), spread2(s, 2), out[t]);
+        }
+    }
+}
+
+/* y[t * ldy + i] = row_i . token t for four tokens, rows i < nr; results of one row for the four
+ * tokens come out of one reduce4. */
+#define SQZ_TILE4(T, MIN_BLOCK)                                                                 \
+    static int tile4_##T(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq,       \
+                         size_t qrs, float *y, size_t ldy) {                                    \
+        if (n % (MIN_BLOCK)) return -1;                                                         \
+        const char *p = w;                                                                      \
+        for (int64_t i = 0; i < nr; i++, p += rs) {                                             \
+            __m512 o[NT4];                                                                      \
+            acc4_##T(n, p, xq, qrs, o);                                                         \
+            float r[4];                                                                         \
+            _mm_storeu_ps(r, reduce4(o[0], o[1], o[2], o[3]));                                  \
+            for (int t = 0; t < NT4; t++) y[(size_t)t * ldy + i] = r[t];                        \
+        }                                                                                       \
+        return 0;                                                                               \
+    }
+SQZ_TILE4(q4_k, QK_K)
+SQZ_TILE4(q5_k, QK_K)
+SQZ_TILE4(q6_k, QK_K)
+SQZ_TILE4(q8_0, 128)
+SQZ_TILE4(q4_0, 128)
+
+
 sqz_kernel_row sqz_qkernels_avx512(sqz_type t) {
     /* every kernel here uses VNNI (vpdpbusd / vpdpwssd), which AVX-512F/BW/VL do not imply */
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512vnni")) return (sqz_kernel_row){ 0 };
     switch (t) {
-    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0, .to_float = cvt_q4_0 };
+    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0, .vec_dot_q_tile4 = tile4_q4_0, .to_float = cvt_q4_0 };
     case SQZ_TYPE_Q8_0:
-        return (sqz_kernel_row){ .vec_dot_q = vdq_q8_0, .vec_dot_q_rows = rows_q8_0, .to_float = cvt_q8_0, .quantize_act = quantize_q8_0 };
+        return (sqz_kernel_row){ .vec_dot_q = vdq_q8_0, .vec_dot_q_rows = rows_q8_0, .vec_dot_q_tile4 = tile4_q8_0, .to_float = cvt_q8_0, .quantize_act = quantize_q8_0 };
     case SQZ_TYPE_Q4_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_1 };
     case SQZ_TYPE_Q5_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_0 };
     case SQZ_TYPE_Q5_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_1 };
@@ -752,9 +921,9 @@ sqz_kernel_row sqz_qkernels_avx512(sqz_type t) {
     case SQZ_TYPE_Q8_1: return (sqz_kernel_row){ .quantize_act = quantize_q8_1 };
     case SQZ_TYPE_Q2_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q2_k, .vec_dot_q_rows = rows_q2_k };
     case SQZ_TYPE_Q3_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q3_k, .vec_dot_q_rows = rows_q3_k };
-    case SQZ_TYPE_Q4_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_k, .vec_dot_q_rows = rows_q4_k, .to_float = cvt_q4_k };
-    case SQZ_TYPE_Q5_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_k, .vec_dot_q_rows = rows_q5_k, .to_float = cvt_q5_k };
-    case SQZ_TYPE_Q6_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q6_k, .vec_dot_q_rows = rows_q6_k, .to_float = cvt_q6_k };
+    case SQZ_TYPE_Q4_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_k, .vec_dot_q_rows = rows_q4_k, .vec_dot_q_tile4 = tile4_q4_k, .to_float = cvt_q4_k };
+    case SQZ_TYPE_Q5_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_k, .vec_dot_q_rows = rows_q5_k, .vec_dot_q_tile4 = tile4_q5_k, .to_float = cvt_q5_k };
+    case SQZ_TYPE_Q6_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q6_k, .vec_dot_q_rows = rows_q6_k, .vec_dot_q_tile4 = tile4_q6_k, .to_float = cvt_q6_k };
     case SQZ_TYPE_Q8_K: return (sqz_kernel_row){ .quantize_act = quantize_q8_k };
     default: return (sqz_kernel_row){ 0 };
     }

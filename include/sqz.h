@@ -225,6 +225,11 @@ typedef struct sqz_ppl_opts {
      * be the model itself (e.g. to measure a KV policy against the exact cache). */
     const sqz_model *kld_base;
     const char *kld_base_kv;
+    /* A file of the base's logits (16 bits each, llama.cpp's --kl-divergence-base scheme):
+     * when it exists and was made for the same text, context, mode and token count, the base's
+     * logits come from it (kld_base may then be NULL and is not run); otherwise kld_base is run
+     * and the file written (atomically) for the next model. */
+    const char *kld_cache;
 } sqz_ppl_opts;
 
 typedef struct sqz_ppl_result {

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/file.h"
 #include "kernels/ops.h"
+#include "model/kld_cache.h"
 #include "model/model.h"
 #include "model/session.h"
 
@@ -97,17 +99,36 @@ sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *m, const int32_t *token
     float *logits = NULL, *blogits = NULL;
     int32_t *chunk = NULL;
     ppl_acc acc = { 0 };
-    sqz_status st = sqz_session_new_kv(ctx, m, o->n_ctx, o->kv, &s);
-    if (st) return st;
+    /* the base's logits from a cache file when there is one for this run, else from the base
+     * (writing the cache when asked) */
+    sqz_kld_cache *cache = NULL;
+    int cache_reads = 0;
+    sqz_status st = SQZ_OK;
+    if (o->kld_cache) {
+        const sqz_kld_key key = { (uint32_t)m->cfg.vocab_size, (uint32_t)o->n_ctx, (uint32_t)o->mode,
+                                  total, sqz_kld_tokens_hash(tokens, compat ? n_windows * C : n) };
+        if (sqz_path_exists(o->kld_cache)) {
+            if ((st = sqz_kld_cache_open(ctx, o->kld_cache, &key, &cache))) return st;
+            cache_reads = 1;
+            base_m = NULL;
+        } else if (!base_m) {
+            return sqz_fail(ctx, SQZ_ERR_ARG, "%s: no KLD cache there yet, and no base model to make it from",
+                            o->kld_cache);
+        } else if ((st = sqz_kld_cache_create(ctx, o->kld_cache, &key, &cache))) {
+            return st;
+        }
+    }
+    const int with_base = base_m || cache_reads;
+    if ((st = sqz_session_new_kv(ctx, m, o->n_ctx, o->kv, &s))) goto done;
     if (base_m && (st = sqz_session_new_kv(ctx, base_m, o->n_ctx, o->kld_base_kv, &bs))) goto done;
     const int V = m->cfg.vocab_size, B = s->max_batch;
     logits = malloc((size_t)B * (size_t)V * sizeof(float));
     chunk = malloc(C * sizeof *chunk);
-    if (base_m) {
+    if (with_base) {
         blogits = malloc((size_t)B * (size_t)V * sizeof(float));
         acc.kld = malloc(total * sizeof *acc.kld);
     }
-    if (!logits || !chunk || (base_m && (!blogits || !acc.kld))) {
+    if (!logits || !chunk || (with_base && (!blogits || !acc.kld))) {
         st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for %d x %d logits", B, V);
         goto done;
     }
@@ -131,6 +152,12 @@ sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *m, const int32_t *token
             const int want = c0 + (size_t)T > first; /* any scored position in this batch */
             const int t_first = c0 < first ? (int)(first - c0) : 0;
             if (bs && (st = sqz_session_eval(bs, chunk + c0, T, want ? blogits : NULL, 1))) break;
+            if (cache && want) {
+                float *rows = blogits + (size_t)t_first * V;
+                st = cache_reads ? sqz_kld_cache_read(cache, rows, (size_t)(T - t_first))
+                                 : sqz_kld_cache_write(cache, rows, (size_t)(T - t_first));
+                if (st) break;
+            }
             for (int t = 0; t < T && !st;) {
                 /* a run of rows to evaluate in one call: up to the prefill point, or one */
                 int run = c0 + (size_t)t < batched ? (int)(batched - c0 - (size_t)t) : 1;
@@ -140,7 +167,7 @@ sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *m, const int32_t *token
             }
             if (st) break;
             if (want)
-                score(&acc, &r.tokens, logits, bs ? blogits : NULL, tokens + start + c0 + 1, t_first,
+                score(&acc, &r.tokens, logits, with_base ? blogits : NULL, tokens + start + c0 + 1, t_first,
                       T, V, nt);
             sqz_progress(ctx, "ppl", r.tokens, total);
         }
@@ -154,7 +181,8 @@ sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *m, const int32_t *token
     const double var = r.tokens > 1 ? (acc.sum2 / (double)r.tokens - r.nll * r.nll) : 0;
     const double sem = r.tokens > 1 ? sqrt((var > 0 ? var : 0) / (double)(r.tokens - 1)) : 0;
     r.ppl_stderr = r.ppl * sem;
-    if (base_m) {
+    if (cache && (st = sqz_kld_cache_commit(cache))) goto done;
+    if (with_base) {
         double sum = 0;
         for (size_t i = 0; i < r.tokens; i++) sum += acc.kld[i];
         r.has_kld = 1;
@@ -171,5 +199,6 @@ done:
     free(acc.kld);
     sqz_session_free(s);
     sqz_session_free(bs);
+    sqz_kld_cache_close(cache);
     return st;
 }

@@ -45,6 +45,7 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
         }
         po.kld_base = base;
     }
+    po.kld_cache = o->kld_cache;
     sqz_ppl_result r;
     st = sqz_perplexity(ctx, m, ids, n_ids, &po, &r);
     free(ids);
@@ -65,7 +66,8 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
         cJSON_AddStringToObject(j, "method", o->compat_llamacpp ? "llama.cpp" : "sqz");
         cJSON_AddStringToObject(j, "kv", po.kv ? po.kv : "f32");
         if (r.has_kld) {
-            cJSON_AddStringToObject(j, "kld_base", o->kld_base);
+            if (o->kld_base) cJSON_AddStringToObject(j, "kld_base", o->kld_base);
+            if (o->kld_cache) cJSON_AddStringToObject(j, "kld_cache", o->kld_cache);
             cJSON_AddNumberToObject(j, "kld", r.kld);
             cJSON_AddNumberToObject(j, "kld_p99", r.kld_p99);
             cJSON_AddNumberToObject(j, "top1_agree", r.top1_agree);
@@ -78,7 +80,7 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     } else {
         if (r.has_kld)
             printf("kld %.6f  p99 %.6f  top-1 agreement %.2f%%  (vs %s)\n", r.kld, r.kld_p99,
-                   100.0 * r.top1_agree, o->kld_base);
+                   100.0 * r.top1_agree, o->kld_base ? o->kld_base : o->kld_cache);
         printf("ppl %.4f +/- %.4f  (%zu tokens in %zu windows of %d, %.1f s, %.0f tokens/s)\n",
                r.ppl, r.ppl_stderr, r.tokens, r.windows, po.n_ctx, r.seconds, tps);
     }

@@ -81,8 +81,9 @@ int main(int argc, char **argv) {
             rc = 1;
             continue;
         }
-        sqz_quantize_opts qo = { .method = method, .type = type, .calib = ids,
-                                 .n_calib = n_ids < calib_tokens ? n_ids : calib_tokens,
+        int32_t *spread = malloc((calib_tokens < n_ids ? calib_tokens : n_ids) * sizeof *spread + 1);
+        sqz_quantize_opts qo = { .method = method, .type = type, .calib = spread,
+                                 .n_calib = spread ? sqz_calib_spread(ids, n_ids, calib_tokens, calib_ctx, spread) : 0,
                                  .calib_ctx = calib_ctx };
         sqz_quantize_result r;
         const cpu_mark c0 = cpu_now();
@@ -116,6 +117,7 @@ int main(int argc, char **argv) {
             cJSON_AddItemToArray(rows, o);
         }
         sqz_free(ids);
+        free(spread);
         sqz_model_free(model);
     }
     remove(out);

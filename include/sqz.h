@@ -326,6 +326,12 @@ typedef struct sqz_quantize_result {
 sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                         const sqz_quantize_opts *opts, sqz_quantize_result *result);
 
+/* Picks floor(want / window) windows of `window` consecutive tokens, evenly spaced over
+ * tokens[0..n) (a calibration file's documents are usually grouped by kind: its first tokens
+ * would be one kind only), into out (room for want tokens). Returns the tokens written (0 when
+ * n < window). */
+size_t sqz_calib_spread(const int32_t *tokens, size_t n, size_t want, int window, int32_t *out);
+
 #ifdef __cplusplus
 }
 #endif

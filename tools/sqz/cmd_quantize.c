@@ -43,10 +43,14 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     }
     free(text);
     const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
+    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
+    /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */
+    int32_t *spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
+    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
-    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .calib = ids,
-                             .n_calib = n_ids < want ? n_ids : want,
-                             .calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512,
+    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .calib = spread,
+                             .n_calib = n_spread,
+                             .calib_ctx = calib_ctx,
                              .act_order = o->act_order,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
@@ -54,6 +58,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     sqz_quantize_result r;
     sqz_status st = sqz_quantize(ctx, m, o->out, &qo, &r);
     free(ids);
+    free(spread);
     sqz_model_free(m);
     if (st) {
         cJSON_Delete(rep.rows);

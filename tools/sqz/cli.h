@@ -25,6 +25,7 @@ typedef struct opts {
     const char *method, *calib;
     long long calib_tokens;
     int calib_ctx, act_order;
+    float rsq_rmin; /* 0: the library's default */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

@@ -257,6 +257,9 @@ typedef struct sqz_convert_opts {
      * pick per-tensor types as llama-quantize does. "q2_k" and "q6_k" name the mix unless pure. */
     const char *type;
     int pure;
+    /* token_embd.weight's type when not NULL (a plain type name as above; llama-quantize's
+     * --token-embedding-type); when the model ties it to the head, the head's type too. */
+    const char *embd_type;
     /* A matrix whose rows do not fit the chosen type's block (e.g. 384 columns for a 256-block
      * k-quant) gets llama.cpp's fallback type; the result counts them. */
 } sqz_convert_opts;
@@ -299,6 +302,7 @@ typedef struct sqz_quantize_opts {
                             output.weight even when the model ties it to the embeddings) */
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
+    const char *embd_type; /* as sqz_convert_opts.embd_type */
     const int32_t *calib;  /* calibration tokens (not needed by rtn) */
     size_t n_calib;
     int calib_ctx;         /* tokens per calibration window (e.g. 512) */

@@ -182,7 +182,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     memset(&r, 0, sizeof r);
     if (res) *res = r;
     if (!o || !o->method || !o->type) return sqz_fail(ctx, SQZ_ERR_ARG, "quantize: method and type are required");
-    sqz_convert_opts co = { .type = o->type, .pure = o->pure };
+    sqz_convert_opts co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type };
     const method *meth = NULL;
     for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
         if (!strcmp(o->method, methods[i].name)) meth = &methods[i];

@@ -44,7 +44,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     free(text);
     const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
-    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .calib = ids,
+    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .embd_type = o->embd_type, .calib = ids,
                              .n_calib = n_ids < want ? n_ids : want,
                              .calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512,
                              .act_order = o->act_order, .seed = o->seed, .rsq_rmin = o->rsq_rmin,

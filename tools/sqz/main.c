@@ -42,6 +42,7 @@ static void usage(FILE *f) {
             "  -o, --out FILE     output file (convert)\n"
             "  --type TYPE        tensor type or mix (convert)\n"
             "  --pure             every 2-D weight in TYPE, no mix (convert)\n"
+            "  --embd-type TYPE   token_embd.weight's type (convert, quantize)\n"
             "  --method M         rtn, imatrix, gptq or rsq (quantize; default gptq)\n"
             "  --calib FILE       calibration text (quantize)\n"
             "  --calib-tokens N   calibration tokens (default 32768)\n"
@@ -158,6 +159,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--kld-base")) { NEED_VALUE; o->kld_base = v; }
         else if (!strcmp(a, "--kld-cache")) { NEED_VALUE; o->kld_cache = v; }
         else if (!strcmp(a, "--method")) { NEED_VALUE; o->method = v; }
+        else if (!strcmp(a, "--embd-type")) { NEED_VALUE; o->embd_type = v; }
         else if (!strcmp(a, "--calib")) { NEED_VALUE; o->calib = v; }
         else if (!strcmp(a, "--act-order")) o->act_order = 1;
         else if (!strcmp(a, "--rsq-rmin")) {

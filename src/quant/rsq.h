@@ -17,7 +17,10 @@
  * GGUF cannot express): the Hadamard before w_down (on the SwiGLU output, QuaRot's online
  * transform) and the rotation of the queries / keys for the KV cache.
  * Tied embeddings cannot stay tied: the head is E diag(g_out) Q^T and the embedding table E Q^T,
- * so the rotated model has its own output matrix.
+ * so the rotated model has its own output matrix. The mixes then give token_embd their base
+ * type (llama.cpp's rule for untied models), coarser than the tied tensor's Q6_K: on
+ * sqz-llama-26m that alone costs more KL divergence than the rotation gains (q2_k: 0.197 vs
+ * 0.135 with token_embd Q6_K); sqz_convert_opts.embd_type chooses it.
  *
  * Scale: the importance of token j in a calibration window of T tokens is its attention
  * concentration (AttnCon) in the layer being quantized, r_j = sum over query heads h and

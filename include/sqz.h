@@ -262,6 +262,9 @@ typedef struct sqz_convert_opts {
      * pick per-tensor types as llama-quantize does. "q2_k" and "q6_k" name the mix unless pure. */
     const char *type;
     int pure;
+    /* token_embd.weight's type when not NULL (a plain type name as above; llama-quantize's
+     * --token-embedding-type); when the model ties it to the head, the head's type too. */
+    const char *embd_type;
     /* A matrix whose rows do not fit the chosen type's block (e.g. 384 columns for a 256-block
      * k-quant) gets llama.cpp's fallback type; the result counts them. */
 } sqz_convert_opts;
@@ -298,14 +301,21 @@ typedef void (*sqz_tensor_report_fn)(void *user, const char *name, const char *t
 
 typedef struct sqz_quantize_opts {
     const char *method;  /* "rtn" (= sqz_convert), "imatrix" (llama.cpp's importance-weighted
-                            block search, importances from the calibration text), "gptq" */
+                            block search, importances from the calibration text), "gptq", "rsq"
+                            (random Hadamard rotations folded into the weights, tokens weighted
+                            by the attention they receive, then GPTQ; the output has its own
+                            output.weight even when the model ties it to the embeddings) */
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
+    const char *embd_type; /* as sqz_convert_opts.embd_type */
     const int32_t *calib;  /* calibration tokens (not needed by rtn) */
     size_t n_calib;
     int calib_ctx;         /* tokens per calibration window (e.g. 512) */
     double damp;           /* gptq: percdamp (0: 0.01) */
-    int act_order;         /* gptq: process columns by descending Hessian diagonal */
+    int act_order;         /* gptq, rsq: process columns by descending Hessian diagonal */
+    uint64_t seed;         /* rsq: seed of the random rotations (the same seed, the same file) */
+    float rsq_rmin;        /* rsq: least token weight, in (0, 1] (<= 0: the paper's 0.005; 1:
+                              every token alike, i.e. rotation + GPTQ) */
     sqz_tensor_report_fn report;
     void *report_user;
 } sqz_quantize_opts;

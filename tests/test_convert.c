@@ -902,6 +902,23 @@ static void test_bad_input(sqz_ctx *ctx) {
     st = convert(ctx, m, missing, "f32", 0, NULL);
     CHECK(st == SQZ_ERR_IO && strstr(sqz_ctx_error(ctx), "out.gguf") && dir_entries(tmpdir) == before,
           "output into a missing folder: a clean error, nothing left behind: %s", sqz_ctx_error(ctx));
+    /* token_embd in its own type (llama-quantize's --token-embedding-type) */
+    sqz_convert_opts eo = { .type = "q8_0", .embd_type = "q4_0" };
+    sqz_model *em = sqz_convert(ctx, m, out, &eo, NULL) == SQZ_OK ? load(ctx, out, NULL) : NULL;
+    sqz_tensor_info ti[2] = { { .type = "" }, { .type = "" } };
+    for (size_t i = 0; em && i < sqz_model_n_tensors(em); i++) {
+        sqz_tensor_info t;
+        sqz_model_tensor(em, i, &t);
+        if (!strcmp(t.name, "token_embd.weight")) ti[0] = t;
+        if (!strcmp(t.name, "blk.0.attn_q.weight")) ti[1] = t;
+    }
+    CHECK(!strcmp(ti[0].type, "q4_0") && !strcmp(ti[1].type, "q8_0"), "embd_type q4_0: token_embd %s, attn_q %s",
+          ti[0].type, ti[1].type);
+    sqz_model_free(em);
+    remove(out);
+    eo.embd_type = "q9_9";
+    CHECK(sqz_convert(ctx, m, out, &eo, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "q9_9") && !file_exists(out),
+          "an unknown embedding type is refused: %s", sqz_ctx_error(ctx));
     sqz_model_free(m);
 
     /* a model without a tokenizer: the checkpoint alone in a folder */

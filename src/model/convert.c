@@ -326,6 +326,9 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
                         "%s: the model has no tokenizer, and a GGUF file must carry one "
                         "(give it with --tokenizer)",
                         out_path);
+    sqz_preset embd = { 0 };
+    if (opts->embd_type && (sqz_preset_find(opts->embd_type, 1, &embd) != 0 || embd.mix))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown token embedding type '%s'", out_path, opts->embd_type);
     sqz_status st = check_out_dir(ctx, out_path);
     if (st) return st;
 
@@ -359,8 +362,9 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     int n_fallback = 0;
     for (int i = 0; i < l.n; i++) {
         out_tensor *t = &l.t[i];
+        const sqz_preset *p = opts->embd_type && t->role == SQZ_ROLE_TOKEN_EMBD ? &embd : &preset;
         t->type = t->is_vec ? SQZ_TYPE_F32
-                            : sqz_preset_tensor_type(&preset, &pm, t->role, t->layer, t->src->cols,
+                            : sqz_preset_tensor_type(p, &pm, t->role, t->layer, t->src->cols,
                                                      &t->fallback);
         n_fallback += t->fallback;
     }

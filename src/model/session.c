@@ -150,6 +150,10 @@ sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, 
     rope_rows(s->q, T, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved, nt);
     rope_rows(s->k, T, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved,
               nt);
+    if (capture) {
+        capture(user, l, SQZ_SITE_Q_ROPE, s->q, T, qd);
+        capture(user, l, SQZ_SITE_K_ROPE, s->k, T, kvd);
+    }
     sqz_status st = s->kv->policy->store(s->kv->state, l, s->pos, T, s->k, s->v);
     if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
     s->kv->policy->attend(s->kv->state, l, s->pos, T, s->q, s->att, nt);

@@ -29,6 +29,9 @@ struct sqz_session {
  * [T][D], the attention output before wo [T][Hq*hd], the normed input of gate/up [T][D], the
  * SwiGLU output before down [T][F]. */
 enum { SQZ_SITE_QKV = 0, SQZ_SITE_O = 1, SQZ_SITE_GATE_UP = 2, SQZ_SITE_DOWN = 3, SQZ_N_SITES = 4 };
+/* Not matrix inputs (so past SQZ_N_SITES): the queries [T][Hq*hd] and keys [T][Hkv*hd] after
+ * RoPE, handed one after the other before attention (RSQ's token importance, quant/rsq.h). */
+enum { SQZ_SITE_Q_ROPE = 4, SQZ_SITE_K_ROPE = 5 };
 typedef void (*sqz_capture_fn)(void *user, int layer, int site, const float *x, int T, int dim);
 
 /* Runs T rows of s->x (positions s->pos..) through layer l with the weights w (which may

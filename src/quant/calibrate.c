@@ -12,7 +12,12 @@
  *      giving the next layer's input (GPTQ's sequential order).
  * The quantized layers then go to sqz_convert as if they were the model's own, which copies
  * (and, for llama's RoPE layout, permutes) their rows and quantizes token_embd / output.
- * Peak memory: one layer's statistics and quantized weights plus X. */
+ * Peak memory: one layer's statistics and quantized weights plus X.
+ *
+ * rsq (quant/rsq.h) is gptq on a rotated model with weighted tokens: the embeddings and head
+ * are rotated up front (X starts rotated), layer l is rotated into f32 scratch just before its
+ * step 1, and step 1 keeps each window's site inputs and post-RoPE q/k until the window is
+ * through, then adds them to H weighted by each token's attention concentration. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,6 +28,7 @@
 #include "quant/gptq.h"
 #include "quant/presets.h"
 #include "quant/quant.h"
+#include "quant/rsq.h"
 
 typedef struct site_stats {
     int dim;
@@ -31,20 +37,42 @@ typedef struct site_stats {
     size_t n;    /* tokens accumulated */
 } site_stats;
 
+enum { N_WIN = SQZ_SITE_K_ROPE + 1 }; /* rsq's window buffers: the four sites, q, k */
+
 typedef struct calib_state {
     site_stats site[SQZ_N_SITES];
-    int nt;
+    /* rsq: the current window's rows of every site, weighted when the window is complete */
+    int weighted;
+    int row0;          /* row of the window the running batch starts at */
+    float *win[N_WIN]; /* [C][site's dim] */
+    float *r;          /* [C] token weights */
 } calib_state;
 
 static void capture(void *user, int layer, int site, const float *x, int T, int dim) {
     calib_state *c = user;
-    site_stats *s = &c->site[site];
     (void)layer;
-    /* tmp = x^T x (upper), one sgemm-class call per batch; summed into double */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, dim, T, 1.0f, x, dim, 0.0f, s->tmp, dim);
-    for (int i = 0; i < dim; i++)
-        for (int j = i; j < dim; j++) s->H[(size_t)i * dim + j] += s->tmp[(size_t)i * dim + j];
+    if (c->weighted) {
+        memcpy(c->win[site] + (size_t)c->row0 * dim, x, (size_t)T * dim * sizeof *x);
+        return;
+    }
+    if (site >= SQZ_N_SITES) return; /* q/k: only rsq looks at them */
+    site_stats *s = &c->site[site];
+    sqz_rsq_hessian_add(s->H, s->tmp, (float *)x, NULL, T, dim); /* unweighted: x is not written */
     s->n += (size_t)T;
+}
+
+/* rsq: a window of C tokens is through the layer; its importance weights its site rows. */
+static sqz_status flush_window(sqz_ctx *ctx, calib_state *c, const sqz_config *cfg, int C, float rmin) {
+    sqz_status st = sqz_rsq_attn_concentration(ctx, c->win[SQZ_SITE_Q_ROPE], c->win[SQZ_SITE_K_ROPE], C,
+                                               cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, c->r);
+    if (st) return st;
+    sqz_rsq_normalize(c->r, C, rmin, SQZ_RSQ_RMAX);
+    for (int k = 0; k < SQZ_N_SITES; k++) {
+        site_stats *s = &c->site[k];
+        sqz_rsq_hessian_add(s->H, s->tmp, c->win[k], c->r, C, s->dim);
+        s->n += (size_t)C;
+    }
+    return SQZ_OK;
 }
 
 static void symmetrize(site_stats *s) {
@@ -72,10 +100,36 @@ static double rel_err(const float *W, const float *Q, int64_t rows, int64_t cols
     return den > 0 ? sqrt(num / den) : 0;
 }
 
-typedef enum { M_IMATRIX, M_GPTQ } method;
+/* The methods: how the matrices are quantized, and what the statistics are taken from. */
+typedef struct method {
+    const char *name;
+    int calib;       /* needs calibration data (rtn is sqz_convert alone) */
+    int gptq;        /* GPTQ with H; else llama.cpp's search with the importances diag(H) / n */
+    int sequential;  /* the next layer reads this layer's quantized outputs (GPTQ's order);
+                      * else the unquantized ones (llama-imatrix's) */
+    int rsq;         /* rotate the model, weight tokens by attention concentration */
+} method;
+
+static const method methods[] = {
+    { "rtn", 0, 0, 0, 0 },
+    { "imatrix", 1, 0, 0, 0 },
+    { "gptq", 1, 1, 1, 0 },
+    { "rsq", 1, 1, 1, 1 },
+};
+
+/* A copy of vector t owned by m (rsq: a rotated layer's norms and biases outlive its scratch). */
+static sqz_status keep_vector(sqz_ctx *ctx, sqz_model *m, sqz_tensor *t) {
+    if (!t->data) return SQZ_OK;
+    float *v = sqz_model_own(m, malloc((size_t)t->cols * sizeof *v));
+    if (!v) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    sqz_tensor_row_f32(t, 0, v);
+    t->type = SQZ_TYPE_F32;
+    t->data = v;
+    return SQZ_OK;
+}
 
 /* Quantizes one matrix src (rows x cols) to type into an owned tensor *dst. */
-static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, sqz_tensor *src,
+static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *meth, sqz_tensor *src,
                                   sqz_type type, const site_stats *st, double damp, int act_order,
                                   const char *name, const sqz_quantize_opts *o, double *err_sum,
                                   int *n_err) {
@@ -91,7 +145,7 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, s
     }
     for (int64_t r = 0; r < rows; r++) sqz_tensor_row_f32(src, r, W + r * cols);
     sqz_status s = SQZ_OK;
-    if (meth == M_GPTQ && sqz_gptq_supports(type)) {
+    if (meth->gptq && sqz_gptq_supports(type)) {
         sqz_gptq_opts g = sqz_gptq_default_opts();
         if (damp > 0) g.percdamp = damp;
         g.act_order = act_order;
@@ -128,18 +182,16 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     memset(&r, 0, sizeof r);
     if (res) *res = r;
     if (!o || !o->method || !o->type) return sqz_fail(ctx, SQZ_ERR_ARG, "quantize: method and type are required");
-    sqz_convert_opts co = { .type = o->type, .pure = o->pure };
-    method meth;
-    if (!strcmp(o->method, "rtn")) {
-        sqz_status st = sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
-        return st;
-    } else if (!strcmp(o->method, "imatrix")) {
-        meth = M_IMATRIX;
-    } else if (!strcmp(o->method, "gptq")) {
-        meth = M_GPTQ;
-    } else {
-        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq)", o->method);
-    }
+    sqz_convert_opts co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type };
+    const method *meth = NULL;
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (!strcmp(o->method, methods[i].name)) meth = &methods[i];
+    if (!meth)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, rsq)", o->method);
+    if (!meth->calib) return sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
+    const float rmin = o->rsq_rmin > 0 ? o->rsq_rmin : SQZ_RSQ_RMIN;
+    if (meth->rsq && !(rmin <= SQZ_RSQ_RMAX))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "rsq: least token weight %g is not in (0, 1]", (double)rmin);
     sqz_preset preset;
     if (sqz_preset_find(o->type, o->pure, &preset) != 0)
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, o->type, sqz_preset_names());
@@ -158,13 +210,16 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     /* the quantized model: the original's views, with layers swapped in as they are done;
      * buffers it owns are freed with it (so it gets its own owned list) */
     sqz_model *qm = calloc(1, sizeof *qm);
+    sqz_model *scratch = calloc(1, sizeof *scratch); /* rsq: owns the rotated f32 layer */
     float *X = malloc(N * (size_t)D * sizeof *X);
     sqz_session *s = NULL;
     calib_state cs;
     memset(&cs, 0, sizeof cs);
-    const int dims[SQZ_N_SITES] = { D, qd, D, F };
+    sqz_rsq rot;
+    memset(&rot, 0, sizeof rot);
+    const int dims[N_WIN] = { D, qd, D, F, qd, c->n_kv_heads * c->head_dim };
     sqz_status st = SQZ_OK;
-    if (!qm || !X) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for %zu calibration tokens", N); goto done; }
+    if (!qm || !scratch || !X) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for %zu calibration tokens", N); goto done; }
     *qm = *model;
     qm->owned = NULL;
     qm->n_owned = qm->cap_owned = 0;
@@ -177,13 +232,23 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         cs.site[k].tmp = malloc((size_t)dims[k] * dims[k] * sizeof(float));
         if (!cs.site[k].H || !cs.site[k].tmp) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for statistics"); goto done; }
     }
+    if (meth->rsq) {
+        cs.weighted = 1;
+        for (int k = 0; k < N_WIN; k++)
+            if (!(cs.win[k] = malloc((size_t)C * dims[k] * sizeof(float)))) st = SQZ_ERR_NOMEM;
+        if (st || !(cs.r = malloc((size_t)C * sizeof *cs.r))) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for statistics"); goto done; }
+        /* the embeddings and head rotated (X below starts in the rotated basis); the output
+         * gets its own output.weight */
+        if ((st = sqz_rsq_init(ctx, &rot, c, o->seed)) || (st = sqz_rsq_rotate_ends(ctx, &rot, model, qm)))
+            goto done;
+    }
     if ((st = sqz_session_new(ctx, model, C, &s))) goto done;
     for (size_t i = 0; i < N; i++) {
         if (o->calib[i] < 0 || o->calib[i] >= c->vocab_size) {
             st = sqz_fail(ctx, SQZ_ERR_RANGE, "calibration token %d outside the vocabulary", o->calib[i]);
             goto done;
         }
-        sqz_tensor_row_f32(&model->tok_embd, o->calib[i], X + i * (size_t)D);
+        sqz_tensor_row_f32(&qm->tok_embd, o->calib[i], X + i * (size_t)D);
     }
     r.calib_tokens = N;
     double err_sum = 0, t_quant = 0;
@@ -194,18 +259,23 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
             memset(cs.site[k].H, 0, (size_t)dims[k] * dims[k] * sizeof(double));
             cs.site[k].n = 0;
         }
-        /* pass 1: statistics with the original layer */
+        /* rsq: the layer rotated (f32, in scratch) takes the original's place from here on */
+        if (meth->rsq && (st = sqz_rsq_rotate_layer(ctx, &rot, c, &model->layers[l], &qm->layers[l], scratch)))
+            break;
+        /* pass 1: statistics with the original (rsq: rotated) layer */
         for (int pass = 0; pass < 2 && !st; pass++) {
-            const sqz_layer_weights *w = pass == 0 || meth == M_IMATRIX ? &model->layers[l] : &qm->layers[l];
+            const sqz_layer_weights *w = (pass == 0 && !meth->rsq) || !meth->sequential ? &model->layers[l] : &qm->layers[l];
             for (size_t win = 0; win < n_win && !st; win++) {
                 for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
                     const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
                     float *xw = X + (win * (size_t)C + (size_t)c0) * D;
                     memcpy(s->x, xw, (size_t)T * D * sizeof(float));
                     s->pos = c0;
+                    cs.row0 = c0;
                     st = sqz_session_layer(s, w, l, T, pass == 0 ? capture : NULL, &cs);
                     if (pass == 1) memcpy(xw, s->x, (size_t)T * D * sizeof(float));
                 }
+                if (!st && pass == 0 && cs.weighted) st = flush_window(ctx, &cs, c, C, rmin);
             }
             if (st || pass == 1) break;
             /* quantize the layer's matrices with those statistics */
@@ -228,6 +298,12 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
                 st = quantize_matrix(ctx, qm, meth, mats[k].t, type, &cs.site[mats[k].site], o->damp,
                                      o->act_order, name, o, &err_sum, &n_err);
             }
+            if (meth->rsq) { /* the quantized layer no longer needs its f32 rotation */
+                sqz_tensor *vecs[] = { &qw->attn_norm, &qw->ffn_norm, &qw->bv, &qw->bo };
+                for (size_t i = 0; i < sizeof vecs / sizeof *vecs && !st; i++) st = keep_vector(ctx, qm, vecs[i]);
+                for (int i = 0; i < scratch->n_owned; i++) free(scratch->owned[i]);
+                scratch->n_owned = 0;
+            }
             t_quant += sqz_now() - tq;
         }
         sqz_progress(ctx, "quantize", (uint64_t)l + 1, (uint64_t)L);
@@ -242,6 +318,14 @@ done:
     for (int k = 0; k < SQZ_N_SITES; k++) {
         free(cs.site[k].H);
         free(cs.site[k].tmp);
+    }
+    for (int k = 0; k < N_WIN; k++) free(cs.win[k]);
+    free(cs.r);
+    sqz_rsq_free(&rot);
+    if (scratch) {
+        for (int i = 0; i < scratch->n_owned; i++) free(scratch->owned[i]);
+        free(scratch->owned);
+        free(scratch);
     }
     sqz_session_free(s);
     free(X);

@@ -25,6 +25,8 @@ typedef struct opts {
     const char *method, *calib;
     long long calib_tokens;
     int calib_ctx, act_order;
+    float rsq_rmin; /* 0: the library's default */
+    const char *embd_type; /* convert, quantize: token_embd's type */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

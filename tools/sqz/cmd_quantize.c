@@ -1,4 +1,4 @@
-/* cmd_quantize.c - sqz quantize MODEL --method rtn|imatrix|gptq --type T -o OUT.gguf
+/* cmd_quantize.c - sqz quantize MODEL --method rtn|imatrix|gptq|rsq --type T -o OUT.gguf
  * [--calib FILE --calib-tokens N --calib-ctx N]: quantization with calibration data, with a
  * per-matrix error report. */
 #include <stdlib.h>
@@ -48,10 +48,9 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     int32_t *spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
     const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
-    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .calib = spread,
-                             .n_calib = n_spread,
-                             .calib_ctx = calib_ctx,
-                             .act_order = o->act_order,
+    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .embd_type = o->embd_type,
+                             .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
+                             .act_order = o->act_order, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);

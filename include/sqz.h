@@ -298,7 +298,8 @@ typedef void (*sqz_tensor_report_fn)(void *user, const char *name, const char *t
 
 typedef struct sqz_quantize_opts {
     const char *method;  /* "rtn" (= sqz_convert), "imatrix" (llama.cpp's importance-weighted
-                            block search, importances from the calibration text), "gptq" */
+                            block search, importances from the calibration text), "gptq",
+                            "decoupleq" (2-bit, type "dq2"; rtn takes "dq2" too) */
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
     const int32_t *calib;  /* calibration tokens (not needed by rtn) */
@@ -306,6 +307,9 @@ typedef struct sqz_quantize_opts {
     int calib_ctx;         /* tokens per calibration window (e.g. 512) */
     double damp;           /* gptq: percdamp (0: 0.01) */
     int act_order;         /* gptq: process columns by descending Hessian diagonal */
+    int fake_quant;        /* type dq2: GGUF cannot hold it yet, so the file gets the dequantized
+                              weights as f32 (token_embd quantized as the q2_k mix keeps it, then
+                              dequantized too): for measuring quality; required with dq2 */
     sqz_tensor_report_fn report;
     void *report_user;
 } sqz_quantize_opts;

@@ -320,6 +320,18 @@ static void test_type_and_kernels(void) {
     } else {
         SKIP("no AVX2: the AVX2 dq2 kernel is not run");
     }
+    if (sqz_isa_best() >= SQZ_ISA_AVX512 && sqz_vec_dot_q_get(SQZ_TYPE_DQ2, SQZ_ISA_AVX512) !=
+                                                 sqz_vec_dot_q_get(SQZ_TYPE_DQ2, SQZ_ISA_AVX2)) {
+        const sqz_vec_dot_q_fn k512 = sqz_vec_dot_q_get(SQZ_TYPE_DQ2, SQZ_ISA_AVX512);
+        double md = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const double a = k512(cols, blk + r * rs, xq), e = ref(cols, blk + r * rs, xq);
+            md = fmax(md, fabs(a - e) / (fabs(e) + 1e-3));
+        }
+        CHECK(md < 1e-5, "AVX-512 VNNI dq2 . Q8_0 = reference (max rel. %.2g)", md);
+    } else {
+        SKIP("no AVX-512 VNNI: the AVX-512 dq2 kernel is not run");
+    }
     /* the matmul dispatch: decode (quantized) and prefill (dequantize + sgemm) paths */
     sqz_tensor t = { .type = SQZ_TYPE_DQ2, .cols = cols, .rows = rows, .data = blk };
     const int T = 40;

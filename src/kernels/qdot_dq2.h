@@ -12,5 +12,6 @@
 sqz_kernel_row sqz_dq2_kernels(sqz_isa isa);
 sqz_kernel_row sqz_dq2_kernels_ref(void);
 sqz_kernel_row sqz_dq2_kernels_avx2(void);
+sqz_kernel_row sqz_dq2_kernels_avx512(void); /* empty without AVX512-VNNI */
 
 #endif

@@ -41,8 +41,8 @@ sqz_kernel_row sqz_dq2_kernels_ref(void) {
 
 sqz_kernel_row sqz_dq2_kernels(sqz_isa isa) {
     switch (isa) {
+    case SQZ_ISA_AVX512: return sqz_dq2_kernels_avx512();
     case SQZ_ISA_AVX2: return sqz_dq2_kernels_avx2();
-    case SQZ_ISA_REF: return sqz_dq2_kernels_ref();
-    default: return (sqz_kernel_row){ 0 }; /* AVX-512: the AVX2 kernel (the dispatch falls back) */
+    default: return sqz_dq2_kernels_ref();
     }
 }

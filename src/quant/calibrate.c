@@ -12,14 +12,19 @@
  *      giving the next layer's input (GPTQ's sequential order).
  * The quantized layers then go to sqz_convert as if they were the model's own, which copies
  * (and, for llama's RoPE layout, permutes) their rows and quantizes token_embd / output.
- * Peak memory: one layer's statistics and quantized weights plus X. */
+ * Peak memory: one layer's statistics and quantized weights plus X.
+ * decoupleq (quant/decoupleq.h) quantizes every block matrix to sqz's dq2 type with the same H;
+ * until sqz's own container lands, dq2 is written as fake quantization (quant/dq2_fake.h). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "model/model.h"
 #include "model/session.h"
+#include "quant/decoupleq.h"
+#include "quant/dq2_fake.h"
 #include "quant/gptq.h"
 #include "quant/presets.h"
 #include "quant/quant.h"
@@ -72,7 +77,7 @@ static double rel_err(const float *W, const float *Q, int64_t rows, int64_t cols
     return den > 0 ? sqrt(num / den) : 0;
 }
 
-typedef enum { M_IMATRIX, M_GPTQ } method;
+typedef enum { M_IMATRIX, M_GPTQ, M_DECOUPLEQ } method;
 
 /* Quantizes one matrix src (rows x cols) to type into an owned tensor *dst. */
 static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, sqz_tensor *src,
@@ -97,6 +102,11 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, s
         g.act_order = act_order;
         g.threads = ctx->n_threads;
         s = sqz_gptq_quantize(ctx, type, W, rows, cols, st->H, &g, out, Q);
+    } else if (meth == M_DECOUPLEQ) {
+        sqz_dq_opts d = sqz_dq_default_opts();
+        if (damp > 0) d.percdamp = damp;
+        d.threads = ctx->n_threads;
+        s = sqz_decoupleq_dq2(ctx, W, rows, cols, st->H, &d, out, Q, NULL);
     } else {
         /* importance = mean square of each input channel, as llama-imatrix collects it */
         float *imp = malloc((size_t)cols * sizeof *imp);
@@ -115,6 +125,11 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, s
         if (o->report) o->report(o->report_user, name, sqz_type_name(type), e);
     }
     free(W);
+    if (!s && type == SQZ_TYPE_DQ2 && o->fake_quant) { /* GGUF cannot hold dq2: keep Q as f32 */
+        src->type = SQZ_TYPE_F32;
+        src->data = sqz_model_own(owner, Q);
+        return SQZ_OK;
+    }
     free(Q);
     if (s) return s;
     src->type = type; /* src is the quantized model's own copy of the view */
@@ -130,19 +145,30 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     if (!o || !o->method || !o->type) return sqz_fail(ctx, SQZ_ERR_ARG, "quantize: method and type are required");
     sqz_convert_opts co = { .type = o->type, .pure = o->pure };
     method meth;
+    const int dq2 = !strcasecmp(o->type, "dq2");
+    if (dq2 && !o->fake_quant)
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
+                        "%s: GGUF cannot hold dq2 yet (fake_quant writes the dequantized weights as f32)",
+                        out_path);
     if (!strcmp(o->method, "rtn")) {
+        if (dq2) return sqz_dq2_fake_rtn(ctx, model, out_path, res);
         sqz_status st = sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
         return st;
     } else if (!strcmp(o->method, "imatrix")) {
         meth = M_IMATRIX;
     } else if (!strcmp(o->method, "gptq")) {
         meth = M_GPTQ;
+    } else if (!strcmp(o->method, "decoupleq")) {
+        meth = M_DECOUPLEQ;
     } else {
-        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq)", o->method);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, decoupleq)", o->method);
     }
-    sqz_preset preset;
-    if (sqz_preset_find(o->type, o->pure, &preset) != 0)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, o->type, sqz_preset_names());
+    if ((meth == M_DECOUPLEQ) != dq2)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s", out_path,
+                        dq2 ? "dq2 comes from --method decoupleq or rtn" : "decoupleq writes type dq2");
+    sqz_preset preset; /* dq2: the q2_k mix's choices outside the blocks (token_embd, output) */
+    if (sqz_preset_find(dq2 ? "q2_k" : o->type, o->pure, &preset) != 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s, dq2)", out_path, o->type, sqz_preset_names());
     const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;
     if (!o->calib || o->n_calib < (size_t)C)
         return sqz_fail(ctx, SQZ_ERR_ARG,
@@ -222,7 +248,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
                 { &qw->w_down, SQZ_ROLE_FFN_DOWN, SQZ_SITE_DOWN, "ffn_down" },
             };
             for (size_t k = 0; k < sizeof mats / sizeof *mats && !st; k++) {
-                const sqz_type type = sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
+                const sqz_type type = dq2 ? SQZ_TYPE_DQ2
+                                          : sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
                 char name[64];
                 snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
                 st = quantize_matrix(ctx, qm, meth, mats[k].t, type, &cs.site[mats[k].site], o->damp,
@@ -236,7 +263,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     r.calib_seconds = sqz_now() - t0 - t_quant;
     r.quant_seconds = t_quant;
     r.mean_rel_err = n_err ? err_sum / n_err : 0;
-    st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
+    st = dq2 ? sqz_dq2_fake_convert(ctx, qm, out_path, &r.convert) : sqz_convert(ctx, qm, out_path, &co, &r.convert);
     if (!st && res) *res = r;
 done:
     for (int k = 0; k < SQZ_N_SITES; k++) {

@@ -24,7 +24,7 @@ typedef struct opts {
     /* quantize: method and calibration */
     const char *method, *calib;
     long long calib_tokens;
-    int calib_ctx, act_order;
+    int calib_ctx, act_order, fake_quant;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

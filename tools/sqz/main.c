@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "  ppl MODEL -f FILE                   perplexity over FILE\n"
             "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
             "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n"
-            "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq --calib FILE\n"
+            "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|decoupleq --calib FILE\n"
             "                                      quantization with calibration data\n"
             "  kvbench MODEL -f FILE [--kv P ...]  KV cache policies: bytes, ppl, KLD, decode t/s\n"
             "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json) or a\n"
@@ -46,11 +46,13 @@ static void usage(FILE *f) {
             "  -o, --out FILE     output file (convert)\n"
             "  --type TYPE        tensor type or mix (convert)\n"
             "  --pure             every 2-D weight in TYPE, no mix (convert)\n"
-            "  --method M         rtn, imatrix or gptq (quantize; default gptq)\n"
+            "  --method M         rtn, imatrix, gptq or decoupleq (quantize; default gptq;\n"
+            "                     decoupleq: 2-bit type dq2, its default --type)\n"
             "  --calib FILE       calibration text (quantize)\n"
             "  --calib-tokens N   calibration tokens (default 32768)\n"
             "  --calib-ctx N      tokens per calibration window (default 512)\n"
-            "  --act-order        gptq: columns by descending Hessian diagonal\n"
+            "  --act-order        gptq: columns by descending Hessian diagonal\n"            "  --fake-quant       type dq2: write its dequantized weights as f32 (GGUF cannot\n"
+            "                     hold dq2 yet; for measuring quality)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -162,6 +164,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--method")) { NEED_VALUE; o->method = v; }
         else if (!strcmp(a, "--calib")) { NEED_VALUE; o->calib = v; }
         else if (!strcmp(a, "--act-order")) o->act_order = 1;
+        else if (!strcmp(a, "--fake-quant")) o->fake_quant = 1;
         else if (!strcmp(a, "--calib-tokens")) {
             NEED_VALUE; if (!parse_int(v, 1, (long long)1 << 40, &n)) BAD_VALUE; o->calib_tokens = n;
         } else if (!strcmp(a, "--calib-ctx")) {

@@ -14,7 +14,9 @@
  *     determinism and thread-count independence;
  * (e) dq2 to_float / from_float against the layout and a naive RTN; the Q8_0 dot products
  *     (reference, AVX2) against a naive double dot; the matmul dispatch;
- * (f) bad inputs are errors with a message.
+ * (f) bad inputs are errors with a message;
+ * (g) sqz_quantize: dq2 needs fake quantization and decoupleq needs dq2 (errors before any
+ *     work); rtn to dq2 on sqz-llama-14m writes f32 weights equal to dq2's own round trip.
  */
 #include <math.h>
 #include <stdint.h>
@@ -28,6 +30,10 @@
 #include "quant/blocks.h"
 #include "quant/decoupleq.h"
 #include "quant/dq2.h"
+#include "quant/presets.h"
+#include "quant/quant.h"
+#include "model/model.h"
+#include "sqz.h"
 #include "test.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -388,11 +394,98 @@ static void test_errors(void) {
     sqz_ctx_free(ctx);
 }
 
+/* ------------------------------------------------------------------ (g) */
+
+static void test_quantize_command(void) {
+    sqz_ctx *ctx = sqz_ctx_new();
+    sqz_model *m = NULL;
+    const char *bin = "assets/stories260K/stories260K.bin", *tok = "assets/stories260K/tok512.bin";
+    if (sqz_model_load(ctx, bin, tok, &m) != SQZ_OK) {
+        SKIP("stories260K does not load: %s", sqz_ctx_error(ctx));
+        sqz_ctx_free(ctx);
+        return;
+    }
+    char out[] = "/tmp/sqz_test_dq_XXXXXX";
+    const int fd = mkstemp(out);
+    if (fd >= 0) close(fd);
+    unlink(out);
+    const int32_t calib[1024] = { 0 };
+    sqz_quantize_opts o = { .method = "decoupleq", .type = "dq2", .calib = calib, .n_calib = 1024,
+                            .calib_ctx = 512 };
+    sqz_status st = sqz_quantize(ctx, m, out, &o, NULL);
+    CHECK(st == SQZ_ERR_UNSUPPORTED && strstr(sqz_ctx_error(ctx), "fake") && access(out, F_OK) != 0,
+          "dq2 without fake quantization: error, no file (%s)", sqz_ctx_error(ctx));
+    o.type = "q4_0";
+    CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "dq2"),
+          "decoupleq to q4_0: error (%s)", sqz_ctx_error(ctx));
+    o.type = "dq2";
+    o.method = "rtn";
+    o.fake_quant = 1;
+    CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "64") &&
+              access(out, F_OK) != 0,
+          "rtn dq2 of 172-wide rows: error, no file (%s)", sqz_ctx_error(ctx));
+    sqz_model_free(m);
+
+    const char *dir = test_shared("models/sqz-llama-14m");
+    if (!dir || sqz_model_load(ctx, dir, NULL, &m) != SQZ_OK) {
+        SKIP("sqz-llama-14m missing: rtn dq2 end to end");
+        sqz_ctx_free(ctx);
+        return;
+    }
+    sqz_quantize_result res;
+    st = sqz_quantize(ctx, m, out, &o, &res);
+    CHECK(st == SQZ_OK, "rtn dq2 of sqz-llama-14m as fake quantization (%s)", st ? sqz_ctx_error(ctx) : "");
+    sqz_model *q = NULL;
+    if (!st && sqz_model_load(ctx, out, NULL, &q) == SQZ_OK) {
+        /* ffn_down of the last layer (not RoPE-permuted): f32, = to_float(from_float(W)) */
+        const sqz_tensor *a = &m->layers[m->cfg.n_layers - 1].w_down, *b = &q->layers[m->cfg.n_layers - 1].w_down;
+        float *x = malloc(sizeof(float) * a->cols), *y = malloc(sizeof(float) * a->cols);
+        block_dq2 *blk = malloc(sqz_type_row_size(SQZ_TYPE_DQ2, a->cols));
+        int same = b->type == SQZ_TYPE_F32 && b->rows == a->rows && b->cols == a->cols;
+        for (int64_t r = 0; same && r < a->rows; r++) {
+            sqz_tensor_row_f32(a, r, x);
+            sqz_dq2_from_float(x, blk, a->cols);
+            sqz_dq2_to_float(blk, x, a->cols);
+            sqz_tensor_row_f32(b, r, y);
+            same = !memcmp(x, y, sizeof(float) * a->cols);
+        }
+        CHECK(same, "the written ffn_down is dq2's round trip of the original, in f32");
+        /* token_embd: the q2_k mix's type for it (tied: Q6_K, or Q8_0 for 384-wide rows),
+         * dequantized */
+        sqz_preset pr;
+        sqz_preset_find("q2_k", 0, &pr);
+        const sqz_preset_model pm = { .n_layers = m->cfg.n_layers, .n_heads = m->cfg.n_heads,
+                                      .n_kv_heads = m->cfg.n_kv_heads, .tied = m->cfg.tied_embeddings };
+        const sqz_type et = sqz_preset_tensor_type(&pr, &pm, SQZ_ROLE_TOKEN_EMBD, -1, m->tok_embd.cols, NULL);
+        const int64_t D = m->tok_embd.cols;
+        float *e = malloc(sizeof(float) * D), *f = malloc(sizeof(float) * D);
+        void *eb = malloc(sqz_type_row_size(et, D));
+        int emb_ok = q->tok_embd.type == SQZ_TYPE_F32;
+        for (int64_t r = 0; emb_ok && r < m->tok_embd.rows; r += 97) {
+            sqz_tensor_row_f32(&m->tok_embd, r, e);
+            sqz_quantize_rows(et, e, eb, 1, D, NULL);
+            sqz_type_get(et)->to_float(eb, e, D);
+            sqz_tensor_row_f32(&q->tok_embd, r, f);
+            emb_ok = !memcmp(e, f, sizeof(float) * D);
+        }
+        CHECK(emb_ok, "token_embd: f32 holding the q2_k mix's %s of it", sqz_type_name(et));
+        free(e), free(f), free(eb);
+        free(x), free(y), free(blk);
+        sqz_model_free(q);
+    } else {
+        CHECK(0, "the written file loads (%s)", sqz_ctx_error(ctx));
+    }
+    unlink(out);
+    sqz_model_free(m);
+    sqz_ctx_free(ctx);
+}
+
 int main(void) {
     test_algorithm(0.0, "independent inputs");
     test_algorithm(0.9, "correlated inputs");
     test_scale_zero_step();
     test_type_and_kernels();
     test_errors();
+    test_quantize_command();
     return test_done();
 }

@@ -148,7 +148,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     const int dq2 = !strcasecmp(o->type, "dq2");
     if (dq2 && !o->fake_quant)
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
-                        "%s: GGUF cannot hold dq2 yet (fake_quant writes the dequantized weights as f32)",
+                        "%s: GGUF cannot hold dq2 yet (fake quantization, --fake-quant, writes its "
+                        "dequantized weights as f32)",
                         out_path);
     if (!strcmp(o->method, "rtn")) {
         if (dq2) return sqz_dq2_fake_rtn(ctx, model, out_path, res);

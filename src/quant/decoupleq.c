@@ -11,8 +11,9 @@
  * Cost per row chunk and step: GPTQ, the objective and the least-squares step each take about
  * R * C^2 multiply-adds (GEMMs); the shrink search of round 1 one objective per candidate.
  * The paper's code tries 160 shrinks (grid 200, maxshrink 0.8); its result only seeds the
- * least-squares step that follows, and 16 (grid 20) give the same objective to within noise on
- * sqz-llama-26m at a tenth of the time, so grid 20 is the default here.
+ * least-squares step that follows, and 16 (grid 20) end 0.2% higher (0.2765 vs 0.2758 of the
+ * RTN objective on 256 rows of sqz-llama-26m's blk.0.attn_q, H from calibration text) in a
+ * quarter of the time, so grid 20 is the default here.
  */
 #include "quant/decoupleq.h"
 

@@ -304,7 +304,8 @@ typedef struct sqz_quantize_opts {
                             block search, importances from the calibration text), "gptq", "rsq"
                             (random Hadamard rotations folded into the weights, tokens weighted
                             by the attention they receive, then GPTQ; the output has its own
-                            output.weight even when the model ties it to the embeddings) */
+                            output.weight even when the model ties it to the embeddings),
+                            "decoupleq" (2-bit, type "dq2"; rtn takes "dq2" too) */
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
     const char *embd_type; /* as sqz_convert_opts.embd_type */
@@ -316,6 +317,9 @@ typedef struct sqz_quantize_opts {
     uint64_t seed;         /* rsq: seed of the random rotations (the same seed, the same file) */
     float rsq_rmin;        /* rsq: least token weight, in (0, 1] (<= 0: the paper's 0.005; 1:
                               every token alike, i.e. rotation + GPTQ) */
+    int fake_quant;        /* type dq2: GGUF cannot hold it yet, so the file gets the dequantized
+                              weights as f32 (token_embd quantized as the q2_k mix keeps it, then
+                              dequantized too): for measuring quality; required with dq2 */
     sqz_tensor_report_fn report;
     void *report_user;
 } sqz_quantize_opts;

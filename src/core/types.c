@@ -1,5 +1,6 @@
 /* types.c - the type-traits table and half-precision conversions (portable reference). */
 #include "core/types.h"
+#include "quant/dq2.h"
 #include "quant/quant.h" /* the quantized types' rows below */
 
 #include <string.h>
@@ -106,7 +107,15 @@ static const sqz_type_traits traits[SQZ_TYPE_COUNT] = {
         .to_float = sqz_iq4_xs_to_float, .from_float = sqz_iq4_xs_from_float },
 };
 
+/* sqz's own types, indexed by id - SQZ_TYPE_SQZ_FIRST */
+static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] = {
+    [SQZ_TYPE_DQ2 - SQZ_TYPE_SQZ_FIRST] = { .name = "dq2", .block_size = 64, .type_size = 20,
+        .to_float = sqz_dq2_to_float, .from_float = sqz_dq2_from_float },
+};
+
 const sqz_type_traits *sqz_type_get(int t) {
+    if (t >= SQZ_TYPE_SQZ_FIRST && t < SQZ_TYPE_SQZ_END)
+        return sqz_traits[t - SQZ_TYPE_SQZ_FIRST].name ? &sqz_traits[t - SQZ_TYPE_SQZ_FIRST] : NULL;
     if (t < 0 || t >= SQZ_TYPE_COUNT || !traits[t].name) return NULL;
     return &traits[t];
 }

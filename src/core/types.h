@@ -27,7 +27,11 @@ typedef enum sqz_type {
     SQZ_TYPE_IQ4_NL = 20,
     SQZ_TYPE_IQ4_XS = 23,
     SQZ_TYPE_BF16 = 30,
-    SQZ_TYPE_COUNT = 40 /* size of the traits table */
+    SQZ_TYPE_COUNT = 40, /* size of the traits table */
+    /* sqz-only types (not ggml's; GGUF cannot hold them): a second, small table in types.c */
+    SQZ_TYPE_SQZ_FIRST = 1024,
+    SQZ_TYPE_DQ2 = 1024, /* decoupleQ 2-bit codes, f16 scale + zero per 64 (quant/dq2.h) */
+    SQZ_TYPE_SQZ_END = 1025
 } sqz_type;
 
 typedef struct sqz_type_traits {

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/qdot_dq2.h"
 
 /* MATVEC_MAX_T: up to this many tokens, a loop of f32-x matvecs beats converting panels for
  * sgemm. QMATVEC_MAX_T: the same for the quantized dot products, which read the weights once
@@ -62,6 +63,7 @@ sqz_isa sqz_isa_best(void) {
 }
 
 static sqz_kernel_row tier_row(sqz_type t, sqz_isa isa) {
+    if (t == SQZ_TYPE_DQ2) return sqz_dq2_kernels(isa); /* sqz's own type: qdot_dq2_*.c */
     switch (isa) {
     case SQZ_ISA_AVX512: return sqz_kernels_avx512(t);
     case SQZ_ISA_AVX2: return sqz_kernels_avx2(t);
@@ -141,6 +143,8 @@ sqz_type sqz_act_type(sqz_type t) {
     case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K:
     case SQZ_TYPE_Q6_K: case SQZ_TYPE_IQ4_XS:
         return SQZ_TYPE_Q8_K;
+    case SQZ_TYPE_DQ2: /* two Q8_0 blocks per group; the kernel sums them for the zero */
+        return SQZ_TYPE_Q8_0;
     default:
         return SQZ_TYPE_F32;
     }

@@ -17,14 +17,19 @@
  * rsq (quant/rsq.h) is gptq on a rotated model with weighted tokens: the embeddings and head
  * are rotated up front (X starts rotated), layer l is rotated into f32 scratch just before its
  * step 1, and step 1 keeps each window's site inputs and post-RoPE q/k until the window is
- * through, then adds them to H weighted by each token's attention concentration. */
+ * through, then adds them to H weighted by each token's attention concentration.
+ * decoupleq (quant/decoupleq.h) quantizes every block matrix to sqz's dq2 type with the same H;
+ * until sqz's own container lands, dq2 is written as fake quantization (quant/dq2_fake.h). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "model/model.h"
 #include "model/session.h"
+#include "quant/decoupleq.h"
+#include "quant/dq2_fake.h"
 #include "quant/gptq.h"
 #include "quant/presets.h"
 #include "quant/quant.h"
@@ -108,13 +113,15 @@ typedef struct method {
     int sequential;  /* the next layer reads this layer's quantized outputs (GPTQ's order);
                       * else the unquantized ones (llama-imatrix's) */
     int rsq;         /* rotate the model, weight tokens by attention concentration */
+    int decoupleq;   /* every block matrix to dq2 by decoupleQ with H */
 } method;
 
 static const method methods[] = {
-    { "rtn", 0, 0, 0, 0 },
-    { "imatrix", 1, 0, 0, 0 },
-    { "gptq", 1, 1, 1, 0 },
-    { "rsq", 1, 1, 1, 1 },
+    { "rtn", 0, 0, 0, 0, 0 },
+    { "imatrix", 1, 0, 0, 0, 0 },
+    { "gptq", 1, 1, 1, 0, 0 },
+    { "rsq", 1, 1, 1, 1, 0 },
+    { "decoupleq", 1, 0, 1, 0, 1 },
 };
 
 /* A copy of vector t owned by m (rsq: a rotated layer's norms and biases outlive its scratch). */
@@ -151,6 +158,11 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *
         g.act_order = act_order;
         g.threads = ctx->n_threads;
         s = sqz_gptq_quantize(ctx, type, W, rows, cols, st->H, &g, out, Q);
+    } else if (meth->decoupleq) {
+        sqz_dq_opts d = sqz_dq_default_opts();
+        if (damp > 0) d.percdamp = damp;
+        d.threads = ctx->n_threads;
+        s = sqz_decoupleq_dq2(ctx, W, rows, cols, st->H, &d, out, Q, NULL);
     } else {
         /* importance = mean square of each input channel, as llama-imatrix collects it */
         float *imp = malloc((size_t)cols * sizeof *imp);
@@ -169,6 +181,11 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *
         if (o->report) o->report(o->report_user, name, sqz_type_name(type), e);
     }
     free(W);
+    if (!s && type == SQZ_TYPE_DQ2 && o->fake_quant) { /* GGUF cannot hold dq2: keep Q as f32 */
+        src->type = SQZ_TYPE_F32;
+        src->data = sqz_model_own(owner, Q);
+        return SQZ_OK;
+    }
     free(Q);
     if (s) return s;
     src->type = type; /* src is the quantized model's own copy of the view */
@@ -187,14 +204,27 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
         if (!strcmp(o->method, methods[i].name)) meth = &methods[i];
     if (!meth)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, rsq)", o->method);
-    if (!meth->calib) return sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, rsq, decoupleq)",
+                        o->method);
+    const int dq2 = !strcasecmp(o->type, "dq2");
+    if (dq2 && !o->fake_quant)
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
+                        "%s: GGUF cannot hold dq2 yet (fake quantization, --fake-quant, writes its "
+                        "dequantized weights as f32)",
+                        out_path);
+    if (!meth->calib) {
+        if (dq2) return sqz_dq2_fake_rtn(ctx, model, out_path, res);
+        return sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
+    }
+    if (meth->decoupleq != dq2)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s", out_path,
+                        dq2 ? "dq2 comes from --method decoupleq or rtn" : "decoupleq writes type dq2");
     const float rmin = o->rsq_rmin > 0 ? o->rsq_rmin : SQZ_RSQ_RMIN;
     if (meth->rsq && !(rmin <= SQZ_RSQ_RMAX))
         return sqz_fail(ctx, SQZ_ERR_ARG, "rsq: least token weight %g is not in (0, 1]", (double)rmin);
-    sqz_preset preset;
-    if (sqz_preset_find(o->type, o->pure, &preset) != 0)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, o->type, sqz_preset_names());
+    sqz_preset preset; /* dq2: the q2_k mix's choices outside the blocks (token_embd, output) */
+    if (sqz_preset_find(dq2 ? "q2_k" : o->type, o->pure, &preset) != 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s, dq2)", out_path, o->type, sqz_preset_names());
     const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;
     if (!o->calib || o->n_calib < (size_t)C)
         return sqz_fail(ctx, SQZ_ERR_ARG,
@@ -292,7 +322,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
                 { &qw->w_down, SQZ_ROLE_FFN_DOWN, SQZ_SITE_DOWN, "ffn_down" },
             };
             for (size_t k = 0; k < sizeof mats / sizeof *mats && !st; k++) {
-                const sqz_type type = sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
+                const sqz_type type = dq2 ? SQZ_TYPE_DQ2
+                                          : sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
                 char name[64];
                 snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
                 st = quantize_matrix(ctx, qm, meth, mats[k].t, type, &cs.site[mats[k].site], o->damp,
@@ -312,7 +343,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     r.calib_seconds = sqz_now() - t0 - t_quant;
     r.quant_seconds = t_quant;
     r.mean_rel_err = n_err ? err_sum / n_err : 0;
-    st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
+    st = dq2 ? sqz_dq2_fake_convert(ctx, qm, out_path, &r.convert) : sqz_convert(ctx, qm, out_path, &co, &r.convert);
     if (!st && res) *res = r;
 done:
     for (int k = 0; k < SQZ_N_SITES; k++) {

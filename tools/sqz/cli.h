@@ -24,7 +24,7 @@ typedef struct opts {
     /* quantize: method and calibration */
     const char *method, *calib;
     long long calib_tokens;
-    int calib_ctx, act_order;
+    int calib_ctx, act_order, fake_quant;
     float rsq_rmin; /* 0: the library's default */
     const char *embd_type; /* convert, quantize: token_embd's type */
 } opts;

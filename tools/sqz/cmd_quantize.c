@@ -25,8 +25,10 @@ static void on_tensor(void *user, const char *name, const char *type, double rel
 
 int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("quantize needs an output file: -o OUT.gguf");
-    if (!o->type) return cli_die("quantize needs a type: --type q4_k_m|q2_k|q4_k|...");
     const char *method = o->method ? o->method : "gptq";
+    const int dq = !strcmp(method, "decoupleq");
+    if (!o->type && !dq) return cli_die("quantize needs a type: --type q4_k_m|q2_k|q4_k|...");
+    const char *type = o->type ? o->type : "dq2";
     const int needs_calib = strcmp(method, "rtn") != 0;
     if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
     size_t len = 0;
@@ -48,9 +50,10 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     int32_t *spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
     const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
-    sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .embd_type = o->embd_type,
+    sqz_quantize_opts qo = { .method = method, .type = type, .pure = o->pure, .embd_type = o->embd_type,
                              .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
                              .act_order = o->act_order, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
+                             .fake_quant = o->fake_quant,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
@@ -68,7 +71,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         cJSON_AddStringToObject(j, "model", o->model);
         cJSON_AddStringToObject(j, "out", o->out);
         cJSON_AddStringToObject(j, "method", method);
-        cJSON_AddStringToObject(j, "type", o->type);
+        cJSON_AddStringToObject(j, "type", type);
         cJSON_AddNumberToObject(j, "file_bytes", (double)r.convert.file_bytes);
         cJSON_AddNumberToObject(j, "bits_per_weight", r.convert.bits_per_weight);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)r.calib_tokens);

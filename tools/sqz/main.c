@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "  ppl MODEL -f FILE                   perplexity over FILE\n"
             "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
             "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n"
-            "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|rsq --calib FILE\n"
+            "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|rsq|decoupleq --calib FILE\n"
             "                                      quantization with calibration data\n"
             "  kvbench MODEL -f FILE [--kv P ...]  KV cache policies: bytes, ppl, KLD, decode t/s\n"
             "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json) or a\n"
@@ -47,13 +47,16 @@ static void usage(FILE *f) {
             "  --type TYPE        tensor type or mix (convert)\n"
             "  --pure             every 2-D weight in TYPE, no mix (convert)\n"
             "  --embd-type TYPE   token_embd.weight's type (convert, quantize)\n"
-            "  --method M         rtn, imatrix, gptq or rsq (quantize; default gptq)\n"
+            "  --method M         rtn, imatrix, gptq, rsq or decoupleq (quantize; default gptq;\n"
+            "                     decoupleq: 2-bit type dq2, its default --type)\n"
             "  --calib FILE       calibration text (quantize)\n"
             "  --calib-tokens N   calibration tokens (default 32768)\n"
             "  --calib-ctx N      tokens per calibration window (default 512)\n"
             "  --act-order        gptq, rsq: columns by descending Hessian diagonal\n"
             "  --rsq-rmin R       rsq: least token weight in (0, 1] (default 0.005; 1: rotation\n"
             "                     + GPTQ, tokens alike); --seed S seeds the rotations\n"
+            "  --fake-quant       type dq2: write its dequantized weights as f32 (GGUF cannot\n"
+            "                     hold dq2 yet; for measuring quality)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -169,6 +172,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--rsq-rmin")) {
             NEED_VALUE; if (!parse_float(v, &o->rsq_rmin) || !(o->rsq_rmin > 0 && o->rsq_rmin <= 1)) BAD_VALUE;
         }
+        else if (!strcmp(a, "--fake-quant")) o->fake_quant = 1;
         else if (!strcmp(a, "--calib-tokens")) {
             NEED_VALUE; if (!parse_int(v, 1, (long long)1 << 40, &n)) BAD_VALUE; o->calib_tokens = n;
         } else if (!strcmp(a, "--calib-ctx")) {

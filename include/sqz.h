@@ -293,7 +293,9 @@ typedef void (*sqz_tensor_report_fn)(void *user, const char *name, const char *t
 
 typedef struct sqz_quantize_opts {
     const char *method;  /* "rtn" (= sqz_convert), "imatrix" (llama.cpp's importance-weighted
-                            block search, importances from the calibration text), "gptq" */
+                            block search, importances from the calibration text), "gptq",
+                            "mixllm" (type "q4" or "q3": 8-bit and 4/3-bit rows, written to
+                            sqz's container sqzf; src/quant/mixllm.h) */
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
     const int32_t *calib;  /* calibration tokens (not needed by rtn) */
@@ -303,6 +305,8 @@ typedef struct sqz_quantize_opts {
     int act_order;         /* gptq: process columns by descending Hessian diagonal */
     sqz_tensor_report_fn report;
     void *report_user;
+    double mix_frac;       /* mixllm: share of the matrices' weights at 8 bits (0: 0.1;
+                              < 0: none) */
 } sqz_quantize_opts;
 
 typedef struct sqz_quantize_result {

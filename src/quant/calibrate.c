@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "model/session.h"
 #include "quant/gptq.h"
+#include "quant/mixllm.h"
 #include "quant/presets.h"
 #include "quant/quant.h"
 
@@ -72,26 +73,34 @@ static double rel_err(const float *W, const float *Q, int64_t rows, int64_t cols
     return den > 0 ? sqrt(num / den) : 0;
 }
 
-typedef enum { M_IMATRIX, M_GPTQ } method;
+typedef enum { M_IMATRIX, M_GPTQ, M_MIXLLM } method;
 
 /* Quantizes one matrix src (rows x cols) to type into an owned tensor *dst. */
 static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, sqz_tensor *src,
                                   sqz_type type, const site_stats *st, double damp, int act_order,
                                   const char *name, const sqz_quantize_opts *o, double *err_sum,
-                                  int *n_err) {
+                                  int *n_err, const uint8_t *mix_hi) {
     const int64_t rows = src->rows, cols = src->cols;
     const size_t rs = sqz_type_row_size(type, cols);
     float *W = malloc((size_t)(rows * cols) * sizeof *W);
     float *Q = malloc((size_t)(rows * cols) * sizeof *Q);
-    void *out = sqz_model_own(owner, malloc((size_t)rows * rs));
-    if (!W || !Q || !out) {
+    /* mixllm allocates its own parts */
+    void *out = meth == M_MIXLLM ? NULL : sqz_model_own(owner, malloc((size_t)rows * rs));
+    if (!W || !Q || (!out && meth != M_MIXLLM)) {
         free(W);
         free(Q);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory quantizing %s", name);
     }
     for (int64_t r = 0; r < rows; r++) sqz_tensor_row_f32(src, r, W + r * cols);
     sqz_status s = SQZ_OK;
-    if (meth == M_GPTQ && sqz_gptq_supports(type)) {
+    char mix_name[48];
+    if (meth == M_MIXLLM) { /* mixllm.h: rows at MX8 where mix_hi, else at type */
+        s = sqz_mixllm_quantize(ctx, owner, W, rows, cols, st->H, mix_hi, type, damp, act_order, src, Q);
+        int64_t n8 = 0;
+        for (int64_t r = 0; r < rows; r++) n8 += mix_hi[r] != 0;
+        snprintf(mix_name, sizeof mix_name, "mx8:%lld+%s:%lld", (long long)n8, sqz_type_name(type),
+                 (long long)(rows - n8));
+    } else if (meth == M_GPTQ && sqz_gptq_supports(type)) {
         sqz_gptq_opts g = sqz_gptq_default_opts();
         if (damp > 0) g.percdamp = damp;
         g.act_order = act_order;
@@ -112,11 +121,11 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, method meth, s
         const double e = rel_err(W, Q, rows, cols, st->H);
         *err_sum += e;
         (*n_err)++;
-        if (o->report) o->report(o->report_user, name, sqz_type_name(type), e);
+        if (o->report) o->report(o->report_user, name, meth == M_MIXLLM ? mix_name : sqz_type_name(type), e);
     }
     free(W);
     free(Q);
-    if (s) return s;
+    if (s || meth == M_MIXLLM) return s;
     src->type = type; /* src is the quantized model's own copy of the view */
     src->data = out;
     return SQZ_OK;
@@ -137,11 +146,20 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         meth = M_IMATRIX;
     } else if (!strcmp(o->method, "gptq")) {
         meth = M_GPTQ;
+    } else if (!strcmp(o->method, "mixllm")) {
+        meth = M_MIXLLM;
+        /* the low bit width names the matrices' type; token_embd / output get the llama.cpp
+         * mix of the same width */
+        if (strcmp(o->type, "q4") && strcmp(o->type, "q3"))
+            return sqz_fail(ctx, SQZ_ERR_ARG, "mixllm: type '%s' must be q4 or q3", o->type);
+        co.type = !strcmp(o->type, "q4") ? "q4_k_m" : "q3_k_m";
     } else {
-        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq)", o->method);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, mixllm)", o->method);
     }
+    const sqz_type mix_lo = !strcmp(o->type, "q3") ? SQZ_TYPE_MX3 : SQZ_TYPE_MX4;
+    sqz_mixllm_plan *plan = NULL;
     sqz_preset preset;
-    if (sqz_preset_find(o->type, o->pure, &preset) != 0)
+    if (sqz_preset_find(co.type, o->pure, &preset) != 0)
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, o->type, sqz_preset_names());
     const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;
     if (!o->calib || o->n_calib < (size_t)C)
@@ -186,6 +204,11 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         sqz_tensor_row_f32(&model->tok_embd, o->calib[i], X + i * (size_t)D);
     }
     r.calib_tokens = N;
+    if (meth == M_MIXLLM) { /* the global ranking first: it needs every layer's statistics */
+        const sqz_mixllm_opts mo = { .frac = o->mix_frac == 0 ? 0.1 : o->mix_frac < 0 ? 0 : o->mix_frac,
+                                     .lo_type = mix_lo, .sens_windows = 1 };
+        if ((st = sqz_mixllm_plan_new(ctx, model, o->calib, n_win, C, &mo, &plan))) goto done;
+    }
     double err_sum = 0, t_quant = 0;
     int n_err = 0;
     const double t0 = sqz_now();
@@ -222,11 +245,13 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
                 { &qw->w_down, SQZ_ROLE_FFN_DOWN, SQZ_SITE_DOWN, "ffn_down" },
             };
             for (size_t k = 0; k < sizeof mats / sizeof *mats && !st; k++) {
-                const sqz_type type = sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
+                const sqz_type type = meth == M_MIXLLM ? mix_lo
+                                    : sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
                 char name[64];
                 snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
                 st = quantize_matrix(ctx, qm, meth, mats[k].t, type, &cs.site[mats[k].site], o->damp,
-                                     o->act_order, name, o, &err_sum, &n_err);
+                                     o->act_order, name, o, &err_sum, &n_err,
+                                     plan ? plan->hi[l * SQZ_MIX_N_MATS + (int)k] : NULL);
             }
             t_quant += sqz_now() - tq;
         }
@@ -239,6 +264,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
     if (!st && res) *res = r;
 done:
+    sqz_mixllm_plan_free(plan);
     for (int k = 0; k < SQZ_N_SITES; k++) {
         free(cs.site[k].H);
         free(cs.site[k].tmp);

@@ -25,6 +25,8 @@ typedef struct opts {
     const char *method, *calib;
     long long calib_tokens;
     int calib_ctx, act_order;
+    float mix_frac; /* mixllm: share of weights at 8 bits */
+    int mix_frac_set;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

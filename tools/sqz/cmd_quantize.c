@@ -47,7 +47,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     sqz_quantize_opts qo = { .method = method, .type = o->type, .pure = o->pure, .calib = ids,
                              .n_calib = n_ids < want ? n_ids : want,
                              .calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512,
-                             .act_order = o->act_order,
+                             .act_order = o->act_order, .mix_frac = o->mix_frac == 0 && o->mix_frac_set ? -1 : o->mix_frac,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);

@@ -22,6 +22,7 @@ static void usage(FILE *f) {
             "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
             "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n"
             "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq --calib FILE\n"
+            "  quantize MODEL -o OUT.sqzf --type q4|q3 --method mixllm --calib FILE\n"
             "                                      quantization with calibration data\n"
             "  kvbench MODEL -f FILE [--kv P ...]  KV cache policies: bytes, ppl, KLD, decode t/s\n"
             "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json) or a\n"
@@ -47,6 +48,7 @@ static void usage(FILE *f) {
             "  --calib-tokens N   calibration tokens (default 32768)\n"
             "  --calib-ctx N      tokens per calibration window (default 512)\n"
             "  --act-order        gptq: columns by descending Hessian diagonal\n"
+            "  --mix-frac F       mixllm: share of the weights at 8 bits (default 0.1)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -158,6 +160,10 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--method")) { NEED_VALUE; o->method = v; }
         else if (!strcmp(a, "--calib")) { NEED_VALUE; o->calib = v; }
         else if (!strcmp(a, "--act-order")) o->act_order = 1;
+        else if (!strcmp(a, "--mix-frac")) {
+            NEED_VALUE; if (!parse_float(v, &o->mix_frac) || !(o->mix_frac >= 0 && o->mix_frac < 1)) BAD_VALUE;
+            o->mix_frac_set = 1;
+        }
         else if (!strcmp(a, "--calib-tokens")) {
             NEED_VALUE; if (!parse_int(v, 1, (long long)1 << 40, &n)) BAD_VALUE; o->calib_tokens = n;
         } else if (!strcmp(a, "--calib-ctx")) {

@@ -1003,7 +1003,7 @@ sqz_status sqz_gguf_require_tensor(sqz_ctx *ctx, const sqz_gguf *g, const char *
                         name ? name : "(null)");
     if (!sqz_type_get(t->type))
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, not supported by sqz",
-                        g->path, t->name, sqz_gguf_ggml_type_name(t->type));
+                        g->path, t->name, file_type_name(t->type));
     *out = t;
     return SQZ_OK;
 }

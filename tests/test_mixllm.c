@@ -3,8 +3,9 @@
  *   - MX8 / MX4 / MX3 to_float equals a decoder written here from the layout in mix.h, on
  *     random block bytes (every bit pattern of the levels);
  *   - the quantizers' round-to-nearest error stays within half a step;
- *   - the reference dot products with Q8_1 activations equal sum deq(w) * deq(x) in double
- *     (x's Q8_1 blocks decoded here), and the AVX2 tier equals the reference;
+ *   - the activation quantizer (MXA) keeps every x within half a step, and the reference dot
+ *     products equal sum deq(w) * deq(x) in double (x's MXA blocks decoded here), and the AVX2
+ *     tier equals the reference;
  *   - a mixed matrix (random permutation, 8-bit and 4/3-bit rows) through sqz_matvec,
  *     sqz_matmul (quantized path and sgemm path, 1 and 2 threads) and the decode team path
  *     (sqz_act_quantize + sqz_matvec_rows) equals a dense product of its dequantized rows
@@ -102,30 +103,47 @@ static void test_layouts(void) {
     }
 }
 
-/* x's Q8_1 blocks decoded here: d * q. */
-static void decode_q8_1(const uint8_t *b, int64_t n, float *out) {
-    for (int64_t k = 0; k < n / 32; k++, b += 36)
-        for (int j = 0; j < 32; j++) out[k * 32 + j] = f16_at(b) * (float)(int8_t)b[4 + j];
+/* x's MXA blocks decoded here from mix.h's layout: f32 d[4], f32 s, int8 q[128]; also checks s. */
+static int decode_mxa(const uint8_t *b, int64_t n, float *out) {
+    int s_ok = 1;
+    for (int64_t g = 0; g < n / 128; g++, b += 148) {
+        float d[4], s;
+        memcpy(d, b, 16);
+        memcpy(&s, b + 16, 4);
+        double want_s = 0;
+        for (int j = 0; j < 128; j++) {
+            out[g * 128 + j] = d[j / 32] * (float)(int8_t)b[20 + j];
+            want_s += out[g * 128 + j];
+        }
+        s_ok &= fabs(s - want_s) <= 1e-5 * (fabs(want_s) + 1);
+    }
+    return s_ok;
 }
 
 static void test_dots(void) {
     enum { N = 1024 };
-    uint8_t w[8 * 130], xq[N / 32 * 36];
+    uint8_t w[8 * 130], xq[N / 128 * 148];
     float x[N], xd[N], wd[N];
     const sqz_isa best = sqz_isa_best();
     for (int ti = 0; ti < 3; ti++) {
         const sqz_type t = types[ti];
-        double worst_ref = 0, worst_tier = 0;
+        double worst_ref = 0, worst_tier = 0, worst_x = 0;
+        int s_ok = 1;
         for (int rep = 0; rep < 30; rep++) {
             const int64_t n = 128 * (1 + rep % 8);
             random_blocks(t, w, n);
             for (int64_t i = 0; i < n; i++) x[i] = frand() * 3;
             sqz_mix_act_quantize(x, xq, n);
-            decode_q8_1(xq, n, xd);
+            s_ok &= decode_mxa(xq, n, xd);
+            for (int64_t i = 0; i < n; i++) {
+                float d;
+                memcpy(&d, xq + (i / 128) * 148 + 4 * ((i % 128) / 32), 4);
+                const double e = fabs((double)x[i] - xd[i]) / d;
+                worst_x = e > worst_x ? e : worst_x;
+            }
             decode(t, w, n, wd);
             double want = 0, mag = 0;
             for (int64_t i = 0; i < n; i++) want += (double)wd[i] * xd[i], mag += fabs((double)wd[i] * xd[i]);
-            /* s of Q8_1 is d * sum(q) rounded to f16: the offset term carries that rounding */
             const double ref = sqz_mx_dot_get(t, SQZ_ISA_REF)(n, w, xq);
             const double e = fabs(ref - want) / (mag + 1e-9);
             worst_ref = e > worst_ref ? e : worst_ref;
@@ -135,7 +153,8 @@ static void test_dots(void) {
                 worst_tier = e2 > worst_tier ? e2 : worst_tier;
             }
         }
-        CHECK(worst_ref < 2e-3, "%s reference dot with Q8_1 equals deq(w) . deq(x) (worst rel. %.2g)",
+        CHECK(s_ok && worst_x <= 0.5001, "MXA: x within half a step (worst %.3f), s = sum of deq(x)", worst_x);
+        CHECK(worst_ref < 1e-5, "%s reference dot with MXA equals deq(w) . deq(x) (worst rel. %.2g)",
               sqz_type_name(t), worst_ref);
         if (best >= SQZ_ISA_AVX2)
             CHECK(worst_tier < 1e-5, "%s AVX2 dot equals the reference (worst rel. %.2g)", sqz_type_name(t), worst_tier);

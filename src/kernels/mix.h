@@ -11,10 +11,12 @@
  *        q in [0, 7]: bits 0-1 of element j are bits 2*(j/32).. of ql[j % 32], bit 2 is bit
  *        j / 16 of qh[j % 16]
  *
- * Dot products take activations quantized to Q8_1 (blocks of 32: f16 d, f16 s = d * sum(q),
- * int8 q[32]), llama.cpp's pairing for Q4_1: each 128-group covers four Q8_1 blocks, and the
- * offset m costs one multiply by s per block. Integer sums are exact; tiers (reference C,
- * AVX2) differ only in the order of f32 additions.
+ * Dot products take activations quantized to MXA, sqz's 8-bit activation format for these types
+ * (never stored): per 128 elements, four f32 scales d[k] of 32 elements each (d = max|x| / 127,
+ * q = x / d rounded to nearest even), s = sum_k d[k] * sum(q of sub-block k), and int8 q[128].
+ * A group's dot product is then d_w * sum_k d[k] * isum_k (+ m_w * s for MX4 / MX3): the
+ * offset costs one multiply per group, and nothing is converted from f16 per sub-block. Integer
+ * sums are exact; tiers (reference C, AVX2) differ only in the order of f32 additions.
  */
 #ifndef SQZ_KERNELS_MIX_H
 #define SQZ_KERNELS_MIX_H
@@ -33,6 +35,8 @@ typedef struct { uint16_t d, m; uint8_t ql[QK_MX / 4]; uint8_t qh[QK_MX / 8]; } 
 static_assert(sizeof(block_mx8) == 130, "block_mx8 size");
 static_assert(sizeof(block_mx4) == 68, "block_mx4 size");
 static_assert(sizeof(block_mx3) == 52, "block_mx3 size");
+typedef struct { float d[4]; float s; int8_t q[QK_MX]; } block_mxa; /* activations */
+static_assert(sizeof(block_mxa) == 148, "block_mxa size");
 
 /* ---- conversions (the types' traits rows), n a multiple of QK_MX */
 void sqz_mx8_to_float(const void *src, float *dst, int64_t n);
@@ -55,19 +59,21 @@ void sqz_mx_elem_grid(sqz_type t, const void *blk, int j, float *a, float *b, in
 /* Sets element j's level to s (within the grid). */
 void sqz_mx_elem_set(sqz_type t, void *blk, int j, int s);
 
-/* ---- dot products: row (n elements of t) . xq (n elements of Q8_1) */
-float sqz_mx8_dot_q8_1_ref(int64_t n, const void *row, const void *xq);
-float sqz_mx4_dot_q8_1_ref(int64_t n, const void *row, const void *xq);
-float sqz_mx3_dot_q8_1_ref(int64_t n, const void *row, const void *xq);
-float sqz_mx8_dot_q8_1_avx2(int64_t n, const void *row, const void *xq);
-float sqz_mx4_dot_q8_1_avx2(int64_t n, const void *row, const void *xq);
-float sqz_mx3_dot_q8_1_avx2(int64_t n, const void *row, const void *xq);
+/* ---- dot products: row (n elements of t) . xq (n elements of MXA) */
+/* x[0..n) -> MXA blocks (n a multiple of QK_MX); one portable quantizer for every tier. */
+void sqz_mxa_quantize(const float *x, void *xq, int64_t n);
+float sqz_mx8_dot_mxa_ref(int64_t n, const void *row, const void *xq);
+float sqz_mx4_dot_mxa_ref(int64_t n, const void *row, const void *xq);
+float sqz_mx3_dot_mxa_ref(int64_t n, const void *row, const void *xq);
+float sqz_mx8_dot_mxa_avx2(int64_t n, const void *row, const void *xq);
+float sqz_mx4_dot_mxa_avx2(int64_t n, const void *row, const void *xq);
+float sqz_mx3_dot_mxa_avx2(int64_t n, const void *row, const void *xq);
 /* The dot product of t in tier isa (falling back to lower tiers); NULL for other types. */
 sqz_vec_dot_q_fn sqz_mx_dot_get(sqz_type t, sqz_isa isa);
 
 /* ---- the mixed matrix (w->type == SQZ_TYPE_MIXLLM), one pass over its stored rows: row i
  * uses MX8's or lo_type's dot product and writes output feature perm[i]. */
-/* Bytes of x (n elements) as Q8_1. */
+/* Bytes of x (n elements) as MXA. */
 size_t sqz_mix_act_bytes(int64_t n);
 void sqz_mix_act_quantize(const float *x, void *xq, int64_t n);
 /* y[perm[i]] = row i . xq for stored rows i in [r0, r1). */

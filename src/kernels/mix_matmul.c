@@ -1,21 +1,18 @@
 /* mix_matmul.c - products with a mixed-precision matrix (SQZ_TYPE_MIXLLM, mix.h) in one pass
  * over its stored rows: the first n8 rows are MX8, the rest MX4 / MX3, and stored row i
- * writes output feature perm[i]. Activations are quantized to Q8_1 once for both kinds of
+ * writes output feature perm[i]. Activations are quantized to MXA once for both kinds of
  * rows; above QMATVEC_MAX_T tokens (prefill) panels of stored rows are dequantized and
  * multiplied with sgemm, their columns scattered through perm. */
 #include <cblas.h>
 #include <stdlib.h>
 
 #include "kernels/mix.h"
-#include "quant/blocks.h"
 
 enum { PANEL = 64, QMATVEC_MAX_T = 32 };
 
-size_t sqz_mix_act_bytes(int64_t n) { return sqz_type_row_size(SQZ_TYPE_Q8_1, n); }
+size_t sqz_mix_act_bytes(int64_t n) { return (size_t)(n / QK_MX) * sizeof(block_mxa); }
 
-void sqz_mix_act_quantize(const float *x, void *xq, int64_t n) {
-    sqz_quantize_act_get(SQZ_TYPE_Q8_1, sqz_isa_best())(x, xq, n);
-}
+void sqz_mix_act_quantize(const float *x, void *xq, int64_t n) { sqz_mxa_quantize(x, xq, n); }
 
 /* Where stored row i lives, with its type. */
 static const void *stored_row(const sqz_tensor *w, int64_t i, sqz_type *t) {

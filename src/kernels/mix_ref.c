@@ -1,10 +1,9 @@
 /* mix_ref.c - sqz's mixllm types (MX8, MX4, MX3; mix.h): conversions, the group quantizer and
- * the portable reference dot products against Q8_1 activations. */
+ * the portable reference dot products against MXA activations. */
 #include <math.h>
 #include <string.h>
 
 #include "kernels/mix.h"
-#include "quant/blocks.h"
 
 static float h2f(uint16_t h) { return sqz_f16_to_f32(h); }
 
@@ -161,36 +160,58 @@ FROM_FLOAT(mx3, SQZ_TYPE_MX3, block_mx3)
 
 /* ------------------------------------------------------------------ reference dot products */
 
-float sqz_mx8_dot_q8_1_ref(int64_t n, const void *row, const void *xq) {
+void sqz_mxa_quantize(const float *x, void *xq, int64_t n) {
+    block_mxa *y = xq;
+    for (int64_t i = 0; i < n / QK_MX; i++) {
+        float s = 0;
+        for (int k = 0; k < 4; k++) {
+            const float *v = x + i * QK_MX + 32 * k;
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
+            const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+            int sum = 0;
+            for (int j = 0; j < 32; j++) {
+                const int q = (int)lrintf(v[j] * id); /* |q| <= 127 */
+                y[i].q[32 * k + j] = (int8_t)q;
+                sum += q;
+            }
+            y[i].d[k] = d;
+            s += d * (float)sum;
+        }
+        y[i].s = s;
+    }
+}
+
+float sqz_mx8_dot_mxa_ref(int64_t n, const void *row, const void *xq) {
     const block_mx8 *w = row;
-    const block_q8_1 *x = xq;
+    const block_mxa *x = xq;
     float acc = 0;
     for (int64_t i = 0; i < n / QK_MX; i++) {
-        const float d = h2f(w[i].d);
-        for (int s = 0; s < 4; s++) {
-            const block_q8_1 *xb = &x[i * 4 + s];
+        float g = 0;
+        for (int k = 0; k < 4; k++) {
             int32_t isum = 0;
-            for (int j = 0; j < 32; j++) isum += (int32_t)w[i].q[32 * s + j] * xb->qs[j];
-            acc += d * h2f(xb->d) * (float)isum;
+            for (int j = 0; j < 32; j++) isum += (int32_t)w[i].q[32 * k + j] * x[i].q[32 * k + j];
+            g += x[i].d[k] * (float)isum;
         }
+        acc += h2f(w[i].d) * g;
     }
     return acc;
 }
 
-/* MX4 and MX3 share the form: sum over Q8_1 blocks of d * dx * isum + m * sx. */
+/* MX4 and MX3 share the form: per group d * sum_k dx[k] * isum_k + m * s. */
 #define DOT_ASYM(name, blk_t, get)                                                          \
-    float sqz_##name##_dot_q8_1_ref(int64_t n, const void *row, const void *xq) {           \
+    float sqz_##name##_dot_mxa_ref(int64_t n, const void *row, const void *xq) {            \
         const blk_t *w = row;                                                               \
-        const block_q8_1 *x = xq;                                                           \
+        const block_mxa *x = xq;                                                            \
         float acc = 0;                                                                      \
         for (int64_t i = 0; i < n / QK_MX; i++) {                                           \
-            const float d = h2f(w[i].d), m = h2f(w[i].m);                                   \
-            for (int s = 0; s < 4; s++) {                                                   \
-                const block_q8_1 *xb = &x[i * 4 + s];                                       \
+            float g = 0;                                                                    \
+            for (int k = 0; k < 4; k++) {                                                   \
                 int32_t isum = 0;                                                           \
-                for (int j = 0; j < 32; j++) isum += get(&w[i], 32 * s + j) * xb->qs[j];    \
-                acc += d * h2f(xb->d) * (float)isum + m * h2f(xb->s);                       \
+                for (int j = 0; j < 32; j++) isum += get(&w[i], 32 * k + j) * x[i].q[32 * k + j]; \
+                g += x[i].d[k] * (float)isum;                                               \
             }                                                                               \
+            acc += h2f(w[i].d) * g + h2f(w[i].m) * x[i].s;                                  \
         }                                                                                   \
         return acc;                                                                         \
     }
@@ -200,9 +221,9 @@ DOT_ASYM(mx3, block_mx3, mx3_get)
 sqz_vec_dot_q_fn sqz_mx_dot_get(sqz_type t, sqz_isa isa) {
     const int avx2 = isa >= SQZ_ISA_AVX2;
     switch (t) {
-    case SQZ_TYPE_MX8: return avx2 ? sqz_mx8_dot_q8_1_avx2 : sqz_mx8_dot_q8_1_ref;
-    case SQZ_TYPE_MX4: return avx2 ? sqz_mx4_dot_q8_1_avx2 : sqz_mx4_dot_q8_1_ref;
-    case SQZ_TYPE_MX3: return avx2 ? sqz_mx3_dot_q8_1_avx2 : sqz_mx3_dot_q8_1_ref;
+    case SQZ_TYPE_MX8: return avx2 ? sqz_mx8_dot_mxa_avx2 : sqz_mx8_dot_mxa_ref;
+    case SQZ_TYPE_MX4: return avx2 ? sqz_mx4_dot_mxa_avx2 : sqz_mx4_dot_mxa_ref;
+    case SQZ_TYPE_MX3: return avx2 ? sqz_mx3_dot_mxa_avx2 : sqz_mx3_dot_mxa_ref;
     default: return NULL;
     }
 }

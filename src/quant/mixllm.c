@@ -274,6 +274,17 @@ sqz_status sqz_mixllm_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32
     }
     p->n_layers = L;
     for (int m = 0; m < NM; m++) p->sens[m] = 1;
+    if (o->frac == 0) { /* nothing to rank: every row at the low width */
+        for (int m = 0; m < NM; m++) {
+            const sqz_tensor *t = sqz_mixllm_matrix(&model->layers[m / SQZ_MIX_N_MATS], m % SQZ_MIX_N_MATS, NULL);
+            p->all_weights += (uint64_t)(t->rows * t->cols);
+            if (!(p->hi[m] = calloc((size_t)t->rows, 1))) {
+                st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory");
+                goto done;
+            }
+        }
+        goto done;
+    }
     if ((st = gains(ctx, model, tokens, n_win, C, o->lo_type, gain, elo, imps))) goto done;
     if (o->sens_windows > 0) {
         const size_t nw = (size_t)o->sens_windows < n_win ? (size_t)o->sens_windows : n_win;

@@ -12,8 +12,13 @@
  *     placed at their output features;
  *   - GPTQ into MX4 / MX3 lowers the output error ||(W - Q) X|| below round-to-nearest;
  *   - sqz_mixllm_row_gain ranks a row whose inputs carry more energy first, and
- *     sqz_mixllm_quantize stores 8-bit rows first with the permutation that undoes it.
+ *     sqz_mixllm_quantize stores 8-bit rows first with the permutation that undoes it;
+ *   - end to end (sqz-llama-14m from ../shared; about a minute of CPU, so only when $SQZ_LONG
+ *     is set, as CI does): sqz_quantize
+ *     --method mixllm writes an sqzf file with --mix-frac of the weights at 8 bits that loads
+ *     and scores close to the f16 model; bad types and row lengths are clear errors.
  */
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +29,7 @@
 #include "quant/blocks.h"
 #include "quant/gptq.h"
 #include "quant/mixllm.h"
+#include "sqz.h"
 #include "test.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -334,10 +340,102 @@ static void test_quantizers(void) {
     free(W), free(Q), free(X), free(H), free(out);
 }
 
+static void on_tensor(void *user, const char *name, const char *type, double rel_err) {
+    long long *w = user; /* [0] 8-bit weights, [1] all, [2] matrices */
+    long long n8, nlo;
+    char lo[8];
+    if (sscanf(type, "mx8:%lld+%3s:%lld", &n8, lo, &nlo) == 3) {
+        const long long cols = strstr(name, "ffn_down") ? 1024 : 384; /* sqz-llama-14m */
+        w[0] += n8 * cols;
+        w[1] += (n8 + nlo) * cols;
+        w[2]++;
+    }
+    (void)rel_err;
+}
+
+static char *slurp(const char *path, size_t max, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *b = malloc(max + 1);
+    *len = f && b ? fread(b, 1, max, f) : 0;
+    if (f) fclose(f);
+    return b;
+}
+
+static double ppl_of(sqz_ctx *ctx, sqz_model *m, const int32_t *ids, size_t n) {
+    sqz_ppl_opts o = { .n_ctx = 256, .max_tokens = 1025 };
+    sqz_ppl_result r;
+    return m && !sqz_perplexity(ctx, m, ids, n, &o, &r) ? r.ppl : -1;
+}
+
+static void test_end_to_end(void) {
+    sqz_ctx *ctx = sqz_ctx_new();
+    char dir[] = "/tmp/sqz-test-mixllm-XXXXXX";
+    if (!mkdtemp(dir)) return;
+    char out[600];
+    snprintf(out, sizeof out, "%s/m.sqzf", dir);
+    /* the embedded model's rows (64) are not a multiple of the 128-groups */
+    sqz_model *small = NULL;
+    int32_t few[600];
+    for (int i = 0; i < 600; i++) few[i] = (i * 7) % 500;
+    if (sqz_model_load(ctx, "assets/stories260K/stories260K.bin", NULL, &small) == SQZ_OK) {
+        sqz_quantize_opts o = { .method = "mixllm", .type = "q4", .calib = few, .n_calib = 600, .calib_ctx = 128 };
+        const sqz_status st = sqz_quantize(ctx, small, out, &o, NULL);
+        CHECK(st == SQZ_ERR_UNSUPPORTED && strstr(sqz_ctx_error(ctx), "multiple of 128"), "mixllm on 64-wide rows: %s",
+              sqz_ctx_error(ctx));
+        o.type = "q5";
+        CHECK(sqz_quantize(ctx, small, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "q4 or q3"),
+              "mixllm type q5: %s", sqz_ctx_error(ctx));
+        struct stat sb;
+        CHECK(stat(out, &sb) != 0, "nothing written on failure");
+        sqz_model_free(small);
+    }
+    const char *mp = test_shared("models/sqz-llama-14m"), *cp = test_shared("data/calib/calib-1m.txt"),
+               *tp = test_shared("data/domains/sotu.test.txt");
+    const char *lr = getenv("SQZ_LONG");
+    if (!mp || !cp || !tp || test_quick() || !lr || !*lr || !strcmp(lr, "0")) {
+        SKIP("mixllm end to end: needs ../shared's sqz-llama-14m and texts, and SQZ_LONG=1");
+        sqz_ctx_free(ctx);
+        rmdir(dir);
+        return;
+    }
+    sqz_model *m = NULL, *q = NULL;
+    size_t clen, tlen, nc = 0, nt = 0;
+    char *calib = slurp(cp, 8000, &clen), *text = slurp(tp, 16000, &tlen);
+    int32_t *cids = NULL, *tids = NULL;
+    CHECK(sqz_model_load(ctx, mp, NULL, &m) == SQZ_OK && !sqz_tokenize(ctx, m, calib, clen, 0, &cids, &nc) &&
+              !sqz_tokenize(ctx, m, text, tlen, 0, &tids, &nt) && nc >= 512 && nt >= 1025,
+          "14m model and texts (%zu, %zu tokens)", nc, nt);
+    long long w[3] = { 0, 0, 0 };
+    sqz_quantize_opts o = { .method = "mixllm", .type = "q4", .calib = cids, .n_calib = 256, .calib_ctx = 128,
+                            .mix_frac = 0.1, .report = on_tensor, .report_user = w };
+    sqz_quantize_result r;
+    const sqz_status st = m ? sqz_quantize(ctx, m, out, &o, &r) : SQZ_ERR_ARG;
+    CHECK(st == SQZ_OK, "mixllm q4 on sqz-llama-14m runs (%s)", st ? sqz_ctx_error(ctx) : "ok");
+    CHECK(w[2] == 8 * 7 && w[0] > 0.09 * w[1] && w[0] <= 0.1 * w[1],
+          "every matrix reported (%lld); %lld of %lld weights at 8 bits (want just under 10%%)", w[2], w[0], w[1]);
+    FILE *f = fopen(out, "rb");
+    char magic[4] = { 0 };
+    if (f) {
+        CHECK(fread(magic, 1, 4, f) == 4 && !memcmp(magic, "SQZF", 4), "the output is sqzf");
+        fclose(f);
+    }
+    CHECK(sqz_model_load(ctx, out, NULL, &q) == SQZ_OK && q->layers[0].w_up.type == SQZ_TYPE_MIXLLM,
+          "it loads with mixllm matrices");
+    const double p0 = ppl_of(ctx, m, tids, nt), p1 = ppl_of(ctx, q, tids, nt);
+    CHECK(p1 > 0 && p1 < 1.15 * p0 && p1 > 0.95 * p0, "held-out ppl %.3f close to the f16 model's %.3f", p1, p0);
+    sqz_model_free(q);
+    sqz_model_free(m);
+    free(calib), free(text), free(cids), free(tids);
+    unlink(out);
+    rmdir(dir);
+    sqz_ctx_free(ctx);
+}
+
 int main(void) {
     test_layouts();
     test_dots();
     test_mixed_matrix();
     test_quantizers();
+    test_end_to_end();
     return test_done();
 }

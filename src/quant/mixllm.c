@@ -174,61 +174,91 @@ static double kl_row(const float *base, const float *model, int V) {
     return kl > 0 ? kl : 0;
 }
 
+/* Runs layers l0..L-1 of pm (then the output head) over one window whose layer-l0 input is
+ * Xl [C][D], writing logits [C][V]; with cache, the input of every layer goes to
+ * cache[l] [C][D] as well (the unperturbed run). */
+static sqz_status run_from(sqz_session *s, const sqz_model *pm, int l0, const float *Xl, int C,
+                           float *logits, float **cache) {
+    const sqz_config *c = &pm->cfg;
+    const int D = c->dim, V = c->vocab_size;
+    sqz_session_reset(s);
+    sqz_status st = SQZ_OK;
+    for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
+        const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
+        memcpy(s->x, Xl + (size_t)c0 * D, (size_t)T * D * sizeof(float));
+        s->pos = c0;
+        for (int l = l0; l < c->n_layers && !st; l++) {
+            if (cache) memcpy(cache[l] + (size_t)c0 * D, s->x, (size_t)T * D * sizeof(float));
+            st = sqz_session_layer(s, &pm->layers[l], l, T, NULL, NULL);
+        }
+        sqz_rmsnorm(s->xb, s->x, pm->out_norm.data, T, D, c->norm_eps);
+        sqz_matmul(&pm->output, s->xb, T, logits + (size_t)c0 * V, s->ctx->n_threads);
+    }
+    return st;
+}
+
 /* Mean KL over n_win windows of the model with matrix m replaced by its round-to-nearest at
  * lo_type (the same quantization as its e_lo: importances imps[m]), for every matrix;
- * sens[m] = KL / elo_sum[m]. */
+ * sens[m] = KL / elo_sum[m]. A matrix of layer l changes nothing before l, so each perturbed
+ * run starts from the unperturbed run's input to layer l. */
 static sqz_status sensitivities(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                                 size_t n_win, int C, sqz_type lo_type, const double *elo_sum,
                                 float *const *imps, double *sens) {
     const sqz_config *c = &model->cfg;
-    const int L = c->n_layers, V = c->vocab_size;
+    const int L = c->n_layers, V = c->vocab_size, D = c->dim;
     const size_t n = n_win * (size_t)C;
-    float *base = malloc(n * (size_t)V * sizeof *base), *lg = malloc(n * (size_t)V * sizeof *lg);
+    float *base = malloc(n * (size_t)V * sizeof *base), *lg = malloc((size_t)C * V * sizeof *lg);
+    float **X = calloc((size_t)L, sizeof *X); /* [l][n][D]: the unperturbed input of layer l */
+    float *emb = malloc((size_t)C * D * sizeof *emb);
+    double *kl = calloc((size_t)L * SQZ_MIX_N_MATS, sizeof *kl);
     sqz_model pm = *model; /* the perturbed model: model's views with one layer array of its own */
     pm.layers = malloc((size_t)L * sizeof *pm.layers);
+    sqz_session *s = NULL;
     sqz_status st = SQZ_OK;
-    if (!base || !lg || !pm.layers) {
+    int ok = base && lg && X && emb && kl && pm.layers;
+    for (int l = 0; ok && l < L; l++) ok = (X[l] = malloc(n * (size_t)D * sizeof **X)) != NULL;
+    if (!ok) {
         st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory for %zu x %d logits", n, V);
         goto done;
     }
     memcpy(pm.layers, model->layers, (size_t)L * sizeof *pm.layers);
-    for (int m = -1; m < L * SQZ_MIX_N_MATS && !st; m++) { /* m = -1: the original model */
-        float *Wq = NULL;
-        sqz_tensor saved;
-        sqz_tensor *t = NULL;
-        if (m >= 0) {
-            t = sqz_mixllm_matrix(&pm.layers[m / SQZ_MIX_N_MATS], m % SQZ_MIX_N_MATS, NULL);
-            saved = *t;
-            float *W = to_f32(t);
-            Wq = malloc((size_t)(t->rows * t->cols) * sizeof *Wq);
-            if (!W || !Wq) {
-                free(W), free(Wq);
-                st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory");
-                break;
-            }
-            rtn(lo_type, W, t->rows, t->cols, imps[m], Wq);
-            free(W);
-            t->type = SQZ_TYPE_F32;
-            t->data = Wq;
+    if ((st = sqz_session_new(ctx, model, C, &s))) goto done;
+    float **cache = malloc((size_t)L * sizeof *cache);
+    if (!cache) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory");
+    for (size_t w = 0; w < n_win && !st; w++) { /* the original model, caching layer inputs */
+        for (int l = 0; l < L; l++) cache[l] = X[l] + w * (size_t)C * D;
+        for (int i = 0; i < C; i++) sqz_tensor_row_f32(&model->tok_embd, tokens[w * (size_t)C + (size_t)i], emb + (size_t)i * D);
+        st = run_from(s, model, 0, emb, C, base + w * (size_t)C * V, cache);
+    }
+    free(cache);
+    for (int m = 0; m < L * SQZ_MIX_N_MATS && !st; m++) {
+        const int l = m / SQZ_MIX_N_MATS;
+        sqz_tensor *t = sqz_mixllm_matrix(&pm.layers[l], m % SQZ_MIX_N_MATS, NULL);
+        const sqz_tensor saved = *t;
+        float *W = to_f32(t), *Wq = malloc((size_t)(t->rows * t->cols) * sizeof *Wq);
+        if (!W || !Wq) {
+            free(W), free(Wq);
+            st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory");
+            break;
         }
-        float *out = m < 0 ? base : lg;
-        double kl = 0;
+        rtn(lo_type, W, t->rows, t->cols, imps[m], Wq);
+        free(W);
+        t->type = SQZ_TYPE_F32;
+        t->data = Wq;
         for (size_t w = 0; w < n_win && !st; w++) {
-            sqz_session *s = NULL;
-            st = sqz_session_new(ctx, &pm, C, &s);
-            if (!st) st = sqz_session_eval(s, tokens + w * (size_t)C, C, out + w * (size_t)C * V, 1);
-            sqz_session_free(s);
+            st = run_from(s, &pm, l, X[l] + w * (size_t)C * D, C, lg, NULL);
+            for (int i = 0; !st && i < C; i++)
+                kl[m] += kl_row(base + (w * (size_t)C + (size_t)i) * V, lg + (size_t)i * V, V);
         }
-        if (m >= 0) {
-            for (size_t i = 0; !st && i < n; i++) kl += kl_row(base + i * (size_t)V, lg + i * (size_t)V, V);
-            sens[m] = elo_sum[m] > 0 ? kl / (double)n / elo_sum[m] : 0;
-            *t = saved;
-            free(Wq);
-        }
-        sqz_progress(ctx, "mixllm sensitivity", (uint64_t)(m + 2), (uint64_t)(L * SQZ_MIX_N_MATS + 1));
+        sens[m] = elo_sum[m] > 0 ? kl[m] / (double)n / elo_sum[m] : 0;
+        *t = saved;
+        free(Wq);
+        sqz_progress(ctx, "mixllm sensitivity", (uint64_t)(m + 1), (uint64_t)(L * SQZ_MIX_N_MATS));
     }
 done:
-    free(base), free(lg), free(pm.layers);
+    sqz_session_free(s);
+    for (int l = 0; X && l < L; l++) free(X[l]);
+    free(X), free(base), free(lg), free(emb), free(kl), free(pm.layers);
     return st;
 }
 

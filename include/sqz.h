@@ -317,11 +317,13 @@ typedef struct sqz_quantize_result {
     double mean_rel_err;   /* over the quantized block matrices */
 } sqz_quantize_result;
 
-/* Quantizes model to out_path (GGUF) with a method that uses calibration data. Runs layer by
- * layer: the statistics of layer l are taken from the outputs of layers 0..l-1 already
- * quantized (imatrix: of the unquantized model, as llama-imatrix does), so memory is one
- * layer's weights plus the calibration activations. The output types are those sqz_convert
- * would write; token_embd / output are quantized by round-to-nearest. */
+/* Quantizes model to out_path (GGUF; mixllm: sqzf, docs/sqzf.md) with a method that uses
+ * calibration data. Runs layer by layer: the statistics of layer l are taken from the outputs
+ * of layers 0..l-1 already quantized (imatrix: of the unquantized model, as llama-imatrix
+ * does), so memory is one layer's weights plus the calibration activations (mixllm first
+ * ranks every layer's rows in one extra pass). The output types are those sqz_convert would
+ * write (mixllm: q4_k_m's / q3_k_m's for token_embd / output); token_embd / output are
+ * quantized by round-to-nearest. */
 sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                         const sqz_quantize_opts *opts, sqz_quantize_result *result);
 

@@ -1,4 +1,5 @@
-/* fuzz_gguf.c - libFuzzer target for the GGUF reader: any byte string must either be refused
+/* fuzz_gguf.c - libFuzzer target for the GGUF reader (which also reads sqz's container sqzf,
+ * docs/sqzf.md; its seeds are fuzz/corpus/gguf/sqzf-*): any byte string must either be refused
  * with an error message or give a file whose every metadata value and tensor lies inside the
  * input. Every entry is touched (keys, strings and string-array elements byte by byte, numeric
  * arrays' first and last bytes, nested arrays' raw bytes) and every tensor's first and last

@@ -305,7 +305,9 @@ typedef struct sqz_quantize_opts {
                             (random Hadamard rotations folded into the weights, tokens weighted
                             by the attention they receive, then GPTQ; the output has its own
                             output.weight even when the model ties it to the embeddings),
-                            "decoupleq" (2-bit, type "dq2"; rtn takes "dq2" too) */
+                            "decoupleq" (2-bit, type "dq2"; rtn takes "dq2" too), "mixllm" (type "q4"
+                            or "q3": 8-bit and 4/3-bit rows, written to sqz's container sqzf;
+                            src/quant/mixllm.h) */
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
     const char *embd_type; /* as sqz_convert_opts.embd_type */
@@ -317,11 +319,13 @@ typedef struct sqz_quantize_opts {
     uint64_t seed;         /* rsq: seed of the random rotations (the same seed, the same file) */
     float rsq_rmin;        /* rsq: least token weight, in (0, 1] (<= 0: the paper's 0.005; 1:
                               every token alike, i.e. rotation + GPTQ) */
-    int fake_quant;        /* type dq2: GGUF cannot hold it yet, so the file gets the dequantized
-                              weights as f32 (token_embd quantized as the q2_k mix keeps it, then
-                              dequantized too): for measuring quality; required with dq2 */
+    int fake_quant;        /* type dq2: write the dequantized weights as f32 GGUF (token_embd
+                              quantized as the q2_k mix keeps it, then dequantized too) instead
+                              of dq2 in sqz's container (sqzf); rtn to dq2 requires it */
     sqz_tensor_report_fn report;
     void *report_user;
+    double mix_frac;       /* mixllm: share of the matrices' weights at 8 bits (0: 0.1;
+                              < 0: none) */
 } sqz_quantize_opts;
 
 typedef struct sqz_quantize_result {
@@ -332,11 +336,13 @@ typedef struct sqz_quantize_result {
     double mean_rel_err;   /* over the quantized block matrices */
 } sqz_quantize_result;
 
-/* Quantizes model to out_path (GGUF) with a method that uses calibration data. Runs layer by
- * layer: the statistics of layer l are taken from the outputs of layers 0..l-1 already
- * quantized (imatrix: of the unquantized model, as llama-imatrix does), so memory is one
- * layer's weights plus the calibration activations. The output types are those sqz_convert
- * would write; token_embd / output are quantized by round-to-nearest. */
+/* Quantizes model to out_path (GGUF; mixllm: sqzf, docs/sqzf.md) with a method that uses
+ * calibration data. Runs layer by layer: the statistics of layer l are taken from the outputs
+ * of layers 0..l-1 already quantized (imatrix: of the unquantized model, as llama-imatrix
+ * does), so memory is one layer's weights plus the calibration activations (mixllm first
+ * ranks every layer's rows in one extra pass). The output types are those sqz_convert would
+ * write (mixllm: q4_k_m's / q3_k_m's for token_embd / output); token_embd / output are
+ * quantized by round-to-nearest. */
 sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                         const sqz_quantize_opts *opts, sqz_quantize_result *result);
 

@@ -257,7 +257,7 @@ static void test_type_and_kernels(void) {
     CHECK(tr && !strcmp(tr->name, "dq2") && tr->block_size == 64 && tr->type_size == 20 && tr->to_float &&
               tr->from_float,
           "dq2 is in the type table (id 1024, 64 per 20 bytes)");
-    CHECK(sqz_type_get(1025) == NULL && sqz_type_get(1023) == NULL && sqz_type_usable(SQZ_TYPE_DQ2),
+    CHECK(sqz_type_get(1028) == NULL && sqz_type_get(1023) == NULL && sqz_type_usable(SQZ_TYPE_DQ2),
           "ids next to it are unknown; dq2 is usable");
     CHECK(sqz_type_row_size(SQZ_TYPE_DQ2, 512) == 160, "a row of 512 is 160 bytes (2.5 bits/weight)");
 
@@ -413,8 +413,13 @@ static void test_quantize_command(void) {
     sqz_quantize_opts o = { .method = "decoupleq", .type = "dq2", .calib = calib, .n_calib = 1024,
                             .calib_ctx = 512 };
     sqz_status st = sqz_quantize(ctx, m, out, &o, NULL);
+    CHECK(st == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "multiple of the group") && access(out, F_OK) != 0,
+          "dq2 of a model with 172-wide rows: error, no file (%s)", sqz_ctx_error(ctx));
+    o.method = "rtn";
+    st = sqz_quantize(ctx, m, out, &o, NULL);
     CHECK(st == SQZ_ERR_UNSUPPORTED && strstr(sqz_ctx_error(ctx), "fake") && access(out, F_OK) != 0,
-          "dq2 without fake quantization: error, no file (%s)", sqz_ctx_error(ctx));
+          "rtn to dq2 without fake quantization: error, no file (%s)", sqz_ctx_error(ctx));
+    o.method = "decoupleq";
     o.type = "q4_0";
     CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "dq2"),
           "decoupleq to q4_0: error (%s)", sqz_ctx_error(ctx));

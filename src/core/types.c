@@ -1,6 +1,7 @@
 /* types.c - the type-traits table and half-precision conversions (portable reference). */
 #include "core/types.h"
 #include "quant/dq2.h"
+#include "kernels/mix.h"  /* sqz's own types' rows */
 #include "quant/quant.h" /* the quantized types' rows below */
 
 #include <string.h>
@@ -107,10 +108,18 @@ static const sqz_type_traits traits[SQZ_TYPE_COUNT] = {
         .to_float = sqz_iq4_xs_to_float, .from_float = sqz_iq4_xs_from_float },
 };
 
-/* sqz's own types, indexed by id - SQZ_TYPE_SQZ_FIRST */
+/* sqz's own types, indexed by id - SQZ_TYPE_SQZ_FIRST. A row with type_size 0 has no block
+ * layout (it cannot be in a file). */
 static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] = {
     [SQZ_TYPE_DQ2 - SQZ_TYPE_SQZ_FIRST] = { .name = "dq2", .block_size = 64, .type_size = 20,
         .to_float = sqz_dq2_to_float, .from_float = sqz_dq2_from_float },
+    [SQZ_TYPE_MX8 - SQZ_TYPE_SQZ_FIRST] = { .name = "mx8", .block_size = QK_MX, .type_size = sizeof(block_mx8),
+        .to_float = sqz_mx8_to_float, .from_float = sqz_mx8_from_float },
+    [SQZ_TYPE_MX4 - SQZ_TYPE_SQZ_FIRST] = { .name = "mx4", .block_size = QK_MX, .type_size = sizeof(block_mx4),
+        .to_float = sqz_mx4_to_float, .from_float = sqz_mx4_from_float },
+    [SQZ_TYPE_MX3 - SQZ_TYPE_SQZ_FIRST] = { .name = "mx3", .block_size = QK_MX, .type_size = sizeof(block_mx3),
+        .to_float = sqz_mx3_to_float, .from_float = sqz_mx3_from_float },
+    [SQZ_TYPE_MIXLLM - SQZ_TYPE_SQZ_FIRST] = { .name = "mixllm", .block_size = QK_MX, .type_size = 0 },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {
@@ -122,7 +131,7 @@ const sqz_type_traits *sqz_type_get(int t) {
 
 int sqz_type_usable(int t) {
     const sqz_type_traits *tr = sqz_type_get(t);
-    return tr && tr->to_float;
+    return t == SQZ_TYPE_MIXLLM || (tr && tr->to_float);
 }
 
 const char *sqz_type_name(int t) {
@@ -135,7 +144,29 @@ size_t sqz_type_row_size(sqz_type t, int64_t n) {
     return (size_t)(n / tr->block_size) * tr->type_size;
 }
 
+size_t sqz_tensor_nbytes(const sqz_tensor *t) {
+    if (!t->data) return 0;
+    if (t->type == SQZ_TYPE_MIXLLM) {
+        const sqz_mix_tensor *m = t->data;
+        return (size_t)m->n8 * sqz_type_row_size(SQZ_TYPE_MX8, t->cols) +
+               (size_t)(t->rows - m->n8) * sqz_type_row_size(m->lo_type, t->cols) +
+               (size_t)t->rows * sizeof(int32_t);
+    }
+    return (size_t)t->rows * sqz_type_row_size(t->type, t->cols);
+}
+
 void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out) {
+    if (t->type == SQZ_TYPE_MIXLLM) { /* find the stored row of output feature r */
+        const sqz_mix_tensor *m = t->data;
+        int64_t i = 0;
+        while (i < t->rows && m->perm[i] != r) i++;
+        if (i < m->n8)
+            sqz_mx8_to_float((const char *)m->hi + (size_t)i * sqz_type_row_size(SQZ_TYPE_MX8, t->cols), out, t->cols);
+        else
+            sqz_type_get(m->lo_type)->to_float((const char *)m->lo + (size_t)(i - m->n8) *
+                                               sqz_type_row_size(m->lo_type, t->cols), out, t->cols);
+        return;
+    }
     const sqz_type_traits *tr = sqz_type_get(t->type);
     size_t rs = sqz_type_row_size(t->type, t->cols);
     tr->to_float((const char *)t->data + (size_t)r * rs, out, t->cols);

@@ -27,11 +27,18 @@ typedef enum sqz_type {
     SQZ_TYPE_IQ4_NL = 20,
     SQZ_TYPE_IQ4_XS = 23,
     SQZ_TYPE_BF16 = 30,
-    SQZ_TYPE_COUNT = 40, /* size of the traits table */
-    /* sqz-only types (not ggml's; GGUF cannot hold them): a second, small table in types.c */
+    SQZ_TYPE_COUNT = 40, /* size of the traits table of ggml's ids */
+    /* sqz's own types (ids >= 1024, a second traits table): never in GGUF files, only in sqz's
+     * container (docs/sqzf.md). Block layouts: src/kernels/mix.h. */
     SQZ_TYPE_SQZ_FIRST = 1024,
-    SQZ_TYPE_DQ2 = 1024, /* decoupleQ 2-bit codes, f16 scale + zero per 64 (quant/dq2.h) */
-    SQZ_TYPE_SQZ_END = 1025
+    SQZ_TYPE_DQ2 = 1024,    /* decoupleQ 2-bit codes, f16 scale + zero per 64 (quant/dq2.h) */
+    SQZ_TYPE_MX8 = 1025,    /* 128-element groups: f16 scale, int8 levels (mixllm's 8-bit rows) */
+    SQZ_TYPE_MX4 = 1026,    /* 128-element groups: f16 scale and offset, 4-bit levels */
+    SQZ_TYPE_MX3 = 1027,    /* 128-element groups: f16 scale and offset, 3-bit levels */
+    /* In memory only (no block layout, never in a file): a matrix whose rows mix MX8 and
+     * MX4/MX3 (mixllm); its sqz_tensor.data points to a sqz_mix_tensor. */
+    SQZ_TYPE_MIXLLM = 1031,
+    SQZ_TYPE_SQZ_END = 1040 /* end of the second table */
 } sqz_type;
 
 typedef struct sqz_type_traits {
@@ -63,7 +70,25 @@ typedef struct sqz_tensor {
     const void *data; /* NULL: absent (e.g. no bias) */
 } sqz_tensor;
 
-/* Row r of t as float. */
+/* A mixed-precision matrix (type SQZ_TYPE_MIXLLM): its rows are stored permuted, the n8 rows
+ * at 8 bits first, then the others at lo_type; stored row i computes output feature perm[i]. */
+typedef struct sqz_mix_tensor {
+    int64_t n8;          /* rows in hi (0..rows) */
+    const void *hi;      /* n8 rows of SQZ_TYPE_MX8 */
+    const void *lo;      /* rows - n8 rows of lo_type */
+    sqz_type lo_type;    /* SQZ_TYPE_MX4 or SQZ_TYPE_MX3 */
+    const int32_t *perm; /* [rows]: a permutation of 0..rows-1 */
+} sqz_mix_tensor;
+
+/* In sqzf files a mixed matrix NAME is three tensors: NAME.mix_perm, NAME.mix_hi, NAME.mix_lo. */
+#define SQZ_MIX_SUFFIX_PERM ".mix_perm"
+#define SQZ_MIX_SUFFIX_HI ".mix_hi"
+#define SQZ_MIX_SUFFIX_LO ".mix_lo"
+
+/* Bytes of t's data (any type, SQZ_TYPE_MIXLLM included: its two parts and the map). */
+size_t sqz_tensor_nbytes(const sqz_tensor *t);
+
+/* Row r of t as float (for SQZ_TYPE_MIXLLM: output feature r). */
 void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out);
 
 /* ---- half-precision conversions (portable; exact for every value incl. subnormals/inf/nan) */

@@ -94,11 +94,28 @@ int sqz_gguf_ggml_type_layout(int type, int *block_size, size_t *type_size) {
     return 1;
 }
 
+/* The layout of a tensor type id in a file: ggml's ids in both formats; sqz's own ids (>= 1024,
+ * sqz_type_get rows with a block layout) only in sqzf files. */
+static int file_type_layout(int sqzf, int type, int *block_size, size_t *type_size) {
+    if (type >= 0 && type < SQZ_GGUF_GGML_TYPE_COUNT)
+        return sqz_gguf_ggml_type_layout(type, block_size, type_size);
+    if (!sqzf || type < SQZ_TYPE_SQZ_FIRST) return 0;
+    const sqz_type_traits *tr = sqz_type_get(type);
+    if (!tr || tr->type_size == 0 || tr->block_size <= 0) return 0;
+    if (block_size) *block_size = tr->block_size;
+    if (type_size) *type_size = tr->type_size;
+    return 1;
+}
+
+static const char *file_type_name(int type) {
+    return type >= 0 && type < SQZ_GGUF_GGML_TYPE_COUNT ? ggml_layouts[type].name : sqz_type_name(type);
+}
+
 /* Bytes of a tensor of count elements (count a multiple of the block size); 0 on overflow. */
-static int gguf_nbytes(int type, uint64_t count, uint64_t *out) {
+static int file_nbytes(int sqzf, int type, uint64_t count, uint64_t *out) {
     int bs;
     size_t ts;
-    if (!sqz_gguf_ggml_type_layout(type, &bs, &ts)) return 0;
+    if (!file_type_layout(sqzf, type, &bs, &ts)) return 0;
     uint64_t blocks = count / (uint64_t)bs;
     if (blocks > UINT64_MAX / ts || blocks * ts > SIZE_MAX) return 0;
     *out = blocks * ts;
@@ -151,6 +168,7 @@ struct sqz_gguf {
     const uint8_t *buf;
     size_t len;
     uint32_t version, alignment;
+    int sqzf;                /* the file is sqz's own container ("SQZF"), see docs/sqzf.md */
     uint64_t data_offset;
     gguf_kv *kv;
     size_t n_kv, cap_kv;
@@ -338,15 +356,35 @@ static size_t sort_names(const char *const *names, size_t stride, size_t n, size
 
 /* ------------------------------------------------------------------ parsing */
 
+static sqz_status header_counts(gguf_cur *c, uint64_t *n_tensors, uint64_t *n_kv);
+
+/* sqz's container: "SQZF", u32 version (1), then exactly GGUF v3's layout (docs/sqzf.md). */
+static sqz_status parse_sqzf_header(gguf_cur *c, sqz_gguf *g, uint64_t *n_tensors,
+                                    uint64_t *n_kv) {
+    if (c->len < GGUF_HEADER_SIZE)
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: truncated sqzf header (%zu bytes of %d)",
+                        c->path, c->len, GGUF_HEADER_SIZE);
+    const uint32_t v = ld_u32(c->buf + 4);
+    if (v != SQZ_SQZF_VERSION)
+        return sqz_fail(c->ctx, v == 0 ? SQZ_ERR_FORMAT : SQZ_ERR_UNSUPPORTED,
+                        "%s: sqzf version %u is not supported (only version %d)", c->path, v,
+                        SQZ_SQZF_VERSION);
+    g->version = v;
+    g->sqzf = 1;
+    return header_counts(c, n_tensors, n_kv);
+}
+
 static sqz_status parse_header(gguf_cur *c, sqz_gguf *g, uint64_t *n_tensors, uint64_t *n_kv) {
     const uint8_t *b = c->buf;
     if (c->len < 4)
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %zu bytes is too short for a GGUF file",
                         c->path, c->len);
+    if (memcmp(b, "SQZF", 4) == 0) return parse_sqzf_header(c, g, n_tensors, n_kv);
     if (memcmp(b, "GGUF", 4) != 0) {
         char q[40];
         gguf_quote(q, sizeof q, b, 4);
-        return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: not a GGUF file (magic %s, want \"GGUF\")",
+        return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
+                        "%s: not a GGUF file (magic %s, want \"GGUF\", or \"SQZF\" for sqzf)",
                         c->path, q);
     }
     if (c->len < GGUF_HEADER_SIZE)
@@ -371,6 +409,12 @@ static sqz_status parse_header(gguf_cur *c, sqz_gguf *g, uint64_t *n_tensors, ui
                         "%s: GGUF version %u is not supported (only versions 2 and 3)", c->path,
                         v);
     g->version = v;
+    return header_counts(c, n_tensors, n_kv);
+}
+
+/* The two counts after magic and version, bounded by the bytes left. */
+static sqz_status header_counts(gguf_cur *c, uint64_t *n_tensors, uint64_t *n_kv) {
+    const uint8_t *b = c->buf;
     *n_tensors = ld_u64(b + 8);
     *n_kv = ld_u64(b + 16);
     c->pos = GGUF_HEADER_SIZE;
@@ -518,19 +562,21 @@ static sqz_status parse_tensor_info(gguf_cur *c, sqz_gguf *g, uint64_t i) {
     st = rd_u32(c, &type, "the type");
     if (st != SQZ_OK) return st;
     int bs;
-    if (type >= SQZ_GGUF_GGML_TYPE_COUNT)
+    /* GGUF: ggml's ids 0..39 only; sqzf also sqz's own ids >= 1024 (file_type_layout) */
+    if (type >= SQZ_GGUF_GGML_TYPE_COUNT &&
+        (!g->sqzf || type > INT32_MAX || !file_type_layout(1, (int)type, &bs, NULL)))
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has unknown type id %u", c->path,
                         c->item, type);
-    if (!sqz_gguf_ggml_type_layout((int)type, &bs, NULL))
+    if (!file_type_layout(g->sqzf, (int)type, &bs, NULL))
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has type id %u (%s), not in GGUF files",
                         c->path, c->item, type, ggml_layouts[type].name);
     t->type = (int)type;
     if (t->ne[0] % bs != 0)
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
                         "%s: %s: row length %lld is not a multiple of the %s block size %d",
-                        c->path, c->item, (long long)t->ne[0], ggml_layouts[type].name, bs);
+                        c->path, c->item, (long long)t->ne[0], file_type_name((int)type), bs);
     uint64_t nbytes;
-    if (!gguf_nbytes((int)type, count, &nbytes))
+    if (!file_nbytes(g->sqzf, (int)type, count, &nbytes))
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: byte count overflows", c->path,
                         c->item);
     t->nbytes = (size_t)nbytes;
@@ -692,6 +738,7 @@ sqz_status sqz_gguf_open(sqz_ctx *ctx, const char *path, sqz_gguf **out) {
 
 const char *sqz_gguf_path(const sqz_gguf *g) { return g->path; }
 uint32_t sqz_gguf_version(const sqz_gguf *g) { return g->version; }
+int sqz_gguf_is_sqzf(const sqz_gguf *g) { return g->sqzf; }
 uint32_t sqz_gguf_alignment(const sqz_gguf *g) { return g->alignment; }
 uint64_t sqz_gguf_data_offset(const sqz_gguf *g) { return g->data_offset; }
 size_t sqz_gguf_file_size(const sqz_gguf *g) { return g->len; }
@@ -956,7 +1003,7 @@ sqz_status sqz_gguf_require_tensor(sqz_ctx *ctx, const sqz_gguf *g, const char *
                         name ? name : "(null)");
     if (!sqz_type_get(t->type))
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, not supported by sqz",
-                        g->path, t->name, sqz_gguf_ggml_type_name(t->type));
+                        g->path, t->name, file_type_name(t->type));
     *out = t;
     return SQZ_OK;
 }
@@ -979,9 +1026,12 @@ struct sqz_gguf_writer {
     char **keys;         /* owned; for duplicate checks */
     size_t n_kv, cap_keys;
     uint32_t alignment;
+    int sqzf;            /* write sqz's container ("SQZF" version 1) instead of GGUF v3 */
     gguf_wtensor *t;
     size_t n_t, cap_t;
 };
+
+void sqz_gguf_writer_set_sqzf(sqz_gguf_writer *w, int on) { w->sqzf = on != 0; }
 
 sqz_status sqz_gguf_writer_new(sqz_ctx *ctx, sqz_gguf_writer **out) {
     *out = calloc(1, sizeof **out);
@@ -1224,9 +1274,9 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: %d dimensions (1 to %d)",
                         name, n_dims, SQZ_GGUF_MAX_DIMS);
     int bs;
-    if (!sqz_gguf_ggml_type_layout(type, &bs, NULL))
-        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: invalid type id %d (%s)",
-                        name, type, sqz_gguf_ggml_type_name(type));
+    if (!file_type_layout(w->sqzf, type, &bs, NULL))
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "%s writer: tensor %s: invalid type id %d (%s)",
+                        w->sqzf ? "sqzf" : "gguf", name, type, file_type_name(type));
     gguf_wtensor t = { .n_dims = n_dims, .type = type, .data = data, .nbytes = nbytes };
     uint64_t count = 1;
     for (int d = 0; d < SQZ_GGUF_MAX_DIMS; d++) {
@@ -1244,16 +1294,16 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
         return sqz_fail(w->ctx, SQZ_ERR_ARG,
                         "gguf writer: tensor %s: row length %lld is not a multiple of the %s "
                         "block size %d",
-                        name, (long long)t.ne[0], sqz_gguf_ggml_type_name(type), bs);
+                        name, (long long)t.ne[0], file_type_name(type), bs);
     uint64_t want;
-    if (!gguf_nbytes(type, count, &want))
+    if (!file_nbytes(w->sqzf, type, count, &want))
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: byte count overflows",
                         name);
     if (want != nbytes)
         return sqz_fail(w->ctx, SQZ_ERR_ARG,
                         "gguf writer: tensor %s: %zu bytes given, %s [%lld, %lld, %lld, %lld] "
                         "takes %llu",
-                        name, nbytes, sqz_gguf_ggml_type_name(type), (long long)t.ne[0],
+                        name, nbytes, file_type_name(type), (long long)t.ne[0],
                         (long long)t.ne[1], (long long)t.ne[2], (long long)t.ne[3],
                         (unsigned long long)want);
     if (!data)
@@ -1308,9 +1358,9 @@ static uint8_t *w_build_meta(const sqz_gguf_writer *w, size_t *len) {
     uint8_t *b = calloc(1, (size_t)padded);
     if (!b) return NULL;
     uint8_t *p = b;
-    uint32_t version = 3;
+    uint32_t version = w->sqzf ? SQZ_SQZF_VERSION : 3;
     uint64_t n_t = w->n_t, n_kv = w->n_kv;
-    memcpy(p, "GGUF", 4); p += 4;
+    memcpy(p, w->sqzf ? "SQZF" : "GGUF", 4); p += 4;
     memcpy(p, &version, 4); p += 4;
     memcpy(p, &n_t, 8); p += 8;
     memcpy(p, &n_kv, 8); p += 8;

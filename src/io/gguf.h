@@ -22,6 +22,11 @@
  * SQZ_ERR_FORMAT for a corrupt or truncated file, SQZ_ERR_UNSUPPORTED for a version sqz does
  * not read.
  *
+ * sqzf (sqz's own container, docs/sqzf.md): magic "SQZF", u32 version 1, then GGUF v3's layout
+ * byte for byte; the same reader validates it with the same checks, and a tensor may also have
+ * one of sqz's own type ids (>= 1024, sqz_type_get rows with a block layout). A GGUF file with
+ * such an id is refused exactly as before ("unknown type id").
+ *
  * Tensor types: every ggml type id has a name and (unless removed from ggml) a block layout
  * here (sqz_gguf_ggml_type_*), so a file holding types sqz cannot compute with (iq2_xxs, ...)
  * still opens and is fully validated; sqz_gguf_require_tensor refuses such a tensor with
@@ -56,6 +61,7 @@
 #define SQZ_GGUF_MAX_NAME 64     /* bytes of a tensor name the reader accepts (the spec's limit) */
 #define SQZ_GGUF_MAX_KEY 65535   /* bytes of a metadata key */
 #define SQZ_GGUF_GGML_TYPE_COUNT 40
+#define SQZ_SQZF_VERSION 1       /* the sqzf container version this code reads and writes */
 
 /* Metadata value types (gguf_metadata_value_type). */
 typedef enum sqz_gguf_type {
@@ -112,7 +118,9 @@ sqz_status sqz_gguf_open_mem(sqz_ctx *ctx, const void *buf, size_t len, const ch
 void sqz_gguf_close(sqz_gguf *g); /* accepts NULL */
 
 const char *sqz_gguf_path(const sqz_gguf *g);
-uint32_t sqz_gguf_version(const sqz_gguf *g);     /* 2 or 3 */
+uint32_t sqz_gguf_version(const sqz_gguf *g);     /* 2 or 3; sqzf: 1 */
+/* 1 if the file is sqz's own container (magic "SQZF", docs/sqzf.md), 0 for GGUF. */
+int sqz_gguf_is_sqzf(const sqz_gguf *g);
 uint32_t sqz_gguf_alignment(const sqz_gguf *g);   /* general.alignment, or 32 */
 uint64_t sqz_gguf_data_offset(const sqz_gguf *g); /* file offset of the data section */
 size_t sqz_gguf_file_size(const sqz_gguf *g);
@@ -220,6 +228,11 @@ sqz_status sqz_gguf_writer_copy_kv(sqz_gguf_writer *w, const sqz_gguf *g, size_t
 sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
                                       const int64_t *ne, int type, const void *data,
                                       size_t nbytes);
+
+/* Makes the writer write sqz's container instead of GGUF: magic "SQZF", version 1, the rest
+ * laid out exactly as GGUF v3; tensors may then also have sqz's own type ids (>= 1024, see
+ * docs/sqzf.md). Call before adding tensors of such types. */
+void sqz_gguf_writer_set_sqzf(sqz_gguf_writer *w, int on);
 
 /* Writes the file: to path + ".tmp.XXXXXX" (mkstemp, same folder), fsync, rename over path,
  * fsync of the folder. On failure (SQZ_ERR_IO, message naming path) the temporary file is

@@ -15,6 +15,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/qdot_dq2.h"
+#include "kernels/mix.h" /* mixllm's mixed-precision matrices: the MIX(...) lines below */
 
 /* MATVEC_MAX_T: up to this many tokens, a loop of f32-x matvecs beats converting panels for
  * sgemm. QMATVEC_MAX_T: the same for the quantized dot products, which read the weights once
@@ -198,12 +199,14 @@ static int matmul_q(const sqz_tensor *w, const float *x, int T, float *y, int n_
 }
 
 size_t sqz_act_bytes(sqz_type wtype, int64_t n) {
+    if (wtype == SQZ_TYPE_MIXLLM) return sqz_mix_act_bytes(n); /* MIX */
     const sqz_type act = sqz_act_type(wtype);
     if (act == SQZ_TYPE_F32 || !sqz_vec_dot_q_get(wtype, sqz_isa_best())) return 0;
     return sqz_type_row_size(act, n);
 }
 
 void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n) {
+    if (wtype == SQZ_TYPE_MIXLLM) { sqz_mix_act_quantize(x, xq, n); return; } /* MIX */
     if (!sqz_act_bytes(wtype, n)) return;
     const sqz_isa isa = sqz_isa_best();
     sqz_quantize_act_get(sqz_act_type(wtype), isa)(x, xq, n);
@@ -212,6 +215,7 @@ void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n) {
 void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float *y, int64_t r0,
                      int64_t r1) {
     const sqz_isa isa = sqz_isa_best();
+    if (w->type == SQZ_TYPE_MIXLLM) { sqz_mix_matvec_rows(w, xq, y, r0, r1, isa); return; } /* MIX */
     const int64_t K = w->cols;
     const size_t rs = sqz_type_row_size(w->type, K);
     const char *base = w->data;
@@ -225,6 +229,7 @@ void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float 
 }
 
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {
+    if (w->type == SQZ_TYPE_MIXLLM) { sqz_matmul(w, x, 1, y, n_threads); return; } /* MIX */
     if (matmul_q(w, x, 1, y, n_threads) == 0) return;
     sqz_dot_fn dot = sqz_dot_get(w->type, sqz_isa_best());
     const size_t rs = sqz_type_row_size(w->type, w->cols);
@@ -245,6 +250,10 @@ static int prefill_quantized(sqz_type t) {
 
 void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
     const int64_t N = w->rows, K = w->cols;
+    if (w->type == SQZ_TYPE_MIXLLM) { /* MIX */
+        if (sqz_mix_matmul(w, x, T, y, n_threads) != 0) sqz_mix_matmul_ref(w, x, T, y);
+        return;
+    }
     if ((T <= QMATVEC_MAX_T || prefill_quantized(w->type)) && matmul_q(w, x, T, y, n_threads) == 0) return;
     if (T <= MATVEC_MAX_T) {
         for (int t = 0; t < T; t++) sqz_matvec(w, x + (size_t)t * K, y + (size_t)t * N, n_threads);
@@ -278,6 +287,7 @@ void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_thre
 }
 
 void sqz_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y) {
+    if (w->type == SQZ_TYPE_MIXLLM) { sqz_mix_matmul_ref(w, x, T, y); return; } /* MIX */
     sqz_dot_fn dot = sqz_dot_get(w->type, SQZ_ISA_REF);
     const size_t rs = sqz_type_row_size(w->type, w->cols);
     for (int t = 0; t < T; t++)

@@ -201,6 +201,46 @@ static sqz_status convert_tensor(sqz_ctx *ctx, const char *out_path, out_tensor 
     return SQZ_OK;
 }
 
+/* A mixllm matrix (SQZ_TYPE_MIXLLM) goes to sqzf as its parts (docs/sqzf.md): NAME.mix_perm,
+ * NAME.mix_hi, NAME.mix_lo. Its rows are written as stored; a RoPE permutation of the output
+ * rows only changes the map: stored row i now computes output row inv[perm[i]]. */
+static sqz_status add_mixed(sqz_ctx *ctx, sqz_gguf_writer *w, const char *out_path, out_tensor *t,
+                            uint64_t *data_bytes) {
+    const sqz_tensor *s = t->src;
+    const sqz_mix_tensor *mx = s->data;
+    const int64_t rows = s->rows, cols = s->cols;
+    const int64_t hd = t->rope_heads > 0 ? rows / t->rope_heads : 0;
+    int32_t *perm = malloc((size_t)rows * sizeof *perm), *inv = malloc((size_t)rows * sizeof *inv);
+    if (!perm || !inv) {
+        free(perm), free(inv);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
+    }
+    for (int64_t r = 0; r < rows; r++) inv[hd ? rope_src_row(r, hd) : r] = (int32_t)r;
+    for (int64_t i = 0; i < rows; i++) perm[i] = inv[mx->perm[i]];
+    free(inv);
+    t->buf = perm;
+    char name[96];
+    sqz_status st;
+    int64_t ne[2] = { rows };
+    snprintf(name, sizeof name, "%s%s", t->name, SQZ_MIX_SUFFIX_PERM);
+    if ((st = sqz_gguf_writer_add_tensor(w, name, 1, ne, 26 /* ggml i32 */, perm, (size_t)rows * 4)))
+        return st;
+    *data_bytes += (uint64_t)rows * 4;
+    const struct { const char *suffix; sqz_type type; int64_t n; const void *data; } part[2] = {
+        { SQZ_MIX_SUFFIX_HI, SQZ_TYPE_MX8, mx->n8, mx->hi },
+        { SQZ_MIX_SUFFIX_LO, mx->lo_type, rows - mx->n8, mx->lo },
+    };
+    for (int k = 0; k < 2; k++) {
+        if (part[k].n == 0) continue; /* absent part: no rows */
+        snprintf(name, sizeof name, "%s%s", t->name, part[k].suffix);
+        const size_t nb = (size_t)part[k].n * sqz_type_row_size(part[k].type, cols);
+        ne[0] = cols, ne[1] = part[k].n;
+        if ((st = sqz_gguf_writer_add_tensor(w, name, 2, ne, part[k].type, part[k].data, nb))) return st;
+        *data_bytes += nb;
+    }
+    return SQZ_OK;
+}
+
 /* general.name: what the model was loaded from, as convert_hf_to_gguf.py's default names it
  * after the model folder (llama2.c: the checkpoint's name; GGUF: its own general.name). */
 static void model_name(const sqz_model *m, char *buf, size_t cap) {
@@ -366,15 +406,27 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
         t->type = t->is_vec ? SQZ_TYPE_F32
                             : sqz_preset_tensor_type(p, &pm, t->role, t->layer, t->src->cols,
                                                      &t->fallback);
+        /* a matrix already in one of sqz's own types (dq2, mx*) stays in it: only sqzf holds it */
+        if (!t->is_vec && t->src->type >= SQZ_TYPE_SQZ_FIRST && sqz_type_get(t->src->type) &&
+            sqz_type_get(t->src->type)->type_size)
+            t->type = t->src->type, t->fallback = 0;
         n_fallback += t->fallback;
     }
 
     if ((st = sqz_gguf_writer_new(ctx, &w))) goto done;
+    for (int i = 0; i < l.n; i++) /* mixllm's matrices exist only in sqz's container */
+        if (l.t[i].src->type == SQZ_TYPE_MIXLLM || l.t[i].type >= SQZ_TYPE_SQZ_FIRST) sqz_gguf_writer_set_sqzf(w, 1);
     if ((st = write_meta(w, model, arch, &tk, preset.ftype))) goto done;
     uint64_t n_params = 0, data_bytes = 0;
     sqz_progress(ctx, "convert", 0, (uint64_t)l.n);
     for (int i = 0; i < l.n; i++) {
         out_tensor *t = &l.t[i];
+        if (!t->is_vec && t->src->type == SQZ_TYPE_MIXLLM) {
+            if ((st = add_mixed(ctx, w, out_path, t, &data_bytes))) goto done;
+            n_params += (uint64_t)t->src->rows * (uint64_t)t->src->cols;
+            sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);
+            continue;
+        }
         if ((st = convert_tensor(ctx, out_path, t))) goto done;
         int64_t ne[2] = { t->src->cols, t->src->rows };
         if ((st = sqz_gguf_writer_add_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, t->data,

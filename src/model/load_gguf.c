@@ -1,4 +1,5 @@
-/* load_gguf.c - models from GGUF files (llama.cpp's format): the llama architecture (which is
+/* load_gguf.c - models from GGUF files (llama.cpp's format) and sqz's own container sqzf (the
+ * same layout, docs/sqzf.md; its matrices may also be mixllm's mixed-precision ones): the llama architecture (which is
  * also what llama.cpp writes for Mistral) and qwen2, any tensor type sqz computes with, and the
  * tokenizer from the file's metadata: "gpt2" byte-level BPE or "llama" SentencePiece.
  *
@@ -38,18 +39,109 @@ static sqz_status get_float(sqz_ctx *ctx, const sqz_gguf *g, const char *arch, c
     return sqz_gguf_get_f32(ctx, g, k, out);
 }
 
+/* One part of a mixed matrix: NAME + suffix, 2-D [cols, rows'] of an allowed type; absent: 0
+ * rows. */
+static sqz_status mix_part(sqz_ctx *ctx, const sqz_gguf *g, const char *name, const char *suffix,
+                           int64_t cols, int64_t max_rows, const sqz_gguf_tensor **out) {
+    char full[128];
+    snprintf(full, sizeof full, "%s%s", name, suffix);
+    *out = sqz_gguf_find_tensor(g, full);
+    const sqz_gguf_tensor *t = *out;
+    if (!t) return SQZ_OK;
+    const int is8 = !strcmp(suffix, SQZ_MIX_SUFFIX_HI);
+    const int type_ok = is8 ? t->type == SQZ_TYPE_MX8 : t->type == SQZ_TYPE_MX4 || t->type == SQZ_TYPE_MX3;
+    if (!type_ok)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor %s has type %s (want %s)", sqz_gguf_path(g),
+                        full, sqz_type_name(t->type), is8 ? "mx8" : "mx4 or mx3");
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] > max_rows)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld]; want [%lld, <= %lld]",
+                        sqz_gguf_path(g), full, (long long)t->ne[0], (long long)t->ne[1],
+                        (long long)cols, (long long)max_rows);
+    return SQZ_OK;
+}
+
+/* A mixllm matrix (docs/sqzf.md): NAME.mix_perm (i32 [rows], a permutation: the output feature
+ * of each stored row), NAME.mix_hi (mx8 [cols, n8]) and NAME.mix_lo (mx4 or mx3 [cols,
+ * rows - n8]); either part may be absent when it has no rows. Or a plain mx8 / mx4 / mx3 tensor
+ * NAME (perm = identity). The view and a copy of the map are owned by m. */
+static sqz_status get_mix(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows, int64_t cols,
+                          const sqz_gguf_tensor *plain, sqz_tensor *t) {
+    const sqz_gguf *g = m->gguf;
+    const char *path = sqz_gguf_path(g);
+    sqz_mix_tensor *mx = sqz_model_own(m, calloc(1, sizeof *mx));
+    int32_t *perm = sqz_model_own(m, malloc((size_t)rows * sizeof *perm));
+    uint8_t *seen = calloc((size_t)rows, 1);
+    if (!mx || !perm || !seen) {
+        free(seen);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+    sqz_status st = SQZ_OK;
+    if (plain) {
+        if (plain->n_dims != 2 || plain->ne[0] != cols || plain->ne[1] != rows)
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld]; want [%lld, %lld]",
+                          path, name, (long long)plain->ne[0], (long long)plain->ne[1],
+                          (long long)cols, (long long)rows);
+        for (int64_t i = 0; i < rows; i++) perm[i] = (int32_t)i;
+        mx->n8 = plain->type == SQZ_TYPE_MX8 ? rows : 0;
+        mx->hi = mx->n8 ? plain->data : NULL;
+        mx->lo = mx->n8 ? NULL : plain->data;
+        mx->lo_type = mx->n8 ? SQZ_TYPE_MX4 : (sqz_type)plain->type;
+    } else {
+        char pn[128];
+        snprintf(pn, sizeof pn, "%s%s", name, SQZ_MIX_SUFFIX_PERM);
+        const sqz_gguf_tensor *pt = sqz_gguf_find_tensor(g, pn), *hi, *lo;
+        if (pt->type != 26 /* ggml i32 */ || pt->n_dims != 1 || pt->ne[0] != rows)
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor %s must be i32 [%lld]", path, pn, (long long)rows);
+        if (!st) st = mix_part(ctx, g, name, SQZ_MIX_SUFFIX_HI, cols, rows, &hi);
+        if (!st) st = mix_part(ctx, g, name, SQZ_MIX_SUFFIX_LO, cols, rows, &lo);
+        if (!st && (hi ? hi->ne[1] : 0) + (lo ? lo->ne[1] : 0) != rows)
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s: %lld + %lld stored rows, want %lld", path, name,
+                          (long long)(hi ? hi->ne[1] : 0), (long long)(lo ? lo->ne[1] : 0), (long long)rows);
+        for (int64_t i = 0; !st && i < rows; i++) {
+            memcpy(&perm[i], (const char *)pt->data + 4 * i, 4); /* the file may be unaligned */
+            if (perm[i] < 0 || perm[i] >= rows || seen[perm[i]])
+                st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s is not a permutation of 0..%lld (entry %lld = %d)",
+                              path, pn, (long long)rows - 1, (long long)i, perm[i]);
+            else
+                seen[perm[i]] = 1;
+        }
+        if (!st) {
+            mx->n8 = hi ? hi->ne[1] : 0;
+            mx->hi = hi ? hi->data : NULL;
+            mx->lo = lo ? lo->data : NULL;
+            mx->lo_type = lo ? (sqz_type)lo->type : SQZ_TYPE_MX4;
+        }
+    }
+    free(seen);
+    if (st) return st;
+    mx->perm = perm;
+    t->type = SQZ_TYPE_MIXLLM;
+    t->rows = rows;
+    t->cols = cols;
+    t->data = mx;
+    return SQZ_OK;
+}
+
 /* Tensor name with ggml shape (cols, rows) or a vector of cols (rows = 0). */
 static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows,
                              int64_t cols, int optional, sqz_tensor *t) {
     memset(t, 0, sizeof *t);
     const char *path = sqz_gguf_path(m->gguf);
+    if (rows > 0 && sqz_gguf_is_sqzf(m->gguf)) { /* sqzf: a matrix may be mixllm's */
+        const sqz_gguf_tensor *plain = sqz_gguf_find_tensor(m->gguf, name);
+        char pn[128];
+        snprintf(pn, sizeof pn, "%s%s", name, SQZ_MIX_SUFFIX_PERM);
+        if (plain && plain->type >= SQZ_TYPE_MX8 && plain->type <= SQZ_TYPE_MX3)
+            return get_mix(ctx, m, name, rows, cols, plain, t);
+        if (!plain && sqz_gguf_find_tensor(m->gguf, pn)) return get_mix(ctx, m, name, rows, cols, NULL, t);
+    }
     if (optional && !sqz_gguf_find_tensor(m->gguf, name)) return SQZ_OK;
     const sqz_gguf_tensor *gt;
     sqz_status st = sqz_gguf_require_tensor(ctx, m->gguf, name, &gt);
     if (st) return st;
     if (!sqz_type_usable(gt->type))
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which sqz cannot run yet",
-                        path, name, sqz_gguf_ggml_type_name(gt->type));
+                        path, name, sqz_type_name(gt->type));
     const int is_vec = rows == 0;
     const int ok = is_vec ? (gt->n_dims == 1 && gt->ne[0] == cols)
                           : (gt->n_dims == 2 && gt->ne[0] == cols && gt->ne[1] == rows);
@@ -254,7 +346,7 @@ sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path) {
     sqz_status st = sqz_gguf_open(ctx, path, &m->gguf);
     if (st) return st;
     const sqz_gguf *g = m->gguf;
-    m->format = "gguf";
+    m->format = sqz_gguf_is_sqzf(g) ? "sqzf" : "gguf";
     const char *arch_s;
     size_t arch_len;
     if ((st = sqz_gguf_get_str(ctx, g, "general.architecture", &arch_s, &arch_len))) return st;

@@ -58,14 +58,14 @@ sqz_status sqz_config_check(sqz_ctx *ctx, const sqz_config *c, const char *src) 
     return SQZ_OK;
 }
 
-/* 1 if path is a file starting with the GGUF magic. */
+/* 1 if path is a file starting with the GGUF magic, or sqzf's (the same reader opens both). */
 static int is_gguf_file(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     char magic[4] = { 0 };
     size_t n = fread(magic, 1, 4, f);
     fclose(f);
-    return n == 4 && !memcmp(magic, "GGUF", 4);
+    return n == 4 && (!memcmp(magic, "GGUF", 4) || !memcmp(magic, "SQZF", 4));
 }
 
 static int is_llama2c_path(const char *path) {
@@ -116,7 +116,7 @@ static uint64_t tensor_elems(const sqz_tensor *t) {
 }
 
 static uint64_t tensor_bytes(const sqz_tensor *t) {
-    return t->data ? (uint64_t)t->rows * sqz_type_row_size(t->type, t->cols) : 0;
+    return sqz_tensor_nbytes(t);
 }
 
 void sqz_model_get_info(const sqz_model *m, sqz_model_info *info) {

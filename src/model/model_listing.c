@@ -61,7 +61,7 @@ int sqz_model_tensor(const sqz_model *m, size_t i, sqz_tensor_info *info) {
     info->n_dims = t->rows == 1 ? 1 : 2; /* the model's vectors (norms, biases) are its 1-row tensors */
     info->shape[0] = t->cols;
     info->shape[1] = info->n_dims == 2 ? t->rows : 1;
-    info->bytes = (uint64_t)t->rows * sqz_type_row_size(t->type, t->cols);
+    info->bytes = sqz_tensor_nbytes(t);
     return 1;
 }
 

@@ -19,7 +19,7 @@
  * step 1, and step 1 keeps each window's site inputs and post-RoPE q/k until the window is
  * through, then adds them to H weighted by each token's attention concentration.
  * decoupleq (quant/decoupleq.h) quantizes every block matrix to sqz's dq2 type with the same H;
- * until sqz's own container lands, dq2 is written as fake quantization (quant/dq2_fake.h). */
+ * the dq2 matrices go to sqz's container (sqzf), or with fake_quant as f32 (quant/dq2_fake.h). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -31,6 +31,7 @@
 #include "quant/decoupleq.h"
 #include "quant/dq2_fake.h"
 #include "quant/gptq.h"
+#include "quant/mixllm.h"
 #include "quant/presets.h"
 #include "quant/quant.h"
 #include "quant/rsq.h"
@@ -114,14 +115,16 @@ typedef struct method {
                       * else the unquantized ones (llama-imatrix's) */
     int rsq;         /* rotate the model, weight tokens by attention concentration */
     int decoupleq;   /* every block matrix to dq2 by decoupleQ with H */
+    int mixllm;      /* rows ranked globally: MX8 or MX4/MX3 (quant/mixllm.h), into sqzf */
 } method;
 
 static const method methods[] = {
-    { "rtn", 0, 0, 0, 0, 0 },
-    { "imatrix", 1, 0, 0, 0, 0 },
-    { "gptq", 1, 1, 1, 0, 0 },
-    { "rsq", 1, 1, 1, 1, 0 },
-    { "decoupleq", 1, 0, 1, 0, 1 },
+    { "rtn", 0, 0, 0, 0, 0, 0 },
+    { "imatrix", 1, 0, 0, 0, 0, 0 },
+    { "gptq", 1, 1, 1, 0, 0, 0 },
+    { "rsq", 1, 1, 1, 1, 0, 0 },
+    { "decoupleq", 1, 0, 1, 0, 1, 0 },
+    { "mixllm", 1, 0, 1, 0, 0, 1 },
 };
 
 /* A copy of vector t owned by m (rsq: a rotated layer's norms and biases outlive its scratch). */
@@ -139,20 +142,28 @@ static sqz_status keep_vector(sqz_ctx *ctx, sqz_model *m, sqz_tensor *t) {
 static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *meth, sqz_tensor *src,
                                   sqz_type type, const site_stats *st, double damp, int act_order,
                                   const char *name, const sqz_quantize_opts *o, double *err_sum,
-                                  int *n_err) {
+                                  int *n_err, const uint8_t *mix_hi) {
     const int64_t rows = src->rows, cols = src->cols;
     const size_t rs = sqz_type_row_size(type, cols);
     float *W = malloc((size_t)(rows * cols) * sizeof *W);
     float *Q = malloc((size_t)(rows * cols) * sizeof *Q);
-    void *out = sqz_model_own(owner, malloc((size_t)rows * rs));
-    if (!W || !Q || !out) {
+    /* mixllm allocates its own parts */
+    void *out = meth->mixllm ? NULL : sqz_model_own(owner, malloc((size_t)rows * rs));
+    if (!W || !Q || (!out && !meth->mixllm)) {
         free(W);
         free(Q);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory quantizing %s", name);
     }
     for (int64_t r = 0; r < rows; r++) sqz_tensor_row_f32(src, r, W + r * cols);
     sqz_status s = SQZ_OK;
-    if (meth->gptq && sqz_gptq_supports(type)) {
+    char mix_name[48];
+    if (meth->mixllm) { /* mixllm.h: rows at MX8 where mix_hi, else at type */
+        s = sqz_mixllm_quantize(ctx, owner, W, rows, cols, st->H, mix_hi, type, damp, act_order, src, Q);
+        int64_t n8 = 0;
+        for (int64_t r = 0; r < rows; r++) n8 += mix_hi[r] != 0;
+        snprintf(mix_name, sizeof mix_name, "mx8:%lld+%s:%lld", (long long)n8, sqz_type_name(type),
+                 (long long)(rows - n8));
+    } else if (meth->gptq && sqz_gptq_supports(type)) {
         sqz_gptq_opts g = sqz_gptq_default_opts();
         if (damp > 0) g.percdamp = damp;
         g.act_order = act_order;
@@ -178,7 +189,7 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *
         const double e = rel_err(W, Q, rows, cols, st->H);
         *err_sum += e;
         (*n_err)++;
-        if (o->report) o->report(o->report_user, name, sqz_type_name(type), e);
+        if (o->report) o->report(o->report_user, name, meth->mixllm ? mix_name : sqz_type_name(type), e);
     }
     free(W);
     if (!s && type == SQZ_TYPE_DQ2 && o->fake_quant) { /* GGUF cannot hold dq2: keep Q as f32 */
@@ -187,7 +198,7 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *
         return SQZ_OK;
     }
     free(Q);
-    if (s) return s;
+    if (s || meth->mixllm) return s;
     src->type = type; /* src is the quantized model's own copy of the view */
     src->data = out;
     return SQZ_OK;
@@ -204,13 +215,13 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
         if (!strcmp(o->method, methods[i].name)) meth = &methods[i];
     if (!meth)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, rsq, decoupleq)",
+        return sqz_fail(ctx, SQZ_ERR_ARG, "unknown quantization method '%s' (rtn, imatrix, gptq, rsq, decoupleq, mixllm)",
                         o->method);
     const int dq2 = !strcasecmp(o->type, "dq2");
-    if (dq2 && !o->fake_quant)
+    if (dq2 && !o->fake_quant && !meth->calib)
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
-                        "%s: GGUF cannot hold dq2 yet (fake quantization, --fake-quant, writes its "
-                        "dequantized weights as f32)",
+                        "%s: rtn to dq2 is only written as fake quantization (--fake-quant); "
+                        "--method decoupleq writes dq2 into sqz's container (sqzf)",
                         out_path);
     if (!meth->calib) {
         if (dq2) return sqz_dq2_fake_rtn(ctx, model, out_path, res);
@@ -222,8 +233,17 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     const float rmin = o->rsq_rmin > 0 ? o->rsq_rmin : SQZ_RSQ_RMIN;
     if (meth->rsq && !(rmin <= SQZ_RSQ_RMAX))
         return sqz_fail(ctx, SQZ_ERR_ARG, "rsq: least token weight %g is not in (0, 1]", (double)rmin);
+    if (meth->mixllm) {
+        /* the low bit width names the matrices' type; token_embd / output get the llama.cpp
+         * mix of the same width */
+        if (strcmp(o->type, "q4") && strcmp(o->type, "q3"))
+            return sqz_fail(ctx, SQZ_ERR_ARG, "mixllm: type '%s' must be q4 or q3", o->type);
+        co.type = !strcmp(o->type, "q4") ? "q4_k_m" : "q3_k_m";
+    }
+    const sqz_type mix_lo = !strcmp(o->type, "q3") ? SQZ_TYPE_MX3 : SQZ_TYPE_MX4;
+    sqz_mixllm_plan *plan = NULL;
     sqz_preset preset; /* dq2: the q2_k mix's choices outside the blocks (token_embd, output) */
-    if (sqz_preset_find(dq2 ? "q2_k" : o->type, o->pure, &preset) != 0)
+    if (sqz_preset_find(dq2 ? "q2_k" : co.type, o->pure, &preset) != 0)
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s, dq2)", out_path, o->type, sqz_preset_names());
     const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;
     if (!o->calib || o->n_calib < (size_t)C)
@@ -281,6 +301,11 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         sqz_tensor_row_f32(&qm->tok_embd, o->calib[i], X + i * (size_t)D);
     }
     r.calib_tokens = N;
+    if (meth->mixllm) { /* the global ranking first: it needs every layer's statistics */
+        const sqz_mixllm_opts mo = { .frac = o->mix_frac == 0 ? 0.1 : o->mix_frac < 0 ? 0 : o->mix_frac,
+                                     .lo_type = mix_lo, .sens_windows = 1 };
+        if ((st = sqz_mixllm_plan_new(ctx, model, o->calib, n_win, C, &mo, &plan))) goto done;
+    }
     double err_sum = 0, t_quant = 0;
     int n_err = 0;
     const double t0 = sqz_now();
@@ -323,11 +348,13 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
             };
             for (size_t k = 0; k < sizeof mats / sizeof *mats && !st; k++) {
                 const sqz_type type = dq2 ? SQZ_TYPE_DQ2
-                                          : sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
+                                    : meth->mixllm ? mix_lo
+                                    : sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
                 char name[64];
                 snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
                 st = quantize_matrix(ctx, qm, meth, mats[k].t, type, &cs.site[mats[k].site], o->damp,
-                                     o->act_order, name, o, &err_sum, &n_err);
+                                     o->act_order, name, o, &err_sum, &n_err,
+                                     plan ? plan->hi[l * SQZ_MIX_N_MATS + (int)k] : NULL);
             }
             if (meth->rsq) { /* the quantized layer no longer needs its f32 rotation */
                 sqz_tensor *vecs[] = { &qw->attn_norm, &qw->ffn_norm, &qw->bv, &qw->bo };
@@ -343,9 +370,14 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     r.calib_seconds = sqz_now() - t0 - t_quant;
     r.quant_seconds = t_quant;
     r.mean_rel_err = n_err ? err_sum / n_err : 0;
-    st = dq2 ? sqz_dq2_fake_convert(ctx, qm, out_path, &r.convert) : sqz_convert(ctx, qm, out_path, &co, &r.convert);
+    /* dq2 matrices go into sqzf as they are (sqz_convert keeps sqz-only types); --fake-quant
+     * writes their dequantized weights as f32 GGUF instead */
+    if (dq2) co.type = "q2_k";
+    st = dq2 && o->fake_quant ? sqz_dq2_fake_convert(ctx, qm, out_path, &r.convert)
+                              : sqz_convert(ctx, qm, out_path, &co, &r.convert);
     if (!st && res) *res = r;
 done:
+    sqz_mixllm_plan_free(plan);
     for (int k = 0; k < SQZ_N_SITES; k++) {
         free(cs.site[k].H);
         free(cs.site[k].tmp);

@@ -1,5 +1,5 @@
-/* dq2_fake.h - dq2 as fake quantization, until sqz's own container can hold the type: GGUF
- * cannot, so the block matrices are written as their dequantized f32 values, and token_embd /
+/* dq2_fake.h - dq2 as fake quantization, for measuring quality in a plain GGUF (sqzf holds dq2
+ * itself; GGUF cannot):  the block matrices are written as their dequantized f32 values, and token_embd /
  * output get the type the q2_k mix gives them (Q6_K), stored dequantized as well. The file then
  * computes what the real type would, up to the 8-bit activations of the quantized dot
  * products (dq2 . Q8_0, Q6_K . Q8_K), and measures its quality; its size does not. */

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/mix.h" /* sqz's mixllm types MX8 / MX4 / MX3 */
 #include "quant/blocks.h"
 #include "quant/quant.h"
 
@@ -54,6 +55,7 @@ int sqz_gptq_supports(sqz_type t) {
     switch (t) {
     case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K:
     case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: case SQZ_TYPE_Q6_K:
+    case SQZ_TYPE_MX8: case SQZ_TYPE_MX4: case SQZ_TYPE_MX3:
         return 1;
     default:
         return 0;
@@ -165,6 +167,12 @@ static void elem_read(sqz_type t, const void *blk, int j, elem_grid *g, int *s) 
         *s = (lo | hi << 4) - 32;
         break;
     }
+    case SQZ_TYPE_MX8: case SQZ_TYPE_MX4: case SQZ_TYPE_MX3: { /* value a * s + m */
+        float m;
+        sqz_mx_elem_grid(t, blk, j, &g->a, &m, &g->smin, &g->smax, s);
+        g->b = -m;
+        break;
+    }
     default:
         g->a = 0, g->smin = g->smax = 0, *s = 0;
         break;
@@ -223,6 +231,9 @@ static void elem_write(sqz_type t, void *blk, int j, int s) {
         *hb = (uint8_t)((*hb & ~(3u << (2 * k))) | (u >> 4) << (2 * k));
         break;
     }
+    case SQZ_TYPE_MX8: case SQZ_TYPE_MX4: case SQZ_TYPE_MX3:
+        sqz_mx_elem_set(t, blk, j, s);
+        break;
     default:
         break;
     }
@@ -231,6 +242,10 @@ static void elem_write(sqz_type t, void *blk, int j, int s) {
 static inline float grid_value(const elem_grid *g, int s) { return g->a * (float)s - g->b; }
 
 void sqz_gptq_block_init(sqz_type type, const float *x, const float *imp, void *blk) {
+    if (type == SQZ_TYPE_MX8 || type == SQZ_TYPE_MX4 || type == SQZ_TYPE_MX3) {
+        sqz_mx_quantize_block(type, x, imp, blk);
+        return;
+    }
     const sqz_type_traits *tr = sqz_type_get(type);
     sqz_quantize_rows(type, x, blk, 1, tr->block_size, imp);
 }

@@ -18,7 +18,8 @@
  * block's fixed grid (for k-quants d*sc*q - dmin*m with its sub-block's scale and min). The
  * result is a valid row of that type, byte-compatible with llama.cpp.
  *
- * Types: Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (sqz_gptq_supports).
+ * Types: Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and sqz's own MX8, MX4, MX3 (mixllm;
+ * src/kernels/mix.h) (sqz_gptq_supports).
  */
 #ifndef SQZ_QUANT_GPTQ_H
 #define SQZ_QUANT_GPTQ_H

@@ -239,6 +239,13 @@ else
     echo "skip - $L2C missing: llama2.c cases"
 fi
 
+# ---- sqzf (sqz's container, docs/sqzf.md): loaded by magic, whatever the name
+for c in version_2 type_5000 truncated_data; do
+    n=$((n + 1)); d=$tmp/case$n; mkdir "$d"
+    cp "fuzz/corpus/gguf/sqzf-bad-$c.sqzf" "$d/model" || continue
+    check_bad "sqzf file: $c" "$d/model" "$d/model" "$d"
+done
+
 # nothing may be left beside the temp folder's cases either
 extra=""
 for f in "$tmp"/* "$tmp"/.[!.]*; do

@@ -27,6 +27,8 @@ typedef struct opts {
     int calib_ctx, act_order, fake_quant;
     float rsq_rmin; /* 0: the library's default */
     const char *embd_type; /* convert, quantize: token_embd's type */
+    float mix_frac; /* mixllm: share of weights at 8 bits */
+    int mix_frac_set;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

@@ -54,6 +54,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
                              .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
                              .act_order = o->act_order, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
                              .fake_quant = o->fake_quant,
+                             .mix_frac = o->mix_frac == 0 && o->mix_frac_set ? -1 : o->mix_frac,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);

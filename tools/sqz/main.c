@@ -22,6 +22,7 @@ static void usage(FILE *f) {
             "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
             "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n"
             "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|rsq|decoupleq --calib FILE\n"
+            "  quantize MODEL -o OUT.sqzf --type q4|q3 --method mixllm --calib FILE\n"
             "                                      quantization with calibration data\n"
             "  kvbench MODEL -f FILE [--kv P ...]  KV cache policies: bytes, ppl, KLD, decode t/s\n"
             "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json) or a\n"
@@ -55,8 +56,9 @@ static void usage(FILE *f) {
             "  --act-order        gptq, rsq: columns by descending Hessian diagonal\n"
             "  --rsq-rmin R       rsq: least token weight in (0, 1] (default 0.005; 1: rotation\n"
             "                     + GPTQ, tokens alike); --seed S seeds the rotations\n"
-            "  --fake-quant       type dq2: write its dequantized weights as f32 (GGUF cannot\n"
-            "                     hold dq2 yet; for measuring quality)\n"
+            "  --fake-quant       type dq2: write its dequantized weights as f32 GGUF instead of\n"
+            "                     dq2 in sqzf (rtn to dq2 needs it)\n"
+            "  --mix-frac F       mixllm: share of the weights at 8 bits (default 0.1)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -173,6 +175,10 @@ static int parse_args(int argc, char **argv, opts *o) {
             NEED_VALUE; if (!parse_float(v, &o->rsq_rmin) || !(o->rsq_rmin > 0 && o->rsq_rmin <= 1)) BAD_VALUE;
         }
         else if (!strcmp(a, "--fake-quant")) o->fake_quant = 1;
+        else if (!strcmp(a, "--mix-frac")) {
+            NEED_VALUE; if (!parse_float(v, &o->mix_frac) || !(o->mix_frac >= 0 && o->mix_frac < 1)) BAD_VALUE;
+            o->mix_frac_set = 1;
+        }
         else if (!strcmp(a, "--calib-tokens")) {
             NEED_VALUE; if (!parse_int(v, 1, (long long)1 << 40, &n)) BAD_VALUE; o->calib_tokens = n;
         } else if (!strcmp(a, "--calib-ctx")) {

@@ -51,14 +51,14 @@ static void destroy(void *state) {
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     float threshold = 0.8f;
     int budget = 512, window = 32;
     char buf[256];
-    const sqz_kv_xparam p[] = { { "threshold", 'f', &threshold, -1, 1 },
+    const sqz_kv_param p[] = { { "threshold", 'f', &threshold, -1, 1 },
                                 { "budget", 'i', &budget, 1, 1 << 20 },
                                 { "window", 'i', &window, 0, 1 << 20 } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "kvmerger", params, p, 3, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "kvmerger", params, p, 3, buf, sizeof buf);
     if (st) return st;
     kvmerger *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");

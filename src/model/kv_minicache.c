@@ -66,13 +66,13 @@ static void destroy(void *state) {
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     int start = shape->n_layers / 2;
     float gamma = 0.3f;
     char buf[256];
-    const sqz_kv_xparam p[] = { { "start", 'i', &start, 0, shape->n_layers - 1 },
+    const sqz_kv_param p[] = { { "start", 'i', &start, 0, shape->n_layers - 1 },
                                 { "gamma", 'f', &gamma, 0, 1 } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "minicache", params, p, 2, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "minicache", params, p, 2, buf, sizeof buf);
     if (st) return st;
     minicache *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");

@@ -17,8 +17,7 @@
  * "kvproj.ek.<layer>", "kvproj.ev.<layer>", F32 [rank, Hkv]: that energy (the eigenvalues / the
  * number of calibration tokens), for inspection. Any rank up to the stored one can be loaded.
  *
- * This file also holds two helpers the cross-layer policies (kv_xkv.c, kv_minicache.c,
- * kv_kvmerger.c) share: a key=value parser with float and string values, and the top
+ * This file also holds a helper the cross-layer policies (kv_xkv.c) share: the top
  * eigenvectors of a symmetric matrix (LAPACK dsyevd, which libopenblas exports).
  */
 #include <cblas.h>
@@ -37,67 +36,7 @@
 #include "model/session.h"
 #include "sqz.h"
 
-/* ------------------------------------------------------------------ shared helpers */
-
-/* Parses "key=value,..." into p[0..n). String values are copied into buf (they must not
- * contain ','). Errors name the policy and the parameter. */
-sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
-                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len) {
-    if (!params) return SQZ_OK;
-    unsigned seen = 0;
-    size_t used = 0;
-    const char *s = params;
-    while (*s) {
-        const char *end = strchr(s, ',');
-        size_t len = end ? (size_t)(end - s) : strlen(s);
-        const char *eq = memchr(s, '=', len);
-        if (!eq)
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: expected key=value, got '%.*s'",
-                            policy, (int)len, s);
-        size_t klen = (size_t)(eq - s);
-        int i = 0;
-        while (i < n && !(strlen(p[i].key) == klen && !strncmp(p[i].key, s, klen))) i++;
-        if (i == n) {
-            char known[256] = "";
-            for (int j = 0; j < n; j++) {
-                strncat(known, j ? ", " : "", sizeof known - strlen(known) - 1);
-                strncat(known, p[j].key, sizeof known - strlen(known) - 1);
-            }
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: unknown parameter '%.*s' (known: %s)",
-                            policy, (int)klen, s, known);
-        }
-        if (seen & (1u << i))
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' given twice", policy,
-                            p[i].key);
-        seen |= 1u << i;
-        size_t vlen = len - klen - 1;
-        if (vlen == 0 || used + vlen + 1 > buf_len)
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' needs a value%s",
-                            policy, p[i].key, vlen ? " (too long)" : "");
-        char *v = buf + used;
-        memcpy(v, eq + 1, vlen);
-        v[vlen] = 0;
-        used += vlen + 1;
-        if (p[i].type == 's') {
-            *(const char **)p[i].value = v;
-        } else {
-            char *e;
-            errno = 0;
-            double d = p[i].type == 'i' ? (double)strtol(v, &e, 10) : strtod(v, &e);
-            if (*e || errno || d != d)
-                return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' = '%s' is not %s",
-                                policy, p[i].key, v, p[i].type == 'i' ? "an integer" : "a number");
-            if (d < p[i].min || d > p[i].max)
-                return sqz_fail(ctx, SQZ_ERR_ARG,
-                                "KV policy %s: parameter '%s' = %s is out of range [%.10g, %.10g]",
-                                policy, p[i].key, v, p[i].min, p[i].max);
-            if (p[i].type == 'i') *(int *)p[i].value = (int)d;
-            else *(float *)p[i].value = (float)d;
-        }
-        s = end ? end + 1 : s + len;
-    }
-    return SQZ_OK;
-}
+/* ------------------------------------------------------------------ shared helper */
 
 /* LAPACK's symmetric eigensolver (column-major; the matrix is symmetric so the layout does not
  * matter). Eigenvalues come back ascending, eigenvector j in a[j*n .. j*n+n). */
@@ -212,13 +151,13 @@ done:
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     int rank = 0;
     const char *file = NULL;
     char buf[4096];
-    const sqz_kv_xparam p[] = { { "file", 's', &file, 0, 0 },
+    const sqz_kv_param p[] = { { "file", 's', &file, 0, 0 },
                                 { "rank", 'i', &rank, 1, shape->head_dim } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "proj", params, p, 2, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "proj", params, p, 2, buf, sizeof buf);
     if (st) return st;
     if (!file)
         return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: parameter 'file' is required (make "

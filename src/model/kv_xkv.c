@@ -68,14 +68,14 @@ static void destroy(void *state) {
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     const int D = shape->n_kv_heads * shape->head_dim;
     int G = 2, rank = -1, window = 32;
     char buf[256];
-    const sqz_kv_xparam p[] = { { "rank", 'i', &rank, 1, 1 << 20 },
+    const sqz_kv_param p[] = { { "rank", 'i', &rank, 1, 1 << 20 },
                                 { "group", 'i', &G, 1, shape->n_layers },
                                 { "window", 'i', &window, 1, 1 << 20 } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "xkv", params, p, 3, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "xkv", params, p, 3, buf, sizeof buf);
     if (st) return st;
     if (rank < 0) rank = G * D / 4;
     if (rank > G * D)

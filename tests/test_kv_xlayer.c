@@ -192,7 +192,7 @@ static void test_xkv(sqz_ctx *ctx) {
         fill(7, 0.3f);
         xkv_basis();
         char spec[64];
-        snprintf(spec, sizeof spec, "xkv:rank=%d,group=2,window=%d", x_rank, x_win);
+        snprintf(spec, sizeof spec, "xkv:rank=%d,group=2,window=%d+f32", x_rank, x_win);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "%s created", spec);
         if (!kv) continue;

@@ -12,6 +12,7 @@
  * plus bytes() and parameter errors. */
 #include <stdint.h>
 
+#include "core/types.h"
 #include "io/gguf.h"
 #include "model/kv.h"
 #include "sqz.h"
@@ -350,7 +351,8 @@ static void ref_minicache(int l, int pos, int n) {
                     ne += e[i] * e[i];
                 }
                 (void)ne;
-                const double m = l == 2 ? na : nb;
+                /* magnitudes are stored as f16 */
+                const double m = sqz_f16_to_f32(sqz_f32_to_f16((float)(l == 2 ? na : nb)));
                 for (int i = 0; i < HD; i++) (kv ? RV : RK)[l][p][h * HD + i] = (float)(m * e[i]);
             }
 }
@@ -361,7 +363,7 @@ static void test_minicache(sqz_ctx *ctx) {
     for (int gi = 0; gi < 3; gi++) {
         mc_gamma = gammas[gi];
         char spec[64];
-        snprintf(spec, sizeof spec, "minicache:start=2,gamma=%g", mc_gamma);
+        snprintf(spec, sizeof spec, "minicache:start=2,gamma=%g+f32", mc_gamma);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "%s created", spec);
         if (!kv) continue;
@@ -384,7 +386,7 @@ static void test_minicache(sqz_ctx *ctx) {
               sqz_kv_minicache_kept(kv->state, 2, 1), want_kept[0], want_kept[1]);
         const size_t P = 30, f32 = 2 * L * P * ROW * 4;
         const size_t want = 2 * 2 * P * ROW * 4 /* layers 0, 1 */ +
-                            2 * P * HKV * (HD * 4 + 12) + (size_t)(want_kept[0] + want_kept[1]) * HD * 4;
+                            2 * P * HKV * (HD * 4 + 8) + (size_t)(want_kept[0] + want_kept[1]) * HD * 4;
         CHECK(kv->policy->bytes(kv->state) == want, "%s: bytes %zu = %zu (f32: %zu)", spec,
               kv->policy->bytes(kv->state), want, f32);
         sqz_kv_free(kv);

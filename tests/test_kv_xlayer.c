@@ -297,7 +297,7 @@ static void test_proj(sqz_ctx *ctx) {
     for (int ri = 0; ri < 2; ri++) {
         p_rank = ranks[ri];
         char spec[128];
-        snprintf(spec, sizeof spec, "proj:file=%s,rank=%d", path, p_rank);
+        snprintf(spec, sizeof spec, "proj:file=%s,rank=%d+f32", path, p_rank);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "proj rank %d created", p_rank);
         if (!kv) continue;
@@ -444,7 +444,7 @@ static void test_kvmerger(sqz_ctx *ctx) {
     const int P0 = 40, budget = 16, window = 4;
     const double thr = 0.9;
     char spec[96];
-    snprintf(spec, sizeof spec, "kvmerger:threshold=%g,budget=%d,window=%d", thr, budget, window);
+    snprintf(spec, sizeof spec, "kvmerger:threshold=%g,budget=%d,window=%d+f32", thr, budget, window);
     sqz_kv *kv = make(ctx, spec);
     CHECK(kv != NULL, "%s created", spec);
     if (!kv) return;

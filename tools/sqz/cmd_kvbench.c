@@ -1,9 +1,11 @@
 /* cmd_kvbench.c - sqz kvbench MODEL -f FILE [--ctx N] [--max-tokens N] [--kv SPEC ...]
  * [--kv-prefill N] [--json]: compares KV cache policies (KIVI q8/q4/q2, StreamingLLM, H2O,
- * SnapKV, f16, ...; every listed policy at its defaults when no --kv is given) on
- *  - memory: KV bytes per position of context (the policy's own bytes() after filling a
- *    context, divided by its length) and the ratio to an f16 cache (2 * layers * kv_heads *
- *    head_dim * 2 bytes per position);
+ * SnapKV, f16, ...; without --kv every listed policy at its defaults plus the compositions
+ * in `extra` below) on
+ *  - memory: KV bytes per position of context (the policy's own bytes() once a context of
+ *    --ctx positions is filled - the state the last scored token of a ppl window reads -
+ *    divided by its length) and the ratio to an f16 cache (2 * layers * kv_heads * head_dim * 2
+ *    bytes per position), and the same ratio at each decode context;
  *  - quality: perplexity over FILE and KL divergence against the same model with the exact f32
  *    cache, each window prefilled with --kv-prefill tokens (default 256) in one batch and then
  *    run one token at a time, so later tokens read the compressed cache;
@@ -19,9 +21,20 @@
 enum { N_CTXS = 4, STEPS = 32, FILL_BATCH = 64 };
 static const int ctxs[N_CTXS] = { 512, 1024, 2048, 4096 };
 
+/* Compositions in the default set: a storage codec under an eviction policy reaches 4x and 8x
+ * vs f16 near the quality of the f16 cache (see README). */
+static const char *const extra[] = {
+    "streaming:sink=4,window=1020+q4",
+    "streaming:sink=4,window=508+q4",
+    "h2o:budget=1024+q4",
+    "streaming:sink=4,window=1020+q8",
+    "minicache+q4",
+    "xkv:rank=64+q8",
+};
+
 typedef struct bench_row {
     const char *policy;
-    double bytes_per_token, ratio, ppl, kld, tps[N_CTXS];
+    double bytes_per_token, ratio, ppl, kld, tps[N_CTXS], ratio_at[N_CTXS];
     int bytes_ctx;
 } bench_row;
 
@@ -77,10 +90,13 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
     const char *specs[64];
     int n_specs = 0;
     if (o->n_kv)
-        for (int i = 0; i < o->n_kv; i++) specs[n_specs++] = o->kv[i];
-    else
+        for (int i = 0; i < o->n_kv && n_specs < 64; i++) specs[n_specs++] = o->kv[i];
+    else {
         for (int i = 0; sqz_kv_policy_name(i) && n_specs < 64; i++)
             if (strcmp(sqz_kv_policy_name(i), "f32")) specs[n_specs++] = sqz_kv_policy_name(i);
+        for (size_t i = 0; i < sizeof extra / sizeof *extra && n_specs < 64; i++)
+            specs[n_specs++] = extra[i];
+    }
     bench_row *rows = calloc((size_t)n_specs, sizeof *rows);
     int rc = 0;
     if (!rows) { rc = cli_die("out of memory"); goto done; }
@@ -102,16 +118,24 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
         if (st) { rc = cli_fail(ctx); break; }
         r->ppl = pr.ppl;
         r->kld = pr.kld;
-        size_t bytes = 0;
         for (int c = 0; c < N_CTXS; c++) {
-            r->tps[c] = -1;
+            r->tps[c] = -1, r->ratio_at[c] = 0;
             if (ctxs[c] > max_ctx) continue;
             size_t b;
             r->tps[c] = decode_tps(ctx, m, specs[i], ctxs[c], prefill, ids, n_ids, &b);
             if (r->tps[c] < 0) { rc = cli_fail(ctx); break; }
-            bytes = b, r->bytes_ctx = ctxs[c];
+            r->ratio_at[c] = b ? f16_bpt * ctxs[c] / (double)b : 0;
+            if (ctxs[c] == n_ctx) r->bytes_per_token = (double)b / n_ctx, r->bytes_ctx = n_ctx;
         }
-        r->bytes_per_token = r->bytes_ctx ? (double)bytes / r->bytes_ctx : 0;
+        if (rc) break;
+        if (!r->bytes_ctx) { /* --ctx is none of the decode contexts: fill one of its own */
+            size_t b;
+            if (decode_tps(ctx, m, specs[i], n_ctx, prefill, ids, n_ids, &b) < 0) {
+                rc = cli_fail(ctx);
+                break;
+            }
+            r->bytes_per_token = (double)b / n_ctx, r->bytes_ctx = n_ctx;
+        }
         r->ratio = r->bytes_per_token > 0 ? f16_bpt / r->bytes_per_token : 0;
     }
     if (rc) goto done;
@@ -132,11 +156,14 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
             cJSON_AddNumberToObject(row, "ppl", r->ppl);
             cJSON_AddNumberToObject(row, "kld", r->kld);
             cJSON *t = cJSON_AddObjectToObject(row, "decode_tps");
+            cJSON *ra = cJSON_AddObjectToObject(row, "ratio_vs_f16_at");
             for (int c = 0; c < N_CTXS; c++) {
                 char key[16];
                 snprintf(key, sizeof key, "%d", ctxs[c]);
                 if (r->tps[c] >= 0) cJSON_AddNumberToObject(t, key, r->tps[c]);
                 else cJSON_AddNullToObject(t, key);
+                if (r->tps[c] >= 0) cJSON_AddNumberToObject(ra, key, r->ratio_at[c]);
+                else cJSON_AddNullToObject(ra, key);
             }
             cJSON_AddItemToArray(arr, row);
         }

@@ -49,16 +49,19 @@ static void naive_row(const sqz_kvrow_fmt *f, const float *x, float *out) {
     else naive_q(x, f->n, f->group, sqz_kvrow_bits(f->type), out);
 }
 
-enum { MAXN = 128, MAXP = 40, MAXQ = 9 };
+enum { MAXN = 544, MAXP = 40, MAXQ = 9 };
 
 static void test_formats_and_kernels(void) {
     static const struct { sqz_kvrow_type t; int n, group; } fmts[] = {
         { SQZ_KVROW_F32, 64, 64 }, { SQZ_KVROW_F32, 20, 20 }, { SQZ_KVROW_F16, 64, 64 },
         { SQZ_KVROW_F16, 12, 12 }, { SQZ_KVROW_Q8, 64, 32 },  { SQZ_KVROW_Q8, 128, 64 },
         { SQZ_KVROW_Q4, 64, 32 },  { SQZ_KVROW_Q4, 96, 32 },  { SQZ_KVROW_Q4, 64, 64 },
-        { SQZ_KVROW_Q2, 64, 32 },  { SQZ_KVROW_Q2, 32, 32 },
+        { SQZ_KVROW_Q2, 64, 32 },  { SQZ_KVROW_Q2, 32, 32 },  { SQZ_KVROW_Q4, 544, 32 },
+        { SQZ_KVROW_F16, 520, 520 },
     };
-    const int expect_bytes[] = { 256, 80, 128, 24, 64 + 8, 128 + 8, 32 + 8, 48 + 12, 32 + 4, 16 + 8, 8 + 4 };
+    /* (the last two: longer than the AVX2 tile, the kernels' other path) */
+    const int expect_bytes[] = { 256, 80, 128, 24, 64 + 8, 128 + 8, 32 + 8, 48 + 12, 32 + 4, 16 + 8,
+                                 8 + 4, 272 + 68, 1040 };
     static float x[MAXP][MAXN], deq[MAXP][MAXN], q[MAXQ][MAXN], w[MAXQ][MAXP];
     static uint8_t rows[MAXP][MAXN * 4 + 64];
     uint64_t rng = 42;

@@ -1,8 +1,9 @@
 /* attn_avx2.c - AVX2 + FMA + F16C attention kernels over KV rows (attn.h); compiled with
  * -mavx2 -mfma -mf16c and only called when the CPU has them. Rows are decoded 8 channels at a
  * time into registers (dequantization fused: code * scale + min in one FMA) and used for every
- * query of the batch before the next 8 are decoded. Rows whose channel count is not a multiple
- * of 8 (only possible for f32/f16) go to the reference. */
+ * query of the batch before the next 8 are decoded (rows longer than TILE_N), or decoded 4 rows
+ * at a time into an L1 tile that every query then reads (the common case, below). Rows whose
+ * channel count is not a multiple of 8 (only possible for f32/f16) go to the reference. */
 #include <immintrin.h>
 
 #include "kernels/attn.h"
@@ -80,18 +81,103 @@ accum_t(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *w, siz
     }
 }
 
+/* Tiles of 4 rows: the rows are decoded once into a small f32 tile in L1 (not a copy of the
+ * cache: 4 rows at a time), then every query reads the tile - scores finish 4 rows with one
+ * horizontal reduction, accumulation loads and stores y once per 4 rows. */
+enum { TR = 4, TILE_N = 512 };
+
+static inline __attribute__((always_inline)) void decode_tile(sqz_kvrow_type type, const sqz_kvrow_fmt *f,
+                                                              const uint8_t *rows, size_t ld, int p,
+                                                              int m, float *tile) {
+    const int n = f->n, bits = sqz_kvrow_bits(type);
+    for (int r = 0; r < m; r++) {
+        const uint8_t *row = rows + (size_t)(p + r) * ld;
+        const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
+        for (int c = 0; c < n; c += 8)
+            _mm256_storeu_ps(tile + r * n + c, decode8(type, row, par, f->group, c));
+    }
+}
+
+/* (a0..a3 summed within each) as 4 floats */
+static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
+    const __m256 h = _mm256_hadd_ps(h01, h23); /* lanes: 0 1 2 3 | 0 1 2 3 (halves) */
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+static inline __attribute__((always_inline)) void
+scores_tiled(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *q, const void *rows,
+             size_t ld, int P, float scale, float *s, size_t sld) {
+    const int n = f->n;
+    float tile[TR * TILE_N];
+    int p = 0;
+    for (; p + TR <= P; p += TR) {
+        decode_tile(type, f, rows, ld, p, TR, tile);
+        for (int j = 0; j < nq; j++) {
+            const float *qj = q + (size_t)j * n;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int c = 0; c < n; c += 8) {
+                const __m256 x = _mm256_loadu_ps(qj + c);
+                a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(tile + c), a0);
+                a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(tile + n + c), a1);
+                a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(tile + 2 * n + c), a2);
+                a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(tile + 3 * n + c), a3);
+            }
+            _mm_storeu_ps(s + (size_t)j * sld + p, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+        }
+    }
+    if (p < P) scores_t(type, f, nq, q, (const uint8_t *)rows + (size_t)p * ld, ld, P - p, scale, s + p, sld);
+}
+
+static inline __attribute__((always_inline)) void
+accum_tiled(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *w, size_t wld,
+            const void *rows, size_t ld, int P, float *y) {
+    const int n = f->n;
+    float tile[TR * TILE_N];
+    int p = 0;
+    for (; p + TR <= P; p += TR) {
+        decode_tile(type, f, rows, ld, p, TR, tile);
+        for (int j = 0; j < nq; j++) {
+            const float *wj = w + (size_t)j * wld + p;
+            const __m256 w0 = _mm256_set1_ps(wj[0]), w1 = _mm256_set1_ps(wj[1]),
+                         w2 = _mm256_set1_ps(wj[2]), w3 = _mm256_set1_ps(wj[3]);
+            float *yj = y + (size_t)j * n;
+            for (int c = 0; c < n; c += 8) {
+                __m256 a = _mm256_loadu_ps(yj + c);
+                a = _mm256_fmadd_ps(w0, _mm256_loadu_ps(tile + c), a);
+                a = _mm256_fmadd_ps(w1, _mm256_loadu_ps(tile + n + c), a);
+                a = _mm256_fmadd_ps(w2, _mm256_loadu_ps(tile + 2 * n + c), a);
+                a = _mm256_fmadd_ps(w3, _mm256_loadu_ps(tile + 3 * n + c), a);
+                _mm256_storeu_ps(yj + c, a);
+            }
+        }
+    }
+    if (p < P)
+        accum_t(type, f, nq, w + p, wld, (const uint8_t *)rows + (size_t)p * ld, ld, P - p, y);
+}
+
 static void scores_avx2(const sqz_kvrow_fmt *f, int nq, const float *q, const void *rows,
                         size_t ld, int P, float scale, float *s, size_t sld) {
     if (f->n % 8) {
         sqz_attn_kernels_ref().scores(f, nq, q, rows, ld, P, scale, s, sld);
         return;
     }
+    if (f->n > TILE_N) {
+        switch (f->type) {
+        case SQZ_KVROW_F32: scores_t(SQZ_KVROW_F32, f, nq, q, rows, ld, P, scale, s, sld); break;
+        case SQZ_KVROW_F16: scores_t(SQZ_KVROW_F16, f, nq, q, rows, ld, P, scale, s, sld); break;
+        case SQZ_KVROW_Q8: scores_t(SQZ_KVROW_Q8, f, nq, q, rows, ld, P, scale, s, sld); break;
+        case SQZ_KVROW_Q4: scores_t(SQZ_KVROW_Q4, f, nq, q, rows, ld, P, scale, s, sld); break;
+        case SQZ_KVROW_Q2: scores_t(SQZ_KVROW_Q2, f, nq, q, rows, ld, P, scale, s, sld); break;
+        }
+        return;
+    }
     switch (f->type) {
-    case SQZ_KVROW_F32: scores_t(SQZ_KVROW_F32, f, nq, q, rows, ld, P, scale, s, sld); break;
-    case SQZ_KVROW_F16: scores_t(SQZ_KVROW_F16, f, nq, q, rows, ld, P, scale, s, sld); break;
-    case SQZ_KVROW_Q8: scores_t(SQZ_KVROW_Q8, f, nq, q, rows, ld, P, scale, s, sld); break;
-    case SQZ_KVROW_Q4: scores_t(SQZ_KVROW_Q4, f, nq, q, rows, ld, P, scale, s, sld); break;
-    case SQZ_KVROW_Q2: scores_t(SQZ_KVROW_Q2, f, nq, q, rows, ld, P, scale, s, sld); break;
+    case SQZ_KVROW_F32: scores_tiled(SQZ_KVROW_F32, f, nq, q, rows, ld, P, scale, s, sld); break;
+    case SQZ_KVROW_F16: scores_tiled(SQZ_KVROW_F16, f, nq, q, rows, ld, P, scale, s, sld); break;
+    case SQZ_KVROW_Q8: scores_tiled(SQZ_KVROW_Q8, f, nq, q, rows, ld, P, scale, s, sld); break;
+    case SQZ_KVROW_Q4: scores_tiled(SQZ_KVROW_Q4, f, nq, q, rows, ld, P, scale, s, sld); break;
+    case SQZ_KVROW_Q2: scores_tiled(SQZ_KVROW_Q2, f, nq, q, rows, ld, P, scale, s, sld); break;
     }
 }
 
@@ -101,12 +187,22 @@ static void accum_avx2(const sqz_kvrow_fmt *f, int nq, const float *w, size_t wl
         sqz_attn_kernels_ref().accum(f, nq, w, wld, rows, ld, P, y);
         return;
     }
+    if (f->n > TILE_N) {
+        switch (f->type) {
+        case SQZ_KVROW_F32: accum_t(SQZ_KVROW_F32, f, nq, w, wld, rows, ld, P, y); break;
+        case SQZ_KVROW_F16: accum_t(SQZ_KVROW_F16, f, nq, w, wld, rows, ld, P, y); break;
+        case SQZ_KVROW_Q8: accum_t(SQZ_KVROW_Q8, f, nq, w, wld, rows, ld, P, y); break;
+        case SQZ_KVROW_Q4: accum_t(SQZ_KVROW_Q4, f, nq, w, wld, rows, ld, P, y); break;
+        case SQZ_KVROW_Q2: accum_t(SQZ_KVROW_Q2, f, nq, w, wld, rows, ld, P, y); break;
+        }
+        return;
+    }
     switch (f->type) {
-    case SQZ_KVROW_F32: accum_t(SQZ_KVROW_F32, f, nq, w, wld, rows, ld, P, y); break;
-    case SQZ_KVROW_F16: accum_t(SQZ_KVROW_F16, f, nq, w, wld, rows, ld, P, y); break;
-    case SQZ_KVROW_Q8: accum_t(SQZ_KVROW_Q8, f, nq, w, wld, rows, ld, P, y); break;
-    case SQZ_KVROW_Q4: accum_t(SQZ_KVROW_Q4, f, nq, w, wld, rows, ld, P, y); break;
-    case SQZ_KVROW_Q2: accum_t(SQZ_KVROW_Q2, f, nq, w, wld, rows, ld, P, y); break;
+    case SQZ_KVROW_F32: accum_tiled(SQZ_KVROW_F32, f, nq, w, wld, rows, ld, P, y); break;
+    case SQZ_KVROW_F16: accum_tiled(SQZ_KVROW_F16, f, nq, w, wld, rows, ld, P, y); break;
+    case SQZ_KVROW_Q8: accum_tiled(SQZ_KVROW_Q8, f, nq, w, wld, rows, ld, P, y); break;
+    case SQZ_KVROW_Q4: accum_tiled(SQZ_KVROW_Q4, f, nq, w, wld, rows, ld, P, y); break;
+    case SQZ_KVROW_Q2: accum_tiled(SQZ_KVROW_Q2, f, nq, w, wld, rows, ld, P, y); break;
     }
 }
 

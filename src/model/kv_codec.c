@@ -136,6 +136,14 @@ void sqz_kv_codec_decode(const sqz_kv_codec *c, const sqz_kvrow_fmt *f, const vo
     if (sqz_kv_codec_rotates(c, f) && f->n <= ROT_BUF) sqz_kv_rotate(x, f->n, 1);
 }
 
+void sqz_kv_codec_decode_fast(const sqz_attn_kernels *kr, const sqz_kv_codec *c,
+                              const sqz_kvrow_fmt *f, const void *row, float *x) {
+    static const float one = 1.0f;
+    memset(x, 0, (size_t)f->n * sizeof(float));
+    kr->accum(f, 1, &one, 1, row, 0, 1, x); /* x += 1 * row */
+    if (sqz_kv_codec_rotates(c, f) && f->n <= ROT_BUF) sqz_kv_rotate(x, f->n, 1);
+}
+
 void sqz_kv_attend_parts(const sqz_attn_kernels *kr, const sqz_kv_rows *parts, int n_parts,
                          int nq, const float *q, float scale, float *s, float *out) {
     const int n = parts[0].f->n;

@@ -67,6 +67,9 @@ void sqz_kv_codec_encode(const sqz_kv_codec *c, const sqz_kvrow_fmt *f, const fl
                          const float *mu, void *row);
 /* x = row decoded (and rotated back). */
 void sqz_kv_codec_decode(const sqz_kv_codec *c, const sqz_kvrow_fmt *f, const void *row, float *x);
+/* The same with the attention kernels (SIMD), for policies that decode many rows per step. */
+void sqz_kv_codec_decode_fast(const sqz_attn_kernels *kr, const sqz_kv_codec *c,
+                              const sqz_kvrow_fmt *f, const void *row, float *x);
 
 /* P consecutive positions of keys K and values V held as rows of format f (stride ld bytes),
  * encoded by codec c. */

@@ -56,6 +56,8 @@ typedef struct minicache {
     sqz_kvrow_fmt fmt; /* one head's row */
     size_t rb;
     float *tmp;        /* [hd] */
+    float *s;          /* [group][max_pos] attention probabilities */
+    sqz_attn_kernels kr;
     float *scratch_k, *scratch_v; /* [max_pos][D] reconstruction for attention */
     int n_pos;
 } minicache;
@@ -74,7 +76,7 @@ static void destroy(void *state) {
         free(h->a), free(h->d), free(h->norm), free(h->kept), free(h->b);
     }
     for (int l = 0; c->plain && l < c->shape.n_layers; l++) free(c->plain[l]);
-    free(c->pairs), free(c->plain), free(c->scratch_k), free(c->scratch_v), free(c->tmp);
+    free(c->pairs), free(c->plain), free(c->scratch_k), free(c->scratch_v), free(c->tmp), free(c->s);
     free(c);
 }
 
@@ -108,7 +110,9 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     c->scratch_k = malloc(P * D * sizeof(float));
     c->scratch_v = malloc(P * D * sizeof(float));
     c->tmp = malloc((size_t)shape->head_dim * sizeof(float));
-    int ok = c->pairs && c->plain && c->scratch_k && c->scratch_v && c->tmp;
+    c->s = malloc((size_t)(shape->n_heads / shape->n_kv_heads) * P * sizeof(float));
+    c->kr = sqz_attn_kernels_best();
+    int ok = c->pairs && c->plain && c->scratch_k && c->scratch_v && c->tmp && c->s;
     for (int i = 0; ok && i < 2 * c->n_pairs; i++) {
         mc_half *h = &c->pairs[i];
         h->a = malloc(P * D * sizeof(float));
@@ -213,14 +217,17 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
     minicache *c = state;
     const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, D = Hkv * hd;
     const int p = pair_of(c, layer), P = pos + n;
-    if (p < 0) {
+    if (p < 0) { /* attention on the stored rows, the query heads of a KV head together */
         const uint8_t *src = c->plain[layer];
         const size_t half = (size_t)c->shape.max_pos * Hkv * c->rb;
-        for (size_t r = 0; r < (size_t)P * Hkv; r++) {
-            sqz_kv_codec_decode(&c->codec, &c->fmt, src + r * c->rb, c->scratch_k + r * hd);
-            sqz_kv_codec_decode(&c->codec, &c->fmt, src + half + r * c->rb, c->scratch_v + r * hd);
-        }
-        sqz_attention_f32(c->scratch_k, c->scratch_v, D, &c->shape, pos, n, q, out, n_threads);
+        const int Hq = c->shape.n_heads, group = Hq / Hkv;
+        for (int g = 0; g < Hkv; g++)
+            for (int t = 0; t < n; t++) {
+                const size_t qo = ((size_t)t * Hq + (size_t)g * group) * hd;
+                sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, src + g * c->rb,
+                                   src + half + g * c->rb, (size_t)Hkv * c->rb, pos + t + 1,
+                                   1.0f / sqrtf((float)hd), c->s, out + qo);
+            }
         return;
     }
     const int is_b = layer != c->start + 2 * p;
@@ -234,10 +241,10 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
                 const size_t i = (size_t)t * Hkv + g;
                 float *o = dst + i * hd;
                 if (h->kept[i] >= 0) {
-                    sqz_kv_codec_decode(&c->codec, &c->fmt,
+                    sqz_kv_codec_decode_fast(&c->kr, &c->codec, &c->fmt,
                                         is_b ? h->b + (size_t)h->kept[i] * c->rb : h->d + i * c->rb, o);
                 } else {
-                    sqz_kv_codec_decode(&c->codec, &c->fmt, h->d + i * c->rb, o);
+                    sqz_kv_codec_decode_fast(&c->kr, &c->codec, &c->fmt, h->d + i * c->rb, o);
                     const float m = sqz_f16_to_f32(h->norm[2 * i + is_b]);
                     for (int d = 0; d < hd; d++) o[d] *= m;
                 }

@@ -246,12 +246,12 @@ static void policy_tests(void) {
         { .spec = "q2:group=4,window=0", .kind = K_KIVI, .bits = 2, .G = 4, .R = 0 },
         { .spec = "q4:group=32,window=20", .kind = K_KIVI, .bits = 4, .G = 32, .R = 20 },
         { .spec = "q2", .kind = K_KIVI, .bits = 2, .G = 32, .R = 64 },
-        { .spec = "streaming:sink=3,window=20", .kind = K_STREAM, .sink = 3, .window = 20 },
-        { .spec = "streaming:sink=0,window=1", .kind = K_STREAM, .sink = 0, .window = 1 },
-        { .spec = "h2o:budget=24", .kind = K_H2O, .budget = 24, .recent = 12 },
-        { .spec = "h2o:budget=30,recent=5", .kind = K_H2O, .budget = 30, .recent = 5 },
-        { .spec = "snapkv:budget=16,obs=4,pool=3", .kind = K_SNAP, .budget = 16, .obs = 4, .pool = 3 },
-        { .spec = "snapkv:budget=60,obs=8", .kind = K_SNAP, .budget = 60, .obs = 8, .pool = 7 },
+        { .spec = "streaming:sink=3,window=20+f32", .kind = K_STREAM, .sink = 3, .window = 20 },
+        { .spec = "streaming:sink=0,window=1+f32", .kind = K_STREAM, .sink = 0, .window = 1 },
+        { .spec = "h2o:budget=24+f32", .kind = K_H2O, .budget = 24, .recent = 12 },
+        { .spec = "h2o:budget=30,recent=5+f32", .kind = K_H2O, .budget = 30, .recent = 5 },
+        { .spec = "snapkv:budget=16,obs=4,pool=3+f32", .kind = K_SNAP, .budget = 16, .obs = 4, .pool = 3 },
+        { .spec = "snapkv:budget=60,obs=8+f32", .kind = K_SNAP, .budget = 60, .obs = 8, .pool = 7 },
     };
     static size_t bytes_at[MAXP + 1];
     for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {

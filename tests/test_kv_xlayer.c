@@ -12,6 +12,7 @@
  * plus bytes() and parameter errors. */
 #include <stdint.h>
 
+#include "core/types.h"
 #include "io/gguf.h"
 #include "model/kv.h"
 #include "sqz.h"
@@ -192,7 +193,7 @@ static void test_xkv(sqz_ctx *ctx) {
         fill(7, 0.3f);
         xkv_basis();
         char spec[64];
-        snprintf(spec, sizeof spec, "xkv:rank=%d,group=2,window=%d", x_rank, x_win);
+        snprintf(spec, sizeof spec, "xkv:rank=%d,group=2,window=%d+f32", x_rank, x_win);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "%s created", spec);
         if (!kv) continue;
@@ -296,7 +297,7 @@ static void test_proj(sqz_ctx *ctx) {
     for (int ri = 0; ri < 2; ri++) {
         p_rank = ranks[ri];
         char spec[128];
-        snprintf(spec, sizeof spec, "proj:file=%s,rank=%d", path, p_rank);
+        snprintf(spec, sizeof spec, "proj:file=%s,rank=%d+f32", path, p_rank);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "proj rank %d created", p_rank);
         if (!kv) continue;
@@ -350,7 +351,8 @@ static void ref_minicache(int l, int pos, int n) {
                     ne += e[i] * e[i];
                 }
                 (void)ne;
-                const double m = l == 2 ? na : nb;
+                /* magnitudes are stored as f16 */
+                const double m = sqz_f16_to_f32(sqz_f32_to_f16((float)(l == 2 ? na : nb)));
                 for (int i = 0; i < HD; i++) (kv ? RV : RK)[l][p][h * HD + i] = (float)(m * e[i]);
             }
 }
@@ -361,7 +363,7 @@ static void test_minicache(sqz_ctx *ctx) {
     for (int gi = 0; gi < 3; gi++) {
         mc_gamma = gammas[gi];
         char spec[64];
-        snprintf(spec, sizeof spec, "minicache:start=2,gamma=%g", mc_gamma);
+        snprintf(spec, sizeof spec, "minicache:start=2,gamma=%g+f32", mc_gamma);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "%s created", spec);
         if (!kv) continue;
@@ -384,7 +386,7 @@ static void test_minicache(sqz_ctx *ctx) {
               sqz_kv_minicache_kept(kv->state, 2, 1), want_kept[0], want_kept[1]);
         const size_t P = 30, f32 = 2 * L * P * ROW * 4;
         const size_t want = 2 * 2 * P * ROW * 4 /* layers 0, 1 */ +
-                            2 * P * HKV * (HD * 4 + 12) + (size_t)(want_kept[0] + want_kept[1]) * HD * 4;
+                            2 * P * HKV * (HD * 4 + 8) + (size_t)(want_kept[0] + want_kept[1]) * HD * 4;
         CHECK(kv->policy->bytes(kv->state) == want, "%s: bytes %zu = %zu (f32: %zu)", spec,
               kv->policy->bytes(kv->state), want, f32);
         sqz_kv_free(kv);
@@ -442,7 +444,7 @@ static void test_kvmerger(sqz_ctx *ctx) {
     const int P0 = 40, budget = 16, window = 4;
     const double thr = 0.9;
     char spec[96];
-    snprintf(spec, sizeof spec, "kvmerger:threshold=%g,budget=%d,window=%d", thr, budget, window);
+    snprintf(spec, sizeof spec, "kvmerger:threshold=%g,budget=%d,window=%d+f32", thr, budget, window);
     sqz_kv *kv = make(ctx, spec);
     CHECK(kv != NULL, "%s created", spec);
     if (!kv) return;

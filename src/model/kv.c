@@ -42,18 +42,43 @@ const sqz_kv_policy *const *sqz_kv_policies(void) { return policies; }
 sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec, sqz_kv **out) {
     *out = NULL;
     if (!spec || !*spec) spec = "f32";
-    const char *colon = strchr(spec, ':');
-    size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
+    /* "policy[:params]+codec[:params]": the codec follows the last '+' */
+    const char *plus = strrchr(spec, '+');
+    const size_t plen = plus ? (size_t)(plus - spec) : strlen(spec);
+    const char *colon = memchr(spec, ':', plen);
+    const size_t nlen = colon ? (size_t)(colon - spec) : plen;
     const sqz_kv_policy *p = NULL;
     for (int i = 0; policies[i]; i++)
         if (strlen(policies[i]->name) == nlen && !strncmp(policies[i]->name, spec, nlen))
             p = policies[i];
     if (!p) return sqz_fail(ctx, SQZ_ERR_ARG, "unknown KV cache policy '%.*s'", (int)nlen, spec);
+    sqz_kv_codec codec = { SQZ_KVROW_F16, 32, 0, 0 };
+    if (plus) {
+        if (!p->takes_codec)
+            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s is a storage format itself: '+%s' "
+                            "composes only with the structural policies (streaming, h2o, snapkv, "
+                            "kvmerger, minicache, xkv, proj)", p->name, plus + 1);
+        sqz_status st = sqz_kv_codec_parse(ctx, plus + 1, &codec);
+        if (st) return st;
+    }
+    /* the policy's own parameters, without the codec part */
+    char *params = NULL;
+    if (colon) {
+        const size_t len = plen - nlen - 1;
+        params = malloc(len + 1);
+        if (!params) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        memcpy(params, colon + 1, len);
+        params[len] = 0;
+    }
     sqz_kv *kv = calloc(1, sizeof *kv);
-    if (!kv) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+    if (!kv) {
+        free(params);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+    }
     kv->policy = p;
     kv->shape = *shape;
-    sqz_status st = p->create(ctx, shape, colon ? colon + 1 : NULL, &kv->state);
+    sqz_status st = p->create(ctx, shape, params, p->takes_codec ? &codec : NULL, &kv->state);
+    free(params);
     if (st != SQZ_OK) {
         free(kv);
         return st;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "core/ctx.h"
+#include "model/kv_codec.h"
 
 typedef struct sqz_kv_shape {
     int n_layers;
@@ -24,9 +25,11 @@ typedef struct sqz_kv_shape {
 typedef struct sqz_kv_policy {
     const char *name;
     const char *help;
-    /* params: the text after "name:" (may be NULL). */
+    /* params: the text after "name:" (may be NULL). codec: the storage codec of the rows the
+     * policy keeps (f16 unless the spec composes another with '+'); NULL for the policies that
+     * are a storage format themselves (takes_codec = 0). */
     sqz_status (*create)(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state);
+                         const sqz_kv_codec *codec, void **state);
     void (*destroy)(void *state);
     void (*reset)(void *state);
     /* Stores n positions pos..pos+n-1 of layer: k, v are [n][Hkv*hd]. */
@@ -37,6 +40,7 @@ typedef struct sqz_kv_policy {
                    int n_threads);
     /* Bytes the cache holds now (data, scales, indices - what it really allocated for them). */
     size_t (*bytes)(const void *state);
+    int takes_codec; /* "name+codec" composes */
 } sqz_kv_policy;
 
 typedef struct sqz_kv {
@@ -45,7 +49,8 @@ typedef struct sqz_kv {
     sqz_kv_shape shape;
 } sqz_kv;
 
-/* spec: "name" or "name:key=value,..."; NULL = "f32". */
+/* spec: "name", "name:key=value,..." or, for a policy that takes a storage codec,
+ * "name[:...]+codec[:...]"; NULL = "f32". */
 sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec, sqz_kv **out);
 void sqz_kv_free(sqz_kv *kv);
 

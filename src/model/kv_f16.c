@@ -1,44 +1,41 @@
 /* kv_f16.c - KV cache policy "f16": keys and values stored as IEEE half precision (as most
- * inference engines keep their cache), [layer][pos][Hkv*hd]. Attention converts each key and
- * value row to f32 on the fly (F16C when the CPU has it), so no f32 copy of the cache exists. */
+ * inference engines keep their cache), [layer][pos][Hkv*hd]. Attention runs on the f16 rows
+ * with the kernels of kernels/attn.h (F16C conversion fused into the dot products), so no f32
+ * copy of the cache exists. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/types.h"
-#include "kernels/ops.h"
+#include "kernels/attn.h"
 #include "model/kv.h"
+#include "model/kv_codec.h"
 #include "model/kv_params.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_F16C_PATH 1
-__attribute__((target("avx,f16c"))) static void cvt_f16c(const uint16_t *src, float *dst, int n) {
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = sqz_f16_to_f32(src[i]);
-}
-#endif
-
-static void cvt_ref(const uint16_t *src, float *dst, int n) {
-    for (int i = 0; i < n; i++) dst[i] = sqz_f16_to_f32(src[i]);
-}
-
-typedef void (*cvt_fn)(const uint16_t *, float *, int);
 
 typedef struct kv_f16 {
     sqz_kv_shape shape;
     size_t layer_elems; /* max_pos * Hkv * hd */
     uint16_t *k, *v;    /* [L][max_pos][Hkv*hd] */
+    float *scratch;     /* [Hkv][group * max_pos] attention probabilities */
     int n_pos;
-    cvt_fn cvt;
+    sqz_kv_codec codec; /* f16 */
+    sqz_kvrow_fmt fmt;  /* one head's row */
+    sqz_attn_kernels kr;
 } kv_f16;
 
+static void destroy(void *state) {
+    kv_f16 *c = state;
+    if (!c) return;
+    free(c->k);
+    free(c->v);
+    free(c->scratch);
+    free(c);
+}
+
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
-    sqz_status st = sqz_kv_parse_params(ctx, "f16", params, NULL, 0);
+                         const sqz_kv_codec *codec, void **state) {
+    sqz_status st = sqz_kv_parse_params(ctx, "f16", params, NULL, 0, NULL, 0);
     if (st) return st;
     kv_f16 *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
@@ -47,27 +44,17 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     size_t total = c->layer_elems * (size_t)shape->n_layers;
     c->k = malloc(total * sizeof(uint16_t));
     c->v = malloc(total * sizeof(uint16_t));
-    if (!c->k || !c->v) {
-        free(c->k);
-        free(c->v);
-        free(c);
+    c->scratch = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof(float));
+    if (!c->k || !c->v || !c->scratch) {
+        destroy(c);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
                         shape->max_pos);
     }
-    c->cvt = cvt_ref;
-#ifdef HAVE_F16C_PATH
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) c->cvt = cvt_f16c;
-#endif
+    c->codec = (sqz_kv_codec){ SQZ_KVROW_F16, shape->head_dim, 0, 0 };
+    c->fmt = (sqz_kvrow_fmt){ SQZ_KVROW_F16, shape->head_dim, shape->head_dim };
+    c->kr = sqz_attn_kernels_best();
     *state = c;
     return SQZ_OK;
-}
-
-static void destroy(void *state) {
-    kv_f16 *c = state;
-    if (!c) return;
-    free(c->k);
-    free(c->v);
-    free(c);
 }
 
 static void reset(void *state) { ((kv_f16 *)state)->n_pos = 0; }
@@ -85,40 +72,25 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
     return SQZ_OK;
 }
 
+/* One work item per KV head: its query heads read its rows together (each row converted once
+ * for all of them); the step's queries run in order with that head's scratch. */
 static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
                    int n_threads) {
-    const kv_f16 *c = state;
-    const int Hq = c->shape.n_heads, hd = c->shape.head_dim, group = Hq / c->shape.n_kv_heads;
-    const int row = c->shape.n_kv_heads * hd;
+    kv_f16 *c = state;
+    const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
+    const int group = Hq / Hkv, row = Hkv * hd;
     const uint16_t *K = c->k + (size_t)layer * c->layer_elems;
     const uint16_t *V = c->v + (size_t)layer * c->layer_elems;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int work = n * Hq;
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && work > 1)
-    {
-        float *s = malloc((size_t)(pos + n) * sizeof(float));
-        float *x = malloc((size_t)hd * sizeof(float));
-#pragma omp for schedule(dynamic, 1)
-        for (int w = 0; w < work; w++) {
-            const int t = w / Hq, h = w % Hq, g = h / group, P = pos + t + 1;
-            const float *qh = q + (size_t)t * Hq * hd + (size_t)h * hd;
-            for (int p = 0; p < P; p++) {
-                c->cvt(K + (size_t)p * row + (size_t)g * hd, x, hd);
-                float d = 0;
-                for (int i = 0; i < hd; i++) d += qh[i] * x[i];
-                s[p] = d * scale;
-            }
-            sqz_softmax(s, P);
-            float *o = out + (size_t)t * Hq * hd + (size_t)h * hd;
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int p = 0; p < P; p++) {
-                c->cvt(V + (size_t)p * row + (size_t)g * hd, x, hd);
-                const float wp = s[p];
-                for (int i = 0; i < hd; i++) o[i] += wp * x[i];
-            }
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
+    for (int g = 0; g < Hkv; g++) {
+        float *s = c->scratch + (size_t)g * group * c->shape.max_pos;
+        for (int t = 0; t < n; t++) {
+            const size_t qo = (size_t)t * Hq * hd + (size_t)g * group * hd;
+            sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K + (size_t)g * hd,
+                               V + (size_t)g * hd, (size_t)row * sizeof(uint16_t), pos + t + 1,
+                               scale, s, out + qo);
         }
-        free(s);
-        free(x);
     }
 }
 
@@ -130,7 +102,7 @@ static size_t bytes(const void *state) {
 
 const sqz_kv_policy sqz_kv_policy_f16 = {
     .name = "f16",
-    .help = "keys and values as f16 (converted on the fly in attention)",
+    .help = "keys and values as f16 (attention on the f16 rows)",
     .create = create,
     .destroy = destroy,
     .reset = reset,

@@ -13,7 +13,7 @@ typedef struct kv_f32 {
 } kv_f32;
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     if (params && *params)
         return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy f32 takes no parameters (got '%s')", params);
     kv_f32 *c = calloc(1, sizeof *c);

@@ -65,8 +65,9 @@ static void destroy(void *state) {
 static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
                               void **state, int bits, const char *name) {
     int G = 32, R = 64;
-    const sqz_kv_param p[] = { { "group", &G, 1, 4096 }, { "window", &R, 0, 1 << 20 } };
-    sqz_status st = sqz_kv_parse_params(ctx, name, params, p, 2);
+    char buf[128];
+    const sqz_kv_param p[] = { { "group", 'i', &G, 1, 4096 }, { "window", 'i', &R, 0, 1 << 20 } };
+    sqz_status st = sqz_kv_parse_params(ctx, name, params, p, 2, buf, sizeof buf);
     if (st) return st;
     const int hd = shape->head_dim;
     const int vg = G < hd ? G : hd;
@@ -111,13 +112,16 @@ static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
     return SQZ_OK;
 }
 
-static sqz_status create_q8(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p, void **st) {
+static sqz_status create_q8(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p,
+                           const sqz_kv_codec *codec, void **st) {
     return create_bits(ctx, s, p, st, 8, "q8");
 }
-static sqz_status create_q4(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p, void **st) {
+static sqz_status create_q4(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p,
+                           const sqz_kv_codec *codec, void **st) {
     return create_bits(ctx, s, p, st, 4, "q4");
 }
-static sqz_status create_q2(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p, void **st) {
+static sqz_status create_q2(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p,
+                           const sqz_kv_codec *codec, void **st) {
     return create_bits(ctx, s, p, st, 2, "q2");
 }
 

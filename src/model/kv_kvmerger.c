@@ -13,25 +13,36 @@
  * keys coincide); k = sum w_i k_i, v = sum w_i v_i, and the merged state's score is the sum of
  * the set's scores. A merged state is one position in attention (no count correction).
  *
+ * States are rows in the policy's storage codec (f16 by default; "kvmerger:...+q8" etc.),
+ * decoded where merging reads them and re-encoded once merged; attention runs on the stored
+ * rows (kernels/attn.h). The codec's rows are not centred here (cosine similarity is not
+ * shift-invariant) and have no recent window.
+ *
  * Deviations: the paper chooses sigma from its analysis of the kernel; here it adapts to the
  * set's own spread. The budget is the trigger: when the similar runs do not bring the cache
  * under it, the cache holds more than budget= (merging never evicts).
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "kernels/ops.h"
 #include "model/kv.h"
 #include "model/kv_params.h"
 
-
 typedef struct km_head {
-    float *k, *v;     /* [max_pos][hd] */
+    uint8_t *k, *v;   /* [max_pos][rb] encoded states */
     float *score;     /* [max_pos] */
     int n;
 } km_head;
+
+/* Scratch of one KV head (attend runs the heads in parallel). */
+typedef struct km_scratch {
+    float *s;         /* [group][max_pos] attention probabilities */
+    float *a, *b, *kp; /* [hd] decoded rows */
+    double *acc;      /* [2][hd] */
+} km_scratch;
 
 typedef struct kvmerger {
     sqz_ctx *ctx;
@@ -39,6 +50,12 @@ typedef struct kvmerger {
     float threshold;
     int budget, window;
     km_head *heads;   /* [L][Hkv] */
+    sqz_kv_codec codec;
+    sqz_kvrow_fmt fmt;
+    size_t rb;
+    sqz_attn_kernels kr;
+    km_scratch *scr;  /* [Hkv] */
+    float *hook_k, *hook_v; /* [max_pos][hd] the test hook's decoded states */
 } kvmerger;
 
 static void destroy(void *state) {
@@ -46,35 +63,57 @@ static void destroy(void *state) {
     if (!c) return;
     for (int i = 0; c->heads && i < c->shape.n_layers * c->shape.n_kv_heads; i++)
         free(c->heads[i].k), free(c->heads[i].v), free(c->heads[i].score);
-    free(c->heads);
+    for (int g = 0; c->scr && g < c->shape.n_kv_heads; g++)
+        free(c->scr[g].s), free(c->scr[g].a), free(c->scr[g].b), free(c->scr[g].kp),
+            free(c->scr[g].acc);
+    free(c->heads), free(c->scr), free(c->hook_k), free(c->hook_v);
     free(c);
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     float threshold = 0.8f;
     int budget = 512, window = 32;
     char buf[256];
-    const sqz_kv_xparam p[] = { { "threshold", 'f', &threshold, -1, 1 },
-                                { "budget", 'i', &budget, 1, 1 << 20 },
-                                { "window", 'i', &window, 0, 1 << 20 } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "kvmerger", params, p, 3, buf, sizeof buf);
+    const sqz_kv_param p[] = { { "threshold", 'f', &threshold, -1, 1 },
+                               { "budget", 'i', &budget, 1, 1 << 20 },
+                               { "window", 'i', &window, 0, 1 << 20 } };
+    sqz_status st = sqz_kv_parse_params(ctx, "kvmerger", params, p, 3, buf, sizeof buf);
+    sqz_kvrow_fmt fmt;
+    if (!st) st = sqz_kv_codec_fmt(ctx, codec, "kvmerger", "a head's key/value row",
+                                   shape->head_dim, &fmt);
     if (st) return st;
     kvmerger *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
     c->ctx = ctx;
     c->shape = *shape;
     c->threshold = threshold, c->budget = budget, c->window = window;
-    const int nh = shape->n_layers * shape->n_kv_heads;
+    c->codec = *codec;
+    c->codec.recent = 0;
+    c->fmt = fmt;
+    c->rb = sqz_kvrow_bytes(&fmt);
+    c->kr = sqz_attn_kernels_best();
+    const int nh = shape->n_layers * shape->n_kv_heads, Hkv = shape->n_kv_heads;
     const size_t P = (size_t)shape->max_pos, hd = (size_t)shape->head_dim;
+    const size_t group = (size_t)(shape->n_heads / Hkv);
     c->heads = calloc((size_t)nh, sizeof *c->heads);
-    int ok = c->heads != NULL;
+    c->scr = calloc((size_t)Hkv, sizeof *c->scr);
+    int ok = c->heads && c->scr;
     for (int i = 0; ok && i < nh; i++) {
         km_head *h = &c->heads[i];
-        h->k = malloc(P * hd * sizeof(float));
-        h->v = malloc(P * hd * sizeof(float));
+        h->k = malloc(P * c->rb);
+        h->v = malloc(P * c->rb);
         h->score = malloc(P * sizeof(float));
         ok = h->k && h->v && h->score;
+    }
+    for (int g = 0; ok && g < Hkv; g++) {
+        km_scratch *x = &c->scr[g];
+        x->s = malloc(group * P * sizeof(float));
+        x->a = malloc(hd * sizeof(float));
+        x->b = malloc(hd * sizeof(float));
+        x->kp = malloc(hd * sizeof(float));
+        x->acc = malloc(2 * hd * sizeof(double));
+        ok = x->s && x->a && x->b && x->kp && x->acc;
     }
     if (!ok) {
         destroy(c);
@@ -99,9 +138,10 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
         if (h->n + n > c->shape.max_pos)
             return sqz_fail(c->ctx, SQZ_ERR_RANGE, "KV policy kvmerger: cache full");
         for (int t = 0; t < n; t++) {
-            memcpy(h->k + (size_t)(h->n + t) * hd, k + ((size_t)t * Hkv + g) * hd, hd * sizeof(float));
-            memcpy(h->v + (size_t)(h->n + t) * hd, v + ((size_t)t * Hkv + g) * hd, hd * sizeof(float));
-            h->score[h->n + t] = 0;
+            const size_t o = ((size_t)t * Hkv + g) * hd, s = (size_t)(h->n + t);
+            sqz_kv_codec_encode(&c->codec, &c->fmt, k + o, NULL, h->k + s * c->rb);
+            sqz_kv_codec_encode(&c->codec, &c->fmt, v + o, NULL, h->v + s * c->rb);
+            h->score[s] = 0;
         }
         h->n += n;
     }
@@ -120,51 +160,62 @@ static double sqdist(const float *a, const float *b, int n) {
     return d;
 }
 
-/* Merges the similar runs among the states older than the window (in place); acc: 2*hd
- * doubles of scratch. */
-static void merge_head(const kvmerger *c, km_head *h, double *acc) {
+/* Decoded key (v = 0) or value (v = 1) of state i. */
+static void row(const kvmerger *c, const km_head *h, int v, int i, float *x) {
+    sqz_kv_codec_decode(&c->codec, &c->fmt, (v ? h->v : h->k) + (size_t)i * c->rb, x);
+}
+
+/* Merges the similar runs among the states older than the window (in place). */
+static void merge_head(const kvmerger *c, km_head *h, km_scratch *x) {
     const int hd = c->shape.head_dim;
     const int old = h->n - c->window; /* states [0, old) may merge */
+    const size_t rb = c->rb;
     int w = 0;                        /* write index */
     for (int i = 0; i < h->n;) {
         int j = i + 1;
-        if (i < old)
-            while (j < old && cosine(h->k + (size_t)(j - 1) * hd, h->k + (size_t)j * hd, hd) >=
-                                  c->threshold)
+        if (i < old) {
+            /* rows at or after i are not yet overwritten: w <= i */
+            row(c, h, 0, i, x->a);
+            while (j < old) {
+                row(c, h, 0, j, x->b);
+                if (cosine(x->a, x->b, hd) < c->threshold) break;
+                memcpy(x->a, x->b, (size_t)hd * sizeof(float));
                 j++;
-        else
-            j = i + 1;
+            }
+        }
         /* set [i, j) */
-        float *kd = h->k + (size_t)w * hd, *vd = h->v + (size_t)w * hd;
         if (j - i == 1) {
             if (w != i) {
-                memmove(kd, h->k + (size_t)i * hd, hd * sizeof(float));
-                memmove(vd, h->v + (size_t)i * hd, hd * sizeof(float));
+                memmove(h->k + (size_t)w * rb, h->k + (size_t)i * rb, rb);
+                memmove(h->v + (size_t)w * rb, h->v + (size_t)i * rb, rb);
                 h->score[w] = h->score[i];
             }
         } else {
             int piv = i;
             for (int t = i + 1; t < j; t++)
                 if (h->score[t] > h->score[piv]) piv = t;
-            const float *kp = h->k + (size_t)piv * hd;
+            row(c, h, 0, piv, x->kp);
             double s2 = 0, wsum = 0, score = 0;
             for (int t = i; t < j; t++) {
-                s2 += sqdist(h->k + (size_t)t * hd, kp, hd);
+                row(c, h, 0, t, x->a);
+                s2 += sqdist(x->a, x->kp, hd);
                 score += h->score[t];
             }
             s2 /= (double)(j - i - 1);
-            /* kd may alias a member of the set (w <= i): accumulate first, in double */
-            double *kacc = acc, *vacc = acc + hd;
-            memset(acc, 0, 2 * (size_t)hd * sizeof *acc);
+            /* the merged state may land on a member of the set (w <= i): accumulate first */
+            double *kacc = x->acc, *vacc = x->acc + hd;
+            memset(x->acc, 0, 2 * (size_t)hd * sizeof *x->acc);
             for (int t = i; t < j; t++) {
-                const double wt = s2 > 0 ? exp(-sqdist(h->k + (size_t)t * hd, kp, hd) / (2 * s2)) : 1.0;
+                row(c, h, 0, t, x->a);
+                row(c, h, 1, t, x->b);
+                const double wt = s2 > 0 ? exp(-sqdist(x->a, x->kp, hd) / (2 * s2)) : 1.0;
                 wsum += wt;
-                for (int x = 0; x < hd; x++) {
-                    kacc[x] += wt * h->k[(size_t)t * hd + x];
-                    vacc[x] += wt * h->v[(size_t)t * hd + x];
-                }
+                for (int d = 0; d < hd; d++) kacc[d] += wt * x->a[d], vacc[d] += wt * x->b[d];
             }
-            for (int x = 0; x < hd; x++) kd[x] = (float)(kacc[x] / wsum), vd[x] = (float)(vacc[x] / wsum);
+            for (int d = 0; d < hd; d++)
+                x->a[d] = (float)(kacc[d] / wsum), x->b[d] = (float)(vacc[d] / wsum);
+            sqz_kv_codec_encode(&c->codec, &c->fmt, x->a, NULL, h->k + (size_t)w * rb);
+            sqz_kv_codec_encode(&c->codec, &c->fmt, x->b, NULL, h->v + (size_t)w * rb);
             h->score[w] = (float)score;
         }
         w++;
@@ -182,26 +233,17 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && Hkv > 1)
     for (int g = 0; g < Hkv; g++) {
         km_head *h = &c->heads[layer * Hkv + g];
-        const int N = h->n, before = N - n; /* states held before this step's n */
-        float *s = malloc((size_t)N * sizeof(float));
-        if (!s) continue;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < group; j++) {
-                const int hq = g * group + j;
-                const float *qh = q + ((size_t)t * Hq + hq) * hd;
-                float *oh = out + ((size_t)t * Hq + hq) * hd;
-                const int vis = before + t + 1;
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, vis, hd, scale, h->k, hd, qh, 1, 0.0f, s, 1);
-                sqz_softmax(s, vis);
-                cblas_sgemv(CblasRowMajor, CblasTrans, vis, hd, 1.0f, h->v, hd, s, 1, 0.0f, oh, 1);
-                for (int p = 0; p < vis; p++) h->score[p] += s[p];
-            }
-        if (h->n > c->budget) {
-            double *acc = malloc(2 * (size_t)hd * sizeof *acc);
-            if (acc) merge_head(c, h, acc); /* without scratch the merge waits a step */
-            free(acc);
+        km_scratch *x = &c->scr[g];
+        const int before = h->n - n; /* states held before this step's n */
+        for (int t = 0; t < n; t++) {
+            const int vis = before + t + 1;
+            const size_t qo = ((size_t)t * Hq + (size_t)g * group) * hd;
+            sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, h->k, h->v, c->rb, vis,
+                               scale, x->s, out + qo);
+            for (int j = 0; j < group; j++)
+                for (int p = 0; p < vis; p++) h->score[p] += x->s[(size_t)j * vis + p];
         }
-        free(s);
+        if (h->n > c->budget) merge_head(c, h, x);
     }
 }
 
@@ -209,19 +251,27 @@ static size_t bytes(const void *state) {
     const kvmerger *c = state;
     size_t b = 0;
     for (int i = 0; i < c->shape.n_layers * c->shape.n_kv_heads; i++)
-        b += (size_t)c->heads[i].n * (2 * (size_t)c->shape.head_dim + 1) * sizeof(float);
+        b += (size_t)c->heads[i].n * (2 * c->rb + sizeof(float));
     return b;
 }
 
-/* Test hook: the states held by (layer, KV head). */
+/* Test hook: the states held by (layer, KV head), decoded (valid until the next call). */
 int sqz_kv_kvmerger_held(const void *state, int layer, int kv_head, const float **k,
                          const float **v, const float **score);
 int sqz_kv_kvmerger_held(const void *state, int layer, int kv_head, const float **k,
                          const float **v, const float **score) {
-    const kvmerger *c = state;
+    kvmerger *c = (kvmerger *)state;
     const km_head *h = &c->heads[layer * c->shape.n_kv_heads + kv_head];
-    if (k) *k = h->k;
-    if (v) *v = h->v;
+    const size_t hd = (size_t)c->shape.head_dim, P = (size_t)c->shape.max_pos;
+    if (!c->hook_k) c->hook_k = malloc(P * hd * sizeof(float));
+    if (!c->hook_v) c->hook_v = malloc(P * hd * sizeof(float));
+    if (!c->hook_k || !c->hook_v) return -1;
+    for (int i = 0; i < h->n; i++) {
+        row(c, h, 0, i, c->hook_k + (size_t)i * hd);
+        row(c, h, 1, i, c->hook_v + (size_t)i * hd);
+    }
+    if (k) *k = c->hook_k;
+    if (v) *v = c->hook_v;
     if (score) *score = h->score;
     return h->n;
 }
@@ -236,4 +286,5 @@ const sqz_kv_policy sqz_kv_policy_kvmerger = {
     .store = store,
     .attend = attend,
     .bytes = bytes,
+    .takes_codec = 1,
 };

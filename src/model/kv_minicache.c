@@ -16,22 +16,30 @@
  * Deviation: the paper's retention threshold is relative to the minimum and maximum distance
  * over the tokens being merged (d > d_min + (d_max - d_min) gamma); a relative rule is not
  * defined for one token at a time, so gamma here is an absolute threshold on d in [0, 1]
- * (gamma=0: nothing merges; gamma=1: everything merges). Magnitudes and directions are f32.
+ * (gamma=0: nothing merges; gamma=1: everything merges).
+ *
+ * Storage: directions, unmerged vectors and the layers outside pairs are rows in the policy's
+ * storage codec (f16 by default; "minicache+q4" etc.), magnitudes f16, the retention index an
+ * int per token and head. The codec's rows are neither centred nor given a recent window here
+ * (directions are unit vectors; a merged state exists only once the pair's second layer stored
+ * its token). Attention decodes the rows it reads into an f32 scratch.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/types.h"
 #include "model/kv.h"
 #include "model/kv_params.h"
 
 
 /* One of K or V of a layer pair. */
 typedef struct mc_half {
-    float *a;          /* [max_pos][Hkv][hd]: the direction if merged, else layer a's vector */
-    float *norm;       /* [max_pos][Hkv][2]: magnitudes of layer a and b (merged tokens) */
+    float *a;          /* [max_pos][Hkv][hd]: layer a's exact vectors, until layer b merges */
+    uint8_t *d;        /* [max_pos][Hkv][rb]: the direction if merged, else layer a's vector */
+    uint16_t *norm;    /* [max_pos][Hkv][2]: f16 magnitudes of layer a and b (merged tokens) */
     int *kept;         /* [max_pos][Hkv]: -1 merged, else index of layer b's vector in b */
-    float *b;          /* [cap_b][hd] layer b's vectors of the kept tokens */
+    uint8_t *b;        /* [cap_b][rb] layer b's vectors of the kept tokens */
     int n_b, cap_b;
 } mc_half;
 
@@ -42,7 +50,14 @@ typedef struct minicache {
     float gamma;
     int n_pairs;
     mc_half *pairs;    /* [n_pairs][2] (K, V) */
-    float **plain;     /* [L] f32 [max_pos][D] k then v for unpaired layers (NULL if paired) */
+    uint8_t **plain;   /* [L] [2][max_pos][Hkv][rb] k then v rows of unpaired layers (NULL if
+                        * paired) */
+    sqz_kv_codec codec;
+    sqz_kvrow_fmt fmt; /* one head's row */
+    size_t rb;
+    float *tmp;        /* [hd] */
+    float *s;          /* [group][max_pos] attention probabilities */
+    sqz_attn_kernels kr;
     float *scratch_k, *scratch_v; /* [max_pos][D] reconstruction for attention */
     int n_pos;
 } minicache;
@@ -58,25 +73,33 @@ static void destroy(void *state) {
     if (!c) return;
     for (int i = 0; c->pairs && i < 2 * c->n_pairs; i++) {
         mc_half *h = &c->pairs[i];
-        free(h->a), free(h->norm), free(h->kept), free(h->b);
+        free(h->a), free(h->d), free(h->norm), free(h->kept), free(h->b);
     }
     for (int l = 0; c->plain && l < c->shape.n_layers; l++) free(c->plain[l]);
-    free(c->pairs), free(c->plain), free(c->scratch_k), free(c->scratch_v);
+    free(c->pairs), free(c->plain), free(c->scratch_k), free(c->scratch_v), free(c->tmp), free(c->s);
     free(c);
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     int start = shape->n_layers / 2;
     float gamma = 0.3f;
     char buf[256];
-    const sqz_kv_xparam p[] = { { "start", 'i', &start, 0, shape->n_layers - 1 },
+    const sqz_kv_param p[] = { { "start", 'i', &start, 0, shape->n_layers - 1 },
                                 { "gamma", 'f', &gamma, 0, 1 } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "minicache", params, p, 2, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "minicache", params, p, 2, buf, sizeof buf);
     if (st) return st;
+    sqz_kvrow_fmt fmt;
+    if ((st = sqz_kv_codec_fmt(ctx, codec, "minicache", "a head's key/value row",
+                               shape->head_dim, &fmt)))
+        return st;
     minicache *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
     c->ctx = ctx;
+    c->codec = *codec;
+    c->codec.recent = 0;
+    c->fmt = fmt;
+    c->rb = sqz_kvrow_bytes(&fmt);
     c->shape = *shape;
     c->start = start, c->gamma = gamma;
     c->n_pairs = (shape->n_layers - start) / 2;
@@ -86,16 +109,20 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     c->plain = calloc((size_t)shape->n_layers, sizeof *c->plain);
     c->scratch_k = malloc(P * D * sizeof(float));
     c->scratch_v = malloc(P * D * sizeof(float));
-    int ok = c->pairs && c->plain && c->scratch_k && c->scratch_v;
+    c->tmp = malloc((size_t)shape->head_dim * sizeof(float));
+    c->s = malloc((size_t)(shape->n_heads / shape->n_kv_heads) * P * sizeof(float));
+    c->kr = sqz_attn_kernels_best();
+    int ok = c->pairs && c->plain && c->scratch_k && c->scratch_v && c->tmp && c->s;
     for (int i = 0; ok && i < 2 * c->n_pairs; i++) {
         mc_half *h = &c->pairs[i];
         h->a = malloc(P * D * sizeof(float));
-        h->norm = malloc(P * Hkv * 2 * sizeof(float));
+        h->d = malloc(P * Hkv * c->rb);
+        h->norm = malloc(P * Hkv * 2 * sizeof(uint16_t));
         h->kept = malloc(P * Hkv * sizeof(int));
-        ok = h->a && h->norm && h->kept;
+        ok = h->a && h->d && h->norm && h->kept;
     }
     for (int l = 0; ok && l < shape->n_layers; l++)
-        if (pair_of(c, l) < 0) ok = (c->plain[l] = malloc(2 * P * D * sizeof(float))) != NULL;
+        if (pair_of(c, l) < 0) ok = (c->plain[l] = malloc(2 * P * Hkv * c->rb)) != NULL;
     if (!ok) {
         destroy(c);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
@@ -117,7 +144,7 @@ static sqz_status merge(minicache *c, mc_half *h, int pos, int n, const float *x
     for (int t = 0; t < n; t++)
         for (int g = 0; g < Hkv; g++) {
             const size_t i = (size_t)(pos + t) * Hkv + g;
-            float *a = h->a + i * hd;
+            const float *a = h->a + i * hd;
             const float *b = x + ((size_t)t * Hkv + g) * hd;
             double na = 0, nb = 0, dot = 0;
             for (int d = 0; d < hd; d++) {
@@ -138,17 +165,19 @@ static sqz_status merge(minicache *c, mc_half *h, int pos, int n, const float *x
             if (dist > c->gamma || !(na > 0 && nb > 0) || ns < 1e-12) {
                 if (h->n_b == h->cap_b) {
                     int cap = h->cap_b ? 2 * h->cap_b : 256;
-                    float *nbuf = realloc(h->b, (size_t)cap * hd * sizeof(float));
+                    uint8_t *nbuf = realloc(h->b, (size_t)cap * c->rb);
                     if (!nbuf) return sqz_fail(c->ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
                     h->b = nbuf, h->cap_b = cap;
                 }
-                memcpy(h->b + (size_t)h->n_b * hd, b, hd * sizeof(float));
+                sqz_kv_codec_encode(&c->codec, &c->fmt, a, NULL, h->d + i * c->rb);
+                sqz_kv_codec_encode(&c->codec, &c->fmt, b, NULL, h->b + (size_t)h->n_b * c->rb);
                 h->kept[i] = h->n_b++;
                 continue;
             }
             ns = sqrt(ns);
-            for (int d = 0; d < hd; d++) a[d] = (float)((a[d] / na + b[d] / nb) / ns);
-            h->norm[2 * i] = (float)na, h->norm[2 * i + 1] = (float)nb;
+            for (int d = 0; d < hd; d++) c->tmp[d] = (float)((a[d] / na + b[d] / nb) / ns);
+            sqz_kv_codec_encode(&c->codec, &c->fmt, c->tmp, NULL, h->d + i * c->rb);
+            h->norm[2 * i] = sqz_f32_to_f16((float)na), h->norm[2 * i + 1] = sqz_f32_to_f16((float)nb);
             h->kept[i] = -1;
         }
     return SQZ_OK;
@@ -160,10 +189,13 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
     const int p = pair_of(c, layer);
     if (pos + n > c->n_pos) c->n_pos = pos + n;
     if (p < 0) {
-        float *dst = c->plain[layer];
-        const size_t P = (size_t)c->shape.max_pos;
-        memcpy(dst + (size_t)pos * D, k, (size_t)n * D * sizeof(float));
-        memcpy(dst + P * D + (size_t)pos * D, v, (size_t)n * D * sizeof(float));
+        uint8_t *dst = c->plain[layer];
+        const size_t half = (size_t)c->shape.max_pos * Hkv * c->rb;
+        for (size_t i = 0; i < (size_t)n * Hkv; i++) {
+            const size_t r = (size_t)pos * Hkv + i;
+            sqz_kv_codec_encode(&c->codec, &c->fmt, k + i * hd, NULL, dst + r * c->rb);
+            sqz_kv_codec_encode(&c->codec, &c->fmt, v + i * hd, NULL, dst + half + r * c->rb);
+        }
         return SQZ_OK;
     }
     for (int kv = 0; kv < 2; kv++) {
@@ -185,10 +217,17 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
     minicache *c = state;
     const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, D = Hkv * hd;
     const int p = pair_of(c, layer), P = pos + n;
-    if (p < 0) {
-        const float *src = c->plain[layer];
-        sqz_attention_f32(src, src + (size_t)c->shape.max_pos * D, D, &c->shape, pos, n, q, out,
-                          n_threads);
+    if (p < 0) { /* attention on the stored rows, the query heads of a KV head together */
+        const uint8_t *src = c->plain[layer];
+        const size_t half = (size_t)c->shape.max_pos * Hkv * c->rb;
+        const int Hq = c->shape.n_heads, group = Hq / Hkv;
+        for (int g = 0; g < Hkv; g++)
+            for (int t = 0; t < n; t++) {
+                const size_t qo = ((size_t)t * Hq + (size_t)g * group) * hd;
+                sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, src + g * c->rb,
+                                   src + half + g * c->rb, (size_t)Hkv * c->rb, pos + t + 1,
+                                   1.0f / sqrtf((float)hd), c->s, out + qo);
+            }
         return;
     }
     const int is_b = layer != c->start + 2 * p;
@@ -200,13 +239,14 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
         for (int t = 0; t < merged_end; t++)
             for (int g = 0; g < Hkv; g++) {
                 const size_t i = (size_t)t * Hkv + g;
-                const float *a = h->a + i * hd;
                 float *o = dst + i * hd;
                 if (h->kept[i] >= 0) {
-                    memcpy(o, is_b ? h->b + (size_t)h->kept[i] * hd : a, hd * sizeof(float));
+                    sqz_kv_codec_decode_fast(&c->kr, &c->codec, &c->fmt,
+                                        is_b ? h->b + (size_t)h->kept[i] * c->rb : h->d + i * c->rb, o);
                 } else {
-                    const float m = h->norm[2 * i + is_b];
-                    for (int d = 0; d < hd; d++) o[d] = m * a[d];
+                    sqz_kv_codec_decode_fast(&c->kr, &c->codec, &c->fmt, h->d + i * c->rb, o);
+                    const float m = sqz_f16_to_f32(h->norm[2 * i + is_b]);
+                    for (int d = 0; d < hd; d++) o[d] *= m;
                 }
             }
         if (!is_b) memcpy(dst + (size_t)pos * D, h->a + (size_t)pos * D, (size_t)n * D * sizeof(float));
@@ -216,16 +256,16 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
 
 static size_t bytes(const void *state) {
     const minicache *c = state;
-    const size_t Hkv = (size_t)c->shape.n_kv_heads, hd = (size_t)c->shape.head_dim, D = Hkv * hd;
+    const size_t Hkv = (size_t)c->shape.n_kv_heads;
     const size_t P = (size_t)c->n_pos;
     size_t b = 0;
     for (int l = 0; l < c->shape.n_layers; l++)
-        if (!c->plain || c->plain[l]) b += 2 * P * D * sizeof(float);
-    /* per pair and K/V: shared rows, two magnitudes and an index per token and head, plus the
-     * second vectors of the kept tokens */
+        if (!c->plain || c->plain[l]) b += 2 * P * Hkv * c->rb;
+    /* per pair and K/V: shared rows, two f16 magnitudes and an index per token and head, plus
+     * the second vectors of the kept tokens */
     for (int i = 0; i < 2 * c->n_pairs; i++)
-        b += P * Hkv * (hd * sizeof(float) + 2 * sizeof(float) + sizeof(int)) +
-             (size_t)c->pairs[i].n_b * hd * sizeof(float);
+        b += P * Hkv * (c->rb + 2 * sizeof(uint16_t) + sizeof(int)) +
+             (size_t)c->pairs[i].n_b * c->rb;
     return b;
 }
 
@@ -247,4 +287,5 @@ const sqz_kv_policy sqz_kv_policy_minicache = {
     .store = store,
     .attend = attend,
     .bytes = bytes,
+    .takes_codec = 1,
 };

@@ -9,7 +9,10 @@
  * A key k (one KV head, hd channels) is stored as r coefficients c = P_k k, a value as
  * P_v v (P: r x hd, orthonormal rows). Attention runs in the projected space: q . (P_k^T c) =
  * (P_k q) . c, so each query is projected once per head and dotted with the coefficients; the
- * weighted sum of value coefficients is mapped back with P_v^T once per head.
+ * weighted sum of value coefficients is mapped back with P_v^T once per head. Coefficients are
+ * rows of r channels in the policy's storage codec (f16 by default; "proj:...+q8" etc., r then
+ * a multiple of 32; key coefficients centred per layer and KV head as kv_codec.h describes; the
+ * codec's recent= does not apply), and attention runs on them (kernels/attn.h).
  *
  * File (GGUF, written by src/io/gguf.h): metadata sqz.kvproj.{n_layers, n_kv_heads, head_dim,
  * rank} (u32); tensors "kvproj.k.<layer>" and "kvproj.v.<layer>", F32, ne = [hd, rank, Hkv]:
@@ -17,8 +20,7 @@
  * "kvproj.ek.<layer>", "kvproj.ev.<layer>", F32 [rank, Hkv]: that energy (the eigenvalues / the
  * number of calibration tokens), for inspection. Any rank up to the stored one can be loaded.
  *
- * This file also holds two helpers the cross-layer policies (kv_xkv.c, kv_minicache.c,
- * kv_kvmerger.c) share: a key=value parser with float and string values, and the top
+ * This file also holds a helper the cross-layer policies (kv_xkv.c) share: the top
  * eigenvectors of a symmetric matrix (LAPACK dsyevd, which libopenblas exports).
  */
 #include <cblas.h>
@@ -37,67 +39,7 @@
 #include "model/session.h"
 #include "sqz.h"
 
-/* ------------------------------------------------------------------ shared helpers */
-
-/* Parses "key=value,..." into p[0..n). String values are copied into buf (they must not
- * contain ','). Errors name the policy and the parameter. */
-sqz_status sqz_kv_parse_xparams(sqz_ctx *ctx, const char *policy, const char *params,
-                                const sqz_kv_xparam *p, int n, char *buf, size_t buf_len) {
-    if (!params) return SQZ_OK;
-    unsigned seen = 0;
-    size_t used = 0;
-    const char *s = params;
-    while (*s) {
-        const char *end = strchr(s, ',');
-        size_t len = end ? (size_t)(end - s) : strlen(s);
-        const char *eq = memchr(s, '=', len);
-        if (!eq)
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: expected key=value, got '%.*s'",
-                            policy, (int)len, s);
-        size_t klen = (size_t)(eq - s);
-        int i = 0;
-        while (i < n && !(strlen(p[i].key) == klen && !strncmp(p[i].key, s, klen))) i++;
-        if (i == n) {
-            char known[256] = "";
-            for (int j = 0; j < n; j++) {
-                strncat(known, j ? ", " : "", sizeof known - strlen(known) - 1);
-                strncat(known, p[j].key, sizeof known - strlen(known) - 1);
-            }
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: unknown parameter '%.*s' (known: %s)",
-                            policy, (int)klen, s, known);
-        }
-        if (seen & (1u << i))
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' given twice", policy,
-                            p[i].key);
-        seen |= 1u << i;
-        size_t vlen = len - klen - 1;
-        if (vlen == 0 || used + vlen + 1 > buf_len)
-            return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' needs a value%s",
-                            policy, p[i].key, vlen ? " (too long)" : "");
-        char *v = buf + used;
-        memcpy(v, eq + 1, vlen);
-        v[vlen] = 0;
-        used += vlen + 1;
-        if (p[i].type == 's') {
-            *(const char **)p[i].value = v;
-        } else {
-            char *e;
-            errno = 0;
-            double d = p[i].type == 'i' ? (double)strtol(v, &e, 10) : strtod(v, &e);
-            if (*e || errno || d != d)
-                return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: parameter '%s' = '%s' is not %s",
-                                policy, p[i].key, v, p[i].type == 'i' ? "an integer" : "a number");
-            if (d < p[i].min || d > p[i].max)
-                return sqz_fail(ctx, SQZ_ERR_ARG,
-                                "KV policy %s: parameter '%s' = %s is out of range [%.10g, %.10g]",
-                                policy, p[i].key, v, p[i].min, p[i].max);
-            if (p[i].type == 'i') *(int *)p[i].value = (int)d;
-            else *(float *)p[i].value = (float)d;
-        }
-        s = end ? end + 1 : s + len;
-    }
-    return SQZ_OK;
-}
+/* ------------------------------------------------------------------ shared helper */
 
 /* LAPACK's symmetric eigensolver (column-major; the matrix is symmetric so the layout does not
  * matter). Eigenvalues come back ascending, eigenvector j in a[j*n .. j*n+n). */
@@ -142,14 +84,24 @@ typedef struct kv_proj {
     sqz_kv_shape shape;
     int r;            /* kept channels per KV head */
     float *pk, *pv;   /* [L][Hkv][r][hd] */
-    float *ck, *cv;   /* [L][max_pos][Hkv][r] */
+    uint8_t *ck, *cv; /* [L][max_pos][Hkv][rb] encoded coefficients */
+    float *mu;        /* [L][Hkv][r] key coefficient centres */
+    int *has_mu;      /* [L] */
     int n_pos;
+    sqz_kv_codec codec;
+    sqz_kvrow_fmt fmt;
+    size_t rb;
+    sqz_attn_kernels kr;
+    float *s;         /* [Hkv][group * max_pos] */
+    float *buf;       /* [buf_cap] coefficients / projected queries and outputs */
+    size_t buf_cap;
 } kv_proj;
 
 static void destroy(void *state) {
     kv_proj *c = state;
     if (!c) return;
-    free(c->pk), free(c->pv), free(c->ck), free(c->cv);
+    free(c->pk), free(c->pv), free(c->ck), free(c->cv), free(c->mu), free(c->has_mu);
+    free(c->s), free(c->buf);
     free(c);
 }
 
@@ -212,13 +164,13 @@ done:
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     int rank = 0;
     const char *file = NULL;
     char buf[4096];
-    const sqz_kv_xparam p[] = { { "file", 's', &file, 0, 0 },
+    const sqz_kv_param p[] = { { "file", 's', &file, 0, 0 },
                                 { "rank", 'i', &rank, 1, shape->head_dim } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "proj", params, p, 2, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "proj", params, p, 2, buf, sizeof buf);
     if (st) return st;
     if (!file)
         return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: parameter 'file' is required (make "
@@ -230,10 +182,20 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
         destroy(c);
         return st;
     }
-    const size_t n = (size_t)shape->n_layers * shape->max_pos * shape->n_kv_heads * c->r;
-    c->ck = malloc(n * sizeof(float));
-    c->cv = malloc(n * sizeof(float));
-    if (!c->ck || !c->cv) {
+    if ((st = sqz_kv_codec_fmt(ctx, codec, "proj", "a head's coefficient row", c->r, &c->fmt))) {
+        destroy(c);
+        return st;
+    }
+    c->codec = *codec;
+    c->rb = sqz_kvrow_bytes(&c->fmt);
+    c->kr = sqz_attn_kernels_best();
+    const size_t n = (size_t)shape->n_layers * shape->max_pos * shape->n_kv_heads;
+    c->ck = malloc(n * c->rb);
+    c->cv = malloc(n * c->rb);
+    c->mu = malloc((size_t)shape->n_layers * shape->n_kv_heads * c->r * sizeof(float));
+    c->has_mu = calloc((size_t)shape->n_layers, sizeof(int));
+    c->s = malloc((size_t)shape->n_heads * shape->max_pos * sizeof(float));
+    if (!c->ck || !c->cv || !c->mu || !c->has_mu || !c->s) {
         destroy(c);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
                         shape->max_pos);
@@ -242,22 +204,48 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     return SQZ_OK;
 }
 
-static void reset(void *state) { ((kv_proj *)state)->n_pos = 0; }
+static void reset(void *state) {
+    kv_proj *c = state;
+    c->n_pos = 0;
+    memset(c->has_mu, 0, (size_t)c->shape.n_layers * sizeof(int));
+}
+
+/* c->buf with room for n floats (grows to the largest batch once: no allocation per token). */
+static float *scratch(kv_proj *c, size_t n) {
+    if (n > c->buf_cap) {
+        float *b = realloc(c->buf, n * sizeof(float));
+        if (!b) return NULL;
+        c->buf = b, c->buf_cap = n;
+    }
+    return c->buf;
+}
 
 static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
     kv_proj *c = state;
     const int Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, r = c->r;
     const size_t per = (size_t)Hkv * r * hd;
-    const size_t lc = (size_t)c->shape.max_pos * Hkv * r;
+    const size_t lc = (size_t)c->shape.max_pos * Hkv;
+    float *x = scratch(c, (size_t)n * Hkv * r);
+    if (!x) return SQZ_ERR_NOMEM;
     for (int kv = 0; kv < 2; kv++) {
-        const float *x = kv ? v : k;
+        const float *src = kv ? v : k;
         const float *P = (kv ? c->pv : c->pk) + (size_t)layer * per;
-        float *dst = (kv ? c->cv : c->ck) + (size_t)layer * lc + (size_t)pos * Hkv * r;
         /* coefficients [n][h][r] = x[n][h][hd] . P_h^T, one GEMM per head */
         for (int h = 0; h < Hkv; h++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, hd, 1.0f,
-                        x + (size_t)h * hd, Hkv * hd, P + (size_t)h * r * hd, hd, 0.0f,
-                        dst + (size_t)h * r, Hkv * r);
+                        src + (size_t)h * hd, Hkv * hd, P + (size_t)h * r * hd, hd, 0.0f,
+                        x + (size_t)h * r, Hkv * r);
+        float *mu = c->mu + (size_t)layer * Hkv * r;
+        if (!kv && sqz_kv_codec_centers(&c->codec) && !c->has_mu[layer]) {
+            for (int h = 0; h < Hkv; h++)
+                sqz_kv_mean_rows(x + (size_t)h * r, n, (size_t)Hkv * r, r, mu + (size_t)h * r);
+            c->has_mu[layer] = 1;
+        }
+        uint8_t *dst = (kv ? c->cv : c->ck) + ((size_t)layer * lc + (size_t)pos * Hkv) * c->rb;
+        for (size_t i = 0; i < (size_t)n * Hkv; i++)
+            sqz_kv_codec_encode(&c->codec, &c->fmt, x + i * r,
+                                !kv && c->has_mu[layer] ? mu + (i % Hkv) * r : NULL,
+                                dst + i * c->rb);
     }
     if (pos + n > c->n_pos) c->n_pos = pos + n;
     return SQZ_OK;
@@ -269,39 +257,46 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
     const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim, r = c->r;
     const int group = Hq / Hkv;
     const size_t per = (size_t)Hkv * r * hd;
-    const size_t lc = (size_t)c->shape.max_pos * Hkv * r;
+    const size_t lc = (size_t)c->shape.max_pos * Hkv;
     const float *pk = c->pk + (size_t)layer * per, *pv = c->pv + (size_t)layer * per;
-    float *qp = calloc((size_t)n * Hq * r, sizeof(float));
-    float *op = malloc((size_t)n * Hq * r * sizeof(float));
-    if (!qp || !op) { /* no way to report from attend: fall back to zeros */
+    float *qp = scratch(c, 2 * (size_t)n * Hq * r);
+    if (!qp) { /* no way to report from attend: fall back to zeros */
         memset(out, 0, (size_t)n * Hq * hd * sizeof(float));
-        free(qp), free(op);
         return;
     }
-    /* q projected per head, pre-scaled so the kernel's 1/sqrt(r) becomes 1/sqrt(hd) */
-    const float fix = sqrtf((float)r) / sqrtf((float)hd);
+    float *op = qp + (size_t)n * Hq * r;
+    /* q projected per head: q . P_k^T c = (P_k q) . c */
     for (int h = 0; h < Hq; h++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, hd, fix, q + (size_t)h * hd,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, hd, 1.0f, q + (size_t)h * hd,
                     Hq * hd, pk + (size_t)(h / group) * r * hd, hd, 0.0f, qp + (size_t)h * r,
                     Hq * r);
-    /* exact attention in the r-dimensional space: the projected cache is just a cache of
-     * head_dim r */
-    sqz_kv_shape ps = c->shape;
-    ps.head_dim = r;
-    sqz_attention_f32(c->ck + (size_t)layer * lc, c->cv + (size_t)layer * lc, Hkv * r, &ps, pos,
-                      n, qp, op, n_threads);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const size_t ld = (size_t)Hkv * c->rb;
+    const uint8_t *K = c->ck + (size_t)layer * lc * c->rb, *V = c->cv + (size_t)layer * lc * c->rb;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
+    for (int g = 0; g < Hkv; g++) {
+        float *s = c->s + (size_t)g * group * c->shape.max_pos;
+        for (int t = 0; t < n; t++) {
+            const size_t o = ((size_t)t * Hq + (size_t)g * group) * r;
+            sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, qp + o, K + (size_t)g * c->rb,
+                               V + (size_t)g * c->rb, ld, pos + t + 1, scale, s, op + o);
+        }
+    }
     /* back to hd channels: out_h = op_h . P_v */
     for (int h = 0; h < Hq; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, r, 1.0f, op + (size_t)h * r,
                     Hq * r, pv + (size_t)(h / group) * r * hd, hd, 0.0f, out + (size_t)h * hd,
                     Hq * hd);
-    free(qp), free(op);
 }
 
 static size_t bytes(const void *state) {
     const kv_proj *c = state;
     const size_t L = c->shape.n_layers, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
-    return 2 * L * Hkv * (size_t)c->r * ((size_t)c->n_pos + hd) * sizeof(float);
+    size_t b = 2 * L * Hkv * (size_t)c->n_pos * c->rb +        /* coefficients */
+               2 * L * Hkv * (size_t)c->r * hd * sizeof(float); /* projections */
+    for (size_t l = 0; l < L; l++)
+        if (c->has_mu[l]) b += Hkv * (size_t)c->r * sizeof(float);
+    return b;
 }
 
 const sqz_kv_policy sqz_kv_policy_proj = {
@@ -314,6 +309,7 @@ const sqz_kv_policy sqz_kv_policy_proj = {
     .store = store,
     .attend = attend,
     .bytes = bytes,
+    .takes_codec = 1,
 };
 
 /* ------------------------------------------------------------------ calibration */

@@ -18,15 +18,22 @@
  * mapped back with B_{l,h}^T once per head. The prompt's own attention (before compression) is
  * exact, as in the paper, which compresses the prefilled cache.
  *
+ * Coefficients are held in the policy's storage codec (f16 by default; "xkv:rank=32+q8"
+ * quantizes them, rows of rank r channels, so r must then be a multiple of 32; key
+ * coefficients are centred as kv_codec.h describes - a shift of every key coefficient by the
+ * same vector moves each query's scores by one constant). The codec's recent= does not apply:
+ * the exact window plays its part. Bases and the exact window are f32.
+ *
  * Deviations: the paper factors the prefill only and keeps generated tokens uncompressed; here
  * they are projected onto the prefill basis once they leave the window, so memory stays bounded
- * during long generations. Coefficients and bases are held as f32.
+ * during long generations.
  */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "kernels/ops.h"
 #include "model/kv.h"
 #include "model/kv_params.h"
@@ -37,7 +44,11 @@ typedef struct xkv_group {
     int r;             /* rank (<= nl * D) */
     int has_basis;
     float *bk, *bv;    /* [r][nl*D] */
-    float *ck, *cv;    /* [max_pos][r] coefficients of positions [0, n_coef) */
+    uint8_t *ck, *cv;  /* [max_pos][rb] coefficients of positions [0, n_coef), encoded */
+    float *mu;         /* [r] centre of the key coefficients (quantizing codecs) */
+    int has_mu;
+    sqz_kvrow_fmt fmt; /* rows of r coefficients */
+    size_t rb;
     int n_coef;
 } xkv_group;
 
@@ -53,6 +64,12 @@ typedef struct xkv {
     int n_groups;
     xkv_group *groups;
     xkv_layer *layers;
+    sqz_kv_codec codec;
+    sqz_attn_kernels kr;
+    float *tmp;        /* [tmp_cap] coefficients before encoding */
+    size_t tmp_cap;
+    float *s, *qp, *acc; /* attention scratch: [Hq][max_pos], [Hq][rank], [Hq][rank] */
+    float *qmu;          /* [Hq] */
 } xkv;
 
 static void destroy(void *state) {
@@ -60,22 +77,23 @@ static void destroy(void *state) {
     if (!c) return;
     for (int g = 0; c->groups && g < c->n_groups; g++) {
         xkv_group *gr = &c->groups[g];
-        free(gr->bk), free(gr->bv), free(gr->ck), free(gr->cv);
+        free(gr->bk), free(gr->bv), free(gr->ck), free(gr->cv), free(gr->mu);
     }
+    free(c->tmp), free(c->s), free(c->qp), free(c->acc), free(c->qmu);
     for (int l = 0; c->layers && l < c->shape.n_layers; l++) free(c->layers[l].k), free(c->layers[l].v);
     free(c->groups), free(c->layers);
     free(c);
 }
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
-                         void **state) {
+                         const sqz_kv_codec *codec, void **state) {
     const int D = shape->n_kv_heads * shape->head_dim;
     int G = 2, rank = -1, window = 32;
     char buf[256];
-    const sqz_kv_xparam p[] = { { "rank", 'i', &rank, 1, 1 << 20 },
+    const sqz_kv_param p[] = { { "rank", 'i', &rank, 1, 1 << 20 },
                                 { "group", 'i', &G, 1, shape->n_layers },
                                 { "window", 'i', &window, 1, 1 << 20 } };
-    sqz_status st = sqz_kv_parse_xparams(ctx, "xkv", params, p, 3, buf, sizeof buf);
+    sqz_status st = sqz_kv_parse_params(ctx, "xkv", params, p, 3, buf, sizeof buf);
     if (st) return st;
     if (rank < 0) rank = G * D / 4;
     if (rank > G * D)
@@ -89,18 +107,32 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     c->shape = *shape;
     c->G = G, c->rank = rank, c->window = window;
     c->n_groups = (shape->n_layers + G - 1) / G;
+    c->codec = *codec;
+    c->kr = sqz_attn_kernels_best();
     c->groups = calloc((size_t)c->n_groups, sizeof *c->groups);
     c->layers = calloc((size_t)shape->n_layers, sizeof *c->layers);
-    int ok = c->groups && c->layers;
+    c->s = malloc((size_t)shape->n_heads * shape->max_pos * sizeof(float));
+    c->qp = malloc((size_t)shape->n_heads * rank * sizeof(float));
+    c->acc = malloc((size_t)shape->n_heads * rank * sizeof(float));
+    c->qmu = malloc((size_t)shape->n_heads * sizeof(float));
+    int ok = c->groups && c->layers && c->s && c->qp && c->acc && c->qmu;
     for (int g = 0; ok && g < c->n_groups; g++) {
         xkv_group *gr = &c->groups[g];
         gr->l0 = g * G;
         gr->nl = shape->n_layers - gr->l0 < G ? shape->n_layers - gr->l0 : G;
         /* a short last group cannot hold more than its own dimensions */
         gr->r = rank < gr->nl * D ? rank : gr->nl * D;
-        gr->ck = malloc((size_t)shape->max_pos * gr->r * sizeof(float));
-        gr->cv = malloc((size_t)shape->max_pos * gr->r * sizeof(float));
-        ok = gr->ck && gr->cv;
+        sqz_status fs = sqz_kv_codec_fmt(ctx, codec, "xkv", "a rank's coefficient row", gr->r,
+                                         &gr->fmt);
+        if (fs) {
+            destroy(c);
+            return fs;
+        }
+        gr->rb = sqz_kvrow_bytes(&gr->fmt);
+        gr->ck = malloc((size_t)shape->max_pos * gr->rb);
+        gr->cv = malloc((size_t)shape->max_pos * gr->rb);
+        gr->mu = malloc((size_t)gr->r * sizeof(float));
+        ok = gr->ck && gr->cv && gr->mu;
     }
     if (!ok) {
         destroy(c);
@@ -115,7 +147,7 @@ static void reset(void *state) {
     xkv *c = state;
     for (int g = 0; g < c->n_groups; g++) {
         xkv_group *gr = &c->groups[g];
-        gr->has_basis = 0, gr->n_coef = 0;
+        gr->has_basis = 0, gr->n_coef = 0, gr->has_mu = 0;
         free(gr->bk), free(gr->bv);
         gr->bk = gr->bv = NULL;
     }
@@ -162,10 +194,16 @@ static sqz_status build_basis(xkv *c, xkv_group *gr, int n) {
 }
 
 /* Moves the group's m oldest exact rows into coefficients: c = [x_l0 | x_l1 | ...] B^T. */
-static void compress_oldest(xkv *c, xkv_group *gr, int m) {
+static sqz_status compress_oldest(xkv *c, xkv_group *gr, int m) {
     const int D = c->shape.n_kv_heads * c->shape.head_dim, W = gr->nl * D;
+    const size_t need = (size_t)m * gr->r;
+    if (need > c->tmp_cap) { /* grows to the prompt's size once; decode reuses it */
+        float *t = realloc(c->tmp, need * sizeof(float));
+        if (!t) return sqz_fail(c->ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+        c->tmp = t, c->tmp_cap = need;
+    }
     for (int kv = 0; kv < 2; kv++) {
-        float *coef = (kv ? gr->cv : gr->ck) + (size_t)gr->n_coef * gr->r;
+        float *coef = c->tmp;
         const float *B = kv ? gr->bv : gr->bk;
         for (int j = 0; j < gr->nl; j++) {
             const float *x = kv ? c->layers[gr->l0 + j].v : c->layers[gr->l0 + j].k;
@@ -173,6 +211,14 @@ static void compress_oldest(xkv *c, xkv_group *gr, int m) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, gr->r, D, 1.0f, x, D,
                         B + (size_t)j * D, W, j ? 1.0f : 0.0f, coef, gr->r);
         }
+        if (!kv && sqz_kv_codec_centers(&c->codec) && !gr->has_mu) {
+            sqz_kv_mean_rows(coef, m, (size_t)gr->r, gr->r, gr->mu);
+            gr->has_mu = 1;
+        }
+        uint8_t *dst = (kv ? gr->cv : gr->ck) + (size_t)gr->n_coef * gr->rb;
+        for (int t = 0; t < m; t++)
+            sqz_kv_codec_encode(&c->codec, &gr->fmt, coef + (size_t)t * gr->r,
+                                !kv && gr->has_mu ? gr->mu : NULL, dst + (size_t)t * gr->rb);
     }
     for (int j = 0; j < gr->nl; j++) {
         xkv_layer *ly = &c->layers[gr->l0 + j];
@@ -182,6 +228,7 @@ static void compress_oldest(xkv *c, xkv_group *gr, int m) {
         ly->n_full -= m;
     }
     gr->n_coef += m;
+    return SQZ_OK;
 }
 
 static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
@@ -201,7 +248,10 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
         if (gr->has_basis) {
             int m = pos + n - c->window - gr->n_coef; /* rows leaving the window */
             if (m > pos - gr->n_coef) m = pos - gr->n_coef;
-            if (m > 0) compress_oldest(c, gr, m);
+            if (m > 0) {
+                sqz_status st = compress_oldest(c, gr, m);
+                if (st) return st;
+            }
         }
     }
     if (ly->n_full + n > ly->cap) {
@@ -244,33 +294,47 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
     }
     const int r = gr->r, W = gr->nl * D, off = (layer - gr->l0) * D;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) num_threads(n_threads) if (n_threads > 1 && n * Hq >= 4)
-    for (int t = 0; t < n; t++)
+    const int rot = sqz_kv_codec_rotates(&c->codec, &gr->fmt);
+    /* All query heads at once: every head of the layer reads the same coefficient rows, so
+     * the kernels decode each row once for all of them (one thread: the rows are short). */
+    for (int t = 0; t < n; t++) {
+        const int P = pos + t + 1;
+        float *sc = c->s, *qp = c->qp, *acc = c->acc;
         for (int h = 0; h < Hq; h++) {
-            const int P = pos + t + 1, g = h / group;
-            const float *qh = q + ((size_t)t * Hq + h) * hd;
-            float *oh = out + ((size_t)t * Hq + h) * hd;
-            float *buf = malloc(((size_t)P + 2 * (size_t)r) * sizeof(float));
-            if (!buf) {
-                memset(oh, 0, hd * sizeof(float));
-                continue;
-            }
-            float *sc = buf, *qp = buf + P, *acc = qp + r;
-            /* qp = B_{l,g} q * scale */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, r, hd, scale, gr->bk + off + (size_t)g * hd,
-                        W, qh, 1, 0.0f, qp, 1);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, nc, r, 1.0f, gr->ck, r, qp, 1, 0.0f, sc, 1);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, P - nc, hd, scale, ly->k + (size_t)g * hd, D,
-                        qh, 1, 0.0f, sc + nc, 1);
-            sqz_softmax(sc, P);
-            /* out = B_v^T (sum_p s_p cv_p) + sum_p s_p v_p */
-            cblas_sgemv(CblasRowMajor, CblasTrans, nc, r, 1.0f, gr->cv, r, sc, 1, 0.0f, acc, 1);
-            cblas_sgemv(CblasRowMajor, CblasTrans, r, hd, 1.0f, gr->bv + off + (size_t)g * hd, W,
-                        acc, 1, 0.0f, oh, 1);
-            cblas_sgemv(CblasRowMajor, CblasTrans, P - nc, hd, 1.0f, ly->v + (size_t)g * hd, D,
-                        sc + nc, 1, 1.0f, oh, 1);
-            free(buf);
+            const int g = h / group;
+            /* qp_h = B_{l,g} q_h (rotated like the stored rows) */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, r, hd, 1.0f, gr->bk + off + (size_t)g * hd,
+                        W, q + ((size_t)t * Hq + h) * hd, 1, 0.0f, qp + (size_t)h * r, 1);
+            /* keys were stored centred and the exact window is not: the scores of the coded
+             * rows get their q . mu back */
+            float qm = 0;
+            if (gr->has_mu)
+                for (int i = 0; i < r; i++) qm += qp[(size_t)h * r + i] * gr->mu[i];
+            c->qmu[h] = qm * scale;
+            if (rot) sqz_kv_rotate(qp + (size_t)h * r, r, 0);
         }
+        c->kr.scores(&gr->fmt, Hq, qp, gr->ck, gr->rb, nc, scale, sc, (size_t)P);
+        for (int h = 0; h < Hq; h++) {
+            const int g = h / group;
+            if (gr->has_mu)
+                for (int p = 0; p < nc; p++) sc[(size_t)h * P + p] += c->qmu[h];
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, P - nc, hd, scale, ly->k + (size_t)g * hd, D,
+                        q + ((size_t)t * Hq + h) * hd, 1, 0.0f, sc + (size_t)h * P + nc, 1);
+            sqz_softmax(sc + (size_t)h * P, P);
+        }
+        /* out = B_v^T (sum_p s_p cv_p) + sum_p s_p v_p */
+        memset(acc, 0, (size_t)Hq * r * sizeof(float));
+        c->kr.accum(&gr->fmt, Hq, sc, (size_t)P, gr->cv, gr->rb, nc, acc);
+        for (int h = 0; h < Hq; h++) {
+            const int g = h / group;
+            float *oh = out + ((size_t)t * Hq + h) * hd;
+            if (rot) sqz_kv_rotate(acc + (size_t)h * r, r, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, r, hd, 1.0f, gr->bv + off + (size_t)g * hd, W,
+                        acc + (size_t)h * r, 1, 0.0f, oh, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, P - nc, hd, 1.0f, ly->v + (size_t)g * hd, D,
+                        sc + (size_t)h * P + nc, 1, 1.0f, oh, 1);
+        }
+    }
 }
 
 static size_t bytes(const void *state) {
@@ -279,7 +343,7 @@ static size_t bytes(const void *state) {
     size_t b = 0;
     for (int g = 0; g < c->n_groups; g++) {
         const xkv_group *gr = &c->groups[g];
-        b += 2 * (size_t)gr->n_coef * gr->r * sizeof(float);
+        b += 2 * (size_t)gr->n_coef * gr->rb + (gr->has_mu ? (size_t)gr->r * sizeof(float) : 0);
         if (gr->has_basis) b += 2 * (size_t)gr->r * gr->nl * D * sizeof(float);
     }
     for (int l = 0; l < c->shape.n_layers; l++)
@@ -297,4 +361,5 @@ const sqz_kv_policy sqz_kv_policy_xkv = {
     .store = store,
     .attend = attend,
     .bytes = bytes,
+    .takes_codec = 1,
 };

@@ -1,15 +1,18 @@
 /* cmd_kvbench.c - sqz kvbench MODEL -f FILE [--ctx N] [--max-tokens N] [--kv SPEC ...]
  * [--kv-prefill N] [--json]: compares KV cache policies (KIVI q8/q4/q2, StreamingLLM, H2O,
- * SnapKV, f16, ...; every listed policy at its defaults when no --kv is given) on
- *  - memory: KV bytes per position of context (the policy's own bytes() after filling a
- *    context, divided by its length) and the ratio to an f16 cache (2 * layers * kv_heads *
- *    head_dim * 2 bytes per position);
+ * SnapKV, f16, ...; without --kv every listed policy at its defaults plus the compositions
+ * in `extra` below) on
+ *  - memory: KV bytes per position of context (the policy's own bytes() once a context of
+ *    --ctx positions is filled - the state the last scored token of a ppl window reads -
+ *    divided by its length) and the ratio to an f16 cache (2 * layers * kv_heads * head_dim * 2
+ *    bytes per position), and the same ratio at each decode context;
  *  - quality: perplexity over FILE and KL divergence against the same model with the exact f32
  *    cache, each window prefilled with --kv-prefill tokens (default 256) in one batch and then
  *    run one token at a time, so later tokens read the compressed cache;
  *  - speed: decode tokens/s at contexts 512, 1024, 2048, 4096 (those within the model's trained
- *    context): the session is filled to C-32 positions (the prefill batch, then batches of 64),
- *    then 32 single-token steps are timed, the last one at position C-1.
+ *    context): a session per policy is filled to C-32 positions (the prefill batch, then
+ *    batches of 64), then 32 single-token steps, the last one at position C-1, run round-robin
+ *    over the policies (a loaded machine slows them alike); tokens/s = 1 / the median step.
  * Uses include/sqz.h only. */
 #include <stdlib.h>
 #include <string.h>
@@ -19,37 +22,75 @@
 enum { N_CTXS = 4, STEPS = 32, FILL_BATCH = 64 };
 static const int ctxs[N_CTXS] = { 512, 1024, 2048, 4096 };
 
+/* Compositions in the default set: a storage codec under an eviction policy reaches 4x and 8x
+ * vs f16 near the quality of the f16 cache (see README). */
+static const char *const extra[] = {
+    "streaming:sink=4,window=1020+q4",
+    "streaming:sink=4,window=508+q4",
+    "h2o:budget=1024+q4",
+    "minicache+q4",
+};
+
 typedef struct bench_row {
     const char *policy;
-    double bytes_per_token, ratio, ppl, kld, tps[N_CTXS];
+    double bytes_per_token, ratio, ppl, kld, tps[N_CTXS], ratio_at[N_CTXS];
     int bytes_ctx;
 } bench_row;
 
-/* Fills a session to C - STEPS positions and times STEPS single-token evals; *bytes_out: the
- * cache bytes at C positions. Returns tokens/s or a negative number on failure. */
-static double decode_tps(sqz_ctx *ctx, const sqz_model *m, const char *kv, int C, int prefill,
-                         const int32_t *ids, size_t n_ids, size_t *bytes_out) {
+/* A session of policy kv filled to C - STEPS positions (the prefill batch, then batches of
+ * FILL_BATCH), ready for STEPS timed single-token steps; NULL on failure. */
+static sqz_session *filled(sqz_ctx *ctx, const sqz_model *m, const char *kv, int C, int prefill,
+                           const int32_t *toks) {
     sqz_session *s;
-    if (sqz_session_new_kv(ctx, m, C, kv, &s)) return -1;
-    int32_t *toks = malloc((size_t)C * sizeof *toks);
-    if (!toks) { sqz_session_free(s); return -1; }
-    for (int i = 0; i < C; i++) toks[i] = ids[(size_t)i % n_ids];
+    if (sqz_session_new_kv(ctx, m, C, kv, &s)) return NULL;
     const int fill = C - STEPS;
-    int p = 0;
     sqz_status st = SQZ_OK;
-    while (p < fill && !st) {
+    for (int p = 0; p < fill && !st;) {
         int n = p == 0 ? (prefill > 0 ? prefill : FILL_BATCH) : FILL_BATCH;
         if (n > fill - p) n = fill - p;
         st = sqz_session_eval(s, toks + p, n, NULL, 0);
         p += n;
     }
-    double t0 = cli_now();
-    for (int i = 0; i < STEPS && !st; i++) st = sqz_session_eval(s, toks + fill + i, 1, NULL, 0);
-    double dt = cli_now() - t0;
-    *bytes_out = sqz_session_kv_bytes(s);
-    free(toks);
-    sqz_session_free(s);
-    return st ? -1 : (dt > 0 ? STEPS / dt : 0);
+    if (st) {
+        sqz_session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Decode speed at context C for every row: all sessions are filled first, then the STEPS
+ * single-token steps run round-robin over the policies, so a busy machine slows them alike;
+ * tps = 1 / the median step time. bytes[i]: the cache bytes of row i after the last step (C
+ * positions). Returns 0; 1 on failure (the message in ctx); 2 out of memory. */
+static int decode_round(sqz_ctx *ctx, const sqz_model *m, bench_row *rows, int n_rows, int C,
+                        int prefill, const int32_t *ids, size_t n_ids, size_t *bytes) {
+    int32_t *toks = malloc((size_t)C * sizeof *toks);
+    sqz_session **ss = calloc((size_t)n_rows, sizeof *ss);
+    double *dt = malloc((size_t)n_rows * STEPS * sizeof *dt);
+    int rc = !toks || !ss || !dt ? 2 : 0;
+    for (int i = 0; !rc && i < C; i++) toks[i] = ids[(size_t)i % n_ids];
+    for (int i = 0; !rc && i < n_rows; i++) rc = !(ss[i] = filled(ctx, m, rows[i].policy, C, prefill, toks));
+    for (int k = 0; !rc && k < STEPS; k++)
+        for (int i = 0; !rc && i < n_rows; i++) {
+            const double t0 = cli_now();
+            rc = sqz_session_eval(ss[i], toks + C - STEPS + k, 1, NULL, 0) != SQZ_OK;
+            dt[(size_t)i * STEPS + k] = cli_now() - t0;
+        }
+    for (int i = 0; !rc && i < n_rows; i++) {
+        qsort(dt + (size_t)i * STEPS, STEPS, sizeof *dt, cmp_double);
+        const double med = dt[(size_t)i * STEPS + STEPS / 2];
+        bytes[i] = sqz_session_kv_bytes(ss[i]);
+        for (int c = 0; c < N_CTXS; c++)
+            if (ctxs[c] == C) rows[i].tps[c] = med > 0 ? 1.0 / med : 0;
+    }
+    for (int i = 0; ss && i < n_rows; i++) sqz_session_free(ss[i]);
+    free(toks), free(ss), free(dt);
+    return rc;
 }
 
 int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
@@ -77,10 +118,13 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
     const char *specs[64];
     int n_specs = 0;
     if (o->n_kv)
-        for (int i = 0; i < o->n_kv; i++) specs[n_specs++] = o->kv[i];
-    else
+        for (int i = 0; i < o->n_kv && n_specs < 64; i++) specs[n_specs++] = o->kv[i];
+    else {
         for (int i = 0; sqz_kv_policy_name(i) && n_specs < 64; i++)
             if (strcmp(sqz_kv_policy_name(i), "f32")) specs[n_specs++] = sqz_kv_policy_name(i);
+        for (size_t i = 0; i < sizeof extra / sizeof *extra && n_specs < 64; i++)
+            specs[n_specs++] = extra[i];
+    }
     bench_row *rows = calloc((size_t)n_specs, sizeof *rows);
     int rc = 0;
     if (!rows) { rc = cli_die("out of memory"); goto done; }
@@ -102,18 +146,31 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
         if (st) { rc = cli_fail(ctx); break; }
         r->ppl = pr.ppl;
         r->kld = pr.kld;
-        size_t bytes = 0;
-        for (int c = 0; c < N_CTXS; c++) {
-            r->tps[c] = -1;
-            if (ctxs[c] > max_ctx) continue;
-            size_t b;
-            r->tps[c] = decode_tps(ctx, m, specs[i], ctxs[c], prefill, ids, n_ids, &b);
-            if (r->tps[c] < 0) { rc = cli_fail(ctx); break; }
-            bytes = b, r->bytes_ctx = ctxs[c];
-        }
-        r->bytes_per_token = r->bytes_ctx ? (double)bytes / r->bytes_ctx : 0;
-        r->ratio = r->bytes_per_token > 0 ? f16_bpt / r->bytes_per_token : 0;
+        for (int c = 0; c < N_CTXS; c++) r->tps[c] = -1;
     }
+    size_t *bytes = rc ? NULL : malloc((size_t)(n_specs ? n_specs : 1) * sizeof *bytes);
+    if (!rc && !bytes) rc = cli_die("out of memory");
+    /* speed and bytes at each decode context; the ratio at --ctx (filled on its own when it is
+     * none of them) */
+    for (int c = 0; c <= N_CTXS && !rc; c++) {
+        const int C = c < N_CTXS ? ctxs[c] : n_ctx;
+        if (c < N_CTXS && C > max_ctx) continue;
+        if (c == N_CTXS && rows[0].bytes_ctx) break;
+        if (!o->json) fprintf(stderr, "kvbench: decode at %d positions\n", C);
+        const int dr = decode_round(ctx, m, rows, n_specs, C, prefill, ids, n_ids, bytes);
+        if (dr) {
+            rc = dr == 2 ? cli_die("out of memory") : cli_fail(ctx);
+            break;
+        }
+        for (int i = 0; i < n_specs; i++) {
+            if (c < N_CTXS) rows[i].ratio_at[c] = bytes[i] ? f16_bpt * C / (double)bytes[i] : 0;
+            if (C == n_ctx) {
+                rows[i].bytes_per_token = (double)bytes[i] / n_ctx, rows[i].bytes_ctx = n_ctx;
+                rows[i].ratio = bytes[i] ? f16_bpt * n_ctx / (double)bytes[i] : 0;
+            }
+        }
+    }
+    free(bytes);
     if (rc) goto done;
     if (o->json) {
         cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "rows");
@@ -132,11 +189,14 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
             cJSON_AddNumberToObject(row, "ppl", r->ppl);
             cJSON_AddNumberToObject(row, "kld", r->kld);
             cJSON *t = cJSON_AddObjectToObject(row, "decode_tps");
+            cJSON *ra = cJSON_AddObjectToObject(row, "ratio_vs_f16_at");
             for (int c = 0; c < N_CTXS; c++) {
                 char key[16];
                 snprintf(key, sizeof key, "%d", ctxs[c]);
                 if (r->tps[c] >= 0) cJSON_AddNumberToObject(t, key, r->tps[c]);
                 else cJSON_AddNullToObject(t, key);
+                if (r->tps[c] >= 0) cJSON_AddNumberToObject(ra, key, r->ratio_at[c]);
+                else cJSON_AddNullToObject(ra, key);
             }
             cJSON_AddItemToArray(arr, row);
         }

@@ -1,0 +1,295 @@
+/* test_kv_codec.c - the storage codecs of the structural KV policies and the attention kernels
+ * on stored rows:
+ *  - row formats: encode/decode against a naive quantizer written here (per-group min/max, f16
+ *    parameters, round to nearest) and the block packing read back channel by channel;
+ *  - kernels: the AVX2 tier against the reference for every format and query count, and the
+ *    reference against double-precision dot products over the naively dequantized rows;
+ *  - rotation: orthogonal, inverted exactly, spreads a one-channel outlier;
+ *  - a composition end to end: streaming+q4 (rot=0) against naive attention over the positions
+ *    StreamingLLM keeps, keys centred by the first step's mean, the newest recent= rows f16 and
+ *    the older ones q4, plus its bytes(); with rotation it stays close to exact attention;
+ *  - bad specs give clear errors. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/types.h"
+#include "kernels/attn.h"
+#include "model/kv.h"
+#include "model/kv_codec.h"
+#include "sqz.h"
+#include "test.h"
+
+static float frand(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float f16r(float x) { return sqz_f16_to_f32(sqz_f32_to_f16(x)); }
+
+/* Naive dequantized row: groups of g channels, x ~= m + s * round((x - m) / s). */
+static void naive_q(const float *x, int n, int g, int bits, float *out) {
+    const int qmax = (1 << bits) - 1;
+    for (int b = 0; b < n / g; b++) {
+        float lo = x[b * g], hi = x[b * g];
+        for (int i = 1; i < g; i++) lo = fminf(lo, x[b * g + i]), hi = fmaxf(hi, x[b * g + i]);
+        const float s = f16r((hi - lo) / (float)qmax), m = f16r(lo);
+        for (int i = 0; i < g; i++) {
+            int q = s > 0 ? (int)lrintf((x[b * g + i] - m) / s) : 0;
+            q = q < 0 ? 0 : q > qmax ? qmax : q;
+            out[b * g + i] = m + s * (float)q;
+        }
+    }
+}
+
+static void naive_row(const sqz_kvrow_fmt *f, const float *x, float *out) {
+    if (f->type == SQZ_KVROW_F32) memcpy(out, x, (size_t)f->n * sizeof(float));
+    else if (f->type == SQZ_KVROW_F16)
+        for (int i = 0; i < f->n; i++) out[i] = f16r(x[i]);
+    else naive_q(x, f->n, f->group, sqz_kvrow_bits(f->type), out);
+}
+
+enum { MAXN = 544, MAXP = 40, MAXQ = 9 };
+
+static void test_formats_and_kernels(void) {
+    static const struct { sqz_kvrow_type t; int n, group; } fmts[] = {
+        { SQZ_KVROW_F32, 64, 64 }, { SQZ_KVROW_F32, 20, 20 }, { SQZ_KVROW_F16, 64, 64 },
+        { SQZ_KVROW_F16, 12, 12 }, { SQZ_KVROW_Q8, 64, 32 },  { SQZ_KVROW_Q8, 128, 64 },
+        { SQZ_KVROW_Q4, 64, 32 },  { SQZ_KVROW_Q4, 96, 32 },  { SQZ_KVROW_Q4, 64, 64 },
+        { SQZ_KVROW_Q2, 64, 32 },  { SQZ_KVROW_Q2, 32, 32 },  { SQZ_KVROW_Q4, 544, 32 },
+        { SQZ_KVROW_F16, 520, 520 },
+    };
+    /* (the last two: longer than the AVX2 tile, the kernels' other path) */
+    const int expect_bytes[] = { 256, 80, 128, 24, 64 + 8, 128 + 8, 32 + 8, 48 + 12, 32 + 4, 16 + 8,
+                                 8 + 4, 272 + 68, 1040 };
+    static float x[MAXP][MAXN], deq[MAXP][MAXN], q[MAXQ][MAXN], w[MAXQ][MAXP];
+    static uint8_t rows[MAXP][MAXN * 4 + 64];
+    uint64_t rng = 42;
+    const sqz_attn_kernels ref = sqz_attn_kernels_ref(), simd = sqz_attn_kernels_avx2();
+    const int have_simd = sqz_isa_best() >= SQZ_ISA_AVX2;
+    for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++) {
+        const sqz_kvrow_fmt f = { fmts[fi].t, fmts[fi].n, fmts[fi].group };
+        const size_t rb = sqz_kvrow_bytes(&f);
+        CHECK(rb == (size_t)expect_bytes[fi], "format %zu: %zu bytes per row (want %d)", fi, rb,
+              expect_bytes[fi]);
+        const size_t ld = rb + 8; /* a stride larger than the row, as in interleaved heads */
+        uint8_t *base = &rows[0][0];
+        double dec_err = 0;
+        for (int p = 0; p < MAXP; p++) {
+            for (int i = 0; i < f.n; i++) x[p][i] = frand(&rng) * (i == 3 ? 4.0f : 1.0f) + 0.3f;
+            sqz_kvrow_encode(&f, x[p], base + (size_t)p * ld);
+            naive_row(&f, x[p], deq[p]);
+            float back[MAXN];
+            sqz_kvrow_decode(&f, base + (size_t)p * ld, back);
+            for (int i = 0; i < f.n; i++) dec_err = fmax(dec_err, fabs(back[i] - deq[p][i]));
+        }
+        CHECK(dec_err == 0, "format %zu (type %d, n %d, group %d): decode = naive quantizer (%.2g)",
+              fi, f.type, f.n, f.group, dec_err);
+        for (int j = 0; j < MAXQ; j++) {
+            for (int i = 0; i < f.n; i++) q[j][i] = frand(&rng);
+            for (int p = 0; p < MAXP; p++) w[j][p] = frand(&rng) * 0.5f + 0.5f;
+        }
+        const int nqs[] = { 1, 3, 8, 9 };
+        for (int qi = 0; qi < 4; qi++) {
+            const int nq = nqs[qi], P = MAXP - qi;
+            float s_ref[MAXQ][MAXP], s_simd[MAXQ][MAXP];
+            float y_ref[MAXQ][MAXN] = { { 0 } }, y_simd[MAXQ][MAXN] = { { 0 } };
+            float qq[MAXQ * MAXN];
+            for (int j = 0; j < nq; j++) memcpy(qq + j * f.n, q[j], (size_t)f.n * sizeof(float));
+            ref.scores(&f, nq, qq, base, ld, P, 0.5f, &s_ref[0][0], MAXP);
+            float yr[MAXQ * MAXN] = { 0 }, ys[MAXQ * MAXN] = { 0 };
+            ref.accum(&f, nq, &w[0][0], MAXP, base, ld, P, yr);
+            double e_naive = 0, e_simd = 0;
+            for (int j = 0; j < nq; j++)
+                for (int p = 0; p < P; p++) {
+                    double d = 0;
+                    for (int i = 0; i < f.n; i++) d += (double)q[j][i] * deq[p][i];
+                    e_naive = fmax(e_naive, fabs(s_ref[j][p] - 0.5 * d));
+                }
+            for (int j = 0; j < nq; j++)
+                for (int i = 0; i < f.n; i++) {
+                    double d = 0;
+                    for (int p = 0; p < P; p++) d += (double)w[j][p] * deq[p][i];
+                    e_naive = fmax(e_naive, fabs(yr[j * f.n + i] - d));
+                }
+            CHECK(e_naive < 1e-4, "format %zu, %d queries: reference = double over naive rows (%.2g)",
+                  fi, nq, e_naive);
+            if (!have_simd) continue;
+            simd.scores(&f, nq, qq, base, ld, P, 0.5f, &s_simd[0][0], MAXP);
+            simd.accum(&f, nq, &w[0][0], MAXP, base, ld, P, ys);
+            for (int j = 0; j < nq; j++)
+                for (int p = 0; p < P; p++) e_simd = fmax(e_simd, fabs(s_simd[j][p] - s_ref[j][p]));
+            for (int k = 0; k < nq * f.n; k++) e_simd = fmax(e_simd, fabs(ys[k] - yr[k]));
+            (void)y_ref, (void)y_simd;
+            CHECK(e_simd < 1e-4, "format %zu, %d queries: AVX2 = reference (%.2g)", fi, nq, e_simd);
+        }
+    }
+    if (!have_simd) SKIP("no AVX2: the SIMD tier was not compared");
+}
+
+static void test_rotation(void) {
+    float x[64], y[64];
+    uint64_t rng = 7;
+    for (int i = 0; i < 64; i++) x[i] = frand(&rng);
+    x[5] = 40; /* an outlier channel */
+    memcpy(y, x, sizeof x);
+    double n0 = 0, n1 = 0, mx = 0;
+    for (int i = 0; i < 64; i++) n0 += (double)x[i] * x[i];
+    sqz_kv_rotate(y, 64, 0);
+    for (int i = 0; i < 64; i++) n1 += (double)y[i] * y[i], mx = fmax(mx, fabs(y[i]));
+    CHECK(fabs(n1 - n0) < 1e-3 * n0, "rotation keeps the norm (%g vs %g)", n1, n0);
+    CHECK(mx < 10, "rotation spreads the outlier (max |x| 40 -> %.2f)", mx);
+    sqz_kv_rotate(y, 64, 1);
+    double e = 0;
+    for (int i = 0; i < 64; i++) e = fmax(e, fabs(y[i] - x[i]));
+    CHECK(e < 1e-4, "inverse rotation gives the row back (%.2g)", e);
+}
+
+/* ---- streaming+q4 end to end */
+enum { L = 2, HQ = 4, HKV = 2, HD = 64, ROW = HKV * HD, NPOS = 90, SINK = 2, WIN = 30, REC = 8 };
+
+static void test_streaming_q4(sqz_ctx *ctx, int rot) {
+    static float K[L][NPOS][ROW], V[L][NPOS][ROW], Q[NPOS][HQ * HD], out[NPOS][HQ * HD];
+    uint64_t rng = 99;
+    for (int l = 0; l < L; l++)
+        for (int p = 0; p < NPOS; p++)
+            for (int i = 0; i < ROW; i++) {
+                /* keys with a constant offset in a few channels, as real keys have */
+                K[l][p][i] = frand(&rng) + (i % HD < 4 ? 3.0f : 0.0f);
+                V[l][p][i] = frand(&rng);
+            }
+    for (int p = 0; p < NPOS; p++)
+        for (int i = 0; i < HQ * HD; i++) Q[p][i] = frand(&rng);
+    char spec[96];
+    snprintf(spec, sizeof spec, "streaming:sink=%d,window=%d+q4:rot=%d,recent=%d", SINK, WIN, rot,
+             REC);
+    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS };
+    sqz_kv *kv = NULL;
+    if (sqz_kv_new(ctx, &shape, spec, &kv)) {
+        CHECK(0, "%s: %s", spec, sqz_ctx_error(ctx));
+        return;
+    }
+    const int P0 = 20; /* the prompt, in one step; then one token at a time */
+    double err = 0, err_exact = 0;
+    for (int pos = 0; pos < NPOS;) {
+        const int n = pos == 0 ? P0 : 1;
+        for (int l = 0; l < L; l++) {
+            kv->policy->store(kv->state, l, pos, n, &K[l][pos][0], &V[l][pos][0]);
+            kv->policy->attend(kv->state, l, pos, n, &Q[pos][0], &out[pos][0], 1);
+            /* naive: positions held while this step attends = those kept after the previous
+             * step plus this step's; the newest REC of them f16, the others q4, keys minus the
+             * first step's mean */
+            for (int t = 0; t < n; t++)
+                for (int g = 0; g < HKV; g++) {
+                    float mu[HD];
+                    for (int i = 0; i < HD; i++) {
+                        double a = 0;
+                        for (int j = 0; j < P0; j++) a += K[l][j][g * HD + i];
+                        mu[i] = (float)(a / P0);
+                    }
+                    int held[NPOS], nh = 0;
+                    const int last_prev = pos - 1;
+                    for (int p = 0; p < pos; p++)
+                        if (p < SINK || p > last_prev - WIN) held[nh++] = p;
+                    for (int p = pos; p <= pos + t; p++) held[nh++] = p;
+                    /* slots of the step's store: everything up to pos + n - 1 */
+                    const int n_slots = nh + (n - 1 - t);
+                    for (int hq = g * (HQ / HKV); hq < (g + 1) * (HQ / HKV); hq++) {
+                        static float vd[NPOS][HD];
+                        double sc[NPOS], sce[NPOS], mxs = -1e30, mxe = -1e30, sum = 0, sume = 0;
+                        double o[HD] = { 0 }, oe[HD] = { 0 };
+                        const float *qh = &Q[pos + t][hq * HD];
+                        const sqz_kvrow_fmt f = { SQZ_KVROW_Q4, HD, 32 };
+                        for (int s = 0; s < nh; s++) {
+                            const int p = held[s];
+                            float kc[HD], kh[HD], vh[HD], kd[HD];
+                            for (int i = 0; i < HD; i++) {
+                                kc[i] = K[l][p][g * HD + i] - mu[i];
+                                kh[i] = f16r(kc[i]), vh[i] = f16r(V[l][p][g * HD + i]);
+                            }
+                            if (s < n_slots - REC) { /* coded rows went through f16 first */
+                                naive_row(&f, kh, kd);
+                                naive_row(&f, vh, vd[s]);
+                            } else {
+                                memcpy(kd, kh, sizeof kd);
+                                memcpy(vd[s], vh, sizeof vh);
+                            }
+                            double d = 0, de = 0;
+                            for (int i = 0; i < HD; i++)
+                                d += (double)qh[i] * kd[i], de += (double)qh[i] * K[l][p][g * HD + i];
+                            sc[s] = d / 8.0, sce[s] = de / 8.0;
+                            mxs = fmax(mxs, sc[s]), mxe = fmax(mxe, sce[s]);
+                        }
+                        for (int s = 0; s < nh; s++) {
+                            const double e1 = exp(sc[s] - mxs), e2 = exp(sce[s] - mxe);
+                            sum += e1, sume += e2;
+                            for (int i = 0; i < HD; i++) {
+                                o[i] += e1 * vd[s][i];
+                                oe[i] += e2 * V[l][held[s]][g * HD + i];
+                            }
+                        }
+                        for (int i = 0; i < HD; i++) {
+                            const double got = out[pos + t][hq * HD + i];
+                            err = fmax(err, fabs(got - o[i] / sum));
+                            err_exact = fmax(err_exact, fabs(got - oe[i] / sume));
+                        }
+                    }
+                }
+        }
+        pos += n;
+    }
+    if (!rot) CHECK(err < 2e-4, "%s: attention = naive (kept positions, centred keys, f16 newest, q4 "
+                    "older) (max err %.2g)", spec, err);
+    /* 4-bit codes of uniform noise: outputs within a fraction of the values' range (+-1) */
+    CHECK(err_exact < 0.25, "%s: close to exact attention (max err %.3f)", spec, err_exact);
+    /* bytes: per (layer, head) SINK + WIN slots, REC of them f16; positions; the key centre */
+    const size_t held = SINK + WIN, rb = 32 + 8;
+    const size_t want = L * HKV * ((held - REC) * 2 * rb + REC * 2 * HD * 2 + held * 4 + HD * 4);
+    CHECK(kv->policy->bytes(kv->state) == want, "%s: bytes %zu = %zu", spec,
+          kv->policy->bytes(kv->state), want);
+    sqz_kv_free(kv);
+}
+
+static void test_errors(sqz_ctx *ctx) {
+    sqz_kv_shape shape = { L, HQ, HKV, HD, 64 };
+    static const struct { const char *spec, *word; } bad[] = {
+        { "q4:group=7", "group" },
+        { "xkv:rank=0+q8", "rank" },
+        { "foo+q8", "foo" },
+        { "q8+q8", "storage format itself" },
+        { "f16+q4", "storage format itself" },
+        { "streaming+bar", "codec 'bar'" },
+        { "streaming+streaming", "codec 'streaming'" },
+        { "streaming+q4:group=48", "multiple of 32" },
+        { "streaming+q4:rot=2", "rot" },
+        { "streaming+f16:group=32", "takes no parameters" },
+        { "xkv:rank=12+q8", "multiple of 32" },
+        { "h2o:budget=0+q4", "budget" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sqz_kv *kv = NULL;
+        const sqz_status st = sqz_kv_new(ctx, &shape, bad[i].spec, &kv);
+        CHECK(st == SQZ_ERR_ARG && !kv && strstr(sqz_ctx_error(ctx), bad[i].word),
+              "'%s' refused: %s", bad[i].spec, sqz_ctx_error(ctx));
+        sqz_kv_free(kv);
+    }
+    const char *good[] = { "streaming+q4", "streaming+q8:group=64,recent=0", "h2o+q2", "snapkv+f32",
+                           "kvmerger+q8", "minicache+q4", "xkv:rank=32+q8", "streaming:sink=4,window=8+f16" };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        sqz_kv *kv = NULL;
+        CHECK(sqz_kv_new(ctx, &shape, good[i], &kv) == SQZ_OK, "'%s' accepted (%s)", good[i],
+              kv ? "" : sqz_ctx_error(ctx));
+        sqz_kv_free(kv);
+    }
+}
+
+int main(void) {
+    sqz_ctx *ctx = sqz_ctx_new();
+    test_formats_and_kernels();
+    test_rotation();
+    test_streaming_q4(ctx, 0);
+    test_streaming_q4(ctx, 1);
+    test_errors(ctx);
+    sqz_ctx_free(ctx);
+    return test_done();
+}

@@ -95,6 +95,7 @@ typedef struct hess {
 } hess;
 
 static void capture(void *user, int layer, int site, const float *x, int T, int dim) {
+    if (site >= SQZ_N_SITES) return; /* post-RoPE q/k (rsq's), not a matrix input */
     hess *h = &((hess *)user)[site];
     (void)layer;
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, dim, T, 1.0f, x, dim, 0.0f, h->tmp, dim);

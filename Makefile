@@ -36,6 +36,9 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# the CLI's objects also depend on its private header (a changed opts struct must rebuild them all)
+$(CLI_OBJ): $(wildcard tools/sqz/*.h)
+
 $(BUILD)/src/kernels/%_avx2.o: src/kernels/%_avx2.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@

@@ -17,7 +17,7 @@ typedef struct opts {
     float temp, top_p;
     unsigned long long seed;
     /* KV-cache policies (--kv, repeatable for kvbench) and the prefill before them */
-    const char *kv[16];
+    const char *kv[64]; /* kvbench: the policies, in order (ppl: the first) */
     int n_kv, kv_prefill;
     /* KL divergence against a base model */
     const char *kld_base, *kld_cache;

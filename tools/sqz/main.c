@@ -164,7 +164,10 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--pure")) o->pure = 1;
         else if (!strcmp(a, "--kv")) {
             NEED_VALUE;
-            if (o->n_kv == (int)(sizeof o->kv / sizeof *o->kv)) BAD_VALUE;
+            if (o->n_kv == (int)(sizeof o->kv / sizeof *o->kv)) {
+                fprintf(stderr, "sqz: at most %d --kv policies\n", (int)(sizeof o->kv / sizeof *o->kv));
+                return 2;
+            }
             o->kv[o->n_kv++] = v;
         } else if (!strcmp(a, "--kv-prefill")) {
             NEED_VALUE; if (!parse_int(v, 0, 1 << 24, &n)) BAD_VALUE; o->kv_prefill = (int)n;

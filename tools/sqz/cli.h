@@ -26,6 +26,8 @@ typedef struct opts {
     long long calib_tokens;
     int calib_ctx, act_order, fake_quant;
     float rsq_rmin; /* 0: the library's default */
+    float damp;     /* 0: the library's default */
+    int no_decode;  /* kvbench: quality and bytes only, no decode timing */
     const char *embd_type; /* convert, quantize: token_embd's type */
     float mix_frac; /* mixllm: share of weights at 8 bits */
     int mix_frac_set;

@@ -1,5 +1,5 @@
 /* cmd_kvbench.c - sqz kvbench MODEL -f FILE [--ctx N] [--max-tokens N] [--kv SPEC ...]
- * [--kv-prefill N] [--json]: compares KV cache policies (KIVI q8/q4/q2, StreamingLLM, H2O,
+ * [--kv-prefill N] [--kld-cache FILE] [--no-decode] [--json]: compares KV cache policies (KIVI q8/q4/q2, StreamingLLM, H2O,
  * SnapKV, f16, ...; without --kv every listed policy at its defaults plus the compositions
  * in `extra` below) on
  *  - memory: KV bytes per position of context (the policy's own bytes() once a context of
@@ -133,7 +133,8 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
         r->policy = specs[i];
         if (!o->json) fprintf(stderr, "kvbench: %s\n", specs[i]);
         sqz_ppl_opts po = { .n_ctx = n_ctx, .max_tokens = (size_t)o->max_tokens, .kv = specs[i],
-                            .kv_prefill = prefill, .kld_base = m, .kld_base_kv = "f32" };
+                            .kv_prefill = prefill, .kld_base = m, .kld_base_kv = "f32",
+                            .kld_cache = o->kld_cache /* the f32 cache's logits once for all rows */ };
         sqz_ppl_result pr;
         st = sqz_perplexity(ctx, m, ids, n_ids, &po, &pr);
         if (st == SQZ_ERR_ARG && !o->n_kv) {
@@ -154,7 +155,7 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
      * none of them) */
     for (int c = 0; c <= N_CTXS && !rc; c++) {
         const int C = c < N_CTXS ? ctxs[c] : n_ctx;
-        if (c < N_CTXS && C > max_ctx) continue;
+        if (c < N_CTXS && (C > max_ctx || o->no_decode)) continue;
         if (c == N_CTXS && rows[0].bytes_ctx) break;
         if (!o->json) fprintf(stderr, "kvbench: decode at %d positions\n", C);
         const int dr = decode_round(ctx, m, rows, n_specs, C, prefill, ids, n_ids, bytes);

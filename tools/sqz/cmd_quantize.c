@@ -52,7 +52,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     report rep = { o->json ? cJSON_CreateArray() : NULL };
     sqz_quantize_opts qo = { .method = method, .type = type, .pure = o->pure, .embd_type = o->embd_type,
                              .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
-                             .act_order = o->act_order, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
+                             .act_order = o->act_order, .damp = o->damp, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
                              .fake_quant = o->fake_quant,
                              .mix_frac = o->mix_frac == 0 && o->mix_frac_set ? -1 : o->mix_frac,
                              .report = on_tensor, .report_user = &rep };

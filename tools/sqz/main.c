@@ -46,7 +46,9 @@ static void usage(FILE *f) {
             "  --kld-base MODEL   ppl: also the KL divergence to MODEL's distributions (kld,\n"
             "                     kld_p99, top1_agree)\n"
             "  --kld-cache FILE   ppl: the base's logits in FILE (read when it was made for this\n"
-            "                     text, context and mode; else written from --kld-base)\n"
+            "                     text, context and mode; else written from --kld-base;\n"
+            "                     kvbench: the f32 cache's logits, computed once)\n"
+            "  --no-decode        kvbench: bytes, ppl and kld only, no decode timing\n"
             "  -o, --out FILE     output file (convert)\n"
             "  --type TYPE        tensor type or mix (convert)\n"
             "  --pure             every 2-D weight in TYPE, no mix (convert)\n"
@@ -57,6 +59,8 @@ static void usage(FILE *f) {
             "  --calib-tokens N   calibration tokens (default 32768)\n"
             "  --calib-ctx N      tokens per calibration window (default 512)\n"
             "  --act-order        gptq, rsq: columns by descending Hessian diagonal\n"
+            "  --damp D           gptq, rsq, decoupleq, mixllm: D * mean(diag H) added to the\n"
+            "                     Hessian's diagonal (default 0.01)\n"
             "  --rsq-rmin R       rsq: least token weight in (0, 1] (default 0.005; 1: rotation\n"
             "                     + GPTQ, tokens alike); --seed S seeds the rotations\n"
             "  --fake-quant       type dq2: write its dequantized weights as f32 GGUF instead of\n"
@@ -177,10 +181,14 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--embd-type")) { NEED_VALUE; o->embd_type = v; }
         else if (!strcmp(a, "--calib")) { NEED_VALUE; o->calib = v; }
         else if (!strcmp(a, "--act-order")) o->act_order = 1;
+        else if (!strcmp(a, "--damp")) {
+            NEED_VALUE; if (!parse_float(v, &o->damp) || !(o->damp > 0 && o->damp < 10)) BAD_VALUE;
+        }
         else if (!strcmp(a, "--rsq-rmin")) {
             NEED_VALUE; if (!parse_float(v, &o->rsq_rmin) || !(o->rsq_rmin > 0 && o->rsq_rmin <= 1)) BAD_VALUE;
         }
         else if (!strcmp(a, "--fake-quant")) o->fake_quant = 1;
+        else if (!strcmp(a, "--no-decode")) o->no_decode = 1;
         else if (!strcmp(a, "--mix-frac")) {
             NEED_VALUE; if (!parse_float(v, &o->mix_frac) || !(o->mix_frac >= 0 && o->mix_frac < 1)) BAD_VALUE;
             o->mix_frac_set = 1;

@@ -112,9 +112,10 @@ static int naive_cholesky(double *A, int64_t n) {
     return 0;
 }
 
-/* U [n x n] f32, upper, with (H + damp I)^-1 = U^T U; imp = damped diag. Textbook: L = chol(H),
- * Linv by forward substitution, Hinv = Linv^T Linv, U = chol(Hinv)^T. */
-static void naive_u(const double *H, int64_t n, double percdamp, float *U, float *imp) {
+/* U [n x n] f32, upper, with (H + damp I)^-1 = U^T U; imp = damped diag; cimp = 1 / U_ii^2 (the
+ * conditional importance of sqz_gptq_opts.cond_imp). Textbook: L = chol(H), Linv by forward
+ * substitution, Hinv = Linv^T Linv, U = chol(Hinv)^T. */
+static void naive_u(const double *H, int64_t n, double percdamp, float *U, float *imp, float *cimp) {
     double *A = malloc((size_t)(n * n) * sizeof *A), *Li = calloc((size_t)(n * n), sizeof *Li);
     memcpy(A, H, (size_t)(n * n) * sizeof *A);
     double mean = 0;
@@ -144,32 +145,57 @@ static void naive_u(const double *H, int64_t n, double percdamp, float *U, float
     naive_cholesky(A, n);
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < n; k++) U[i * n + k] = k >= i ? (float)A[k * n + i] : 0.0f;
+    for (int64_t i = 0; cimp && i < n; i++) cimp[i] = (float)(1.0 / (A[i * n + i] * A[i * n + i]));
     free(A), free(Li);
 }
 
-/* Plain GPTQ, one row at a time, one column at a time, every later column updated at once. */
+/* Plain GPTQ, one row at a time, one column at a time, every later column updated at once.
+ * refit: each block is run 1 + refit times from the row as it was at the block's start, the
+ * scales of pass p > 0 chosen from the values pass p - 1 rounded; the row keeps the first pass
+ * with the least sum of e^2 over the block. */
 static void naive_gptq(sqz_type t, const float *W, int64_t rows, int64_t cols, const float *U,
-                       const float *imp, uint8_t *out, float *pre /* rows x cols: w before rounding */) {
+                       const float *imp, int refit, uint8_t *out,
+                       float *pre /* rows x cols: w before rounding */) {
     const sqz_type_traits *tr = sqz_type_get(t);
     const int qk = tr->block_size;
-    const size_t row_size = sqz_type_row_size(t, cols);
+    const size_t row_size = sqz_type_row_size(t, cols), ts = tr->type_size;
     float *w = malloc((size_t)cols * sizeof *w), *x0 = malloc((size_t)cols * sizeof *x0);
+    float *start = malloc((size_t)cols * sizeof *w), *best_w = malloc((size_t)cols * sizeof *w);
+    float *best_pre = malloc((size_t)qk * sizeof *w);
+    uint8_t *best_blk = malloc(ts);
     for (int64_t r = 0; r < rows; r++) {
         memcpy(w, W + r * cols, (size_t)cols * sizeof *w);
-        for (int64_t i = 0; i < cols; i++) {
-            uint8_t *blk = out + r * row_size + (i / qk) * tr->type_size;
-            if (i % qk == 0) {
-                memcpy(x0 + i, w + i, (size_t)qk * sizeof *w);
-                sqz_gptq_block_init(t, x0 + i, imp + i, blk);
+        for (int64_t b0 = 0; b0 < cols; b0 += qk) {
+            uint8_t *blk = out + r * row_size + (b0 / qk) * ts;
+            float *pr = pre + r * cols + b0;
+            memcpy(start, w, (size_t)cols * sizeof *w);
+            double best = 0;
+            for (int pass = 0; pass <= refit; pass++) {
+                memcpy(w, start, (size_t)cols * sizeof *w);
+                memcpy(x0 + b0, pass == 0 ? w + b0 : pr, (size_t)qk * sizeof *w);
+                sqz_gptq_block_init(t, x0 + b0, imp + b0, blk);
+                double loss = 0;
+                for (int64_t i = b0; i < b0 + qk; i++) {
+                    pr[i - b0] = w[i];
+                    const float q = w[i] == x0[i] ? sqz_gptq_block_get(t, blk, (int)(i % qk))
+                                                  : sqz_gptq_block_set(t, blk, (int)(i % qk), w[i]);
+                    const float e = (w[i] - q) / U[i * cols + i];
+                    loss += (double)e * e;
+                    for (int64_t j = i + 1; j < cols; j++) w[j] -= e * U[i * cols + j];
+                }
+                if (pass == 0 || loss < best) {
+                    best = loss;
+                    memcpy(best_w, w, (size_t)cols * sizeof *w);
+                    memcpy(best_blk, blk, ts);
+                    memcpy(best_pre, pr, (size_t)qk * sizeof *w);
+                }
             }
-            pre[r * cols + i] = w[i];
-            const float q = w[i] == x0[i] ? sqz_gptq_block_get(t, blk, (int)(i % qk))
-                                          : sqz_gptq_block_set(t, blk, (int)(i % qk), w[i]);
-            const float e = (w[i] - q) / U[i * cols + i];
-            for (int64_t j = i + 1; j < cols; j++) w[j] -= e * U[i * cols + j];
+            memcpy(w, best_w, (size_t)cols * sizeof *w);
+            memcpy(blk, best_blk, ts);
+            memcpy(pr, best_pre, (size_t)qk * sizeof *w);
         }
     }
-    free(w), free(x0);
+    free(w), free(x0), free(start), free(best_w), free(best_pre), free(best_blk);
 }
 
 static int64_t count_diff_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
@@ -227,6 +253,9 @@ static void test_identity(sqz_ctx *ctx) {
         CHECK(st == SQZ_OK && memcmp(a, b, sz) == 0,
               "%s: H = NULL gives the type's quantizer byte for byte (%lld bytes differ)", tr->name,
               (long long)count_diff_bytes(a, b, sz));
+        /* coordinate descent would move Q4_0 / Q8_0 levels that the quantizer rounds with the
+         * unrounded scale to the nearest stored level (a lower loss, other bytes) */
+        o.cd_sweeps = 0;
         st = sqz_gptq_quantize(ctx, t, W, rows, cols, I, &o, a, NULL);
         /* the scale search sees one block at a time: blocks as rows (for Q4_0's imatrix path
          * sigma2 is then the block's mean square, not the row's as in llama-quantize) */
@@ -291,29 +320,42 @@ static void test_naive(sqz_ctx *ctx) {
     float *U = malloc((size_t)(cols * cols) * sizeof *U), *imp = malloc((size_t)cols * sizeof *imp);
     float *pre = malloc((size_t)(rows * cols) * sizeof *pre);
     float *da = malloc((size_t)(rows * cols) * sizeof *da), *dr = malloc((size_t)(rows * cols) * sizeof *dr);
-    naive_u(H, cols, 0.01, U, imp);
-    for (int ti = 0; ti < N_TYPES; ti++) {
+    float *cimp = malloc((size_t)cols * sizeof *cimp);
+    naive_u(H, cols, 0.01, U, imp, cimp);
+    /* plain GPTQ for every type; with refit and the conditional importance for two */
+    for (int vi = 0; vi < N_TYPES + 2; vi++) {
+        const int ti = vi < N_TYPES ? vi : vi == N_TYPES ? 2 /* Q2_K */ : 0 /* Q4_0 */;
+        const int refit = vi < N_TYPES ? 0 : 2, cond = vi >= N_TYPES;
         const sqz_type t = types[ti];
         const sqz_type_traits *tr = sqz_type_get(t);
         const size_t sz = (size_t)rows * sqz_type_row_size(t, cols);
         float *W = random_w(rows, cols);
         uint8_t *ref = malloc(sz), *a = malloc(sz), *b = malloc(sz);
-        naive_gptq(t, W, rows, cols, U, imp, ref, pre);
+        naive_gptq(t, W, rows, cols, U, cond ? cimp : imp, refit, ref, pre);
         sqz_gptq_opts o = sqz_gptq_default_opts();
+        o.refit = refit, o.cond_imp = cond, o.cd_sweeps = 0;
         o.block = (int)cols; /* one batch: the same operations in the same order */
         sqz_status st1 = sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, a, NULL);
         o.block = 128; /* lazy batches + GEMM: the later columns' sums in another order */
         sqz_status st2 = sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, b, da);
         const int64_t d1 = count_diff_bytes(a, ref, sz), d2 = count_diff_bytes(b, ref, sz);
         CHECK(st1 == SQZ_OK && d1 == 0,
-              "%s: one batch (B = cols) == textbook GPTQ byte for byte (%lld of %zu bytes differ)",
-              tr->name, (long long)d1, sz);
+              "%s refit %d cond_imp %d: one batch (B = cols) == textbook GPTQ byte for byte (%lld of %zu "
+              "bytes differ)",
+              tr->name, refit, cond, (long long)d1, sz);
         tr->to_float(ref, dr, rows * cols);
         int64_t unexplained = 0, scale_diffs = 0;
         double max_margin = 0;
         const int64_t nrows = explain_diffs(t, b, ref, da, dr, pre, rows, cols, &scale_diffs,
                                             &unexplained, &max_margin);
         const double ea = out_err(W, da, rows, cols, H), er = out_err(W, dr, rows, cols, H);
+        if (refit) { /* a different float may pick another pass: compare the outcome only */
+            CHECK(st2 == SQZ_OK && fabs(ea / er - 1) < 0.02,
+                  "%s refit %d cond_imp %d: B = 128 vs textbook: output error ratio %.4f", tr->name,
+                  refit, cond, ea / er);
+            free(W), free(ref), free(a), free(b);
+            continue;
+        }
         /* f32 sums in another order move a weight by ~1 ulp; a level flips only where that
          * crosses a rounding boundary, and the row then carries a different error onwards */
         CHECK(st2 == SQZ_OK && unexplained == 0 && fabs(ea / er - 1) < 0.02,
@@ -324,7 +366,7 @@ static void test_naive(sqz_ctx *ctx) {
               (long long)scale_diffs, ea / er);
         free(W), free(ref), free(a), free(b);
     }
-    free(X), free(H), free(U), free(imp), free(pre), free(da), free(dr);
+    free(X), free(H), free(U), free(imp), free(cimp), free(pre), free(da), free(dr);
 }
 
 static void test_better_than_rtn(sqz_ctx *ctx) {
@@ -346,7 +388,8 @@ static void test_better_than_rtn(sqz_ctx *ctx) {
         sqz_quantize_rows(t, W, q, rows, cols, imat);
         tr->to_float(q, rtn, rows * cols);
         const double e_rtn_im = out_err(W, rtn, rows, cols, H);
-        sqz_gptq_opts o = sqz_gptq_default_opts();
+        sqz_gptq_opts o = sqz_gptq_default_opts(); /* the paper's GPTQ first */
+        o.cond_imp = 0, o.refit = 0, o.cd_sweeps = 0;
         sqz_status st = sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, q, deq);
         float *chk = malloc((size_t)(rows * cols) * sizeof *chk);
         tr->to_float(q, chk, rows * cols);
@@ -355,9 +398,24 @@ static void test_better_than_rtn(sqz_ctx *ctx) {
         o.act_order = 1;
         st |= sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, q, deq);
         const double e_ga = out_err(W, deq, rows, cols, H);
+        o.act_order = 0, o.refit = 2, o.cond_imp = 0;
+        st |= sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, q, deq);
+        const double e_rf = out_err(W, deq, rows, cols, H);
+        o.cond_imp = 1;
+        st |= sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, q, deq);
+        const double e_rfc = out_err(W, deq, rows, cols, H);
+        o.cd_sweeps = 4;
+        st |= sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, q, deq);
+        const double e_cd = out_err(W, deq, rows, cols, H);
+        tr->to_float(q, chk, rows * cols);
+        const int cd_deq_ok = memcmp(chk, deq, (size_t)(rows * cols) * sizeof *chk) == 0;
         printf("# %-5s ||(W-Q)X||^2 / RTN: gptq %.3f  gptq+act-order %.3f  (vs RTN+imatrix: %.3f "
-               "%.3f)\n",
-               tr->name, e_g / e_rtn, e_ga / e_rtn, e_g / e_rtn_im, e_ga / e_rtn_im);
+               "%.3f)  refit 2: %.3f  + cond_imp: %.3f  + 4 cd sweeps: %.3f\n",
+               tr->name, e_g / e_rtn, e_ga / e_rtn, e_g / e_rtn_im, e_ga / e_rtn_im, e_rf / e_rtn,
+               e_rfc / e_rtn, e_cd / e_rtn);
+        CHECK(cd_deq_ok && e_cd <= e_rfc, "%s: coordinate descent lowers the output error (%.4f of "
+              "GPTQ's before it) and leaves valid blocks", tr->name, e_cd / e_rfc);
+        CHECK(e_rf <= e_g * 1.001, "%s: refit 2 output error %.4f of plain GPTQ's", tr->name, e_rf / e_g);
         CHECK(st == SQZ_OK && deq_ok, "%s: deq == to_float(out)", tr->name);
         CHECK(e_g < e_rtn && e_g < e_rtn_im,
               "%s: GPTQ output error below RTN (ratio %.3f) and RTN+imatrix (%.3f)", tr->name,
@@ -399,7 +457,8 @@ static void test_variants(sqz_ctx *ctx) {
                       "columns near 0",
                       sqz_type_name(t), ao, damps[di]);
             }
-        /* a batch smaller than the block (B 100 -> 64 for k-quants, 16 -> 16 for Q4_0) */
+        /* a batch smaller than the block (B 100 -> 256 for k-quants: whole blocks; 16 -> 32 for
+         * Q4_0) */
         float *deq2 = malloc((size_t)(rows * cols) * sizeof *deq2);
         sqz_gptq_opts o = sqz_gptq_default_opts();
         sqz_status s1 = sqz_gptq_quantize(ctx, t, W, rows, cols, H, &o, a, deq);

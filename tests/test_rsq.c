@@ -253,7 +253,8 @@ static void test_public(sqz_ctx *ctx, const char *dir) {
                                 .n_calib = n - half, .calib_ctx = 128, .seed = 3, .report = on_tensor,
                                 .report_user = &e };
         const sqz_status st = sqz_quantize(ctx, m, path[k], &o, NULL);
-        CHECK(st == SQZ_OK && e.n == 5 * 7, "%s %s runs, %d matrices (%s)", o.method, types[k], e.n,
+        /* gptq also quantizes the (tied) head by GPTQ; rsq's head is converted as it is */
+        CHECK(st == SQZ_OK && e.n == 5 * 7 + (k == 2), "%s %s runs, %d matrices (%s)", o.method, types[k], e.n,
               st ? sqz_ctx_error(ctx) : "ok");
     }
     sqz_model *q[3] = { NULL, NULL, NULL };

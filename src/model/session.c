@@ -134,6 +134,11 @@ static void add_bias(float *y, const sqz_tensor *b, int T) {
 
 sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, int T,
                              sqz_capture_fn capture, void *user) {
+    return sqz_session_layer_until(s, w, l, T, capture, user, SQZ_N_SITES);
+}
+
+sqz_status sqz_session_layer_until(sqz_session *s, const sqz_layer_weights *w, int l, int T,
+                                   sqz_capture_fn capture, void *user, int last_site) {
     const sqz_config *c = &s->model->cfg;
     const int nt = s->ctx->n_threads;
     const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
@@ -141,6 +146,7 @@ sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, 
     /* attention */
     rmsnorm_rows(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps, nt);
     if (capture) capture(user, l, SQZ_SITE_QKV, s->xb, T, D);
+    if (last_site == SQZ_SITE_QKV) return SQZ_OK;
     sqz_matmul(&w->wq, s->xb, T, s->q, nt);
     sqz_matmul(&w->wk, s->xb, T, s->k, nt);
     sqz_matmul(&w->wv, s->xb, T, s->v, nt);
@@ -158,16 +164,19 @@ sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, 
     if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
     s->kv->policy->attend(s->kv->state, l, s->pos, T, s->q, s->att, nt);
     if (capture) capture(user, l, SQZ_SITE_O, s->att, T, qd);
+    if (last_site == SQZ_SITE_O) return SQZ_OK;
     sqz_matmul(&w->wo, s->att, T, s->xb, nt);
     add_bias(s->xb, &w->bo, T);
     add_rows(s->x, s->xb, T, D, nt);
     /* SwiGLU feed-forward */
     rmsnorm_rows(s->xb, s->x, w->ffn_norm.data, T, D, c->norm_eps, nt);
     if (capture) capture(user, l, SQZ_SITE_GATE_UP, s->xb, T, D);
+    if (last_site == SQZ_SITE_GATE_UP) return SQZ_OK;
     sqz_matmul(&w->w_gate, s->xb, T, s->hb, nt);
     sqz_matmul(&w->w_up, s->xb, T, s->hb2, nt);
     swiglu_rows(s->hb, s->hb2, T, F, nt);
     if (capture) capture(user, l, SQZ_SITE_DOWN, s->hb, T, F);
+    if (last_site == SQZ_SITE_DOWN) return SQZ_OK;
     sqz_matmul(&w->w_down, s->hb, T, s->xb, nt);
     add_rows(s->x, s->xb, T, D, nt);
     return SQZ_OK;

@@ -40,6 +40,12 @@ typedef void (*sqz_capture_fn)(void *user, int layer, int site, const float *x, 
 sqz_status sqz_session_layer(sqz_session *s, const sqz_layer_weights *w, int l, int T,
                              sqz_capture_fn capture, void *user);
 
+/* The same, returning right after site last_site's capture (0..SQZ_N_SITES - 1; s->x is then
+ * left as it was, s->xb and the rest are scratch; the KV cache has the batch's keys and values
+ * from SQZ_SITE_O on): calibration that needs one site's inputs does not run the rest. */
+sqz_status sqz_session_layer_until(sqz_session *s, const sqz_layer_weights *w, int l, int T,
+                                   sqz_capture_fn capture, void *user, int last_site);
+
 /* sqz_session_new_kv (a session with a KV-cache policy) is public: include/sqz.h. */
 
 #endif

@@ -10,6 +10,8 @@
  *      or by the importance-weighted block search with diag(H);
  *   3. X runs through layer l again with the quantized weights (imatrix: the original ones),
  *      giving the next layer's input (GPTQ's sequential order).
+ * gptq then quantizes the output projection (token_embd when tied) with the Hessian of the final
+ * norm of the last layer's quantized outputs.
  * The quantized layers then go to sqz_convert as if they were the model's own, which copies
  * (and, for llama's RoPE layout, permutes) their rows and quantizes token_embd / output.
  * Peak memory: one layer's statistics and quantized weights plus X.
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kernels/ops.h"
 #include "model/model.h"
 #include "model/session.h"
 #include "quant/decoupleq.h"
@@ -204,6 +207,48 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *
     return SQZ_OK;
 }
 
+/* GPTQ of the output projection, with the Hessian of its input: the final norm of the last
+ * layer's outputs X [N][D] in the quantized model. With tied embeddings that matrix is
+ * token_embd, so the lookups read the head's GPTQ result too (llama.cpp gives the tied tensor
+ * the output's type for the same reason: the head is where its error costs most). The type is
+ * what sqz_convert would give the tensor, which then copies it unchanged. hs: scratch
+ * statistics of dimension D. */
+static sqz_status quantize_head(sqz_ctx *ctx, sqz_model *qm, const method *meth, const float *X, size_t N,
+                                const sqz_preset *preset, const sqz_preset_model *pm,
+                                const sqz_quantize_opts *o, site_stats *hs, double *err_sum, int *n_err,
+                                double *t_quant) {
+    const sqz_config *c = &qm->cfg;
+    const int D = c->dim, tied = c->tied_embeddings;
+    sqz_tensor *head = tied ? &qm->tok_embd : &qm->output;
+    sqz_preset ep;
+    const sqz_preset *hp = preset;
+    if (tied && o->embd_type) {
+        if (sqz_preset_find(o->embd_type, 1, &ep) != 0) return SQZ_OK; /* sqz_convert reports it */
+        hp = &ep;
+    }
+    const sqz_type type = sqz_preset_tensor_type(hp, pm, tied ? SQZ_ROLE_TOKEN_EMBD : SQZ_ROLE_OUTPUT, -1,
+                                                 head->cols, NULL);
+    if (!sqz_gptq_supports(type) || head->type == type) return SQZ_OK;
+    enum { ROWS = 256 };
+    float *xn = malloc((size_t)ROWS * D * sizeof *xn);
+    if (!xn) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    memset(hs->H, 0, (size_t)D * D * sizeof *hs->H);
+    hs->n = 0;
+    for (size_t i = 0; i < N; i += ROWS) {
+        const int T = N - i < ROWS ? (int)(N - i) : ROWS;
+        sqz_rmsnorm(xn, X + i * (size_t)D, qm->out_norm.data, T, D, c->norm_eps);
+        sqz_rsq_hessian_add(hs->H, hs->tmp, xn, NULL, T, D);
+        hs->n += (size_t)T;
+    }
+    free(xn);
+    symmetrize(hs);
+    const double tq = sqz_now();
+    sqz_status st = quantize_matrix(ctx, qm, meth, head, type, hs, o->damp, o->act_order,
+                                    tied ? "token_embd.weight" : "output.weight", o, err_sum, n_err, NULL);
+    *t_quant += sqz_now() - tq;
+    return st;
+}
+
 sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                         const sqz_quantize_opts *o, sqz_quantize_result *res) {
     sqz_quantize_result r;
@@ -327,7 +372,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
                     memcpy(s->x, xw, (size_t)T * D * sizeof(float));
                     s->pos = c0;
                     cs.row0 = c0;
-                    st = sqz_session_layer(s, w, l, T, pass == 0 ? capture : NULL, &cs);
+                    st = pass == 0 ? sqz_session_layer_until(s, w, l, T, capture, &cs, SQZ_SITE_DOWN)
+                                   : sqz_session_layer(s, w, l, T, NULL, NULL);
                     if (pass == 1) memcpy(xw, s->x, (size_t)T * D * sizeof(float));
                 }
                 if (!st && pass == 0 && cs.weighted) st = flush_window(ctx, &cs, c, C, rmin);
@@ -366,6 +412,9 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         }
         sqz_progress(ctx, "quantize", (uint64_t)l + 1, (uint64_t)L);
     }
+    /* gptq: the output projection too, on the last layer's (quantized) outputs */
+    if (!st && meth->gptq && !meth->rsq)
+        st = quantize_head(ctx, qm, meth, X, N, &preset, &pm, o, &cs.site[SQZ_SITE_QKV], &err_sum, &n_err, &t_quant);
     if (st) goto done;
     r.calib_seconds = sqz_now() - t0 - t_quant;
     r.quant_seconds = t_quant;

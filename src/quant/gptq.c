@@ -47,7 +47,8 @@ extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, i
 enum { CHUNK_ROWS = 64 };
 
 sqz_gptq_opts sqz_gptq_default_opts(void) {
-    sqz_gptq_opts o = { .percdamp = 0.01, .block = 128, .act_order = 0, .threads = 0 };
+    sqz_gptq_opts o = { .percdamp = 0.01, .block = 128, .act_order = 0, .threads = 0,
+                        .cond_imp = 1, .refit = 2, .cd_sweeps = 4 };
     return o;
 }
 
@@ -282,21 +283,104 @@ typedef struct {
     int B;               /* lazy batch, compatible with qk */
     int act_order;
     const float *U;      /* [cols x cols] upper factor of H^-1, processing order; NULL: identity */
+    int refit;           /* extra passes per block (sqz_gptq_opts.refit) */
+    int cd_sweeps;       /* coordinate descent sweeps after GPTQ (sqz_gptq_opts.cd_sweeps) */
+    const float *Hf;     /* [cols x cols] damped H, original order (coordinate descent) */
     const int64_t *perm; /* [cols] processing position -> original column; NULL: identity */
     const float *imp;    /* [cols] importance per original column; NULL: none */
     const uint8_t *dead; /* [cols] original order; NULL: none */
 } gptq_plan;
 
-/* GPTQ on R rows: W [R x cols] -> out [R rows of the type]. Returns 0, or -1 on NOMEM. */
+/* Coordinate descent (sqz_gptq_opts.cd_sweeps) on R quantized rows `out` of W: per row,
+ * f(q) = (q - w)^T H (q - w) with g = H (q - w); element j's exact minimizer with the others
+ * fixed is q_j - g_j / H_jj, rounded to its block's grid (scales stay); a move by delta
+ * changes f by delta (2 g_j + delta H_jj), is kept only when that is negative, and adds
+ * delta * H[j] to g. Each sweep starts from G = (Q - W) H for all R rows at once (one GEMM), so
+ * f32 drift does not accumulate. Dead columns (zeroed in W) are skipped. Returns 0, or -1 on
+ * NOMEM. */
+static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uint8_t *out) {
+    const int64_t cols = p->cols;
+    const int qk = p->qk;
+    const size_t n = (size_t)R * (size_t)cols;
+    float *q = malloc(n * sizeof *q), *d = malloc(n * sizeof *d), *g = malloc(n * sizeof *g);
+    float *half = malloc(n * sizeof *half); /* 0.49 x each element's grid step */
+    if (!q || !d || !g || !half) {
+        free(q), free(d), free(g), free(half);
+        return -1;
+    }
+    const sqz_type_traits *tr = sqz_type_get(p->type);
+    for (int64_t r = 0; r < R; r++) {
+        tr->to_float(out + r * p->row_size, q + r * cols, cols);
+        for (int64_t j = 0; j < cols; j++) {
+            elem_grid eg;
+            int lv;
+            elem_read(p->type, out + r * p->row_size + (j / qk) * p->type_size, (int)(j % qk), &eg, &lv);
+            half[r * cols + j] = 0.49f * fabsf(eg.a);
+        }
+    }
+    for (int sweep = 0; sweep < p->cd_sweeps; sweep++) {
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t c = 0; c < cols; c++)
+                d[r * cols + c] = q[r * cols + c] - (p->dead && p->dead[c] ? 0.0f : W[r * cols + c]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)cols, (int)cols, 1.0f, d,
+                    (int)cols, p->Hf, (int)cols, 0.0f, g, (int)cols);
+        int moved = 0;
+        for (int64_t r = 0; r < R; r++) {
+            uint8_t *row = out + r * p->row_size;
+            float *qr = q + r * cols, *gr = g + r * cols;
+            for (int64_t j = 0; j < cols; j++) {
+                if (p->dead && p->dead[j]) continue;
+                const float *h = p->Hf + j * cols;
+                const float old = qr[j], step = gr[j] / h[j];
+                /* the target within half a grid step of the current level: no move (the
+                 * margin leaves every near-tie to block_set's exact rounding) */
+                if (fabsf(step) < half[r * cols + j]) continue;
+                void *blk = row + (j / qk) * p->type_size;
+                const float nq = sqz_gptq_block_set(p->type, blk, (int)(j % qk), old - step);
+                if (nq == old) continue;
+                const float delta = nq - old;
+                if (delta * (2 * gr[j] + delta * h[j]) >= 0) { /* not lower: back to old */
+                    sqz_gptq_block_set(p->type, blk, (int)(j % qk), old);
+                    continue;
+                }
+                qr[j] = nq;
+                for (int64_t k = 0; k < cols; k++) gr[k] += delta * h[k];
+                moved = 1;
+            }
+        }
+        if (!moved) break;
+    }
+    free(q), free(d), free(g), free(half);
+    return 0;
+}
+
+/* GPTQ on R rows: W [R x cols] -> out [R rows of the type]. Returns 0, or -1 on NOMEM.
+ *
+ * Columns go in units: one column with act-order, else one block of the type (qk columns, the
+ * batch holding whole blocks). A unit's errors update the unit's later columns at once and the
+ * rest of the batch when the unit is done (the same float operations, in the same order, as
+ * updating every later column of the batch at once); with refit the unit is run 1 + refit
+ * times before that, each row keeping its best pass. */
 static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out, float *deq) {
     const int64_t cols = p->cols;
     const int qk = p->qk, B = p->B;
+    const int unit = p->act_order ? 1 : qk;
+    const int passes = p->act_order || !p->U ? 1 : 1 + p->refit;
+    const size_t ts = p->type_size;
     float *wc = malloc((size_t)(R * cols) * sizeof *wc); /* working W, processing order */
     float *x0 = malloc((size_t)(R * cols) * sizeof *x0); /* values the scales were chosen from,
                                                             original order */
     float *err = malloc((size_t)(R * B) * sizeof *err);  /* E [R x B] of the current batch */
-    if (!wc || !x0 || !err) {
-        free(wc), free(x0), free(err);
+    /* refit: the block's columns at its start, the values they were rounded from, and each
+     * row's best pass (block bytes, errors, loss) */
+    const size_t rq = (size_t)R * (size_t)qk;
+    float *save = passes > 1 ? malloc(rq * sizeof *save) : NULL;
+    float *seen = passes > 1 ? malloc(rq * sizeof *seen) : NULL;
+    float *best_err = passes > 1 ? malloc(rq * sizeof *best_err) : NULL;
+    uint8_t *best_blk = passes > 1 ? malloc((size_t)R * ts) : NULL;
+    double *loss = passes > 1 ? malloc((size_t)R * 2 * sizeof *loss) : NULL;
+    if (!wc || !x0 || !err || (passes > 1 && (!save || !seen || !best_err || !best_blk || !loss))) {
+        free(wc), free(x0), free(err), free(save), free(seen), free(best_err), free(best_blk), free(loss);
         return -1;
     }
     for (int64_t r = 0; r < R; r++)
@@ -312,53 +396,89 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
                 x0[r * cols + c] = p->dead && p->dead[c] ? 0.0f : W[r * cols + c];
             for (int64_t b = 0; b < cols / qk; b++)
                 sqz_gptq_block_init(p->type, x0 + r * cols + b * qk, p->imp ? p->imp + b * qk : NULL,
-                                    out + r * p->row_size + b * p->type_size);
+                                    out + r * p->row_size + b * ts);
         }
     }
     for (int64_t i1 = 0; i1 < cols; i1 += B) {
         const int64_t i2 = i1 + B < cols ? i1 + B : cols;
-        for (int64_t i = i1; i < i2; i++) {
-            const int64_t c = p->perm ? p->perm[i] : i;
-            const int64_t b = c / qk;
-            const int jj = (int)(c % qk);
-            if (!p->act_order && jj == 0) {
-                /* first column of a block (and, B being compatible, of a batch): every column
-                 * of the block carries all updates so far; choose its scales now */
-                for (int64_t r = 0; r < R; r++) {
-                    memcpy(x0 + r * cols + c, wc + r * cols + i, (size_t)qk * sizeof(float));
-                    sqz_gptq_block_init(p->type, x0 + r * cols + c, p->imp ? p->imp + c : NULL,
-                                        out + r * p->row_size + b * p->type_size);
+        for (int64_t u0 = i1; u0 < i2; u0 += unit) {
+            const int64_t u1 = u0 + unit;
+            for (int pass = 0; pass < passes; pass++) {
+                if (!p->act_order) {
+                    /* a block's first column (the batch holds whole blocks): every column of
+                     * the block carries all updates so far; choose its scales now, from those
+                     * values (refit passes: from the values the last pass rounded) */
+                    for (int64_t r = 0; r < R; r++) {
+                        float *wb = wc + r * cols + u0;
+                        if (passes > 1 && pass == 0) memcpy(save + r * qk, wb, (size_t)qk * sizeof *wb);
+                        if (pass > 0) memcpy(wb, save + r * qk, (size_t)qk * sizeof *wb);
+                        memcpy(x0 + r * cols + u0, pass == 0 ? wb : seen + r * qk, (size_t)qk * sizeof *wb);
+                        sqz_gptq_block_init(p->type, x0 + r * cols + u0, p->imp ? p->imp + u0 : NULL,
+                                            out + r * p->row_size + (u0 / qk) * ts);
+                    }
                 }
+                for (int64_t i = u0; i < u1; i++) {
+                    const int64_t c = p->perm ? p->perm[i] : i;
+                    const int64_t b = c / qk;
+                    const int jj = (int)(c % qk);
+                    const float *u = p->U ? p->U + i * cols : NULL;
+                    const float uii = u ? u[i] : 1.0f;
+                    for (int64_t r = 0; r < R; r++) {
+                        float *wr = wc + r * cols;
+                        const float w = wr[i];
+                        void *blk = out + r * p->row_size + b * ts;
+                        if (passes > 1) seen[r * qk + (i - u0)] = w;
+                        /* a weight that has not moved since its block's scales were chosen keeps
+                         * the quantizer's own level: with no error feedback (H diagonal) the
+                         * result is then the type's quantizer byte for byte (Q4_0 / Q8_0 round
+                         * with the unrounded f32 scale, so their levels can differ from
+                         * nearest-on-the-stored-grid) */
+                        const float q = w == x0[r * cols + c] ? sqz_gptq_block_get(p->type, blk, jj)
+                                                              : sqz_gptq_block_set(p->type, blk, jj, w);
+                        if (!u) continue;
+                        const float e = (w - q) / uii;
+                        err[r * B + (i - i1)] = e;
+                        if (passes > 1) loss[2 * r + 1] = (i == u0 ? 0 : loss[2 * r + 1]) + (double)e * e;
+                        for (int64_t j = i + 1; j < u1; j++) wr[j] -= e * u[j];
+                    }
+                }
+                if (passes > 1 && p->U) /* each row keeps its least-loss pass */
+                    for (int64_t r = 0; r < R; r++) {
+                        uint8_t *blk = out + r * p->row_size + (u0 / qk) * ts;
+                        if (pass > 0 && loss[2 * r + 1] >= loss[2 * r]) continue;
+                        loss[2 * r] = loss[2 * r + 1];
+                        memcpy(best_blk + r * ts, blk, ts);
+                        memcpy(best_err + r * qk, err + r * B + (u0 - i1), (size_t)qk * sizeof *err);
+                    }
             }
-            const float *u = p->U ? p->U + i * cols : NULL;
-            const float uii = u ? u[i] : 1.0f;
-            for (int64_t r = 0; r < R; r++) {
-                float *wr = wc + r * cols;
-                const float w = wr[i];
-                void *blk = out + r * p->row_size + b * p->type_size;
-                /* a weight that has not moved since its block's scales were chosen keeps the
-                 * quantizer's own level: with no error feedback (H diagonal) the result is then
-                 * the type's quantizer byte for byte (Q4_0 / Q8_0 round with the unrounded f32
-                 * scale, so their levels can differ from nearest-on-the-stored-grid) */
-                const float q = w == x0[r * cols + c] ? sqz_gptq_block_get(p->type, blk, jj)
-                                                      : sqz_gptq_block_set(p->type, blk, jj, w);
-                if (!u) continue;
-                const float e = (w - q) / uii;
-                err[r * B + (i - i1)] = e;
-                for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * u[j];
-            }
+            if (passes > 1 && p->U)
+                for (int64_t r = 0; r < R; r++) {
+                    memcpy(out + r * p->row_size + (u0 / qk) * ts, best_blk + r * ts, ts);
+                    memcpy(err + r * B + (u0 - i1), best_err + r * qk, (size_t)qk * sizeof *err);
+                }
+            /* the unit's errors onto the rest of the batch */
+            if (p->U && u1 < i2)
+                for (int64_t r = 0; r < R; r++) {
+                    float *wr = wc + r * cols;
+                    for (int64_t i = u0; i < u1; i++) {
+                        const float e = err[r * B + (i - i1)];
+                        const float *u = p->U + i * cols;
+                        for (int64_t j = u1; j < i2; j++) wr[j] -= e * u[j];
+                    }
+                }
         }
         if (p->U && i2 < cols)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(cols - i2),
                         (int)(i2 - i1), -1.0f, err, B, p->U + i1 * cols + i2, (int)cols, 1.0f,
                         wc + i2, (int)cols);
     }
-    if (deq) {
+    int rc = p->cd_sweeps > 0 && p->Hf ? coordinate_descent(p, W, R, out) : 0;
+    if (deq && !rc) {
         const sqz_type_traits *tr = sqz_type_get(p->type);
         for (int64_t r = 0; r < R; r++) tr->to_float(out + r * p->row_size, deq + r * cols, cols);
     }
-    free(wc), free(x0), free(err);
-    return 0;
+    free(wc), free(x0), free(err), free(save), free(seen), free(best_err), free(best_blk), free(loss);
+    return rc;
 }
 
 /* Act-order: positions sorted by descending diag(H) (merge sort, stable: ties keep index
@@ -380,11 +500,13 @@ static void act_order_perm(const double *Hd, int64_t n, int64_t *perm, int64_t *
     }
 }
 
-/* The lazy batch: B >= qk rounded down to a multiple of qk, B < qk to a power of two (a
- * divisor of qk), so that every block starts a batch. */
-static int batch_size(int B, int qk) {
+/* The lazy batch: B >= qk rounded down to a multiple of qk; B < qk: qk without act-order (a
+ * batch holds whole blocks), else a power of two (a divisor of qk), so that every block
+ * starts a batch. */
+static int batch_size(int B, int qk, int act_order) {
     if (B <= 0) B = 128;
     if (B >= qk) return B / qk * qk;
+    if (!act_order) return qk;
     int p = 1;
     while (p * 2 <= B) p *= 2;
     return p;
@@ -415,9 +537,11 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
 
     gptq_plan p = { .type = type, .cols = cols, .qk = tr->block_size,
                     .type_size = tr->type_size, .row_size = sqz_type_row_size(type, cols),
-                    .B = batch_size(o.block, tr->block_size), .act_order = H && o.act_order };
+                    .B = batch_size(o.block, tr->block_size, H && o.act_order),
+                    .act_order = H && o.act_order, .refit = o.refit > 0 ? o.refit : 0,
+                    .cd_sweeps = H && o.cd_sweeps > 0 ? o.cd_sweeps : 0 };
     double *Hd = NULL, *Hp = NULL;
-    float *U = NULL, *imp = NULL;
+    float *U = NULL, *imp = NULL, *Hf = NULL;
     int64_t *perm = NULL, *tmp = NULL;
     uint8_t *dead = NULL;
     sqz_status st = SQZ_OK;
@@ -480,6 +604,20 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
         for (int64_t i = 0; i < cols; i++)
             for (int64_t k = 0; k < cols; k++)
                 U[i * cols + k] = k >= i ? (float)Hp[i * cols + k] : 0.0f;
+        /* the cost of an error in column i, given the columns before it absorb what they can */
+        if (o.cond_imp)
+            for (int64_t i = 0; i < cols; i++) {
+                const double uii = Hp[i * cols + i];
+                imp[perm[i]] = (float)(1.0 / (uii * uii));
+            }
+        if (p.cd_sweeps) { /* the damped H in f32 for the coordinate descent */
+            if (!(Hf = malloc(nn * sizeof *Hf))) {
+                st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory for a %lld^2 Hessian", (long long)cols);
+                goto done;
+            }
+            for (size_t k = 0; k < nn; k++) Hf[k] = (float)Hd[k];
+            p.Hf = Hf;
+        }
         p.U = U;
         p.perm = p.act_order ? perm : NULL;
         p.imp = imp;
@@ -499,6 +637,6 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
     }
     if (failed) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory");
 done:
-    free(Hd), free(Hp), free(U), free(imp), free(dead), free(perm), free(tmp);
+    free(Hd), free(Hp), free(U), free(imp), free(dead), free(perm), free(tmp), free(Hf);
     return st;
 }

@@ -314,7 +314,7 @@ typedef struct sqz_quantize_opts {
     const int32_t *calib;  /* calibration tokens (not needed by rtn) */
     size_t n_calib;
     int calib_ctx;         /* tokens per calibration window (e.g. 512) */
-    double damp;           /* gptq: percdamp (0: 0.01) */
+    double damp;           /* gptq, rsq, mixllm: percdamp (0: 0.1); decoupleq (0: 0.01) */
     int act_order;         /* gptq, rsq: process columns by descending Hessian diagonal */
     uint64_t seed;         /* rsq: seed of the random rotations (the same seed, the same file) */
     float rsq_rmin;        /* rsq: least token weight, in (0, 1] (<= 0: the paper's 0.005; 1:

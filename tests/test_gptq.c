@@ -240,7 +240,8 @@ static void test_identity(sqz_ctx *ctx) {
     double *I = calloc((size_t)(cols * cols), sizeof *I);
     for (int64_t i = 0; i < cols; i++) I[i * cols + i] = 1;
     float *imp = malloc((size_t)cols * sizeof *imp);
-    for (int64_t i = 0; i < cols; i++) imp[i] = (float)(1.0 + 0.01 * 1.0);
+    const double pd = sqz_gptq_default_opts().percdamp; /* the damping the defaults add */
+    for (int64_t i = 0; i < cols; i++) imp[i] = (float)(1.0 + pd * 1.0);
     for (int ti = 0; ti < N_TYPES; ti++) {
         const sqz_type t = types[ti];
         const sqz_type_traits *tr = sqz_type_get(t);
@@ -321,7 +322,7 @@ static void test_naive(sqz_ctx *ctx) {
     float *pre = malloc((size_t)(rows * cols) * sizeof *pre);
     float *da = malloc((size_t)(rows * cols) * sizeof *da), *dr = malloc((size_t)(rows * cols) * sizeof *dr);
     float *cimp = malloc((size_t)cols * sizeof *cimp);
-    naive_u(H, cols, 0.01, U, imp, cimp);
+    naive_u(H, cols, sqz_gptq_default_opts().percdamp, U, imp, cimp);
     /* plain GPTQ for every type; with refit and the conditional importance for two */
     for (int vi = 0; vi < N_TYPES + 2; vi++) {
         const int ti = vi < N_TYPES ? vi : vi == N_TYPES ? 2 /* Q2_K */ : 0 /* Q4_0 */;

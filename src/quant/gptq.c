@@ -47,7 +47,7 @@ extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, i
 enum { CHUNK_ROWS = 64 };
 
 sqz_gptq_opts sqz_gptq_default_opts(void) {
-    sqz_gptq_opts o = { .percdamp = 0.01, .block = 128, .act_order = 0, .threads = 0,
+    sqz_gptq_opts o = { .percdamp = 0.1, .block = 128, .act_order = 0, .threads = 0,
                         .cond_imp = 1, .refit = 2, .cd_sweeps = 4 };
     return o;
 }

@@ -60,7 +60,7 @@ static void usage(FILE *f) {
             "  --calib-ctx N      tokens per calibration window (default 512)\n"
             "  --act-order        gptq, rsq: columns by descending Hessian diagonal\n"
             "  --damp D           gptq, rsq, decoupleq, mixllm: D * mean(diag H) added to the\n"
-            "                     Hessian's diagonal (default 0.01)\n"
+            "                     Hessian's diagonal (default 0.1; decoupleq 0.01)\n"
             "  --rsq-rmin R       rsq: least token weight in (0, 1] (default 0.005; 1: rotation\n"
             "                     + GPTQ, tokens alike); --seed S seeds the rotations\n"
             "  --fake-quant       type dq2: write its dequantized weights as f32 GGUF instead of\n"

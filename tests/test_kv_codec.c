@@ -127,6 +127,33 @@ static void test_formats_and_kernels(void) {
     if (!have_simd) SKIP("no AVX2: the SIMD tier was not compared");
 }
 
+/* The SIMD softmax (polynomial exp) against the reference (libm expf) on lengths around the
+ * vector width, scores spread over a wide range (some underflow to ~0). */
+static void test_softmax(void) {
+    if (sqz_isa_best() < SQZ_ISA_AVX2) {
+        SKIP("no AVX2: softmax tiers");
+        return;
+    }
+    const sqz_attn_kernels ref = sqz_attn_kernels_ref(), simd = sqz_attn_kernels_avx2();
+    static const int ns[] = { 1, 3, 7, 8, 9, 16, 31, 100, 4096 };
+    static float a[4096], b[4096];
+    uint64_t rng = 5;
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        const int n = ns[k];
+        for (int i = 0; i < n; i++) a[i] = b[i] = frand(&rng) * (k % 2 ? 30.0f : 4.0f) + 5.0f;
+        ref.softmax(a, n);
+        simd.softmax(b, n);
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += b[i];
+        /* relative to each probability, down to the ones that stay above underflow */
+        double emax = 0;
+        for (int i = 0; i < n; i++)
+            if (a[i] > 1e-30) emax = fmax(emax, fabs((double)b[i] - a[i]) / a[i]);
+        CHECK(emax < 2e-6 && fabs(sum - 1) < 1e-5, "softmax avx2 n=%d: max relative error %.2g, "
+              "sum %.7f", n, emax, sum);
+    }
+}
+
 static void test_rotation(void) {
     float x[64], y[64];
     uint64_t rng = 7;
@@ -284,6 +311,7 @@ static void test_errors(sqz_ctx *ctx) {
 }
 
 int main(void) {
+    test_softmax();
     sqz_ctx *ctx = sqz_ctx_new();
     test_formats_and_kernels();
     test_rotation();

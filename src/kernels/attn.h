@@ -56,9 +56,15 @@ typedef void (*sqz_kvrow_scores_fn)(const sqz_kvrow_fmt *f, int nq, const float 
 typedef void (*sqz_kvrow_accum_fn)(const sqz_kvrow_fmt *f, int nq, const float *w, size_t wld,
                                    const void *rows, size_t ld, int P, float *y);
 
+/* x[0..n) = softmax(x) in place (n >= 1). The reference is sqz_softmax (libm expf); the SIMD
+ * tier uses a polynomial exp within 2 ulp of it, so probabilities agree to ~1e-7 relative
+ * (attention over thousands of positions spends as long in expf as in the score products). */
+typedef void (*sqz_softmax_fn)(float *x, int n);
+
 typedef struct sqz_attn_kernels {
     sqz_kvrow_scores_fn scores;
     sqz_kvrow_accum_fn accum;
+    sqz_softmax_fn softmax;
 } sqz_attn_kernels;
 
 sqz_attn_kernels sqz_attn_kernels_ref(void);

@@ -259,7 +259,7 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
                 kr->scores(&f32row, group, q0, L->rk + (size_t)(nq - L->nq) * row + (size_t)g * hd,
                            (size_t)row * sizeof(float), P - nq, scale, s + nq, (size_t)pmax);
             float *o0 = out + (size_t)t * Hq * hd + (size_t)g * group * hd;
-            for (int r = 0; r < group; r++) sqz_softmax(s + (size_t)r * pmax, P);
+            for (int r = 0; r < group; r++) kr->softmax(s + (size_t)r * pmax, P);
             memset(o0, 0, (size_t)group * hd * sizeof(float));
             const int b0 = g * hd / vg;
             if (nq)

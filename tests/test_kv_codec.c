@@ -57,15 +57,17 @@ static void test_formats_and_kernels(void) {
         { SQZ_KVROW_F16, 12, 12 }, { SQZ_KVROW_Q8, 64, 32 },  { SQZ_KVROW_Q8, 128, 64 },
         { SQZ_KVROW_Q4, 64, 32 },  { SQZ_KVROW_Q4, 96, 32 },  { SQZ_KVROW_Q4, 64, 64 },
         { SQZ_KVROW_Q2, 64, 32 },  { SQZ_KVROW_Q2, 32, 32 },  { SQZ_KVROW_Q4, 544, 32 },
-        { SQZ_KVROW_F16, 520, 520 },
+        { SQZ_KVROW_F16, 520, 520 }, { SQZ_KVROW_F16, 48, 48 }, { SQZ_KVROW_F32, 80, 80 },
+        { SQZ_KVROW_Q2, 96, 32 },
     };
-    /* (the last two: longer than the AVX2 tile, the kernels' other path) */
+    /* (544 and 520: longer than the AVX2 tile, the kernels' other path; 48, 80, 96: whole
+     * AVX-512 vectors but not whole 64-channel blocks) */
     const int expect_bytes[] = { 256, 80, 128, 24, 64 + 8, 128 + 8, 32 + 8, 48 + 12, 32 + 4, 16 + 8,
-                                 8 + 4, 272 + 68, 1040 };
+                                 8 + 4, 272 + 68, 1040, 96, 320, 24 + 12 };
     static float x[MAXP][MAXN], deq[MAXP][MAXN], q[MAXQ][MAXN], w[MAXQ][MAXP];
     static uint8_t rows[MAXP][MAXN * 4 + 64];
     uint64_t rng = 42;
-    const sqz_attn_kernels ref = sqz_attn_kernels_ref(), simd = sqz_attn_kernels_avx2();
+    const sqz_attn_kernels ref = sqz_attn_kernels_ref();
     const int have_simd = sqz_isa_best() >= SQZ_ISA_AVX2;
     for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++) {
         const sqz_kvrow_fmt f = { fmts[fi].t, fmts[fi].n, fmts[fi].group };
@@ -89,8 +91,8 @@ static void test_formats_and_kernels(void) {
             for (int i = 0; i < f.n; i++) q[j][i] = frand(&rng);
             for (int p = 0; p < MAXP; p++) w[j][p] = frand(&rng) * 0.5f + 0.5f;
         }
-        const int nqs[] = { 1, 3, 8, 9 };
-        for (int qi = 0; qi < 4; qi++) {
+        const int nqs[] = { 1, 3, 8, 9, 4, 5 };
+        for (int qi = 0; qi < 6; qi++) {
             const int nq = nqs[qi], P = MAXP - qi;
             float s_ref[MAXQ][MAXP], s_simd[MAXQ][MAXP];
             float y_ref[MAXQ][MAXN] = { { 0 } }, y_simd[MAXQ][MAXN] = { { 0 } };
@@ -114,14 +116,19 @@ static void test_formats_and_kernels(void) {
                 }
             CHECK(e_naive < 1e-4, "format %zu, %d queries: reference = double over naive rows (%.2g)",
                   fi, nq, e_naive);
-            if (!have_simd) continue;
-            simd.scores(&f, nq, qq, base, ld, P, 0.5f, &s_simd[0][0], MAXP);
-            simd.accum(&f, nq, &w[0][0], MAXP, base, ld, P, ys);
-            for (int j = 0; j < nq; j++)
-                for (int p = 0; p < P; p++) e_simd = fmax(e_simd, fabs(s_simd[j][p] - s_ref[j][p]));
-            for (int k = 0; k < nq * f.n; k++) e_simd = fmax(e_simd, fabs(ys[k] - yr[k]));
+            for (int isa = SQZ_ISA_AVX2; isa <= (int)sqz_isa_best(); isa++) {
+                const sqz_attn_kernels simd = sqz_attn_kernels_get((sqz_isa)isa);
+                e_simd = 0;
+                memset(ys, 0, sizeof ys);
+                simd.scores(&f, nq, qq, base, ld, P, 0.5f, &s_simd[0][0], MAXP);
+                simd.accum(&f, nq, &w[0][0], MAXP, base, ld, P, ys);
+                for (int j = 0; j < nq; j++)
+                    for (int p = 0; p < P; p++) e_simd = fmax(e_simd, fabs(s_simd[j][p] - s_ref[j][p]));
+                for (int k = 0; k < nq * f.n; k++) e_simd = fmax(e_simd, fabs(ys[k] - yr[k]));
+                CHECK(e_simd < 1e-4, "format %zu, %d queries: %s = reference (%.2g)", fi, nq,
+                      sqz_isa_name((sqz_isa)isa), e_simd);
+            }
             (void)y_ref, (void)y_simd;
-            CHECK(e_simd < 1e-4, "format %zu, %d queries: AVX2 = reference (%.2g)", fi, nq, e_simd);
         }
     }
     if (!have_simd) SKIP("no AVX2: the SIMD tier was not compared");

@@ -16,8 +16,8 @@
  *   scores  s[j][p] = scale * (q[j] . row_p)          j < nq, q [nq][n], s row stride sld
  *   accum   y[j] += sum_p w[j][p] * row_p              w row stride wld, y [nq][n]
  * Dequantization is fused into the dot products: no decoded copy of the rows is made. Each has
- * a reference (attn_ref.c) and an AVX2 tier (attn_avx2.c), chosen at run time; tests compare
- * them (tests/test_kv_codec.c).
+ * a reference (attn_ref.c), an AVX2 tier (attn_avx2.c) and an AVX-512 tier for decode's few
+ * queries (attn_avx512.c), chosen at run time; tests compare them (tests/test_kv_codec.c).
  */
 #ifndef SQZ_KERNELS_ATTN_H
 #define SQZ_KERNELS_ATTN_H
@@ -69,7 +69,8 @@ typedef struct sqz_attn_kernels {
 
 sqz_attn_kernels sqz_attn_kernels_ref(void);
 sqz_attn_kernels sqz_attn_kernels_avx2(void);
-/* The best tier for this CPU (sqz_isa_best; AVX-512 CPUs use the AVX2 tier). */
+sqz_attn_kernels sqz_attn_kernels_avx512(void);
+/* The best tier for this CPU (sqz_isa_best). */
 sqz_attn_kernels sqz_attn_kernels_get(sqz_isa isa);
 sqz_attn_kernels sqz_attn_kernels_best(void);
 

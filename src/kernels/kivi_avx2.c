@@ -101,23 +101,30 @@ vaccum_block(const int bits, const int M, const int NC, int hd, int vg, const fl
              size_t wld, const uint8_t *codes, size_t ld, const uint16_t *vs, const uint16_t *vm,
              size_t pld, int P, float *y, int c0) {
     __m256 acc[4][2];
+    #pragma GCC unroll 4
     for (int r = 0; r < M; r++)
+        #pragma GCC unroll 4
         for (int k = 0; k < NC; k++) acc[r][k] = _mm256_loadu_ps(y + (size_t)r * hd + c0 + 8 * k);
     for (int p = 0; p < P; p++) {
         const uint8_t *row = codes + (size_t)p * ld;
         __m256 x[2];
+        #pragma GCC unroll 4
         for (int k = 0; k < NC; k++) {
             const int c = c0 + 8 * k, b = c / vg;
             const __m256 sc = _mm256_set1_ps(_cvtsh_ss(vs[(size_t)p * pld + b]));
             const __m256 mn = _mm256_set1_ps(_cvtsh_ss(vm[(size_t)p * pld + b]));
             x[k] = _mm256_fmadd_ps(unpack8(bits, row, c), sc, mn);
         }
+        #pragma GCC unroll 4
         for (int r = 0; r < M; r++) {
             const __m256 wr = _mm256_broadcast_ss(w + (size_t)r * wld + p);
+            #pragma GCC unroll 4
             for (int k = 0; k < NC; k++) acc[r][k] = _mm256_fmadd_ps(wr, x[k], acc[r][k]);
         }
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < M; r++)
+        #pragma GCC unroll 4
         for (int k = 0; k < NC; k++) _mm256_storeu_ps(y + (size_t)r * hd + c0 + 8 * k, acc[r][k]);
 }
 

@@ -105,12 +105,15 @@ vaccum_block(const int bits, const int M, const int NC, int hd, int vg, const fl
     __m512i gidx[4];
     const int b0 = c0 / vg, ngb = (c0 + 16 * NC - 1) / vg - b0 + 1;
     const __mmask8 gm = (__mmask8)((1u << ngb) - 1);
+    #pragma GCC unroll 4
     for (int k = 0; k < NC; k++) {
         int idx[16];
         for (int l = 0; l < 16; l++) idx[l] = (c0 + 16 * k + l) / vg - b0;
         gidx[k] = _mm512_loadu_si512(idx);
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < M; r++)
+        #pragma GCC unroll 4
         for (int k = 0; k < NC; k++) acc[r][k] = _mm512_loadu_ps(y + (size_t)r * hd + c0 + 16 * k);
     for (int p = 0; p < P; p++) {
         const uint8_t *row = codes + (size_t)p * ld;
@@ -119,16 +122,21 @@ vaccum_block(const int bits, const int M, const int NC, int hd, int vg, const fl
         const __m512 mn8 = _mm512_castps256_ps512(
             _mm256_cvtph_ps(_mm_maskz_loadu_epi16(gm, vm + (size_t)p * pld + b0)));
         __m512 x[4];
+        #pragma GCC unroll 4
         for (int k = 0; k < NC; k++)
             x[k] = _mm512_fmadd_ps(unpack16(bits, row, c0 + 16 * k),
                                    _mm512_permutexvar_ps(gidx[k], sc8),
                                    _mm512_permutexvar_ps(gidx[k], mn8));
+        #pragma GCC unroll 4
         for (int r = 0; r < M; r++) {
             const __m512 wr = _mm512_set1_ps(w[(size_t)r * wld + p]);
+            #pragma GCC unroll 4
             for (int k = 0; k < NC; k++) acc[r][k] = _mm512_fmadd_ps(wr, x[k], acc[r][k]);
         }
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < M; r++)
+        #pragma GCC unroll 4
         for (int k = 0; k < NC; k++) _mm512_storeu_ps(y + (size_t)r * hd + c0 + 16 * k, acc[r][k]);
 }
 

@@ -19,6 +19,7 @@
 #include "test.h"
 
 int sqz_kv_minicache_kept(const void *state, int layer, int kv);
+void sqz_kv_kvmerger_forget(void *state);
 int sqz_kv_kvmerger_held(const void *state, int layer, int kv_head, const float **k,
                          const float **v, const float **score);
 
@@ -491,7 +492,7 @@ static void test_kvmerger(sqz_ctx *ctx) {
     CHECK(all_n && total < L * HKV * P0, "kvmerger: merge sets = naive (%d states held of %d)", total,
           L * HKV * P0);
     CHECK(worst < 1e-4, "kvmerger: merged keys, values, scores = naive (max err %.2g)", worst);
-    CHECK(kv->policy->bytes(kv->state) == (size_t)total * (2 * HD + 1) * 4, "kvmerger: bytes = %zu",
+    CHECK(kv->policy->bytes(kv->state) == (size_t)total * ((2 * HD + 1) * 4 + 1), "kvmerger: bytes = %zu",
           kv->policy->bytes(kv->state));
     /* one decode step attends over the merged states plus the new one */
     float out[HQ * HD];
@@ -519,6 +520,62 @@ static void test_kvmerger(sqz_ctx *ctx) {
     }
     CHECK(err < 1e-4, "kvmerger: decode attends over the merged states (max err %.2g)", err);
     sqz_kv_free(kv);
+}
+
+/* kvmerger over many decode steps, each a merge pass: the memo of consecutive keys known apart
+ * must not change a thing. A twin cache forgets the memo before every step (so it rescans every
+ * cosine, as the policy did without it); held states and outputs must be bitwise the same. */
+static void test_kvmerger_memo(sqz_ctx *ctx) {
+    uint64_t rs = 11;
+    fill(17, 0.5f);
+    for (int l = 0; l < L; l++)
+        for (int p = 1; p < MAXP; p++)
+            if ((p * 3 + l) % 4 != 0)
+                for (int i = 0; i < ROW; i++) K[l][p][i] = K[l][p - 1][i] + 0.08f * frand(&rs);
+    const char *spec = "kvmerger:threshold=0.95,budget=8,window=3+f32";
+    sqz_kv *a = make(ctx, spec), *b = make(ctx, spec);
+    CHECK(a && b, "%s created twice", spec);
+    if (!a || !b) {
+        sqz_kv_free(a), sqz_kv_free(b);
+        return;
+    }
+    const int P0 = 10;
+    float oa[HQ * HD], ob[HQ * HD];
+    int same = 1, held = 0, steps = 0;
+    for (int l = 0; l < L; l++) {
+        a->policy->store(a->state, l, 0, P0, K[l][0], V[l][0]);
+        b->policy->store(b->state, l, 0, P0, K[l][0], V[l][0]);
+    }
+    for (int pos = P0; pos < MAXP; pos++, steps++)
+        for (int l = 0; l < L; l++) {
+            const int n = pos == P0 ? P0 : 1, p0 = pos == P0 ? 0 : pos;
+            if (pos > P0) {
+                a->policy->store(a->state, l, p0, n, K[l][p0], V[l][p0]);
+                b->policy->store(b->state, l, p0, n, K[l][p0], V[l][p0]);
+            }
+            sqz_kv_kvmerger_forget(b->state);
+            static float ya[MAXP * HQ * HD], yb[MAXP * HQ * HD];
+            a->policy->attend(a->state, l, p0, n, Q[l][p0], ya, 1);
+            b->policy->attend(b->state, l, p0, n, Q[l][p0], yb, 1);
+            (void)oa, (void)ob;
+            same &= !memcmp(ya, yb, (size_t)n * HQ * HD * sizeof(float));
+            for (int g = 0; g < HKV; g++) {
+                const float *ka, *va, *sa, *kb, *vb, *sb;
+                const int na = sqz_kv_kvmerger_held(a->state, l, g, &ka, &va, &sa);
+                static float kc[MAXP * HD], vc[MAXP * HD], sc[MAXP];
+                memcpy(kc, ka, (size_t)na * HD * sizeof(float));
+                memcpy(vc, va, (size_t)na * HD * sizeof(float));
+                memcpy(sc, sa, (size_t)na * sizeof(float));
+                const int nb = sqz_kv_kvmerger_held(b->state, l, g, &kb, &vb, &sb);
+                same &= na == nb && !memcmp(kc, kb, (size_t)na * HD * sizeof(float)) &&
+                        !memcmp(vc, vb, (size_t)na * HD * sizeof(float)) &&
+                        !memcmp(sc, sb, (size_t)na * sizeof(float));
+                held += na;
+            }
+        }
+    CHECK(same, "kvmerger: %d steps with the apart memo = without it, bitwise (%d states held at "
+          "the end, summed over steps)", steps, held);
+    sqz_kv_free(a), sqz_kv_free(b);
 }
 
 static void test_errors(sqz_ctx *ctx) {
@@ -550,6 +607,7 @@ int main(void) {
     test_proj(ctx);
     test_minicache(ctx);
     test_kvmerger(ctx);
+    test_kvmerger_memo(ctx);
     test_errors(ctx);
     sqz_ctx_free(ctx);
     return test_done();

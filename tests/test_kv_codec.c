@@ -284,6 +284,50 @@ static void test_streaming_q4(sqz_ctx *ctx, int rot) {
     sqz_kv_free(kv);
 }
 
+/* minicache with a rotating codec (q8, rot=1): attention runs on the stored, rotated rows with
+ * the magnitudes applied to scores and weights; it must stay close to minicache over f32 rows
+ * (same merges: the codec changes only how rows are held), through a prefill and decode steps,
+ * with merged and kept tokens both present (gamma 0.4 on random vectors keeps some). */
+static void test_minicache_codec(sqz_ctx *ctx) {
+    static float K[L][NPOS][ROW], V[L][NPOS][ROW], Q[NPOS][HQ * HD], o1[NPOS][HQ * HD], o2[NPOS][HQ * HD];
+    uint64_t rng = 7;
+    for (int l = 0; l < L; l++)
+        for (int p = 0; p < NPOS; p++)
+            for (int i = 0; i < ROW; i++) {
+                /* layer 1 near layer 0 on half the tokens: those merge */
+                K[l][p][i] = l && p % 2 ? K[0][p][i] + 0.3f * frand(&rng) : frand(&rng);
+                V[l][p][i] = l && p % 3 ? V[0][p][i] + 0.3f * frand(&rng) : frand(&rng);
+            }
+    for (int p = 0; p < NPOS; p++)
+        for (int i = 0; i < HQ * HD; i++) Q[p][i] = frand(&rng);
+    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS };
+    sqz_kv *a = NULL, *b = NULL;
+    sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+f32", &a);
+    sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+q8", &b);
+    CHECK(a && b, "minicache+f32 and minicache+q8 created");
+    if (!a || !b) {
+        sqz_kv_free(a), sqz_kv_free(b);
+        return;
+    }
+    double err = 0, mag = 0;
+    for (int pos = 0; pos < NPOS;) {
+        const int n = pos ? 1 : 24;
+        for (int l = 0; l < L; l++) {
+            a->policy->store(a->state, l, pos, n, K[l][pos], V[l][pos]);
+            b->policy->store(b->state, l, pos, n, K[l][pos], V[l][pos]);
+            a->policy->attend(a->state, l, pos, n, Q[pos], o1[pos], 1);
+            b->policy->attend(b->state, l, pos, n, Q[pos], o2[pos], 1);
+            const float *x1 = &o1[pos][0], *x2 = &o2[pos][0]; /* n rows: flat */
+            for (int i = 0; i < n * HQ * HD; i++)
+                err = fmax(err, fabs(x1[i] - x2[i])), mag = fmax(mag, fabs(x1[i]));
+        }
+        pos += n;
+    }
+    CHECK(err < 0.02 * mag, "minicache+q8 (rotated rows) = minicache+f32 within q8 error (%.3g of %.3g)",
+          err, mag);
+    sqz_kv_free(a), sqz_kv_free(b);
+}
+
 static void test_errors(sqz_ctx *ctx) {
     sqz_kv_shape shape = { L, HQ, HKV, HD, 64 };
     static const struct { const char *spec, *word; } bad[] = {
@@ -324,6 +368,7 @@ int main(void) {
     test_rotation();
     test_streaming_q4(ctx, 0);
     test_streaming_q4(ctx, 1);
+    test_minicache_codec(ctx);
     test_errors(ctx);
     sqz_ctx_free(ctx);
     return test_done();

@@ -197,7 +197,7 @@ static void test_streaming_q4(sqz_ctx *ctx, int rot) {
     char spec[96];
     snprintf(spec, sizeof spec, "streaming:sink=%d,window=%d+q4:rot=%d,recent=%d", SINK, WIN, rot,
              REC);
-    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS, 0 };
     sqz_kv *kv = NULL;
     if (sqz_kv_new(ctx, &shape, spec, &kv)) {
         CHECK(0, "%s: %s", spec, sqz_ctx_error(ctx));
@@ -300,7 +300,7 @@ static void test_minicache_codec(sqz_ctx *ctx) {
             }
     for (int p = 0; p < NPOS; p++)
         for (int i = 0; i < HQ * HD; i++) Q[p][i] = frand(&rng);
-    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS, 0 };
     sqz_kv *a = NULL, *b = NULL;
     sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+f32", &a);
     sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+q8", &b);
@@ -329,7 +329,7 @@ static void test_minicache_codec(sqz_ctx *ctx) {
 }
 
 static void test_errors(sqz_ctx *ctx) {
-    sqz_kv_shape shape = { L, HQ, HKV, HD, 64 };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, 64, 0 };
     static const struct { const char *spec, *word; } bad[] = {
         { "q4:group=7", "group" },
         { "xkv:rank=0+q8", "rank" },

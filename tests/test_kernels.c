@@ -131,7 +131,7 @@ static void naive_attention(const float *K, const float *V, const float *q, int 
 
 static void test_attention(void) {
     const int Hq = 4, Hkv = 2, hd = 16, P = 300;
-    sqz_kv_shape shape = { 1, Hq, Hkv, hd, P };
+    sqz_kv_shape shape = { 1, Hq, Hkv, hd, P, 0 };
     float *K = malloc(sizeof(float) * P * Hkv * hd), *V = malloc(sizeof(float) * P * Hkv * hd);
     float *Q = malloc(sizeof(float) * P * Hq * hd), *out = malloc(sizeof(float) * P * Hq * hd);
     float *ref = malloc(sizeof(float) * Hq * hd);

@@ -57,15 +57,17 @@ static void test_formats_and_kernels(void) {
         { SQZ_KVROW_F16, 12, 12 }, { SQZ_KVROW_Q8, 64, 32 },  { SQZ_KVROW_Q8, 128, 64 },
         { SQZ_KVROW_Q4, 64, 32 },  { SQZ_KVROW_Q4, 96, 32 },  { SQZ_KVROW_Q4, 64, 64 },
         { SQZ_KVROW_Q2, 64, 32 },  { SQZ_KVROW_Q2, 32, 32 },  { SQZ_KVROW_Q4, 544, 32 },
-        { SQZ_KVROW_F16, 520, 520 },
+        { SQZ_KVROW_F16, 520, 520 }, { SQZ_KVROW_F16, 48, 48 }, { SQZ_KVROW_F32, 80, 80 },
+        { SQZ_KVROW_Q2, 96, 32 },
     };
-    /* (the last two: longer than the AVX2 tile, the kernels' other path) */
+    /* (544 and 520: longer than the AVX2 tile, the kernels' other path; 48, 80, 96: whole
+     * AVX-512 vectors but not whole 64-channel blocks) */
     const int expect_bytes[] = { 256, 80, 128, 24, 64 + 8, 128 + 8, 32 + 8, 48 + 12, 32 + 4, 16 + 8,
-                                 8 + 4, 272 + 68, 1040 };
+                                 8 + 4, 272 + 68, 1040, 96, 320, 24 + 12 };
     static float x[MAXP][MAXN], deq[MAXP][MAXN], q[MAXQ][MAXN], w[MAXQ][MAXP];
     static uint8_t rows[MAXP][MAXN * 4 + 64];
     uint64_t rng = 42;
-    const sqz_attn_kernels ref = sqz_attn_kernels_ref(), simd = sqz_attn_kernels_avx2();
+    const sqz_attn_kernels ref = sqz_attn_kernels_ref();
     const int have_simd = sqz_isa_best() >= SQZ_ISA_AVX2;
     for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++) {
         const sqz_kvrow_fmt f = { fmts[fi].t, fmts[fi].n, fmts[fi].group };
@@ -89,8 +91,8 @@ static void test_formats_and_kernels(void) {
             for (int i = 0; i < f.n; i++) q[j][i] = frand(&rng);
             for (int p = 0; p < MAXP; p++) w[j][p] = frand(&rng) * 0.5f + 0.5f;
         }
-        const int nqs[] = { 1, 3, 8, 9 };
-        for (int qi = 0; qi < 4; qi++) {
+        const int nqs[] = { 1, 3, 8, 9, 4, 5 };
+        for (int qi = 0; qi < 6; qi++) {
             const int nq = nqs[qi], P = MAXP - qi;
             float s_ref[MAXQ][MAXP], s_simd[MAXQ][MAXP];
             float y_ref[MAXQ][MAXN] = { { 0 } }, y_simd[MAXQ][MAXN] = { { 0 } };
@@ -114,17 +116,49 @@ static void test_formats_and_kernels(void) {
                 }
             CHECK(e_naive < 1e-4, "format %zu, %d queries: reference = double over naive rows (%.2g)",
                   fi, nq, e_naive);
-            if (!have_simd) continue;
-            simd.scores(&f, nq, qq, base, ld, P, 0.5f, &s_simd[0][0], MAXP);
-            simd.accum(&f, nq, &w[0][0], MAXP, base, ld, P, ys);
-            for (int j = 0; j < nq; j++)
-                for (int p = 0; p < P; p++) e_simd = fmax(e_simd, fabs(s_simd[j][p] - s_ref[j][p]));
-            for (int k = 0; k < nq * f.n; k++) e_simd = fmax(e_simd, fabs(ys[k] - yr[k]));
+            for (int isa = SQZ_ISA_AVX2; isa <= (int)sqz_isa_best(); isa++) {
+                const sqz_attn_kernels simd = sqz_attn_kernels_get((sqz_isa)isa);
+                e_simd = 0;
+                memset(ys, 0, sizeof ys);
+                simd.scores(&f, nq, qq, base, ld, P, 0.5f, &s_simd[0][0], MAXP);
+                simd.accum(&f, nq, &w[0][0], MAXP, base, ld, P, ys);
+                for (int j = 0; j < nq; j++)
+                    for (int p = 0; p < P; p++) e_simd = fmax(e_simd, fabs(s_simd[j][p] - s_ref[j][p]));
+                for (int k = 0; k < nq * f.n; k++) e_simd = fmax(e_simd, fabs(ys[k] - yr[k]));
+                CHECK(e_simd < 1e-4, "format %zu, %d queries: %s = reference (%.2g)", fi, nq,
+                      sqz_isa_name((sqz_isa)isa), e_simd);
+            }
             (void)y_ref, (void)y_simd;
-            CHECK(e_simd < 1e-4, "format %zu, %d queries: AVX2 = reference (%.2g)", fi, nq, e_simd);
         }
     }
     if (!have_simd) SKIP("no AVX2: the SIMD tier was not compared");
+}
+
+/* The SIMD softmax (polynomial exp) against the reference (libm expf) on lengths around the
+ * vector width, scores spread over a wide range (some underflow to ~0). */
+static void test_softmax(void) {
+    if (sqz_isa_best() < SQZ_ISA_AVX2) {
+        SKIP("no AVX2: softmax tiers");
+        return;
+    }
+    const sqz_attn_kernels ref = sqz_attn_kernels_ref(), simd = sqz_attn_kernels_avx2();
+    static const int ns[] = { 1, 3, 7, 8, 9, 16, 31, 100, 4096 };
+    static float a[4096], b[4096];
+    uint64_t rng = 5;
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        const int n = ns[k];
+        for (int i = 0; i < n; i++) a[i] = b[i] = frand(&rng) * (k % 2 ? 30.0f : 4.0f) + 5.0f;
+        ref.softmax(a, n);
+        simd.softmax(b, n);
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += b[i];
+        /* relative to each probability, down to the ones that stay above underflow */
+        double emax = 0;
+        for (int i = 0; i < n; i++)
+            if (a[i] > 1e-30) emax = fmax(emax, fabs((double)b[i] - a[i]) / a[i]);
+        CHECK(emax < 2e-6 && fabs(sum - 1) < 1e-5, "softmax avx2 n=%d: max relative error %.2g, "
+              "sum %.7f", n, emax, sum);
+    }
 }
 
 static void test_rotation(void) {
@@ -163,7 +197,7 @@ static void test_streaming_q4(sqz_ctx *ctx, int rot) {
     char spec[96];
     snprintf(spec, sizeof spec, "streaming:sink=%d,window=%d+q4:rot=%d,recent=%d", SINK, WIN, rot,
              REC);
-    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS, 0 };
     sqz_kv *kv = NULL;
     if (sqz_kv_new(ctx, &shape, spec, &kv)) {
         CHECK(0, "%s: %s", spec, sqz_ctx_error(ctx));
@@ -250,8 +284,52 @@ static void test_streaming_q4(sqz_ctx *ctx, int rot) {
     sqz_kv_free(kv);
 }
 
+/* minicache with a rotating codec (q8, rot=1): attention runs on the stored, rotated rows with
+ * the magnitudes applied to scores and weights; it must stay close to minicache over f32 rows
+ * (same merges: the codec changes only how rows are held), through a prefill and decode steps,
+ * with merged and kept tokens both present (gamma 0.4 on random vectors keeps some). */
+static void test_minicache_codec(sqz_ctx *ctx) {
+    static float K[L][NPOS][ROW], V[L][NPOS][ROW], Q[NPOS][HQ * HD], o1[NPOS][HQ * HD], o2[NPOS][HQ * HD];
+    uint64_t rng = 7;
+    for (int l = 0; l < L; l++)
+        for (int p = 0; p < NPOS; p++)
+            for (int i = 0; i < ROW; i++) {
+                /* layer 1 near layer 0 on half the tokens: those merge */
+                K[l][p][i] = l && p % 2 ? K[0][p][i] + 0.3f * frand(&rng) : frand(&rng);
+                V[l][p][i] = l && p % 3 ? V[0][p][i] + 0.3f * frand(&rng) : frand(&rng);
+            }
+    for (int p = 0; p < NPOS; p++)
+        for (int i = 0; i < HQ * HD; i++) Q[p][i] = frand(&rng);
+    sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS, 0 };
+    sqz_kv *a = NULL, *b = NULL;
+    sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+f32", &a);
+    sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+q8", &b);
+    CHECK(a && b, "minicache+f32 and minicache+q8 created");
+    if (!a || !b) {
+        sqz_kv_free(a), sqz_kv_free(b);
+        return;
+    }
+    double err = 0, mag = 0;
+    for (int pos = 0; pos < NPOS;) {
+        const int n = pos ? 1 : 24;
+        for (int l = 0; l < L; l++) {
+            a->policy->store(a->state, l, pos, n, K[l][pos], V[l][pos]);
+            b->policy->store(b->state, l, pos, n, K[l][pos], V[l][pos]);
+            a->policy->attend(a->state, l, pos, n, Q[pos], o1[pos], 1);
+            b->policy->attend(b->state, l, pos, n, Q[pos], o2[pos], 1);
+            const float *x1 = &o1[pos][0], *x2 = &o2[pos][0]; /* n rows: flat */
+            for (int i = 0; i < n * HQ * HD; i++)
+                err = fmax(err, fabs(x1[i] - x2[i])), mag = fmax(mag, fabs(x1[i]));
+        }
+        pos += n;
+    }
+    CHECK(err < 0.02 * mag, "minicache+q8 (rotated rows) = minicache+f32 within q8 error (%.3g of %.3g)",
+          err, mag);
+    sqz_kv_free(a), sqz_kv_free(b);
+}
+
 static void test_errors(sqz_ctx *ctx) {
-    sqz_kv_shape shape = { L, HQ, HKV, HD, 64 };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, 64, 0 };
     static const struct { const char *spec, *word; } bad[] = {
         { "q4:group=7", "group" },
         { "xkv:rank=0+q8", "rank" },
@@ -284,11 +362,13 @@ static void test_errors(sqz_ctx *ctx) {
 }
 
 int main(void) {
+    test_softmax();
     sqz_ctx *ctx = sqz_ctx_new();
     test_formats_and_kernels();
     test_rotation();
     test_streaming_q4(ctx, 0);
     test_streaming_q4(ctx, 1);
+    test_minicache_codec(ctx);
     test_errors(ctx);
     sqz_ctx_free(ctx);
     return test_done();

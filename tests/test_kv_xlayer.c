@@ -19,6 +19,7 @@
 #include "test.h"
 
 int sqz_kv_minicache_kept(const void *state, int layer, int kv);
+void sqz_kv_kvmerger_forget(void *state);
 int sqz_kv_kvmerger_held(const void *state, int layer, int kv_head, const float **k,
                          const float **v, const float **score);
 
@@ -115,7 +116,7 @@ static void jacobi(double *a, int n, double *vec, double *w) {
 }
 
 static sqz_kv *make(sqz_ctx *ctx, const char *spec) {
-    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP, 0 };
     sqz_kv *kv = NULL;
     if (sqz_kv_new(ctx, &shape, spec, &kv)) printf("# %s: %s\n", spec, sqz_ctx_error(ctx));
     return kv;
@@ -227,7 +228,7 @@ static void test_xkv(sqz_ctx *ctx) {
 }
 
 /* ---- proj: a file with random orthonormal bases per layer and head */
-static float PK[L][HKV][HD][HD], PV[L][HKV][HD][HD];
+static float PK[L][HKV][HD][HD], PV[L][HKV][HD][HD], EK[L][HKV][HD];
 static int p_rank;
 
 static int write_proj(sqz_ctx *ctx, const char *path) {
@@ -248,6 +249,8 @@ static int write_proj(sqz_ctx *ctx, const char *path) {
                 jacobi(a, HD, vec, w);
                 for (int i = 0; i < HD; i++)
                     for (int j = 0; j < HD; j++) (kv ? PV : PK)[l][h][i][j] = (float)vec[i * HD + j];
+                if (!kv)
+                    for (int i = 0; i < HD; i++) EK[l][h][i] = (float)w[i];
             }
     sqz_gguf_writer *wr;
     if (sqz_gguf_writer_new(ctx, &wr)) return 0;
@@ -263,6 +266,12 @@ static int write_proj(sqz_ctx *ctx, const char *path) {
             sqz_gguf_writer_add_tensor(wr, name, 3, ne, SQZ_TYPE_F32, kv ? (void *)PV[l] : (void *)PK[l],
                                        sizeof PK[l]);
         }
+    for (int l = 0; l < L; l++) { /* key energies: what pairs=1 ranks RoPE pairs by */
+        char name[32];
+        snprintf(name, sizeof name, "kvproj.ek.%d", l);
+        const int64_t ne[2] = { HD, HKV };
+        sqz_gguf_writer_add_tensor(wr, name, 2, ne, SQZ_TYPE_F32, EK[l], sizeof EK[l]);
+    }
     sqz_status st = sqz_gguf_writer_write(wr, path);
     sqz_gguf_writer_free(wr);
     return st == SQZ_OK;
@@ -297,7 +306,7 @@ static void test_proj(sqz_ctx *ctx) {
     for (int ri = 0; ri < 2; ri++) {
         p_rank = ranks[ri];
         char spec[128];
-        snprintf(spec, sizeof spec, "proj:file=%s,rank=%d+f32", path, p_rank);
+        snprintf(spec, sizeof spec, "proj:file=%s,rank=%d,pairs=0+f32", path, p_rank);
         sqz_kv *kv = make(ctx, spec);
         CHECK(kv != NULL, "proj rank %d created", p_rank);
         if (!kv) continue;
@@ -312,13 +321,13 @@ static void test_proj(sqz_ctx *ctx) {
             kv->policy->reset(kv->state);
             for (int p = 0; p < 40; p++) step(kv, p, 1, ref_proj);
         }
-        const size_t want = 2 * (size_t)L * HKV * p_rank * (40 + HD) * 4;
+        const size_t want = 2 * (size_t)L * HKV * p_rank * 40 * 4; /* coefficients only */
         CHECK(kv->policy->bytes(kv->state) == want, "proj rank %d: bytes %zu = %zu", p_rank,
               kv->policy->bytes(kv->state), want);
         sqz_kv_free(kv);
     }
     sqz_kv *kv = NULL;
-    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP, 0 };
     char spec[128];
     snprintf(spec, sizeof spec, "proj:file=%s,rank=%d", path, HD + 1);
     CHECK(sqz_kv_new(ctx, &shape, spec, &kv) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "rank"),
@@ -327,6 +336,62 @@ static void test_proj(sqz_ctx *ctx) {
     snprintf(spec, sizeof spec, "proj:file=%s", path);
     CHECK(sqz_kv_new(ctx, &shape, spec, &kv) == SQZ_ERR_ARG, "proj: file of another shape refused (%s)",
           sqz_ctx_error(ctx));
+    unlink(path);
+}
+
+/* proj pairs=1 keeps whole RoPE pairs of keys, so attention stays a function of relative
+ * positions: turning every key and query by the same extra RoPE offset (which leaves every
+ * q . k unchanged) leaves the outputs unchanged. A PCA basis mixing pairs (pairs=0 with the
+ * random bases here) does not have that property: the same check fails for it. */
+static double proj_shift_err(sqz_ctx *ctx, const char *path, int pairs) {
+    static float KR[L][MAXP][ROW], QR[L][MAXP][HQ * HD], o1[30 * HQ * HD], o2[30 * HQ * HD];
+    const int T = 30, half = HD / 2, shift = 37;
+    for (int l = 0; l < L; l++)
+        for (int p = 0; p < T; p++) {
+            memcpy(KR[l][p], K[l][p], sizeof KR[l][p]);
+            memcpy(QR[l][p], Q[l][p], sizeof QR[l][p]);
+            for (int h = 0; h < HQ; h++)
+                for (int i = 0; i < half; i++) { /* RoPE by `shift` more positions, HF pairs */
+                    const double a = shift * pow(10000.0, -2.0 * i / HD), cs = cos(a), sn = sin(a);
+                    float *x = QR[l][p] + h * HD, *y = h < HKV ? KR[l][p] + h * HD : NULL;
+                    const float x0 = x[i], x1 = x[i + half];
+                    x[i] = (float)(x0 * cs - x1 * sn), x[i + half] = (float)(x1 * cs + x0 * sn);
+                    if (y) {
+                        const float y0 = y[i], y1 = y[i + half];
+                        y[i] = (float)(y0 * cs - y1 * sn), y[i + half] = (float)(y1 * cs + y0 * sn);
+                    }
+                }
+        }
+    char spec[160];
+    snprintf(spec, sizeof spec, "proj:file=%s,rank=8,pairs=%d+f32", path, pairs);
+    sqz_kv *ka = make(ctx, spec), *kb = make(ctx, spec);
+    double err = ka && kb ? 0 : -1;
+    for (int l = 0; ka && kb && l < L; l++) {
+        ka->policy->store(ka->state, l, 0, T, K[l][0], V[l][0]);
+        ka->policy->attend(ka->state, l, 0, T, Q[l][0], o1, 1);
+        kb->policy->store(kb->state, l, 0, T, KR[l][0], V[l][0]);
+        kb->policy->attend(kb->state, l, 0, T, QR[l][0], o2, 1);
+        for (int i = 0; i < T * HQ * HD; i++) err = fmax(err, fabs(o1[i] - o2[i]));
+    }
+    sqz_kv_free(ka), sqz_kv_free(kb);
+    return err;
+}
+
+static void test_proj_rope(sqz_ctx *ctx) {
+    char path[] = "/tmp/sqz_test_kvproj_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    CHECK(fd >= 0 && write_proj(ctx, path), "projection file with key energies written");
+    fill(21, 0.5f);
+    const double e1 = proj_shift_err(ctx, path, 1), e0 = proj_shift_err(ctx, path, 0);
+    CHECK(e1 >= 0 && e1 < 1e-4, "proj pairs=1: outputs unchanged by a common RoPE shift (%.2g)", e1);
+    CHECK(e0 > 1e-3, "proj pairs=0 (PCA across pairs): a common RoPE shift changes outputs (%.2g)", e0);
+    sqz_kv *kv = NULL;
+    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP, 0 };
+    char spec[160];
+    snprintf(spec, sizeof spec, "proj:file=%s,rank=5,pairs=1", path);
+    CHECK(sqz_kv_new(ctx, &shape, spec, &kv) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "even"),
+          "proj pairs=1: odd rank refused (%s)", sqz_ctx_error(ctx));
     unlink(path);
 }
 
@@ -491,7 +556,7 @@ static void test_kvmerger(sqz_ctx *ctx) {
     CHECK(all_n && total < L * HKV * P0, "kvmerger: merge sets = naive (%d states held of %d)", total,
           L * HKV * P0);
     CHECK(worst < 1e-4, "kvmerger: merged keys, values, scores = naive (max err %.2g)", worst);
-    CHECK(kv->policy->bytes(kv->state) == (size_t)total * (2 * HD + 1) * 4, "kvmerger: bytes = %zu",
+    CHECK(kv->policy->bytes(kv->state) == (size_t)total * ((2 * HD + 1) * 4 + 1), "kvmerger: bytes = %zu",
           kv->policy->bytes(kv->state));
     /* one decode step attends over the merged states plus the new one */
     float out[HQ * HD];
@@ -521,8 +586,64 @@ static void test_kvmerger(sqz_ctx *ctx) {
     sqz_kv_free(kv);
 }
 
+/* kvmerger over many decode steps, each a merge pass: the memo of consecutive keys known apart
+ * must not change a thing. A twin cache forgets the memo before every step (so it rescans every
+ * cosine, as the policy did without it); held states and outputs must be bitwise the same. */
+static void test_kvmerger_memo(sqz_ctx *ctx) {
+    uint64_t rs = 11;
+    fill(17, 0.5f);
+    for (int l = 0; l < L; l++)
+        for (int p = 1; p < MAXP; p++)
+            if ((p * 3 + l) % 4 != 0)
+                for (int i = 0; i < ROW; i++) K[l][p][i] = K[l][p - 1][i] + 0.08f * frand(&rs);
+    const char *spec = "kvmerger:threshold=0.95,budget=8,window=3+f32";
+    sqz_kv *a = make(ctx, spec), *b = make(ctx, spec);
+    CHECK(a && b, "%s created twice", spec);
+    if (!a || !b) {
+        sqz_kv_free(a), sqz_kv_free(b);
+        return;
+    }
+    const int P0 = 10;
+    float oa[HQ * HD], ob[HQ * HD];
+    int same = 1, held = 0, steps = 0;
+    for (int l = 0; l < L; l++) {
+        a->policy->store(a->state, l, 0, P0, K[l][0], V[l][0]);
+        b->policy->store(b->state, l, 0, P0, K[l][0], V[l][0]);
+    }
+    for (int pos = P0; pos < MAXP; pos++, steps++)
+        for (int l = 0; l < L; l++) {
+            const int n = pos == P0 ? P0 : 1, p0 = pos == P0 ? 0 : pos;
+            if (pos > P0) {
+                a->policy->store(a->state, l, p0, n, K[l][p0], V[l][p0]);
+                b->policy->store(b->state, l, p0, n, K[l][p0], V[l][p0]);
+            }
+            sqz_kv_kvmerger_forget(b->state);
+            static float ya[MAXP * HQ * HD], yb[MAXP * HQ * HD];
+            a->policy->attend(a->state, l, p0, n, Q[l][p0], ya, 1);
+            b->policy->attend(b->state, l, p0, n, Q[l][p0], yb, 1);
+            (void)oa, (void)ob;
+            same &= !memcmp(ya, yb, (size_t)n * HQ * HD * sizeof(float));
+            for (int g = 0; g < HKV; g++) {
+                const float *ka, *va, *sa, *kb, *vb, *sb;
+                const int na = sqz_kv_kvmerger_held(a->state, l, g, &ka, &va, &sa);
+                static float kc[MAXP * HD], vc[MAXP * HD], sc[MAXP];
+                memcpy(kc, ka, (size_t)na * HD * sizeof(float));
+                memcpy(vc, va, (size_t)na * HD * sizeof(float));
+                memcpy(sc, sa, (size_t)na * sizeof(float));
+                const int nb = sqz_kv_kvmerger_held(b->state, l, g, &kb, &vb, &sb);
+                same &= na == nb && !memcmp(kc, kb, (size_t)na * HD * sizeof(float)) &&
+                        !memcmp(vc, vb, (size_t)na * HD * sizeof(float)) &&
+                        !memcmp(sc, sb, (size_t)na * sizeof(float));
+                held += na;
+            }
+        }
+    CHECK(same, "kvmerger: %d steps with the apart memo = without it, bitwise (%d states held at "
+          "the end, summed over steps)", steps, held);
+    sqz_kv_free(a), sqz_kv_free(b);
+}
+
 static void test_errors(sqz_ctx *ctx) {
-    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP };
+    sqz_kv_shape shape = { L, HQ, HKV, HD, MAXP, 0 };
     struct { const char *spec, *word; } bad[] = {
         { "xkv:rank=65", "rank" },          /* > 2 layers x 32 */
         { "xkv:bogus=1", "bogus" },
@@ -550,6 +671,8 @@ int main(void) {
     test_proj(ctx);
     test_minicache(ctx);
     test_kvmerger(ctx);
+    test_kvmerger_memo(ctx);
+    test_proj_rope(ctx);
     test_errors(ctx);
     sqz_ctx_free(ctx);
     return test_done();

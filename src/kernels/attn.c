@@ -82,7 +82,9 @@ void sqz_kvrow_decode(const sqz_kvrow_fmt *f, const void *row, float *x) {
 }
 
 sqz_attn_kernels sqz_attn_kernels_get(sqz_isa isa) {
-    return isa >= SQZ_ISA_AVX2 ? sqz_attn_kernels_avx2() : sqz_attn_kernels_ref();
+    return isa >= SQZ_ISA_AVX512 ? sqz_attn_kernels_avx512()
+           : isa == SQZ_ISA_AVX2 ? sqz_attn_kernels_avx2()
+                                 : sqz_attn_kernels_ref();
 }
 
 sqz_attn_kernels sqz_attn_kernels_best(void) { return sqz_attn_kernels_get(sqz_isa_best()); }

@@ -16,8 +16,8 @@
  *   scores  s[j][p] = scale * (q[j] . row_p)          j < nq, q [nq][n], s row stride sld
  *   accum   y[j] += sum_p w[j][p] * row_p              w row stride wld, y [nq][n]
  * Dequantization is fused into the dot products: no decoded copy of the rows is made. Each has
- * a reference (attn_ref.c) and an AVX2 tier (attn_avx2.c), chosen at run time; tests compare
- * them (tests/test_kv_codec.c).
+ * a reference (attn_ref.c), an AVX2 tier (attn_avx2.c) and an AVX-512 tier for decode's few
+ * queries (attn_avx512.c), chosen at run time; tests compare them (tests/test_kv_codec.c).
  */
 #ifndef SQZ_KERNELS_ATTN_H
 #define SQZ_KERNELS_ATTN_H
@@ -56,14 +56,21 @@ typedef void (*sqz_kvrow_scores_fn)(const sqz_kvrow_fmt *f, int nq, const float 
 typedef void (*sqz_kvrow_accum_fn)(const sqz_kvrow_fmt *f, int nq, const float *w, size_t wld,
                                    const void *rows, size_t ld, int P, float *y);
 
+/* x[0..n) = softmax(x) in place (n >= 1). The reference is sqz_softmax (libm expf); the SIMD
+ * tier uses a polynomial exp within 2 ulp of it, so probabilities agree to ~1e-7 relative
+ * (attention over thousands of positions spends as long in expf as in the score products). */
+typedef void (*sqz_softmax_fn)(float *x, int n);
+
 typedef struct sqz_attn_kernels {
     sqz_kvrow_scores_fn scores;
     sqz_kvrow_accum_fn accum;
+    sqz_softmax_fn softmax;
 } sqz_attn_kernels;
 
 sqz_attn_kernels sqz_attn_kernels_ref(void);
 sqz_attn_kernels sqz_attn_kernels_avx2(void);
-/* The best tier for this CPU (sqz_isa_best; AVX-512 CPUs use the AVX2 tier). */
+sqz_attn_kernels sqz_attn_kernels_avx512(void);
+/* The best tier for this CPU (sqz_isa_best). */
 sqz_attn_kernels sqz_attn_kernels_get(sqz_isa isa);
 sqz_attn_kernels sqz_attn_kernels_best(void);
 

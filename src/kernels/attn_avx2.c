@@ -206,6 +206,59 @@ static void accum_avx2(const sqz_kvrow_fmt *f, int nq, const float *w, size_t wl
     }
 }
 
+/* e^x for x <= 0 (softmax's shifted scores), as Cephes' expf: x = n ln2 + r with |r| <= ln2/2
+ * (ln2 split in two so n ln2 is exact), e^r = 1 + r + r^2 P(r) with P Cephes' degree-5 minimax
+ * polynomial (about 1 ulp), times 2^n built in the exponent bits. Below -87 the result would be
+ * subnormal: it is clamped there (e^-87 ~ 1e-38, nothing next to the maximum's e^0 = 1). */
+static inline __m256 exp_neg(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static void softmax_avx2(float *x, int n) {
+    int i = 0;
+    __m256 mv = _mm256_set1_ps(x[0]);
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float m = _mm_cvtss_f32(m4);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    const __m256 mb = _mm256_set1_ps(m);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    if (i < n) { /* the tail through a padded buffer, so every element takes the same exp */
+        float t[8];
+        for (int k = 0; k < 8; k++) t[k] = i + k < n ? x[i + k] - m : -87.0f;
+        const __m256 e = exp_neg(_mm256_loadu_ps(t));
+        _mm256_storeu_ps(t, e);
+        for (int k = 0; i + k < n; k++) x[i + k] = t[k];
+        sv = _mm256_add_ps(sv, _mm256_blendv_ps(_mm256_setzero_ps(), e,
+                                                _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                                                    _mm256_set1_epi32(n - i),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))));
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / hsum256(sv));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= _mm256_cvtss_f32(inv);
+}
+
 sqz_attn_kernels sqz_attn_kernels_avx2(void) {
-    return (sqz_attn_kernels){ scores_avx2, accum_avx2 };
+    return (sqz_attn_kernels){ scores_avx2, accum_avx2, softmax_avx2 };
 }

@@ -3,6 +3,7 @@
 #include "kernels/attn.h"
 
 #include "core/types.h"
+#include "kernels/ops.h"
 
 /* Channel c of a row. */
 static float channel(const sqz_kvrow_fmt *f, const uint8_t *row, int c) {
@@ -45,5 +46,5 @@ static void accum_ref(const sqz_kvrow_fmt *f, int nq, const float *w, size_t wld
 }
 
 sqz_attn_kernels sqz_attn_kernels_ref(void) {
-    return (sqz_attn_kernels){ scores_ref, accum_ref };
+    return (sqz_attn_kernels){ scores_ref, accum_ref, sqz_softmax };
 }

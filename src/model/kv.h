@@ -20,6 +20,7 @@ typedef struct sqz_kv_shape {
     int n_kv_heads;
     int head_dim;
     int max_pos;    /* positions the cache must be able to hold */
+    int rope_interleaved; /* the keys' RoPE pairs: 1 (2i, 2i+1), 0 (i, i + head_dim/2) */
 } sqz_kv_shape;
 
 typedef struct sqz_kv_policy {

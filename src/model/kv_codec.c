@@ -169,7 +169,7 @@ void sqz_kv_attend_parts(const sqz_attn_kernels *kr, const sqz_kv_rows *parts, i
             if (r->P) kr->scores(r->f, m, qq, r->K, r->ld, r->P, scale, sj + off, (size_t)P);
             off += r->P;
         }
-        for (int j = 0; j < m; j++) sqz_softmax(sj + (size_t)j * P, P);
+        for (int j = 0; j < m; j++) kr->softmax(sj + (size_t)j * P, P);
         memset(oj, 0, (size_t)m * (size_t)n * sizeof(float));
         off = 0;
         for (int i = 0; i < n_parts; i++) {

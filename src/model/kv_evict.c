@@ -253,19 +253,28 @@ static void compact(ev_head *H, const unsigned char *keep, size_t rb, int hd) {
 /* Marks in keep[] the `want` slots of [0, n) with the highest score (ties: the later slot). */
 static void keep_top(const float *score, int n, int want, unsigned char *keep, int *idx) {
     if (want <= 0) return;
+    if (want >= n) {
+        memset(keep, 1, (size_t)n);
+        return;
+    }
+    /* Partial selection in O(n * k): of the `want` to keep or of the n - want to drop, the
+     * fewer. Decode over budget drops one slot per step, so picking the `want` to keep (half
+     * the budget for h2o) made every step O(budget^2) per head. Both pick the same set: the
+     * top `want` in the strict order (score, slot). */
     int m = 0;
     for (int s = 0; s < n; s++) idx[m++] = s;
-    /* partial selection sort: want is small next to n only in the worst case, and n is at
-     * most the prompt length, so a simple O(n * want) pass is enough */
-    for (int i = 0; i < want && i < m; i++) {
-        int best = i;
-        for (int j = i + 1; j < m; j++)
-            if (score[idx[j]] > score[idx[best]] ||
-                (score[idx[j]] == score[idx[best]] && idx[j] > idx[best]))
-                best = j;
+    const int drop = n - want, pick_top = want <= drop, k = pick_top ? want : drop;
+    if (!pick_top) memset(keep, 1, (size_t)n);
+    for (int i = 0; i < k; i++) {
+        int best = i; /* pick_top: the highest (score, slot); else the lowest */
+        for (int j = i + 1; j < m; j++) {
+            const float a = score[idx[j]], b = score[idx[best]];
+            const int higher = a > b || (a == b && idx[j] > idx[best]);
+            if (pick_top ? higher : !higher) best = j;
+        }
         int tmp = idx[i];
         idx[i] = idx[best], idx[best] = tmp;
-        keep[idx[i]] = 1;
+        keep[idx[i]] = (unsigned char)pick_top;
     }
 }
 

@@ -14,8 +14,9 @@
  * Attention runs on the compressed form. For a key group, q . k_p = sum_c q_c (min_c + scale_c
  * code_pc) = (q . min) + sum_c (q_c scale_c) code_pc: q . min and q_c scale_c are computed once
  * per group and query, then each token costs one dot of the query-scaled codes. Values: each
- * weighted row p contributes w_p scale_pj code_pc + w_p min_pj. No dequantized copy of the cache
- * is ever made; codes are unpacked one head row at a time.
+ * weighted row p contributes w_p (min_pj + scale_pj code_pc). No dequantized copy of the cache
+ * is ever made: the kernels of kernels/kivi.h (reference, AVX2, AVX-512) unpack codes in
+ * registers, once for all the query heads of a KV head.
  *
  * Layout, per layer: key codes [groups][G][row bytes], key scale/min [groups][Hkv*hd] (f16);
  * value codes [pos][row bytes], value scale/min [pos][Hkv*hd/vg] (f16); residual keys and
@@ -28,6 +29,8 @@
 #include <string.h>
 
 #include "core/types.h"
+#include "kernels/attn.h"
+#include "kernels/kivi.h"
 #include "kernels/ops.h"
 #include "model/kv.h"
 #include "model/kv_params.h"
@@ -47,6 +50,8 @@ typedef struct kivi {
     sqz_kv_shape shape;
     int bits, G, vg, R, row, row_bytes, max_groups;
     kivi_layer *layers;
+    sqz_kivi_kernels kk; /* scores and value sums on the codes */
+    sqz_attn_kernels kr; /* the same on the f32 residual */
 } kivi;
 
 static void destroy(void *state) {
@@ -75,6 +80,9 @@ static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
         return sqz_fail(ctx, SQZ_ERR_ARG,
                         "KV policy %s: parameter 'group' = %d must divide head_dim %d (or exceed "
                         "it)", name, G, hd);
+    if (hd > SQZ_KIVI_MAX_HD)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: head_dim %d is over the %d its kernels "
+                        "take", name, hd, SQZ_KIVI_MAX_HD);
     if ((hd * bits) % 8)
         return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy %s: head_dim %d is not a whole number of bytes "
                         "at %d bits", name, hd, bits);
@@ -87,6 +95,8 @@ static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
     c->row = shape->n_kv_heads * hd;
     c->row_bytes = c->row * bits / 8;
     c->max_groups = shape->max_pos / G + 1;
+    c->kk = sqz_kivi_kernels_get(sqz_isa_best());
+    c->kr = sqz_attn_kernels_best();
     c->layers = calloc((size_t)shape->n_layers, sizeof *c->layers);
     int ok = c->layers != NULL;
     const size_t row = (size_t)c->row, rb = (size_t)c->row_bytes, mg = (size_t)c->max_groups;
@@ -157,25 +167,6 @@ static inline void put_code(uint8_t *row, int bits, int i, int code) {
     row[i / per] = (uint8_t)((row[i / per] & ~(((1 << bits) - 1) << sh)) | (code << sh));
 }
 
-/* codes of channels 0..n-1 of a packed row (n * bits a multiple of 8) as floats */
-static inline void unpack(const uint8_t *src, int bits, int n, float *dst) {
-    if (bits == 8) {
-        for (int i = 0; i < n; i++) dst[i] = (float)src[i];
-    } else if (bits == 4) {
-        for (int i = 0; i < n / 2; i++) {
-            dst[2 * i] = (float)(src[i] & 15);
-            dst[2 * i + 1] = (float)(src[i] >> 4);
-        }
-    } else {
-        for (int i = 0; i < n / 4; i++) {
-            dst[4 * i] = (float)(src[i] & 3);
-            dst[4 * i + 1] = (float)((src[i] >> 2) & 3);
-            dst[4 * i + 2] = (float)((src[i] >> 4) & 3);
-            dst[4 * i + 3] = (float)(src[i] >> 6);
-        }
-    }
-}
-
 /* Quantizes the oldest G residual tokens of L (positions nq .. nq+G-1) and drops them from the
  * residual. */
 static void quantize_group(kivi *c, kivi_layer *L) {
@@ -231,22 +222,9 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
     return SQZ_OK;
 }
 
-/* f16 -> f32, inline (the library's sqz_f16_to_f32 is an out-of-line call and scales are
- * converted for every token read); exact for every value. */
-static inline float h2f(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, em = h & 0x7fff;
-    union { uint32_t u; float f; } r;
-    if (em >= 0x7c00) r.u = sign | 0x7f800000u | ((em & 0x3ff) << 13);      /* inf, nan */
-    else if (em >= 0x400) r.u = sign | ((em << 13) + (112u << 23));        /* normal */
-    else {                                                                   /* subnormal */
-        r.f = (float)em * 5.9604644775390625e-8f;
-        r.u |= sign;
-    }
-    return r.f;
-}
-
 /* One work item is (query t, KV head g): the query heads of g share its keys and values, so
- * each code row is unpacked and each scale converted once for all of them. */
+ * the kernels (kernels/kivi.h) unpack each code once for all of them, and each key group's
+ * scales are folded into the queries once per group. */
 static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
                    int n_threads) {
     const kivi *c = state;
@@ -257,11 +235,12 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
     const int nvg = row / vg, hb = hd * bits / 8; /* packed bytes of one head's channels */
     const float scale = 1.0f / sqrtf((float)hd);
     const int work = n * Hkv, pmax = pos + n;
+    const sqz_kivi_kernels *kk = &c->kk;
+    const sqz_attn_kernels *kr = &c->kr;
+    const sqz_kvrow_fmt f32row = { SQZ_KVROW_F32, hd, hd };
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && work > 1)
     {
         float *s = malloc((size_t)group * (size_t)pmax * sizeof(float));
-        float *qs = malloc(((size_t)group * hd + (size_t)group + 3 * (size_t)hd) * sizeof(float));
-        float *qm = qs + (size_t)group * hd, *x = qm + group, *sf = x + hd, *mf = sf + hd;
 #pragma omp for schedule(dynamic, 1)
         for (int w = 0; w < work; w++) {
             const int t = w / Hkv, g = w % Hkv, P = pos + t + 1;
@@ -269,63 +248,29 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
             const float *q0 = q + (size_t)t * Hq * hd + (size_t)g * group * hd;
             /* scores on quantized key groups: (q . min) + (q * scale) . codes */
             for (int gi = 0; gi * G < nq; gi++) {
-                const uint16_t *ks = L->ks + (size_t)gi * row + (size_t)g * hd;
-                const uint16_t *km = L->km + (size_t)gi * row + (size_t)g * hd;
-                for (int i = 0; i < hd; i++) sf[i] = h2f(ks[i]), mf[i] = h2f(km[i]);
-                for (int r = 0; r < group; r++) {
-                    float a = 0;
-                    for (int i = 0; i < hd; i++) {
-                        qs[r * hd + i] = q0[r * hd + i] * sf[i];
-                        a += q0[r * hd + i] * mf[i];
-                    }
-                    qm[r] = a;
-                }
                 const int j1 = nq - gi * G < G ? nq - gi * G : G;
-                for (int j = 0; j < j1; j++) {
-                    unpack(L->kq + ((size_t)gi * G + j) * rb + (size_t)g * hb, bits, hd, x);
-                    for (int r = 0; r < group; r++) {
-                        float d = qm[r];
-                        for (int i = 0; i < hd; i++) d += qs[r * hd + i] * x[i];
-                        s[(size_t)r * pmax + gi * G + j] = d * scale;
-                    }
-                }
+                kk->kscores(bits, hd, group, q0, L->ks + (size_t)gi * row + (size_t)g * hd,
+                            L->km + (size_t)gi * row + (size_t)g * hd,
+                            L->kq + (size_t)gi * G * rb + (size_t)g * hb, (size_t)rb, j1, scale,
+                            s + gi * G, (size_t)pmax);
             }
             /* scores on the f32 residual */
-            for (int p = nq; p < P; p++) {
-                const float *kr = L->rk + (size_t)(p - L->nq) * row + (size_t)g * hd;
-                for (int r = 0; r < group; r++) {
-                    float d = 0;
-                    for (int i = 0; i < hd; i++) d += q0[r * hd + i] * kr[i];
-                    s[(size_t)r * pmax + p] = d * scale;
-                }
-            }
+            if (P > nq)
+                kr->scores(&f32row, group, q0, L->rk + (size_t)(nq - L->nq) * row + (size_t)g * hd,
+                           (size_t)row * sizeof(float), P - nq, scale, s + nq, (size_t)pmax);
             float *o0 = out + (size_t)t * Hq * hd + (size_t)g * group * hd;
-            for (int r = 0; r < group; r++) sqz_softmax(s + (size_t)r * pmax, P);
+            for (int r = 0; r < group; r++) kr->softmax(s + (size_t)r * pmax, P);
             memset(o0, 0, (size_t)group * hd * sizeof(float));
-            const int b0 = g * hd / vg, nb = hd / vg;
-            for (int p = 0; p < nq; p++) {
-                unpack(L->vq + (size_t)p * rb + (size_t)g * hb, bits, hd, x);
-                for (int b = 0; b < nb; b++) {
-                    const float vs = h2f(L->vs[(size_t)p * nvg + b0 + b]);
-                    const float vm = h2f(L->vm[(size_t)p * nvg + b0 + b]);
-                    for (int r = 0; r < group; r++) {
-                        const float wp = s[(size_t)r * pmax + p], a = wp * vs, m = wp * vm;
-                        float *o = o0 + (size_t)r * hd;
-                        for (int i = b * vg; i < (b + 1) * vg; i++) o[i] += a * x[i] + m;
-                    }
-                }
-            }
-            for (int p = nq; p < P; p++) {
-                const float *vr = L->rv + (size_t)(p - L->nq) * row + (size_t)g * hd;
-                for (int r = 0; r < group; r++) {
-                    const float wp = s[(size_t)r * pmax + p];
-                    float *o = o0 + (size_t)r * hd;
-                    for (int i = 0; i < hd; i++) o[i] += wp * vr[i];
-                }
-            }
+            const int b0 = g * hd / vg;
+            if (nq)
+                kk->vaccum(bits, hd, vg, group, s, (size_t)pmax, L->vq + (size_t)g * hb, (size_t)rb,
+                           L->vs + b0, L->vm + b0, (size_t)nvg, nq, o0);
+            if (P > nq)
+                kr->accum(&f32row, group, s + nq, (size_t)pmax,
+                          L->rv + (size_t)(nq - L->nq) * row + (size_t)g * hd,
+                          (size_t)row * sizeof(float), P - nq, o0);
         }
         free(s);
-        free(qs);
     }
 }
 

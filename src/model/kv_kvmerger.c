@@ -34,6 +34,11 @@
 typedef struct km_head {
     uint8_t *k, *v;   /* [max_pos][rb] encoded states */
     float *score;     /* [max_pos] */
+    /* [max_pos] apart[i] = 1: the keys of states i and i+1 were found less similar than the
+     * threshold and neither has changed since. Merging runs on every step once the cache is
+     * over budget (which it stays when few keys are similar), and without this memo every step
+     * re-decoded every held key to recompute the same cosines: O(n) per step and head. */
+    uint8_t *apart;
     int n;
 } km_head;
 
@@ -62,7 +67,7 @@ static void destroy(void *state) {
     kvmerger *c = state;
     if (!c) return;
     for (int i = 0; c->heads && i < c->shape.n_layers * c->shape.n_kv_heads; i++)
-        free(c->heads[i].k), free(c->heads[i].v), free(c->heads[i].score);
+        free(c->heads[i].k), free(c->heads[i].v), free(c->heads[i].score), free(c->heads[i].apart);
     for (int g = 0; c->scr && g < c->shape.n_kv_heads; g++)
         free(c->scr[g].s), free(c->scr[g].a), free(c->scr[g].b), free(c->scr[g].kp),
             free(c->scr[g].acc);
@@ -104,7 +109,8 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
         h->k = malloc(P * c->rb);
         h->v = malloc(P * c->rb);
         h->score = malloc(P * sizeof(float));
-        ok = h->k && h->v && h->score;
+        h->apart = malloc(P);
+        ok = h->k && h->v && h->score && h->apart;
     }
     for (int g = 0; ok && g < Hkv; g++) {
         km_scratch *x = &c->scr[g];
@@ -137,11 +143,13 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
         if (pos == 0) h->n = 0;
         if (h->n + n > c->shape.max_pos)
             return sqz_fail(c->ctx, SQZ_ERR_RANGE, "KV policy kvmerger: cache full");
+        if (h->n > 0) h->apart[h->n - 1] = 0; /* the last state gets a new neighbour */
         for (int t = 0; t < n; t++) {
             const size_t o = ((size_t)t * Hkv + g) * hd, s = (size_t)(h->n + t);
             sqz_kv_codec_encode(&c->codec, &c->fmt, k + o, NULL, h->k + s * c->rb);
             sqz_kv_codec_encode(&c->codec, &c->fmt, v + o, NULL, h->v + s * c->rb);
             h->score[s] = 0;
+            h->apart[s] = 0; /* unknown: s is the last state */
         }
         h->n += n;
     }
@@ -165,7 +173,9 @@ static void row(const kvmerger *c, const km_head *h, int v, int i, float *x) {
     sqz_kv_codec_decode(&c->codec, &c->fmt, (v ? h->v : h->k) + (size_t)i * c->rb, x);
 }
 
-/* Merges the similar runs among the states older than the window (in place). */
+/* Merges the similar runs among the states older than the window (in place). The sets are those
+ * a scan of every consecutive cosine finds; pairs marked apart skip their cosine (it was below
+ * the threshold and neither key changed), and the marks follow the states as they move. */
 static void merge_head(const kvmerger *c, km_head *h, km_scratch *x) {
     const int hd = c->shape.head_dim;
     const int old = h->n - c->window; /* states [0, old) may merge */
@@ -173,23 +183,30 @@ static void merge_head(const kvmerger *c, km_head *h, km_scratch *x) {
     int w = 0;                        /* write index */
     for (int i = 0; i < h->n;) {
         int j = i + 1;
-        if (i < old) {
+        if (i < old && !h->apart[i]) {
             /* rows at or after i are not yet overwritten: w <= i */
             row(c, h, 0, i, x->a);
             while (j < old) {
+                if (h->apart[j - 1]) break;
                 row(c, h, 0, j, x->b);
-                if (cosine(x->a, x->b, hd) < c->threshold) break;
+                if (cosine(x->a, x->b, hd) < c->threshold) {
+                    h->apart[j - 1] = 1;
+                    break;
+                }
                 memcpy(x->a, x->b, (size_t)hd * sizeof(float));
                 j++;
             }
         }
         /* set [i, j) */
         if (j - i == 1) {
+            /* (i, i+1) stays apart while the next set is a single state too (fixed below) */
+            const uint8_t apart = h->apart[i];
             if (w != i) {
                 memmove(h->k + (size_t)w * rb, h->k + (size_t)i * rb, rb);
                 memmove(h->v + (size_t)w * rb, h->v + (size_t)i * rb, rb);
                 h->score[w] = h->score[i];
             }
+            h->apart[w] = apart;
         } else {
             int piv = i;
             for (int t = i + 1; t < j; t++)
@@ -217,6 +234,9 @@ static void merge_head(const kvmerger *c, km_head *h, km_scratch *x) {
             sqz_kv_codec_encode(&c->codec, &c->fmt, x->a, NULL, h->k + (size_t)w * rb);
             sqz_kv_codec_encode(&c->codec, &c->fmt, x->b, NULL, h->v + (size_t)w * rb);
             h->score[w] = (float)score;
+            /* a new key: its pairs with both neighbours are unknown */
+            h->apart[w] = 0;
+            if (w > 0) h->apart[w - 1] = 0;
         }
         w++;
         i = j;
@@ -251,7 +271,7 @@ static size_t bytes(const void *state) {
     const kvmerger *c = state;
     size_t b = 0;
     for (int i = 0; i < c->shape.n_layers * c->shape.n_kv_heads; i++)
-        b += (size_t)c->heads[i].n * (2 * c->rb + sizeof(float));
+        b += (size_t)c->heads[i].n * (2 * c->rb + sizeof(float) + 1); /* rows, score, apart */
     return b;
 }
 
@@ -274,6 +294,15 @@ int sqz_kv_kvmerger_held(const void *state, int layer, int kv_head, const float 
     if (v) *v = c->hook_v;
     if (score) *score = h->score;
     return h->n;
+}
+
+/* Test hook: forgets every apart mark, so the next merges rescan every cosine (as without the
+ * memo); the held states must come out the same. */
+void sqz_kv_kvmerger_forget(void *state);
+void sqz_kv_kvmerger_forget(void *state) {
+    kvmerger *c = state;
+    for (int i = 0; i < c->shape.n_layers * c->shape.n_kv_heads; i++)
+        memset(c->heads[i].apart, 0, (size_t)c->shape.max_pos);
 }
 
 const sqz_kv_policy sqz_kv_policy_kvmerger = {

@@ -22,7 +22,10 @@
  * storage codec (f16 by default; "minicache+q4" etc.), magnitudes f16, the retention index an
  * int per token and head. The codec's rows are neither centred nor given a recent window here
  * (directions are unit vectors; a merged state exists only once the pair's second layer stored
- * its token). Attention decodes the rows it reads into an f32 scratch.
+ * its token). Attention runs on the stored rows (kernels/attn.h), no decoded copy: a merged
+ * token's key is |x| e, so its score is |x| (q . e) and its value's weight w |x| - the shared
+ * direction rows are read once per KV head with the magnitudes applied to scores and weights;
+ * the second layer's kept rows are read one by one where the index points.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -56,9 +59,9 @@ typedef struct minicache {
     sqz_kvrow_fmt fmt; /* one head's row */
     size_t rb;
     float *tmp;        /* [hd] */
-    float *s;          /* [group][max_pos] attention probabilities */
+    float *s, *w;      /* [Hkv][group][max_pos] attention probabilities; value weights */
+    float *qr, *acc;   /* [Hkv][group][hd] rotated queries; outputs in the rows' rotation */
     sqz_attn_kernels kr;
-    float *scratch_k, *scratch_v; /* [max_pos][D] reconstruction for attention */
     int n_pos;
 } minicache;
 
@@ -76,7 +79,7 @@ static void destroy(void *state) {
         free(h->a), free(h->d), free(h->norm), free(h->kept), free(h->b);
     }
     for (int l = 0; c->plain && l < c->shape.n_layers; l++) free(c->plain[l]);
-    free(c->pairs), free(c->plain), free(c->scratch_k), free(c->scratch_v), free(c->tmp), free(c->s);
+    free(c->pairs), free(c->plain), free(c->tmp), free(c->s), free(c->w), free(c->qr), free(c->acc);
     free(c);
 }
 
@@ -107,12 +110,13 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
                  D = Hkv * (size_t)shape->head_dim;
     c->pairs = calloc((size_t)(2 * c->n_pairs) + 1, sizeof *c->pairs);
     c->plain = calloc((size_t)shape->n_layers, sizeof *c->plain);
-    c->scratch_k = malloc(P * D * sizeof(float));
-    c->scratch_v = malloc(P * D * sizeof(float));
     c->tmp = malloc((size_t)shape->head_dim * sizeof(float));
-    c->s = malloc((size_t)(shape->n_heads / shape->n_kv_heads) * P * sizeof(float));
+    c->s = malloc((size_t)shape->n_heads * P * sizeof(float));
+    c->w = malloc((size_t)shape->n_heads * P * sizeof(float));
+    c->qr = malloc((size_t)shape->n_heads * (size_t)shape->head_dim * sizeof(float));
+    c->acc = malloc((size_t)shape->n_heads * (size_t)shape->head_dim * sizeof(float));
     c->kr = sqz_attn_kernels_best();
-    int ok = c->pairs && c->plain && c->scratch_k && c->scratch_v && c->tmp && c->s;
+    int ok = c->pairs && c->plain && c->tmp && c->s && c->w && c->qr && c->acc;
     for (int i = 0; ok && i < 2 * c->n_pairs; i++) {
         mc_half *h = &c->pairs[i];
         h->a = malloc(P * D * sizeof(float));
@@ -231,27 +235,67 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
         return;
     }
     const int is_b = layer != c->start + 2 * p;
-    for (int kv = 0; kv < 2; kv++) {
-        const mc_half *h = &c->pairs[2 * p + kv];
-        float *dst = kv ? c->scratch_v : c->scratch_k;
-        /* layer a's tokens of this step are not merged yet: exact rows */
-        const int merged_end = is_b ? P : pos;
-        for (int t = 0; t < merged_end; t++)
-            for (int g = 0; g < Hkv; g++) {
-                const size_t i = (size_t)t * Hkv + g;
-                float *o = dst + i * hd;
-                if (h->kept[i] >= 0) {
-                    sqz_kv_codec_decode_fast(&c->kr, &c->codec, &c->fmt,
-                                        is_b ? h->b + (size_t)h->kept[i] * c->rb : h->d + i * c->rb, o);
-                } else {
-                    sqz_kv_codec_decode_fast(&c->kr, &c->codec, &c->fmt, h->d + i * c->rb, o);
-                    const float m = sqz_f16_to_f32(h->norm[2 * i + is_b]);
-                    for (int d = 0; d < hd; d++) o[d] *= m;
+    const mc_half *hk = &c->pairs[2 * p], *hv = &c->pairs[2 * p + 1];
+    const int Hq = c->shape.n_heads, group = Hq / Hkv;
+    const size_t mp = (size_t)c->shape.max_pos, rb = c->rb, ld = (size_t)Hkv * rb;
+    /* layer a's tokens of this step are not merged yet: its exact rows */
+    const int merged_end = is_b ? P : pos;
+    /* (rows over kv_codec.c's 4096-float buffer are stored unrotated) */
+    const int rot = sqz_kv_codec_rotates(&c->codec, &c->fmt) && hd <= 4096;
+    const sqz_kvrow_fmt f32 = { SQZ_KVROW_F32, hd, hd };
+    const sqz_kvrow_fmt *fmt = &c->fmt;
+    const sqz_attn_kernels *kr = &c->kr;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
+    for (int g = 0; g < Hkv; g++) {
+        float *s = c->s + (size_t)g * group * mp, *w = c->w + (size_t)g * group * mp;
+        float *qr = c->qr + (size_t)g * group * hd, *acc = c->acc + (size_t)g * group * hd;
+        for (int t = 0; t < n; t++) {
+            const int Pt = pos + t + 1, M = merged_end < Pt ? merged_end : Pt;
+            const float *qt = q + ((size_t)t * Hq + (size_t)g * group) * hd;
+            float *ot = out + ((size_t)t * Hq + (size_t)g * group) * hd;
+            const float *qq = qt; /* the query in the stored rows' rotation */
+            if (rot) {
+                memcpy(qr, qt, (size_t)group * hd * sizeof(float));
+                for (int j = 0; j < group; j++) sqz_kv_rotate(qr + (size_t)j * hd, hd, 0);
+                qq = qr;
+            }
+            /* keys: the shared rows of every stored token, then magnitudes / kept rows */
+            if (M) kr->scores(fmt, group, qq, hk->d + (size_t)g * rb, ld, M, scale, s, mp);
+            for (int i = 0; i < M; i++) {
+                const size_t idx = (size_t)i * Hkv + g;
+                const int kept = hk->kept[idx];
+                if (kept < 0) {
+                    const float m = sqz_f16_to_f32(hk->norm[2 * idx + is_b]);
+                    for (int j = 0; j < group; j++) s[(size_t)j * mp + i] *= m;
+                } else if (is_b) { /* layer a's kept vector is the shared row itself */
+                    kr->scores(fmt, group, qq, hk->b + (size_t)kept * rb, 0, 1, scale, s + i, mp);
                 }
             }
-        if (!is_b) memcpy(dst + (size_t)pos * D, h->a + (size_t)pos * D, (size_t)n * D * sizeof(float));
+            if (Pt > M)
+                kr->scores(&f32, group, qt, hk->a + ((size_t)M * Hkv + g) * hd,
+                           (size_t)D * sizeof(float), Pt - M, scale, s + M, mp);
+            for (int j = 0; j < group; j++) kr->softmax(s + (size_t)j * mp, Pt);
+            /* values: the shared rows weighted by w |x|, kept rows one by one */
+            memset(acc, 0, (size_t)group * hd * sizeof(float));
+            for (int i = 0; i < M; i++) {
+                const size_t idx = (size_t)i * Hkv + g;
+                const int kept = hv->kept[idx];
+                const float m = kept < 0 ? sqz_f16_to_f32(hv->norm[2 * idx + is_b]) : 1.0f;
+                for (int j = 0; j < group; j++)
+                    w[(size_t)j * mp + i] = kept >= 0 && is_b ? 0.0f : s[(size_t)j * mp + i] * m;
+                if (kept >= 0 && is_b)
+                    kr->accum(fmt, group, s + i, mp, hv->b + (size_t)kept * rb, 0, 1, acc);
+            }
+            if (M) kr->accum(fmt, group, w, mp, hv->d + (size_t)g * rb, ld, M, acc);
+            if (rot)
+                for (int j = 0; j < group; j++) sqz_kv_rotate(acc + (size_t)j * hd, hd, 1);
+            memcpy(ot, acc, (size_t)group * hd * sizeof(float));
+            if (Pt > M)
+                kr->accum(&f32, group, s + M, mp, hv->a + ((size_t)M * Hkv + g) * hd,
+                          (size_t)D * sizeof(float), Pt - M, ot);
+        }
     }
-    sqz_attention_f32(c->scratch_k, c->scratch_v, D, &c->shape, pos, n, q, out, n_threads);
 }
 
 static size_t bytes(const void *state) {

@@ -80,8 +80,11 @@ int sqz_kv_top_eigvecs(double *a, int n, int r, float *vecs, double *vals) {
 
 /* ------------------------------------------------------------------ the proj policy */
 
+enum { SQZ_KV_PROJ_MAX_HD = 1024 };
+
 typedef struct kv_proj {
     sqz_kv_shape shape;
+    int rope_pairs;   /* keys: whole RoPE pairs (rope_pair_basis) instead of the file's PCA */
     int r;            /* kept channels per KV head */
     float *pk, *pv;   /* [L][Hkv][r][hd] */
     uint8_t *ck, *cv; /* [L][max_pos][Hkv][rb] encoded coefficients */
@@ -103,6 +106,43 @@ static void destroy(void *state) {
     free(c->pk), free(c->pv), free(c->ck), free(c->cv), free(c->mu), free(c->has_mu);
     free(c->s), free(c->buf);
     free(c);
+}
+
+/* Keys arrive after RoPE, which turns each channel pair (a_i, b_i) by the angle pos * theta_i.
+ * A fixed basis of post-RoPE keys serves every position alike only if it commutes with those
+ * turns, and (the thetas being distinct) the only such subspaces are sums of whole pairs. A PCA
+ * of post-RoPE keys instead mixes pairs whose angles did not go round the circle within the
+ * calibration windows (the slow, low-frequency ones): its quality then depends on the
+ * position, and keys past the calibrated positions fall out of it. So keys keep the r/2 pairs
+ * with the most calibration energy (E|k_a|^2 + E|k_b|^2, which RoPE leaves unchanged), read
+ * from the stored second-moment eigenpairs: the second moment restricted to the stored rows is
+ * sum_j e_j p_j p_j^T. basis: rk rows of hd, energy: rk; out: r rows of hd (unit vectors). */
+static void rope_pair_basis(const float *basis, const float *energy, int rk, int hd, int r,
+                            int interleaved, float *out) {
+    const int half = hd / 2;
+    double pe[SQZ_KV_PROJ_MAX_HD / 2];
+    int order[SQZ_KV_PROJ_MAX_HD / 2];
+    for (int i = 0; i < half; i++) {
+        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        double s = 0;
+        for (int j = 0; j < rk; j++) {
+            const double pa = basis[(size_t)j * hd + a], pb = basis[(size_t)j * hd + b];
+            s += (double)energy[j] * (pa * pa + pb * pb);
+        }
+        pe[i] = s, order[i] = i;
+    }
+    for (int i = 0; i < half; i++) /* by decreasing energy, ties by index */
+        for (int j = i + 1; j < half; j++)
+            if (pe[order[j]] > pe[order[i]]) {
+                const int t = order[i];
+                order[i] = order[j], order[j] = t;
+            }
+    memset(out, 0, (size_t)r * hd * sizeof(float));
+    for (int m = 0; m < r / 2; m++) {
+        const int i = order[m], a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        out[(size_t)(2 * m) * hd + a] = 1.0f;
+        out[(size_t)(2 * m + 1) * hd + b] = 1.0f;
+    }
 }
 
 /* Loads the projections of path (rank r; r <= 0: all stored) into c. */
@@ -134,6 +174,11 @@ static sqz_status load_file(sqz_ctx *ctx, kv_proj *c, const char *path, int r) {
                       "channels stored in '%s'", r, rk, path);
         goto done;
     }
+    if (c->rope_pairs && r % 2) {
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: parameter 'rank' = %d must be even to "
+                      "keep whole RoPE pairs of keys (or pairs=0)", r);
+        goto done;
+    }
     c->r = r;
     const size_t per = (size_t)s->n_kv_heads * (size_t)r * (size_t)s->head_dim;
     c->pk = malloc((size_t)s->n_layers * per * sizeof(float));
@@ -154,9 +199,23 @@ static sqz_status load_file(sqz_ctx *ctx, kv_proj *c, const char *path, int r) {
                 break;
             }
             float *dst = (kv ? c->pv : c->pk) + (size_t)l * per;
+            if (kv || !c->rope_pairs) {
+                for (uint32_t h = 0; h < nh; h++)
+                    memcpy(dst + (size_t)h * r * hd, (const float *)t->data + (size_t)h * rk * hd,
+                           (size_t)r * hd * sizeof(float));
+                continue;
+            }
+            snprintf(name, sizeof name, "kvproj.ek.%d", l);
+            const sqz_gguf_tensor *e = sqz_gguf_find_tensor(g, name);
+            if (!e || e->type != SQZ_TYPE_F32 || e->n_dims != 2 || e->ne[0] != rk || e->ne[1] != nh) {
+                st = sqz_fail(ctx, SQZ_ERR_FORMAT, "KV policy proj: file '%s' lacks tensor %s "
+                              "(F32, [%u, %u])", path, name, rk, nh);
+                break;
+            }
             for (uint32_t h = 0; h < nh; h++)
-                memcpy(dst + (size_t)h * r * hd, (const float *)t->data + (size_t)h * rk * hd,
-                       (size_t)r * hd * sizeof(float));
+                rope_pair_basis((const float *)t->data + (size_t)h * rk * hd,
+                                (const float *)e->data + (size_t)h * rk, (int)rk, (int)hd, r,
+                                c->shape.rope_interleaved, dst + (size_t)h * r * hd);
         }
 done:
     sqz_gguf_close(g);
@@ -165,19 +224,24 @@ done:
 
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
                          const sqz_kv_codec *codec, void **state) {
-    int rank = 0;
+    int rank = 0, pairs = 1;
     const char *file = NULL;
     char buf[4096];
     const sqz_kv_param p[] = { { "file", 's', &file, 0, 0 },
-                                { "rank", 'i', &rank, 1, shape->head_dim } };
-    sqz_status st = sqz_kv_parse_params(ctx, "proj", params, p, 2, buf, sizeof buf);
+                                { "rank", 'i', &rank, 1, shape->head_dim },
+                                { "pairs", 'i', &pairs, 0, 1 } };
+    sqz_status st = sqz_kv_parse_params(ctx, "proj", params, p, 3, buf, sizeof buf);
     if (st) return st;
+    if (pairs && (shape->head_dim % 2 || shape->head_dim > SQZ_KV_PROJ_MAX_HD))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: head_dim %d cannot keep RoPE pairs "
+                        "(pairs=0 uses the file's basis as is)", shape->head_dim);
     if (!file)
         return sqz_fail(ctx, SQZ_ERR_ARG, "KV policy proj: parameter 'file' is required (make "
                         "one with `sqz kvcalib MODEL -f TEXT -o FILE`)");
     kv_proj *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
     c->shape = *shape;
+    c->rope_pairs = pairs;
     if ((st = load_file(ctx, c, file, rank))) {
         destroy(c);
         return st;
@@ -292,8 +356,11 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
 static size_t bytes(const void *state) {
     const kv_proj *c = state;
     const size_t L = c->shape.n_layers, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
-    size_t b = 2 * L * Hkv * (size_t)c->n_pos * c->rb +        /* coefficients */
-               2 * L * Hkv * (size_t)c->r * hd * sizeof(float); /* projections */
+    /* coefficients; the projections are not counted: they come from the calibration file, are
+     * the same for every sequence (like the model's weights) and do not grow with the context
+     * (counting them made rank 48 of 64 look larger than f16 at short contexts) */
+    (void)hd;
+    size_t b = 2 * L * Hkv * (size_t)c->n_pos * c->rb;
     for (size_t l = 0; l < L; l++)
         if (c->has_mu[l]) b += Hkv * (size_t)c->r * sizeof(float);
     return b;
@@ -302,7 +369,7 @@ static size_t bytes(const void *state) {
 const sqz_kv_policy sqz_kv_policy_proj = {
     .name = "proj",
     .help = "keys/values projected to rank= channels per KV head by PCA bases from file= "
-            "(sqz kvcalib); attention in the projected space",
+            "(sqz kvcalib); pairs=1: keys keep whole RoPE pairs; attention in the projected space",
     .create = create,
     .destroy = destroy,
     .reset = reset,

@@ -61,7 +61,8 @@ sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, con
             s->rope_sin[(size_t)p * half + i] = (float)sin((double)a);
         }
     }
-    sqz_kv_shape shape = { c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, max_ctx };
+    sqz_kv_shape shape = { c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, max_ctx,
+                           c->rope_interleaved };
     sqz_status st = sqz_kv_new(ctx, &shape, kv_spec, &s->kv);
     if (st) {
         sqz_session_free(s);

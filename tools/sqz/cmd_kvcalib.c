@@ -20,7 +20,9 @@ int cmd_kvcalib(sqz_ctx *ctx, const opts *o) {
     sqz_status st = sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids);
     free(text);
     if (!st) {
-        if (o->calib_tokens > 0 && (size_t)o->calib_tokens < n_ids) n_ids = (size_t)o->calib_tokens;
+        /* --calib-tokens N, or --max-tokens N as every command reads it: the first N tokens */
+        const long long lim = o->calib_tokens > 0 ? (long long)o->calib_tokens : (long long)o->max_tokens;
+        if (lim > 0 && (size_t)lim < n_ids) n_ids = (size_t)lim;
         double t0 = cli_now();
         st = sqz_kv_calibrate_proj(ctx, m, ids, n_ids, o->calib_ctx, 0, o->out);
         if (!st && !o->json)

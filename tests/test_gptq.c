@@ -206,6 +206,51 @@ static int64_t count_diff_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
 
 /* ------------------------------------------------------------------ tests */
 
+/* The k-quants' sub-block scale accessors: every (scale, min) in range written to one sub-block
+ * reads back, the other sub-blocks' scales and every element's level stay, and the values follow
+ * a * s - b with the new scale (checked through to_float on a block whose levels are known). */
+static void test_sub_scales(void) {
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const sqz_type t = types[ti];
+        const int n = sqz_gptq_sub_size(t);
+        if (!n) continue;
+        const sqz_type_traits *tr = sqz_type_get(t);
+        const int qk = tr->block_size, nsub = qk / n;
+        float *x = random_w(1, qk);
+        uint8_t *blk = malloc(tr->type_size), *orig = malloc(tr->type_size);
+        sqz_quantize_rows(t, x, orig, 1, qk, NULL);
+        int bad = 0, checked = 0;
+        for (int k = 0; k < nsub; k++) {
+            int sc0, m0, lo, hi, mhi;
+            sqz_gptq_sub_get(t, orig, k, &sc0, &m0, &lo, &hi, &mhi);
+            for (int sc = lo; sc <= hi; sc += 3)
+                for (int m = 0; m <= mhi; m += mhi ? 5 : 1) {
+                    memcpy(blk, orig, tr->type_size);
+                    sqz_gptq_sub_set(t, blk, k, sc, m);
+                    int rsc, rm, a, b, c;
+                    sqz_gptq_sub_get(t, blk, k, &rsc, &rm, &a, &b, &c);
+                    bad += rsc != sc || rm != m;
+                    for (int o = 0; o < nsub; o++) { /* the other sub-blocks untouched */
+                        if (o == k) continue;
+                        int s1, m1, s2, m2;
+                        sqz_gptq_sub_get(t, orig, o, &s1, &m1, &a, &b, &c);
+                        sqz_gptq_sub_get(t, blk, o, &s2, &m2, &a, &b, &c);
+                        bad += s1 != s2 || m1 != m2;
+                    }
+                    for (int j = 0; j < qk; j++) /* elements outside sub-block k keep their values */
+                        if (j / n != k)
+                            bad += sqz_gptq_block_get(t, blk, j) != sqz_gptq_block_get(t, orig, j);
+                    sqz_gptq_sub_set(t, blk, k, sc0, m0);
+                    bad += memcmp(blk, orig, tr->type_size) != 0; /* and back to the same bytes */
+                    checked++;
+                }
+        }
+        CHECK(bad == 0 && checked > nsub, "%s: sub-block scale/min set-get round trip over %d settings "
+              "(%d mismatches)", tr->name, checked, bad);
+        free(x), free(blk), free(orig);
+    }
+}
+
 static void test_primitives(void) {
     /* set(j, get(j)) changes nothing; set's return equals to_float of the new block */
     for (int ti = 0; ti < N_TYPES; ti++) {
@@ -513,6 +558,7 @@ static void test_errors(sqz_ctx *ctx) {
 int main(void) {
     sqz_ctx *ctx = sqz_ctx_new();
     test_primitives();
+    test_sub_scales();
     test_identity(ctx);
     test_naive(ctx);
     test_better_than_rtn(ctx);

@@ -291,19 +291,141 @@ typedef struct {
     const uint8_t *dead; /* [cols] original order; NULL: none */
 } gptq_plan;
 
+/* ------------------------------------------------------------------ sub-block scales
+ * The k-quants' integer sub-block scale (and min): coordinate descent may move them by one. */
+
+/* Elements per sub-block of type t (0: no integer sub-block scales). */
+int sqz_gptq_sub_size(sqz_type t) {
+    switch (t) {
+    case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q6_K: return 16;
+    case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K: return 32;
+    default: return 0;
+    }
+}
+
+/* Sub-block k's scale *sc and min *m (0 for types without mins), and their ranges. */
+void sqz_gptq_sub_get(sqz_type t, const void *blk, int k, int *sc, int *m, int *lo, int *hi, int *mhi) {
+    *m = 0, *mhi = 0;
+    switch (t) {
+    case SQZ_TYPE_Q2_K: {
+        const uint8_t b = ((const block_q2_K *)blk)->scales[k];
+        *sc = b & 0x0f, *m = b >> 4, *lo = 0, *hi = 15, *mhi = 15;
+        break;
+    }
+    case SQZ_TYPE_Q3_K:
+        *sc = q3_k_scale(((const block_q3_K *)blk)->scales, k), *lo = -32, *hi = 31;
+        break;
+    case SQZ_TYPE_Q6_K:
+        *sc = ((const block_q6_K *)blk)->scales[k], *lo = -128, *hi = 127;
+        break;
+    default: { /* Q4_K, Q5_K */
+        const uint8_t *p = t == SQZ_TYPE_Q5_K ? ((const block_q5_K *)blk)->scales : ((const block_q4_K *)blk)->scales;
+        k4_scale_min(k, p, sc, m);
+        *lo = 0, *hi = 63, *mhi = 63;
+        break;
+    }
+    }
+}
+
+/* Writes sub-block k's scale and min (the inverse of sqz_gptq_sub_get). */
+void sqz_gptq_sub_set(sqz_type t, void *blk, int k, int sc, int m) {
+    switch (t) {
+    case SQZ_TYPE_Q2_K:
+        ((block_q2_K *)blk)->scales[k] = (uint8_t)(sc | m << 4);
+        break;
+    case SQZ_TYPE_Q3_K: {
+        uint8_t *p = ((block_q3_K *)blk)->scales;
+        const unsigned u = (unsigned)(sc + 32);
+        if (k < 8) p[k] = (uint8_t)((p[k] & 0xf0) | (u & 0x0f));
+        else p[k - 8] = (uint8_t)((p[k - 8] & 0x0f) | (u & 0x0f) << 4);
+        const int sh = 2 * (k / 4);
+        p[8 + k % 4] = (uint8_t)((p[8 + k % 4] & ~(3u << sh)) | (u >> 4) << sh);
+        break;
+    }
+    case SQZ_TYPE_Q6_K:
+        ((block_q6_K *)blk)->scales[k] = (int8_t)sc;
+        break;
+    default: { /* Q4_K, Q5_K: ggml's 12-byte packing of eight 6-bit scales and mins */
+        uint8_t *p = t == SQZ_TYPE_Q5_K ? ((block_q5_K *)blk)->scales : ((block_q4_K *)blk)->scales;
+        if (k < 4) {
+            p[k] = (uint8_t)((p[k] & 0xc0) | sc);
+            p[k + 4] = (uint8_t)((p[k + 4] & 0xc0) | m);
+        } else {
+            p[k + 4] = (uint8_t)((sc & 0x0f) | (m & 0x0f) << 4);
+            p[k - 4] = (uint8_t)((p[k - 4] & 0x3f) | (sc >> 4) << 6);
+            p[k] = (uint8_t)((p[k] & 0x3f) | (m >> 4) << 6);
+        }
+        break;
+    }
+    }
+}
+
+/* One row's sub-block moves: for each sub-block, the scale or the min one step up or down,
+ * whichever lowers f = (q - w)^T H (q - w) most (levels stay), by the exact change
+ * dv^T (2 g + H dv) over the sub-block's columns S (H_SS from Hf); q and g follow. dv: scratch
+ * of the sub-block's size. Returns whether anything moved. */
+static int sub_moves(const gptq_plan *p, uint8_t *row, float *q, float *g, float *half, float *dv) {
+    const int64_t cols = p->cols;
+    const int n = sqz_gptq_sub_size(p->type);
+    int moved = 0;
+    for (int64_t s0 = 0; s0 < cols; s0 += n) {
+        void *blk = row + (s0 / p->qk) * p->type_size;
+        const int k = (int)((s0 % p->qk) / n);
+        int sc, m, lo, hi, mhi;
+        sqz_gptq_sub_get(p->type, blk, k, &sc, &m, &lo, &hi, &mhi);
+        double best = 0;
+        int bsc = sc, bm = m;
+        for (int c = 0; c < 4; c++) {
+            const int nsc = sc + (c == 0) - (c == 1), nm = m + (c == 2) - (c == 3);
+            if (nsc < lo || nsc > hi || nm < 0 || nm > mhi || (c >= 2 && !mhi)) continue;
+            sqz_gptq_sub_set(p->type, blk, k, nsc, nm);
+            for (int j = 0; j < n; j++) dv[j] = sqz_gptq_block_get(p->type, blk, (int)(s0 % p->qk) + j) - q[s0 + j];
+            sqz_gptq_sub_set(p->type, blk, k, sc, m);
+            double df = 0;
+            for (int j = 0; j < n; j++) {
+                const float *h = p->Hf + (s0 + j) * cols + s0;
+                float t = 0;
+                for (int i = 0; i < n; i++) t += h[i] * dv[i];
+                df += (double)dv[j] * (2.0 * g[s0 + j] + t);
+            }
+            if (df < best) best = df, bsc = nsc, bm = nm;
+        }
+        if (bsc == sc && bm == m) continue;
+        sqz_gptq_sub_set(p->type, blk, k, bsc, bm);
+        for (int j = 0; j < n; j++) {
+            elem_grid eg;
+            int lv;
+            elem_read(p->type, blk, (int)(s0 % p->qk) + j, &eg, &lv);
+            const float nv = grid_value(&eg, lv);
+            dv[j] = nv - q[s0 + j];
+            q[s0 + j] = nv;
+            half[s0 + j] = 0.49f * fabsf(eg.a);
+        }
+        for (int j = 0; j < n; j++) /* g += H[:, S] dv (rows S of the symmetric H) */
+            if (dv[j] != 0) {
+                const float *h = p->Hf + (s0 + j) * cols;
+                for (int64_t c = 0; c < cols; c++) g[c] += dv[j] * h[c];
+            }
+        moved = 1;
+    }
+    return moved;
+}
+
 /* Coordinate descent (sqz_gptq_opts.cd_sweeps) on R quantized rows `out` of W: per row,
  * f(q) = (q - w)^T H (q - w) with g = H (q - w); element j's exact minimizer with the others
  * fixed is q_j - g_j / H_jj, rounded to its block's grid (scales stay); a move by delta
  * changes f by delta (2 g_j + delta H_jj), is kept only when that is negative, and adds
- * delta * H[j] to g. Each sweep starts from G = (Q - W) H for all R rows at once (one GEMM), so
- * f32 drift does not accumulate. Dead columns (zeroed in W) are skipped. Returns 0, or -1 on
- * NOMEM. */
+ * delta * H[j] to g; then, for the k-quants, each sub-block's integer scale or min may move by
+ * one the same way (sub_moves). Each sweep starts from G = (Q - W) H for all R rows at once
+ * (one GEMM), so f32 drift does not accumulate. Dead columns (zeroed in W) are skipped.
+ * Returns 0, or -1 on NOMEM. */
 static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uint8_t *out) {
     const int64_t cols = p->cols;
     const int qk = p->qk;
     const size_t n = (size_t)R * (size_t)cols;
     float *q = malloc(n * sizeof *q), *d = malloc(n * sizeof *d), *g = malloc(n * sizeof *g);
     float *half = malloc(n * sizeof *half); /* 0.49 x each element's grid step */
+    float dv[32];                           /* sub_moves' scratch (a sub-block) */
     if (!q || !d || !g || !half) {
         free(q), free(d), free(g), free(half);
         return -1;
@@ -347,6 +469,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
                 for (int64_t k = 0; k < cols; k++) gr[k] += delta * h[k];
                 moved = 1;
             }
+            if (sqz_gptq_sub_size(p->type)) moved |= sub_moves(p, row, qr, gr, half + r * cols, dv);
         }
         if (!moved) break;
     }

@@ -12,19 +12,6 @@
 #include "bench_util.h"
 #include "sqz.h"
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) free(b), b = NULL;
-    fclose(f);
-    if (b) b[n] = 0, *len = (size_t)n;
-    return b;
-}
-
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -58,7 +45,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     size_t len;
-    char *t = read_all(text, &len);
+    char *t = read_file(text, &len);
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (!t || sqz_tokenize(ctx, m, t, len, 0, &ids, &n_ids) || n_ids < 2) {

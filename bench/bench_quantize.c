@@ -22,18 +22,6 @@
 
 enum { MAX_MODELS = 8 };
 
-static char *read_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n > 0 ? malloc((size_t)n) : NULL;
-    *len = buf ? fread(buf, 1, (size_t)n, f) : 0;
-    fclose(f);
-    return buf;
-}
-
 int main(int argc, char **argv) {
     const char *shared = getenv("SQZ_SHARED") ? getenv("SQZ_SHARED") : "../shared";
     char models_buf[4096], calib_buf[1024];
@@ -57,7 +45,7 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "bench_quantize: unknown option %s\n", a); return 2; }
     }
     size_t text_len = 0;
-    char *text = read_text(calib, &text_len);
+    char *text = read_file(calib, &text_len);
     if (!text) { fprintf(stderr, "bench_quantize: cannot read %s\n", calib); return 1; }
     sqz_ctx *ctx = sqz_ctx_new();
     sqz_ctx_set_threads(ctx, threads);

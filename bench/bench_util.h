@@ -1,4 +1,4 @@
-/* bench_util.h - what every benchmark here needs: a wall clock, and how much CPU other
+/* bench_util.h - what every benchmark here needs: a wall clock, a whole-file reader, and how much CPU other
  * processes took during a run (a 2-core machine's benchmarks mean nothing while a build runs
  * beside them; each bench reports it as "other_processes_cores" and warns above 0.1 core).
  * Header-only (static functions): each bench is one .c file linked alone with libsqz. */
@@ -6,6 +6,7 @@
 #define SQZ_BENCH_UTIL_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -43,6 +44,20 @@ static double others_cores(cpu_mark a, cpu_mark b) {
     if (a.machine < 0 || b.machine < 0 || b.wall <= a.wall) return -1;
     const double o = ((b.machine - a.machine) - (b.self - a.self)) / (b.wall - a.wall);
     return o > 0 ? o : 0;
+}
+
+/* The whole file at path, NUL-terminated, its length in *len; NULL when it cannot be read. */
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) free(b), b = NULL;
+    fclose(f);
+    if (b) b[n] = 0, *len = (size_t)n;
+    return b;
 }
 
 #endif

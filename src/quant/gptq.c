@@ -360,6 +360,10 @@ void sqz_gptq_sub_set(sqz_type t, void *blk, int k, int sc, int m) {
     }
 }
 
+/* Coordinate descent skips an element whose target is within this of its current level: just
+ * under half its grid step (the margin leaves every near-tie to block_set's exact rounding). */
+static float skip_radius(const elem_grid *g) { return 0.49f * fabsf(g->a); }
+
 /* One row's sub-block moves: for each sub-block, the scale or the min one step up or down,
  * whichever lowers f = (q - w)^T H (q - w) most (levels stay), by the exact change
  * dv^T (2 g + H dv) over the sub-block's columns S (H_SS from Hf); q and g follow. dv: scratch
@@ -399,7 +403,7 @@ static int sub_moves(const gptq_plan *p, uint8_t *row, float *q, float *g, float
             const float nv = grid_value(&eg, lv);
             dv[j] = nv - q[s0 + j];
             q[s0 + j] = nv;
-            half[s0 + j] = 0.49f * fabsf(eg.a);
+            half[s0 + j] = skip_radius(&eg);
         }
         for (int j = 0; j < n; j++) /* g += H[:, S] dv (rows S of the symmetric H) */
             if (dv[j] != 0) {
@@ -424,7 +428,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
     const int qk = p->qk;
     const size_t n = (size_t)R * (size_t)cols;
     float *q = malloc(n * sizeof *q), *d = malloc(n * sizeof *d), *g = malloc(n * sizeof *g);
-    float *half = malloc(n * sizeof *half); /* 0.49 x each element's grid step */
+    float *half = malloc(n * sizeof *half); /* each element's skip_radius */
     float dv[32];                           /* sub_moves' scratch (a sub-block) */
     if (!q || !d || !g || !half) {
         free(q), free(d), free(g), free(half);
@@ -437,7 +441,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
             elem_grid eg;
             int lv;
             elem_read(p->type, out + r * p->row_size + (j / qk) * p->type_size, (int)(j % qk), &eg, &lv);
-            half[r * cols + j] = 0.49f * fabsf(eg.a);
+            half[r * cols + j] = skip_radius(&eg);
         }
     }
     for (int sweep = 0; sweep < p->cd_sweeps; sweep++) {
@@ -454,9 +458,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
                 if (p->dead && p->dead[j]) continue;
                 const float *h = p->Hf + j * cols;
                 const float old = qr[j], step = gr[j] / h[j];
-                /* the target within half a grid step of the current level: no move (the
-                 * margin leaves every near-tie to block_set's exact rounding) */
-                if (fabsf(step) < half[r * cols + j]) continue;
+                if (fabsf(step) < half[r * cols + j]) continue; /* nearest level: the current one */
                 void *blk = row + (j / qk) * p->type_size;
                 const float nq = sqz_gptq_block_set(p->type, blk, (int)(j % qk), old - step);
                 if (nq == old) continue;

@@ -172,6 +172,9 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
         }
     }
     free(bytes);
+    /* --no-decode: the fill at --ctx (for the bytes) times its steps too; not reported */
+    for (int i = 0; o->no_decode && i < n_specs; i++)
+        for (int c = 0; c < N_CTXS; c++) rows[i].tps[c] = -1;
     if (rc) goto done;
     if (o->json) {
         cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "rows");

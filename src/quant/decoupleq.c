@@ -23,13 +23,10 @@
 #include <string.h>
 
 #include "quant/dq2.h"
+#include "quant/hessian.h"
 
-/* LAPACK, Fortran interface (see gptq.c: a row-major symmetric matrix is its own transpose,
+/* LAPACK, Fortran interface (see hessian.c: a row-major symmetric matrix is its own transpose,
  * so Fortran's 'L' is our upper triangle). */
-extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info,
-                    size_t uplo_len);
-extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info,
-                    size_t uplo_len);
 extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda,
                    double *b, const int *ldb, int *info, size_t uplo_len);
 
@@ -350,24 +347,6 @@ done:
     return rc;
 }
 
-/* Act-order: positions by descending diag(H), stable (ties keep index order). */
-static void act_order_perm(const double *H, int64_t n, int64_t *perm, int64_t *tmp) {
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    for (int64_t w = 1; w < n; w *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * w) {
-            const int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-            int64_t a = lo, b = mid, k = lo;
-            while (a < mid && b < hi) {
-                const double ka = H[perm[a] * n + perm[a]], kb = H[perm[b] * n + perm[b]];
-                tmp[k++] = kb > ka ? perm[b++] : perm[a++];
-            }
-            while (a < mid) tmp[k++] = perm[a++];
-            while (b < hi) tmp[k++] = perm[b++];
-        }
-        memcpy(perm, tmp, (size_t)n * sizeof *perm);
-    }
-}
-
 /* S and P22 of H (see the glossary). */
 static void group_sums(const double *H, int64_t C, int g, double *S, double *P22) {
     const int G = (int)(C / g);
@@ -460,16 +439,11 @@ sqz_status sqz_decoupleq(sqz_ctx *ctx, const float *W, int64_t rows, int64_t col
     }
     const double damp = o.percdamp * mean / (double)cols;
     for (int64_t i = 0; i < cols; i++) Hd[i * cols + i] += damp;
-    if (o.act_order) act_order_perm(Hd, cols, perm, tmp);
+    if (o.act_order) sqz_hessian_act_order(Hd, cols, perm, tmp);
     else
         for (int64_t i = 0; i < cols; i++) perm[i] = i;
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t k = 0; k < cols; k++) Hp[i * cols + k] = Hd[perm[i] * cols + perm[k]];
-    const int n = (int)cols;
-    int info = 0;
-    dpotrf_("L", &n, Hp, &n, &info, 1);
-    if (info == 0) dpotri_("L", &n, Hp, &n, &info, 1);
-    if (info == 0) dpotrf_("L", &n, Hp, &n, &info, 1);
+    sqz_hessian_permute(Hd, cols, perm, Hp);
+    const int info = sqz_hessian_inverse_factor(Hp, (int)cols);
     if (info != 0) {
         st = sqz_fail(ctx, SQZ_ERR_ARG,
                       "decoupleq: H is not positive definite after damping (percdamp %g; LAPACK "

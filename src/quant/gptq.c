@@ -33,16 +33,8 @@
 
 #include "kernels/mix.h" /* sqz's mixllm types MX8 / MX4 / MX3 */
 #include "quant/blocks.h"
+#include "quant/hessian.h"
 #include "quant/quant.h"
-
-/* LAPACK (Fortran interface; Debian's OpenBLAS exports it, the LAPACKE wrappers live in a
- * separate library the Makefile does not link). Column-major: our row-major symmetric matrix
- * is read as its transpose, so Fortran 'L' is our upper triangle. The trailing size_t is the
- * hidden length of the character argument (gfortran ABI); harmless where unused. */
-extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info,
-                    size_t uplo_len);
-extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info,
-                    size_t uplo_len);
 
 enum { CHUNK_ROWS = 64 };
 
@@ -606,25 +598,6 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
     return rc;
 }
 
-/* Act-order: positions sorted by descending diag(H) (merge sort, stable: ties keep index
- * order, so the permutation is deterministic). tmp: n scratch entries. */
-static void act_order_perm(const double *Hd, int64_t n, int64_t *perm, int64_t *tmp) {
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    for (int64_t w = 1; w < n; w *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * w) {
-            const int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-            int64_t a = lo, b = mid, k = lo;
-            while (a < mid && b < hi) {
-                const double ka = Hd[perm[a] * n + perm[a]], kb = Hd[perm[b] * n + perm[b]];
-                tmp[k++] = kb > ka ? perm[b++] : perm[a++];
-            }
-            while (a < mid) tmp[k++] = perm[a++];
-            while (b < hi) tmp[k++] = perm[b++];
-        }
-        memcpy(perm, tmp, (size_t)n * sizeof *perm);
-    }
-}
-
 /* The lazy batch: B >= qk rounded down to a multiple of qk; B < qk: qk without act-order (a
  * batch holds whole blocks), else a power of two (a divisor of qk), so that every block
  * starts a batch. */
@@ -707,18 +680,11 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
         }
         /* act-order: the columns with the largest activations first, while the most later
          * columns remain to absorb their error */
-        if (p.act_order) act_order_perm(Hd, cols, perm, tmp);
+        if (p.act_order) sqz_hessian_act_order(Hd, cols, perm, tmp);
         else
             for (int64_t i = 0; i < cols; i++) perm[i] = i;
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t k = 0; k < cols; k++) Hp[i * cols + k] = Hd[perm[i] * cols + perm[k]];
-        /* H^-1 by Cholesky, then its upper factor: all in double, as a 4096^2 f32 Cholesky of
-         * an ill-conditioned Hessian loses most of its digits */
-        const int n = (int)cols;
-        int info = 0;
-        dpotrf_("L", &n, Hp, &n, &info, 1);
-        if (info == 0) dpotri_("L", &n, Hp, &n, &info, 1);
-        if (info == 0) dpotrf_("L", &n, Hp, &n, &info, 1);
+        sqz_hessian_permute(Hd, cols, perm, Hp);
+        const int info = sqz_hessian_inverse_factor(Hp, (int)cols);
         if (info != 0) {
             st = sqz_fail(ctx, SQZ_ERR_ARG,
                           "gptq: H is not positive definite after damping (percdamp %g; "

@@ -232,6 +232,10 @@ void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float 
     }
 }
 
+int sqz_matvec_rows_in_place(const sqz_tensor *w) {
+    return w->type != SQZ_TYPE_MIXLLM; /* MIX: stored row i is output feature perm[i] */
+}
+
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {
     if (w->type == SQZ_TYPE_MIXLLM) { sqz_matmul(w, x, 1, y, n_threads); return; } /* MIX */
     if (matmul_q(w, x, 1, y, n_threads) == 0) return;

@@ -210,6 +210,7 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
  *   its rows of wo; x += them (its rows only)                                -> barrier
  *   rmsnorm(x), quantize; its rows of gate and up (the same range) + SwiGLU  -> barrier
  *   quantize hb; its rows of down; x += them                                 -> barrier
+ * (A matrix that writes its outputs permuted, mixllm's, adds a barrier right after it.)
  * A KV policy without store_attend_heads ends the region before attention; store and attend
  * run as in the batch path and a new region continues with wo. */
 
@@ -294,6 +295,21 @@ static team_heads heads_of(const sqz_config *c, int tid, int nth) {
     return th;
 }
 
+/* Whether q, k and v come out in place (sqz_matvec_rows_in_place): each thread then has
+ * exactly its own heads' rows after its matvecs. */
+static int qkv_in_place(const sqz_layer_weights *w) {
+    return sqz_matvec_rows_in_place(&w->wq) && sqz_matvec_rows_in_place(&w->wk) &&
+           sqz_matvec_rows_in_place(&w->wv);
+}
+
+/* Meet the other threads when w wrote outputs outside this thread's rows (see
+ * sqz_matvec_rows_in_place); every thread tests the same w, so all or none wait. */
+static void sync_unless_in_place(const sqz_tensor *w) {
+    if (!sqz_matvec_rows_in_place(w)) {
+#pragma omp barrier
+    }
+}
+
 /* Attention's inputs for this thread's heads: q, k, v rows of them, with bias and RoPE. */
 static void team_qkv(sqz_session *s, const sqz_layer_weights *w, const sqz_team_buf *b,
                      const team_heads *th) {
@@ -307,6 +323,9 @@ static void team_qkv(sqz_session *s, const sqz_layer_weights *w, const sqz_team_
     sqz_matvec_rows(&w->wq, b->xn, xq[0], s->q, q0, q1);
     sqz_matvec_rows(&w->wk, b->xn, xq[1], s->k, k0, k1);
     sqz_matvec_rows(&w->wv, b->xn, xq[2], s->v, k0, k1);
+    if (!qkv_in_place(w)) { /* other threads wrote some of this thread's heads */
+#pragma omp barrier
+    }
     add_bias_rows(s->q, &w->bq, q0, q1);
     add_bias_rows(s->k, &w->bk, k0, k1);
     add_bias_rows(s->v, &w->bv, k0, k1);
@@ -338,6 +357,7 @@ static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
     const sqz_tensor *wo[1] = { &w->wo };
     team_prepare(wo, 1, s->att, b, xq);
     sqz_matvec_rows(&w->wo, s->att, xq[0], s->xb, r0, r1);
+    sync_unless_in_place(&w->wo);
     add_bias_rows(s->xb, &w->bo, r0, r1);
     for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
 #pragma omp barrier
@@ -347,11 +367,15 @@ static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
     team_prepare(gu, 2, b->xn, b, xq);
     sqz_matvec_rows(&w->w_gate, b->xn, xq[0], s->hb, f0, f1);
     sqz_matvec_rows(&w->w_up, b->xn, xq[1], s->hb2, f0, f1);
+    if (!sqz_matvec_rows_in_place(&w->w_gate) || !sqz_matvec_rows_in_place(&w->w_up)) {
+#pragma omp barrier
+    }
     sqz_swiglu(s->hb + f0, s->hb2 + f0, f1 - f0);
 #pragma omp barrier
     const sqz_tensor *dn[1] = { &w->w_down };
     team_prepare(dn, 1, s->hb, b, xq);
     sqz_matvec_rows(&w->w_down, s->hb, xq[0], s->xb, r0, r1);
+    sync_unless_in_place(&w->w_down);
     for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
 #pragma omp barrier
 }
@@ -372,10 +396,10 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const sqz_team_buf *b = &s->team[tid];
     const team_heads th = heads_of(c, tid, nth);
-    /* each thread attends with exactly the heads it computed: no barrier before attention */
-    const int own_heads = c->n_kv_heads % nth == 0;
     for (int l = l0; l < c->n_layers; l++) {
         const sqz_layer_weights *w = &m->layers[l];
+        /* each thread attends with exactly the heads it computed: no barrier before attention */
+        const int own_heads = c->n_kv_heads % nth == 0 && qkv_in_place(w);
         if (!(l == l0 && after_attention)) {
             team_qkv(s, w, b, &th);
             if (!pol->store_attend_heads) {

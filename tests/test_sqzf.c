@@ -313,6 +313,22 @@ static void test_tiny_model(void) {
             }
             CHECK(dmax <= 0.02 * lmax && lmax > 0.1,
                   "mixed model's logits equal the dense dequantized model's (max diff %.3g of %.3g)", dmax, lmax);
+            /* the decode step with 1 and 2 threads: 2 take the thread-team path, whose row
+             * shares must meet mixllm's permuted rows */
+            float *l1 = malloc(V * sizeof *l1), *l2 = malloc(V * sizeof *l2);
+            const int saved = sqz_ctx_threads(ctx);
+            for (int nt = 1; nt <= 2; nt++) {
+                sqz_ctx_set_threads(ctx, nt);
+                sqz_session_reset(sm);
+                sqz_session_eval(sm, toks, 4, NULL, 0);
+                sqz_session_eval(sm, toks + 4, 1, nt == 1 ? l1 : l2, 0);
+            }
+            sqz_ctx_set_threads(ctx, saved);
+            double d12 = 0;
+            for (int i = 0; i < V; i++) d12 = fabs(l1[i] - l2[i]) > d12 ? fabs(l1[i] - l2[i]) : d12;
+            CHECK(d12 <= 1e-4 * lmax, "mixed model: 2-thread decode step = 1-thread (max diff %.3g)", d12);
+            free(l1);
+            free(l2);
         }
         sqz_session_free(sm);
         sqz_session_free(sd);

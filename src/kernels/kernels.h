@@ -103,6 +103,10 @@ void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n);
  * (ignored when sqz_act_bytes is 0). */
 void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float *y, int64_t r0,
                      int64_t r1);
+/* 1 when sqz_matvec_rows(r0, r1) writes exactly y[r0..r1); 0 where a type stores its rows
+ * permuted and writes other output features (mixllm's matrices): a thread team must then meet
+ * before anyone reads its "own" outputs. */
+int sqz_matvec_rows_in_place(const sqz_tensor *w);
 
 /* y[n] = w . x for each of the N rows: decode's matrix-vector product, threaded over rows.
  * Types with a quantized dot product (sqz_vec_dot_q_get) quantize x once (sqz_act_type) and

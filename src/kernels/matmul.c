@@ -110,10 +110,14 @@ typedef struct qdot_kernels {
     sqz_vec_dot_q_tile4_fn tile4; /* NULL: token by token */
 } qdot_kernels;
 
+/* (One tier_row per tier tried: decode looks the kernels up for every matrix of every token.) */
 static qdot_kernels qdot_lookup(sqz_type t, sqz_isa isa) {
-    const sqz_isa tier = vdq_tier(t, isa);
-    return (qdot_kernels){ sqz_vec_dot_q_rows_get(t, tier), tier_row(t, tier).vec_dot_q,
-                           sqz_vec_dot_q_tile4_get(t, tier) };
+    for (int i = (int)isa; i > 0; i--) {
+        const sqz_kernel_row r = tier_row(t, (sqz_isa)i);
+        if (r.vec_dot_q) return (qdot_kernels){ r.vec_dot_q_rows, r.vec_dot_q, r.vec_dot_q_tile4 };
+    }
+    const sqz_kernel_row r = tier_row(t, SQZ_ISA_REF);
+    return (qdot_kernels){ r.vec_dot_q_rows, r.vec_dot_q, r.vec_dot_q_tile4 };
 }
 
 /* y[r - r0] = row r . xq for r in [r0, r1) */
@@ -226,6 +230,10 @@ void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float 
         const sqz_dot_fn dot = sqz_dot_get(w->type, isa);
         for (int64_t r = r0; r < r1; r++) y[r] = dot(base + (size_t)r * rs, x, K);
     }
+}
+
+int sqz_matvec_rows_in_place(const sqz_tensor *w) {
+    return w->type != SQZ_TYPE_MIXLLM; /* MIX: stored row i is output feature perm[i] */
 }
 
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {

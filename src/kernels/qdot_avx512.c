@@ -475,14 +475,33 @@ static inline __m512 acc_q3_k(int64_t n, const void *row, const void *xq) {
  * m4..7 = (s8..11 >> 4) | (s4..7 >> 6) << 4. Reads 16 bytes at scales (the block's first 4
  * quant bytes follow them, so nothing outside the block). 16-bit shifts carry bits in from the
  * neighbouring byte only where the masks drop them. */
+static inline __m128i k4_pick_a(void) { return _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11); }
+static inline __m128i k4_pick_b(void) { return _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7); }
+static inline __m128i k4_mask_lo(void) { return _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0); }
+static inline __m128i k4_mask_hi(void) { return _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15); }
+static inline __m128i k4_mask_top(void) { return _mm_setr_epi8(0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30); }
+
 static inline __m128i k4_scales_vec(const uint8_t *scales) {
     const __m128i s = _mm_loadu_si128((const __m128i *)scales);
-    const __m128i a = _mm_shuffle_epi8(s, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i b = _mm_shuffle_epi8(s, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-    const __m128i lo = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
-    const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_setr_epi8(0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30));
+    const __m128i a = _mm_shuffle_epi8(s, k4_pick_a());
+    const __m128i b = _mm_shuffle_epi8(s, k4_pick_b());
+    const __m128i lo = _mm_and_si128(a, k4_mask_lo());
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(a, 4), k4_mask_hi());
+    const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), k4_mask_top());
     return _mm_or_si128(_mm_or_si128(lo, hi), top);
+}
+
+/* The same for four blocks at once, one per 128-bit lane (vpshufb and the shifts stay within
+ * lanes), from each block's first 16 bytes (d, dmin, then the scales: every index moves by 4;
+ * the -1 of pick_b becomes 3, a byte the top mask drops). */
+static inline __m512i k4_scales_x4(__m512i blk) {
+    const __m128i four = _mm_set1_epi8(4);
+    const __m512i a = _mm512_shuffle_epi8(blk, _mm512_broadcast_i32x4(_mm_add_epi8(k4_pick_a(), four)));
+    const __m512i b = _mm512_shuffle_epi8(blk, _mm512_broadcast_i32x4(_mm_add_epi8(k4_pick_b(), four)));
+    const __m512i lo = _mm512_and_si512(a, _mm512_broadcast_i32x4(k4_mask_lo()));
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(a, 4), _mm512_broadcast_i32x4(k4_mask_hi()));
+    const __m512i top = _mm512_and_si512(_mm512_srli_epi16(b, 2), _mm512_broadcast_i32x4(k4_mask_top()));
+    return _mm512_or_si512(_mm512_or_si512(lo, hi), top);
 }
 
 /* Q4_K / Q5_K: vector v = qs[32v..32v+32) as [low nibbles | high nibbles] = sub-blocks 2v, 2v+1.
@@ -527,6 +546,69 @@ static inline __m512 acc_q5_k(int64_t n, const void *row, const void *xq) {
     for (int64_t b = 0; b < n / QK_K; b++)
         k4_block(w[b].scales, w[b].qs, w[b].qh, &a[b], f16s(w[b].d), f16s(w[b].dmin), &acc, &accm);
     return _mm512_sub_ps(acc, _mm512_zextps256_ps512(accm));
+}
+
+/* Q4_K, four rows (r0..r3 at p + r * rs) at once: what depends only on a block's position is
+ * done once for the four (the activation loads, bsums, the block's d), and the per-block
+ * bookkeeping of the rows - unpacking 6-bit scales and mins, converting d and dmin, the mins
+ * times bsums - runs for all four in the lanes of one vector instead of four narrow ones; that
+ * bookkeeping was half of the instructions of the one-row kernel. out[r] = row r's unreduced
+ * sum (minus its mins), for reduce4. */
+static inline void acc4_rows_q4_k(int64_t n, const char *p, size_t rs, const void *xq, __m512 out[4]) {
+    const block_q8_K *a = xq;
+    const block_q4_K *w[4] = { (const void *)p, (const void *)(p + rs), (const void *)(p + 2 * rs),
+                               (const void *)(p + 3 * rs) };
+    const __m512i dup_mins = _mm512_broadcast_i32x4(_mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+    const __m512i lanes = _mm512_broadcast_i32x4(order8());
+    /* d * a.d of row r is float 2r of df, dmin * a.d float 2r + 1 */
+    const __m512i d_idx[4] = { _mm512_set1_epi32(0), _mm512_set1_epi32(2), _mm512_set1_epi32(4), _mm512_set1_epi32(6) };
+    const __m512i m_idx01 = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m512i m_idx23 = _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7);
+    __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+    __m512 accm01 = _mm512_setzero_ps(), accm23 = _mm512_setzero_ps(); /* rows 0|1, 2|3 */
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        /* the first 16 bytes of each row's block (d, dmin, 12 scale bytes), lane r = row r */
+        __m512i blk = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)&w[0][b]));
+        blk = _mm512_inserti32x4(blk, _mm_loadu_si128((const __m128i *)&w[1][b]), 1);
+        blk = _mm512_inserti32x4(blk, _mm_loadu_si128((const __m128i *)&w[2][b]), 2);
+        blk = _mm512_inserti32x4(blk, _mm_loadu_si128((const __m128i *)&w[3][b]), 3);
+        const __m512i s8 = k4_scales_x4(blk); /* lane r: row r's 8 scales, 8 mins */
+        /* each lane's dword 0 (d, dmin) -> [d0, dmin0, d1, dmin1, ...] * a.d */
+        const __m128i dd = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+            _mm512_castsi128_si512(_mm_setr_epi32(0, 4, 8, 12)), blk));
+        const __m512 df = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(dd), _mm256_set1_ps(a[b].d)));
+        /* mins: sum_j m_j * (bsums 2j + 2j+1), rows 0|1 and 2|3 in one vector each */
+        const __m512i m2 = _mm512_shuffle_epi8(s8, dup_mins);
+        const __m512i bs = _mm512_broadcast_i64x4(bsums(&a[b]));
+        const __m512i pm01 = _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(m2)), bs);
+        const __m512i pm23 = _mm512_madd_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(m2, 1)), bs);
+        accm01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pm01), _mm512_permutexvar_ps(m_idx01, df), accm01);
+        accm23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pm23), _mm512_permutexvar_ps(m_idx23, df), accm23);
+        /* each row's scales laid out for scale_v (scales_lanes, four rows at once) */
+        const __m512i l8 = _mm512_shuffle_epi8(s8, lanes);
+        __m512i sl[4], sumi[4];
+        sl[0] = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(l8));
+        sl[1] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(l8, 1));
+        sl[2] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(l8, 2));
+        sl[3] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(l8, 3));
+        #pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            const __m512i av = _mm512_loadu_si512(a[b].qs + 64 * v);
+            #pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                const __m512i pr = _mm512_maddubs_epi16(nibbles32(w[r][b].qs + 32 * v), av);
+                sumi[r] = v == 0 ? _mm512_madd_epi16(pr, scale_v(sl[r], 0))
+                                 : _mm512_dpwssd_epi32(sumi[r], pr, scale_v(sl[r], v));
+            }
+        }
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r]), _mm512_permutexvar_ps(d_idx[r], df), acc[r]);
+    }
+    out[0] = _mm512_sub_ps(acc[0], _mm512_zextps256_ps512(_mm512_castps512_ps256(accm01)));
+    out[1] = _mm512_sub_ps(acc[1], _mm512_zextps256_ps512(_mm512_extractf32x8_ps(accm01, 1)));
+    out[2] = _mm512_sub_ps(acc[2], _mm512_zextps256_ps512(_mm512_castps512_ps256(accm23)));
+    out[3] = _mm512_sub_ps(acc[3], _mm512_zextps256_ps512(_mm512_extractf32x8_ps(accm23, 1)));
 }
 
 /* Q6_K: per half h (128 elements), ql[64h..64h+64) low nibbles are elements 0..63, their high
@@ -731,7 +813,19 @@ SQZ_ROWS_AND_DOT(q8_0)
 SQZ_ROWS_AND_DOT(q4_0)
 SQZ_ROWS_AND_DOT(q2_k)
 SQZ_ROWS_AND_DOT(q3_k)
-SQZ_ROWS_AND_DOT(q4_k)
+static float vdq_q4_k(int64_t n, const void *row, const void *xq) {
+    return _mm512_reduce_add_ps(acc_q4_k(n, row, xq));
+}
+static void rows_q4_k(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq, float *y) {
+    const char *p = w;
+    int64_t i = 0;
+    for (; i + 4 <= nr; i += 4, p += 4 * rs) {
+        __m512 a[4];
+        acc4_rows_q4_k(n, p, rs, xq, a);
+        _mm_storeu_ps(y + i, reduce4(a[0], a[1], a[2], a[3]));
+    }
+    for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_q4_k(n, p, xq));
+}
 SQZ_ROWS_AND_DOT(q5_k)
 SQZ_ROWS_AND_DOT(q6_k)
 SQZ_ROWS_AND_DOT(iq4_xs)

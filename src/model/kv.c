@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "kernels/ops.h"
 
 extern const sqz_kv_policy sqz_kv_policy_f32;
@@ -97,6 +98,26 @@ void sqz_kv_free(sqz_kv *kv) {
  * which halves the work of a causal prefill. */
 enum { QT = 128 };
 
+/* One query's heads of a KV group against P = pos + 1 rows: the SIMD attention kernels of
+ * kernels/attn.h on f32 rows (two sgemm calls cost more in OpenBLAS's setup than in arithmetic
+ * for a group of a few heads: ~2x slower at P = 600). */
+void sqz_attention_f32_group(const float *keys, const float *values, int ld,
+                             const sqz_kv_shape *shape, int pos, const float *q, float *out, int g,
+                             float *s) {
+    const int hd = shape->head_dim, group = shape->n_heads / shape->n_kv_heads, P = pos + 1;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const sqz_attn_kernels kr = sqz_attn_kernels_best();
+    const sqz_kvrow_fmt f = { SQZ_KVROW_F32, hd, hd };
+    const size_t ldb = (size_t)ld * sizeof(float);
+    const float *qg = q + (size_t)g * group * hd;
+    float *og = out + (size_t)g * group * hd;
+    /* s[group][P] = qg . K_g^T * scale, softmax per row; out[group][hd] = s . V_g */
+    kr.scores(&f, group, qg, keys + (size_t)g * hd, ldb, P, scale, s, (size_t)P);
+    for (int i = 0; i < group; i++) kr.softmax(s + (size_t)i * P, P);
+    memset(og, 0, (size_t)group * (size_t)hd * sizeof(float));
+    kr.accum(&f, group, s, (size_t)P, values + (size_t)g * hd, ldb, P, og);
+}
+
 void sqz_attention_f32(const float *keys, const float *values, int ld, const sqz_kv_shape *shape,
                        int pos, int n, const float *q, float *out, int n_threads) {
     const int Hq = shape->n_heads, hd = shape->head_dim, group = Hq / shape->n_kv_heads;
@@ -113,17 +134,9 @@ void sqz_attention_f32(const float *keys, const float *values, int ld, const sqz
             {
                 float *s = malloc((size_t)group * (size_t)P * sizeof(float));
 #pragma omp for schedule(static)
-                for (int g = 0; g < Hkv; g++) {
-                    const float *qg = q + (size_t)t * qld + (size_t)g * group * hd;
-                    /* s[group][P] = qg . K_g^T * scale */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, P, hd, scale, qg,
-                                hd, keys + (size_t)g * hd, ld, 0.0f, s, P);
-                    for (int i = 0; i < group; i++) sqz_softmax(s + (size_t)i * P, P);
-                    /* out[group][hd] = s . V_g */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, hd, P, 1.0f, s,
-                                P, values + (size_t)g * hd, ld, 0.0f,
-                                out + (size_t)t * qld + (size_t)g * group * hd, hd);
-                }
+                for (int g = 0; g < Hkv; g++)
+                    sqz_attention_f32_group(keys, values, ld, shape, pos + t, q + (size_t)t * qld,
+                                            out + (size_t)t * qld, g, s);
                 free(s);
             }
         }

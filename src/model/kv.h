@@ -39,6 +39,14 @@ typedef struct sqz_kv_policy {
      * the n queries q[t][Hq*hd] at positions pos..pos+n-1, already stored. */
     void (*attend)(void *state, int layer, int pos, int n, const float *q, float *out,
                    int n_threads);
+    /* Optional (NULL: decode calls store, then attend, between two parallel regions): one
+     * decode step from inside the caller's thread team, so a token needs one parallel region.
+     * Stores position pos's keys and values k, v [Hkv*hd] of KV heads [g0, g1) and writes out
+     * [Hq*hd] for their query heads, over positions 0..pos. The team's threads call it at once
+     * with disjoint, non-empty ranges that together cover every KV head: it may touch only
+     * those heads' rows and scratch, and shared counters only from the call with g0 == 0. */
+    sqz_status (*store_attend_heads)(void *state, int layer, int pos, const float *k,
+                                     const float *v, const float *q, float *out, int g0, int g1);
     /* Bytes the cache holds now (data, scales, indices - what it really allocated for them). */
     size_t (*bytes)(const void *state);
     int takes_codec; /* "name+codec" composes */
@@ -62,5 +70,11 @@ const sqz_kv_policy *const *sqz_kv_policies(void);
  * shared kernel of the f32 policy and the reference for compressed ones. */
 void sqz_attention_f32(const float *keys, const float *values, int ld, const sqz_kv_shape *shape,
                        int pos, int n, const float *q, float *out, int n_threads);
+
+/* The same for one query q[Hq*hd] at position pos (seeing positions 0..pos) and the query heads
+ * of KV head g alone: out's rows of those heads. s: scratch of group * (pos + 1) floats. */
+void sqz_attention_f32_group(const float *keys, const float *values, int ld,
+                             const sqz_kv_shape *shape, int pos, const float *q, float *out, int g,
+                             float *s);
 
 #endif

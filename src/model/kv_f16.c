@@ -59,39 +59,61 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
 
 static void reset(void *state) { ((kv_f16 *)state)->n_pos = 0; }
 
+/* Position pos's keys and values of KV heads [g0, g1) (k, v: the whole row [Hkv*hd]). */
+static void store_heads(kv_f16 *c, int layer, int pos, const float *k, const float *v, int g0,
+                        int g1) {
+    const size_t hd = (size_t)c->shape.head_dim, row = (size_t)c->shape.n_kv_heads * hd;
+    const size_t o = (size_t)layer * c->layer_elems + (size_t)pos * row;
+    for (size_t i = (size_t)g0 * hd; i < (size_t)g1 * hd; i++) {
+        c->k[o + i] = sqz_f32_to_f16(k[i]);
+        c->v[o + i] = sqz_f32_to_f16(v[i]);
+    }
+}
+
 static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
     kv_f16 *c = state;
     const size_t row = (size_t)c->shape.n_kv_heads * (size_t)c->shape.head_dim;
-    uint16_t *kd = c->k + (size_t)layer * c->layer_elems + (size_t)pos * row;
-    uint16_t *vd = c->v + (size_t)layer * c->layer_elems + (size_t)pos * row;
-    for (size_t i = 0; i < (size_t)n * row; i++) {
-        kd[i] = sqz_f32_to_f16(k[i]);
-        vd[i] = sqz_f32_to_f16(v[i]);
-    }
+    for (int t = 0; t < n; t++)
+        store_heads(c, layer, pos + t, k + (size_t)t * row, v + (size_t)t * row, 0,
+                    c->shape.n_kv_heads);
     if (pos + n > c->n_pos) c->n_pos = pos + n;
     return SQZ_OK;
 }
 
-/* One work item per KV head: its query heads read its rows together (each row converted once
- * for all of them); the step's queries run in order with that head's scratch. */
-static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
-                   int n_threads) {
-    kv_f16 *c = state;
+/* KV head g's query heads for the n queries at positions pos..: its rows are read together
+ * (each row converted once for all of them), the queries in order with g's scratch. */
+static void attend_group(kv_f16 *c, int layer, int pos, int n, const float *q, float *out, int g) {
     const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
     const int group = Hq / Hkv, row = Hkv * hd;
     const uint16_t *K = c->k + (size_t)layer * c->layer_elems;
     const uint16_t *V = c->v + (size_t)layer * c->layer_elems;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
-    for (int g = 0; g < Hkv; g++) {
-        float *s = c->scratch + (size_t)g * group * c->shape.max_pos;
-        for (int t = 0; t < n; t++) {
-            const size_t qo = (size_t)t * Hq * hd + (size_t)g * group * hd;
-            sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K + (size_t)g * hd,
-                               V + (size_t)g * hd, (size_t)row * sizeof(uint16_t), pos + t + 1,
-                               scale, s, out + qo);
-        }
+    float *s = c->scratch + (size_t)g * group * c->shape.max_pos;
+    for (int t = 0; t < n; t++) {
+        const size_t qo = (size_t)t * Hq * hd + (size_t)g * group * hd;
+        sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K + (size_t)g * hd,
+                           V + (size_t)g * hd, (size_t)row * sizeof(uint16_t), pos + t + 1, scale,
+                           s, out + qo);
     }
+}
+
+/* One work item per KV head. */
+static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
+                   int n_threads) {
+    kv_f16 *c = state;
+    const int Hkv = c->shape.n_kv_heads;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
+    for (int g = 0; g < Hkv; g++) attend_group(c, layer, pos, n, q, out, g);
+}
+
+/* One decode step for KV heads [g0, g1) (kv.h). */
+static sqz_status store_attend_heads(void *state, int layer, int pos, const float *k,
+                                     const float *v, const float *q, float *out, int g0, int g1) {
+    kv_f16 *c = state;
+    store_heads(c, layer, pos, k, v, g0, g1);
+    if (g0 == 0 && pos + 1 > c->n_pos) c->n_pos = pos + 1;
+    for (int g = g0; g < g1; g++) attend_group(c, layer, pos, 1, q, out, g);
+    return SQZ_OK;
 }
 
 static size_t bytes(const void *state) {
@@ -108,5 +130,6 @@ const sqz_kv_policy sqz_kv_policy_f16 = {
     .reset = reset,
     .store = store,
     .attend = attend,
+    .store_attend_heads = store_attend_heads,
     .bytes = bytes,
 };

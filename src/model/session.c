@@ -17,6 +17,8 @@
 
 enum { MAX_BATCH = 512 };
 
+static void team_free(sqz_session *s);
+
 sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, const char *kv_spec,
                               sqz_session **out) {
     *out = NULL;
@@ -45,9 +47,8 @@ sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, con
     s->rope_sin = malloc((size_t)max_ctx * half * sizeof(float));
     /* room for the largest input row (D, Hq*hd or F) in any activation format (<= f32) */
     s->xq_bytes = (F > D ? F : D) > qd ? (F > D ? F : D) * sizeof(float) : qd * sizeof(float);
-    for (int i = 0; i < 3; i++) s->xq[i] = malloc(s->xq_bytes);
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 ||
-        !s->last_logits || !s->rope_cos || !s->rope_sin || !s->xq[0] || !s->xq[1] || !s->xq[2]) {
+        !s->last_logits || !s->rope_cos || !s->rope_sin) {
         sqz_session_free(s);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a session of %d positions", max_ctx);
     }
@@ -90,7 +91,7 @@ void sqz_session_free(sqz_session *s) {
     free(s->last_logits);
     free(s->rope_cos);
     free(s->rope_sin);
-    for (int i = 0; i < 3; i++) free(s->xq[i]);
+    team_free(s);
     free(s);
 }
 
@@ -196,94 +197,265 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
     return SQZ_OK;
 }
 
-/* This thread's share [*r0, *r1) of n rows in a team of nth. */
-static void share(int64_t n, int tid, int nth, int64_t *r0, int64_t *r1) {
-    *r0 = n * tid / nth;
-    *r1 = n * (tid + 1) / nth;
+/* ---- decode of one token with a team of threads
+ *
+ * The whole token - every layer, the final norm and the output matrix - runs in one parallel
+ * region. Threads take fixed shares of each matrix's rows and meet only where a step needs
+ * another thread's results; the small steps (rmsnorm of a D vector, quantizing the activations
+ * for the next matvec) are done by every thread into its own buffers, which costs less than the
+ * barrier a `single` would add. Per layer:
+ *   every thread: rmsnorm(x), quantize; its query heads, KV heads (q, k, v rows + bias + RoPE)
+ *   [barrier, unless each thread's query heads are exactly its KV heads' groups]
+ *   its KV heads: store + attention (the policy's store_attend_heads)      -> barrier
+ *   its rows of wo; x += them (its rows only)                                -> barrier
+ *   rmsnorm(x), quantize; its rows of gate and up (the same range) + SwiGLU  -> barrier
+ *   quantize hb; its rows of down; x += them                                 -> barrier
+ * (A matrix that writes its outputs permuted, mixllm's, adds a barrier right after it.)
+ * A KV policy without store_attend_heads ends the region before attention; store and attend
+ * run as in the batch path and a new region continues with wo. */
+
+typedef struct sqz_team_buf {
+    float *xn;   /* [D] the normed residual */
+    char *xq[3]; /* an input prepared for up to three matrices (s->xq_bytes each) */
+} sqz_team_buf;
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Scratch for nt threads (kept across tokens; n_threads may grow after the session is made).
+ * Each thread's block is cache-line aligned, so threads never share a line. */
+static sqz_status team_reserve(sqz_session *s, int nt) {
+    if (s->n_team >= nt) return SQZ_OK;
+    for (int i = 0; i < s->n_team; i++) free(s->team[i].xn);
+    free(s->team);
+    s->n_team = 0;
+    s->team = calloc((size_t)nt, sizeof *s->team);
+    if (!s->team) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "out of memory for decode scratch");
+    const size_t xn = round64((size_t)s->model->cfg.dim * sizeof(float)), xq = round64(s->xq_bytes);
+    for (int i = 0; i < nt; i++) {
+        char *p = aligned_alloc(64, xn + 3 * xq);
+        if (!p) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "out of memory for decode scratch");
+        s->team[i].xn = (float *)p;
+        for (int j = 0; j < 3; j++) s->team[i].xq[j] = p + xn + (size_t)j * xq;
+        s->n_team = i + 1;
+    }
+    return SQZ_OK;
 }
 
-/* y = w . x for this thread's rows of each of up to three matrices that read the same x;
- * s->xq[i] holds x prepared for w[i]. */
-static void team_matvecs(const sqz_session *s, const sqz_tensor *const *w, float *const *y, int n,
-                         const float *x, int tid, int nth) {
+static void team_free(sqz_session *s) {
+    for (int i = 0; i < s->n_team; i++) free(s->team[i].xn);
+    free(s->team);
+    s->team = NULL;
+    s->n_team = 0;
+}
+
+/* This thread's share [*r0, *r1) of n items in a team of nth, in units of `unit` items (a
+ * share that starts on a multiple of the matvec kernels' row groups keeps them whole). */
+static void share(int64_t n, int64_t unit, int tid, int nth, int64_t *r0, int64_t *r1) {
+    const int64_t units = (n + unit - 1) / unit;
+    *r0 = units * tid / nth * unit;
+    *r1 = units * (tid + 1) / nth * unit;
+    if (*r0 > n) *r0 = n;
+    if (*r1 > n) *r1 = n;
+}
+
+enum { ROW_UNIT = 16 }; /* rows per unit of a matrix share (matmul.c's row blocks) */
+
+/* x prepared for each of the n matrices w[i] in this thread's buffers; xq[i] points at w[i]'s
+ * (matrices of one type share one). */
+static void team_prepare(const sqz_tensor *const *w, int n, const float *x, const sqz_team_buf *b,
+                         const void **xq) {
     for (int i = 0; i < n; i++) {
-        int64_t r0, r1;
-        share(w[i]->rows, tid, nth, &r0, &r1);
-        sqz_matvec_rows(w[i], x, s->xq[i], y[i], r0, r1);
+        xq[i] = NULL;
+        for (int j = 0; j < i && !xq[i]; j++)
+            if (w[j]->type == w[i]->type) xq[i] = xq[j];
+        if (!xq[i]) {
+            sqz_act_quantize(w[i]->type, x, b->xq[i], w[i]->cols);
+            xq[i] = b->xq[i];
+        }
     }
 }
 
-static void prepare(const sqz_session *s, const sqz_tensor *const *w, int n, const float *x) {
-    for (int i = 0; i < n; i++) sqz_act_quantize(w[i]->type, x, s->xq[i], w[i]->cols);
+/* y[r0..r1) += b[r0..r1) (no bias: nothing) */
+static void add_bias_rows(float *y, const sqz_tensor *b, int64_t r0, int64_t r1) {
+    if (!b->data) return;
+    const float *bv = b->data;
+    for (int64_t i = r0; i < r1; i++) y[i] += bv[i];
 }
 
-/* Decode of one token with a team of threads: a layer is two parallel regions (attention's
- * own in between) instead of one per matrix; inside a region threads take fixed shares of
- * each matrix's rows and meet at barriers, and the small serial steps run in `single`. */
-static sqz_status forward_token_team(sqz_session *s, int32_t token) {
+/* The thread's query heads [h0, h1) and KV heads [g0, g1). When Hkv is a multiple of the team,
+ * the query heads are exactly the KV heads' groups (Hq * t / n = group * (Hkv * t / n)). */
+typedef struct team_heads {
+    int64_t h0, h1, g0, g1;
+} team_heads;
+
+static team_heads heads_of(const sqz_config *c, int tid, int nth) {
+    team_heads th;
+    share(c->n_heads, 1, tid, nth, &th.h0, &th.h1);
+    share(c->n_kv_heads, 1, tid, nth, &th.g0, &th.g1);
+    return th;
+}
+
+/* Whether q, k and v come out in place (sqz_matvec_rows_in_place): each thread then has
+ * exactly its own heads' rows after its matvecs. */
+static int qkv_in_place(const sqz_layer_weights *w) {
+    return sqz_matvec_rows_in_place(&w->wq) && sqz_matvec_rows_in_place(&w->wk) &&
+           sqz_matvec_rows_in_place(&w->wv);
+}
+
+/* Meet the other threads when w wrote outputs outside this thread's rows (see
+ * sqz_matvec_rows_in_place); every thread tests the same w, so all or none wait. */
+static void sync_unless_in_place(const sqz_tensor *w) {
+    if (!sqz_matvec_rows_in_place(w)) {
+#pragma omp barrier
+    }
+}
+
+/* Attention's inputs for this thread's heads: q, k, v rows of them, with bias and RoPE. */
+static void team_qkv(sqz_session *s, const sqz_layer_weights *w, const sqz_team_buf *b,
+                     const team_heads *th) {
+    const sqz_config *c = &s->model->cfg;
+    const int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    sqz_rmsnorm(b->xn, s->x, w->attn_norm.data, 1, c->dim, c->norm_eps);
+    const sqz_tensor *m[3] = { &w->wq, &w->wk, &w->wv };
+    const void *xq[3];
+    team_prepare(m, 3, b->xn, b, xq);
+    const int64_t q0 = th->h0 * hd, q1 = th->h1 * hd, k0 = th->g0 * hd, k1 = th->g1 * hd;
+    sqz_matvec_rows(&w->wq, b->xn, xq[0], s->q, q0, q1);
+    sqz_matvec_rows(&w->wk, b->xn, xq[1], s->k, k0, k1);
+    sqz_matvec_rows(&w->wv, b->xn, xq[2], s->v, k0, k1);
+    if (!qkv_in_place(w)) { /* other threads wrote some of this thread's heads */
+#pragma omp barrier
+    }
+    add_bias_rows(s->q, &w->bq, q0, q1);
+    add_bias_rows(s->k, &w->bk, k0, k1);
+    add_bias_rows(s->v, &w->bv, k0, k1);
+    sqz_rope(s->q + q0, 1, qd, (int)(th->h1 - th->h0), hd, s->pos, s->rope_cos, s->rope_sin,
+             c->rope_interleaved);
+    sqz_rope(s->k + k0, 1, kvd, (int)(th->g1 - th->g0), hd, s->pos, s->rope_cos, s->rope_sin,
+             c->rope_interleaved);
+}
+
+/* y = w . x for this thread's share of w's rows; x: the whole input, shared. */
+static void team_matvec(const sqz_tensor *w, const float *x, const void *xq, float *y, int tid,
+                        int nth) {
+    int64_t r0, r1;
+    share(w->rows, ROW_UNIT, tid, nth, &r0, &r1);
+    sqz_matvec_rows(w, x, xq, y, r0, r1);
+}
+
+/* Everything of a layer after attention (s->att complete): wo and the feed-forward block,
+ * x updated in place; ends at a barrier (the next step reads all of x). */
+static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
+                                 const sqz_team_buf *b, int tid, int nth) {
+    const sqz_config *c = &s->model->cfg;
+    const int64_t D = c->dim, F = c->hidden_dim;
+    int64_t r0, r1, f0, f1;
+    share(D, ROW_UNIT, tid, nth, &r0, &r1);
+    share(F, ROW_UNIT, tid, nth, &f0, &f1);
+    const void *xq[2];
+    /* wo: this thread's rows of the residual (bias first, as the batch path adds it) */
+    const sqz_tensor *wo[1] = { &w->wo };
+    team_prepare(wo, 1, s->att, b, xq);
+    sqz_matvec_rows(&w->wo, s->att, xq[0], s->xb, r0, r1);
+    sync_unless_in_place(&w->wo);
+    add_bias_rows(s->xb, &w->bo, r0, r1);
+    for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
+#pragma omp barrier
+    /* gate and up: the same rows of both, so SwiGLU of them needs no other thread */
+    sqz_rmsnorm(b->xn, s->x, w->ffn_norm.data, 1, (int)D, c->norm_eps);
+    const sqz_tensor *gu[2] = { &w->w_gate, &w->w_up };
+    team_prepare(gu, 2, b->xn, b, xq);
+    sqz_matvec_rows(&w->w_gate, b->xn, xq[0], s->hb, f0, f1);
+    sqz_matvec_rows(&w->w_up, b->xn, xq[1], s->hb2, f0, f1);
+    if (!sqz_matvec_rows_in_place(&w->w_gate) || !sqz_matvec_rows_in_place(&w->w_up)) {
+#pragma omp barrier
+    }
+    sqz_swiglu(s->hb + f0, s->hb2 + f0, f1 - f0);
+#pragma omp barrier
+    const sqz_tensor *dn[1] = { &w->w_down };
+    team_prepare(dn, 1, s->hb, b, xq);
+    sqz_matvec_rows(&w->w_down, s->hb, xq[0], s->xb, r0, r1);
+    sync_unless_in_place(&w->w_down);
+    for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
+#pragma omp barrier
+}
+
+/* Where a region of the team stopped: at layer `layer`'s attention (a policy without
+ * store_attend_heads; q, k, v are ready), or layer == n_layers when the token is done. */
+typedef struct team_stop {
+    int layer;
+    sqz_status st;
+} team_stop;
+
+/* One thread's part of layers l0.. (from l0's wo on when after_attention), then of the output
+ * matrix into logits (NULL: none). Called by every thread of the region. */
+static void team_run(sqz_session *s, int l0, int after_attention, float *logits, team_stop *stop) {
     const sqz_model *m = s->model;
     const sqz_config *c = &m->cfg;
-    const int nt = s->ctx->n_threads;
-    const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
-    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    sqz_status st = SQZ_OK;
-    sqz_tensor_row_f32(&m->tok_embd, token, s->x);
-    for (int l = 0; l < c->n_layers && st == SQZ_OK; l++) {
+    const sqz_kv_policy *pol = s->kv->policy;
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const sqz_team_buf *b = &s->team[tid];
+    const team_heads th = heads_of(c, tid, nth);
+    for (int l = l0; l < c->n_layers; l++) {
         const sqz_layer_weights *w = &m->layers[l];
-        const sqz_tensor *qkv[3] = { &w->wq, &w->wk, &w->wv };
-        float *qkv_out[3] = { s->q, s->k, s->v };
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#pragma omp single
-            {
-                sqz_rmsnorm(s->xb, s->x, w->attn_norm.data, 1, D, c->norm_eps);
-                prepare(s, qkv, 3, s->xb);
+        /* each thread attends with exactly the heads it computed: no barrier before attention */
+        const int own_heads = c->n_kv_heads % nth == 0 && qkv_in_place(w);
+        if (!(l == l0 && after_attention)) {
+            team_qkv(s, w, b, &th);
+            if (!pol->store_attend_heads) {
+                if (tid == 0) stop->layer = l; /* the region's end is the barrier */
+                return;
             }
-            team_matvecs(s, qkv, qkv_out, 3, s->xb, tid, nth);
+            if (!own_heads) {
 #pragma omp barrier
-#pragma omp single
-            {
-                add_bias(s->q, &w->bq, 1);
-                add_bias(s->k, &w->bk, 1);
-                add_bias(s->v, &w->bv, 1);
-                sqz_rope(s->q, 1, qd, c->n_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved);
-                sqz_rope(s->k, 1, kvd, c->n_kv_heads, hd, s->pos, s->rope_cos, s->rope_sin, c->rope_interleaved);
-                st = s->kv->policy->store(s->kv->state, l, s->pos, 1, s->k, s->v);
             }
+            if (th.g0 < th.g1) {
+                sqz_status st = pol->store_attend_heads(s->kv->state, l, s->pos, s->k, s->v, s->q,
+                                                        s->att, (int)th.g0, (int)th.g1);
+                if (st) {
+#pragma omp critical(sqz_team_status)
+                    stop->st = st;
+                }
+            }
+#pragma omp barrier
         }
-        if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
-        s->kv->policy->attend(s->kv->state, l, s->pos, 1, s->q, s->att, nt);
-        const sqz_tensor *wo[1] = { &w->wo }, *gu[2] = { &w->w_gate, &w->w_up }, *dn[1] = { &w->w_down };
-        float *wo_out[1] = { s->xb }, *gu_out[2] = { s->hb, s->hb2 }, *dn_out[1] = { s->xb };
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#pragma omp single
-            prepare(s, wo, 1, s->att);
-            team_matvecs(s, wo, wo_out, 1, s->att, tid, nth);
-#pragma omp barrier
-#pragma omp single
-            {
-                add_bias(s->xb, &w->bo, 1);
-                for (int i = 0; i < D; i++) s->x[i] += s->xb[i];
-                sqz_rmsnorm(s->xb, s->x, w->ffn_norm.data, 1, D, c->norm_eps);
-                prepare(s, gu, 2, s->xb);
-            }
-            team_matvecs(s, gu, gu_out, 2, s->xb, tid, nth);
-#pragma omp barrier
-#pragma omp single
-            {
-                sqz_swiglu(s->hb, s->hb2, F);
-                prepare(s, dn, 1, s->hb);
-            }
-            team_matvecs(s, dn, dn_out, 1, s->hb, tid, nth);
-#pragma omp barrier
-#pragma omp single
-            for (int i = 0; i < D; i++) s->x[i] += s->xb[i];
-        }
+        team_after_attention(s, w, b, tid, nth);
     }
-    return st;
+    if (tid == 0) stop->layer = c->n_layers;
+    if (!logits) return;
+    sqz_rmsnorm(b->xn, s->x, m->out_norm.data, 1, c->dim, c->norm_eps);
+    const sqz_tensor *out[1] = { &m->output };
+    const void *xq[1];
+    team_prepare(out, 1, b->xn, b, xq);
+    team_matvec(&m->output, b->xn, xq[0], logits, tid, nth);
+}
+
+/* One token at s->pos through every layer with the context's threads; logits (NULL: none) gets
+ * the output. Leaves the final hidden state in s->x, as forward_batch does. */
+static sqz_status forward_token_team(sqz_session *s, int32_t token, float *logits) {
+    const sqz_model *m = s->model;
+    const int nt = s->ctx->n_threads;
+    sqz_status st = team_reserve(s, nt);
+    if (st) return st;
+    sqz_tensor_row_f32(&m->tok_embd, token, s->x);
+    team_stop stop = { 0, SQZ_OK };
+    int after_attention = 0;
+    for (;;) {
+        const int l0 = stop.layer;
+#pragma omp parallel num_threads(nt)
+        team_run(s, l0, after_attention, logits, &stop);
+        if (stop.st) break;
+        if (stop.layer == m->cfg.n_layers) break;
+        /* the policy's own store and (threaded) attend, between two regions */
+        const sqz_kv *kv = s->kv;
+        st = kv->policy->store(kv->state, stop.layer, s->pos, 1, s->k, s->v);
+        if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", kv->policy->name);
+        kv->policy->attend(kv->state, stop.layer, s->pos, 1, s->q, s->att, nt);
+        after_attention = 1;
+    }
+    if (stop.st)
+        return sqz_fail(s->ctx, stop.st, "KV cache policy %s failed to store", s->kv->policy->name);
+    return SQZ_OK;
 }
 
 sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float *logits,
@@ -301,9 +473,18 @@ sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float 
     const int D = c->dim, V = c->vocab_size;
     for (int done = 0; done < n;) {
         const int T = n - done < s->max_batch ? n - done : s->max_batch;
-        /* one token with several threads: the team path (fewer parallel regions) */
-        sqz_status st = T == 1 && s->ctx->n_threads > 1 ? forward_token_team(s, tokens[done])
-                                                        : forward_batch(s, tokens + done, T);
+        /* one token with several threads: the team path (one parallel region), which also
+         * computes the logits when they are wanted */
+        if (T == 1 && s->ctx->n_threads > 1) {
+            float *out = !logits ? NULL : logits_all ? logits + (size_t)done * V
+                         : done + 1 == n ? logits : NULL;
+            sqz_status st = forward_token_team(s, tokens[done], out);
+            if (st) return st;
+            s->pos++;
+            done++;
+            continue;
+        }
+        sqz_status st = forward_batch(s, tokens + done, T);
         if (st) return st;
         s->pos += T;
         if (logits && logits_all) {

@@ -21,8 +21,9 @@ struct sqz_session {
     float *hb, *hb2; /* [B][F] FFN gate and up */
     float *last_logits; /* [V] */
     float *rope_cos, *rope_sin; /* [max_ctx][hd/2] */
-    char *xq[3];   /* decode: activations quantized for up to three matrices at once */
-    size_t xq_bytes; /* bytes of each xq buffer */
+    size_t xq_bytes; /* bytes of one input row in any activation format (team decode) */
+    struct sqz_team_buf *team; /* [n_team] multi-threaded decode: each thread's own scratch */
+    int n_team;
 };
 
 /* Where a layer's matrices read their input, for calibration: the normed input of q/k/v

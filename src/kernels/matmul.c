@@ -110,13 +110,10 @@ typedef struct qdot_kernels {
     sqz_vec_dot_q_tile4_fn tile4; /* NULL: token by token */
 } qdot_kernels;
 
-/* (One tier_row per tier tried: decode looks the kernels up for every matrix of every token.) */
+/* (The tier's row is built once for all three: decode looks the kernels up for every matrix of
+ * every token.) */
 static qdot_kernels qdot_lookup(sqz_type t, sqz_isa isa) {
-    for (int i = (int)isa; i > 0; i--) {
-        const sqz_kernel_row r = tier_row(t, (sqz_isa)i);
-        if (r.vec_dot_q) return (qdot_kernels){ r.vec_dot_q_rows, r.vec_dot_q, r.vec_dot_q_tile4 };
-    }
-    const sqz_kernel_row r = tier_row(t, SQZ_ISA_REF);
+    const sqz_kernel_row r = tier_row(t, vdq_tier(t, isa));
     return (qdot_kernels){ r.vec_dot_q_rows, r.vec_dot_q, r.vec_dot_q_tile4 };
 }
 

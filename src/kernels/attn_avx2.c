@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "kernels/attn.h"
+#include "kernels/exp_avx2.h"
 
 enum { NQ = 8 }; /* queries per pass: their accumulators stay in registers */
 
@@ -206,27 +207,6 @@ static void accum_avx2(const sqz_kvrow_fmt *f, int nq, const float *w, size_t wl
     }
 }
 
-/* e^x for x <= 0 (softmax's shifted scores), as Cephes' expf: x = n ln2 + r with |r| <= ln2/2
- * (ln2 split in two so n ln2 is exact), e^r = 1 + r + r^2 P(r) with P Cephes' degree-5 minimax
- * polynomial (about 1 ulp), times 2^n built in the exponent bits. Below -87 the result would be
- * subnormal: it is clamped there (e^-87 ~ 1e-38, nothing next to the maximum's e^0 = 1). */
-static inline __m256 exp_neg(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 static void softmax_avx2(float *x, int n) {
     int i = 0;
     __m256 mv = _mm256_set1_ps(x[0]);
@@ -239,14 +219,14 @@ static void softmax_avx2(float *x, int n) {
     const __m256 mb = _mm256_set1_ps(m);
     __m256 sv = _mm256_setzero_ps();
     for (i = 0; i + 8 <= n; i += 8) {
-        const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+        const __m256 e = sqz_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
         _mm256_storeu_ps(x + i, e);
         sv = _mm256_add_ps(sv, e);
     }
     if (i < n) { /* the tail through a padded buffer, so every element takes the same exp */
         float t[8];
         for (int k = 0; k < 8; k++) t[k] = i + k < n ? x[i + k] - m : -87.0f;
-        const __m256 e = exp_neg(_mm256_loadu_ps(t));
+        const __m256 e = sqz_exp256(_mm256_loadu_ps(t));
         _mm256_storeu_ps(t, e);
         for (int k = 0; i + k < n; k++) x[i + k] = t[k];
         sv = _mm256_add_ps(sv, _mm256_blendv_ps(_mm256_setzero_ps(), e,

@@ -4,12 +4,20 @@
 
 #include <math.h>
 
-void sqz_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps) {
+#include "kernels/kernels.h"
+
+void sqz_rmsnorm_ref(float *out, const float *x, const float *w, int T, int D, float eps) {
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * D;
         float *o = out + (size_t)t * D;
-        float ss = 0;
-        for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
+        /* eight running sums: one chain of D dependent adds took longer than the rest */
+        float part[8] = { 0 };
+        int i = 0;
+        for (; i + 8 <= D; i += 8)
+            for (int j = 0; j < 8; j++) part[j] += xr[i + j] * xr[i + j];
+        for (; i < D; i++) part[i % 8] += xr[i] * xr[i];
+        const float ss = ((part[0] + part[1]) + (part[2] + part[3])) +
+                         ((part[4] + part[5]) + (part[6] + part[7]));
         const float s = 1.0f / sqrtf(ss / (float)D + eps);
         for (int i = 0; i < D; i++) o[i] = xr[i] * s * w[i];
     }
@@ -40,11 +48,21 @@ void sqz_rope(float *x, int T, int row_stride, int n_heads, int head_dim, int po
     }
 }
 
-void sqz_swiglu(float *gate, const float *up, int64_t n) {
+void sqz_swiglu_ref(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         const float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+void sqz_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps) {
+    if (sqz_isa_best() >= SQZ_ISA_AVX2) sqz_rmsnorm_avx2(out, x, w, T, D, eps);
+    else sqz_rmsnorm_ref(out, x, w, T, D, eps);
+}
+
+void sqz_swiglu(float *gate, const float *up, int64_t n) {
+    if (sqz_isa_best() >= SQZ_ISA_AVX2) sqz_swiglu_avx2(gate, up, n);
+    else sqz_swiglu_ref(gate, up, n);
 }
 
 void sqz_softmax(float *x, int n) {

@@ -6,8 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, for T rows of width D (out may equal x). */
+/* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, for T rows of width D (out may equal x), with
+ * the best tier for this CPU; the tiers differ only in the order of the sum's additions. */
 void sqz_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps);
+void sqz_rmsnorm_ref(float *out, const float *x, const float *w, int T, int D, float eps);
+void sqz_rmsnorm_avx2(float *out, const float *x, const float *w, int T, int D, float eps);
 
 /* Rotary embedding, in place, on T rows of n_heads heads of head_dim, for positions pos0 + t.
  * cos/sin tables: [max_pos][head_dim/2]. interleaved: pairs (2i, 2i+1) (llama2.c, GGUF), else
@@ -15,8 +18,12 @@ void sqz_rmsnorm(float *out, const float *x, const float *w, int T, int D, float
 void sqz_rope(float *x, int T, int row_stride, int n_heads, int head_dim, int pos0,
               const float *cos_tab, const float *sin_tab, int interleaved);
 
-/* gate[i] = silu(gate[i]) * up[i] for n elements. */
+/* gate[i] = silu(gate[i]) * up[i] for n elements, with the best tier for this CPU. The
+ * reference, sqz_swiglu_ref, uses libm's expf; the AVX2 tier a polynomial exp within 2 ulp of
+ * it (exp_avx2.h): decode spends more time in expf than in this step's other work otherwise. */
 void sqz_swiglu(float *gate, const float *up, int64_t n);
+void sqz_swiglu_ref(float *gate, const float *up, int64_t n);
+void sqz_swiglu_avx2(float *gate, const float *up, int64_t n); /* ops_avx2.c; AVX2 CPUs only */
 
 /* In-place softmax of x[0..n); returns nothing; the max is subtracted first. */
 void sqz_softmax(float *x, int n);

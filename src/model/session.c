@@ -221,15 +221,14 @@ typedef struct sqz_team_buf {
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* Scratch for nt threads (kept across tokens; n_threads may grow after the session is made).
+/* Scratch for nt threads (kept across tokens; made again when the thread count changes).
  * Each thread's block is cache-line aligned, so threads never share a line. */
 static sqz_status team_reserve(sqz_session *s, int nt) {
-    if (s->n_team >= nt) return SQZ_OK;
-    for (int i = 0; i < s->n_team; i++) free(s->team[i].xn);
-    free(s->team);
-    s->n_team = 0;
+    if (s->n_team == nt) return SQZ_OK;
+    team_free(s);
     s->team = calloc((size_t)nt, sizeof *s->team);
-    if (!s->team) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "out of memory for decode scratch");
+    if (!s->team || sqz_spin_barrier_init(&s->team_sync, nt))
+        return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "out of memory for decode scratch");
     const size_t xn = round64((size_t)s->model->cfg.dim * sizeof(float)), xq = round64(s->xq_bytes);
     for (int i = 0; i < nt; i++) {
         char *p = aligned_alloc(64, xn + 3 * xq);
@@ -246,6 +245,7 @@ static void team_free(sqz_session *s) {
     free(s->team);
     s->team = NULL;
     s->n_team = 0;
+    sqz_spin_barrier_free(&s->team_sync);
 }
 
 /* This thread's share [*r0, *r1) of n items in a team of nth, in units of `unit` items (a
@@ -302,12 +302,15 @@ static int qkv_in_place(const sqz_layer_weights *w) {
            sqz_matvec_rows_in_place(&w->wv);
 }
 
+/* Where the team's threads meet (instead of `omp barrier`: core/spin_barrier.h says why). */
+static void team_sync(sqz_session *s) {
+    sqz_spin_barrier_wait(&s->team_sync, omp_get_thread_num(), omp_get_num_threads());
+}
+
 /* Meet the other threads when w wrote outputs outside this thread's rows (see
  * sqz_matvec_rows_in_place); every thread tests the same w, so all or none wait. */
-static void sync_unless_in_place(const sqz_tensor *w) {
-    if (!sqz_matvec_rows_in_place(w)) {
-#pragma omp barrier
-    }
+static void sync_unless_in_place(sqz_session *s, const sqz_tensor *w) {
+    if (!sqz_matvec_rows_in_place(w)) team_sync(s);
 }
 
 /* Attention's inputs for this thread's heads: q, k, v rows of them, with bias and RoPE. */
@@ -323,9 +326,7 @@ static void team_qkv(sqz_session *s, const sqz_layer_weights *w, const sqz_team_
     sqz_matvec_rows(&w->wq, b->xn, xq[0], s->q, q0, q1);
     sqz_matvec_rows(&w->wk, b->xn, xq[1], s->k, k0, k1);
     sqz_matvec_rows(&w->wv, b->xn, xq[2], s->v, k0, k1);
-    if (!qkv_in_place(w)) { /* other threads wrote some of this thread's heads */
-#pragma omp barrier
-    }
+    if (!qkv_in_place(w)) team_sync(s); /* other threads wrote some of this thread's heads */
     add_bias_rows(s->q, &w->bq, q0, q1);
     add_bias_rows(s->k, &w->bk, k0, k1);
     add_bias_rows(s->v, &w->bv, k0, k1);
@@ -357,27 +358,25 @@ static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
     const sqz_tensor *wo[1] = { &w->wo };
     team_prepare(wo, 1, s->att, b, xq);
     sqz_matvec_rows(&w->wo, s->att, xq[0], s->xb, r0, r1);
-    sync_unless_in_place(&w->wo);
+    sync_unless_in_place(s, &w->wo);
     add_bias_rows(s->xb, &w->bo, r0, r1);
     for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
-#pragma omp barrier
+    team_sync(s);
     /* gate and up: the same rows of both, so SwiGLU of them needs no other thread */
     sqz_rmsnorm(b->xn, s->x, w->ffn_norm.data, 1, (int)D, c->norm_eps);
     const sqz_tensor *gu[2] = { &w->w_gate, &w->w_up };
     team_prepare(gu, 2, b->xn, b, xq);
     sqz_matvec_rows(&w->w_gate, b->xn, xq[0], s->hb, f0, f1);
     sqz_matvec_rows(&w->w_up, b->xn, xq[1], s->hb2, f0, f1);
-    if (!sqz_matvec_rows_in_place(&w->w_gate) || !sqz_matvec_rows_in_place(&w->w_up)) {
-#pragma omp barrier
-    }
+    if (!sqz_matvec_rows_in_place(&w->w_gate) || !sqz_matvec_rows_in_place(&w->w_up)) team_sync(s);
     sqz_swiglu(s->hb + f0, s->hb2 + f0, f1 - f0);
-#pragma omp barrier
+    team_sync(s);
     const sqz_tensor *dn[1] = { &w->w_down };
     team_prepare(dn, 1, s->hb, b, xq);
     sqz_matvec_rows(&w->w_down, s->hb, xq[0], s->xb, r0, r1);
-    sync_unless_in_place(&w->w_down);
+    sync_unless_in_place(s, &w->w_down);
     for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
-#pragma omp barrier
+    team_sync(s);
 }
 
 /* Where a region of the team stopped: at layer `layer`'s attention (a policy without
@@ -406,9 +405,7 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
                 if (tid == 0) stop->layer = l; /* the region's end is the barrier */
                 return;
             }
-            if (!own_heads) {
-#pragma omp barrier
-            }
+            if (!own_heads) team_sync(s);
             if (th.g0 < th.g1) {
                 sqz_status st = pol->store_attend_heads(s->kv->state, l, s->pos, s->k, s->v, s->q,
                                                         s->att, (int)th.g0, (int)th.g1);
@@ -417,7 +414,7 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
                     stop->st = st;
                 }
             }
-#pragma omp barrier
+            team_sync(s);
         }
         team_after_attention(s, w, b, tid, nth);
     }
@@ -442,6 +439,7 @@ static sqz_status forward_token_team(sqz_session *s, int32_t token, float *logit
     int after_attention = 0;
     for (;;) {
         const int l0 = stop.layer;
+        sqz_spin_barrier_reset(&s->team_sync);
 #pragma omp parallel num_threads(nt)
         team_run(s, l0, after_attention, logits, &stop);
         if (stop.st) break;

@@ -2,6 +2,7 @@
 #ifndef SQZ_MODEL_SESSION_H
 #define SQZ_MODEL_SESSION_H
 
+#include "core/spin_barrier.h"
 #include "model/kv.h"
 #include "model/model.h"
 
@@ -24,6 +25,7 @@ struct sqz_session {
     size_t xq_bytes; /* bytes of one input row in any activation format (team decode) */
     struct sqz_team_buf *team; /* [n_team] multi-threaded decode: each thread's own scratch */
     int n_team;
+    sqz_spin_barrier team_sync; /* where the decode team meets (n_team threads) */
 };
 
 /* Where a layer's matrices read their input, for calibration: the normed input of q/k/v

@@ -559,7 +559,12 @@ static inline void acc4_rows_q4_k(int64_t n, const char *p, size_t rs, const voi
     const block_q4_K *w[4] = { (const void *)p, (const void *)(p + rs), (const void *)(p + 2 * rs),
                                (const void *)(p + 3 * rs) };
     const __m512i dup_mins = _mm512_broadcast_i32x4(_mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
-    const __m512i lanes = _mm512_broadcast_i32x4(order8());
+    /* dword v of 128-bit lane L: the scale of sub-block 4(v/2) + v%2 + 2(L/2), the order of
+     * the products below (v = 2h: low nibbles of half h, 2h + 1: its high nibbles) */
+    const __m512i lanes = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 4, 5, 0, 1, 4, 5, 2, 3, 6, 7, 2, 3, 6, 7));
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i pick_lo = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
+    const __m512i pick_hi = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
     /* d * a.d of row r is float 2r of df, dmin * a.d float 2r + 1 */
     const __m512i d_idx[4] = { _mm512_set1_epi32(0), _mm512_set1_epi32(2), _mm512_set1_epi32(4), _mm512_set1_epi32(6) };
     const __m512i m_idx01 = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -591,14 +596,23 @@ static inline void acc4_rows_q4_k(int64_t n, const char *p, size_t rs, const voi
         sl[1] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(l8, 1));
         sl[2] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(l8, 2));
         sl[3] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(l8, 3));
-        #pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) {
-            const __m512i av = _mm512_loadu_si512(a[b].qs + 64 * v);
+        /* 64 bytes of a row's quants per load: bytes 0..31 hold sub-blocks 4h (low nibbles)
+         * and 4h + 1 (high), bytes 32..63 sub-blocks 4h + 2 and 4h + 3; the activations are
+         * put in that order once for the four rows */
+        #pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m512i a0 = _mm512_loadu_si512(a[b].qs + 128 * h);
+            const __m512i a1 = _mm512_loadu_si512(a[b].qs + 128 * h + 64);
+            const __m512i alo = _mm512_permutex2var_epi64(a0, pick_lo, a1); /* sub-blocks 4h, 4h+2 */
+            const __m512i ahi = _mm512_permutex2var_epi64(a0, pick_hi, a1); /* 4h+1, 4h+3 */
             #pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
-                const __m512i pr = _mm512_maddubs_epi16(nibbles32(w[r][b].qs + 32 * v), av);
-                sumi[r] = v == 0 ? _mm512_madd_epi16(pr, scale_v(sl[r], 0))
-                                 : _mm512_dpwssd_epi32(sumi[r], pr, scale_v(sl[r], v));
+                const __m512i z = _mm512_loadu_si512(w[r][b].qs + 64 * h);
+                const __m512i plo = _mm512_maddubs_epi16(_mm512_and_si512(z, m4), alo);
+                const __m512i phi = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(z, 4), m4), ahi);
+                sumi[r] = h == 0 ? _mm512_madd_epi16(plo, scale_v(sl[r], 0))
+                                 : _mm512_dpwssd_epi32(sumi[r], plo, scale_v(sl[r], 2));
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], phi, scale_v(sl[r], 2 * h + 1));
             }
         }
         #pragma GCC unroll 4

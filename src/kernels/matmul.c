@@ -43,8 +43,11 @@ static sqz_isa isa_detect(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HAS_F16C)
         best = SQZ_ISA_AVX2;
+    /* the *_avx512.c files are built with (and use) DQ and VNNI too: an AVX-512 CPU without
+     * them (Skylake-SP/X) runs the AVX2 tier instead of faulting */
     if (best == SQZ_ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
         best = SQZ_ISA_AVX512;
 #endif
     const char *cap = getenv("SQZ_ISA");

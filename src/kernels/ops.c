@@ -1,5 +1,6 @@
-/* ops.c - transformer row operations in portable C (the compiler vectorises the loops; they
- * cost little next to the matrix products). */
+/* ops.c - transformer row operations in portable C, the references of the SIMD tiers that
+ * rmsnorm and SwiGLU have (ops_avx2.c; chosen here at run time). The rest cost little next to
+ * the matrix products. */
 #include "kernels/ops.h"
 
 #include <math.h>

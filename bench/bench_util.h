@@ -47,7 +47,7 @@ static double others_cores(cpu_mark a, cpu_mark b) {
 }
 
 /* The whole file at path, NUL-terminated, its length in *len; NULL when it cannot be read. */
-static char *read_file(const char *path, size_t *len) {
+static inline char *read_file(const char *path, size_t *len) { /* inline: not every bench reads a file */
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);

@@ -4,8 +4,10 @@
  *   - stories260K (assets/, f32, 8 query / 4 KV heads) with 2 and 3 threads (3 does not divide
  *     the KV heads: the path with a barrier before attention);
  *   - sqz-llama-26m as f16 (the HF folder) and as q4_k (converted here), 2 threads;
- * with the f32 cache (the default), f16 (both attend inside the team), and policies that run
- * their own store + attend between two regions (q4 = KIVI, streaming). */
+ * with the f32 cache (the default), f16 and KIVI q4 / q8 (all three attend inside the team;
+ * KIVI with small groups and windows, so that its threads quantize their heads' token groups
+ * within the 40 steps, and with the defaults), and streaming, which runs its own store + attend
+ * between two regions. */
 #include "sqz.h"
 #include "test.h"
 
@@ -37,7 +39,8 @@ static void check_model(sqz_ctx *ctx, const char *name, const sqz_model *m, cons
         ids[t] = (int32_t)((rng >> 33) % (uint64_t)V);
     }
     float *one = malloc(sizeof(float) * NTOK * V), *many = malloc(sizeof(float) * NTOK * V);
-    const char *specs[] = { NULL, "f16", "q4", "streaming:sink=4,window=16" };
+    const char *specs[] = { NULL, "f16", "q4", "q4:group=8,window=8", "q8:group=16,window=0",
+                            "streaming:sink=4,window=16" };
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
         const char *kv = specs[i] ? specs[i] : "f32 (default)";
         if (decode_run(ctx, m, specs[i], 1, ids, one, V)) {

@@ -41,7 +41,9 @@ typedef struct kivi_layer {
     uint8_t *vq;          /* [max_pos][row_bytes] */
     uint16_t *vs, *vm;    /* [max_pos][row / vg] */
     float *rk, *rv;       /* [R+G][row]: positions nq .. n-1 */
-    int n, nq;            /* positions stored; positions quantized (a multiple of G) */
+    int *n, *nq;          /* [Hkv] per KV head: positions stored; positions quantized (a
+                             multiple of G). Equal for every head between calls; kept per head
+                             so that threads storing disjoint heads never share a counter */
 } kivi_layer;
 
 typedef struct kivi {
@@ -52,6 +54,7 @@ typedef struct kivi {
     kivi_layer *layers;
     sqz_kivi_kernels kk; /* scores and value sums on the codes */
     sqz_attn_kernels kr; /* the same on the f32 residual */
+    float *scores;       /* [Hkv][group][max_pos] store_attend_heads' scratch, one per KV head */
 } kivi;
 
 static void destroy(void *state) {
@@ -61,9 +64,10 @@ static void destroy(void *state) {
         for (int l = 0; l < c->shape.n_layers; l++) {
             kivi_layer *L = &c->layers[l];
             free(L->kq), free(L->ks), free(L->km), free(L->vq), free(L->vs), free(L->vm);
-            free(L->rk), free(L->rv);
+            free(L->rk), free(L->rv), free(L->n), free(L->nq);
         }
     free(c->layers);
+    free(c->scores);
     free(c);
 }
 
@@ -98,7 +102,8 @@ static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
     c->kk = sqz_kivi_kernels_get(sqz_isa_best());
     c->kr = sqz_attn_kernels_best();
     c->layers = calloc((size_t)shape->n_layers, sizeof *c->layers);
-    int ok = c->layers != NULL;
+    c->scores = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof *c->scores);
+    int ok = c->layers && c->scores;
     const size_t row = (size_t)c->row, rb = (size_t)c->row_bytes, mg = (size_t)c->max_groups;
     const size_t mp = (size_t)shape->max_pos, res = (size_t)(R + G);
     for (int l = 0; ok && l < shape->n_layers; l++) {
@@ -111,7 +116,9 @@ static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
         L->vm = malloc(mp * (row / (size_t)vg) * 2);
         L->rk = malloc(res * row * sizeof(float));
         L->rv = malloc(res * row * sizeof(float));
-        ok = L->kq && L->ks && L->km && L->vq && L->vs && L->vm && L->rk && L->rv;
+        L->n = calloc((size_t)shape->n_kv_heads, sizeof *L->n);
+        L->nq = calloc((size_t)shape->n_kv_heads, sizeof *L->nq);
+        ok = L->kq && L->ks && L->km && L->vq && L->vs && L->vm && L->rk && L->rv && L->n && L->nq;
     }
     if (!ok) {
         destroy(c);
@@ -137,7 +144,8 @@ static sqz_status create_q2(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p,
 
 static void reset(void *state) {
     kivi *c = state;
-    for (int l = 0; l < c->shape.n_layers; l++) c->layers[l].n = c->layers[l].nq = 0;
+    for (int l = 0; l < c->shape.n_layers; l++)
+        for (int g = 0; g < c->shape.n_kv_heads; g++) c->layers[l].n[g] = c->layers[l].nq[g] = 0;
 }
 
 /* Asymmetric parameters of the values x[0], x[stride], ... (n of them), rounded to f16; the
@@ -167,14 +175,16 @@ static inline void put_code(uint8_t *row, int bits, int i, int code) {
     row[i / per] = (uint8_t)((row[i / per] & ~(((1 << bits) - 1) << sh)) | (code << sh));
 }
 
-/* Quantizes the oldest G residual tokens of L (positions nq .. nq+G-1) and drops them from the
- * residual. */
-static void quantize_group(kivi *c, kivi_layer *L) {
+/* Quantizes KV head g's oldest G residual tokens (positions nq[g] .. nq[g]+G-1): its channels
+ * [g hd, (g+1) hd) of the rows, which are whole bytes of the packed rows (create checks that
+ * hd * bits is a multiple of 8), and drops them from its part of the residual. */
+static void quantize_group(kivi *c, kivi_layer *L, int g) {
     const int G = c->G, row = c->row, rb = c->row_bytes, qmax = (1 << c->bits) - 1;
-    const int gi = L->nq / G;
+    const int hd = c->shape.head_dim, c0 = g * hd, c1 = c0 + hd, hb = hd * c->bits / 8;
+    const int gi = L->nq[g] / G;
     uint8_t *kq = L->kq + (size_t)gi * G * rb;
-    memset(kq, 0, (size_t)G * rb);
-    for (int ch = 0; ch < row; ch++) {
+    for (int j = 0; j < G; j++) memset(kq + (size_t)j * rb + (size_t)g * hb, 0, (size_t)hb);
+    for (int ch = c0; ch < c1; ch++) {
         float scale, mn;
         qparams(L->rk + ch, G, (size_t)row, qmax, &L->ks[(size_t)gi * row + ch],
                 &L->km[(size_t)gi * row + ch], &scale, &mn);
@@ -183,11 +193,11 @@ static void quantize_group(kivi *c, kivi_layer *L) {
     }
     const int nvg = row / c->vg;
     for (int j = 0; j < G; j++) {
-        const int p = L->nq + j;
+        const int p = L->nq[g] + j;
         const float *x = L->rv + (size_t)j * row;
         uint8_t *vq = L->vq + (size_t)p * rb;
-        memset(vq, 0, (size_t)rb);
-        for (int b = 0; b < nvg; b++) {
+        memset(vq + (size_t)g * hb, 0, (size_t)hb);
+        for (int b = c0 / c->vg; b < c1 / c->vg; b++) {
             float scale, mn;
             qparams(x + b * c->vg, c->vg, 1, qmax, &L->vs[(size_t)p * nvg + b],
                     &L->vm[(size_t)p * nvg + b], &scale, &mn);
@@ -195,83 +205,121 @@ static void quantize_group(kivi *c, kivi_layer *L) {
                 put_code(vq, c->bits, i, qcode(x[i], scale, mn, qmax));
         }
     }
-    const int left = L->n - L->nq - G;
-    memmove(L->rk, L->rk + (size_t)G * row, (size_t)left * row * sizeof(float));
-    memmove(L->rv, L->rv + (size_t)G * row, (size_t)left * row * sizeof(float));
-    L->nq += G;
+    const int left = L->n[g] - L->nq[g] - G;
+    for (int j = 0; j < left; j++) { /* rows j + G -> j, this head's channels */
+        memcpy(L->rk + (size_t)j * row + c0, L->rk + (size_t)(j + G) * row + c0, (size_t)hd * sizeof(float));
+        memcpy(L->rv + (size_t)j * row + c0, L->rv + (size_t)(j + G) * row + c0, (size_t)hd * sizeof(float));
+    }
+    L->nq[g] += G;
+}
+
+/* Whether positions pos.. may be stored, by KV head g's counters (every head's are equal
+ * between calls; a thread asks about its own heads only). */
+static sqz_status store_check(const kivi_layer *L, int g, int pos) {
+    if (pos < L->nq[g]) return SQZ_ERR_ARG; /* already quantized: cannot be overwritten */
+    if (pos > L->n[g]) return SQZ_ERR_ARG;  /* a gap */
+    return SQZ_OK;
+}
+
+/* KV head g's channels of n rows k, v at positions pos.. */
+static void store_head(kivi *c, kivi_layer *L, int g, int pos, int n, const float *k, const float *v) {
+    const size_t row = (size_t)c->row, hd = (size_t)c->shape.head_dim, c0 = (size_t)g * hd;
+    L->n[g] = pos; /* rewriting positions still in the residual simply replaces them */
+    for (int i = 0; i < n; i++) {
+        const size_t r = (size_t)(L->n[g] - L->nq[g]) * row + c0;
+        memcpy(L->rk + r, k + (size_t)i * row + c0, hd * sizeof(float));
+        memcpy(L->rv + r, v + (size_t)i * row + c0, hd * sizeof(float));
+        L->n[g]++;
+        if (L->n[g] - L->nq[g] == c->R + c->G) quantize_group(c, L, g);
+    }
 }
 
 static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
     kivi *c = state;
     kivi_layer *L = &c->layers[layer];
-    if (pos < L->nq)
+    if (pos < L->nq[0])
         return sqz_fail(c->ctx, SQZ_ERR_ARG,
                         "KV policy %s: cannot overwrite position %d, already quantized", c->name,
                         pos);
-    if (pos > L->n)
+    if (pos > L->n[0])
         return sqz_fail(c->ctx, SQZ_ERR_ARG, "KV policy %s: position %d stored before %d",
-                        c->name, pos, L->n);
-    L->n = pos; /* rewriting positions still in the residual simply replaces them */
-    const size_t row = (size_t)c->row;
-    for (int i = 0; i < n; i++) {
-        memcpy(L->rk + (size_t)(L->n - L->nq) * row, k + (size_t)i * row, row * sizeof(float));
-        memcpy(L->rv + (size_t)(L->n - L->nq) * row, v + (size_t)i * row, row * sizeof(float));
-        L->n++;
-        if (L->n - L->nq == c->R + c->G) quantize_group(c, L);
-    }
+                        c->name, pos, L->n[0]);
+    for (int g = 0; g < c->shape.n_kv_heads; g++) store_head(c, L, g, pos, n, k, v);
     return SQZ_OK;
 }
 
-/* One work item is (query t, KV head g): the query heads of g share its keys and values, so
- * the kernels (kernels/kivi.h) unpack each code once for all of them, and each key group's
- * scales are folded into the queries once per group. */
-static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
-                   int n_threads) {
-    const kivi *c = state;
-    const kivi_layer *L = &c->layers[layer];
+/* Query t (at position pos + t) of KV head g: the query heads of g share its keys and values,
+ * so the kernels (kernels/kivi.h) unpack each code once for all of them, and each key group's
+ * scales are folded into the queries once per group. s: [group][pmax] scratch. */
+static void attend_one(const kivi *c, const kivi_layer *L, int pos, int t, int g, const float *q,
+                       float *out, float *s, int pmax) {
     const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
     const int group = Hq / Hkv;
     const int row = c->row, rb = c->row_bytes, G = c->G, vg = c->vg, bits = c->bits;
     const int nvg = row / vg, hb = hd * bits / 8; /* packed bytes of one head's channels */
     const float scale = 1.0f / sqrtf((float)hd);
-    const int work = n * Hkv, pmax = pos + n;
     const sqz_kivi_kernels *kk = &c->kk;
     const sqz_attn_kernels *kr = &c->kr;
     const sqz_kvrow_fmt f32row = { SQZ_KVROW_F32, hd, hd };
+    const int P = pos + t + 1, nqg = L->nq[g];
+    const int nq = nqg < P ? nqg : P;
+    const float *q0 = q + (size_t)t * Hq * hd + (size_t)g * group * hd;
+    /* scores on quantized key groups: (q . min) + (q * scale) . codes */
+    for (int gi = 0; gi * G < nq; gi++) {
+        const int j1 = nq - gi * G < G ? nq - gi * G : G;
+        kk->kscores(bits, hd, group, q0, L->ks + (size_t)gi * row + (size_t)g * hd,
+                    L->km + (size_t)gi * row + (size_t)g * hd,
+                    L->kq + (size_t)gi * G * rb + (size_t)g * hb, (size_t)rb, j1, scale,
+                    s + gi * G, (size_t)pmax);
+    }
+    /* scores on the f32 residual */
+    if (P > nq)
+        kr->scores(&f32row, group, q0, L->rk + (size_t)(nq - nqg) * row + (size_t)g * hd,
+                   (size_t)row * sizeof(float), P - nq, scale, s + nq, (size_t)pmax);
+    float *o0 = out + (size_t)t * Hq * hd + (size_t)g * group * hd;
+    for (int r = 0; r < group; r++) kr->softmax(s + (size_t)r * pmax, P);
+    memset(o0, 0, (size_t)group * hd * sizeof(float));
+    const int b0 = g * hd / vg;
+    if (nq)
+        kk->vaccum(bits, hd, vg, group, s, (size_t)pmax, L->vq + (size_t)g * hb, (size_t)rb,
+                   L->vs + b0, L->vm + b0, (size_t)nvg, nq, o0);
+    if (P > nq)
+        kr->accum(&f32row, group, s + nq, (size_t)pmax,
+                  L->rv + (size_t)(nq - nqg) * row + (size_t)g * hd,
+                  (size_t)row * sizeof(float), P - nq, o0);
+}
+
+/* One work item is (query t, KV head g), spread over the threads. */
+static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
+                   int n_threads) {
+    const kivi *c = state;
+    const kivi_layer *L = &c->layers[layer];
+    const int Hkv = c->shape.n_kv_heads, group = c->shape.n_heads / Hkv;
+    const int work = n * Hkv, pmax = pos + n;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && work > 1)
     {
         float *s = malloc((size_t)group * (size_t)pmax * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-        for (int w = 0; w < work; w++) {
-            const int t = w / Hkv, g = w % Hkv, P = pos + t + 1;
-            const int nq = L->nq < P ? L->nq : P;
-            const float *q0 = q + (size_t)t * Hq * hd + (size_t)g * group * hd;
-            /* scores on quantized key groups: (q . min) + (q * scale) . codes */
-            for (int gi = 0; gi * G < nq; gi++) {
-                const int j1 = nq - gi * G < G ? nq - gi * G : G;
-                kk->kscores(bits, hd, group, q0, L->ks + (size_t)gi * row + (size_t)g * hd,
-                            L->km + (size_t)gi * row + (size_t)g * hd,
-                            L->kq + (size_t)gi * G * rb + (size_t)g * hb, (size_t)rb, j1, scale,
-                            s + gi * G, (size_t)pmax);
-            }
-            /* scores on the f32 residual */
-            if (P > nq)
-                kr->scores(&f32row, group, q0, L->rk + (size_t)(nq - L->nq) * row + (size_t)g * hd,
-                           (size_t)row * sizeof(float), P - nq, scale, s + nq, (size_t)pmax);
-            float *o0 = out + (size_t)t * Hq * hd + (size_t)g * group * hd;
-            for (int r = 0; r < group; r++) kr->softmax(s + (size_t)r * pmax, P);
-            memset(o0, 0, (size_t)group * hd * sizeof(float));
-            const int b0 = g * hd / vg;
-            if (nq)
-                kk->vaccum(bits, hd, vg, group, s, (size_t)pmax, L->vq + (size_t)g * hb, (size_t)rb,
-                           L->vs + b0, L->vm + b0, (size_t)nvg, nq, o0);
-            if (P > nq)
-                kr->accum(&f32row, group, s + nq, (size_t)pmax,
-                          L->rv + (size_t)(nq - L->nq) * row + (size_t)g * hd,
-                          (size_t)row * sizeof(float), P - nq, o0);
-        }
+        for (int w = 0; w < work; w++) attend_one(c, L, pos, w / Hkv, w % Hkv, q, out, s, pmax);
         free(s);
     }
+}
+
+/* One decode step for KV heads [g0, g1) (kv.h): called by the decode team's threads at once,
+ * each with its own heads, which share no counter, byte or scratch. No sqz_fail here (the
+ * threads would race on the message): the session reports the status. */
+static sqz_status store_attend_heads(void *state, int layer, int pos, const float *k,
+                                     const float *v, const float *q, float *out, int g0, int g1) {
+    kivi *c = state;
+    kivi_layer *L = &c->layers[layer];
+    const int group = c->shape.n_heads / c->shape.n_kv_heads, mp = c->shape.max_pos;
+    for (int g = g0; g < g1; g++)
+        if (store_check(L, g, pos)) return SQZ_ERR_ARG;
+    for (int g = g0; g < g1; g++) {
+        store_head(c, L, g, pos, 1, k, v);
+        attend_one(c, L, pos, 0, g, q, out, c->scores + (size_t)g * group * mp, pos + 1);
+    }
+    return SQZ_OK;
 }
 
 /* What the layers hold now: quantized key groups (codes + f16 scale/min per channel), quantized
@@ -282,10 +330,10 @@ static size_t bytes(const void *state) {
     size_t total = 0;
     for (int l = 0; l < c->shape.n_layers; l++) {
         const kivi_layer *L = &c->layers[l];
-        const size_t groups = (size_t)(L->nq / c->G), nq = (size_t)L->nq;
+        const size_t groups = (size_t)(L->nq[0] / c->G), nq = (size_t)L->nq[0];
         total += groups * ((size_t)c->G * rb + 2 * row * sizeof(uint16_t));
         total += nq * (rb + 2 * nvg * sizeof(uint16_t));
-        total += (size_t)(L->n - L->nq) * 2 * row * sizeof(float);
+        total += (size_t)(L->n[0] - L->nq[0]) * 2 * row * sizeof(float);
     }
     return total;
 }
@@ -300,6 +348,7 @@ static size_t bytes(const void *state) {
         .reset = reset,                                                                        \
         .store = store,                                                                        \
         .attend = attend,                                                                      \
+        .store_attend_heads = store_attend_heads,                                              \
         .bytes = bytes,                                                                        \
     };
 KIVI_POLICY(8)

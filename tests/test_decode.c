@@ -3,7 +3,9 @@
  * 1e-4 of the largest |logit|, for
  *   - stories260K (assets/, f32, 8 query / 4 KV heads) with 2 and 3 threads (3 does not divide
  *     the KV heads: the path with a barrier before attention);
- *   - sqz-llama-26m as f16 (the HF folder) and as q4_k (converted here), 2 threads;
+ *   - sqz-llama-26m as f16 (the HF folder), 2 threads, and as q4_k (converted here), 2 and 3
+ *     threads (2: wo's and down's inputs quantized by parts; 3: wo's parts are not whole
+ *     blocks, so every thread quantizes all of its input);
  * with the f32 cache (the default), f16 and KIVI q4 / q8 (all three attend inside the team;
  * KIVI with small groups and windows, so that its threads quantize their heads' token groups
  * within the 40 steps, and with the defaults), and streaming, which runs its own store + attend
@@ -91,7 +93,7 @@ int main(void) {
         sqz_status st = fd < 0 ? SQZ_ERR_IO : sqz_convert(ctx, m, path, &o, &r);
         if (st == SQZ_OK) st = sqz_model_load(ctx, path, NULL, &q);
         CHECK(st == SQZ_OK, "sqz-llama-26m -> q4_k %s", st ? sqz_ctx_error(ctx) : "");
-        if (q) check_model(ctx, "sqz-llama-26m q4_k", q, (const int[]){ 2 }, 1);
+        if (q) check_model(ctx, "sqz-llama-26m q4_k", q, (const int[]){ 2, 3 }, 2);
         sqz_model_free(q);
         unlink(path);
         sqz_model_free(m);

@@ -227,7 +227,8 @@ static sqz_status team_reserve(sqz_session *s, int nt) {
     if (s->n_team == nt) return SQZ_OK;
     team_free(s);
     s->team = calloc((size_t)nt, sizeof *s->team);
-    if (!s->team || sqz_spin_barrier_init(&s->team_sync, nt))
+    s->team_xq = aligned_alloc(64, 2 * round64(s->xq_bytes));
+    if (!s->team || !s->team_xq || sqz_spin_barrier_init(&s->team_sync, nt))
         return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "out of memory for decode scratch");
     const size_t xn = round64((size_t)s->model->cfg.dim * sizeof(float)), xq = round64(s->xq_bytes);
     for (int i = 0; i < nt; i++) {
@@ -243,7 +244,9 @@ static sqz_status team_reserve(sqz_session *s, int nt) {
 static void team_free(sqz_session *s) {
     for (int i = 0; i < s->n_team; i++) free(s->team[i].xn);
     free(s->team);
+    free(s->team_xq);
     s->team = NULL;
+    s->team_xq = NULL;
     s->n_team = 0;
     sqz_spin_barrier_free(&s->team_sync);
 }
@@ -273,6 +276,28 @@ static void team_prepare(const sqz_tensor *const *w, int n, const float *x, cons
             xq[i] = b->xq[i];
         }
     }
+}
+
+/* An input that the team quantizes by parts: each thread the elements it computed itself, into
+ * one shared buffer that everyone reads after the next barrier - instead of every thread
+ * reading all of x (half of it from the other cores' caches) and quantizing all of it. Possible
+ * when w's activations come in blocks (not mixllm's) and every thread's part, share(n, unit),
+ * starts on a block; every thread asks the same question, so all or none take this way. */
+static int part_ok(const sqz_tensor *w, int64_t n, int64_t unit, int nth) {
+    if (w->type == SQZ_TYPE_MIXLLM || n != w->cols || !sqz_act_bytes(w->type, w->cols)) return 0;
+    const int64_t bs = sqz_type_get(sqz_act_type(w->type))->block_size;
+    for (int t = 0; t < nth; t++) {
+        int64_t a, b;
+        share(n, unit, t, nth, &a, &b);
+        if (a % bs) return 0;
+    }
+    return n % bs == 0;
+}
+
+/* x[a, b) of w's input quantized into its place in the shared buffer xq */
+static void quantize_part(const sqz_tensor *w, const float *x, int64_t a, int64_t b, char *xq) {
+    if (b > a)
+        sqz_act_quantize(w->type, x + a, xq + sqz_type_row_size(sqz_act_type(w->type), a), b - a);
 }
 
 /* y[r0..r1) += b[r0..r1) (no bias: nothing) */
@@ -347,7 +372,7 @@ static void team_matvec(const sqz_tensor *w, const float *x, const void *xq, flo
 /* Everything of a layer after attention (s->att complete): wo and the feed-forward block,
  * x updated in place; ends at a barrier (the next step reads all of x). */
 static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
-                                 const sqz_team_buf *b, int tid, int nth) {
+                                 const sqz_team_buf *b, int tid, int nth, int att_parts) {
     const sqz_config *c = &s->model->cfg;
     const int64_t D = c->dim, F = c->hidden_dim;
     int64_t r0, r1, f0, f1;
@@ -356,7 +381,8 @@ static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
     const void *xq[2];
     /* wo: this thread's rows of the residual (bias first, as the batch path adds it) */
     const sqz_tensor *wo[1] = { &w->wo };
-    team_prepare(wo, 1, s->att, b, xq);
+    if (att_parts) xq[0] = s->team_xq; /* quantized by parts before the barrier */
+    else team_prepare(wo, 1, s->att, b, xq);
     sqz_matvec_rows(&w->wo, s->att, xq[0], s->xb, r0, r1);
     sync_unless_in_place(s, &w->wo);
     add_bias_rows(s->xb, &w->bo, r0, r1);
@@ -370,9 +396,13 @@ static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
     sqz_matvec_rows(&w->w_up, b->xn, xq[1], s->hb2, f0, f1);
     if (!sqz_matvec_rows_in_place(&w->w_gate) || !sqz_matvec_rows_in_place(&w->w_up)) team_sync(s);
     sqz_swiglu(s->hb + f0, s->hb2 + f0, f1 - f0);
+    const int hb_parts = part_ok(&w->w_down, F, ROW_UNIT, nth);
+    char *xq_down = s->team_xq + round64(s->xq_bytes);
+    if (hb_parts) quantize_part(&w->w_down, s->hb, f0, f1, xq_down);
     team_sync(s);
     const sqz_tensor *dn[1] = { &w->w_down };
-    team_prepare(dn, 1, s->hb, b, xq);
+    if (hb_parts) xq[0] = xq_down;
+    else team_prepare(dn, 1, s->hb, b, xq);
     sqz_matvec_rows(&w->w_down, s->hb, xq[0], s->xb, r0, r1);
     sync_unless_in_place(s, &w->w_down);
     for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
@@ -399,6 +429,9 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
         const sqz_layer_weights *w = &m->layers[l];
         /* each thread attends with exactly the heads it computed: no barrier before attention */
         const int own_heads = c->n_kv_heads % nth == 0 && qkv_in_place(w);
+        /* the attention output of this thread's KV heads is its own: wo's input by parts */
+        const int group = c->n_heads / c->n_kv_heads, gd = group * c->head_dim;
+        int att_parts = 0;
         if (!(l == l0 && after_attention)) {
             team_qkv(s, w, b, &th);
             if (!pol->store_attend_heads) {
@@ -414,9 +447,11 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
                     stop->st = st;
                 }
             }
+            att_parts = part_ok(&w->wo, (int64_t)c->n_heads * c->head_dim, gd, nth);
+            if (att_parts) quantize_part(&w->wo, s->att, th.g0 * gd, th.g1 * gd, s->team_xq);
             team_sync(s);
         }
-        team_after_attention(s, w, b, tid, nth);
+        team_after_attention(s, w, b, tid, nth, att_parts);
     }
     if (tid == 0) stop->layer = c->n_layers;
     if (!logits) return;

@@ -26,6 +26,7 @@ struct sqz_session {
     struct sqz_team_buf *team; /* [n_team] multi-threaded decode: each thread's own scratch */
     int n_team;
     sqz_spin_barrier team_sync; /* where the decode team meets (n_team threads) */
+    char *team_xq;              /* [2][xq_bytes] inputs of wo and down, quantized by parts */
 };
 
 /* Where a layer's matrices read their input, for calibration: the normed input of q/k/v

@@ -625,6 +625,43 @@ static inline void acc4_rows_q4_k(int64_t n, const char *p, size_t rs, const voi
     out[3] = _mm512_sub_ps(acc[3], _mm512_zextps256_ps512(_mm512_extractf32x8_ps(accm23, 1)));
 }
 
+/* Q8_0, four rows at once: w . a = (w + 128) . a - 128 . a, where w + 128 (w's bytes with the
+ * top bit flipped) is unsigned, as vpdpbusd wants, and -128 . a is the same for the four rows
+ * (the one-row kernel's sign tricks took four instructions per 64 weights and row). */
+static inline void acc4_rows_q8_0(int64_t n, const char *p, size_t rs, const void *xq, __m512 out[4]) {
+    const block_q8_0 *a = xq;
+    const int64_t nb = n / QK8_0;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const block_q8_0 *w[4] = { (const void *)p, (const void *)(p + rs), (const void *)(p + 2 * rs),
+                               (const void *)(p + 3 * rs) };
+    __m512 acc0[4], acc1[4];
+    for (int r = 0; r < 4; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        const __m128 da = d4_34(&a[b]);
+        const __m512i a0 = load2x32(a[b].qs, a[b + 1].qs), a1 = load2x32(a[b + 2].qs, a[b + 3].qs);
+        const __m512i e0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, a0));
+        const __m512i e1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, a1));
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const __m128 s = _mm_mul_ps(d4_34(&w[r][b]), da);
+            const __m512i u0 = _mm512_xor_si512(load2x32(w[r][b].qs, w[r][b + 1].qs), flip);
+            const __m512i u1 = _mm512_xor_si512(load2x32(w[r][b + 2].qs, w[r][b + 3].qs), flip);
+            acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(e0, u0, a0)), spread2(s, 0), acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(e1, u1, a1)), spread2(s, 2), acc1[r]);
+        }
+    }
+    for (; b < nb; b++) {
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);
+        for (int r = 0; r < 4; r++) {
+            const __m256i p = dot_s8_256(_mm256_loadu_si256((const __m256i *)w[r][b].qs), av);
+            acc1[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)),
+                                      _mm512_set1_ps(f16s(w[r][b].d) * f16s(a[b].d)), acc1[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = _mm512_add_ps(acc0[r], acc1[r]);
+}
+
 /* Q4_0, four rows (r0..r3 at p + r * rs) at once: the activations' loads, their scales and the
  * offset term -8 . a are the same for the four rows, so they are done once (the one-row
  * kernel spent a third of its instructions on them). out[r] = row r's unreduced sum. */
@@ -865,7 +902,19 @@ static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
         }                                                                                       \
         for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_##T(n, p, xq));            \
     }
-SQZ_ROWS_AND_DOT(q8_0)
+static float vdq_q8_0(int64_t n, const void *row, const void *xq) {
+    return _mm512_reduce_add_ps(acc_q8_0(n, row, xq));
+}
+static void rows_q8_0(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq, float *y) {
+    const char *p = w;
+    int64_t i = 0;
+    for (; i + 4 <= nr; i += 4, p += 4 * rs) {
+        __m512 a[4];
+        acc4_rows_q8_0(n, p, rs, xq, a);
+        _mm_storeu_ps(y + i, reduce4(a[0], a[1], a[2], a[3]));
+    }
+    for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_q8_0(n, p, xq));
+}
 static float vdq_q4_0(int64_t n, const void *row, const void *xq) {
     return _mm512_reduce_add_ps(acc_q4_0(n, row, xq));
 }

@@ -902,47 +902,27 @@ static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
         }                                                                                       \
         for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_##T(n, p, xq));            \
     }
-static float vdq_q8_0(int64_t n, const void *row, const void *xq) {
-    return _mm512_reduce_add_ps(acc_q8_0(n, row, xq));
-}
-static void rows_q8_0(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq, float *y) {
-    const char *p = w;
-    int64_t i = 0;
-    for (; i + 4 <= nr; i += 4, p += 4 * rs) {
-        __m512 a[4];
-        acc4_rows_q8_0(n, p, rs, xq, a);
-        _mm_storeu_ps(y + i, reduce4(a[0], a[1], a[2], a[3]));
+/* The same for the types with a four-row kernel acc4_rows_T (its rows' shared work done once). */
+#define SQZ_ROWS4_AND_DOT(T)                                                                    \
+    static float vdq_##T(int64_t n, const void *row, const void *xq) {                           \
+        return _mm512_reduce_add_ps(acc_##T(n, row, xq));                                       \
+    }                                                                                           \
+    static void rows_##T(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq,       \
+                         float *y) {                                                            \
+        const char *p = w;                                                                      \
+        int64_t i = 0;                                                                          \
+        for (; i + 4 <= nr; i += 4, p += 4 * rs) {                                              \
+            __m512 a[4];                                                                        \
+            acc4_rows_##T(n, p, rs, xq, a);                                                     \
+            _mm_storeu_ps(y + i, reduce4(a[0], a[1], a[2], a[3]));                              \
+        }                                                                                       \
+        for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_##T(n, p, xq));            \
     }
-    for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_q8_0(n, p, xq));
-}
-static float vdq_q4_0(int64_t n, const void *row, const void *xq) {
-    return _mm512_reduce_add_ps(acc_q4_0(n, row, xq));
-}
-static void rows_q4_0(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq, float *y) {
-    const char *p = w;
-    int64_t i = 0;
-    for (; i + 4 <= nr; i += 4, p += 4 * rs) {
-        __m512 a[4];
-        acc4_rows_q4_0(n, p, rs, xq, a);
-        _mm_storeu_ps(y + i, reduce4(a[0], a[1], a[2], a[3]));
-    }
-    for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_q4_0(n, p, xq));
-}
+SQZ_ROWS4_AND_DOT(q8_0)
+SQZ_ROWS4_AND_DOT(q4_0)
 SQZ_ROWS_AND_DOT(q2_k)
 SQZ_ROWS_AND_DOT(q3_k)
-static float vdq_q4_k(int64_t n, const void *row, const void *xq) {
-    return _mm512_reduce_add_ps(acc_q4_k(n, row, xq));
-}
-static void rows_q4_k(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq, float *y) {
-    const char *p = w;
-    int64_t i = 0;
-    for (; i + 4 <= nr; i += 4, p += 4 * rs) {
-        __m512 a[4];
-        acc4_rows_q4_k(n, p, rs, xq, a);
-        _mm_storeu_ps(y + i, reduce4(a[0], a[1], a[2], a[3]));
-    }
-    for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_q4_k(n, p, xq));
-}
+SQZ_ROWS4_AND_DOT(q4_k)
 SQZ_ROWS_AND_DOT(q5_k)
 SQZ_ROWS_AND_DOT(q6_k)
 SQZ_ROWS_AND_DOT(iq4_xs)

@@ -625,83 +625,70 @@ static inline void acc4_rows_q4_k(int64_t n, const char *p, size_t rs, const voi
     out[3] = _mm512_sub_ps(acc[3], _mm512_zextps256_ps512(_mm512_extractf32x8_ps(accm23, 1)));
 }
 
-/* Q8_0, four rows at once: w . a = (w + 128) . a - 128 . a, where w + 128 (w's bytes with the
- * top bit flipped) is unsigned, as vpdpbusd wants, and -128 . a is the same for the four rows
- * (the one-row kernel's sign tricks took four instructions per 64 weights and row). */
-static inline void acc4_rows_q8_0(int64_t n, const char *p, size_t rs, const void *xq, __m512 out[4]) {
+/* Q4_0 and Q8_0 (blocks of 32 weights with an f16 scale, against Q8_0 activations), four rows
+ * (r0..r3 at p + r * rs) at once: the activations' loads and scales are the same for the four
+ * rows and done once, as is the offset term: vpdpbusd wants unsigned weights, so Q4_0's
+ * nibbles q (q - 8 the weight) and Q8_0's bytes flipped to w + 128 (one xor) are multiplied and
+ * the dot products start from -8 . a or -128 . a. The one-row kernels spent a third (Q4_0)
+ * or half (Q8_0: sign tricks) of their instructions on what is shared or saved here.
+ * out[r] = row r's unreduced sum. */
+static inline __attribute__((always_inline)) void acc4_rows_b32(int q4, int64_t n, const char *p,
+                                                                size_t rs, const void *xq,
+                                                                __m512 out[4]) {
     const block_q8_0 *a = xq;
-    const int64_t nb = n / QK8_0;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const block_q8_0 *w[4] = { (const void *)p, (const void *)(p + rs), (const void *)(p + 2 * rs),
-                               (const void *)(p + 3 * rs) };
+    const int64_t nb = n / 32;
+    const size_t bs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const __m512i off = _mm512_set1_epi8(q4 ? 8 : (char)0x80);
     __m512 acc0[4], acc1[4];
     for (int r = 0; r < 4; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         const __m128 da = d4_34(&a[b]);
         const __m512i a0 = load2x32(a[b].qs, a[b + 1].qs), a1 = load2x32(a[b + 2].qs, a[b + 3].qs);
-        const __m512i e0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, a0));
-        const __m512i e1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, a1));
+        const __m512i e0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, a0));
+        const __m512i e1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, a1));
         #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
-            const __m128 s = _mm_mul_ps(d4_34(&w[r][b]), da);
-            const __m512i u0 = _mm512_xor_si512(load2x32(w[r][b].qs, w[r][b + 1].qs), flip);
-            const __m512i u1 = _mm512_xor_si512(load2x32(w[r][b + 2].qs, w[r][b + 3].qs), flip);
+            const char *wb = p + (size_t)r * rs + (size_t)b * bs; /* blocks b .. b+3 of row r */
+            const __m128 s = _mm_mul_ps(q4 ? d4_18(wb) : d4_34(wb), da);
+            __m512i u0, u1;
+            if (q4) {
+                const block_q4_0 *w = (const void *)wb;
+                u0 = nibbles2x16(w[0].qs, w[1].qs);
+                u1 = nibbles2x16(w[2].qs, w[3].qs);
+            } else {
+                const block_q8_0 *w = (const void *)wb;
+                u0 = _mm512_xor_si512(load2x32(w[0].qs, w[1].qs), off);
+                u1 = _mm512_xor_si512(load2x32(w[2].qs, w[3].qs), off);
+            }
             acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(e0, u0, a0)), spread2(s, 0), acc0[r]);
             acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(e1, u1, a1)), spread2(s, 2), acc1[r]);
         }
     }
-    for (; b < nb; b++) {
+    for (; b < nb; b++) { /* the last blocks one at a time, signed (dot_s8_256) */
         const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);
         for (int r = 0; r < 4; r++) {
-            const __m256i p = dot_s8_256(_mm256_loadu_si256((const __m256i *)w[r][b].qs), av);
-            acc1[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)),
-                                      _mm512_set1_ps(f16s(w[r][b].d) * f16s(a[b].d)), acc1[r]);
+            const char *wb = p + (size_t)r * rs + (size_t)b * bs;
+            __m256i v;
+            if (q4) {
+                const __m128i q = _mm_loadu_si128((const __m128i *)((const block_q4_0 *)(const void *)wb)->qs);
+                v = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+                                                     _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+            } else {
+                v = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)(const void *)wb)->qs);
+            }
+            const uint16_t d = q4 ? ((const block_q4_0 *)(const void *)wb)->d : ((const block_q8_0 *)(const void *)wb)->d;
+            acc1[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot_s8_256(v, av))),
+                                      _mm512_set1_ps(f16s(d) * f16s(a[b].d)), acc1[r]);
         }
     }
     for (int r = 0; r < 4; r++) out[r] = _mm512_add_ps(acc0[r], acc1[r]);
 }
-
-/* Q4_0, four rows (r0..r3 at p + r * rs) at once: the activations' loads, their scales and the
- * offset term -8 . a are the same for the four rows, so they are done once (the one-row
- * kernel spent a third of its instructions on them). out[r] = row r's unreduced sum. */
 static inline void acc4_rows_q4_0(int64_t n, const char *p, size_t rs, const void *xq, __m512 out[4]) {
-    const block_q8_0 *a = xq;
-    const int64_t nb = n / QK4_0;
-    const __m512i eight = _mm512_set1_epi8(8);
-    const block_q4_0 *w[4] = { (const void *)p, (const void *)(p + rs), (const void *)(p + 2 * rs),
-                               (const void *)(p + 3 * rs) };
-    __m512 acc0[4], acc1[4];
-    for (int r = 0; r < 4; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 4 <= nb; b += 4) {
-        const __m128 da = d4_34(&a[b]);
-        const __m512i a0 = load2x32(a[b].qs, a[b + 1].qs), a1 = load2x32(a[b + 2].qs, a[b + 3].qs);
-        /* (q - 8) . a = q . a - 8 . a: the dot products start from -8 . a */
-        const __m512i e0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, a0));
-        const __m512i e1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, a1));
-        #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            const __m128 s = _mm_mul_ps(d4_18(&w[r][b]), da);
-            const __m512i p0 = _mm512_dpbusd_epi32(e0, nibbles2x16(w[r][b].qs, w[r][b + 1].qs), a0);
-            const __m512i p1 = _mm512_dpbusd_epi32(e1, nibbles2x16(w[r][b + 2].qs, w[r][b + 3].qs), a1);
-            acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), spread2(s, 0), acc0[r]);
-            acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), spread2(s, 2), acc1[r]);
-        }
-    }
-    for (; b < nb; b++) {
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);
-        for (int r = 0; r < 4; r++) {
-            const __m128i q = _mm_loadu_si128((const __m128i *)w[r][b].qs);
-            const __m256i v = _mm256_sub_epi8(
-                _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f)),
-                _mm256_set1_epi8(8));
-            const __m256 f = _mm256_cvtepi32_ps(dot_s8_256(v, av));
-            acc1[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(f),
-                                      _mm512_set1_ps(f16s(w[r][b].d) * f16s(a[b].d)), acc1[r]);
-        }
-    }
-    for (int r = 0; r < 4; r++) out[r] = _mm512_add_ps(acc0[r], acc1[r]);
+    acc4_rows_b32(1, n, p, rs, xq, out);
+}
+static inline void acc4_rows_q8_0(int64_t n, const char *p, size_t rs, const void *xq, __m512 out[4]) {
+    acc4_rows_b32(0, n, p, rs, xq, out);
 }
 
 /* Q6_K: per half h (128 elements), ql[64h..64h+64) low nibbles are elements 0..63, their high
@@ -883,26 +870,7 @@ static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-#define SQZ_ROWS_AND_DOT(T)                                                                     \
-    static float vdq_##T(int64_t n, const void *row, const void *xq) {                           \
-        return _mm512_reduce_add_ps(acc_##T(n, row, xq));                                       \
-    }                                                                                           \
-    static void rows_##T(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq,       \
-                         float *y) {                                                            \
-        const char *p = w;                                                                      \
-        int64_t i = 0;                                                                          \
-        for (; i + 4 <= nr; i += 4, p += 4 * rs) {                                              \
-            /* in memory order (as call arguments they would run backwards, which the      \
-             * hardware prefetcher does not follow: 3x slower on weights from DRAM) */     \
-            const __m512 a0 = acc_##T(n, p, xq);                                                \
-            const __m512 a1 = acc_##T(n, p + rs, xq);                                           \
-            const __m512 a2 = acc_##T(n, p + 2 * rs, xq);                                       \
-            const __m512 a3 = acc_##T(n, p + 3 * rs, xq);                                       \
-            _mm_storeu_ps(y + i, reduce4(a0, a1, a2, a3));                                      \
-        }                                                                                       \
-        for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_##T(n, p, xq));            \
-    }
-/* The same for the types with a four-row kernel acc4_rows_T (its rows' shared work done once). */
+/* vdq_T (one row) and rows_T (four rows at a time through acc4_rows_T, then the rest) */
 #define SQZ_ROWS4_AND_DOT(T)                                                                    \
     static float vdq_##T(int64_t n, const void *row, const void *xq) {                           \
         return _mm512_reduce_add_ps(acc_##T(n, row, xq));                                       \
@@ -918,6 +886,18 @@ static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
         }                                                                                       \
         for (; i < nr; i++, p += rs) y[i] = _mm512_reduce_add_ps(acc_##T(n, p, xq));            \
     }
+/* The same for a type without its own four-row kernel: four calls of the one-row one, in
+ * memory order (as call arguments they would run backwards, which the hardware prefetcher
+ * does not follow: 3x slower on weights from DRAM) */
+#define SQZ_ROWS_AND_DOT(T)                                                                     \
+    static inline void acc4_rows_##T(int64_t n, const char *p, size_t rs, const void *xq,       \
+                                     __m512 out[4]) {                                           \
+        out[0] = acc_##T(n, p, xq);                                                             \
+        out[1] = acc_##T(n, p + rs, xq);                                                        \
+        out[2] = acc_##T(n, p + 2 * rs, xq);                                                    \
+        out[3] = acc_##T(n, p + 3 * rs, xq);                                                    \
+    }                                                                                           \
+    SQZ_ROWS4_AND_DOT(T)
 SQZ_ROWS4_AND_DOT(q8_0)
 SQZ_ROWS4_AND_DOT(q4_0)
 SQZ_ROWS_AND_DOT(q2_k)

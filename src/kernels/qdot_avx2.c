@@ -473,9 +473,49 @@ static float vdq_iq4_xs(int64_t n, const void *row, const void *xq) {
     return hsum_ps(acc);
 }
 
+/* ------------------------------------------------------------ four rows at once (decode) */
+
+/* (a, b, c, d each summed) as 4 floats */
+static inline __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Q4_0, rows r0..r3 at p + r * rs: the activations' loads, their scale and the offset term
+ * 8 . a are the same for the four rows and done once; out[r] = row r's 8 partial sums. */
+static inline void acc4_rows_q4_0(int64_t n, const char *p, size_t rs, const void *xq, __m256 out[4]) {
+    const block_q8_0 *a = xq;
+    const __m256i off = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    const block_q4_0 *w[4] = { (const void *)p, (const void *)(p + rs), (const void *)(p + 2 * rs),
+                               (const void *)(p + 3 * rs) };
+    for (int r = 0; r < 4; r++) out[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        const __m256i av = loadu(a[b].qs);
+        const __m256i oa = _mm256_maddubs_epi16(off, av);
+        const float da = f16s(a[b].d);
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const __m256i pr = _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles(w[r][b].qs), av), oa);
+            out[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pr, ones)),
+                                     _mm256_set1_ps(f16s(w[r][b].d) * da), out[r]);
+        }
+    }
+}
+
+static void rows_q4_0(int64_t n, const void *w, size_t rs, int64_t nr, const void *xq, float *y) {
+    const char *p = w;
+    int64_t i = 0;
+    for (; i + 4 <= nr; i += 4, p += 4 * rs) {
+        __m256 acc[4];
+        acc4_rows_q4_0(n, p, rs, xq, acc);
+        _mm_storeu_ps(y + i, hsum4_ps(acc[0], acc[1], acc[2], acc[3]));
+    }
+    for (; i < nr; i++, p += rs) y[i] = vdq_q4_0(n, p, xq);
+}
+
 sqz_kernel_row sqz_qkernels_avx2(sqz_type t) {
     switch (t) {
-    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0 };
+    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0 };
     case SQZ_TYPE_Q4_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_1 };
     case SQZ_TYPE_Q5_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_0 };
     case SQZ_TYPE_Q5_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_1 };

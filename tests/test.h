@@ -5,6 +5,7 @@
 #define SQZ_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,32 @@ static inline const char *test_shared(const char *rel) {
     char *p = buf[slot++ & 3];
     snprintf(p, 4096, "%s/%s", root, rel);
     return access(p, R_OK) == 0 ? p : NULL;
+}
+
+/* The whole file at path (malloc'ed, *len its size), or NULL. */
+static inline uint8_t *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
+    *len = b ? fread(b, 1, (size_t)n, f) : 0;
+    fclose(f);
+    return b;
+}
+
+/* Saves a file image of at most max_len bytes into $SQZ_GGUF_CORPUS (if set) as name: the
+ * bad-input tests seed the fuzzers' corpus this way. */
+static inline void test_corpus_save(const char *name, const void *data, size_t len, size_t max_len) {
+    const char *dir = getenv("SQZ_GGUF_CORPUS");
+    if (!dir || !*dir || len > max_len) return;
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) return;
+    fwrite(data, 1, len, f);
+    fclose(f);
 }
 
 /* Whether the slow tests should be skipped (SQZ_QUICK=1, as under sanitizers). */

@@ -60,33 +60,15 @@ static int count_tmp_files(const char *dir) {
     return n;
 }
 
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    *len = b ? fread(b, 1, (size_t)n, f) : 0;
-    fclose(f);
-    return b;
-}
 
 /* Saves an image into $SQZ_GGUF_CORPUS (if set) as NAME. */
 static void corpus_save(const char *name, const void *data, size_t len) {
-    const char *dir = getenv("SQZ_GGUF_CORPUS");
-    if (!dir || !*dir || len > 10000) return;
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    if (!f) return;
-    fwrite(data, 1, len, f);
-    fclose(f);
+    test_corpus_save(name, data, len, 10000);
 }
 
 static void corpus_save_file(const char *name, const char *path) {
     size_t len;
-    uint8_t *b = read_file(path, &len);
+    uint8_t *b = test_read_file(path, &len);
     if (b) corpus_save(name, b, len);
     free(b);
 }
@@ -437,7 +419,7 @@ static void check_copy_through(const char *file) {
         CHECK(0, "%s: reopen the copy: %s", name, sqz_ctx_error(ctx));
     }
     size_t la = 0, lb = 0;
-    uint8_t *a = read_file(p, &la), *b = read_file(out, &lb);
+    uint8_t *a = test_read_file(p, &la), *b = test_read_file(out, &lb);
     CHECK(a && b && la == lb && memcmp(a, b, la) == 0,
           "%s: the copy is byte-identical to llama.cpp's file (%zu and %zu bytes)", name, la, lb);
     if (strstr(name, "Q4_0") && a && la > 8192) corpus_save("real_header_truncated.gguf", a, 8192);
@@ -830,7 +812,7 @@ static void check_nested(void) {
         if (s == SQZ_OK) s = sqz_gguf_writer_write(w, out);
         sqz_gguf_writer_free(w);
         size_t len2 = 0;
-        uint8_t *c = read_file(out, &len2);
+        uint8_t *c = test_read_file(out, &len2);
         CHECK(s == SQZ_OK && c && len2 == (b.n + 31) / 32 * 32 && memcmp(c, b.p, b.n) == 0,
               "nested: copy_kv reproduces the entries byte for byte (%zu bytes)", len2);
         free(c);
@@ -1122,7 +1104,7 @@ static void check_atomic(void) {
     signal(SIGXFSZ, prev);
     if (set) {
         size_t len = 0;
-        uint8_t *c = read_file(keep, &len);
+        uint8_t *c = test_read_file(keep, &len);
         CHECK(s == SQZ_ERR_IO && strstr(sqz_ctx_error(ctx), "write failed"),
               "a write failing half-way is an error: %s", sqz_ctx_error(ctx));
         CHECK(c && len == 12 && memcmp(c, "old contents", 12) == 0 && count_tmp_files(tmp_dir) == 0,

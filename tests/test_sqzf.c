@@ -40,25 +40,9 @@ static uint64_t rnext(void) {
 }
 static float frand(void) { return (float)((rnext() >> 40) / 8388608.0 - 1.0); }
 
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    *len = b ? fread(b, 1, (size_t)n, f) : 0;
-    fclose(f);
-    return b;
-}
 
 static void corpus_save(const char *name, const void *data, size_t len) {
-    const char *dir = getenv("SQZ_GGUF_CORPUS");
-    if (!dir || !*dir || len > 40000) return;
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    if (f) fwrite(data, 1, len, f), fclose(f);
+    test_corpus_save(name, data, len, 40000);
 }
 
 /* The image must be refused by the reader with a one-line message containing hint. */
@@ -109,7 +93,7 @@ static void test_round_trip(void) {
     CHECK(sqz_gguf_writer_write(w, path) == SQZ_OK, "sqzf written");
     sqz_gguf_writer_free(w);
     size_t len;
-    uint8_t *img = read_file(path, &len);
+    uint8_t *img = test_read_file(path, &len);
     uint32_t ver = 0;
     if (img && len >= 8) memcpy(&ver, img + 4, 4);
     CHECK(img && len > 24 && !memcmp(img, "SQZF", 4) && ver == 1, "magic SQZF, version 1");
@@ -337,7 +321,7 @@ static void test_tiny_model(void) {
     sqz_model_free(mm);
     sqz_model_free(md);
     size_t len;
-    uint8_t *img = read_file(mixed, &len);
+    uint8_t *img = test_read_file(mixed, &len);
     corpus_save("sqzf-valid_tiny_mixed.sqzf", img, len);
     free(img);
     /* the loader's checks of mixed matrices */

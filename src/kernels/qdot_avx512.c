@@ -665,23 +665,12 @@ static inline __attribute__((always_inline)) void acc4_rows_b32(int q4, int64_t 
             acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(e1, u1, a1)), spread2(s, 2), acc1[r]);
         }
     }
-    for (; b < nb; b++) { /* the last blocks one at a time, signed (dot_s8_256) */
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);
+    if (b < nb) /* the last blocks: the one-row kernels (they take any count of blocks) */
         for (int r = 0; r < 4; r++) {
             const char *wb = p + (size_t)r * rs + (size_t)b * bs;
-            __m256i v;
-            if (q4) {
-                const __m128i q = _mm_loadu_si128((const __m128i *)((const block_q4_0 *)(const void *)wb)->qs);
-                v = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q),
-                                                     _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
-            } else {
-                v = _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)(const void *)wb)->qs);
-            }
-            const uint16_t d = q4 ? ((const block_q4_0 *)(const void *)wb)->d : ((const block_q8_0 *)(const void *)wb)->d;
-            acc1[r] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(dot_s8_256(v, av))),
-                                      _mm512_set1_ps(f16s(d) * f16s(a[b].d)), acc1[r]);
+            acc1[r] = _mm512_add_ps(acc1[r], q4 ? acc_q4_0((nb - b) * 32, wb, &a[b])
+                                                : acc_q8_0((nb - b) * 32, wb, &a[b]));
         }
-    }
     for (int r = 0; r < 4; r++) out[r] = _mm512_add_ps(acc0[r], acc1[r]);
 }
 static inline void acc4_rows_q4_0(int64_t n, const char *p, size_t rs, const void *xq, __m512 out[4]) {

@@ -237,13 +237,13 @@ static void store_head(kivi *c, kivi_layer *L, int g, int pos, int n, const floa
 static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
     kivi *c = state;
     kivi_layer *L = &c->layers[layer];
-    if (pos < L->nq[0])
-        return sqz_fail(c->ctx, SQZ_ERR_ARG,
-                        "KV policy %s: cannot overwrite position %d, already quantized", c->name,
-                        pos);
-    if (pos > L->n[0])
-        return sqz_fail(c->ctx, SQZ_ERR_ARG, "KV policy %s: position %d stored before %d",
-                        c->name, pos, L->n[0]);
+    if (store_check(L, 0, pos))
+        return pos < L->nq[0]
+                   ? sqz_fail(c->ctx, SQZ_ERR_ARG,
+                              "KV policy %s: cannot overwrite position %d, already quantized",
+                              c->name, pos)
+                   : sqz_fail(c->ctx, SQZ_ERR_ARG, "KV policy %s: position %d stored before %d",
+                              c->name, pos, L->n[0]);
     for (int g = 0; g < c->shape.n_kv_heads; g++) store_head(c, L, g, pos, n, k, v);
     return SQZ_OK;
 }

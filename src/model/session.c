@@ -206,10 +206,12 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
  * barrier a `single` would add. Per layer:
  *   every thread: rmsnorm(x), quantize; its query heads, KV heads (q, k, v rows + bias + RoPE)
  *   [barrier, unless each thread's query heads are exactly its KV heads' groups]
- *   its KV heads: store + attention (the policy's store_attend_heads)      -> barrier
+ *   its KV heads: store + attention (the policy's store_attend_heads), and
+ *     quantizing its part of the attention output for wo (part_ok)          -> barrier
  *   its rows of wo; x += them (its rows only)                                -> barrier
- *   rmsnorm(x), quantize; its rows of gate and up (the same range) + SwiGLU  -> barrier
- *   quantize hb; its rows of down; x += them                                 -> barrier
+ *   rmsnorm(x), quantize; its rows of gate and up (the same range) + SwiGLU,
+ *     and quantizing its part of hb for down                                 -> barrier
+ *   its rows of down; x += them                                              -> barrier
  * (A matrix that writes its outputs permuted, mixllm's, adds a barrier right after it.)
  * A KV policy without store_attend_heads ends the region before attention; store and attend
  * run as in the batch path and a new region continues with wo. */

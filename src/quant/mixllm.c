@@ -22,6 +22,7 @@
 #include "kernels/ops.h"
 #include "model/session.h"
 #include "quant/gptq.h"
+#include "quant/kl_probe.h"
 
 sqz_tensor *sqz_mixllm_matrix(sqz_layer_weights *w, int k, int *site) {
     static const int sites[SQZ_MIX_N_MATS] = { SQZ_SITE_QKV, SQZ_SITE_QKV, SQZ_SITE_QKV, SQZ_SITE_O,
@@ -165,73 +166,19 @@ static sqz_status gains(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
 
 /* ------------------------------------------------------------------ step 2: sensitivities */
 
-static double kl_row(const float *base, const float *model, int V) {
-    const double lb = sqz_logsumexp(base, V), lm = sqz_logsumexp(model, V);
-    double kl = 0;
-    for (int i = 0; i < V; i++) {
-        const double a = (double)base[i] - lb;
-        kl += exp(a) * (a - ((double)model[i] - lm));
-    }
-    return kl > 0 ? kl : 0;
-}
-
-/* Runs layers l0..L-1 of pm (then the output head) over one window whose layer-l0 input is
- * Xl [C][D], writing logits [C][V]; with cache, the input of every layer goes to
- * cache[l] [C][D] as well (the unperturbed run). */
-static sqz_status run_from(sqz_session *s, const sqz_model *pm, int l0, const float *Xl, int C,
-                           float *logits, float **cache) {
-    const sqz_config *c = &pm->cfg;
-    const int D = c->dim, V = c->vocab_size;
-    sqz_session_reset(s);
-    sqz_status st = SQZ_OK;
-    for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
-        const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
-        memcpy(s->x, Xl + (size_t)c0 * D, (size_t)T * D * sizeof(float));
-        s->pos = c0;
-        for (int l = l0; l < c->n_layers && !st; l++) {
-            if (cache) memcpy(cache[l] + (size_t)c0 * D, s->x, (size_t)T * D * sizeof(float));
-            st = sqz_session_layer(s, &pm->layers[l], l, T, NULL, NULL);
-        }
-        sqz_rmsnorm(s->xb, s->x, pm->out_norm.data, T, D, c->norm_eps);
-        sqz_matmul(&pm->output, s->xb, T, logits + (size_t)c0 * V, s->ctx->n_threads);
-    }
-    return st;
-}
-
 /* Mean KL over n_win windows of the model with matrix m replaced by its round-to-nearest at
  * lo_type (the same quantization as its e_lo: importances imps[m]), for every matrix;
- * sens[m] = KL / elo_sum[m]. A matrix of layer l changes nothing before l, so each perturbed
- * run starts from the unperturbed run's input to layer l. */
+ * sens[m] = KL / elo_sum[m] (quant/kl_probe.h). */
 static sqz_status sensitivities(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                                 size_t n_win, int C, sqz_type lo_type, const double *elo_sum,
                                 float *const *imps, double *sens) {
-    const sqz_config *c = &model->cfg;
-    const int L = c->n_layers, V = c->vocab_size, D = c->dim;
-    const size_t n = n_win * (size_t)C;
-    float *base = malloc(n * (size_t)V * sizeof *base), *lg = malloc((size_t)C * V * sizeof *lg);
-    float **X = calloc((size_t)L, sizeof *X); /* [l][n][D]: the unperturbed input of layer l */
-    float *emb = malloc((size_t)C * D * sizeof *emb);
-    double *kl = calloc((size_t)L * SQZ_MIX_N_MATS, sizeof *kl);
+    const int L = model->cfg.n_layers;
     sqz_model pm = *model; /* the perturbed model: model's views with one layer array of its own */
     pm.layers = malloc((size_t)L * sizeof *pm.layers);
-    sqz_session *s = NULL;
-    sqz_status st = SQZ_OK;
-    int ok = base && lg && X && emb && kl && pm.layers;
-    for (int l = 0; ok && l < L; l++) ok = (X[l] = malloc(n * (size_t)D * sizeof **X)) != NULL;
-    if (!ok) {
-        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory for %zu x %d logits", n, V);
-        goto done;
-    }
+    sqz_kl_probe *probe = NULL;
+    if (!pm.layers) return sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory");
     memcpy(pm.layers, model->layers, (size_t)L * sizeof *pm.layers);
-    if ((st = sqz_session_new(ctx, model, C, &s))) goto done;
-    float **cache = malloc((size_t)L * sizeof *cache);
-    if (!cache) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "mixllm: out of memory");
-    for (size_t w = 0; w < n_win && !st; w++) { /* the original model, caching layer inputs */
-        for (int l = 0; l < L; l++) cache[l] = X[l] + w * (size_t)C * D;
-        for (int i = 0; i < C; i++) sqz_tensor_row_f32(&model->tok_embd, tokens[w * (size_t)C + (size_t)i], emb + (size_t)i * D);
-        st = run_from(s, model, 0, emb, C, base + w * (size_t)C * V, cache);
-    }
-    free(cache);
+    sqz_status st = sqz_kl_probe_new(ctx, model, tokens, n_win, C, &probe);
     for (int m = 0; m < L * SQZ_MIX_N_MATS && !st; m++) {
         const int l = m / SQZ_MIX_N_MATS;
         sqz_tensor *t = sqz_mixllm_matrix(&pm.layers[l], m % SQZ_MIX_N_MATS, NULL);
@@ -246,20 +193,15 @@ static sqz_status sensitivities(sqz_ctx *ctx, const sqz_model *model, const int3
         free(W);
         t->type = SQZ_TYPE_F32;
         t->data = Wq;
-        for (size_t w = 0; w < n_win && !st; w++) {
-            st = run_from(s, &pm, l, X[l] + w * (size_t)C * D, C, lg, NULL);
-            for (int i = 0; !st && i < C; i++)
-                kl[m] += kl_row(base + (w * (size_t)C + (size_t)i) * V, lg + (size_t)i * V, V);
-        }
-        sens[m] = elo_sum[m] > 0 ? kl[m] / (double)n / elo_sum[m] : 0;
+        double kl = 0;
+        st = sqz_kl_probe_measure(probe, &pm, l, &kl);
+        sens[m] = elo_sum[m] > 0 ? kl / elo_sum[m] : 0;
         *t = saved;
         free(Wq);
         sqz_progress(ctx, "mixllm sensitivity", (uint64_t)(m + 1), (uint64_t)(L * SQZ_MIX_N_MATS));
     }
-done:
-    sqz_session_free(s);
-    for (int l = 0; X && l < L; l++) free(X[l]);
-    free(X), free(base), free(lg), free(emb), free(kl), free(pm.layers);
+    sqz_kl_probe_free(probe);
+    free(pm.layers);
     return st;
 }
 

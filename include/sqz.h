@@ -265,6 +265,9 @@ typedef struct sqz_convert_opts {
     /* token_embd.weight's type when not NULL (a plain type name as above; llama-quantize's
      * --token-embedding-type); when the model ties it to the head, the head's type too. */
     const char *embd_type;
+    /* 1: a 2-D weight already in a quantized type keeps it (quantize's per-tensor choices),
+     * except an untied token_embd. */
+    int keep_types;
     /* A matrix whose rows do not fit the chosen type's block (e.g. 384 columns for a 256-block
      * k-quant) gets llama.cpp's fallback type; the result counts them. */
 } sqz_convert_opts;
@@ -326,6 +329,10 @@ typedef struct sqz_quantize_opts {
     void *report_user;
     double mix_frac;       /* mixllm: share of the matrices' weights at 8 bits (0: 0.1;
                               < 0: none) */
+    int alloc;             /* gptq: each matrix's type (Q2_K..Q6_K) chosen by measured KL
+                              divergence so that the matrices take no more bytes than the
+                              mix's own types (src/quant/alloc.h); minutes, not seconds */
+    int alloc_windows;     /* alloc: calibration windows the KLs are measured on (0: 4) */
 } sqz_quantize_opts;
 
 typedef struct sqz_quantize_result {
@@ -334,6 +341,11 @@ typedef struct sqz_quantize_result {
     double calib_seconds;  /* forward passes and statistics */
     double quant_seconds;  /* the quantizers themselves */
     double mean_rel_err;   /* over the quantized block matrices */
+    /* alloc: the matrices' bytes at the mix's types (the budget) and at the chosen ones, and
+     * the sums of single-matrix KLs (the estimate the choice minimizes) for both */
+    uint64_t alloc_budget, alloc_bytes;
+    double alloc_kl_mix, alloc_kl_chosen;
+    double alloc_seconds;
 } sqz_quantize_result;
 
 /* Quantizes model to out_path (GGUF; mixllm: sqzf, docs/sqzf.md) with a method that uses

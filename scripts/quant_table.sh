@@ -9,7 +9,8 @@
 #
 # TYPES: space-separated, a "pure:" prefix for llama-quantize --pure (default: pure:q6_k
 # pure:q4_k pure:q3_k pure:q2_k q4_k_m q3_k_m q2_k); METHODS default "rtn imatrix gptq rsq"
-# (also decoupleq, whose natural type is dq2, and mixllm with types q4 / q3, written as sqzf).
+# (also decoupleq, whose natural type is dq2, mixllm with types q4 / q3, written as sqzf, and
+# gptq-alloc: gptq --alloc, each matrix's type chosen by measured KL within the mix's bytes).
 # Resumable: a (type, method, text) already in OUT_DIR/results.jsonl is skipped. The base's
 # logits are cached per text (--kld-cache), so the F16 model runs once per text.
 set -eu
@@ -29,11 +30,12 @@ for t in $TYPES; do
   case $t in pure:*) type=${t#pure:}; pure=--pure; tag=$type-pure;; *) type=$t; pure=; tag=$t;; esac
   for m in $METHODS; do
     case $m in mixllm) f=$OUT/$tag-$m.sqzf;; *) f=$OUT/$tag-$m.gguf;; esac
+    case $m in gptq-alloc) meth=gptq; extra=--alloc;; *) meth=$m; extra=;; esac
     for text in $TEXTS; do
       case $text in wiki) path=$SHARED/data/wikitext-2/wiki.test.raw;; *) path=$SHARED/data/domains/$text.test.txt;; esac
       if grep -q "\"tag\":\"$tag\",\"method\":\"$m\",\"text\":\"$text\"" "$RES"; then continue; fi
       if [ ! -f "$f" ]; then
-        $SQZ quantize "$BASE" --method "$m" --type "$type" $pure -o "$f" --calib "$SHARED/data/calib/calib-1m.txt" \
+        $SQZ quantize "$BASE" --method "$meth" $extra --type "$type" $pure -o "$f" --calib "$SHARED/data/calib/calib-1m.txt" \
           --calib-tokens "$CALIB_TOKENS" --threads "$THREADS" --json --no-progress > "$OUT/$tag-$m.quantize.json"
       fi
       bytes=$(stat -c %s "$f")

@@ -410,6 +410,11 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
         if (!t->is_vec && t->src->type >= SQZ_TYPE_SQZ_FIRST && sqz_type_get(t->src->type) &&
             sqz_type_get(t->src->type)->type_size)
             t->type = t->src->type, t->fallback = 0;
+        /* quantize's per-tensor choices (--alloc): a quantized GGUF type stays (an untied
+         * token_embd is not one of them: it gets the mix's type whatever it came in) */
+        if (opts->keep_types && !t->is_vec && t->src->type != SQZ_TYPE_F32 && t->src->type != SQZ_TYPE_F16 &&
+            t->src->type != SQZ_TYPE_BF16 && (t->role != SQZ_ROLE_TOKEN_EMBD || c->tied_embeddings))
+            t->type = t->src->type, t->fallback = 0;
         n_fallback += t->fallback;
     }
 

@@ -31,6 +31,7 @@
 #include "kernels/ops.h"
 #include "model/model.h"
 #include "model/session.h"
+#include "quant/alloc.h"
 #include "quant/decoupleq.h"
 #include "quant/dq2_fake.h"
 #include "quant/gptq.h"
@@ -215,8 +216,8 @@ static sqz_status quantize_matrix(sqz_ctx *ctx, sqz_model *owner, const method *
  * statistics of dimension D. */
 static sqz_status quantize_head(sqz_ctx *ctx, sqz_model *qm, const method *meth, const float *X, size_t N,
                                 const sqz_preset *preset, const sqz_preset_model *pm,
-                                const sqz_quantize_opts *o, site_stats *hs, double *err_sum, int *n_err,
-                                double *t_quant) {
+                                const sqz_quantize_opts *o, const sqz_alloc_plan *plan, site_stats *hs,
+                                double *err_sum, int *n_err, double *t_quant) {
     const sqz_config *c = &qm->cfg;
     const int D = c->dim, tied = c->tied_embeddings;
     sqz_tensor *head = tied ? &qm->tok_embd : &qm->output;
@@ -226,8 +227,9 @@ static sqz_status quantize_head(sqz_ctx *ctx, sqz_model *qm, const method *meth,
         if (sqz_preset_find(o->embd_type, 1, &ep) != 0) return SQZ_OK; /* sqz_convert reports it */
         hp = &ep;
     }
-    const sqz_type type = sqz_preset_tensor_type(hp, pm, tied ? SQZ_ROLE_TOKEN_EMBD : SQZ_ROLE_OUTPUT, -1,
-                                                 head->cols, NULL);
+    const sqz_type type = plan ? plan->head
+                               : sqz_preset_tensor_type(hp, pm, tied ? SQZ_ROLE_TOKEN_EMBD : SQZ_ROLE_OUTPUT, -1,
+                                                        head->cols, NULL);
     if (!sqz_gptq_supports(type) || head->type == type) return SQZ_OK;
     enum { ROWS = 256 };
     float *xn = malloc((size_t)ROWS * D * sizeof *xn);
@@ -272,6 +274,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         if (dq2) return sqz_dq2_fake_rtn(ctx, model, out_path, res);
         return sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
     }
+    if (o->alloc && (!meth->gptq || meth->rsq))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: --alloc chooses types for --method gptq, not %s", out_path, o->method);
     if (meth->decoupleq != dq2)
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s", out_path,
                         dq2 ? "dq2 comes from --method decoupleq or rtn" : "decoupleq writes type dq2");
@@ -287,6 +291,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     }
     const sqz_type mix_lo = !strcmp(o->type, "q3") ? SQZ_TYPE_MX3 : SQZ_TYPE_MX4;
     sqz_mixllm_plan *plan = NULL;
+    sqz_alloc_plan *aplan = NULL;
     sqz_preset preset; /* dq2: the q2_k mix's choices outside the blocks (token_embd, output) */
     if (sqz_preset_find(dq2 ? "q2_k" : co.type, o->pure, &preset) != 0)
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s, dq2)", out_path, o->type, sqz_preset_names());
@@ -351,6 +356,20 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
                                      .lo_type = mix_lo, .sens_windows = 1 };
         if ((st = sqz_mixllm_plan_new(ctx, model, o->calib, n_win, C, &mo, &plan))) goto done;
     }
+    if (o->alloc) { /* each matrix's type for the mix's bytes, before any is quantized */
+        sqz_preset ep;
+        const int own_embd = o->embd_type && sqz_preset_find(o->embd_type, 1, &ep) == 0;
+        const sqz_alloc_opts ao = { .preset = &preset, .head_preset = own_embd ? &ep : &preset, .pm = &pm,
+                                    .damp = o->damp, .act_order = o->act_order, .eval_windows = o->alloc_windows };
+        const double ta = sqz_now();
+        if ((st = sqz_alloc_plan_new(ctx, model, o->calib, n_win, C, &ao, &aplan))) goto done;
+        r.alloc_seconds = sqz_now() - ta;
+        r.alloc_budget = aplan->budget;
+        r.alloc_bytes = aplan->bytes;
+        r.alloc_kl_mix = aplan->kl_mix;
+        r.alloc_kl_chosen = aplan->kl_chosen;
+        co.keep_types = 1;
+    }
     double err_sum = 0, t_quant = 0;
     int n_err = 0;
     const double t0 = sqz_now();
@@ -395,6 +414,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
             for (size_t k = 0; k < sizeof mats / sizeof *mats && !st; k++) {
                 const sqz_type type = dq2 ? SQZ_TYPE_DQ2
                                     : meth->mixllm ? mix_lo
+                                    : aplan ? aplan->types[l * SQZ_MIX_N_MATS + (int)k]
                                     : sqz_preset_tensor_type(&preset, &pm, mats[k].role, l, mats[k].t->cols, NULL);
                 char name[64];
                 snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
@@ -414,7 +434,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     }
     /* gptq: the output projection too, on the last layer's (quantized) outputs */
     if (!st && meth->gptq && !meth->rsq)
-        st = quantize_head(ctx, qm, meth, X, N, &preset, &pm, o, &cs.site[SQZ_SITE_QKV], &err_sum, &n_err, &t_quant);
+        st = quantize_head(ctx, qm, meth, X, N, &preset, &pm, o, aplan, &cs.site[SQZ_SITE_QKV], &err_sum, &n_err,
+                           &t_quant);
     if (st) goto done;
     r.calib_seconds = sqz_now() - t0 - t_quant;
     r.quant_seconds = t_quant;
@@ -427,6 +448,7 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     if (!st && res) *res = r;
 done:
     sqz_mixllm_plan_free(plan);
+    sqz_alloc_plan_free(aplan);
     for (int k = 0; k < SQZ_N_SITES; k++) {
         free(cs.site[k].H);
         free(cs.site[k].tmp);

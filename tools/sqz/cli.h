@@ -31,6 +31,7 @@ typedef struct opts {
     const char *embd_type; /* convert, quantize: token_embd's type */
     float mix_frac; /* mixllm: share of weights at 8 bits */
     int mix_frac_set;
+    int alloc, alloc_windows; /* quantize: types by measured KL for the mix's bytes */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

@@ -55,6 +55,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
                              .act_order = o->act_order, .damp = o->damp, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
                              .fake_quant = o->fake_quant,
                              .mix_frac = o->mix_frac == 0 && o->mix_frac_set ? -1 : o->mix_frac,
+                             .alloc = o->alloc, .alloc_windows = o->alloc_windows,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
@@ -80,6 +81,14 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "quant_seconds", r.quant_seconds);
         cJSON_AddNumberToObject(j, "seconds", r.calib_seconds + r.quant_seconds + r.convert.seconds);
         cJSON_AddNumberToObject(j, "mean_rel_err", r.mean_rel_err);
+        if (o->alloc) {
+            cJSON *a = cJSON_AddObjectToObject(j, "alloc");
+            cJSON_AddNumberToObject(a, "budget_bytes", (double)r.alloc_budget);
+            cJSON_AddNumberToObject(a, "bytes", (double)r.alloc_bytes);
+            cJSON_AddNumberToObject(a, "kl_sum_mix", r.alloc_kl_mix);
+            cJSON_AddNumberToObject(a, "kl_sum_chosen", r.alloc_kl_chosen);
+            cJSON_AddNumberToObject(a, "seconds", r.alloc_seconds);
+        }
         cJSON_AddItemToObject(j, "tensors", rep.rows);
         cli_print_json(j);
     } else {
@@ -87,6 +96,11 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
                         "statistics %.1f s, quantization %.1f s; mean rel. error %.4f\n",
                 o->out, (double)r.convert.file_bytes / 1e6, r.convert.bits_per_weight, r.calib_tokens,
                 r.calib_seconds, r.quant_seconds, r.mean_rel_err);
+        if (o->alloc)
+            fprintf(stderr, "sqz: --alloc: matrices %.3f MB (the mix's types: %.3f MB); summed single-matrix "
+                            "KL %.5f (the mix's: %.5f); search %.1f s\n",
+                    (double)r.alloc_bytes / 1e6, (double)r.alloc_budget / 1e6, r.alloc_kl_chosen, r.alloc_kl_mix,
+                    r.alloc_seconds);
     }
     return 0;
 }

@@ -66,6 +66,9 @@ static void usage(FILE *f) {
             "  --fake-quant       type dq2: write its dequantized weights as f32 GGUF instead of\n"
             "                     dq2 in sqzf (rtn to dq2 needs it)\n"
             "  --mix-frac F       mixllm: share of the weights at 8 bits (default 0.1)\n"
+            "  --alloc            gptq: each matrix's type (q2_k..q6_k) chosen by measured KL\n"
+            "                     divergence within the bytes of the mix's own types (minutes)\n"
+            "  --alloc-windows N  --alloc: calibration windows the KLs are measured on (4)\n"
             "  --threads N        threads (default: all cores)\n"
             "  --json             print one JSON object on stdout\n"
             "  --no-progress      no progress bar\n");
@@ -181,6 +184,10 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--embd-type")) { NEED_VALUE; o->embd_type = v; }
         else if (!strcmp(a, "--calib")) { NEED_VALUE; o->calib = v; }
         else if (!strcmp(a, "--act-order")) o->act_order = 1;
+        else if (!strcmp(a, "--alloc")) o->alloc = 1;
+        else if (!strcmp(a, "--alloc-windows")) {
+            NEED_VALUE; if (!parse_int(v, 1, 1 << 20, &n)) BAD_VALUE; o->alloc_windows = (int)n;
+        }
         else if (!strcmp(a, "--damp")) {
             NEED_VALUE; if (!parse_float(v, &o->damp) || !(o->damp > 0 && o->damp < 10)) BAD_VALUE;
         }

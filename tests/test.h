@@ -86,6 +86,14 @@ static inline void test_corpus_save(const char *name, const void *data, size_t l
     fclose(f);
 }
 
+/* xorshift64: the tests' reproducible random numbers (*s: any nonzero state). */
+static inline uint64_t test_xorshift64(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
 /* Whether the slow tests should be skipped (SQZ_QUICK=1, as under sanitizers). */
 static inline int test_quick(void) {
     const char *q = getenv("SQZ_QUICK");

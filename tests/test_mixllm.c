@@ -33,12 +33,7 @@
 #include "test.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint64_t rnext(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+static uint64_t rnext(void) { return test_xorshift64(&rng); }
 static float frand(void) { return (float)((rnext() >> 40) / 8388608.0 - 1.0); } /* [-1, 1) */
 
 static const sqz_type types[3] = { SQZ_TYPE_MX8, SQZ_TYPE_MX4, SQZ_TYPE_MX3 };

@@ -20,12 +20,7 @@
 #include "test.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint64_t rnext(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+static uint64_t rnext(void) { return test_xorshift64(&rng); }
 static float frand(void) { return (float)((rnext() >> 40) / 8388608.0 - 1.0); } /* [-1, 1) */
 static float grand(void) { return frand() + frand() + frand(); }                 /* bell-ish */
 

@@ -32,12 +32,7 @@ static const char *tmp_path(const char *name) {
 }
 
 static uint64_t rng = 0x853c49e6748fea9bull;
-static uint64_t rnext(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+static uint64_t rnext(void) { return test_xorshift64(&rng); }
 static float frand(void) { return (float)((rnext() >> 40) / 8388608.0 - 1.0); }
 
 

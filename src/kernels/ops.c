@@ -85,3 +85,13 @@ double sqz_logsumexp(const float *x, int n) {
     for (int i = 0; i < n; i++) sum += exp((double)(x[i] - m));
     return (double)m + log(sum);
 }
+
+double sqz_kl_logits(const float *base, const float *model, int n) {
+    const double lb = sqz_logsumexp(base, n), lm = sqz_logsumexp(model, n);
+    double kl = 0;
+    for (int i = 0; i < n; i++) {
+        const double a = (double)base[i] - lb; /* log p_base */
+        kl += exp(a) * (a - ((double)model[i] - lm));
+    }
+    return kl > 0 ? kl : 0;
+}

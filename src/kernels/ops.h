@@ -31,4 +31,7 @@ void sqz_softmax(float *x, int n);
 /* log(sum(exp(x))) over n values, stable. */
 double sqz_logsumexp(const float *x, int n);
 
+/* KL(p_base || p_model) of the softmaxes of two logit rows of n values, in double (>= 0). */
+double sqz_kl_logits(const float *base, const float *model, int n);
+
 #endif

@@ -34,17 +34,6 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-/* KL(base || model) of two logit rows. */
-static double kl_row(const float *base, const float *model, int V) {
-    const double lb = sqz_logsumexp(base, V), lm = sqz_logsumexp(model, V);
-    double kl = 0;
-    for (int i = 0; i < V; i++) {
-        const double a = (double)base[i] - lb; /* log p_base */
-        kl += exp(a) * (a - ((double)model[i] - lm));
-    }
-    return kl > 0 ? kl : 0;
-}
-
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -65,7 +54,7 @@ static void score(ppl_acc *acc, size_t *n_scored, const float *logits, const flo
         s2 += nll * nll;
         if (base) {
             const float *b = base + (size_t)t * V;
-            kld[t] = kl_row(b, row, V);
+            kld[t] = sqz_kl_logits(b, row, V);
             agree += argmax(b, V) == argmax(row, V);
         }
     }

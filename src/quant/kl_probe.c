@@ -23,16 +23,6 @@ struct sqz_kl_probe {
     double *kl;    /* [C] */
 };
 
-static double kl_row(const float *base, const float *model, int V) {
-    const double lb = sqz_logsumexp(base, V), lm = sqz_logsumexp(model, V);
-    double kl = 0;
-    for (int i = 0; i < V; i++) {
-        const double a = (double)base[i] - lb; /* log p_base */
-        kl += exp(a) * (a - ((double)model[i] - lm));
-    }
-    return kl > 0 ? kl : 0;
-}
-
 /* Runs layers l0..L-1 of m (then the output head) over one window whose layer-l0 input is
  * Xl [C][D], writing logits [C][V]; with cache, the input of every layer l0..L goes to
  * cache[l] [C][D] as well. */
@@ -123,7 +113,7 @@ sqz_status sqz_kl_probe_measure(sqz_kl_probe *p, const sqz_model *changed, int l
         const float *bw = p->base + w * (size_t)C * V;
         /* rows in parallel, summed in order: any thread count gives the same sum */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int i = 0; i < C; i++) p->kl[i] = kl_row(bw + (size_t)i * V, p->lg + (size_t)i * V, V);
+        for (int i = 0; i < C; i++) p->kl[i] = sqz_kl_logits(bw + (size_t)i * V, p->lg + (size_t)i * V, V);
         for (int i = 0; !st && i < C; i++) sum += p->kl[i];
     }
     *kl = st ? 0 : sum / (double)(p->n_win * (size_t)C);

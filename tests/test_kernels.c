@@ -223,6 +223,22 @@ static void test_row_ops(void) {
         CHECK(emax < 1e-6 && (n == 1539 || g2[n] == 12345.0f),
               "swiglu avx2 n=%d: max relative error %.2g vs libm", n, emax);
     }
+    /* softmax: lengths around the 8-wide steps, a row of equal values, huge spreads */
+    const int sn[] = { 1, 7, 8, 9, 15, 16, 17, 100, 513, 1536 };
+    for (size_t k = 0; k < sizeof sn / sizeof *sn; k++) {
+        const int n = sn[k];
+        for (int i = 0; i < n; i++) g[i] = g2[i] = k == 3 ? 2.5f : i == n / 2 ? 60.0f : frand() * 30.0f - 20.0f;
+        g[n] = g2[n] = 12345.0f; /* past the end: must stay */
+        sqz_softmax_ref(g, n);
+        sqz_softmax_avx2(g2, n);
+        double emax = 0, sum = 0;
+        for (int i = 0; i < n; i++) {
+            if (g[i] > 1e-30f) emax = fmax(emax, fabs((double)g2[i] - g[i]) / g[i]);
+            sum += g2[i];
+        }
+        CHECK(emax < 2e-6 && fabs(sum - 1) < 1e-5 && g2[n] == 12345.0f,
+              "softmax avx2 n=%d: max relative error %.2g vs libm, sum %.7f", n, emax, sum);
+    }
     for (int D = 8; D <= 1536; D *= 4) {
         sqz_rmsnorm_ref(o, x, w, 2, D, 1e-5f);
         sqz_rmsnorm_avx2(o2, x, w, 2, D, 1e-5f);

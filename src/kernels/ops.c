@@ -1,5 +1,5 @@
 /* ops.c - transformer row operations in portable C, the references of the SIMD tiers that
- * rmsnorm and SwiGLU have (ops_avx2.c; chosen here at run time). The rest cost little next to
+ * rmsnorm, SwiGLU and softmax have (ops_avx2.c; chosen here at run time). The rest cost little next to
  * the matrix products. */
 #include "kernels/ops.h"
 
@@ -67,6 +67,11 @@ void sqz_swiglu(float *gate, const float *up, int64_t n) {
 }
 
 void sqz_softmax(float *x, int n) {
+    if (sqz_isa_best() >= SQZ_ISA_AVX2) sqz_softmax_avx2(x, n);
+    else sqz_softmax_ref(x, n);
+}
+
+void sqz_softmax_ref(float *x, int n) {
     float m = x[0];
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
     float sum = 0;

@@ -52,3 +52,40 @@ void sqz_rmsnorm_avx2(float *out, const float *x, const float *w, int T, int D, 
                                                   _mm256_loadu_ps(w + i)));
     }
 }
+
+/* Max, then e^(x - max) and its sum 8 at a time (the tail masked: lanes past n hold e^-inf = 0
+ * in the sum and are not stored), then the scaling. */
+void sqz_softmax_avx2(float *x, int n) {
+    if (n < 8) {
+        sqz_softmax_ref(x, n);
+        return;
+    }
+    __m256 mv = _mm256_loadu_ps(x);
+    int i = 8;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    float m = x[0];
+    float lanes[8];
+    _mm256_storeu_ps(lanes, mv);
+    for (int j = 0; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    const __m256 mb = _mm256_set1_ps(m);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = sqz_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    if (i < n) {
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 e = _mm256_and_ps(sqz_exp256(_mm256_sub_ps(_mm256_maskload_ps(x + i, k), mb)),
+                                       _mm256_castsi256_ps(k));
+        _mm256_maskstore_ps(x + i, k, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sv), _mm256_extractf128_ps(sv, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    const __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(s4));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= _mm_cvtss_f32(_mm256_castps256_ps128(inv));
+}

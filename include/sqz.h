@@ -353,8 +353,9 @@ typedef struct sqz_quantize_result {
  * of layers 0..l-1 already quantized (imatrix: of the unquantized model, as llama-imatrix
  * does), so memory is one layer's weights plus the calibration activations (mixllm first
  * ranks every layer's rows in one extra pass). The output types are those sqz_convert would
- * write (mixllm: q4_k_m's / q3_k_m's for token_embd / output); token_embd / output are
- * quantized by round-to-nearest. */
+ * write (mixllm: q4_k_m's / q3_k_m's for token_embd / output; gptq with alloc: the types the
+ * search chose, within the same bytes); token_embd / output are quantized by round-to-nearest
+ * (gptq: the head by GPTQ). */
 sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                         const sqz_quantize_opts *opts, sqz_quantize_result *result);
 

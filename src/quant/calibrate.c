@@ -16,6 +16,9 @@
  * (and, for llama's RoPE layout, permutes) their rows and quantizes token_embd / output.
  * Peak memory: one layer's statistics and quantized weights plus X.
  *
+ * gptq with alloc (quant/alloc.h) first chooses every matrix's type by measured KL within the
+ * mix's bytes; the loop above then uses those types, and sqz_convert keeps them (keep_types).
+ *
  * rsq (quant/rsq.h) is gptq on a rotated model with weighted tokens: the embeddings and head
  * are rotated up front (X starts rotated), layer l is rotated into f32 scratch just before its
  * step 1, and step 1 keeps each window's site inputs and post-RoPE q/k until the window is

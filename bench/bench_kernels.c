@@ -27,7 +27,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 #include "kernels/kernels.h"
 
 #include "bench_util.h"

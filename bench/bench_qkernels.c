@@ -27,7 +27,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 #include "kernels/kernels.h"
 
 #include "bench_util.h"
@@ -65,7 +65,7 @@ static uint64_t rnext(void) {
     return rng;
 }
 
-/* Offsets of the f16 scale fields in a block (ggml layouts; see quant/blocks.h). */
+/* Offsets of the f16 scale fields in a block (ggml layouts; see formats/blocks.h). */
 static int f16_fields(sqz_type t, size_t off[2]) {
     switch (t) {
     case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q5_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_IQ4_NL:

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "core/ctx.h"
-#include "model/tokenizer_impl.h"
+#include "tokenizer/impl.h"
 
 static void fail(const char *what) {
     fprintf(stderr, "fuzz_tokenizer_json: %s\n", what);

@@ -21,8 +21,8 @@
 
 #include "io/gguf.h"
 #include "model/model.h"
-#include "model/tokenizer_impl.h"
-#include "quant/presets.h"
+#include "tokenizer/impl.h"
+#include "formats/presets.h"
 #include "ref.h"
 #include "sqz.h"
 

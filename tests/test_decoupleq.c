@@ -1,5 +1,5 @@
 /* test_decoupleq.c - decoupleQ (src/quant/decoupleq.c; Guo et al. 2024) and the dq2 type
- * (src/quant/dq2.c, src/kernels/qdot_dq2_*.c) against references written here.
+ * (src/formats/dq2.c, src/kernels/qdot_dq2_*.c) against references written here.
  *
  * Dimensions: rows = output features of W; cols = input features; T calibration tokens;
  * X [T x cols]; H = X^T X; g = 64 weights per (scale, zero) group; G = cols / g.
@@ -25,13 +25,13 @@
 #include <string.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 #include "kernels/kernels.h"
-#include "quant/blocks.h"
+#include "formats/blocks.h"
 #include "quant/decoupleq.h"
-#include "quant/dq2.h"
-#include "quant/presets.h"
-#include "quant/quant.h"
+#include "formats/dq2.h"
+#include "formats/presets.h"
+#include "formats/quant.h"
 #include "model/model.h"
 #include "sqz.h"
 #include "test.h"

@@ -20,9 +20,9 @@
 #include <string.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 #include "quant/gptq.h"
-#include "quant/quant.h"
+#include "formats/quant.h"
 #include "test.h"
 
 #if defined(__clang__)
@@ -317,7 +317,7 @@ static void test_identity(sqz_ctx *ctx) {
 }
 
 /* Whether two blocks of type t carry the same scales (the bytes other than the quants; layouts
- * in quant/blocks.h). */
+ * in formats/blocks.h). */
 static int same_scales(sqz_type t, const uint8_t *a, const uint8_t *b) {
     switch (t) {
     case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q8_0: return memcmp(a, b, 2) == 0;

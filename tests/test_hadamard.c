@@ -1,4 +1,4 @@
-/* test_hadamard.c - (randomized) Hadamard rotations (src/quant/hadamard.c; QuaRot, Ashkboos et
+/* test_hadamard.c - (randomized) Hadamard rotations (src/math/hadamard.c; QuaRot, Ashkboos et
  * al. 2024): orthogonality for every supported kind of size, the fast transform against the
  * explicit matrix from its definition, seeded determinism, rotation invariance of W x, inverse,
  * and unsupported sizes as errors.
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "core/ctx.h"
-#include "quant/hadamard.h"
+#include "math/hadamard.h"
 #include "test.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

@@ -5,7 +5,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
-#include "model/kv.h"
+#include "kv/kv.h"
 #include "test.h"
 
 static uint64_t rng = 88172645463325252ull;

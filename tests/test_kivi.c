@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 #include "kernels/kivi.h"
 #include "test.h"
 

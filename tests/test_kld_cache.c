@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/kld_cache.h"
+#include "eval/kld_cache.h"
 #include "sqz.h"
 #include "test.h"
 

@@ -10,8 +10,8 @@
  * sqz_perplexity (f32 token by token = batched; compressed policies ordered by their KLD). */
 #include <stdint.h>
 
-#include "core/types.h"
-#include "model/kv.h"
+#include "formats/types.h"
+#include "kv/kv.h"
 #include "sqz.h"
 #include "test.h"
 

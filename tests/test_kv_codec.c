@@ -13,10 +13,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 #include "kernels/attn.h"
-#include "model/kv.h"
-#include "model/kv_codec.h"
+#include "kv/kv.h"
+#include "kv/codec.h"
 #include "sqz.h"
 #include "test.h"
 

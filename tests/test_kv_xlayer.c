@@ -12,9 +12,9 @@
  * plus bytes() and parameter errors. */
 #include <stdint.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 #include "io/gguf.h"
-#include "model/kv.h"
+#include "kv/kv.h"
 #include "sqz.h"
 #include "test.h"
 

@@ -26,7 +26,7 @@
 #include "kernels/kernels.h"
 #include "kernels/mix.h"
 #include "model/model.h"
-#include "quant/blocks.h"
+#include "formats/blocks.h"
 #include "quant/gptq.h"
 #include "quant/mixllm.h"
 #include "sqz.h"

@@ -15,8 +15,8 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
-#include "quant/blocks.h"
-#include "quant/quant.h"
+#include "formats/blocks.h"
+#include "formats/quant.h"
 #include "test.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;

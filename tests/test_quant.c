@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 #include "io/safetensors.h"
-#include "quant/blocks.h"
-#include "quant/quant.h"
+#include "formats/blocks.h"
+#include "formats/quant.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ helpers */

@@ -1,4 +1,4 @@
-/* test_tokenizer.c - tests of the tokenizers (src/model/tokenizer*.c) against independent
+/* test_tokenizer.c - tests of the tokenizers (src/tokenizer/ files) against independent
  * numbers: the token ids and whole-file token counts that Hugging Face `tokenizers` produced
  * (reference.json of the sqz models), a literal re-implementation of llama2.c run.c's encode()
  * for tok512.bin, exact round trips on real and random text, hand-computed merges on tiny
@@ -11,8 +11,8 @@
 
 #include "core/ctx.h"
 #include "io/file.h"
-#include "model/tokenizer.h"
-#include "model/tokenizer_impl.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/impl.h"
 #include "test.h"
 
 /* the context's message when st failed, "" otherwise (it may hold an older failure) */

@@ -1,7 +1,8 @@
 /* ctx.c - context lifecycle, error messages, status names. */
 #define _POSIX_C_SOURCE 200809L
 #include "core/ctx.h"
-#include "kernels/kernels.h"
+
+#include <cblas.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,7 +33,9 @@ sqz_ctx *sqz_ctx_new(void) {
     sqz_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->n_threads = online_cpus();
-    sqz_kernels_init();
+    /* sqz runs OpenBLAS single-threaded inside its own OpenMP threads (kernels/matmul.c), so
+     * that one pool of threads is all there is */
+    openblas_set_num_threads(1);
     return ctx;
 }
 

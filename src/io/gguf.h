@@ -53,7 +53,7 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 
 #define SQZ_GGUF_MAX_DIMS 4
 #define SQZ_GGUF_DEFAULT_ALIGNMENT 32

@@ -5,7 +5,7 @@
 #include <stddef.h>
 
 #include "core/ctx.h"
-#include "model/config.h"
+#include "io/config.h"
 
 /* Accepts LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (architectures[0], or
  * model_type). Required: hidden_size, intermediate_size, num_hidden_layers,

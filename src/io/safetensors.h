@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 
 #define SQZ_ST_MAX_DIMS 4
 

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 
 int sqz_kvrow_bits(sqz_kvrow_type t) {
     return t == SQZ_KVROW_Q8 ? 8 : t == SQZ_KVROW_Q4 ? 4 : t == SQZ_KVROW_Q2 ? 2 : 0;

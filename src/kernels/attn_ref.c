@@ -2,7 +2,7 @@
  * decoded from its code as the format defines it. The yardstick of attn_avx2.c. */
 #include "kernels/attn.h"
 
-#include "core/types.h"
+#include "formats/types.h"
 #include "kernels/ops.h"
 
 /* Channel c of a row. */

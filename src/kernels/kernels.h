@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "core/types.h"
+#include "formats/types.h"
 
 /* sum_k row[k] * x[k] over n elements (n a multiple of the type's block size). */
 typedef float (*sqz_dot_fn)(const void *row, const float *x, int64_t n);

@@ -1,4 +1,4 @@
-/* kivi.h - attention kernels on KIVI's quantized KV cache (the q8/q4/q2 policies, kv_kivi.c).
+/* kivi.h - attention kernels on KIVI's quantized KV cache (the q8/q4/q2 policies, kv/kivi.c).
  *
  * Codes of one head's row are hd channels packed along the row, low bits first: q8 one byte per
  * channel, q4 byte i = channels 2i (low nibble) and 2i+1, q2 byte i = channels 4i..4i+3 in bit

@@ -2,7 +2,7 @@
  * time, scalar dots; the yardstick of kivi_avx2.c and kivi_avx512.c, and the run-time choice. */
 #include "kernels/kivi.h"
 
-#include "core/types.h"
+#include "formats/types.h"
 
 enum { MAX_HD = SQZ_KIVI_MAX_HD };
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "quant/blocks.h"
+#include "formats/blocks.h"
 
 /* IQ4_NL / IQ4_XS: the 16 non-linear levels (ggml's kvalues_iq4nl). */
 static const int8_t sqz_iq4nl_levels[16] = { -127, -104, -83, -65, -49, -35, -22, -10,

@@ -714,7 +714,7 @@ static inline __m512 acc_q6_k(int64_t n, const void *row, const void *xq) {
 
 /* ------------------------------------------------------------ to_float (sgemm panels)
  *
- * Bit-identical to the reference dequantizers (src/quant/dequant.c, ggml's): the same f32
+ * Bit-identical to the reference dequantizers (src/formats/dequant.c, ggml's): the same f32
  * operations in the same order, one rounding each, no FMA. */
 
 /* what follows must not contract a * b - c into an FMA (one rounding fewer than the reference) */

@@ -1,4 +1,4 @@
-/* qdot_dq2.h - internal to src/kernels: the kernels of sqz's own dq2 type (quant/dq2.h), kept
+/* qdot_dq2.h - internal to src/kernels: the kernels of sqz's own dq2 type (formats/dq2.h), kept
  * apart from the ggml types' tables (qdot_*.c). Activations are Q8_0: a dq2 group of 64 is two
  * Q8_0 blocks, and each block's sum of q_a (computed in the kernel, exact) pays for the zero:
  *   sum_j (d q_j + m) a_j = sum over the two halves h of d_a,h (d isum_h + m asum_h).

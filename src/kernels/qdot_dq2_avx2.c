@@ -3,8 +3,8 @@
 #include <immintrin.h>
 
 #include "kernels/qdot_dq2.h"
-#include "quant/blocks.h"
-#include "quant/dq2.h"
+#include "formats/blocks.h"
+#include "formats/dq2.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

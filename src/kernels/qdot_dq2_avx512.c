@@ -6,8 +6,8 @@
 #include <immintrin.h>
 
 #include "kernels/qdot_dq2.h"
-#include "quant/blocks.h"
-#include "quant/dq2.h"
+#include "formats/blocks.h"
+#include "formats/dq2.h"
 
 static float vdq_dq2(int64_t n, const void *row, const void *xq) {
     const block_dq2 *w = row;

@@ -1,9 +1,9 @@
 /* qdot_dq2_ref.c - reference dq2 kernels: row . Q8_0 activations and row . f32 x as plain
- * loops over the block layout (quant/dq2.h), and the per-tier dispatch of the type. */
+ * loops over the block layout (formats/dq2.h), and the per-tier dispatch of the type. */
 #include "kernels/qdot_dq2.h"
 
-#include "quant/blocks.h"
-#include "quant/dq2.h"
+#include "formats/blocks.h"
+#include "formats/dq2.h"
 
 /* Per Q8_0 half of a group: isum = sum q_w * q_a, asum = sum q_a (exact integers); the float
  * work is d_a * (d * isum + m * asum), summed in order. */

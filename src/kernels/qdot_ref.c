@@ -1,6 +1,6 @@
 /* qdot_ref.c - portable reference tier of the quantized dot products: activation quantizers
  * (ggml's quantize_row_q8_{0,1,K}_ref, byte for byte) and row . xq as plain integer loops, one
- * element at a time, straight from the block layouts (quant/blocks.h).
+ * element at a time, straight from the block layouts (formats/blocks.h).
  *
  * Glossary: n elements; nb blocks; QK elements per block; w weight blocks, a activation blocks;
  * d scale, dmin / m minimum, sc sub-block scale, q quant; isum exact integer sum of q_w * q_a

@@ -31,9 +31,9 @@
 #include "io/file.h"
 #include "io/gguf.h"
 #include "model/model.h"
-#include "model/tokenizer_impl.h"
-#include "quant/presets.h"
-#include "quant/quant.h"
+#include "tokenizer/impl.h"
+#include "formats/presets.h"
+#include "formats/quant.h"
 
 #define CHUNK_ELEMS (1 << 16) /* f32 elements one work item converts at a time */
 

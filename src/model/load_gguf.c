@@ -12,7 +12,7 @@
 
 #include "io/gguf.h"
 #include "model/model.h"
-#include "model/tokenizer_impl.h"
+#include "tokenizer/impl.h"
 
 /* The metadata key "<arch>.<suffix>". */
 static const char *akey(char *buf, size_t cap, const char *arch, const char *suffix) {

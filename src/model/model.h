@@ -5,11 +5,11 @@
 #define SQZ_MODEL_MODEL_H
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 #include "io/file.h"
 #include "io/safetensors.h"
-#include "model/config.h"
-#include "model/tokenizer.h"
+#include "io/config.h"
+#include "tokenizer/tokenizer.h"
 
 /* Shapes as (rows, cols) = (output features, input features); D = dim, F = hidden_dim,
  * Hq/Hkv heads, hd head_dim. Norm and bias vectors are always f32. */

@@ -11,7 +11,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
-#include "model/kv.h"
+#include "kv/kv.h"
 #include "model/model.h"
 #include "model/session.h"
 
@@ -532,4 +532,10 @@ sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float 
         done += T;
     }
     return SQZ_OK;
+}
+
+/* ---- the KV cache's bytes (include/sqz.h) */
+
+size_t sqz_session_kv_bytes(const sqz_session *s) {
+    return s && s->kv ? s->kv->policy->bytes(s->kv->state) : 0;
 }

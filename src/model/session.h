@@ -3,7 +3,7 @@
 #define SQZ_MODEL_SESSION_H
 
 #include "core/spin_barrier.h"
-#include "model/kv.h"
+#include "kv/kv.h"
 #include "model/model.h"
 
 struct sqz_session {

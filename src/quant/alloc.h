@@ -40,7 +40,7 @@
 
 #include "core/ctx.h"
 #include "model/model.h"
-#include "quant/presets.h"
+#include "formats/presets.h"
 
 enum { SQZ_ALLOC_MAX_TYPES = 5 };
 

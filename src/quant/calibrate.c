@@ -39,8 +39,8 @@
 #include "quant/dq2_fake.h"
 #include "quant/gptq.h"
 #include "quant/mixllm.h"
-#include "quant/presets.h"
-#include "quant/quant.h"
+#include "formats/presets.h"
+#include "formats/quant.h"
 #include "quant/rsq.h"
 
 typedef struct site_stats {

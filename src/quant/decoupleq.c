@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quant/dq2.h"
-#include "quant/hessian.h"
+#include "formats/dq2.h"
+#include "math/hessian.h"
 
 /* LAPACK, Fortran interface (see hessian.c: a row-major symmetric matrix is its own transpose,
  * so Fortran's 'L' is our upper triangle). */

@@ -48,7 +48,7 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 
 typedef struct sqz_dq_opts {
     int group;        /* weights per (scale, zero) along a row (paper, 2-bit Llama: 64) */

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quant/dq2.h"
-#include "quant/presets.h"
-#include "quant/quant.h"
+#include "formats/dq2.h"
+#include "formats/presets.h"
+#include "formats/quant.h"
 
 sqz_status sqz_dq2_fake_convert(sqz_ctx *ctx, sqz_model *qm, const char *out_path,
                                 sqz_convert_result *res) {

@@ -31,10 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/mix.h" /* sqz's mixllm types MX8 / MX4 / MX3 */
-#include "quant/blocks.h"
-#include "quant/hessian.h"
-#include "quant/quant.h"
+#include "formats/mx.h" /* sqz's mixllm types MX8 / MX4 / MX3 */
+#include "formats/blocks.h"
+#include "math/hessian.h"
+#include "formats/quant.h"
 
 enum { CHUNK_ROWS = 64 };
 

@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
-#include "core/types.h"
+#include "formats/types.h"
 
 typedef struct sqz_gptq_opts {
     double percdamp; /* damping: percdamp * mean(diag H) is added to diag H (paper: 0.01;

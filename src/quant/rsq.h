@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
-#include "quant/hadamard.h"
+#include "math/hadamard.h"
 
 #define SQZ_RSQ_RMIN 0.005f /* the paper's importance range [rmin, 1] */
 #define SQZ_RSQ_RMAX 1.0f

@@ -1,0 +1,135 @@
+/* kv/f16.c - KV cache policy "f16": keys and values stored as IEEE half precision (as most
+ * inference engines keep their cache), [layer][pos][Hkv*hd]. Attention runs on the f16 rows
+ * with the kernels of kernels/attn.h (F16C conversion fused into the dot products), so no f32
+ * copy of the cache exists. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/types.h"
+#include "kernels/attn.h"
+#include "kv/kv.h"
+#include "kv/codec.h"
+#include "core/params.h"
+
+typedef struct kv_f16 {
+    sqz_kv_shape shape;
+    size_t layer_elems; /* max_pos * Hkv * hd */
+    uint16_t *k, *v;    /* [L][max_pos][Hkv*hd] */
+    float *scratch;     /* [Hkv][group * max_pos] attention probabilities */
+    int n_pos;
+    sqz_kv_codec codec; /* f16 */
+    sqz_kvrow_fmt fmt;  /* one head's row */
+    sqz_attn_kernels kr;
+} kv_f16;
+
+static void destroy(void *state) {
+    kv_f16 *c = state;
+    if (!c) return;
+    free(c->k);
+    free(c->v);
+    free(c->scratch);
+    free(c);
+}
+
+static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
+                         const sqz_kv_codec *codec, void **state) {
+    sqz_status st = sqz_params_parse(ctx, "KV policy", "f16", params, NULL, 0, NULL, 0);
+    if (st) return st;
+    kv_f16 *c = calloc(1, sizeof *c);
+    if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
+    c->shape = *shape;
+    c->layer_elems = (size_t)shape->max_pos * (size_t)shape->n_kv_heads * (size_t)shape->head_dim;
+    size_t total = c->layer_elems * (size_t)shape->n_layers;
+    c->k = malloc(total * sizeof(uint16_t));
+    c->v = malloc(total * sizeof(uint16_t));
+    c->scratch = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof(float));
+    if (!c->k || !c->v || !c->scratch) {
+        destroy(c);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
+                        shape->max_pos);
+    }
+    c->codec = (sqz_kv_codec){ SQZ_KVROW_F16, shape->head_dim, 0, 0 };
+    c->fmt = (sqz_kvrow_fmt){ SQZ_KVROW_F16, shape->head_dim, shape->head_dim };
+    c->kr = sqz_attn_kernels_best();
+    *state = c;
+    return SQZ_OK;
+}
+
+static void reset(void *state) { ((kv_f16 *)state)->n_pos = 0; }
+
+/* Position pos's keys and values of KV heads [g0, g1) (k, v: the whole row [Hkv*hd]). */
+static void store_heads(kv_f16 *c, int layer, int pos, const float *k, const float *v, int g0,
+                        int g1) {
+    const size_t hd = (size_t)c->shape.head_dim, row = (size_t)c->shape.n_kv_heads * hd;
+    const size_t o = (size_t)layer * c->layer_elems + (size_t)pos * row;
+    for (size_t i = (size_t)g0 * hd; i < (size_t)g1 * hd; i++) {
+        c->k[o + i] = sqz_f32_to_f16(k[i]);
+        c->v[o + i] = sqz_f32_to_f16(v[i]);
+    }
+}
+
+static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
+    kv_f16 *c = state;
+    const size_t row = (size_t)c->shape.n_kv_heads * (size_t)c->shape.head_dim;
+    for (int t = 0; t < n; t++)
+        store_heads(c, layer, pos + t, k + (size_t)t * row, v + (size_t)t * row, 0,
+                    c->shape.n_kv_heads);
+    if (pos + n > c->n_pos) c->n_pos = pos + n;
+    return SQZ_OK;
+}
+
+/* KV head g's query heads for the n queries at positions pos..: its rows are read together
+ * (each row converted once for all of them), the queries in order with g's scratch. */
+static void attend_group(kv_f16 *c, int layer, int pos, int n, const float *q, float *out, int g) {
+    const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
+    const int group = Hq / Hkv, row = Hkv * hd;
+    const uint16_t *K = c->k + (size_t)layer * c->layer_elems;
+    const uint16_t *V = c->v + (size_t)layer * c->layer_elems;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *s = c->scratch + (size_t)g * group * c->shape.max_pos;
+    for (int t = 0; t < n; t++) {
+        const size_t qo = (size_t)t * Hq * hd + (size_t)g * group * hd;
+        sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K + (size_t)g * hd,
+                           V + (size_t)g * hd, (size_t)row * sizeof(uint16_t), pos + t + 1, scale,
+                           s, out + qo);
+    }
+}
+
+/* One work item per KV head. */
+static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
+                   int n_threads) {
+    kv_f16 *c = state;
+    const int Hkv = c->shape.n_kv_heads;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
+    for (int g = 0; g < Hkv; g++) attend_group(c, layer, pos, n, q, out, g);
+}
+
+/* One decode step for KV heads [g0, g1) (kv.h). */
+static sqz_status store_attend_heads(void *state, int layer, int pos, const float *k,
+                                     const float *v, const float *q, float *out, int g0, int g1) {
+    kv_f16 *c = state;
+    store_heads(c, layer, pos, k, v, g0, g1);
+    if (g0 == 0 && pos + 1 > c->n_pos) c->n_pos = pos + 1;
+    for (int g = g0; g < g1; g++) attend_group(c, layer, pos, 1, q, out, g);
+    return SQZ_OK;
+}
+
+static size_t bytes(const void *state) {
+    const kv_f16 *c = state;
+    return 2 * (size_t)c->n_pos * (size_t)c->shape.n_layers * (size_t)c->shape.n_kv_heads *
+           (size_t)c->shape.head_dim * sizeof(uint16_t);
+}
+
+const sqz_kv_policy sqz_kv_policy_f16 = {
+    .name = "f16",
+    .help = "keys and values as f16 (attention on the f16 rows)",
+    .create = create,
+    .destroy = destroy,
+    .reset = reset,
+    .store = store,
+    .attend = attend,
+    .store_attend_heads = store_attend_heads,
+    .bytes = bytes,
+};

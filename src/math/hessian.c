@@ -1,0 +1,44 @@
+/* hessian.c - see hessian.h. */
+#include "math/hessian.h"
+
+#include <stddef.h>
+#include <string.h>
+
+/* LAPACK (Fortran interface; Debian's OpenBLAS exports it, the LAPACKE wrappers live in a
+ * separate library the Makefile does not link). Column-major: our row-major symmetric matrix
+ * is read as its transpose, so Fortran 'L' is our upper triangle. The trailing size_t is the
+ * hidden length of the character argument (gfortran ABI); harmless where unused. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info,
+                    size_t uplo_len);
+extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info,
+                    size_t uplo_len);
+
+void sqz_hessian_act_order(const double *H, int64_t n, int64_t *perm, int64_t *tmp) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t w = 1; w < n; w *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * w) {
+            const int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            int64_t a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) {
+                const double ka = H[perm[a] * n + perm[a]], kb = H[perm[b] * n + perm[b]];
+                tmp[k++] = kb > ka ? perm[b++] : perm[a++];
+            }
+            while (a < mid) tmp[k++] = perm[a++];
+            while (b < hi) tmp[k++] = perm[b++];
+        }
+        memcpy(perm, tmp, (size_t)n * sizeof *perm);
+    }
+}
+
+void sqz_hessian_permute(const double *H, int64_t n, const int64_t *perm, double *Hp) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < n; k++) Hp[i * n + k] = H[perm[i] * n + perm[k]];
+}
+
+int sqz_hessian_inverse_factor(double *H, int n) {
+    int info = 0;
+    dpotrf_("L", &n, H, &n, &info, 1);
+    if (info == 0) dpotri_("L", &n, H, &n, &info, 1);
+    if (info == 0) dpotrf_("L", &n, H, &n, &info, 1);
+    return info;
+}

@@ -12,11 +12,6 @@
 #include "bench_util.h"
 #include "sqz.h"
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv) {
     const char *shared = getenv("SQZ_SHARED") ? getenv("SQZ_SHARED") : "../shared";
     char model[512], text[512];

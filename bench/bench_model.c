@@ -65,11 +65,6 @@ typedef struct run_result {
     double ppl_value;
 } run_result;
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* best = largest (rates), median of n values */
 static stat3 summarize(double *v, int n) {
     stat3 s = { 0, 0 };

@@ -1,6 +1,7 @@
-/* bench_util.h - what every benchmark here needs: a wall clock, a whole-file reader, and how much CPU other
- * processes took during a run (a 2-core machine's benchmarks mean nothing while a build runs
- * beside them; each bench reports it as "other_processes_cores" and warns above 0.1 core).
+/* bench_util.h - what every benchmark here needs: a wall clock, a whole-file reader, a qsort
+ * comparator for medians, and how much CPU other processes took during a run (a 2-core
+ * machine's benchmarks mean nothing while a build runs beside them; each bench reports it as
+ * "other_processes_cores" and warns above 0.1 core).
  * Header-only (static functions): each bench is one .c file linked alone with libsqz. */
 #ifndef SQZ_BENCH_UTIL_H
 #define SQZ_BENCH_UTIL_H
@@ -14,6 +15,12 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* qsort's comparator for doubles, ascending (medians of timings). */
+static inline int cmp_double(const void *a, const void *b) { /* inline: not every bench sorts */
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 /* CPU time of the whole machine (all cores, busy states of /proc/stat) and of this process, in

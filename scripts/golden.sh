@@ -51,7 +51,7 @@ sha "quantize-14m-decoupleq-dq2" "$OUT/dq-dq2.sqzf"
 $SQZ quantize "$M14" -o "$OUT/imatrix-q3_k_m.gguf" --type q3_k_m --method imatrix $Q $T 2>/dev/null
 sha "quantize-14m-imatrix-q3_k_m" "$OUT/imatrix-q3_k_m.gguf"
 
-$SQZ kvcalib "$M26" -f "$CAL" -o "$OUT/kvproj.bin" --ctx 512 --max-tokens 4097 $T 2>/dev/null
+$SQZ kvcalib "$M26" -f "$CAL" -o "$OUT/kvproj.bin" --max-tokens 4097 $T 2>/dev/null
 sha "kvcalib-26m" "$OUT/kvproj.bin"
 
 P="-f $SOTU --ctx 512 --max-tokens 1537 --kv-prefill 128 --json $T"

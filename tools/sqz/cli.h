@@ -1,5 +1,6 @@
 /* cli.h - what the sqz commands share: the parsed options, output helpers, the commands.
- * Each command lives in its own cmd_*.c and uses include/sqz.h only. */
+ * Each command lives in its own cmd_*.c and uses include/sqz.h only; the options and the
+ * commands that take each are declared once, in args.c's tables. */
 #ifndef SQZ_CLI_H
 #define SQZ_CLI_H
 
@@ -9,7 +10,8 @@
 
 #include "sqz.h"
 
-/* Every option of every command (a command ignores the ones it does not take). */
+/* Every option of every command; the parser (args.c) refuses an option the command does not
+ * take, so a command reads only the fields of its own options. */
 typedef struct opts {
     const char *model, *tokenizer, *prompt, *file, *out, *type;
     int n_predict, threads, json, n_ctx, no_progress, compat_llamacpp, n_chunks, pure;
@@ -43,6 +45,28 @@ void cli_print_json(cJSON *o);
 double cli_now(void);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL after printing the error. */
 char *cli_read_file(const char *path, size_t *len);
+
+/* Loads the model (o->model, o->tokenizer), reads the text file at path and tokenizes it
+ * (add_bos as sqz_tokenize takes it; *tok_seconds, when not NULL: the tokenization's time).
+ * Returns 0; 1 after printing the error, with nothing left to free. *ids: free with sqz_free. */
+int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_bos,
+                        sqz_model **model, int32_t **ids, size_t *n_ids, double *tok_seconds);
+
+/* A command: its name, what runs it, and its lines in the usage text. */
+typedef struct cli_command {
+    const char *name;
+    int (*run)(sqz_ctx *, const opts *);
+    const char *usage;
+} cli_command;
+
+/* The command called name; NULL if none. */
+const cli_command *cli_find_command(const char *name);
+/* Fills o from the arguments after the command. Returns 0; 2 after printing a usage error
+ * (unknown option, an option cmd does not take, a missing or invalid value); -1 after printing
+ * cmd's help on stdout (--help, -h). */
+int cli_parse_args(const cli_command *cmd, int argc, char **argv, opts *o);
+/* The usage text: every command, every option and the commands that take it. */
+void cli_usage(FILE *f);
 
 int cmd_info(sqz_ctx *ctx, const opts *o);
 int cmd_generate(sqz_ctx *ctx, const opts *o);

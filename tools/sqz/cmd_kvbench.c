@@ -95,19 +95,14 @@ static int decode_round(sqz_ctx *ctx, const sqz_model *m, bench_row *rows, int n
 
 int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
     if (!o->file) return cli_die("%s", "kvbench needs a text file: -f FILE");
-    size_t len;
-    char *text = cli_read_file(o->file, &len);
-    if (!text) return 1;
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    sqz_status st = sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids);
-    free(text);
-    if (st || n_ids < 2) {
+    int32_t *ids;
+    size_t n_ids;
+    if (cli_load_model_text(ctx, o, o->file, 0, &m, &ids, &n_ids, NULL)) return 1;
+    if (n_ids < 2) {
         sqz_model_free(m);
         sqz_free(ids);
-        return st ? cli_fail(ctx) : cli_die("%s: too few tokens", o->file);
+        return cli_die("%s: too few tokens", o->file);
     }
     sqz_model_info info;
     sqz_model_get_info(m, &info);
@@ -136,7 +131,7 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o) {
                             .kv_prefill = prefill, .kld_base = m, .kld_base_kv = "f32",
                             .kld_cache = o->kld_cache /* the f32 cache's logits once for all rows */ };
         sqz_ppl_result pr;
-        st = sqz_perplexity(ctx, m, ids, n_ids, &po, &pr);
+        const sqz_status st = sqz_perplexity(ctx, m, ids, n_ids, &po, &pr);
         if (st == SQZ_ERR_ARG && !o->n_kv) {
             /* a policy that needs parameters (a calibration file...) has no default run */
             fprintf(stderr, "kvbench: skipping %s: %s\n", specs[i], sqz_ctx_error(ctx));

@@ -10,24 +10,17 @@ int cmd_kvcalib(sqz_ctx *ctx, const opts *o) {
     const char *path = o->file ? o->file : o->calib;
     if (!path) return cli_die("%s", "kvcalib needs calibration text: -f FILE");
     if (!o->out) return cli_die("%s", "kvcalib needs an output file: -o FILE.kvproj");
-    size_t len;
-    char *text = cli_read_file(path, &len);
-    if (!text) return 1;
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    sqz_status st = sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids);
-    free(text);
-    if (!st) {
-        /* --calib-tokens N, or --max-tokens N as every command reads it: the first N tokens */
-        const long long lim = o->calib_tokens > 0 ? (long long)o->calib_tokens : (long long)o->max_tokens;
-        if (lim > 0 && (size_t)lim < n_ids) n_ids = (size_t)lim;
-        double t0 = cli_now();
-        st = sqz_kv_calibrate_proj(ctx, m, ids, n_ids, o->calib_ctx, 0, o->out);
-        if (!st && !o->json)
-            fprintf(stderr, "kvcalib: %zu tokens in %.1f s -> %s\n", n_ids, cli_now() - t0, o->out);
-    }
+    int32_t *ids;
+    size_t n_ids;
+    if (cli_load_model_text(ctx, o, path, 0, &m, &ids, &n_ids, NULL)) return 1;
+    /* --calib-tokens N, or --max-tokens N as ppl and kvbench read it: the first N tokens */
+    const long long lim = o->calib_tokens > 0 ? (long long)o->calib_tokens : (long long)o->max_tokens;
+    if (lim > 0 && (size_t)lim < n_ids) n_ids = (size_t)lim;
+    double t0 = cli_now();
+    sqz_status st = sqz_kv_calibrate_proj(ctx, m, ids, n_ids, o->calib_ctx, 0, o->out);
+    if (!st && !o->json)
+        fprintf(stderr, "kvcalib: %zu tokens in %.1f s -> %s\n", n_ids, cli_now() - t0, o->out);
     free(ids);
     sqz_model_free(m);
     if (st) return cli_fail(ctx);

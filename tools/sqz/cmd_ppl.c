@@ -7,20 +7,14 @@
 
 int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     if (!o->file) return cli_die("%s", "ppl needs a text file: -f FILE");
-    size_t len;
-    char *text = cli_read_file(o->file, &len);
-    if (!text) return 1;
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    double t0 = cli_now();
+    int32_t *ids;
+    size_t n_ids;
+    double tok_s;
     /* sqz's perplexity adds no BOS: the text is scored as it is; llama.cpp's tokenizes with
      * the vocabulary's BOS setting */
-    sqz_status st = sqz_tokenize(ctx, m, text, len, o->compat_llamacpp ? -1 : 0, &ids, &n_ids);
-    double tok_s = cli_now() - t0;
-    free(text);
-    if (st) { sqz_model_free(m); return cli_fail(ctx); }
+    if (cli_load_model_text(ctx, o, o->file, o->compat_llamacpp ? -1 : 0, &m, &ids, &n_ids, &tok_s))
+        return 1;
     sqz_model_info info;
     sqz_model_get_info(m, &info);
     sqz_ppl_opts po = { .n_ctx = o->n_ctx ? o->n_ctx : (info.max_seq_len > 0 ? info.max_seq_len : 1024),
@@ -47,7 +41,7 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     }
     po.kld_cache = o->kld_cache;
     sqz_ppl_result r;
-    st = sqz_perplexity(ctx, m, ids, n_ids, &po, &r);
+    sqz_status st = sqz_perplexity(ctx, m, ids, n_ids, &po, &r);
     free(ids);
     sqz_model_free(m);
     sqz_model_free(base);

@@ -1,0 +1,318 @@
+/* args.c - the sqz commands and their options, each declared once as a row of a table: its
+ * names, the kind and range of its value, the field of `opts` it fills, its help, and the
+ * commands that take it. The parser, `sqz --help` and `sqz COMMAND --help` all read the
+ * tables, so an option cannot be parsed without being documented, and a command refuses the
+ * options it would ignore (a usage error, exit status 2) instead of running without them. */
+#include <math.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* ---- the commands; an option's `cmds` is a mask of their bits (C_INFO = commands[0], ...) */
+
+enum {
+    C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
+    C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6,
+    C_ALL = (1 << 7) - 1
+};
+
+/* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
+static const cli_command commands[] = {
+    { "info", cmd_info,
+      "  info MODEL                          architecture, sizes, tokenizer\n" },
+    { "generate", cmd_generate,
+      "  generate MODEL -p TEXT [-n N]       generate text (stdout: the text alone)\n" },
+    { "ppl", cmd_ppl,
+      "  ppl MODEL -f FILE                   perplexity over FILE\n" },
+    { "convert", cmd_convert,
+      "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
+      "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n" },
+    { "quantize", cmd_quantize,
+      "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|rsq|decoupleq --calib FILE\n"
+      "  quantize MODEL -o OUT.sqzf --type q4|q3 --method mixllm --calib FILE\n"
+      "                                      quantization with calibration data\n" },
+    { "kvbench", cmd_kvbench,
+      "  kvbench MODEL -f FILE [--kv P ...]  KV cache policies: bytes, ppl, KLD, decode t/s\n" },
+    { "kvcalib", cmd_kvcalib,
+      "  kvcalib MODEL -f FILE -o OUT.kvproj the \"proj\" KV policy's projections (--kv\n"
+      "                                      proj:file=OUT.kvproj,rank=R)\n" },
+};
+enum { N_COMMANDS = sizeof commands / sizeof *commands };
+
+static unsigned command_bit(const cli_command *c) { return 1u << (unsigned)(c - commands); }
+
+/* ---- the options */
+
+typedef enum opt_kind {
+    OPT_FLAG,   /* no value: the int field becomes 1 */
+    OPT_INT,    /* int field, value in [lo, hi] */
+    OPT_LLONG,  /* long long field, value in [lo, hi] */
+    OPT_ULLONG, /* unsigned long long field, value in [lo, hi] */
+    OPT_FLOAT,  /* float field, value in [flo, fhi] (bounds in `open` excluded) */
+    OPT_STRING, /* const char * field: the argument itself */
+    OPT_LIST,   /* repeatable: appended to opts.kv, counted in opts.n_kv */
+    OPT_ENUM,   /* int field: the index of the value in `choices` */
+} opt_kind;
+
+enum { LO_OPEN = 1, HI_OPEN = 2 };
+
+typedef struct option_row {
+    const char *name, *alias;   /* "--prompt", "-p" (NULL: none) */
+    const char *meta;           /* the value in the help ("TEXT"); NULL for flags and enums */
+    opt_kind kind;
+    size_t at;                  /* offsetof(opts, the field) */
+    long long lo, hi;           /* OPT_INT, OPT_LLONG, OPT_ULLONG */
+    double flo, fhi;            /* OPT_FLOAT */
+    unsigned open;              /* OPT_FLOAT: LO_OPEN, HI_OPEN */
+    const char *const *choices; /* OPT_ENUM, NULL-terminated */
+    size_t set_at;              /* an int field also set to 1 when the option is given; 0: none
+                                   (offset 0 is opts.model, never such a field) */
+    unsigned cmds;              /* the commands that take it (C_* bits) */
+    const char *help;           /* "\n" starts a continuation line */
+} option_row;
+
+#define AT(f) offsetof(opts, f)
+#define FLAG(f) .kind = OPT_FLAG, .at = AT(f)
+#define STR(f, m) .kind = OPT_STRING, .at = AT(f), .meta = m
+#define INT(f, m, a, b) .kind = OPT_INT, .at = AT(f), .meta = m, .lo = (a), .hi = (b)
+#define LLONG(f, m, a, b) .kind = OPT_LLONG, .at = AT(f), .meta = m, .lo = (a), .hi = (b)
+#define FLOAT(f, m, a, b, o) .kind = OPT_FLOAT, .at = AT(f), .meta = m, .flo = (a), .fhi = (b), .open = (o)
+
+static const char *const compat_choices[] = { "sqz", "llama.cpp", NULL };
+
+/* In the usage text's order; --tokenizer first, the options of every run last. */
+static const option_row options[] = {
+    { "--tokenizer", NULL, STR(tokenizer, "FILE"), .cmds = C_ALL,
+      .help = "tokenizer (llama2.c tokenizer.bin, or a tokenizer.json)" },
+    { "--prompt", "-p", STR(prompt, "TEXT"), .cmds = C_GENERATE, .help = "prompt" },
+    { "--n-predict", "-n", INT(n_predict, "N", 0, 1 << 24), .cmds = C_GENERATE,
+      .help = "tokens to generate (default 128)" },
+    { "--temp", NULL, FLOAT(temp, "T", 0, INFINITY, 0), .cmds = C_GENERATE,
+      .help = "temperature, 0 = greedy (default 0.8)" },
+    { "--top-p", NULL, FLOAT(top_p, "P", 0, INFINITY, LO_OPEN), .cmds = C_GENERATE,
+      .help = "nucleus sampling (default 0.9; 1 disables)" },
+    { "--seed", NULL, .kind = OPT_ULLONG, .at = AT(seed), .meta = "S", .lo = 0, .hi = (long long)1 << 62,
+      .cmds = C_GENERATE | C_QUANTIZE, .help = "random seed (default 42; quantize: rsq's rotations)" },
+    { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB,
+      .help = "text to score, or to calibrate on (kvcalib)" },
+    { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH,
+      .help = "window length (default: the model's trained context)" },
+    { "--max-tokens", NULL, LLONG(max_tokens, "N", 2, (long long)1 << 40),
+      .cmds = C_PPL | C_KVBENCH | C_KVCALIB, .help = "use only the first N tokens of FILE" },
+    { "--compat", NULL, .kind = OPT_ENUM, .at = AT(compat_llamacpp), .choices = compat_choices,
+      .cmds = C_PPL,
+      .help = "llama.cpp: perplexity as llama-perplexity computes it (second half\n"
+              "of each chunk scored, BOS per chunk if the vocabulary asks);\n"
+              "sqz: sqz's windows (default)" },
+    { "--chunks", NULL, INT(n_chunks, "N", 1, 1 << 30), .cmds = C_PPL,
+      .help = "with --compat llama.cpp: use at most N chunks" },
+    { "--kv", NULL, .kind = OPT_LIST, .at = AT(kv), .meta = "SPEC", .cmds = C_PPL | C_KVBENCH,
+      .help = "KV cache policy, e.g. f16, q4, streaming:sink=4,window=1020+q4,\n"
+              "xkv:rank=32+q8 (ppl: one; kvbench: repeatable; see README)" },
+    { "--kv-prefill", NULL, INT(kv_prefill, "N", 0, 1 << 24), .cmds = C_PPL | C_KVBENCH,
+      .help = "tokens of each window run as one batch, then one by one\n"
+              "(kvbench: default 256)" },
+    { "--kld-base", NULL, STR(kld_base, "MODEL"), .cmds = C_PPL,
+      .help = "also the KL divergence to MODEL's distributions (kld,\n"
+              "kld_p99, top1_agree)" },
+    { "--kld-cache", NULL, STR(kld_cache, "FILE"), .cmds = C_PPL | C_KVBENCH,
+      .help = "ppl: the base's logits in FILE (read when it was made for this\n"
+              "text, context and mode; else written from --kld-base;\n"
+              "kvbench: the f32 cache's logits, computed once)" },
+    { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
+      .help = "bytes, ppl and kld only, no decode timing" },
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB,
+      .help = "output file" },
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE, .help = "tensor type or mix" },
+    { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE,
+      .help = "every 2-D weight in TYPE, no mix" },
+    { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
+      .help = "token_embd.weight's type" },
+    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE,
+      .help = "rtn, imatrix, gptq, rsq, decoupleq or mixllm (default gptq;\n"
+              "decoupleq: 2-bit type dq2, its default --type)" },
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB,
+      .help = "calibration text (kvcalib: as -f)" },
+    { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
+      .cmds = C_QUANTIZE | C_KVCALIB, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB,
+      .help = "tokens per calibration window (default 512; kvcalib: the\n"
+              "model's trained context, at most 1024)" },
+    { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
+      .help = "gptq, rsq: columns by descending Hessian diagonal" },
+    { "--damp", NULL, FLOAT(damp, "D", 0, 10, LO_OPEN | HI_OPEN), .cmds = C_QUANTIZE,
+      .help = "gptq, rsq, decoupleq, mixllm: D * mean(diag H) added to the\n"
+              "Hessian's diagonal (default 0.1; decoupleq 0.01)" },
+    { "--rsq-rmin", NULL, FLOAT(rsq_rmin, "R", 0, 1, LO_OPEN), .cmds = C_QUANTIZE,
+      .help = "rsq: least token weight in (0, 1] (default 0.005; 1: rotation\n"
+              "+ GPTQ, tokens alike); --seed S seeds the rotations" },
+    { "--fake-quant", NULL, FLAG(fake_quant), .cmds = C_QUANTIZE,
+      .help = "type dq2: write its dequantized weights as f32 GGUF instead of\n"
+              "dq2 in sqzf (rtn to dq2 needs it)" },
+    { "--mix-frac", NULL, FLOAT(mix_frac, "F", 0, 1, HI_OPEN), .set_at = AT(mix_frac_set),
+      .cmds = C_QUANTIZE, .help = "mixllm: share of the weights at 8 bits (default 0.1)" },
+    { "--alloc", NULL, FLAG(alloc), .cmds = C_QUANTIZE,
+      .help = "gptq: each matrix's type (q2_k..q6_k) chosen by measured KL\n"
+              "divergence within the bytes of the mix's own types (minutes)" },
+    { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE,
+      .help = "--alloc: calibration windows the KLs are measured on (4)" },
+    { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
+      .help = "threads (default: all cores)" },
+    { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },
+    { "--no-progress", NULL, FLAG(no_progress), .cmds = C_ALL, .help = "no progress bar" },
+};
+enum { N_OPTIONS = sizeof options / sizeof *options };
+
+const cli_command *cli_find_command(const char *name) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(name, commands[i].name)) return &commands[i];
+    return NULL;
+}
+
+static const option_row *find_option(const char *arg) {
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (!strcmp(arg, options[i].name) || (options[i].alias && !strcmp(arg, options[i].alias)))
+            return &options[i];
+    return NULL;
+}
+
+/* ---- help */
+
+enum { HELP_COL = 21 }; /* where the help text starts */
+
+static void print_option(FILE *f, const option_row *r, int with_commands) {
+    char left[96];
+    int n = snprintf(left, sizeof left, "  %s%s%s", r->alias ? r->alias : "", r->alias ? ", " : "", r->name);
+    if (r->meta) n += snprintf(left + n, sizeof left - (size_t)n, " %s", r->meta);
+    for (int k = 0; r->choices && r->choices[k]; k++)
+        n += snprintf(left + n, sizeof left - (size_t)n, "%c%s", k ? '|' : ' ', r->choices[k]);
+    if (n < HELP_COL - 1) fprintf(f, "%-*s ", HELP_COL - 1, left);
+    else fprintf(f, "%s\n%*s", left, HELP_COL, ""); /* too wide: the help on the next line */
+    for (const char *h = r->help; *h; h++) {
+        fputc(*h, f);
+        if (*h == '\n') fprintf(f, "%*s", HELP_COL, "");
+    }
+    if (with_commands && r->cmds != C_ALL)
+        for (int c = 0, k = 0; c < N_COMMANDS; c++)
+            if (r->cmds & command_bit(&commands[c]))
+                fprintf(f, "%s%s", k++ ? ", " : " [", commands[c].name);
+    fprintf(f, "%s\n", with_commands && r->cmds != C_ALL ? "]" : "");
+}
+
+static const char model_help[] =
+    "MODEL: a Hugging Face folder (config.json + safetensors + tokenizer.json), a GGUF or\n"
+    "       sqzf file, or a llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin)\n";
+
+void cli_usage(FILE *f) {
+    fprintf(f, "usage: sqz COMMAND MODEL [options]\ncommands:\n");
+    for (int c = 0; c < N_COMMANDS; c++) fputs(commands[c].usage, f);
+    fputs(model_help, f);
+    fprintf(f, "options (in brackets: the only commands that take it; sqz COMMAND --help lists\n"
+               "a command's options):\n");
+    for (int i = 0; i < N_OPTIONS; i++) print_option(f, &options[i], 1);
+}
+
+static void command_usage(FILE *f, const cli_command *cmd) {
+    fprintf(f, "usage: sqz %s MODEL [options]\n", cmd->name);
+    fputs(cmd->usage, f);
+    fputs(model_help, f);
+    fprintf(f, "options of %s:\n", cmd->name);
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (options[i].cmds & command_bit(cmd)) print_option(f, &options[i], 0);
+}
+
+/* ---- parsing */
+
+static int parse_int(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+static int float_in_range(const option_row *r, float v) {
+    const int lo_ok = r->open & LO_OPEN ? v > r->flo : v >= r->flo;
+    const int hi_ok = r->open & HI_OPEN ? v < r->fhi : v <= r->fhi;
+    return lo_ok && hi_ok;
+}
+
+/* Stores value v of option r into o. Returns 0; 2 after printing the usage error. */
+static int set_value(const option_row *r, const char *arg, const char *v, opts *o) {
+    void *p = (char *)o + r->at;
+    long long n;
+    float x;
+    int ok = 1;
+    switch (r->kind) {
+    case OPT_FLAG: *(int *)p = 1; break;
+    case OPT_STRING: *(const char **)p = v; break;
+    case OPT_INT: if ((ok = parse_int(v, r->lo, r->hi, &n))) *(int *)p = (int)n; break;
+    case OPT_LLONG: if ((ok = parse_int(v, r->lo, r->hi, &n))) *(long long *)p = n; break;
+    case OPT_ULLONG: if ((ok = parse_int(v, r->lo, r->hi, &n))) *(unsigned long long *)p = (unsigned long long)n; break;
+    case OPT_FLOAT: if ((ok = parse_float(v, &x) && float_in_range(r, x))) *(float *)p = x; break;
+    case OPT_ENUM:
+        ok = 0;
+        for (int k = 0; r->choices[k]; k++)
+            if (!strcmp(v, r->choices[k])) *(int *)p = k, ok = 1;
+        break;
+    case OPT_LIST: {
+        const int cap = (int)(sizeof o->kv / sizeof *o->kv);
+        if (o->n_kv == cap) {
+            fprintf(stderr, "sqz: at most %d %s values\n", cap, arg);
+            return 2;
+        }
+        o->kv[o->n_kv++] = v;
+        break;
+    }
+    }
+    if (!ok) {
+        fprintf(stderr, "sqz: invalid value '%s' for %s\n", v, arg);
+        return 2;
+    }
+    if (r->set_at) *(int *)((char *)o + r->set_at) = 1;
+    return 0;
+}
+
+int cli_parse_args(const cli_command *cmd, int argc, char **argv, opts *o) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            command_usage(stdout, cmd);
+            return -1;
+        }
+        const option_row *r = find_option(a);
+        if (!r && a[0] == '-' && a[1]) {
+            fprintf(stderr, "sqz: unknown option %s (see sqz --help)\n", a);
+            return 2;
+        }
+        if (!r) {
+            if (o->model) { fprintf(stderr, "sqz: unexpected argument '%s'\n", a); return 2; }
+            o->model = a;
+            continue;
+        }
+        if (!(r->cmds & command_bit(cmd))) {
+            fprintf(stderr, "sqz: %s does not take %s (see sqz %s --help)\n", cmd->name, a, cmd->name);
+            return 2;
+        }
+        const char *v = NULL;
+        if (r->kind != OPT_FLAG) {
+            if (i + 1 == argc) { fprintf(stderr, "sqz: %s needs a value\n", a); return 2; }
+            v = argv[++i];
+        }
+        if (set_value(r, a, v, o)) return 2;
+    }
+    return 0;
+}

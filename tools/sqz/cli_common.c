@@ -1,0 +1,89 @@
+/* cli_common.c - what every sqz command uses: one-line errors on stderr, JSON on stdout, a
+ * clock, a whole-file reader, and the prologue of the commands that score or calibrate on a
+ * text (load the model, read the file, tokenize it). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+int cli_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sqz: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 1;
+}
+
+int cli_fail(sqz_ctx *ctx) {
+    const char *e = sqz_ctx_error(ctx);
+    fprintf(stderr, "sqz: %s\n", *e ? e : "unknown error");
+    return 1;
+}
+
+void cli_print_json(cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+char *cli_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_die("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 65536 > cap) {
+            cap = (n + 65536) * 2;
+            char *p = realloc(text, cap);
+            if (!p) { free(text); fclose(f); cli_die("%s: out of memory", path); return NULL; }
+            text = p;
+        }
+        size_t got = fread(text + n, 1, 65536, f);
+        n += got;
+        if (got < 65536) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) { free(text); cli_die("%s: read error", path); return NULL; }
+    text[n] = 0;
+    *len = n;
+    return text;
+}
+
+int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_bos,
+                        sqz_model **model, int32_t **ids, size_t *n_ids, double *tok_seconds) {
+    size_t len;
+    char *text = cli_read_file(path, &len);
+    if (!text) return 1;
+    sqz_model *m;
+    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
+    *ids = NULL;
+    *n_ids = 0;
+    const double t0 = cli_now();
+    const sqz_status st = sqz_tokenize(ctx, m, text, len, add_bos, ids, n_ids);
+    if (tok_seconds) *tok_seconds = cli_now() - t0;
+    free(text);
+    if (st) {
+        sqz_free(*ids);
+        sqz_model_free(m);
+        return cli_fail(ctx);
+    }
+    *model = m;
+    return 0;
+}

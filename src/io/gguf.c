@@ -52,63 +52,14 @@ size_t sqz_gguf_type_size(int type) {
     return type >= 0 && type < SQZ_GGUF_TYPE_COUNT ? gguf_type_sizes[type] : 0;
 }
 
-typedef struct ggml_layout {
-    const char *name;
-    int block_size; /* 0: removed from ggml, no layout */
-    int type_size;
-} ggml_layout;
-
-/* ggml's type ids with their block layouts (ggml-common.h). */
-static const ggml_layout ggml_layouts[SQZ_GGUF_GGML_TYPE_COUNT] = {
-    [0] = { "f32", 1, 4 },          [1] = { "f16", 1, 2 },
-    [2] = { "q4_0", 32, 18 },       [3] = { "q4_1", 32, 20 },
-    [4] = { "q4_2 (removed)", 0, 0 }, [5] = { "q4_3 (removed)", 0, 0 },
-    [6] = { "q5_0", 32, 22 },       [7] = { "q5_1", 32, 24 },
-    [8] = { "q8_0", 32, 34 },       [9] = { "q8_1", 32, 36 },
-    [10] = { "q2_k", 256, 84 },     [11] = { "q3_k", 256, 110 },
-    [12] = { "q4_k", 256, 144 },    [13] = { "q5_k", 256, 176 },
-    [14] = { "q6_k", 256, 210 },    [15] = { "q8_k", 256, 292 },
-    [16] = { "iq2_xxs", 256, 66 },  [17] = { "iq2_xs", 256, 74 },
-    [18] = { "iq3_xxs", 256, 98 },  [19] = { "iq1_s", 256, 50 },
-    [20] = { "iq4_nl", 32, 18 },    [21] = { "iq3_s", 256, 110 },
-    [22] = { "iq2_s", 256, 82 },    [23] = { "iq4_xs", 256, 136 },
-    [24] = { "i8", 1, 1 },          [25] = { "i16", 1, 2 },
-    [26] = { "i32", 1, 4 },         [27] = { "i64", 1, 8 },
-    [28] = { "f64", 1, 8 },         [29] = { "iq1_m", 256, 56 },
-    [30] = { "bf16", 1, 2 },        [31] = { "q4_0_4_4 (removed)", 0, 0 },
-    [32] = { "q4_0_4_8 (removed)", 0, 0 }, [33] = { "q4_0_8_8 (removed)", 0, 0 },
-    [34] = { "tq1_0", 256, 54 },    [35] = { "tq2_0", 256, 66 },
-    [36] = { "iq4_nl_4_4 (removed)", 0, 0 }, [37] = { "iq4_nl_4_8 (removed)", 0, 0 },
-    [38] = { "iq4_nl_8_8 (removed)", 0, 0 }, [39] = { "mxfp4", 32, 17 },
-};
-
-const char *sqz_gguf_ggml_type_name(int type) {
-    return type >= 0 && type < SQZ_GGUF_GGML_TYPE_COUNT ? ggml_layouts[type].name : "?";
-}
-
-int sqz_gguf_ggml_type_layout(int type, int *block_size, size_t *type_size) {
-    if (type < 0 || type >= SQZ_GGUF_GGML_TYPE_COUNT || ggml_layouts[type].block_size == 0)
-        return 0;
-    if (block_size) *block_size = ggml_layouts[type].block_size;
-    if (type_size) *type_size = (size_t)ggml_layouts[type].type_size;
-    return 1;
-}
-
-/* The layout of a tensor type id in a file: ggml's ids in both formats; sqz's own ids (>= 1024,
- * sqz_type_get rows with a block layout) only in sqzf files. */
+/* The layout of a tensor type id in a file (formats/types.c's rows): ggml's ids in both
+ * formats; sqz's own ids (>= 1024, rows with a block layout) only in sqzf files. */
 static int file_type_layout(int sqzf, int type, int *block_size, size_t *type_size) {
-    if (type >= 0 && type < SQZ_GGUF_GGML_TYPE_COUNT)
-        return sqz_gguf_ggml_type_layout(type, block_size, type_size);
-    if (!sqzf || type < SQZ_TYPE_SQZ_FIRST) return 0;
+    if (!sqz_type_has_layout(type) || (!sqzf && type >= SQZ_TYPE_SQZ_FIRST)) return 0;
     const sqz_type_traits *tr = sqz_type_get(type);
-    if (!tr || tr->type_size == 0 || tr->block_size <= 0) return 0;
     if (block_size) *block_size = tr->block_size;
     if (type_size) *type_size = tr->type_size;
     return 1;
-}
-
-static const char *file_type_name(int type) {
-    return type >= 0 && type < SQZ_GGUF_GGML_TYPE_COUNT ? ggml_layouts[type].name : sqz_type_name(type);
 }
 
 /* Bytes of a tensor of count elements (count a multiple of the block size); 0 on overflow. */
@@ -563,18 +514,18 @@ static sqz_status parse_tensor_info(gguf_cur *c, sqz_gguf *g, uint64_t i) {
     if (st != SQZ_OK) return st;
     int bs;
     /* GGUF: ggml's ids 0..39 only; sqzf also sqz's own ids >= 1024 (file_type_layout) */
-    if (type >= SQZ_GGUF_GGML_TYPE_COUNT &&
+    if (type >= SQZ_TYPE_COUNT &&
         (!g->sqzf || type > INT32_MAX || !file_type_layout(1, (int)type, &bs, NULL)))
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has unknown type id %u", c->path,
                         c->item, type);
     if (!file_type_layout(g->sqzf, (int)type, &bs, NULL))
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s has type id %u (%s), not in GGUF files",
-                        c->path, c->item, type, ggml_layouts[type].name);
+                        c->path, c->item, type, sqz_type_name((int)type));
     t->type = (int)type;
     if (t->ne[0] % bs != 0)
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT,
                         "%s: %s: row length %lld is not a multiple of the %s block size %d",
-                        c->path, c->item, (long long)t->ne[0], file_type_name((int)type), bs);
+                        c->path, c->item, (long long)t->ne[0], sqz_type_name((int)type), bs);
     uint64_t nbytes;
     if (!file_nbytes(g->sqzf, (int)type, count, &nbytes))
         return sqz_fail(c->ctx, SQZ_ERR_FORMAT, "%s: %s: byte count overflows", c->path,
@@ -1001,9 +952,9 @@ sqz_status sqz_gguf_require_tensor(sqz_ctx *ctx, const sqz_gguf *g, const char *
     if (!t)
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: no tensor %s", g ? g->path : "(null)",
                         name ? name : "(null)");
-    if (!sqz_type_get(t->type))
+    if (!sqz_type_usable(t->type))
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, not supported by sqz",
-                        g->path, t->name, file_type_name(t->type));
+                        g->path, t->name, sqz_type_name(t->type));
     *out = t;
     return SQZ_OK;
 }
@@ -1276,7 +1227,7 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
     int bs;
     if (!file_type_layout(w->sqzf, type, &bs, NULL))
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "%s writer: tensor %s: invalid type id %d (%s)",
-                        w->sqzf ? "sqzf" : "gguf", name, type, file_type_name(type));
+                        w->sqzf ? "sqzf" : "gguf", name, type, sqz_type_name(type));
     gguf_wtensor t = { .n_dims = n_dims, .type = type, .data = data, .nbytes = nbytes };
     uint64_t count = 1;
     for (int d = 0; d < SQZ_GGUF_MAX_DIMS; d++) {
@@ -1294,7 +1245,7 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
         return sqz_fail(w->ctx, SQZ_ERR_ARG,
                         "gguf writer: tensor %s: row length %lld is not a multiple of the %s "
                         "block size %d",
-                        name, (long long)t.ne[0], file_type_name(type), bs);
+                        name, (long long)t.ne[0], sqz_type_name(type), bs);
     uint64_t want;
     if (!file_nbytes(w->sqzf, type, count, &want))
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: byte count overflows",
@@ -1303,7 +1254,7 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
         return sqz_fail(w->ctx, SQZ_ERR_ARG,
                         "gguf writer: tensor %s: %zu bytes given, %s [%lld, %lld, %lld, %lld] "
                         "takes %llu",
-                        name, nbytes, file_type_name(type), (long long)t.ne[0],
+                        name, nbytes, sqz_type_name(type), (long long)t.ne[0],
                         (long long)t.ne[1], (long long)t.ne[2], (long long)t.ne[3],
                         (unsigned long long)want);
     if (!data)

@@ -357,14 +357,20 @@ static sqz_status gguf_nomem(gguf_cur *c) {
     return sqz_fail(c->ctx, SQZ_ERR_NOMEM, "%s: out of memory", c->path);
 }
 
+/* The table arr (cap entries of elem bytes, n used) with room for one more, doubled when full
+ * (*cap updated); NULL without memory (arr is then unchanged). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t elem) {
+    if (n < *cap) return arr;
+    size_t ncap = *cap ? 2 * *cap : 16;
+    void *p = realloc(arr, ncap * elem);
+    if (p) *cap = ncap;
+    return p;
+}
+
 static sqz_status parse_kv(gguf_cur *c, sqz_gguf *g, uint64_t i) {
-    if (g->n_kv == g->cap_kv) {
-        size_t cap = g->cap_kv ? 2 * g->cap_kv : 16;
-        gguf_kv *k = realloc(g->kv, cap * sizeof *k);
-        if (!k) return gguf_nomem(c);
-        g->kv = k;
-        g->cap_kv = cap;
-    }
+    gguf_kv *k = grow(g->kv, &g->cap_kv, g->n_kv, sizeof *k);
+    if (!k) return gguf_nomem(c);
+    g->kv = k;
     snprintf(c->item, sizeof c->item, "metadata entry %llu", (unsigned long long)i);
     const uint8_t *key;
     uint64_t klen;
@@ -421,13 +427,9 @@ static sqz_status parse_kv(gguf_cur *c, sqz_gguf *g, uint64_t i) {
 }
 
 static sqz_status parse_tensor_info(gguf_cur *c, sqz_gguf *g, uint64_t i) {
-    if (g->n_t == g->cap_t) {
-        size_t cap = g->cap_t ? 2 * g->cap_t : 16;
-        sqz_gguf_tensor *t = realloc(g->t, cap * sizeof *t);
-        if (!t) return gguf_nomem(c);
-        g->t = t;
-        g->cap_t = cap;
-    }
+    sqz_gguf_tensor *tt = grow(g->t, &g->cap_t, g->n_t, sizeof *tt);
+    if (!tt) return gguf_nomem(c);
+    g->t = tt;
     snprintf(c->item, sizeof c->item, "tensor %llu", (unsigned long long)i);
     const uint8_t *name;
     uint64_t nlen;

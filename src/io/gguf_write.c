@@ -383,18 +383,6 @@ static uint8_t *w_build_meta(const sqz_gguf_writer *w, size_t *len) {
     return b;
 }
 
-/* The folder of path, for fsync after the rename ("." when none); NULL when out of memory. */
-static char *w_dirname(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    size_t n = slash == path ? 1 : (size_t)(slash - path);
-    char *d = malloc(n + 1);
-    if (!d) return NULL;
-    memcpy(d, path, n);
-    d[n] = 0;
-    return d;
-}
-
 sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path) {
     if (!path || !path[0]) return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: empty path");
     size_t plen = strlen(path);
@@ -435,7 +423,7 @@ sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path) {
     }
     free(tmp);
     /* Make the rename itself durable; the file is complete whatever this says. */
-    char *dir = w_dirname(path);
+    char *dir = sqz_path_dirname(path); /* fsync'ed after the rename */
     if (dir) {
         int dfd = open(dir, O_RDONLY);
         if (dfd >= 0) {

@@ -4,7 +4,8 @@
  * features (tensor->rows). Activations are f32, row-major: x[T][K], y[T][N].
  *
  * Each type has a dot product `row . x` in three tiers - portable reference (dot_ref.c), AVX2
- * (dot_avx2.c) and AVX-512 (dot_avx512.c) - chosen at run time by the CPU's features. The
+ * (dot_avx2.c) and AVX-512 (dot_avx512.c) - chosen at run time by the CPU's features; each
+ * tier's kernels are one static table indexed by type (sqz_kernels_ref/avx2/avx512 below). The
  * tests compare every tier against the reference. llama.cpp's quantized types add a dot product
  * with quantized activations in the same three tiers (qdot_ref.c, qdot_avx2.c, qdot_avx512.c;
  * tests/test_qkernels.c), which decode uses.

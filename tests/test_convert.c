@@ -130,8 +130,8 @@ static int gguf_diff(sqz_ctx *ctx, const char *ours, const char *theirs, const c
         const sqz_gguf_tensor *ta = sqz_gguf_get_tensor(a, i), *tb = sqz_gguf_get_tensor(b, i);
         if (strcmp(ta->name, tb->name)) { DIFF("tensor %zu is %s, llama.cpp's %s", i, ta->name, tb->name); continue; }
         if (ta->type != tb->type)
-            DIFF("%s has type %s, llama.cpp's %s", ta->name, sqz_gguf_ggml_type_name(ta->type),
-                 sqz_gguf_ggml_type_name(tb->type));
+            DIFF("%s has type %s, llama.cpp's %s", ta->name, sqz_type_name(ta->type),
+                 sqz_type_name(tb->type));
         else if (ta->n_dims != tb->n_dims || memcmp(ta->ne, tb->ne, sizeof ta->ne))
             DIFF("%s has another shape", ta->name);
         else if (with_data && (ta->nbytes != tb->nbytes || memcmp(ta->data, tb->data, ta->nbytes)))

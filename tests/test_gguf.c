@@ -160,26 +160,29 @@ static void expect_bad(const char *what, bbuf *b, const char *hint) {
 /* ------------------------------------------------------------------ tests */
 
 static void test_type_tables(void) {
-    int agree = 1, n_layouts = 0;
-    for (int t = 0; t < SQZ_GGUF_GGML_TYPE_COUNT; t++) {
-        int bs;
-        size_t ts;
-        int has = sqz_gguf_ggml_type_layout(t, &bs, &ts);
-        n_layouts += has;
+    int n_layouts = 0, n_named = 0, sane = 1;
+    for (int t = 0; t < SQZ_TYPE_COUNT; t++) {
         const sqz_type_traits *tr = sqz_type_get(t);
-        if (tr && (!has || tr->block_size != bs || tr->type_size != ts ||
-                   strcmp(tr->name, sqz_gguf_ggml_type_name(t)) != 0)) {
-            printf("# type %d: sqz %s %d/%zu, gguf %s %d/%zu\n", t, tr->name, tr->block_size,
-                   tr->type_size, sqz_gguf_ggml_type_name(t), has ? bs : 0, has ? ts : 0);
-            agree = 0;
+        n_named += tr != NULL;
+        n_layouts += sqz_type_has_layout(t);
+        /* a usable type has a layout; a layout is whole blocks of at least one byte */
+        if (tr && ((tr->to_float && !sqz_type_has_layout(t)) || (tr->block_size > 0) != (tr->type_size > 0))) {
+            printf("# type %d (%s): %d/%zu, to_float %s\n", t, tr->name, tr->block_size,
+                   tr->type_size, tr->to_float ? "yes" : "no");
+            sane = 0;
         }
     }
-    CHECK(agree, "ggml layouts agree with sqz's type table on every type sqz knows");
-    CHECK(n_layouts == 32, "32 ggml types have a layout (40 ids, 8 removed): %d", n_layouts);
-    CHECK(strcmp(sqz_gguf_ggml_type_name(16), "iq2_xxs") == 0 &&
-              strcmp(sqz_gguf_ggml_type_name(39), "mxfp4") == 0 &&
-              strcmp(sqz_gguf_ggml_type_name(40), "?") == 0 &&
-              strcmp(sqz_gguf_ggml_type_name(-1), "?") == 0,
+    CHECK(sane, "every usable ggml type has a block layout, every layout has both sizes");
+    CHECK(n_named == 40 && n_layouts == 32,
+          "40 ggml ids are named, 32 have a layout (8 removed): %d, %d", n_named, n_layouts);
+    int bs = 0;
+    size_t ts = 0;
+    const sqz_type_traits *iq2 = sqz_type_get(16);
+    if (iq2) { bs = iq2->block_size; ts = iq2->type_size; }
+    CHECK(bs == 256 && ts == 66 && !sqz_type_usable(16), "iq2_xxs: 256 per 66 bytes, not usable");
+    CHECK(strcmp(sqz_type_name(16), "iq2_xxs") == 0 && strcmp(sqz_type_name(39), "mxfp4") == 0 &&
+              strcmp(sqz_type_name(4), "q4_2 (removed)") == 0 && !sqz_type_has_layout(4) &&
+              strcmp(sqz_type_name(40), "?") == 0 && strcmp(sqz_type_name(-1), "?") == 0,
           "ggml type names");
     CHECK(strcmp(sqz_gguf_type_name(SQZ_GGUF_STRING), "str") == 0 &&
               sqz_gguf_type_size(SQZ_GGUF_F64) == 8 && sqz_gguf_type_size(SQZ_GGUF_ARRAY) == 0 &&
@@ -338,14 +341,14 @@ static void check_real_file(const char *file, int pure_q4_0, int verbose) {
     CHECK(te && te->ne[0] == 512 && te->ne[1] == 4096 && sqz_gguf_get_tensor(g, te->index) == te &&
               (!pure_q4_0 || te->type == SQZ_TYPE_Q4_0),
           "%s: token_embd.weight [512, 4096] is tensor %zu, type %s", name, te ? te->index : 0,
-          te ? sqz_gguf_ggml_type_name(te->type) : "-");
+          te ? sqz_type_name(te->type) : "-");
     CHECK(sqz_gguf_find_tensor(g, "output.weight") == NULL &&
               sqz_gguf_find_tensor(g, "output_norm.weight") != NULL,
           "%s: output_norm.weight, no output.weight (tied)", name);
     const sqz_gguf_tensor *q0 = sqz_gguf_find_tensor(g, "blk.0.attn_q.weight");
     CHECK(q0 && q0->nbytes == sqz_type_row_size((sqz_type)q0->type, 512) * 512,
           "%s: blk.0.attn_q.weight: %s, %zu bytes", name,
-          q0 ? sqz_gguf_ggml_type_name(q0->type) : "-", q0 ? q0->nbytes : 0);
+          q0 ? sqz_type_name(q0->type) : "-", q0 ? q0->nbytes : 0);
 
     /* layout: tensors packed in order with alignment padding, the file ends after the last */
     uint64_t off = 0;
@@ -464,9 +467,8 @@ static const wtensor wtensors[] = {
 #define N_WTENSORS (sizeof wtensors / sizeof wtensors[0])
 
 static size_t wtensor_bytes(const wtensor *t) {
-    int bs;
-    size_t ts;
-    sqz_gguf_ggml_type_layout(t->type, &bs, &ts);
+    const int bs = sqz_type_get(t->type)->block_size;
+    const size_t ts = sqz_type_get(t->type)->type_size;
     int64_t count = 1;
     for (int d = 0; d < t->n_dims; d++) count *= t->ne[d];
     return (size_t)(count / bs) * ts;

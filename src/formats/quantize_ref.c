@@ -1129,7 +1129,7 @@ static void quantize_row_imatrix(sqz_type t, const float *x, void *y, int64_t n,
 size_t sqz_quantize_rows(sqz_type t, const float *src, void *dst, int64_t nrows,
                          int64_t n_per_row, const float *imatrix) {
     const sqz_type_traits *tr = sqz_type_get(t);
-    if (!tr || nrows < 0 || n_per_row <= 0 || n_per_row % tr->block_size) return 0;
+    if (!sqz_type_usable(t) || nrows < 0 || n_per_row <= 0 || n_per_row % tr->block_size) return 0;
     const size_t row_size = sqz_type_row_size(t, n_per_row);
     for (int64_t r = 0; r < nrows; r++) {
         const float *x = src + r * n_per_row;

@@ -1,4 +1,6 @@
-/* types.c - the type-traits table and half-precision conversions (portable reference). */
+/* types.c - the type-traits table (one row per type: name, block layout, conversions, the
+ * activation type of its quantized dot product) and half-precision conversions (portable
+ * reference). */
 #include "formats/types.h"
 #include "formats/dq2.h"
 #include "formats/mx.h" /* sqz's own types' rows */
@@ -73,46 +75,65 @@ static void bf16_to_float(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sqz_bf16_to_f32(s[i]);
 }
 
-/* Block sizes and bytes per block are those of ggml (ggml-common.h), so GGUF files map 1:1. */
+/* Block sizes and bytes per block are those of ggml (ggml-common.h), so GGUF files map 1:1.
+ * Every ggml id has a row: the ones without to_float are known by name and layout only (a GGUF
+ * file holding them opens, lists and validates; loading them fails), and the ids ggml removed
+ * have a name and no layout. act_type pairs them as llama.cpp does (ggml-cpu's vec_dot_type). */
 static const sqz_type_traits traits[SQZ_TYPE_COUNT] = {
     [SQZ_TYPE_F32] = { .name = "f32", .block_size = 1, .type_size = 4, .to_float = f32_to_float },
     [SQZ_TYPE_F16] = { .name = "f16", .block_size = 1, .type_size = 2, .to_float = f16_to_float },
     [SQZ_TYPE_BF16] = { .name = "bf16", .block_size = 1, .type_size = 2, .to_float = bf16_to_float },
     [SQZ_TYPE_Q4_0] = { .name = "q4_0", .block_size = 32, .type_size = 18,
-        .to_float = sqz_q4_0_to_float, .from_float = sqz_q4_0_from_float },
+        .to_float = sqz_q4_0_to_float, .from_float = sqz_q4_0_from_float, .act_type = SQZ_TYPE_Q8_0 },
     [SQZ_TYPE_Q4_1] = { .name = "q4_1", .block_size = 32, .type_size = 20,
-        .to_float = sqz_q4_1_to_float, .from_float = sqz_q4_1_from_float },
+        .to_float = sqz_q4_1_to_float, .from_float = sqz_q4_1_from_float, .act_type = SQZ_TYPE_Q8_1 },
     [SQZ_TYPE_Q5_0] = { .name = "q5_0", .block_size = 32, .type_size = 22,
-        .to_float = sqz_q5_0_to_float, .from_float = sqz_q5_0_from_float },
+        .to_float = sqz_q5_0_to_float, .from_float = sqz_q5_0_from_float, .act_type = SQZ_TYPE_Q8_0 },
     [SQZ_TYPE_Q5_1] = { .name = "q5_1", .block_size = 32, .type_size = 24,
-        .to_float = sqz_q5_1_to_float, .from_float = sqz_q5_1_from_float },
+        .to_float = sqz_q5_1_to_float, .from_float = sqz_q5_1_from_float, .act_type = SQZ_TYPE_Q8_1 },
     [SQZ_TYPE_Q8_0] = { .name = "q8_0", .block_size = 32, .type_size = 34,
-        .to_float = sqz_q8_0_to_float, .from_float = sqz_q8_0_from_float },
+        .to_float = sqz_q8_0_to_float, .from_float = sqz_q8_0_from_float, .act_type = SQZ_TYPE_Q8_0 },
     [SQZ_TYPE_Q8_1] = { .name = "q8_1", .block_size = 32, .type_size = 36,
         .to_float = sqz_q8_1_to_float, .from_float = sqz_q8_1_from_float },
     [SQZ_TYPE_Q2_K] = { .name = "q2_k", .block_size = 256, .type_size = 84,
-        .to_float = sqz_q2_k_to_float, .from_float = sqz_q2_k_from_float },
+        .to_float = sqz_q2_k_to_float, .from_float = sqz_q2_k_from_float, .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_Q3_K] = { .name = "q3_k", .block_size = 256, .type_size = 110,
-        .to_float = sqz_q3_k_to_float, .from_float = sqz_q3_k_from_float },
+        .to_float = sqz_q3_k_to_float, .from_float = sqz_q3_k_from_float, .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_Q4_K] = { .name = "q4_k", .block_size = 256, .type_size = 144,
-        .to_float = sqz_q4_k_to_float, .from_float = sqz_q4_k_from_float },
+        .to_float = sqz_q4_k_to_float, .from_float = sqz_q4_k_from_float, .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_Q5_K] = { .name = "q5_k", .block_size = 256, .type_size = 176,
-        .to_float = sqz_q5_k_to_float, .from_float = sqz_q5_k_from_float },
+        .to_float = sqz_q5_k_to_float, .from_float = sqz_q5_k_from_float, .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_Q6_K] = { .name = "q6_k", .block_size = 256, .type_size = 210,
-        .to_float = sqz_q6_k_to_float, .from_float = sqz_q6_k_from_float },
+        .to_float = sqz_q6_k_to_float, .from_float = sqz_q6_k_from_float, .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_Q8_K] = { .name = "q8_k", .block_size = 256, .type_size = 292,
         .to_float = sqz_q8_k_to_float, .from_float = sqz_q8_k_from_float },
     [SQZ_TYPE_IQ4_NL] = { .name = "iq4_nl", .block_size = 32, .type_size = 18,
-        .to_float = sqz_iq4_nl_to_float, .from_float = sqz_iq4_nl_from_float },
+        .to_float = sqz_iq4_nl_to_float, .from_float = sqz_iq4_nl_from_float, .act_type = SQZ_TYPE_Q8_0 },
     [SQZ_TYPE_IQ4_XS] = { .name = "iq4_xs", .block_size = 256, .type_size = 136,
-        .to_float = sqz_iq4_xs_to_float, .from_float = sqz_iq4_xs_from_float },
+        .to_float = sqz_iq4_xs_to_float, .from_float = sqz_iq4_xs_from_float, .act_type = SQZ_TYPE_Q8_K },
+    /* known by name and layout only */
+    [16] = { "iq2_xxs", 256, 66 },  [17] = { "iq2_xs", 256, 74 },
+    [18] = { "iq3_xxs", 256, 98 },  [19] = { "iq1_s", 256, 50 },
+    [21] = { "iq3_s", 256, 110 },   [22] = { "iq2_s", 256, 82 },
+    [24] = { "i8", 1, 1 },          [25] = { "i16", 1, 2 },
+    [26] = { "i32", 1, 4 },         [27] = { "i64", 1, 8 },
+    [28] = { "f64", 1, 8 },         [29] = { "iq1_m", 256, 56 },
+    [34] = { "tq1_0", 256, 54 },    [35] = { "tq2_0", 256, 66 },
+    [39] = { "mxfp4", 32, 17 },
+    /* removed from ggml: a name, no layout */
+    [4] = { "q4_2 (removed)" },     [5] = { "q4_3 (removed)" },
+    [31] = { "q4_0_4_4 (removed)" }, [32] = { "q4_0_4_8 (removed)" },
+    [33] = { "q4_0_8_8 (removed)" }, [36] = { "iq4_nl_4_4 (removed)" },
+    [37] = { "iq4_nl_4_8 (removed)" }, [38] = { "iq4_nl_8_8 (removed)" },
 };
 
 /* sqz's own types, indexed by id - SQZ_TYPE_SQZ_FIRST. A row with type_size 0 has no block
  * layout (it cannot be in a file). */
 static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] = {
+    /* two Q8_0 blocks per group; the kernels sum them for the zero */
     [SQZ_TYPE_DQ2 - SQZ_TYPE_SQZ_FIRST] = { .name = "dq2", .block_size = 64, .type_size = 20,
-        .to_float = sqz_dq2_to_float, .from_float = sqz_dq2_from_float },
+        .to_float = sqz_dq2_to_float, .from_float = sqz_dq2_from_float, .act_type = SQZ_TYPE_Q8_0 },
+    /* mixllm's: their dot products take MXA activations (kernels/mix.h), not a type: F32 here */
     [SQZ_TYPE_MX8 - SQZ_TYPE_SQZ_FIRST] = { .name = "mx8", .block_size = QK_MX, .type_size = sizeof(block_mx8),
         .to_float = sqz_mx8_to_float, .from_float = sqz_mx8_from_float },
     [SQZ_TYPE_MX4 - SQZ_TYPE_SQZ_FIRST] = { .name = "mx4", .block_size = QK_MX, .type_size = sizeof(block_mx4),
@@ -132,6 +153,11 @@ const sqz_type_traits *sqz_type_get(int t) {
 int sqz_type_usable(int t) {
     const sqz_type_traits *tr = sqz_type_get(t);
     return t == SQZ_TYPE_MIXLLM || (tr && tr->to_float);
+}
+
+int sqz_type_has_layout(int t) {
+    const sqz_type_traits *tr = sqz_type_get(t);
+    return tr && tr->block_size > 0 && tr->type_size > 0;
 }
 
 const char *sqz_type_name(int t) {

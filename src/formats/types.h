@@ -1,7 +1,10 @@
 /* types.h - tensor element types and the tensor view the kernels work on.
  *
  * Type ids follow ggml's numbering (GGUF stores them), so new types are appended, never
- * renumbered. Only the types with a row in the traits table (types.c) are usable.
+ * renumbered. Every ggml id (0..39) has a row in the traits table (types.c) with its name and
+ * block layout, so files holding types sqz cannot compute with still open and list; only the
+ * rows with a to_float are usable (sqz_type_usable). A weight type's kernels are rows of the
+ * tier tables in src/kernels (kernels.h says how to add one).
  */
 #ifndef SQZ_CORE_TYPES_H
 #define SQZ_CORE_TYPES_H
@@ -41,23 +44,38 @@ typedef enum sqz_type {
     SQZ_TYPE_SQZ_END = 1040 /* end of the second table */
 } sqz_type;
 
+/* Tables over every type (ggml's ids, then sqz's) index by slot: SQZ_TYPE_SLOT(t) for a known
+ * constant t (designated initializers), sqz_type_slot(t) for any id (-1 outside both ranges). */
+#define SQZ_TYPE_SLOT(t) ((t) >= SQZ_TYPE_SQZ_FIRST ? (t) - SQZ_TYPE_SQZ_FIRST + SQZ_TYPE_COUNT : (t))
+enum { SQZ_TYPE_SLOTS = SQZ_TYPE_COUNT + (SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST) };
+static inline int sqz_type_slot(int t) {
+    if (t >= 0 && t < SQZ_TYPE_COUNT) return t;
+    if (t >= SQZ_TYPE_SQZ_FIRST && t < SQZ_TYPE_SQZ_END) return SQZ_TYPE_SLOT(t);
+    return -1;
+}
+
 typedef struct sqz_type_traits {
     const char *name;     /* "f32", "f16", ... ; NULL: no such type */
-    int block_size;       /* elements per block */
-    size_t type_size;     /* bytes per block */
+    int block_size;       /* elements per block; 0: an id ggml removed (no layout) */
+    size_t type_size;     /* bytes per block (0: no layout) */
     /* dst[0..n) = src[0..n) as float; n is a multiple of block_size. NULL: sqz knows the
      * layout (sizes) but cannot compute with it yet. */
     void (*to_float)(const void *src, float *dst, int64_t n);
     /* Reference quantizer (round-to-nearest with the format's own scale search):
      * src[0..n) -> dst blocks; NULL where the type has none. */
     void (*from_float)(const float *src, void *dst, int64_t n);
+    /* The activation type of its quantized dot product (ggml-cpu's vec_dot_type: Q8_0, Q8_1
+     * or Q8_K); SQZ_TYPE_F32 (0, the default) where x stays f32. kernels.h: sqz_act_type. */
+    sqz_type act_type;
 } sqz_type_traits;
 
 /* The row for t, or NULL if sqz does not know t. A row may lack to_float (layout known, no
- * arithmetic yet): use sqz_type_usable to ask whether weights of type t can be run. */
+ * arithmetic yet) or even a layout (block_size 0: ids ggml removed): use sqz_type_usable to ask
+ * whether weights of type t can be run, sqz_type_has_layout whether a file may hold them. */
 const sqz_type_traits *sqz_type_get(int t);
 const char *sqz_type_name(int t); /* "?" for unknown */
 int sqz_type_usable(int t);       /* known and has to_float */
+int sqz_type_has_layout(int t);   /* known with a block layout (block_size, type_size > 0) */
 /* Bytes of a row of n elements (n must be a multiple of the block size). */
 size_t sqz_type_row_size(sqz_type t, int64_t n);
 

@@ -23,6 +23,9 @@ sqz_status sqz_file_read_all(sqz_ctx *ctx, const char *path, size_t max_bytes, c
 
 /* Joins dir and name into a malloc'ed path; NULL when out of memory. */
 char *sqz_path_join(const char *dir, const char *name);
+/* The folder part of path ("." when there is none; "/" for "/x"), malloc'ed; NULL when out of
+ * memory. */
+char *sqz_path_dirname(const char *path);
 /* 1 if path is a directory, 0 if not (or missing). */
 int sqz_path_is_dir(const char *path);
 int sqz_path_exists(const char *path);

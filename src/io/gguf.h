@@ -27,9 +27,9 @@
  * one of sqz's own type ids (>= 1024, sqz_type_get rows with a block layout). A GGUF file with
  * such an id is refused exactly as before ("unknown type id").
  *
- * Tensor types: every ggml type id has a name and (unless removed from ggml) a block layout
- * here (sqz_gguf_ggml_type_*), so a file holding types sqz cannot compute with (iq2_xxs, ...)
- * still opens and is fully validated; sqz_gguf_require_tensor refuses such a tensor with
+ * Tensor types: every ggml type id (0..SQZ_TYPE_COUNT-1) has a name and (unless removed from
+ * ggml) a block layout in formats/types.c's traits rows (sqz_type_get), so a file holding
+ * types sqz cannot compute with (iq2_xxs, ...) still opens and is fully validated; sqz_gguf_require_tensor refuses such a tensor with
  * SQZ_ERR_UNSUPPORTED ("tensor X has type iq2_xxs, not supported by sqz") when a loader asks
  * for it. Nothing is copied: tensor data and metadata values point into the mapping. Multi-byte
  * values there may be unaligned (metadata arrays always can be): read them with memcpy.
@@ -60,7 +60,6 @@
 #define SQZ_GGUF_MAX_ALIGNMENT (1u << 20)
 #define SQZ_GGUF_MAX_NAME 64     /* bytes of a tensor name the reader accepts (the spec's limit) */
 #define SQZ_GGUF_MAX_KEY 65535   /* bytes of a metadata key */
-#define SQZ_GGUF_GGML_TYPE_COUNT 40
 #define SQZ_SQZF_VERSION 1       /* the sqzf container version this code reads and writes */
 
 /* Metadata value types (gguf_metadata_value_type). */
@@ -86,13 +85,6 @@ const char *sqz_gguf_type_name(int type);
 /* Bytes of one value of a fixed-size type (1, 2, 4 or 8); 0 for string, array or invalid. */
 size_t sqz_gguf_type_size(int type);
 
-/* ggml tensor type ids 0..39 (= sqz_type ids where sqz knows the type). The name is lowercase
- * ("q4_0", "iq2_xxs", "q4_0_4_4 (removed)"), "?" outside 0..39. _layout returns 1 and the
- * block size / bytes per block for every type a GGUF file may hold, 0 for ids ggml removed or
- * never defined. */
-const char *sqz_gguf_ggml_type_name(int type);
-int sqz_gguf_ggml_type_layout(int type, int *block_size, size_t *type_size);
-
 /* ------------------------------------------------------------------ reader */
 
 typedef struct sqz_gguf_tensor {
@@ -100,7 +92,7 @@ typedef struct sqz_gguf_tensor {
     int n_dims;         /* 1..4, as in the file */
     int64_t ne[SQZ_GGUF_MAX_DIMS]; /* ggml order: ne[0] is the row length (fastest dimension),
                                       ne[1] the number of rows, ...; entries from n_dims on are 1 */
-    int type;           /* ggml type id; sqz_type_get(type) is NULL for types sqz does not know */
+    int type;           /* ggml type id; sqz_type_usable(type) is 0 for types sqz cannot compute */
     uint64_t offset;    /* as in the file: relative to the data section */
     const void *data;   /* into the mapping (or the caller's buffer for sqz_gguf_open_mem) */
     size_t nbytes;      /* ne[0]*..*ne[3] / block_size * type_size */
@@ -179,7 +171,7 @@ const sqz_gguf_tensor *sqz_gguf_get_tensor(const sqz_gguf *g, size_t i);
 const sqz_gguf_tensor *sqz_gguf_find_tensor(const sqz_gguf *g, const char *name);
 /* Like sqz_gguf_find_tensor, with errors: SQZ_ERR_FORMAT "PATH: no tensor NAME" when absent,
  * SQZ_ERR_UNSUPPORTED "PATH: tensor NAME has type iq2_xxs, not supported by sqz" when
- * sqz_type_get(type) is NULL. */
+ * sqz_type_usable(type) is 0. */
 sqz_status sqz_gguf_require_tensor(sqz_ctx *ctx, const sqz_gguf *g, const char *name,
                                    const sqz_gguf_tensor **out);
 
@@ -222,7 +214,7 @@ sqz_status sqz_gguf_writer_copy_kv(sqz_gguf_writer *w, const sqz_gguf *g, size_t
 
 /* A tensor: name (1..63 bytes, the limit of ggml's reader; unique), 1..4 dims, ne in ggml
  * order (ne[0] = row length), all >= 1; type any ggml type with a layout
- * (sqz_gguf_ggml_type_layout), ne[0] a multiple of its block size; nbytes must equal the
+ * (sqz_type_has_layout), ne[0] a multiple of its block size; nbytes must equal the
  * size the type and ne give. data is read by sqz_gguf_writer_write: it must stay valid until
  * then. Tensors are written in the order added. */
 sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int n_dims,

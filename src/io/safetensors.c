@@ -439,18 +439,6 @@ static int st_cmp_entry_shard(const void *a, const void *b) {
     return strcmp(((const st_map_entry *)a)->shard, ((const st_map_entry *)b)->shard);
 }
 
-/* The folder part of path ("." when there is none), malloc'ed. */
-static char *st_dirname(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    size_t n = slash == path ? 1 : (size_t)(slash - path);
-    char *d = malloc(n + 1);
-    if (!d) return NULL;
-    memcpy(d, path, n);
-    d[n] = 0;
-    return d;
-}
-
 /* model.safetensors.index.json: {"metadata": {...}, "weight_map": {"tensor": "shard file"}}.
  * Each distinct shard is mapped once; every tensor of the map must be in the shard it names.
  * Tensors a shard holds beyond the map are kept (HF's loaders ignore the extras too). */
@@ -483,7 +471,7 @@ static sqz_status st_open_index(sqz_ctx *ctx, const char *path, sqz_safetensors 
         goto done;
     }
     ents = malloc(n * sizeof *ents);
-    dir = st_dirname(path);
+    dir = sqz_path_dirname(path);
     st = st_new(path);
     if (!ents || !dir || !st) {
         s = sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);

@@ -12,7 +12,7 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static float dot_f32(const void *row, const float *x, int64_t n) {
+float sqz_dot_f32_avx2(const void *row, const float *x, int64_t n) {
     const float *r = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -25,7 +25,7 @@ static float dot_f32(const void *row, const float *x, int64_t n) {
     return s;
 }
 
-static float dot_f16(const void *row, const float *x, int64_t n) {
+float sqz_dot_f16_avx2(const void *row, const float *x, int64_t n) {
     const uint16_t *r = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -45,7 +45,7 @@ static inline __m256 bf16x8_to_ps(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
-static float dot_bf16(const void *row, const float *x, int64_t n) {
+float sqz_dot_bf16_avx2(const void *row, const float *x, int64_t n) {
     const uint16_t *r = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -58,7 +58,7 @@ static float dot_bf16(const void *row, const float *x, int64_t n) {
     return s;
 }
 
-static void cvt_f16(const void *row, float *dst, int64_t n) {
+void sqz_cvt_f16_avx2(const void *row, float *dst, int64_t n) {
     const uint16_t *r = row;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -66,21 +66,9 @@ static void cvt_f16(const void *row, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = sqz_f16_to_f32(r[i]);
 }
 
-static void cvt_bf16(const void *row, float *dst, int64_t n) {
+void sqz_cvt_bf16_avx2(const void *row, float *dst, int64_t n) {
     const uint16_t *r = row;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, bf16x8_to_ps(r + i));
     for (; i < n; i++) dst[i] = sqz_bf16_to_f32(r[i]);
-}
-#define CVT_F32 0
-#define CVT_F16 cvt_f16
-#define CVT_BF16 cvt_bf16
-
-sqz_kernel_row sqz_kernels_avx2(sqz_type t) {
-    switch (t) {
-    case SQZ_TYPE_F32: return (sqz_kernel_row){ .dot = dot_f32, .to_float = CVT_F32 };
-    case SQZ_TYPE_F16: return (sqz_kernel_row){ .dot = dot_f16, .to_float = CVT_F16 };
-    case SQZ_TYPE_BF16: return (sqz_kernel_row){ .dot = dot_bf16, .to_float = CVT_BF16 };
-    default: return sqz_qkernels_avx2(t); /* quantized types: qdot_avx2.c */
-    }
 }

@@ -5,7 +5,7 @@
 #include "kernels/kernels.h"
 #include "kernels/qdot.h"
 
-static float dot_f32(const void *row, const float *x, int64_t n) {
+float sqz_dot_f32_avx512(const void *row, const float *x, int64_t n) {
     const float *r = row;
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -20,7 +20,7 @@ static float dot_f32(const void *row, const float *x, int64_t n) {
     return s;
 }
 
-static float dot_f16(const void *row, const float *x, int64_t n) {
+float sqz_dot_f16_avx512(const void *row, const float *x, int64_t n) {
     const uint16_t *r = row;
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -43,7 +43,7 @@ static inline __m512 bf16x16_to_ps(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
-static float dot_bf16(const void *row, const float *x, int64_t n) {
+float sqz_dot_bf16_avx512(const void *row, const float *x, int64_t n) {
     const uint16_t *r = row;
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -58,7 +58,7 @@ static float dot_bf16(const void *row, const float *x, int64_t n) {
     return s;
 }
 
-static void cvt_f16(const void *row, float *dst, int64_t n) {
+void sqz_cvt_f16_avx512(const void *row, float *dst, int64_t n) {
     const uint16_t *r = row;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -66,21 +66,9 @@ static void cvt_f16(const void *row, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = sqz_f16_to_f32(r[i]);
 }
 
-static void cvt_bf16(const void *row, float *dst, int64_t n) {
+void sqz_cvt_bf16_avx512(const void *row, float *dst, int64_t n) {
     const uint16_t *r = row;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, bf16x16_to_ps(r + i));
     for (; i < n; i++) dst[i] = sqz_bf16_to_f32(r[i]);
-}
-#define CVT_F32 0
-#define CVT_F16 cvt_f16
-#define CVT_BF16 cvt_bf16
-
-sqz_kernel_row sqz_kernels_avx512(sqz_type t) {
-    switch (t) {
-    case SQZ_TYPE_F32: return (sqz_kernel_row){ .dot = dot_f32, .to_float = CVT_F32 };
-    case SQZ_TYPE_F16: return (sqz_kernel_row){ .dot = dot_f16, .to_float = CVT_F16 };
-    case SQZ_TYPE_BF16: return (sqz_kernel_row){ .dot = dot_bf16, .to_float = CVT_BF16 };
-    default: return sqz_qkernels_avx512(t); /* quantized types: qdot_avx512.c */
-    }
 }

@@ -4,7 +4,8 @@
  * features (tensor->rows). Activations are f32, row-major: x[T][K], y[T][N].
  *
  * Each type has a dot product `row . x` in three tiers - portable reference (dot_ref.c), AVX2
- * (dot_avx2.c) and AVX-512 (dot_avx512.c) - chosen at run time by the CPU's features. The
+ * (dot_avx2.c) and AVX-512 (dot_avx512.c) - chosen at run time by the CPU's features; each
+ * tier's kernels are one static table indexed by type (sqz_kernels_ref/avx2/avx512 below). The
  * tests compare every tier against the reference. llama.cpp's quantized types add a dot product
  * with quantized activations in the same three tiers (qdot_ref.c, qdot_avx2.c, qdot_avx512.c;
  * tests/test_qkernels.c), which decode uses.
@@ -50,7 +51,8 @@ typedef float (*sqz_vec_dot_q_fn)(int64_t n, const void *row, const void *xq);
 typedef void (*sqz_quantize_act_fn)(const float *x, void *xq, int64_t n);
 
 /* The activation type of t's quantized dot product (Q8_0, Q8_1 or Q8_K), or SQZ_TYPE_F32
- * where t has none (f32, f16, bf16, the activation types themselves but Q8_0). */
+ * where t has none (f32, f16, bf16, the activation types themselves but Q8_0, and mixllm's
+ * MX types, whose dot products take MXA activations: kernels/mix.h). Its traits' act_type. */
 sqz_type sqz_act_type(sqz_type t);
 
 /* t's quantized dot product in tier isa, falling back to lower tiers; NULL if it has none. */
@@ -77,7 +79,19 @@ sqz_vec_dot_q_tile4_fn sqz_vec_dot_q_tile4_get(sqz_type t, sqz_isa isa); /* the 
  * tiers; NULL for other types. */
 sqz_quantize_act_fn sqz_quantize_act_get(sqz_type act, sqz_isa isa);
 
-/* One tier's kernels for one type; a tier returns NULL members where it has none. */
+/* A weight type whose matrices are not rows of blocks (mixllm's: a sqz_mix_tensor) computes
+ * whole products itself; sqz_act_bytes .. sqz_matmul_ref below hand them over unchanged. */
+typedef struct sqz_matrix_ops {
+    size_t (*act_bytes)(int64_t n);                             /* sqz_act_bytes */
+    void (*act_quantize)(const float *x, void *xq, int64_t n);  /* sqz_act_quantize */
+    void (*matvec_rows)(const sqz_tensor *w, const void *xq, float *y, int64_t r0, int64_t r1,
+                        sqz_isa isa);                           /* sqz_matvec_rows */
+    int (*matmul)(const sqz_tensor *w, const float *x, int T, float *y, int n_threads); /* -1: use matmul_ref */
+    void (*matmul_ref)(const sqz_tensor *w, const float *x, int T, float *y);
+    int rows_in_place; /* sqz_matvec_rows_in_place */
+} sqz_matrix_ops;
+
+/* One tier's kernels for one type; NULL members where the tier has none. */
 typedef struct sqz_kernel_row {
     sqz_dot_fn dot;        /* row . f32 x (quantized types: dequantized on the fly) */
     sqz_cvt_fn to_float;
@@ -85,11 +99,28 @@ typedef struct sqz_kernel_row {
     sqz_vec_dot_q_rows_fn vec_dot_q_rows; /* optional: vec_dot_q over consecutive rows */
     sqz_vec_dot_q_tile4_fn vec_dot_q_tile4; /* optional: the same for four tokens at once */
     sqz_quantize_act_fn quantize_act; /* only in the rows of Q8_0, Q8_1, Q8_K: f32 -> t */
+    const sqz_matrix_ops *matrix; /* only in the reference row of a type with its own matrices */
 } sqz_kernel_row;
 
-sqz_kernel_row sqz_kernels_ref(sqz_type t);
-sqz_kernel_row sqz_kernels_avx2(sqz_type t);
-sqz_kernel_row sqz_kernels_avx512(sqz_type t);
+/* The tier tables, indexed by sqz_type_slot(t) (formats/types.h): qdot_ref.c, qdot_avx2.c,
+ * qdot_avx512.c. Rows of types a tier lacks are all NULL; the lookups above fall back to lower
+ * tiers (rows and tile4: exactly the tier asked). The AVX-512 table uses VNNI, which
+ * sqz_isa_best() requires for that tier: do not ask for a tier above sqz_isa_best().
+ *
+ * Adding a weight type:
+ *   1. formats/types.h: its id (ggml's, or sqz's own from SQZ_TYPE_SQZ_FIRST up); formats/:
+ *      its block layout, to_float and reference from_float.
+ *   2. formats/types.c: one traits row - name, block_size, type_size, to_float, from_float
+ *      and act_type (the activation type its quantized dot product takes, or F32).
+ *   3. kernels/: one row per tier you implement, in that tier's table (qdot_<tier>.c). The
+ *      reference row needs .dot (and .vec_dot_q if act_type is not F32); SIMD tiers may add
+ *      any member and leave the rest to the fallback. A type whose matrices are not rows of
+ *      blocks sets .matrix (a sqz_matrix_ops) in its reference row instead.
+ *   4. tests: test_kernels / test_qkernels compare every tier with the reference.
+ * No other file (matmul.c, io/gguf_*.c, sqz info) names the type. */
+extern const sqz_kernel_row sqz_kernels_ref[SQZ_TYPE_SLOTS];
+extern const sqz_kernel_row sqz_kernels_avx2[SQZ_TYPE_SLOTS];
+extern const sqz_kernel_row sqz_kernels_avx512[SQZ_TYPE_SLOTS];
 
 /* ---- decode inside a caller's thread team: x is prepared once, then each thread computes its
  * own rows, so a whole layer needs one parallel region instead of one per matrix. */

@@ -14,8 +14,6 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "kernels/qdot_dq2.h"
-#include "kernels/mix.h" /* mixllm's mixed-precision matrices: the MIX(...) lines below */
 
 /* MATVEC_MAX_T: up to this many tokens, a loop of f32-x matvecs beats converting panels for
  * sgemm. QMATVEC_MAX_T: the same for the quantized dot products, which read the weights once
@@ -66,43 +64,51 @@ sqz_isa sqz_isa_best(void) {
     return (sqz_isa)cached;
 }
 
-static sqz_kernel_row tier_row(sqz_type t, sqz_isa isa) {
-    if (t == SQZ_TYPE_DQ2) return sqz_dq2_kernels(isa); /* sqz's own type: qdot_dq2_*.c */
-    switch (isa) {
-    case SQZ_ISA_AVX512: return sqz_kernels_avx512(t);
-    case SQZ_ISA_AVX2: return sqz_kernels_avx2(t);
-    default: return sqz_kernels_ref(t);
-    }
+static const sqz_kernel_row *const tier_tables[] = {
+    [SQZ_ISA_REF] = sqz_kernels_ref, [SQZ_ISA_AVX2] = sqz_kernels_avx2,
+    [SQZ_ISA_AVX512] = sqz_kernels_avx512,
+};
+static const sqz_kernel_row no_kernels; /* the row of an id outside every table */
+
+/* t's row in tier isa's table: two loads, no copy (decode asks ~60 times a token). */
+static inline const sqz_kernel_row *tier_row(sqz_type t, sqz_isa isa) {
+    const int slot = sqz_type_slot(t);
+    return slot < 0 ? &no_kernels : &tier_tables[isa][slot];
+}
+
+/* The whole-matrix kernels of a type that has them (kernels.h: sqz_matrix_ops), else NULL. */
+static inline const sqz_matrix_ops *matrix_ops(sqz_type t) {
+    return tier_row(t, SQZ_ISA_REF)->matrix;
 }
 
 sqz_dot_fn sqz_dot_get(sqz_type t, sqz_isa isa) {
     for (int i = (int)isa; i >= 0; i--) {
-        sqz_kernel_row r = tier_row(t, (sqz_isa)i);
-        if (r.dot) return r.dot;
+        const sqz_kernel_row *r = tier_row(t, (sqz_isa)i);
+        if (r->dot) return r->dot;
     }
     return NULL;
 }
 
 sqz_vec_dot_q_fn sqz_vec_dot_q_get(sqz_type t, sqz_isa isa) {
     for (int i = (int)isa; i >= 0; i--) {
-        sqz_kernel_row r = tier_row(t, (sqz_isa)i);
-        if (r.vec_dot_q) return r.vec_dot_q;
+        const sqz_kernel_row *r = tier_row(t, (sqz_isa)i);
+        if (r->vec_dot_q) return r->vec_dot_q;
     }
     return NULL;
 }
 
 sqz_vec_dot_q_rows_fn sqz_vec_dot_q_rows_get(sqz_type t, sqz_isa isa) {
-    return tier_row(t, isa).vec_dot_q_rows;
+    return tier_row(t, isa)->vec_dot_q_rows;
 }
 
 sqz_vec_dot_q_tile4_fn sqz_vec_dot_q_tile4_get(sqz_type t, sqz_isa isa) {
-    return tier_row(t, isa).vec_dot_q_tile4;
+    return tier_row(t, isa)->vec_dot_q_tile4;
 }
 
 /* The tier that serves t's quantized dot product (the best one that has it). */
 static sqz_isa vdq_tier(sqz_type t, sqz_isa isa) {
     for (int i = (int)isa; i > 0; i--)
-        if (tier_row(t, (sqz_isa)i).vec_dot_q) return (sqz_isa)i;
+        if (tier_row(t, (sqz_isa)i)->vec_dot_q) return (sqz_isa)i;
     return SQZ_ISA_REF;
 }
 
@@ -113,11 +119,9 @@ typedef struct qdot_kernels {
     sqz_vec_dot_q_tile4_fn tile4; /* NULL: token by token */
 } qdot_kernels;
 
-/* (The tier's row is built once for all three: decode looks the kernels up for every matrix of
- * every token.) */
 static qdot_kernels qdot_lookup(sqz_type t, sqz_isa isa) {
-    const sqz_kernel_row r = tier_row(t, vdq_tier(t, isa));
-    return (qdot_kernels){ r.vec_dot_q_rows, r.vec_dot_q, r.vec_dot_q_tile4 };
+    const sqz_kernel_row *r = tier_row(t, vdq_tier(t, isa));
+    return (qdot_kernels){ r->vec_dot_q_rows, r->vec_dot_q, r->vec_dot_q_tile4 };
 }
 
 /* y[r - r0] = row r . xq for r in [r0, r1) */
@@ -132,33 +136,22 @@ static void qdot_rows(const qdot_kernels *k, int64_t K, const char *base, size_t
 
 sqz_quantize_act_fn sqz_quantize_act_get(sqz_type act, sqz_isa isa) {
     for (int i = (int)isa; i >= 0; i--) {
-        sqz_kernel_row r = tier_row(act, (sqz_isa)i);
-        if (r.quantize_act) return r.quantize_act;
+        const sqz_kernel_row *r = tier_row(act, (sqz_isa)i);
+        if (r->quantize_act) return r->quantize_act;
     }
     return NULL;
 }
 
-/* As llama.cpp pairs them (ggml-cpu's type_traits_cpu[].vec_dot_type). */
+/* The traits row's act_type (formats/types.c; as llama.cpp pairs them). */
 sqz_type sqz_act_type(sqz_type t) {
-    switch (t) {
-    case SQZ_TYPE_Q4_0: case SQZ_TYPE_Q5_0: case SQZ_TYPE_Q8_0: case SQZ_TYPE_IQ4_NL:
-        return SQZ_TYPE_Q8_0;
-    case SQZ_TYPE_Q4_1: case SQZ_TYPE_Q5_1:
-        return SQZ_TYPE_Q8_1;
-    case SQZ_TYPE_Q2_K: case SQZ_TYPE_Q3_K: case SQZ_TYPE_Q4_K: case SQZ_TYPE_Q5_K:
-    case SQZ_TYPE_Q6_K: case SQZ_TYPE_IQ4_XS:
-        return SQZ_TYPE_Q8_K;
-    case SQZ_TYPE_DQ2: /* two Q8_0 blocks per group; the kernel sums them for the zero */
-        return SQZ_TYPE_Q8_0;
-    default:
-        return SQZ_TYPE_F32;
-    }
+    const sqz_type_traits *tr = sqz_type_get(t);
+    return tr ? tr->act_type : SQZ_TYPE_F32;
 }
 
 sqz_cvt_fn sqz_cvt_get(sqz_type t, sqz_isa isa) {
     for (int i = (int)isa; i >= 0; i--) {
-        sqz_kernel_row r = tier_row(t, (sqz_isa)i);
-        if (r.to_float) return r.to_float;
+        const sqz_kernel_row *r = tier_row(t, (sqz_isa)i);
+        if (r->to_float) return r->to_float;
     }
     const sqz_type_traits *tr = sqz_type_get(t);
     return tr ? tr->to_float : NULL;
@@ -203,14 +196,16 @@ static int matmul_q(const sqz_tensor *w, const float *x, int T, float *y, int n_
 }
 
 size_t sqz_act_bytes(sqz_type wtype, int64_t n) {
-    if (wtype == SQZ_TYPE_MIXLLM) return sqz_mix_act_bytes(n); /* MIX */
+    const sqz_matrix_ops *m = matrix_ops(wtype);
+    if (m) return m->act_bytes(n);
     const sqz_type act = sqz_act_type(wtype);
     if (act == SQZ_TYPE_F32 || !sqz_vec_dot_q_get(wtype, sqz_isa_best())) return 0;
     return sqz_type_row_size(act, n);
 }
 
 void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n) {
-    if (wtype == SQZ_TYPE_MIXLLM) { sqz_mix_act_quantize(x, xq, n); return; } /* MIX */
+    const sqz_matrix_ops *m = matrix_ops(wtype);
+    if (m) { m->act_quantize(x, xq, n); return; }
     if (!sqz_act_bytes(wtype, n)) return;
     const sqz_isa isa = sqz_isa_best();
     sqz_quantize_act_get(sqz_act_type(wtype), isa)(x, xq, n);
@@ -219,7 +214,8 @@ void sqz_act_quantize(sqz_type wtype, const float *x, void *xq, int64_t n) {
 void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float *y, int64_t r0,
                      int64_t r1) {
     const sqz_isa isa = sqz_isa_best();
-    if (w->type == SQZ_TYPE_MIXLLM) { sqz_mix_matvec_rows(w, xq, y, r0, r1, isa); return; } /* MIX */
+    const sqz_matrix_ops *m = matrix_ops(w->type);
+    if (m) { m->matvec_rows(w, xq, y, r0, r1, isa); return; }
     const int64_t K = w->cols;
     const size_t rs = sqz_type_row_size(w->type, K);
     const char *base = w->data;
@@ -233,11 +229,12 @@ void sqz_matvec_rows(const sqz_tensor *w, const float *x, const void *xq, float 
 }
 
 int sqz_matvec_rows_in_place(const sqz_tensor *w) {
-    return w->type != SQZ_TYPE_MIXLLM; /* MIX: stored row i is output feature perm[i] */
+    const sqz_matrix_ops *m = matrix_ops(w->type);
+    return m ? m->rows_in_place : 1;
 }
 
 void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads) {
-    if (w->type == SQZ_TYPE_MIXLLM) { sqz_matmul(w, x, 1, y, n_threads); return; } /* MIX */
+    if (matrix_ops(w->type)) { sqz_matmul(w, x, 1, y, n_threads); return; }
     if (matmul_q(w, x, 1, y, n_threads) == 0) return;
     sqz_dot_fn dot = sqz_dot_get(w->type, sqz_isa_best());
     const size_t rs = sqz_type_row_size(w->type, w->cols);
@@ -258,8 +255,9 @@ static int prefill_quantized(sqz_type t) {
 
 void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
     const int64_t N = w->rows, K = w->cols;
-    if (w->type == SQZ_TYPE_MIXLLM) { /* MIX */
-        if (sqz_mix_matmul(w, x, T, y, n_threads) != 0) sqz_mix_matmul_ref(w, x, T, y);
+    const sqz_matrix_ops *m = matrix_ops(w->type);
+    if (m) {
+        if (m->matmul(w, x, T, y, n_threads) != 0) m->matmul_ref(w, x, T, y);
         return;
     }
     if ((T <= QMATVEC_MAX_T || prefill_quantized(w->type)) && matmul_q(w, x, T, y, n_threads) == 0) return;
@@ -295,7 +293,8 @@ void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_thre
 }
 
 void sqz_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y) {
-    if (w->type == SQZ_TYPE_MIXLLM) { sqz_mix_matmul_ref(w, x, T, y); return; } /* MIX */
+    const sqz_matrix_ops *m = matrix_ops(w->type);
+    if (m) { m->matmul_ref(w, x, T, y); return; }
     sqz_dot_fn dot = sqz_dot_get(w->type, SQZ_ISA_REF);
     const size_t rs = sqz_type_row_size(w->type, w->cols);
     for (int t = 0; t < T; t++)

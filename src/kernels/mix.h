@@ -30,7 +30,8 @@ float sqz_mx3_dot_mxa_ref(int64_t n, const void *row, const void *xq);
 float sqz_mx8_dot_mxa_avx2(int64_t n, const void *row, const void *xq);
 float sqz_mx4_dot_mxa_avx2(int64_t n, const void *row, const void *xq);
 float sqz_mx3_dot_mxa_avx2(int64_t n, const void *row, const void *xq);
-/* The dot product of t in tier isa (falling back to lower tiers); NULL for other types. */
+/* The dot product of t (MX8, MX4, MX3) in tier isa (the tier tables' vec_dot_q, falling back
+ * to lower tiers); NULL for other types. */
 sqz_vec_dot_q_fn sqz_mx_dot_get(sqz_type t, sqz_isa isa);
 
 /* ---- the mixed matrix (w->type == SQZ_TYPE_MIXLLM), one pass over its stored rows: row i
@@ -46,5 +47,7 @@ void sqz_mix_matvec_rows(const sqz_tensor *w, const void *xq, float *y, int64_t 
 int sqz_mix_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads);
 /* The plain reference: every row dequantized (to_float) and dotted with f32 x in double. */
 void sqz_mix_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y);
+/* The functions above as the mixed matrix's sqz_matrix_ops (its row in qdot_ref.c's table). */
+extern const sqz_matrix_ops sqz_mix_matrix_ops;
 
 #endif

@@ -103,3 +103,12 @@ void sqz_mix_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y) {
     }
     free(row);
 }
+
+const sqz_matrix_ops sqz_mix_matrix_ops = {
+    .act_bytes = sqz_mix_act_bytes,
+    .act_quantize = sqz_mix_act_quantize,
+    .matvec_rows = sqz_mix_matvec_rows,
+    .matmul = sqz_mix_matmul,
+    .matmul_ref = sqz_mix_matmul_ref,
+    .rows_in_place = 0, /* stored row i is output feature perm[i] */
+};

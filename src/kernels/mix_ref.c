@@ -68,11 +68,6 @@ DOT_ASYM(mx4, block_mx4, sqz_mx4_get)
 DOT_ASYM(mx3, block_mx3, sqz_mx3_get)
 
 sqz_vec_dot_q_fn sqz_mx_dot_get(sqz_type t, sqz_isa isa) {
-    const int avx2 = isa >= SQZ_ISA_AVX2;
-    switch (t) {
-    case SQZ_TYPE_MX8: return avx2 ? sqz_mx8_dot_mxa_avx2 : sqz_mx8_dot_mxa_ref;
-    case SQZ_TYPE_MX4: return avx2 ? sqz_mx4_dot_mxa_avx2 : sqz_mx4_dot_mxa_ref;
-    case SQZ_TYPE_MX3: return avx2 ? sqz_mx3_dot_mxa_avx2 : sqz_mx3_dot_mxa_ref;
-    default: return NULL;
-    }
+    if (t != SQZ_TYPE_MX8 && t != SQZ_TYPE_MX4 && t != SQZ_TYPE_MX3) return NULL;
+    return sqz_vec_dot_q_get(t, isa);
 }

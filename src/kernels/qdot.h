@@ -80,10 +80,21 @@ static inline int sqz_iq4xs_scale(const block_iq4_xs *b, int k) {
            32;
 }
 
-/* Each tier's quantized kernels for type t (vec_dot_q; quantize_act in the rows of Q8_0, Q8_1
- * and Q8_K); the tables in dot_*.c merge them into sqz_kernel_row. */
-sqz_kernel_row sqz_qkernels_ref(sqz_type t);
-sqz_kernel_row sqz_qkernels_avx2(sqz_type t);
-sqz_kernel_row sqz_qkernels_avx512(sqz_type t);
+/* The f32-weight kernels of each tier (dot_ref.c, dot_avx2.c, dot_avx512.c): rows of the tier
+ * tables, which live in qdot_ref.c, qdot_avx2.c and qdot_avx512.c with the quantized kernels.
+ * The reference tier converts with the type traits' to_float. */
+float sqz_dot_f32_ref(const void *row, const float *x, int64_t n);
+float sqz_dot_f16_ref(const void *row, const float *x, int64_t n);
+float sqz_dot_bf16_ref(const void *row, const float *x, int64_t n);
+float sqz_dot_f32_avx2(const void *row, const float *x, int64_t n);
+float sqz_dot_f16_avx2(const void *row, const float *x, int64_t n);
+float sqz_dot_bf16_avx2(const void *row, const float *x, int64_t n);
+void sqz_cvt_f16_avx2(const void *row, float *dst, int64_t n);
+void sqz_cvt_bf16_avx2(const void *row, float *dst, int64_t n);
+float sqz_dot_f32_avx512(const void *row, const float *x, int64_t n);
+float sqz_dot_f16_avx512(const void *row, const float *x, int64_t n);
+float sqz_dot_bf16_avx512(const void *row, const float *x, int64_t n);
+void sqz_cvt_f16_avx512(const void *row, float *dst, int64_t n);
+void sqz_cvt_bf16_avx512(const void *row, float *dst, int64_t n);
 
 #endif

@@ -16,7 +16,9 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "kernels/mix.h"
 #include "kernels/qdot.h"
+#include "kernels/qdot_dq2.h"
 
 static inline float f16s(uint16_t h) { return _cvtsh_ss(h); }
 static inline uint16_t f32_to_f16s(float f) {
@@ -513,22 +515,28 @@ static void rows_q4_0(int64_t n, const void *w, size_t rs, int64_t nr, const voi
     for (; i < nr; i++, p += rs) y[i] = vdq_q4_0(n, p, xq);
 }
 
-sqz_kernel_row sqz_qkernels_avx2(sqz_type t) {
-    switch (t) {
-    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0 };
-    case SQZ_TYPE_Q4_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_1 };
-    case SQZ_TYPE_Q5_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_0 };
-    case SQZ_TYPE_Q5_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_1 };
-    case SQZ_TYPE_Q8_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q8_0, .quantize_act = quantize_q8_0 };
-    case SQZ_TYPE_Q8_1: return (sqz_kernel_row){ .quantize_act = quantize_q8_1 };
-    case SQZ_TYPE_Q2_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q2_k };
-    case SQZ_TYPE_Q3_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q3_k };
-    case SQZ_TYPE_Q4_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_k };
-    case SQZ_TYPE_Q5_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_k };
-    case SQZ_TYPE_Q6_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q6_k };
-    case SQZ_TYPE_Q8_K: return (sqz_kernel_row){ .quantize_act = quantize_q8_k };
-    case SQZ_TYPE_IQ4_NL: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_nl };
-    case SQZ_TYPE_IQ4_XS: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_xs };
-    default: return (sqz_kernel_row){ 0 };
-    }
-}
+/* The AVX2 tier's table (kernels.h). */
+const sqz_kernel_row sqz_kernels_avx2[SQZ_TYPE_SLOTS] = {
+    [SQZ_TYPE_SLOT(SQZ_TYPE_F32)] = { .dot = sqz_dot_f32_avx2 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_F16)] = { .dot = sqz_dot_f16_avx2, .to_float = sqz_cvt_f16_avx2 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_BF16)] = { .dot = sqz_dot_bf16_avx2, .to_float = sqz_cvt_bf16_avx2 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_0)] = { .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_1)] = { .vec_dot_q = vdq_q4_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_0)] = { .vec_dot_q = vdq_q5_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_1)] = { .vec_dot_q = vdq_q5_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_0)] = { .vec_dot_q = vdq_q8_0, .quantize_act = quantize_q8_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_1)] = { .quantize_act = quantize_q8_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q2_K)] = { .vec_dot_q = vdq_q2_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q3_K)] = { .vec_dot_q = vdq_q3_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_K)] = { .vec_dot_q = vdq_q4_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_K)] = { .vec_dot_q = vdq_q5_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q6_K)] = { .vec_dot_q = vdq_q6_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_K)] = { .quantize_act = quantize_q8_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_NL)] = { .vec_dot_q = vdq_iq4_nl },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_XS)] = { .vec_dot_q = vdq_iq4_xs },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_DQ2)] = { .vec_dot_q = sqz_dq2_vec_dot_q_avx2 },
+    /* mixllm's types: row . MXA activations (kernels/mix.h), reached through the mixed matrix */
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MX8)] = { .vec_dot_q = sqz_mx8_dot_mxa_avx2 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MX4)] = { .vec_dot_q = sqz_mx4_dot_mxa_avx2 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MX3)] = { .vec_dot_q = sqz_mx3_dot_mxa_avx2 },
+};

@@ -25,6 +25,7 @@
 #include <math.h>
 
 #include "kernels/qdot.h"
+#include "kernels/qdot_dq2.h"
 
 static inline uint16_t f32_to_f16s(float f) {
     return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -1064,27 +1065,25 @@ SQZ_TILE4(q6_k, QK_K)
 SQZ_TILE4(q8_0, 128)
 SQZ_TILE4(q4_0, 128)
 
-
-sqz_kernel_row sqz_qkernels_avx512(sqz_type t) {
-    /* every kernel here uses VNNI (vpdpbusd / vpdpwssd), which AVX-512F/BW/VL do not imply */
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512vnni")) return (sqz_kernel_row){ 0 };
-    switch (t) {
-    case SQZ_TYPE_Q4_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0, .vec_dot_q_tile4 = tile4_q4_0, .to_float = cvt_q4_0 };
-    case SQZ_TYPE_Q8_0:
-        return (sqz_kernel_row){ .vec_dot_q = vdq_q8_0, .vec_dot_q_rows = rows_q8_0, .vec_dot_q_tile4 = tile4_q8_0, .to_float = cvt_q8_0, .quantize_act = quantize_q8_0 };
-    case SQZ_TYPE_Q4_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_1 };
-    case SQZ_TYPE_Q5_0: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_0 };
-    case SQZ_TYPE_Q5_1: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_1 };
-    case SQZ_TYPE_IQ4_NL: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_nl };
-    case SQZ_TYPE_IQ4_XS: return (sqz_kernel_row){ .vec_dot_q = vdq_iq4_xs, .vec_dot_q_rows = rows_iq4_xs };
-    case SQZ_TYPE_Q8_1: return (sqz_kernel_row){ .quantize_act = quantize_q8_1 };
-    case SQZ_TYPE_Q2_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q2_k, .vec_dot_q_rows = rows_q2_k };
-    case SQZ_TYPE_Q3_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q3_k, .vec_dot_q_rows = rows_q3_k };
-    case SQZ_TYPE_Q4_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q4_k, .vec_dot_q_rows = rows_q4_k, .vec_dot_q_tile4 = tile4_q4_k, .to_float = cvt_q4_k };
-    case SQZ_TYPE_Q5_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q5_k, .vec_dot_q_rows = rows_q5_k, .vec_dot_q_tile4 = tile4_q5_k, .to_float = cvt_q5_k };
-    case SQZ_TYPE_Q6_K: return (sqz_kernel_row){ .vec_dot_q = vdq_q6_k, .vec_dot_q_rows = rows_q6_k, .vec_dot_q_tile4 = tile4_q6_k, .to_float = cvt_q6_k };
-    case SQZ_TYPE_Q8_K: return (sqz_kernel_row){ .quantize_act = quantize_q8_k };
-    default: return (sqz_kernel_row){ 0 };
-    }
-}
+/* The AVX-512 tier's table (kernels.h). Every kernel here uses VNNI (vpdpbusd / vpdpwssd), which
+ * AVX-512F/BW/VL do not imply: sqz_isa_best() hands out this tier only where the CPU has it. */
+const sqz_kernel_row sqz_kernels_avx512[SQZ_TYPE_SLOTS] = {
+    [SQZ_TYPE_SLOT(SQZ_TYPE_F32)] = { .dot = sqz_dot_f32_avx512 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_F16)] = { .dot = sqz_dot_f16_avx512, .to_float = sqz_cvt_f16_avx512 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_BF16)] = { .dot = sqz_dot_bf16_avx512, .to_float = sqz_cvt_bf16_avx512 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_0)] = { .vec_dot_q = vdq_q4_0, .vec_dot_q_rows = rows_q4_0, .vec_dot_q_tile4 = tile4_q4_0, .to_float = cvt_q4_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_0)] = { .vec_dot_q = vdq_q8_0, .vec_dot_q_rows = rows_q8_0, .vec_dot_q_tile4 = tile4_q8_0, .to_float = cvt_q8_0, .quantize_act = quantize_q8_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_1)] = { .vec_dot_q = vdq_q4_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_0)] = { .vec_dot_q = vdq_q5_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_1)] = { .vec_dot_q = vdq_q5_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_NL)] = { .vec_dot_q = vdq_iq4_nl },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_XS)] = { .vec_dot_q = vdq_iq4_xs, .vec_dot_q_rows = rows_iq4_xs },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_1)] = { .quantize_act = quantize_q8_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q2_K)] = { .vec_dot_q = vdq_q2_k, .vec_dot_q_rows = rows_q2_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q3_K)] = { .vec_dot_q = vdq_q3_k, .vec_dot_q_rows = rows_q3_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_K)] = { .vec_dot_q = vdq_q4_k, .vec_dot_q_rows = rows_q4_k, .vec_dot_q_tile4 = tile4_q4_k, .to_float = cvt_q4_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_K)] = { .vec_dot_q = vdq_q5_k, .vec_dot_q_rows = rows_q5_k, .vec_dot_q_tile4 = tile4_q5_k, .to_float = cvt_q5_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q6_K)] = { .vec_dot_q = vdq_q6_k, .vec_dot_q_rows = rows_q6_k, .vec_dot_q_tile4 = tile4_q6_k, .to_float = cvt_q6_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_K)] = { .quantize_act = quantize_q8_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_DQ2)] = { .vec_dot_q = sqz_dq2_vec_dot_q_avx512 },
+};

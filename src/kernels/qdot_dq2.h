@@ -8,10 +8,11 @@
 
 #include "kernels/kernels.h"
 
-/* The dq2 row of tier isa (members NULL where that tier has none: the dispatch falls back). */
-sqz_kernel_row sqz_dq2_kernels(sqz_isa isa);
-sqz_kernel_row sqz_dq2_kernels_ref(void);
-sqz_kernel_row sqz_dq2_kernels_avx2(void);
-sqz_kernel_row sqz_dq2_kernels_avx512(void); /* empty without AVX512-VNNI */
+/* dq2's kernels, rows of the tier tables (qdot_ref.c, qdot_avx2.c, qdot_avx512.c): row .
+ * Q8_0 activations in each tier, row . f32 x in the reference tier (the others fall back). */
+float sqz_dq2_vec_dot_q_ref(int64_t n, const void *row, const void *xq);
+float sqz_dq2_vec_dot_q_avx2(int64_t n, const void *row, const void *xq);
+float sqz_dq2_vec_dot_q_avx512(int64_t n, const void *row, const void *xq); /* VNNI */
+float sqz_dq2_dot_ref(const void *row, const float *x, int64_t n);
 
 #endif

@@ -13,7 +13,7 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static float vdq_dq2(int64_t n, const void *row, const void *xq) {
+float sqz_dq2_vec_dot_q_avx2(int64_t n, const void *row, const void *xq) {
     const block_dq2 *w = row;
     const block_q8_0 *a = xq;
     const __m256i mask = _mm256_set1_epi8(3), ones8 = _mm256_set1_epi8(1);
@@ -42,5 +42,3 @@ static float vdq_dq2(int64_t n, const void *row, const void *xq) {
     }
     return hsum256(acc);
 }
-
-sqz_kernel_row sqz_dq2_kernels_avx2(void) { return (sqz_kernel_row){ .vec_dot_q = vdq_dq2 }; }

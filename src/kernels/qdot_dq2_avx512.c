@@ -9,7 +9,7 @@
 #include "formats/blocks.h"
 #include "formats/dq2.h"
 
-static float vdq_dq2(int64_t n, const void *row, const void *xq) {
+float sqz_dq2_vec_dot_q_avx512(int64_t n, const void *row, const void *xq) {
     const block_dq2 *w = row;
     const block_q8_0 *a = xq;
     const __m512i mask = _mm512_set1_epi8(3), ones8 = _mm512_set1_epi8(1);
@@ -35,9 +35,4 @@ static float vdq_dq2(int64_t n, const void *row, const void *xq) {
         acc = _mm512_fmadd_ps(sm, asum, acc);
     }
     return _mm512_reduce_add_ps(acc);
-}
-
-sqz_kernel_row sqz_dq2_kernels_avx512(void) {
-    if (!__builtin_cpu_supports("avx512vnni")) return (sqz_kernel_row){ 0 };
-    return (sqz_kernel_row){ .vec_dot_q = vdq_dq2 };
 }

@@ -1,5 +1,5 @@
 /* qdot_dq2_ref.c - reference dq2 kernels: row . Q8_0 activations and row . f32 x as plain
- * loops over the block layout (formats/dq2.h), and the per-tier dispatch of the type. */
+ * loops over the block layout (formats/dq2.h); rows of the tier tables (qdot_ref.c). */
 #include "kernels/qdot_dq2.h"
 
 #include "formats/blocks.h"
@@ -7,7 +7,7 @@
 
 /* Per Q8_0 half of a group: isum = sum q_w * q_a, asum = sum q_a (exact integers); the float
  * work is d_a * (d * isum + m * asum), summed in order. */
-static float vdq_dq2(int64_t n, const void *row, const void *xq) {
+float sqz_dq2_vec_dot_q_ref(int64_t n, const void *row, const void *xq) {
     const block_dq2 *w = row;
     const block_q8_0 *a = xq;
     float sum = 0;
@@ -26,23 +26,11 @@ static float vdq_dq2(int64_t n, const void *row, const void *xq) {
     return sum;
 }
 
-static float dot_dq2(const void *row, const float *x, int64_t n) {
+float sqz_dq2_dot_ref(const void *row, const float *x, int64_t n) {
     float buf[QK_DQ2], sum = 0;
     for (int64_t b = 0; b < n / QK_DQ2; b++) {
         sqz_dq2_to_float((const block_dq2 *)row + b, buf, QK_DQ2);
         for (int j = 0; j < QK_DQ2; j++) sum += buf[j] * x[b * QK_DQ2 + j];
     }
     return sum;
-}
-
-sqz_kernel_row sqz_dq2_kernels_ref(void) {
-    return (sqz_kernel_row){ .dot = dot_dq2, .vec_dot_q = vdq_dq2 };
-}
-
-sqz_kernel_row sqz_dq2_kernels(sqz_isa isa) {
-    switch (isa) {
-    case SQZ_ISA_AVX512: return sqz_dq2_kernels_avx512();
-    case SQZ_ISA_AVX2: return sqz_dq2_kernels_avx2();
-    default: return sqz_dq2_kernels_ref();
-    }
 }

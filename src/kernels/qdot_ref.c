@@ -9,7 +9,9 @@
  */
 #include <math.h>
 
+#include "kernels/mix.h"
 #include "kernels/qdot.h"
+#include "kernels/qdot_dq2.h"
 
 static float f16(uint16_t h) { return sqz_f16_to_f32(h); }
 
@@ -342,28 +344,31 @@ DOT_DEQUANT(q8_k, SQZ_TYPE_Q8_K)
 DOT_DEQUANT(iq4_nl, SQZ_TYPE_IQ4_NL)
 DOT_DEQUANT(iq4_xs, SQZ_TYPE_IQ4_XS)
 
-sqz_kernel_row sqz_qkernels_ref(sqz_type t) {
-    sqz_kernel_row r = { 0 };
-    switch (t) {
-    case SQZ_TYPE_Q4_0: r = (sqz_kernel_row){ .dot = dot_q4_0, .vec_dot_q = vdq_q4_0 }; break;
-    case SQZ_TYPE_Q4_1: r = (sqz_kernel_row){ .dot = dot_q4_1, .vec_dot_q = vdq_q4_1 }; break;
-    case SQZ_TYPE_Q5_0: r = (sqz_kernel_row){ .dot = dot_q5_0, .vec_dot_q = vdq_q5_0 }; break;
-    case SQZ_TYPE_Q5_1: r = (sqz_kernel_row){ .dot = dot_q5_1, .vec_dot_q = vdq_q5_1 }; break;
-    case SQZ_TYPE_Q8_0:
-        r = (sqz_kernel_row){ .dot = dot_q8_0, .vec_dot_q = vdq_q8_0, .quantize_act = quantize_q8_0 };
-        break;
-    case SQZ_TYPE_Q8_1: r = (sqz_kernel_row){ .dot = dot_q8_1, .quantize_act = quantize_q8_1 }; break;
-    case SQZ_TYPE_Q2_K: r = (sqz_kernel_row){ .dot = dot_q2_k, .vec_dot_q = vdq_q2_k }; break;
-    case SQZ_TYPE_Q3_K: r = (sqz_kernel_row){ .dot = dot_q3_k, .vec_dot_q = vdq_q3_k }; break;
-    case SQZ_TYPE_Q4_K: r = (sqz_kernel_row){ .dot = dot_q4_k, .vec_dot_q = vdq_q4_k }; break;
-    case SQZ_TYPE_Q5_K: r = (sqz_kernel_row){ .dot = dot_q5_k, .vec_dot_q = vdq_q5_k }; break;
-    case SQZ_TYPE_Q6_K: r = (sqz_kernel_row){ .dot = dot_q6_k, .vec_dot_q = vdq_q6_k }; break;
-    case SQZ_TYPE_Q8_K: r = (sqz_kernel_row){ .dot = dot_q8_k, .quantize_act = quantize_q8_k }; break;
-    case SQZ_TYPE_IQ4_NL: r = (sqz_kernel_row){ .dot = dot_iq4_nl, .vec_dot_q = vdq_iq4_nl }; break;
-    case SQZ_TYPE_IQ4_XS: r = (sqz_kernel_row){ .dot = dot_iq4_xs, .vec_dot_q = vdq_iq4_xs }; break;
-    default: break;
-    }
-    /* the f32-x dot needs the type's to_float (src/quant); without it the type is unusable */
-    if (!sqz_type_usable(t)) r.dot = NULL;
-    return r;
-}
+/* The reference tier's table (kernels.h): every type sqz computes with has its dot product
+ * here, so the lookups' fallback to lower tiers always ends with a kernel. */
+const sqz_kernel_row sqz_kernels_ref[SQZ_TYPE_SLOTS] = {
+    [SQZ_TYPE_SLOT(SQZ_TYPE_F32)] = { .dot = sqz_dot_f32_ref },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_F16)] = { .dot = sqz_dot_f16_ref },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_BF16)] = { .dot = sqz_dot_bf16_ref },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_0)] = { .dot = dot_q4_0, .vec_dot_q = vdq_q4_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_1)] = { .dot = dot_q4_1, .vec_dot_q = vdq_q4_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_0)] = { .dot = dot_q5_0, .vec_dot_q = vdq_q5_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_1)] = { .dot = dot_q5_1, .vec_dot_q = vdq_q5_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_0)] = { .dot = dot_q8_0, .vec_dot_q = vdq_q8_0, .quantize_act = quantize_q8_0 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_1)] = { .dot = dot_q8_1, .quantize_act = quantize_q8_1 },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q2_K)] = { .dot = dot_q2_k, .vec_dot_q = vdq_q2_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q3_K)] = { .dot = dot_q3_k, .vec_dot_q = vdq_q3_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_K)] = { .dot = dot_q4_k, .vec_dot_q = vdq_q4_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_K)] = { .dot = dot_q5_k, .vec_dot_q = vdq_q5_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q6_K)] = { .dot = dot_q6_k, .vec_dot_q = vdq_q6_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_K)] = { .dot = dot_q8_k, .quantize_act = quantize_q8_k },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_NL)] = { .dot = dot_iq4_nl, .vec_dot_q = vdq_iq4_nl },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_XS)] = { .dot = dot_iq4_xs, .vec_dot_q = vdq_iq4_xs },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_DQ2)] = { .dot = sqz_dq2_dot_ref, .vec_dot_q = sqz_dq2_vec_dot_q_ref },
+    /* mixllm's types: row . MXA activations (kernels/mix.h), reached through the mixed matrix */
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MX8)] = { .vec_dot_q = sqz_mx8_dot_mxa_ref },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MX4)] = { .vec_dot_q = sqz_mx4_dot_mxa_ref },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MX3)] = { .vec_dot_q = sqz_mx3_dot_mxa_ref },
+    /* the mixed matrix: its own whole-matrix products (mix_matmul.c) */
+    [SQZ_TYPE_SLOT(SQZ_TYPE_MIXLLM)] = { .matrix = &sqz_mix_matrix_ops },
+};

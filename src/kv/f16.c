@@ -45,16 +45,10 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     c->k = malloc(total * sizeof(uint16_t));
     c->v = malloc(total * sizeof(uint16_t));
     c->scratch = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof(float));
-    if (!c->k || !c->v || !c->scratch) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
     c->codec = (sqz_kv_codec){ SQZ_KVROW_F16, shape->head_dim, 0, 0 };
     c->fmt = (sqz_kvrow_fmt){ SQZ_KVROW_F16, shape->head_dim, shape->head_dim };
     c->kr = sqz_attn_kernels_best();
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, c->k && c->v && c->scratch, c, destroy, state);
 }
 
 static void reset(void *state) { ((kv_f16 *)state)->n_pos = 0; }

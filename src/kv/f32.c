@@ -13,6 +13,15 @@ typedef struct kv_f32 {
     int n_pos;           /* highest position stored + 1 */
 } kv_f32;
 
+static void destroy(void *state) {
+    kv_f32 *c = state;
+    if (!c) return;
+    free(c->k);
+    free(c->v);
+    free(c->scratch);
+    free(c);
+}
+
 static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *params,
                          const sqz_kv_codec *codec, void **state) {
     if (params && *params)
@@ -25,25 +34,7 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     c->k = malloc(total * sizeof(float));
     c->v = malloc(total * sizeof(float));
     c->scratch = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof(float));
-    if (!c->k || !c->v || !c->scratch) {
-        free(c->k);
-        free(c->v);
-        free(c->scratch);
-        free(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
-}
-
-static void destroy(void *state) {
-    kv_f32 *c = state;
-    if (!c) return;
-    free(c->k);
-    free(c->v);
-    free(c->scratch);
-    free(c);
+    return sqz_kv_create_end(ctx, shape, c->k && c->v && c->scratch, c, destroy, state);
 }
 
 static void reset(void *state) { ((kv_f32 *)state)->n_pos = 0; }

@@ -88,6 +88,17 @@ sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec,
     return SQZ_OK;
 }
 
+sqz_status sqz_kv_create_end(sqz_ctx *ctx, const sqz_kv_shape *shape, int ok, void *c,
+                             void (*destroy)(void *), void **state) {
+    if (!ok) {
+        destroy(c);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
+                        shape->max_pos);
+    }
+    *state = c;
+    return SQZ_OK;
+}
+
 void sqz_kv_free(sqz_kv *kv) {
     if (!kv) return;
     kv->policy->destroy(kv->state);

@@ -63,6 +63,11 @@ typedef struct sqz_kv {
 sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec, sqz_kv **out);
 void sqz_kv_free(sqz_kv *kv);
 
+/* The end of a policy's create: *state = c where ok (every allocation succeeded); else c
+ * destroyed (destroy frees what was allocated) and SQZ_ERR_NOMEM naming the cache's length. */
+sqz_status sqz_kv_create_end(sqz_ctx *ctx, const sqz_kv_shape *shape, int ok, void *c,
+                             void (*destroy)(void *), void **state);
+
 /* The table of policies, NULL-terminated. */
 const sqz_kv_policy *const *sqz_kv_policies(void);
 

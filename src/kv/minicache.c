@@ -128,13 +128,7 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     }
     for (int l = 0; ok && l < shape->n_layers; l++)
         if (pair_of(c, l) < 0) ok = (c->plain[l] = malloc(2 * P * Hkv * c->rb)) != NULL;
-    if (!ok) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static void reset(void *state) {

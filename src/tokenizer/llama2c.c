@@ -58,6 +58,29 @@ void sqz_llama2c_free(sqz_llama2c *l) {
     free(l);
 }
 
+/* A tokenizer of the llama2.c family for n tokens, with its name and its score, off and len
+ * arrays allocated (contents unset); NULL (nothing left allocated) when out of memory. */
+static sqz_tokenizer *l2c_new(int n, const char *name) {
+    sqz_tokenizer *tok = calloc(1, sizeof *tok);
+    sqz_llama2c *l = calloc(1, sizeof *l);
+    if (!tok || !l) {
+        free(tok);
+        free(l);
+        return NULL;
+    }
+    tok->kind = SQZ_TOK_LLAMA2C;
+    tok->llama2c = l;
+    tok->vocab_size = n;
+    l->n = n;
+    l->name = strdup(name);
+    l->score = malloc((size_t)n * sizeof *l->score);
+    l->off = malloc((size_t)n * sizeof *l->off);
+    l->len = malloc((size_t)n * sizeof *l->len);
+    if (l->name && l->score && l->off && l->len) return tok;
+    sqz_tokenizer_free(tok);
+    return NULL;
+}
+
 static int32_t rd_i32(const unsigned char *p) {
     uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     int32_t r;
@@ -82,33 +105,19 @@ sqz_status sqz_tokenizer_load_llama2c(sqz_ctx *ctx, const char *path, int vocab_
     sqz_status st = sqz_file_read_all(ctx, path, (size_t)1 << 30, &buf, &size);
     if (st != SQZ_OK) return st;
     const unsigned char *p = (const unsigned char *)buf;
-    sqz_tokenizer *tok = calloc(1, sizeof *tok);
-    sqz_llama2c *l = calloc(1, sizeof *l);
-    if (!tok || !l) {
-        free(tok);
-        free(l);
+    sqz_tokenizer *tok = l2c_new(vocab_size, path);
+    if (!tok) {
         free(buf);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
     }
-    tok->kind = SQZ_TOK_LLAMA2C;
-    tok->llama2c = l;
-    tok->vocab_size = vocab_size;
+    sqz_llama2c *l = tok->llama2c;
     tok->bos = 1;
     tok->eos = 2;
     tok->add_bos = 1;
-    l->n = vocab_size;
     /* run.c's byte fallback: token byte + 3 (after <unk>, <s>, </s>), unchecked */
     for (int b = 0; b < 256; b++) l->byte_id[b] = b + 3;
     l->unk = 0;
     l->add_space_prefix = 1;
-    l->name = strdup(path);
-    l->score = malloc((size_t)vocab_size * sizeof *l->score);
-    l->off = malloc((size_t)vocab_size * sizeof *l->off);
-    l->len = malloc((size_t)vocab_size * sizeof *l->len);
-    if (!l->name || !l->score || !l->off || !l->len) {
-        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
-    }
     if (size < 4) {
         st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: truncated: no max_token_length header", path);
         goto fail;
@@ -338,28 +347,16 @@ sqz_status sqz_tokenizer_new_spm(sqz_ctx *ctx, const sqz_spm_spec *spec, sqz_tok
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: bad vocabulary size %d", name, n);
     if (spec->bos >= n || spec->eos >= n || spec->unk_id >= n)
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BOS/EOS/unknown token id out of range", name);
-    sqz_tokenizer *tok = calloc(1, sizeof *tok);
-    sqz_llama2c *l = calloc(1, sizeof *l);
-    if (!tok || !l) {
-        free(tok);
-        free(l);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
-    }
-    tok->kind = SQZ_TOK_LLAMA2C;
-    tok->llama2c = l;
-    tok->vocab_size = n;
+    sqz_tokenizer *tok = l2c_new(n, name);
+    if (!tok) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
+    sqz_llama2c *l = tok->llama2c;
     tok->bos = spec->bos >= 0 ? spec->bos : -1;
     tok->eos = spec->eos >= 0 ? spec->eos : -1;
     tok->add_bos = spec->add_bos && tok->bos >= 0;
-    l->n = n;
     l->unk = spec->unk_id >= 0 ? spec->unk_id : -1;
     l->add_space_prefix = spec->add_space_prefix != 0;
-    l->name = strdup(name);
-    l->score = malloc((size_t)n * sizeof *l->score);
-    l->off = malloc((size_t)n * sizeof *l->off);
-    l->len = malloc((size_t)n * sizeof *l->len);
     l->type = malloc((size_t)n);
-    if (!l->name || !l->score || !l->off || !l->len || !l->type) goto nomem;
+    if (!l->type) goto nomem;
     for (int b = 0; b < 256; b++) l->byte_id[b] = -1;
     for (int id = 0; id < n; id++) {
         const char *s = spec->tokens[id] ? spec->tokens[id] : "";

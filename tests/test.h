@@ -94,6 +94,11 @@ static inline uint64_t test_xorshift64(uint64_t *s) {
     return *s;
 }
 
+/* Uniform in [-1, 1) from the top 53 bits of the next test_xorshift64 number. */
+static inline float test_frand(uint64_t *s) {
+    return (float)((double)(test_xorshift64(s) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
 /* Whether the slow tests should be skipped (SQZ_QUICK=1, as under sanitizers). */
 static inline int test_quick(void) {
     const char *q = getenv("SQZ_QUICK");

@@ -17,10 +17,7 @@ typedef struct tensor_spec {
 } tensor_spec;
 
 static uint64_t rng = 12345;
-static float frand(void) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng >> 40) / 16777216.0 - 0.5);
-}
+static float frand(void) { return 0.5f * test_frand(&rng); } /* [-0.5, 0.5) */
 
 typedef struct model_w {
     tensor_spec t[64];

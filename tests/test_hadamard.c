@@ -18,13 +18,7 @@
 #include "test.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng_next(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
-static float rng_sym(void) { return (float)((rng_next() >> 11) / 9007199254740992.0 * 2 - 1); }
+static float rng_sym(void) { return test_frand(&rng_state); }
 
 /* Q from the definition: ((-1)^popcount(a & a') * Hm[b][b']) * sign[j] / sqrt(n), i = a*m + b,
  * j = a'*m + b'. */
@@ -177,6 +171,32 @@ static void test_seed(sqz_ctx *ctx) {
     sqz_hadamard_free(NULL);
 }
 
+/* The table-free rotation (the KV codec's) is the table one with the hash signs, bit for bit,
+ * and its inverse gives the vector back. */
+static void test_hashed(sqz_ctx *ctx, int64_t n) {
+    sqz_hadamard h;
+    if (sqz_hadamard_random(ctx, &h, n, 1) != SQZ_OK) {
+        CHECK(0, "n = %lld: %s", (long long)n, sqz_ctx_error(ctx));
+        return;
+    }
+    int npos = 0;
+    for (int64_t i = 0; i < n; i++) h.sign[i] = sqz_hadamard_hash_sign(i), npos += h.sign[i] > 0;
+    float x[256], y[256], z[256];
+    for (int64_t i = 0; i < n; i++) x[i] = y[i] = z[i] = rng_sym();
+    sqz_hadamard_apply(&h, y, 1);
+    sqz_hadamard_hashed(z, n, 0);
+    CHECK(memcmp(y, z, (size_t)n * sizeof *y) == 0 && (n < 8 || (npos > 0 && npos < n)),
+          "n = %lld: hashed rotation = H S / sqrt(n) with the hash signs (%d positive)",
+          (long long)n, npos);
+    sqz_hadamard_apply_t(&h, y, 1);
+    sqz_hadamard_hashed(z, n, 1);
+    double e = 0;
+    for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(z[i] - x[i]));
+    CHECK(memcmp(y, z, (size_t)n * sizeof *y) == 0 && e < 1e-5,
+          "n = %lld: hashed inverse = Q^T, gives x back (max diff %.1e)", (long long)n, e);
+    sqz_hadamard_free(&h);
+}
+
 static void test_unsupported(sqz_ctx *ctx) {
     const int64_t bad[] = { 0, -4, 3, 14, 28, 36, 172, 43 * 64, 11008 };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -198,6 +218,9 @@ int main(void) {
     test_invariance(ctx, 1536);
     test_invariance(ctx, 20 * 8);
     test_seed(ctx);
+    test_hashed(ctx, 2);
+    test_hashed(ctx, 64);
+    test_hashed(ctx, 256);
     test_unsupported(ctx);
     sqz_ctx_free(ctx);
     return test_done();

@@ -13,8 +13,7 @@
 
 static uint64_t rng = 7;
 static uint32_t urand(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
+    return (uint32_t)(test_xorshift64(&rng) >> 11);
 }
 static float frand(void) { return (float)((double)urand() / 2097152.0 / 1024.0 * 2.0 - 1.0); }
 

@@ -36,11 +36,6 @@ typedef struct hist {
     uint64_t rng;
 } hist;
 
-static float frand(uint64_t *s) {
-    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
-    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
 static float f16r(float x) { return sqz_f16_to_f32(sqz_f32_to_f16(x)); }
 
 /* naive KIVI parameters: min and (max-min)/qmax rounded to f16, codes with the rounded ones */
@@ -132,11 +127,11 @@ static double run_policy(const test_cfg *c, hist *H, size_t *bytes_at, double *e
             for (int t = 0; t < n; t++)
                 for (int i = 0; i < ROW; i++) {
                     /* a few large key channels, as real keys have (KIVI's motivation) */
-                    H->k[l][pos + t][i] = frand(&H->rng) * (i % 7 == 0 ? 4.0f : 1.0f) + 0.3f;
-                    H->v[l][pos + t][i] = frand(&H->rng);
+                    H->k[l][pos + t][i] = test_frand(&H->rng) * (i % 7 == 0 ? 4.0f : 1.0f) + 0.3f;
+                    H->v[l][pos + t][i] = test_frand(&H->rng);
                 }
             for (int t = 0; t < n; t++)
-                for (int i = 0; i < HQ * HD; i++) q[t][i] = 2.0f * frand(&H->rng);
+                for (int i = 0; i < HQ * HD; i++) q[t][i] = 2.0f * test_frand(&H->rng);
             if (kv->policy->store(kv->state, l, pos, n, H->k[l][pos], H->v[l][pos]) != SQZ_OK)
                 CHECK(0, "%s: store at %d: %s", c->spec, pos, sqz_ctx_error(ctx));
             /* two threads for the prompt (the parallel path), one for single tokens: an

@@ -17,13 +17,9 @@
 #include "kernels/attn.h"
 #include "kv/kv.h"
 #include "kv/codec.h"
+#include "math/hadamard.h"
 #include "sqz.h"
 #include "test.h"
-
-static float frand(uint64_t *s) {
-    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
-    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static float f16r(float x) { return sqz_f16_to_f32(sqz_f32_to_f16(x)); }
 
@@ -78,7 +74,7 @@ static void test_formats_and_kernels(void) {
         uint8_t *base = &rows[0][0];
         double dec_err = 0;
         for (int p = 0; p < MAXP; p++) {
-            for (int i = 0; i < f.n; i++) x[p][i] = frand(&rng) * (i == 3 ? 4.0f : 1.0f) + 0.3f;
+            for (int i = 0; i < f.n; i++) x[p][i] = test_frand(&rng) * (i == 3 ? 4.0f : 1.0f) + 0.3f;
             sqz_kvrow_encode(&f, x[p], base + (size_t)p * ld);
             naive_row(&f, x[p], deq[p]);
             float back[MAXN];
@@ -88,8 +84,8 @@ static void test_formats_and_kernels(void) {
         CHECK(dec_err == 0, "format %zu (type %d, n %d, group %d): decode = naive quantizer (%.2g)",
               fi, f.type, f.n, f.group, dec_err);
         for (int j = 0; j < MAXQ; j++) {
-            for (int i = 0; i < f.n; i++) q[j][i] = frand(&rng);
-            for (int p = 0; p < MAXP; p++) w[j][p] = frand(&rng) * 0.5f + 0.5f;
+            for (int i = 0; i < f.n; i++) q[j][i] = test_frand(&rng);
+            for (int p = 0; p < MAXP; p++) w[j][p] = test_frand(&rng) * 0.5f + 0.5f;
         }
         const int nqs[] = { 1, 3, 8, 9, 4, 5 };
         for (int qi = 0; qi < 6; qi++) {
@@ -147,7 +143,7 @@ static void test_softmax(void) {
     uint64_t rng = 5;
     for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
         const int n = ns[k];
-        for (int i = 0; i < n; i++) a[i] = b[i] = frand(&rng) * (k % 2 ? 30.0f : 4.0f) + 5.0f;
+        for (int i = 0; i < n; i++) a[i] = b[i] = test_frand(&rng) * (k % 2 ? 30.0f : 4.0f) + 5.0f;
         ref.softmax(a, n);
         simd.softmax(b, n);
         double sum = 0;
@@ -164,16 +160,16 @@ static void test_softmax(void) {
 static void test_rotation(void) {
     float x[64], y[64];
     uint64_t rng = 7;
-    for (int i = 0; i < 64; i++) x[i] = frand(&rng);
+    for (int i = 0; i < 64; i++) x[i] = test_frand(&rng);
     x[5] = 40; /* an outlier channel */
     memcpy(y, x, sizeof x);
     double n0 = 0, n1 = 0, mx = 0;
     for (int i = 0; i < 64; i++) n0 += (double)x[i] * x[i];
-    sqz_kv_rotate(y, 64, 0);
+    sqz_hadamard_hashed(y, 64, 0);
     for (int i = 0; i < 64; i++) n1 += (double)y[i] * y[i], mx = fmax(mx, fabs(y[i]));
     CHECK(fabs(n1 - n0) < 1e-3 * n0, "rotation keeps the norm (%g vs %g)", n1, n0);
     CHECK(mx < 10, "rotation spreads the outlier (max |x| 40 -> %.2f)", mx);
-    sqz_kv_rotate(y, 64, 1);
+    sqz_hadamard_hashed(y, 64, 1);
     double e = 0;
     for (int i = 0; i < 64; i++) e = fmax(e, fabs(y[i] - x[i]));
     CHECK(e < 1e-4, "inverse rotation gives the row back (%.2g)", e);
@@ -189,11 +185,11 @@ static void test_streaming_q4(sqz_ctx *ctx, int rot) {
         for (int p = 0; p < NPOS; p++)
             for (int i = 0; i < ROW; i++) {
                 /* keys with a constant offset in a few channels, as real keys have */
-                K[l][p][i] = frand(&rng) + (i % HD < 4 ? 3.0f : 0.0f);
-                V[l][p][i] = frand(&rng);
+                K[l][p][i] = test_frand(&rng) + (i % HD < 4 ? 3.0f : 0.0f);
+                V[l][p][i] = test_frand(&rng);
             }
     for (int p = 0; p < NPOS; p++)
-        for (int i = 0; i < HQ * HD; i++) Q[p][i] = frand(&rng);
+        for (int i = 0; i < HQ * HD; i++) Q[p][i] = test_frand(&rng);
     char spec[96];
     snprintf(spec, sizeof spec, "streaming:sink=%d,window=%d+q4:rot=%d,recent=%d", SINK, WIN, rot,
              REC);
@@ -295,11 +291,11 @@ static void test_minicache_codec(sqz_ctx *ctx) {
         for (int p = 0; p < NPOS; p++)
             for (int i = 0; i < ROW; i++) {
                 /* layer 1 near layer 0 on half the tokens: those merge */
-                K[l][p][i] = l && p % 2 ? K[0][p][i] + 0.3f * frand(&rng) : frand(&rng);
-                V[l][p][i] = l && p % 3 ? V[0][p][i] + 0.3f * frand(&rng) : frand(&rng);
+                K[l][p][i] = l && p % 2 ? K[0][p][i] + 0.3f * test_frand(&rng) : test_frand(&rng);
+                V[l][p][i] = l && p % 3 ? V[0][p][i] + 0.3f * test_frand(&rng) : test_frand(&rng);
             }
     for (int p = 0; p < NPOS; p++)
-        for (int i = 0; i < HQ * HD; i++) Q[p][i] = frand(&rng);
+        for (int i = 0; i < HQ * HD; i++) Q[p][i] = test_frand(&rng);
     sqz_kv_shape shape = { L, HQ, HKV, HD, NPOS, 0 };
     sqz_kv *a = NULL, *b = NULL;
     sqz_kv_new(ctx, &shape, "minicache:start=0,gamma=0.4+f32", &a);

@@ -25,11 +25,6 @@ int sqz_kv_kvmerger_held(const void *state, int layer, int kv_head, const float 
 
 enum { L = 4, HQ = 4, HKV = 2, HD = 16, ROW = HKV * HD, MAXP = 96, GRP = HQ / HKV };
 
-static float frand(uint64_t *s) {
-    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
-    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
 /* data: keys / values [L][MAXP][ROW] (with a shared component across layers and tokens so
  * the low-rank and merging structure is non-trivial), queries [L][MAXP][HQ*HD] */
 static float K[L][MAXP][ROW], V[L][MAXP][ROW], Q[L][MAXP][HQ * HD];
@@ -40,14 +35,14 @@ static void fill(uint64_t seed, float mix) {
     uint64_t s = seed;
     float base[MAXP][ROW];
     for (int p = 0; p < MAXP; p++)
-        for (int i = 0; i < ROW; i++) base[p][i] = frand(&s);
+        for (int i = 0; i < ROW; i++) base[p][i] = test_frand(&s);
     for (int l = 0; l < L; l++)
         for (int p = 0; p < MAXP; p++) {
             for (int i = 0; i < ROW; i++) {
-                K[l][p][i] = base[p][i] + mix * frand(&s);
-                V[l][p][i] = 0.5f * base[p][i] + mix * frand(&s);
+                K[l][p][i] = base[p][i] + mix * test_frand(&s);
+                V[l][p][i] = 0.5f * base[p][i] + mix * test_frand(&s);
             }
-            for (int i = 0; i < HQ * HD; i++) Q[l][p][i] = 2 * frand(&s);
+            for (int i = 0; i < HQ * HD; i++) Q[l][p][i] = 2 * test_frand(&s);
         }
 }
 
@@ -239,7 +234,7 @@ static int write_proj(sqz_ctx *ctx, const char *path) {
             for (int kv = 0; kv < 2; kv++) {
                 double m[HD][HD];
                 for (int i = 0; i < HD; i++)
-                    for (int j = 0; j < HD; j++) m[i][j] = frand(&s);
+                    for (int j = 0; j < HD; j++) m[i][j] = test_frand(&s);
                 for (int i = 0; i < HD; i++)
                     for (int j = 0; j < HD; j++) {
                         double d = 0;
@@ -505,7 +500,7 @@ static void test_kvmerger(sqz_ctx *ctx) {
     for (int l = 0; l < L; l++)
         for (int p = 1; p < MAXP; p++)
             if ((p * 7 + l) % 5 != 0)
-                for (int i = 0; i < ROW; i++) K[l][p][i] = K[l][p - 1][i] + 0.05f * frand(&rs);
+                for (int i = 0; i < ROW; i++) K[l][p][i] = K[l][p - 1][i] + 0.05f * test_frand(&rs);
     const int P0 = 40, budget = 16, window = 4;
     const double thr = 0.9;
     char spec[96];
@@ -595,7 +590,7 @@ static void test_kvmerger_memo(sqz_ctx *ctx) {
     for (int l = 0; l < L; l++)
         for (int p = 1; p < MAXP; p++)
             if ((p * 3 + l) % 4 != 0)
-                for (int i = 0; i < ROW; i++) K[l][p][i] = K[l][p - 1][i] + 0.08f * frand(&rs);
+                for (int i = 0; i < ROW; i++) K[l][p][i] = K[l][p - 1][i] + 0.08f * test_frand(&rs);
     const char *spec = "kvmerger:threshold=0.95,budget=8,window=3+f32";
     sqz_kv *a = make(ctx, spec), *b = make(ctx, spec);
     CHECK(a && b, "%s created twice", spec);

@@ -30,13 +30,9 @@ static const int iq4nl_levels[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
                                       1,    13,   25,  38,  53,  69,  89,  113 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng_next(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
+static double rng_uniform(void) { /* in (0, 1) */
+    return ((test_xorshift64(&rng_state) >> 11) + 0.5) / 9007199254740992.0;
 }
-static double rng_uniform(void) { return ((rng_next() >> 11) + 0.5) / 9007199254740992.0; }
 static float rng_gauss(void) {
     return (float)(sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform()));
 }

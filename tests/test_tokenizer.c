@@ -21,12 +21,7 @@
 /* ---------------------------------------------------------------- helpers */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
+static uint32_t rnd(void) { return (uint32_t)(test_xorshift64(&rng_state) >> 32); }
 
 /* decode(ids) into a malloc'ed buffer, *n bytes */
 static char *decode_all(const sqz_tokenizer *tok, const int32_t *ids, size_t n_ids, size_t *n) {

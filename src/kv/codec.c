@@ -7,6 +7,7 @@
 
 #include "kernels/ops.h"
 #include "core/params.h"
+#include "math/hadamard.h"
 
 static const struct {
     const char *name;
@@ -73,35 +74,6 @@ int sqz_kv_codec_rotates(const sqz_kv_codec *c, const sqz_kvrow_fmt *f) {
     return c->rot && f->n >= 2 && !(f->n & (f->n - 1));
 }
 
-/* Fixed pseudo-random sign of channel i (a hash bit): S in x' = H S x. */
-static inline float sign_of(int i) {
-    uint32_t h = (uint32_t)i * 0x9E3779B1u;
-    h ^= h >> 15;
-    h *= 0x85EBCA77u;
-    h ^= h >> 13;
-    return (h & 1) ? -1.0f : 1.0f;
-}
-
-/* In-place normalized Walsh-Hadamard transform (symmetric and orthogonal: its own inverse). */
-static void fwht(float *x, int n) {
-    for (int len = 1; len < n; len <<= 1)
-        for (int i = 0; i < n; i += 2 * len)
-            for (int j = i; j < i + len; j++) {
-                const float a = x[j], b = x[j + len];
-                x[j] = a + b, x[j + len] = a - b;
-            }
-    const float k = 1.0f / sqrtf((float)n);
-    for (int i = 0; i < n; i++) x[i] *= k;
-}
-
-void sqz_kv_rotate(float *x, int n, int inverse) {
-    if (!inverse)
-        for (int i = 0; i < n; i++) x[i] *= sign_of(i);
-    fwht(x, n);
-    if (inverse)
-        for (int i = 0; i < n; i++) x[i] *= sign_of(i);
-}
-
 enum { ROT_BUF = 4096 }; /* floats of rotated rows on the stack */
 
 int sqz_kv_codec_centers(const sqz_kv_codec *c) { return sqz_kvrow_bits(c->type) > 0; }
@@ -127,13 +99,13 @@ void sqz_kv_codec_encode(const sqz_kv_codec *c, const sqz_kvrow_fmt *f, const fl
         return;
     }
     for (int i = 0; i < f->n; i++) t[i] = mu ? x[i] - mu[i] : x[i];
-    if (rot) sqz_kv_rotate(t, f->n, 0);
+    if (rot) sqz_hadamard_hashed(t, f->n, 0);
     sqz_kvrow_encode(f, t, row);
 }
 
 void sqz_kv_codec_decode(const sqz_kv_codec *c, const sqz_kvrow_fmt *f, const void *row, float *x) {
     sqz_kvrow_decode(f, row, x);
-    if (sqz_kv_codec_rotates(c, f) && f->n <= ROT_BUF) sqz_kv_rotate(x, f->n, 1);
+    if (sqz_kv_codec_rotates(c, f) && f->n <= ROT_BUF) sqz_hadamard_hashed(x, f->n, 1);
 }
 
 void sqz_kv_codec_decode_fast(const sqz_attn_kernels *kr, const sqz_kv_codec *c,
@@ -141,7 +113,7 @@ void sqz_kv_codec_decode_fast(const sqz_attn_kernels *kr, const sqz_kv_codec *c,
     static const float one = 1.0f;
     memset(x, 0, (size_t)f->n * sizeof(float));
     kr->accum(f, 1, &one, 1, row, 0, 1, x); /* x += 1 * row */
-    if (sqz_kv_codec_rotates(c, f) && f->n <= ROT_BUF) sqz_kv_rotate(x, f->n, 1);
+    if (sqz_kv_codec_rotates(c, f) && f->n <= ROT_BUF) sqz_hadamard_hashed(x, f->n, 1);
 }
 
 void sqz_kv_attend_parts(const sqz_attn_kernels *kr, const sqz_kv_rows *parts, int n_parts,
@@ -163,7 +135,7 @@ void sqz_kv_attend_parts(const sqz_attn_kernels *kr, const sqz_kv_rows *parts, i
             const float *qq = qj;
             if (rot) {
                 memcpy(qr, qj, (size_t)m * n * sizeof(float));
-                for (int j = 0; j < m; j++) sqz_kv_rotate(qr + (size_t)j * n, n, 0);
+                for (int j = 0; j < m; j++) sqz_hadamard_hashed(qr + (size_t)j * n, n, 0);
                 qq = qr;
             }
             if (r->P) kr->scores(r->f, m, qq, r->K, r->ld, r->P, scale, sj + off, (size_t)P);
@@ -180,7 +152,7 @@ void sqz_kv_attend_parts(const sqz_attn_kernels *kr, const sqz_kv_rows *parts, i
                 memset(acc, 0, (size_t)m * (size_t)n * sizeof(float));
                 kr->accum(r->f, m, sj + off, (size_t)P, r->V, r->ld, r->P, acc);
                 for (int j = 0; j < m; j++) {
-                    sqz_kv_rotate(acc + (size_t)j * n, n, 1);
+                    sqz_hadamard_hashed(acc + (size_t)j * n, n, 1);
                     for (int x = 0; x < n; x++) oj[(size_t)j * n + x] += acc[(size_t)j * n + x];
                 }
             }

@@ -54,10 +54,9 @@ const char *sqz_kv_codec_name(const sqz_kv_codec *c);
 sqz_status sqz_kv_codec_fmt(sqz_ctx *ctx, const sqz_kv_codec *c, const char *policy,
                             const char *what, int n, sqz_kvrow_fmt *f);
 
-/* Whether rows of format f are rotated (codec rot=1 and n a power of two). */
+/* Whether rows of format f are rotated (codec rot=1 and n a power of two); the rotation is
+ * math/hadamard.h's sqz_hadamard_hashed (inverse = 0 before encoding, 1 after decoding). */
 int sqz_kv_codec_rotates(const sqz_kv_codec *c, const sqz_kvrow_fmt *f);
-/* The orthogonal rotation of rows (inverse = 0) and its inverse (inverse = 1), in place. */
-void sqz_kv_rotate(float *x, int n, int inverse);
 /* Whether keys are centred before encoding (the quantized codecs). */
 int sqz_kv_codec_centers(const sqz_kv_codec *c);
 /* mu[dim] = mean of the n rows x[i * stride ..]. */

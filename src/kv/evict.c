@@ -158,13 +158,7 @@ static sqz_status create_kind(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
             ok = H->rk && H->rv;
         }
     }
-    if (!ok) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static sqz_status create_streaming(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p,

@@ -14,11 +14,7 @@
 #include "core/params.h"
 
 typedef struct kv_f16 {
-    sqz_kv_shape shape;
-    size_t layer_elems; /* max_pos * Hkv * hd */
-    uint16_t *k, *v;    /* [L][max_pos][Hkv*hd] */
-    float *scratch;     /* [Hkv][group * max_pos] attention probabilities */
-    int n_pos;
+    sqz_kv_dense d;     /* f16 keys and values */
     sqz_kv_codec codec; /* f16 */
     sqz_kvrow_fmt fmt;  /* one head's row */
     sqz_attn_kernels kr;
@@ -27,9 +23,7 @@ typedef struct kv_f16 {
 static void destroy(void *state) {
     kv_f16 *c = state;
     if (!c) return;
-    free(c->k);
-    free(c->v);
-    free(c->scratch);
+    sqz_kv_dense_free(&c->d);
     free(c);
 }
 
@@ -39,56 +33,46 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     if (st) return st;
     kv_f16 *c = calloc(1, sizeof *c);
     if (!c) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the KV cache");
-    c->shape = *shape;
-    c->layer_elems = (size_t)shape->max_pos * (size_t)shape->n_kv_heads * (size_t)shape->head_dim;
-    size_t total = c->layer_elems * (size_t)shape->n_layers;
-    c->k = malloc(total * sizeof(uint16_t));
-    c->v = malloc(total * sizeof(uint16_t));
-    c->scratch = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof(float));
-    if (!c->k || !c->v || !c->scratch) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
+    const int ok = sqz_kv_dense_alloc(&c->d, shape, sizeof(uint16_t));
     c->codec = (sqz_kv_codec){ SQZ_KVROW_F16, shape->head_dim, 0, 0 };
     c->fmt = (sqz_kvrow_fmt){ SQZ_KVROW_F16, shape->head_dim, shape->head_dim };
     c->kr = sqz_attn_kernels_best();
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
-static void reset(void *state) { ((kv_f16 *)state)->n_pos = 0; }
+static void reset(void *state) { ((kv_f16 *)state)->d.n_pos = 0; }
 
 /* Position pos's keys and values of KV heads [g0, g1) (k, v: the whole row [Hkv*hd]). */
 static void store_heads(kv_f16 *c, int layer, int pos, const float *k, const float *v, int g0,
                         int g1) {
-    const size_t hd = (size_t)c->shape.head_dim, row = (size_t)c->shape.n_kv_heads * hd;
-    const size_t o = (size_t)layer * c->layer_elems + (size_t)pos * row;
+    const size_t hd = (size_t)c->d.shape.head_dim, row = (size_t)c->d.shape.n_kv_heads * hd;
+    const size_t o = (size_t)layer * c->d.layer_elems + (size_t)pos * row;
+    uint16_t *K = c->d.k, *V = c->d.v;
     for (size_t i = (size_t)g0 * hd; i < (size_t)g1 * hd; i++) {
-        c->k[o + i] = sqz_f32_to_f16(k[i]);
-        c->v[o + i] = sqz_f32_to_f16(v[i]);
+        K[o + i] = sqz_f32_to_f16(k[i]);
+        V[o + i] = sqz_f32_to_f16(v[i]);
     }
 }
 
 static sqz_status store(void *state, int layer, int pos, int n, const float *k, const float *v) {
     kv_f16 *c = state;
-    const size_t row = (size_t)c->shape.n_kv_heads * (size_t)c->shape.head_dim;
+    const size_t row = (size_t)c->d.shape.n_kv_heads * (size_t)c->d.shape.head_dim;
     for (int t = 0; t < n; t++)
         store_heads(c, layer, pos + t, k + (size_t)t * row, v + (size_t)t * row, 0,
-                    c->shape.n_kv_heads);
-    if (pos + n > c->n_pos) c->n_pos = pos + n;
+                    c->d.shape.n_kv_heads);
+    if (pos + n > c->d.n_pos) c->d.n_pos = pos + n;
     return SQZ_OK;
 }
 
 /* KV head g's query heads for the n queries at positions pos..: its rows are read together
  * (each row converted once for all of them), the queries in order with g's scratch. */
 static void attend_group(kv_f16 *c, int layer, int pos, int n, const float *q, float *out, int g) {
-    const int Hq = c->shape.n_heads, Hkv = c->shape.n_kv_heads, hd = c->shape.head_dim;
+    const int Hq = c->d.shape.n_heads, Hkv = c->d.shape.n_kv_heads, hd = c->d.shape.head_dim;
     const int group = Hq / Hkv, row = Hkv * hd;
-    const uint16_t *K = c->k + (size_t)layer * c->layer_elems;
-    const uint16_t *V = c->v + (size_t)layer * c->layer_elems;
+    const uint16_t *K = (const uint16_t *)c->d.k + (size_t)layer * c->d.layer_elems;
+    const uint16_t *V = (const uint16_t *)c->d.v + (size_t)layer * c->d.layer_elems;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *s = c->scratch + (size_t)g * group * c->shape.max_pos;
+    float *s = c->d.scratch + (size_t)g * group * c->d.shape.max_pos;
     for (int t = 0; t < n; t++) {
         const size_t qo = (size_t)t * Hq * hd + (size_t)g * group * hd;
         sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K + (size_t)g * hd,
@@ -101,7 +85,7 @@ static void attend_group(kv_f16 *c, int layer, int pos, int n, const float *q, f
 static void attend(void *state, int layer, int pos, int n, const float *q, float *out,
                    int n_threads) {
     kv_f16 *c = state;
-    const int Hkv = c->shape.n_kv_heads;
+    const int Hkv = c->d.shape.n_kv_heads;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && Hkv > 1)
     for (int g = 0; g < Hkv; g++) attend_group(c, layer, pos, n, q, out, g);
 }
@@ -111,16 +95,12 @@ static sqz_status store_attend_heads(void *state, int layer, int pos, const floa
                                      const float *v, const float *q, float *out, int g0, int g1) {
     kv_f16 *c = state;
     store_heads(c, layer, pos, k, v, g0, g1);
-    if (g0 == 0 && pos + 1 > c->n_pos) c->n_pos = pos + 1;
+    if (g0 == 0 && pos + 1 > c->d.n_pos) c->d.n_pos = pos + 1;
     for (int g = g0; g < g1; g++) attend_group(c, layer, pos, 1, q, out, g);
     return SQZ_OK;
 }
 
-static size_t bytes(const void *state) {
-    const kv_f16 *c = state;
-    return 2 * (size_t)c->n_pos * (size_t)c->shape.n_layers * (size_t)c->shape.n_kv_heads *
-           (size_t)c->shape.head_dim * sizeof(uint16_t);
-}
+static size_t bytes(const void *state) { return sqz_kv_dense_bytes(&((const kv_f16 *)state)->d); }
 
 const sqz_kv_policy sqz_kv_policy_f16 = {
     .name = "f16",

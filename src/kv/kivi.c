@@ -120,13 +120,7 @@ static sqz_status create_bits(sqz_ctx *ctx, const sqz_kv_shape *shape, const cha
         L->nq = calloc((size_t)shape->n_kv_heads, sizeof *L->nq);
         ok = L->kq && L->ks && L->km && L->vq && L->vs && L->vm && L->rk && L->rv && L->n && L->nq;
     }
-    if (!ok) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static sqz_status create_q8(sqz_ctx *ctx, const sqz_kv_shape *s, const char *p,

@@ -88,6 +88,39 @@ sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec,
     return SQZ_OK;
 }
 
+int sqz_kv_dense_alloc(sqz_kv_dense *d, const sqz_kv_shape *shape, size_t elem) {
+    d->shape = *shape;
+    d->elem = elem;
+    d->layer_elems = (size_t)shape->max_pos * (size_t)shape->n_kv_heads * (size_t)shape->head_dim;
+    size_t total = d->layer_elems * (size_t)shape->n_layers;
+    d->k = malloc(total * elem);
+    d->v = malloc(total * elem);
+    d->scratch = malloc((size_t)shape->n_heads * (size_t)shape->max_pos * sizeof(float));
+    return d->k && d->v && d->scratch;
+}
+
+void sqz_kv_dense_free(sqz_kv_dense *d) {
+    free(d->k);
+    free(d->v);
+    free(d->scratch);
+}
+
+size_t sqz_kv_dense_bytes(const sqz_kv_dense *d) {
+    return 2 * (size_t)d->n_pos * (size_t)d->shape.n_layers * (size_t)d->shape.n_kv_heads *
+           (size_t)d->shape.head_dim * d->elem;
+}
+
+sqz_status sqz_kv_create_end(sqz_ctx *ctx, const sqz_kv_shape *shape, int ok, void *c,
+                             void (*destroy)(void *), void **state) {
+    if (!ok) {
+        destroy(c);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
+                        shape->max_pos);
+    }
+    *state = c;
+    return SQZ_OK;
+}
+
 void sqz_kv_free(sqz_kv *kv) {
     if (!kv) return;
     kv->policy->destroy(kv->state);

@@ -63,6 +63,29 @@ typedef struct sqz_kv {
 sqz_status sqz_kv_new(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *spec, sqz_kv **out);
 void sqz_kv_free(sqz_kv *kv);
 
+/* The storage of the dense policies (f32, f16): keys and values [L][max_pos][Hkv*hd] of elem
+ * bytes each, and per KV head a scratch [group * max_pos] of attention probabilities. */
+typedef struct sqz_kv_dense {
+    sqz_kv_shape shape;
+    size_t elem;        /* bytes of one stored value */
+    size_t layer_elems; /* max_pos * Hkv * hd */
+    void *k, *v;
+    float *scratch;
+    int n_pos; /* highest position stored + 1 */
+} sqz_kv_dense;
+
+/* Sets d up for shape: 1 when every buffer was allocated, else 0 (sqz_kv_dense_free frees what
+ * was). */
+int sqz_kv_dense_alloc(sqz_kv_dense *d, const sqz_kv_shape *shape, size_t elem);
+void sqz_kv_dense_free(sqz_kv_dense *d);
+/* Bytes held: the keys and values of the positions stored. */
+size_t sqz_kv_dense_bytes(const sqz_kv_dense *d);
+
+/* The end of a policy's create: *state = c where ok (every allocation succeeded); else c
+ * destroyed (destroy frees what was allocated) and SQZ_ERR_NOMEM naming the cache's length. */
+sqz_status sqz_kv_create_end(sqz_ctx *ctx, const sqz_kv_shape *shape, int ok, void *c,
+                             void (*destroy)(void *), void **state);
+
 /* The table of policies, NULL-terminated. */
 const sqz_kv_policy *const *sqz_kv_policies(void);
 

@@ -121,13 +121,7 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
         x->acc = malloc(2 * hd * sizeof(double));
         ok = x->s && x->a && x->b && x->kp && x->acc;
     }
-    if (!ok) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static void reset(void *state) {

@@ -34,6 +34,7 @@
 #include "formats/types.h"
 #include "kv/kv.h"
 #include "core/params.h"
+#include "math/hadamard.h"
 
 
 /* One of K or V of a layer pair. */
@@ -127,13 +128,7 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     }
     for (int l = 0; ok && l < shape->n_layers; l++)
         if (pair_of(c, l) < 0) ok = (c->plain[l] = malloc(2 * P * Hkv * c->rb)) != NULL;
-    if (!ok) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static void reset(void *state) {
@@ -257,7 +252,7 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
             const float *qq = qt; /* the query in the stored rows' rotation */
             if (rot) {
                 memcpy(qr, qt, (size_t)group * hd * sizeof(float));
-                for (int j = 0; j < group; j++) sqz_kv_rotate(qr + (size_t)j * hd, hd, 0);
+                for (int j = 0; j < group; j++) sqz_hadamard_hashed(qr + (size_t)j * hd, hd, 0);
                 qq = qr;
             }
             /* keys: the shared rows of every stored token, then magnitudes / kept rows */
@@ -289,7 +284,7 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
             }
             if (M) kr->accum(fmt, group, w, mp, hv->d + (size_t)g * rb, ld, M, acc);
             if (rot)
-                for (int j = 0; j < group; j++) sqz_kv_rotate(acc + (size_t)j * hd, hd, 1);
+                for (int j = 0; j < group; j++) sqz_hadamard_hashed(acc + (size_t)j * hd, hd, 1);
             memcpy(ot, acc, (size_t)group * hd * sizeof(float));
             if (Pt > M)
                 kr->accum(&f32, group, s + M, mp, hv->a + ((size_t)M * Hkv + g) * hd,

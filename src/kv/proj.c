@@ -215,13 +215,8 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
     c->mu = malloc((size_t)shape->n_layers * shape->n_kv_heads * c->r * sizeof(float));
     c->has_mu = calloc((size_t)shape->n_layers, sizeof(int));
     c->s = malloc((size_t)shape->n_heads * shape->max_pos * sizeof(float));
-    if (!c->ck || !c->cv || !c->mu || !c->has_mu || !c->s) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    const int ok = c->ck && c->cv && c->mu && c->has_mu && c->s;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static void reset(void *state) {

@@ -38,6 +38,7 @@
 #include "kv/kv.h"
 #include "core/params.h"
 #include "math/eigen.h"
+#include "math/hadamard.h"
 
 
 typedef struct xkv_group {
@@ -135,13 +136,7 @@ static sqz_status create(sqz_ctx *ctx, const sqz_kv_shape *shape, const char *pa
         gr->mu = malloc((size_t)gr->r * sizeof(float));
         ok = gr->ck && gr->cv && gr->mu;
     }
-    if (!ok) {
-        destroy(c);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a KV cache of %d positions",
-                        shape->max_pos);
-    }
-    *state = c;
-    return SQZ_OK;
+    return sqz_kv_create_end(ctx, shape, ok, c, destroy, state);
 }
 
 static void reset(void *state) {
@@ -312,7 +307,7 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
             if (gr->has_mu)
                 for (int i = 0; i < r; i++) qm += qp[(size_t)h * r + i] * gr->mu[i];
             c->qmu[h] = qm * scale;
-            if (rot) sqz_kv_rotate(qp + (size_t)h * r, r, 0);
+            if (rot) sqz_hadamard_hashed(qp + (size_t)h * r, r, 0);
         }
         c->kr.scores(&gr->fmt, Hq, qp, gr->ck, gr->rb, nc, scale, sc, (size_t)P);
         for (int h = 0; h < Hq; h++) {
@@ -329,7 +324,7 @@ static void attend(void *state, int layer, int pos, int n, const float *q, float
         for (int h = 0; h < Hq; h++) {
             const int g = h / group;
             float *oh = out + ((size_t)t * Hq + h) * hd;
-            if (rot) sqz_kv_rotate(acc + (size_t)h * r, r, 1);
+            if (rot) sqz_hadamard_hashed(acc + (size_t)h * r, r, 1);
             cblas_sgemv(CblasRowMajor, CblasTrans, r, hd, 1.0f, gr->bv + off + (size_t)g * hd, W,
                         acc + (size_t)h * r, 1, 0.0f, oh, 1);
             cblas_sgemv(CblasRowMajor, CblasTrans, P - nc, hd, 1.0f, ly->v + (size_t)g * hd, D,

@@ -73,7 +73,7 @@ sqz_status sqz_hadamard_init(sqz_ctx *ctx, sqz_hadamard *h, int64_t n) {
                         "(m <= %d)",
                         (long long)n, SQZ_HADAMARD_MAX_M);
     h->n = n, h->m = m, h->p = n / m;
-    h->scale = (float)(1.0 / sqrt((double)n));
+    h->scale = sqz_hadamard_scale(n);
     if (m > 1) {
         h->hm = malloc((size_t)(m * m));
         if (!h->hm) return sqz_fail(ctx, SQZ_ERR_NOMEM, "hadamard: out of memory");
@@ -108,6 +108,39 @@ static void apply_sign(const sqz_hadamard *h, float *x, int64_t width) {
             for (int64_t c = 0; c < width; c++) x[i * width + c] = -x[i * width + c];
 }
 
+void sqz_hadamard_fwht(float *x, int64_t p, int64_t width) {
+    for (int64_t len = 1; len < p; len *= 2)
+        for (int64_t i = 0; i < p; i += 2 * len)
+            for (int64_t j = i; j < i + len; j++) {
+                float *u = x + j * width, *v = x + (j + len) * width;
+                for (int64_t k = 0; k < width; k++) {
+                    const float a = u[k], b = v[k];
+                    u[k] = a + b;
+                    v[k] = a - b;
+                }
+            }
+}
+
+float sqz_hadamard_scale(int64_t n) { return (float)(1.0 / sqrt((double)n)); }
+
+float sqz_hadamard_hash_sign(int64_t i) {
+    uint32_t x = (uint32_t)i * 0x9E3779B1u;
+    x ^= x >> 15;
+    x *= 0x85EBCA77u;
+    x ^= x >> 13;
+    return (x & 1) ? -1.0f : 1.0f;
+}
+
+void sqz_hadamard_hashed(float *x, int64_t n, int inverse) {
+    if (!inverse)
+        for (int64_t i = 0; i < n; i++) x[i] *= sqz_hadamard_hash_sign(i);
+    sqz_hadamard_fwht(x, n, 1);
+    const float k = sqz_hadamard_scale(n);
+    for (int64_t i = 0; i < n; i++) x[i] *= k;
+    if (inverse)
+        for (int64_t i = 0; i < n; i++) x[i] *= sqz_hadamard_hash_sign(i);
+}
+
 /* X <- (H_p (x) H_m or its transpose) X, unnormalized. */
 static void transform(const sqz_hadamard *h, float *x, int64_t width, int transpose) {
     const int64_t m = h->m, p = h->p, g = m * width; /* g: floats per Sylvester entry */
@@ -128,17 +161,7 @@ static void transform(const sqz_hadamard *h, float *x, int64_t width, int transp
             }
         }
     }
-    /* butterflies over the p entries (H_p is symmetric) */
-    for (int64_t len = 1; len < p; len *= 2)
-        for (int64_t i = 0; i < p; i += 2 * len)
-            for (int64_t j = i; j < i + len; j++) {
-                float *u = x + j * g, *v = x + (j + len) * g;
-                for (int64_t k = 0; k < g; k++) {
-                    const float a = u[k], b = v[k];
-                    u[k] = a + b;
-                    v[k] = a - b;
-                }
-            }
+    sqz_hadamard_fwht(x, p, g); /* H_p is symmetric */
     for (int64_t k = 0; k < h->n * width; k++) x[k] *= h->scale;
 }
 

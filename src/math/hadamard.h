@@ -57,4 +57,20 @@ void sqz_hadamard_apply_t(const sqz_hadamard *h, float *x, int64_t width);
 /* W [rows x n] <- W Q^T (every row w <- Q w): with x <- Q x, W x is unchanged. */
 void sqz_hadamard_rows(const sqz_hadamard *h, float *W, int64_t rows);
 
+/* The building blocks, for rotations that keep no table (the KV codec's, on every cached row). */
+
+/* X [p x width] <- (H_p (x) I_width) X: the unnormalized Walsh-Hadamard butterflies over p (a
+ * power of two) entries of width floats each. */
+void sqz_hadamard_fwht(float *x, int64_t p, int64_t width);
+
+/* 1 / sqrt(n) as a float: the normalization of every transform here. */
+float sqz_hadamard_scale(int64_t n);
+
+/* The fixed +-1 sign of channel i (one bit of a 32-bit multiplicative hash of i). */
+float sqz_hadamard_hash_sign(int64_t i);
+
+/* x [n] <- H_n S x / sqrt(n), S = diag(hash_sign(i)), n a power of two; inverse: x <- S H_n x /
+ * sqrt(n). Q = H_n S / sqrt(n) without a sign table or an allocation. */
+void sqz_hadamard_hashed(float *x, int64_t n, int inverse);
+
 #endif

@@ -244,6 +244,21 @@ done:
     return st;
 }
 
+/* The n strings of array key copied NUL-terminated to cur.., out[i] pointing at each; returns
+ * the end of the copies. */
+static char *copy_strs(const sqz_gguf *g, const char *key, uint64_t n, const char **out,
+                       char *cur) {
+    for (uint64_t i = 0; i < n; i++) {
+        size_t len;
+        const char *s = sqz_gguf_arr_str(g, key, i, &len);
+        memcpy(cur, s, len);
+        cur[len] = 0;
+        out[i] = cur;
+        cur += len + 1;
+    }
+    return cur;
+}
+
 static sqz_status load_tokenizer(sqz_ctx *ctx, sqz_model *m) {
     const sqz_gguf *g = m->gguf;
     const char *path = sqz_gguf_path(g);
@@ -289,21 +304,8 @@ static sqz_status load_tokenizer(sqz_ctx *ctx, sqz_model *m) {
         st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for the tokenizer");
         goto done;
     }
-    char *cur = pool;
-    for (uint64_t i = 0; i < n_tok; i++) {
-        const char *s = sqz_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &len);
-        memcpy(cur, s, len);
-        cur[len] = 0;
-        toks[i] = cur;
-        cur += len + 1;
-    }
-    for (uint64_t i = 0; i < n_merges; i++) {
-        const char *s = sqz_gguf_arr_str(g, "tokenizer.ggml.merges", i, &len);
-        memcpy(cur, s, len);
-        cur[len] = 0;
-        merges[i] = cur;
-        cur += len + 1;
-    }
+    char *cur = copy_strs(g, "tokenizer.ggml.tokens", n_tok, toks, pool);
+    copy_strs(g, "tokenizer.ggml.merges", n_merges, merges, cur);
     for (uint64_t i = 0; i < n_tok; i++) types[i] = SQZ_TOKEN_NORMAL;
     if (sqz_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
         uint64_t nt;

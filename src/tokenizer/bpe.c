@@ -414,16 +414,6 @@ int sqz_bpe_is_added(const sqz_bpe *b, int32_t id) {
 
 /* ---------------------------------------------------------------- encoding */
 
-typedef struct sym {
-    int32_t id; /* -1: merged away */
-    int32_t prev, next;
-} sym;
-
-typedef struct heap_ent {
-    int32_t rank, pos; /* lowest rank first; among equal ranks the leftmost */
-    int32_t left, right, result;
-} heap_ent;
-
 typedef struct cache_ent {
     uint32_t off, n; /* ids in cache_ids */
 } cache_ent;
@@ -434,10 +424,9 @@ typedef struct enc_state {
     sqz_ids out;
     pcre2_match_data *md[MAX_SPLITS];
     pcre2_match_context *mctx;
-    sym *syms;
+    sqz_sym *syms;
     size_t syms_cap;
-    heap_ent *heap;
-    size_t heap_n, heap_cap;
+    sqz_merge_heap heap;
     /* per-call cache of piece -> ids: natural text repeats its words a lot */
     sqz_strmap cache;
     sqz_bytes cache_keys;
@@ -453,58 +442,20 @@ static int enc_nomem(enc_state *e) {
     return -1;
 }
 
-static inline int heap_less(const heap_ent *a, const heap_ent *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-static int heap_push(enc_state *e, heap_ent x) {
-    if (e->heap_n == e->heap_cap) {
-        size_t cap = e->heap_cap ? e->heap_cap * 2 : 256;
-        heap_ent *h = realloc(e->heap, cap * sizeof *h);
-        if (!h) return -1;
-        e->heap = h;
-        e->heap_cap = cap;
-    }
-    size_t i = e->heap_n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!heap_less(&x, &e->heap[p])) break;
-        e->heap[i] = e->heap[p];
-        i = p;
-    }
-    e->heap[i] = x;
-    return 0;
-}
-
-static heap_ent heap_pop(enc_state *e) {
-    heap_ent top = e->heap[0], x = e->heap[--e->heap_n];
-    size_t i = 0, n = e->heap_n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && heap_less(&e->heap[c + 1], &e->heap[c])) c++;
-        if (!heap_less(&e->heap[c], &x)) break;
-        e->heap[i] = e->heap[c];
-        i = c;
-    }
-    if (n) e->heap[i] = x;
-    return top;
-}
-
 static int push_pair(enc_state *e, int32_t pos) {
-    const sym *s = e->syms;
+    const sqz_sym *s = e->syms;
     int32_t nx = s[pos].next;
     if (nx < 0) return 0;
     const merge_slot *m = merge_find(e->bpe, s[pos].id, s[nx].id);
     if (!m) return 0;
-    return heap_push(e, (heap_ent){m->rank, pos, s[pos].id, s[nx].id, m->result});
+    return sqz_merge_push(&e->heap, (sqz_merge){m->rank, pos, s[pos].id, s[nx].id, m->result});
 }
 
 /* Merges the bytes of one piece and appends the ids to out. */
 static int bpe_merge(enc_state *e, const unsigned char *w, size_t n, sqz_ids *out) {
     const sqz_bpe *b = e->bpe;
     if (n > e->syms_cap) {
-        sym *s = realloc(e->syms, n * sizeof *s);
+        sqz_sym *s = realloc(e->syms, n * sizeof *s);
         if (!s) return enc_nomem(e);
         e->syms = s;
         e->syms_cap = n;
@@ -515,26 +466,18 @@ static int bpe_merge(enc_state *e, const unsigned char *w, size_t n, sqz_ids *ou
         int32_t id = b->byte_id[w[i]];
         if (id < 0) id = b->unk_id;
         if (id < 0) continue;
-        e->syms[m] = (sym){id, m - 1, m + 1};
+        e->syms[m] = (sqz_sym){id, m - 1, m + 1};
         m++;
     }
     if (m == 0) return 0;
     e->syms[m - 1].next = -1;
-    e->heap_n = 0;
+    e->heap.n = 0;
     for (int32_t i = 0; i + 1 < m; i++)
         if (push_pair(e, i) != 0) return enc_nomem(e);
-    while (e->heap_n) {
-        heap_ent h = heap_pop(e);
-        sym *s = e->syms;
-        /* stale entries: a symbol merged since the pair was pushed */
-        if (s[h.pos].id != h.left) continue;
-        int32_t nx = s[h.pos].next;
-        if (nx < 0 || s[nx].id != h.right) continue;
-        s[h.pos].id = h.result;
-        s[h.pos].next = s[nx].next;
-        if (s[nx].next >= 0) s[s[nx].next].prev = h.pos;
-        s[nx].id = -1;
-        if (s[h.pos].prev >= 0 && push_pair(e, s[h.pos].prev) != 0) return enc_nomem(e);
+    while (e->heap.n) {
+        const sqz_merge h = sqz_merge_pop(&e->heap);
+        if (!sqz_merge_apply(e->syms, &h)) continue;
+        if (e->syms[h.pos].prev >= 0 && push_pair(e, e->syms[h.pos].prev) != 0) return enc_nomem(e);
         if (push_pair(e, h.pos) != 0) return enc_nomem(e);
     }
     /* the first symbol never merges away: merges keep the left position */
@@ -701,7 +644,7 @@ sqz_status sqz_bpe_encode(sqz_ctx *ctx, const sqz_tokenizer *tok, const char *te
     pcre2_match_context_free(e.mctx);
     free(e.out.v);
     free(e.syms);
-    free(e.heap);
+    free(e.heap.a);
     sqz_strmap_free(&e.cache);
     free(e.cache_keys.p);
     free(e.cache_ids.v);

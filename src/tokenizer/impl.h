@@ -175,6 +175,30 @@ static inline int sqz_ids_push(sqz_ids *a, int32_t id) {
 sqz_status sqz_ids_finish(sqz_ctx *ctx, const char *name, sqz_ids *a, int32_t **ids,
                           size_t *n_ids);
 
+/* The merge loop both BPE families run (bpe.c by rank, llama2c.c by score): a doubly linked
+ * list of symbols and a binary heap of candidate merges, the best first. */
+typedef struct sqz_sym {
+    int32_t id; /* -1: merged away */
+    int32_t prev, next;
+} sqz_sym;
+
+typedef struct sqz_merge {
+    double key; /* lowest first (a rank, or minus a score); among equal keys the leftmost pos */
+    int32_t pos;
+    int32_t left, right, result; /* the ids of the pair and of what it merges into */
+} sqz_merge;
+
+typedef struct sqz_merge_heap {
+    sqz_merge *a;
+    size_t n, cap;
+} sqz_merge_heap;
+
+int sqz_merge_push(sqz_merge_heap *h, sqz_merge x); /* 0, or -1 when out of memory */
+sqz_merge sqz_merge_pop(sqz_merge_heap *h);       /* the best; h->n > 0 */
+/* Merges m's pair in the list s unless it is stale (a symbol merged since m was pushed):
+ * returns 1 merged, 0 stale. The merged symbol keeps the left position m.pos. */
+int sqz_merge_apply(sqz_sym *s, const sqz_merge *m);
+
 /* ---------------------------------------------------------------- export as GGUF metadata */
 
 /* A tokenizer as llama.cpp's GGUF metadata (tokenizer.ggml.*), the way its converter

@@ -58,6 +58,29 @@ void sqz_llama2c_free(sqz_llama2c *l) {
     free(l);
 }
 
+/* A tokenizer of the llama2.c family for n tokens, with its name and its score, off and len
+ * arrays allocated (contents unset); NULL (nothing left allocated) when out of memory. */
+static sqz_tokenizer *l2c_new(int n, const char *name) {
+    sqz_tokenizer *tok = calloc(1, sizeof *tok);
+    sqz_llama2c *l = calloc(1, sizeof *l);
+    if (!tok || !l) {
+        free(tok);
+        free(l);
+        return NULL;
+    }
+    tok->kind = SQZ_TOK_LLAMA2C;
+    tok->llama2c = l;
+    tok->vocab_size = n;
+    l->n = n;
+    l->name = strdup(name);
+    l->score = malloc((size_t)n * sizeof *l->score);
+    l->off = malloc((size_t)n * sizeof *l->off);
+    l->len = malloc((size_t)n * sizeof *l->len);
+    if (l->name && l->score && l->off && l->len) return tok;
+    sqz_tokenizer_free(tok);
+    return NULL;
+}
+
 static int32_t rd_i32(const unsigned char *p) {
     uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     int32_t r;
@@ -82,33 +105,19 @@ sqz_status sqz_tokenizer_load_llama2c(sqz_ctx *ctx, const char *path, int vocab_
     sqz_status st = sqz_file_read_all(ctx, path, (size_t)1 << 30, &buf, &size);
     if (st != SQZ_OK) return st;
     const unsigned char *p = (const unsigned char *)buf;
-    sqz_tokenizer *tok = calloc(1, sizeof *tok);
-    sqz_llama2c *l = calloc(1, sizeof *l);
-    if (!tok || !l) {
-        free(tok);
-        free(l);
+    sqz_tokenizer *tok = l2c_new(vocab_size, path);
+    if (!tok) {
         free(buf);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
     }
-    tok->kind = SQZ_TOK_LLAMA2C;
-    tok->llama2c = l;
-    tok->vocab_size = vocab_size;
+    sqz_llama2c *l = tok->llama2c;
     tok->bos = 1;
     tok->eos = 2;
     tok->add_bos = 1;
-    l->n = vocab_size;
     /* run.c's byte fallback: token byte + 3 (after <unk>, <s>, </s>), unchecked */
     for (int b = 0; b < 256; b++) l->byte_id[b] = b + 3;
     l->unk = 0;
     l->add_space_prefix = 1;
-    l->name = strdup(path);
-    l->score = malloc((size_t)vocab_size * sizeof *l->score);
-    l->off = malloc((size_t)vocab_size * sizeof *l->off);
-    l->len = malloc((size_t)vocab_size * sizeof *l->len);
-    if (!l->name || !l->score || !l->off || !l->len) {
-        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
-    }
     if (size < 4) {
         st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: truncated: no max_token_length header", path);
         goto fail;
@@ -177,62 +186,12 @@ fail:
 
 /* ---------------------------------------------------------------- encoding */
 
-typedef struct sym {
-    int32_t id; /* -1: merged away */
-    int32_t prev, next;
-} sym;
-
-typedef struct heap_ent {
-    float score; /* highest score first; among equal scores the leftmost */
-    int32_t pos;
-    int32_t left, right, result;
-} heap_ent;
-
 typedef struct l2c_state {
     const sqz_llama2c *l;
-    sym *syms;
-    heap_ent *heap;
-    size_t heap_n, heap_cap;
+    sqz_sym *syms;
+    sqz_merge_heap heap;
     char *cat; /* room for two pieces */
 } l2c_state;
-
-static inline int heap_before(const heap_ent *a, const heap_ent *b) {
-    return a->score > b->score || (a->score == b->score && a->pos < b->pos);
-}
-
-static int heap_push(l2c_state *s, heap_ent x) {
-    if (s->heap_n == s->heap_cap) {
-        size_t cap = s->heap_cap ? s->heap_cap * 2 : 256;
-        heap_ent *h = realloc(s->heap, cap * sizeof *h);
-        if (!h) return -1;
-        s->heap = h;
-        s->heap_cap = cap;
-    }
-    size_t i = s->heap_n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!heap_before(&x, &s->heap[p])) break;
-        s->heap[i] = s->heap[p];
-        i = p;
-    }
-    s->heap[i] = x;
-    return 0;
-}
-
-static heap_ent heap_pop(l2c_state *s) {
-    heap_ent top = s->heap[0], x = s->heap[--s->heap_n];
-    size_t i = 0, n = s->heap_n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && heap_before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!heap_before(&s->heap[c], &x)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (n) s->heap[i] = x;
-    return top;
-}
 
 static int32_t lookup(const sqz_llama2c *l, const void *key, size_t n) {
     return sqz_strmap_get(&l->map, l->arena.p, key, n, sqz_strmap_hash(key, n));
@@ -255,7 +214,7 @@ static int push_pair(l2c_state *s, int32_t pos) {
     memcpy(s->cat + l->len[a], l->arena.p + l->off[b], l->len[b]);
     int32_t id = lookup(l, s->cat, (size_t)l->len[a] + l->len[b]);
     if (id < 0 || !(l->score[id] > -1e10f)) return 0;
-    return heap_push(s, (heap_ent){l->score[id], pos, a, b, id});
+    return sqz_merge_push(&s->heap, (sqz_merge){-(double)l->score[id], pos, a, b, id});
 }
 
 sqz_status sqz_llama2c_encode(sqz_ctx *ctx, const sqz_tokenizer *tok, const char *text,
@@ -303,22 +262,14 @@ sqz_status sqz_llama2c_encode(sqz_ctx *ctx, const sqz_tokenizer *tok, const char
     s.syms = malloc((m ? m : 1) * sizeof *s.syms);
     s.cat = malloc(2 * (size_t)l->max_len + 1);
     if (!s.syms || !s.cat) goto nomem;
-    for (size_t i = 0; i < m; i++) s.syms[i] = (sym){v.v[i], (int32_t)i - 1, (int32_t)i + 1};
+    for (size_t i = 0; i < m; i++) s.syms[i] = (sqz_sym){v.v[i], (int32_t)i - 1, (int32_t)i + 1};
     if (m) s.syms[m - 1].next = -1;
     for (size_t i = 0; i + 1 < m; i++)
         if (push_pair(&s, (int32_t)i) != 0) goto nomem;
-    while (s.heap_n) {
-        heap_ent h = heap_pop(&s);
-        sym *y = s.syms;
-        /* stale entries: a symbol merged since the pair was pushed */
-        if (y[h.pos].id != h.left) continue;
-        int32_t nx = y[h.pos].next;
-        if (nx < 0 || y[nx].id != h.right) continue;
-        y[h.pos].id = h.result;
-        y[h.pos].next = y[nx].next;
-        if (y[nx].next >= 0) y[y[nx].next].prev = h.pos;
-        y[nx].id = -1;
-        if (y[h.pos].prev >= 0 && push_pair(&s, y[h.pos].prev) != 0) goto nomem;
+    while (s.heap.n) {
+        const sqz_merge h = sqz_merge_pop(&s.heap);
+        if (!sqz_merge_apply(s.syms, &h)) continue;
+        if (s.syms[h.pos].prev >= 0 && push_pair(&s, s.syms[h.pos].prev) != 0) goto nomem;
         if (push_pair(&s, h.pos) != 0) goto nomem;
     }
     v.n = 0;
@@ -330,7 +281,7 @@ nomem:
 done:
     free(v.v);
     free(s.syms);
-    free(s.heap);
+    free(s.heap.a);
     free(s.cat);
     return st;
 }
@@ -396,28 +347,16 @@ sqz_status sqz_tokenizer_new_spm(sqz_ctx *ctx, const sqz_spm_spec *spec, sqz_tok
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: bad vocabulary size %d", name, n);
     if (spec->bos >= n || spec->eos >= n || spec->unk_id >= n)
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BOS/EOS/unknown token id out of range", name);
-    sqz_tokenizer *tok = calloc(1, sizeof *tok);
-    sqz_llama2c *l = calloc(1, sizeof *l);
-    if (!tok || !l) {
-        free(tok);
-        free(l);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
-    }
-    tok->kind = SQZ_TOK_LLAMA2C;
-    tok->llama2c = l;
-    tok->vocab_size = n;
+    sqz_tokenizer *tok = l2c_new(n, name);
+    if (!tok) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory", name);
+    sqz_llama2c *l = tok->llama2c;
     tok->bos = spec->bos >= 0 ? spec->bos : -1;
     tok->eos = spec->eos >= 0 ? spec->eos : -1;
     tok->add_bos = spec->add_bos && tok->bos >= 0;
-    l->n = n;
     l->unk = spec->unk_id >= 0 ? spec->unk_id : -1;
     l->add_space_prefix = spec->add_space_prefix != 0;
-    l->name = strdup(name);
-    l->score = malloc((size_t)n * sizeof *l->score);
-    l->off = malloc((size_t)n * sizeof *l->off);
-    l->len = malloc((size_t)n * sizeof *l->len);
     l->type = malloc((size_t)n);
-    if (!l->name || !l->score || !l->off || !l->len || !l->type) goto nomem;
+    if (!l->type) goto nomem;
     for (int b = 0; b < 256; b++) l->byte_id[b] = -1;
     for (int id = 0; id < n; id++) {
         const char *s = spec->tokens[id] ? spec->tokens[id] : "";

@@ -167,3 +167,54 @@ sqz_status sqz_ids_finish(sqz_ctx *ctx, const char *name, sqz_ids *a, int32_t **
     a->n = a->cap = 0;
     return SQZ_OK;
 }
+
+/* ---------------------------------------------------------------- the merge loop */
+
+static inline int merge_before(const sqz_merge *a, const sqz_merge *b) {
+    return a->key < b->key || (a->key == b->key && a->pos < b->pos);
+}
+
+int sqz_merge_push(sqz_merge_heap *h, sqz_merge x) {
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 256;
+        sqz_merge *a = realloc(h->a, cap * sizeof *a);
+        if (!a) return -1;
+        h->a = a;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!merge_before(&x, &h->a[p])) break;
+        h->a[i] = h->a[p];
+        i = p;
+    }
+    h->a[i] = x;
+    return 0;
+}
+
+sqz_merge sqz_merge_pop(sqz_merge_heap *h) {
+    sqz_merge top = h->a[0], x = h->a[--h->n];
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && merge_before(&h->a[c + 1], &h->a[c])) c++;
+        if (!merge_before(&h->a[c], &x)) break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (n) h->a[i] = x;
+    return top;
+}
+
+int sqz_merge_apply(sqz_sym *s, const sqz_merge *m) {
+    if (s[m->pos].id != m->left) return 0;
+    const int32_t nx = s[m->pos].next;
+    if (nx < 0 || s[nx].id != m->right) return 0;
+    s[m->pos].id = m->result;
+    s[m->pos].next = s[nx].next;
+    if (s[nx].next >= 0) s[s[nx].next].prev = m->pos;
+    s[nx].id = -1;
+    return 1;
+}

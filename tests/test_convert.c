@@ -737,9 +737,7 @@ out:
 
 /* A deterministic pseudo-random half in [-scale, scale] (+ offset). */
 static uint16_t rnd_half(uint64_t *state, float offset, float scale) {
-    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
-    float u = (float)((*state >> 40) & 0xffffff) / 16777216.0f;
-    return sqz_f32_to_f16(offset + scale * (2 * u - 1));
+    return sqz_f32_to_f16(offset + scale * test_frand(state));
 }
 
 /* Writes a tiny random HF model (config.json, model.safetensors in f16) into dir, with the

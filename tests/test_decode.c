@@ -36,10 +36,7 @@ static void check_model(sqz_ctx *ctx, const char *name, const sqz_model *m, cons
     const int V = info.vocab_size;
     int32_t ids[NTOK];
     uint64_t rng = 12345;
-    for (int t = 0; t < NTOK; t++) {
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        ids[t] = (int32_t)((rng >> 33) % (uint64_t)V);
-    }
+    for (int t = 0; t < NTOK; t++) ids[t] = (int32_t)((test_xorshift64(&rng) >> 33) % (uint64_t)V);
     float *one = malloc(sizeof(float) * NTOK * V), *many = malloc(sizeof(float) * NTOK * V);
     const char *specs[] = { NULL, "f16", "q4", "q4:group=8,window=8", "q8:group=16,window=0",
                             "streaming:sink=4,window=16" };

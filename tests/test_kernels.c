@@ -9,12 +9,7 @@
 #include "test.h"
 
 static uint64_t rng = 88172645463325252ull;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) / 8388608.0 - 1.0);
-}
+static float frand(void) { return test_frand(&rng); } /* uniform in [-1, 1) */
 
 __attribute__((target("f16c"))) static float hw_f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 __attribute__((target("f16c"))) static uint16_t hw_f32_to_f16(float f) {

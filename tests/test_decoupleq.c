@@ -424,8 +424,7 @@ static void test_quantize_command(void) {
     CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "dq2"),
           "decoupleq to q4_0: error (%s)", sqz_ctx_error(ctx));
     o.type = "dq2";
-    o.method = "rtn";
-    o.fake_quant = 1;
+    o.method = "rtn:fake=1";
     CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "64") &&
               access(out, F_OK) != 0,
           "rtn dq2 of 172-wide rows: error, no file (%s)", sqz_ctx_error(ctx));

@@ -25,8 +25,7 @@
 
 static uint64_t rng = 0x1234567ull;
 static float frand(void) { /* uniform in [-1, 1) */
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng >> 40) & 0xffffff) / (float)(1 << 23) - 1.0f;
+    return (float)((test_xorshift64(&rng) >> 40) & 0xffffff) / (float)(1 << 23) - 1.0f;
 }
 
 static sqz_tensor rand_tensor(sqz_model *m, int64_t rows, int64_t cols, float scale, float offset) {

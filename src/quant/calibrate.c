@@ -33,6 +33,7 @@
 #include "model/model.h"
 #include "model/session.h"
 #include "formats/presets.h"
+#include "quant/calib_pass.h"
 #include "quant/method.h"
 #include "quant/rsq.h"
 
@@ -181,26 +182,10 @@ static sqz_status quantize_layer(const sqz_quant_method *meth, void *state, sqz_
     return st;
 }
 
-/* Runs layer l (weights w) over the n_win windows of X [n_win*C][D] in the session's batches:
- * pass 0 stops after the last site and feeds the capture callback (then window_end after each
- * window); pass 1 runs the whole layer and writes its outputs back into X. */
-static sqz_status run_windows(sqz_session *s, const sqz_layer_weights *w, int l, float *X, size_t n_win, int C,
-                              int D, int pass, calib_state *cs) {
-    sqz_status st = SQZ_OK;
-    for (size_t win = 0; win < n_win && !st; win++) {
-        for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
-            const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
-            float *xw = X + (win * (size_t)C + (size_t)c0) * D;
-            memcpy(s->x, xw, (size_t)T * D * sizeof(float));
-            s->pos = c0;
-            cs->row0 = c0;
-            st = pass == 0 ? sqz_session_layer_until(s, w, l, T, capture, cs, SQZ_SITE_DOWN)
-                           : sqz_session_layer(s, w, l, T, NULL, NULL);
-            if (pass == 1) memcpy(xw, s->x, (size_t)T * D * sizeof(float));
-        }
-        if (!st && pass == 0 && cs->meth->window_end) st = cs->meth->window_end(cs->state, cs->run);
-    }
-    return st;
+/* rsq's kind: after each window of the statistics pass. */
+static sqz_status window_end(void *user) {
+    calib_state *c = user;
+    return c->meth->window_end(c->state, c->run);
 }
 
 /* The layer loop and the head, for a method with calibration; run->qm already holds the
@@ -246,9 +231,13 @@ static sqz_status quantize_layers(const sqz_quant_method *meth, void *state, sqz
         }
         const sqz_layer_weights *stats_w = &model->layers[l];
         if (meth->layer_begin && (st = meth->layer_begin(state, run, l, &stats_w))) break;
-        if ((st = run_windows(s, stats_w, l, X, n_win, C, D, 0, &cs))) break;
+        /* 1: statistics (X unchanged); 2: quantization; 3: X through the layer */
+        if ((st = sqz_calib_layer_pass(s, stats_w, l, X, n_win, C, SQZ_SITE_DOWN, capture, &cs, &cs.row0,
+                                       meth->window_end ? window_end : NULL, &cs)))
+            break;
         if ((st = quantize_layer(meth, state, run, l, &acc))) break;
-        st = run_windows(s, meth->sequential ? &qm->layers[l] : &model->layers[l], l, X, n_win, C, D, 1, &cs);
+        st = sqz_calib_layer_pass(s, meth->sequential ? &qm->layers[l] : &model->layers[l], l, X, n_win, C, -1,
+                                  NULL, NULL, NULL, NULL, NULL);
         sqz_progress(ctx, "quantize", (uint64_t)l + 1, (uint64_t)L);
     }
     if (!st) st = quantize_head(meth, state, run, X, N, &site[SQZ_SITE_QKV], &acc);

@@ -303,36 +303,39 @@ typedef void (*sqz_tensor_report_fn)(void *user, const char *name, const char *t
                                      double rel_err);
 
 typedef struct sqz_quantize_opts {
-    const char *method;  /* "rtn" (= sqz_convert), "imatrix" (llama.cpp's importance-weighted
-                            block search, importances from the calibration text), "gptq", "rsq"
-                            (random Hadamard rotations folded into the weights, tokens weighted
-                            by the attention they receive, then GPTQ; the output has its own
-                            output.weight even when the model ties it to the embeddings),
-                            "decoupleq" (2-bit, type "dq2"; rtn takes "dq2" too), "mixllm" (type "q4"
-                            or "q3": 8-bit and 4/3-bit rows, written to sqz's container sqzf;
-                            src/quant/mixllm.h) */
+    /* The method and its parameters: "NAME" or "NAME:key=value,key=value" (each key at most
+     * once; an unknown key or method, or a value out of range, is an error). Methods and keys:
+     *   rtn        round-to-nearest, no calibration (= sqz_convert); fake=0|1: type dq2 written
+     *              as its dequantized f32 GGUF (rtn to dq2 requires it; other types ignore it)
+     *   imatrix    llama.cpp's importance-weighted block search, importances from the
+     *              calibration text; no keys
+     *   gptq       damp=D (percdamp, 0 = GPTQ's 0.1), act_order=0|1 (columns by descending
+     *              Hessian diagonal), alloc=0|1 (each matrix's type, Q2_K..Q6_K, chosen by
+     *              measured KL so that the matrices take no more bytes than the mix's own types,
+     *              src/quant/alloc.h; minutes, not seconds), windows=N (alloc: calibration
+     *              windows the KLs are measured on, 1..2^20, default 4)
+     *   rsq        random Hadamard rotations folded into the weights, tokens weighted by the
+     *              attention they receive, then GPTQ; the output has its own output.weight even
+     *              when the model ties it to the embeddings. damp=D, act_order=0|1 (as gptq),
+     *              rmin=R (least token weight in (0, 1], default the paper's 0.005; 1: every
+     *              token alike, i.e. rotation + GPTQ), seed=S (uint64 seed of the rotations,
+     *              default 0; the same seed, the same file)
+     *   decoupleq  2-bit, type "dq2" (the default type), into sqz's container (sqzf). damp=D
+     *              (0 = decoupleQ's 0.01), fake=0|1 (the dequantized weights as f32 GGUF,
+     *              token_embd quantized as the q2_k mix keeps it, then dequantized too)
+     *   mixllm     type "q4" or "q3": 8-bit and 4/3-bit rows, written to sqzf
+     *              (src/quant/mixllm.h). damp=D (0 = 0.1), act_order=0|1, frac=F (share of the
+     *              matrices' weights at 8 bits in [0, 1), default 0.1; 0: none)
+     * sqz_quant_method_name/help list them. */
+    const char *method;
     const char *type;    /* a type or mix, as sqz_convert_opts.type */
     int pure;
     const char *embd_type; /* as sqz_convert_opts.embd_type */
     const int32_t *calib;  /* calibration tokens (not needed by rtn) */
     size_t n_calib;
     int calib_ctx;         /* tokens per calibration window (e.g. 512) */
-    double damp;           /* gptq, rsq, mixllm: percdamp (0: 0.1); decoupleq (0: 0.01) */
-    int act_order;         /* gptq, rsq: process columns by descending Hessian diagonal */
-    uint64_t seed;         /* rsq: seed of the random rotations (the same seed, the same file) */
-    float rsq_rmin;        /* rsq: least token weight, in (0, 1] (<= 0: the paper's 0.005; 1:
-                              every token alike, i.e. rotation + GPTQ) */
-    int fake_quant;        /* type dq2: write the dequantized weights as f32 GGUF (token_embd
-                              quantized as the q2_k mix keeps it, then dequantized too) instead
-                              of dq2 in sqz's container (sqzf); rtn to dq2 requires it */
     sqz_tensor_report_fn report;
     void *report_user;
-    double mix_frac;       /* mixllm: share of the matrices' weights at 8 bits (0: 0.1;
-                              < 0: none) */
-    int alloc;             /* gptq: each matrix's type (Q2_K..Q6_K) chosen by measured KL
-                              divergence so that the matrices take no more bytes than the
-                              mix's own types (src/quant/alloc.h); minutes, not seconds */
-    int alloc_windows;     /* alloc: calibration windows the KLs are measured on (0: 4) */
 } sqz_quantize_opts;
 
 typedef struct sqz_quantize_result {
@@ -358,6 +361,17 @@ typedef struct sqz_quantize_result {
  * (gptq: the head by GPTQ). */
 sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                         const sqz_quantize_opts *opts, sqz_quantize_result *result);
+
+/* The quantization methods, i = 0, 1, ... until NULL: name and a one-line help. */
+const char *sqz_quant_method_name(int i);
+const char *sqz_quant_method_help(int i);
+/* For a method spec (only its name counts): 1 if it needs calibration text, 0 if not, -1 for
+ * an unknown method. */
+int sqz_quant_method_needs_calib(const char *spec);
+/* The type a method writes when none is given (decoupleq: "dq2"); NULL for the others. */
+const char *sqz_quant_method_default_type(const char *spec);
+/* 1 if the method of spec takes parameter key, 0 if not, -1 for an unknown method. */
+int sqz_quant_method_takes(const char *spec, const char *key);
 
 /* Picks floor(want / window) windows of `window` consecutive tokens, evenly spaced over
  * tokens[0..n) (a calibration file's documents are usually grouped by kind: its first tokens

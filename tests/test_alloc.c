@@ -199,13 +199,13 @@ static void test_end_to_end(void) {
     CHECK(sqz_model_load(ctx, mp, NULL, &m) == SQZ_OK && !sqz_tokenize(ctx, m, calib, clen, 0, &cids, &nc) &&
               nc >= 2048,
           "14m model and calibration text (%zu tokens)", nc);
-    sqz_quantize_opts o = { .method = "imatrix", .type = "q2_k", .calib = cids, .n_calib = 2048, .calib_ctx = 256,
-                            .alloc = 1, .alloc_windows = 2 };
+    sqz_quantize_opts o = { .method = "imatrix:alloc=1,windows=2", .type = "q2_k", .calib = cids, .n_calib = 2048,
+                            .calib_ctx = 256 };
     struct stat sb;
-    CHECK(m && sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "--alloc") &&
+    CHECK(m && sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "imatrix takes no parameters") &&
               stat(out, &sb) != 0,
           "--alloc with imatrix: a clear error, nothing written (%s)", sqz_ctx_error(ctx));
-    o.method = "gptq";
+    o.method = "gptq:alloc=1,windows=2";
     sqz_quantize_result r;
     const sqz_status st = m ? sqz_quantize(ctx, m, out, &o, &r) : SQZ_ERR_ARG;
     CHECK(st == SQZ_OK, "gptq --alloc q2_k on sqz-llama-14m (%s)", st ? sqz_ctx_error(ctx) : "ok");

@@ -37,12 +37,7 @@
 #include "test.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng_next(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
+static uint64_t rng_next(void) { return test_xorshift64(&rng_state); }
 static double rng_uniform(void) { return ((rng_next() >> 11) + 0.5) / 9007199254740992.0; }
 static double rng_gauss(void) {
     return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
@@ -424,8 +419,7 @@ static void test_quantize_command(void) {
     CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "dq2"),
           "decoupleq to q4_0: error (%s)", sqz_ctx_error(ctx));
     o.type = "dq2";
-    o.method = "rtn";
-    o.fake_quant = 1;
+    o.method = "rtn:fake=1";
     CHECK(sqz_quantize(ctx, m, out, &o, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "64") &&
               access(out, F_OK) != 0,
           "rtn dq2 of 172-wide rows: error, no file (%s)", sqz_ctx_error(ctx));

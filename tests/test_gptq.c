@@ -32,12 +32,7 @@
 #endif
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint64_t rng_next(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545f4914f6cdd1dull;
-}
+static uint64_t rng_next(void) { return test_xorshift64(&rng_state); }
 static double rng_uniform(void) { return ((rng_next() >> 11) + 0.5) / 9007199254740992.0; }
 static double rng_gauss(void) {
     return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());

@@ -401,8 +401,8 @@ static void test_end_to_end(void) {
               !sqz_tokenize(ctx, m, text, tlen, 0, &tids, &nt) && nc >= 512 && nt >= 1025,
           "14m model and texts (%zu, %zu tokens)", nc, nt);
     long long w[3] = { 0, 0, 0 };
-    sqz_quantize_opts o = { .method = "mixllm", .type = "q4", .calib = cids, .n_calib = 256, .calib_ctx = 128,
-                            .mix_frac = 0.1, .report = on_tensor, .report_user = w };
+    sqz_quantize_opts o = { .method = "mixllm:frac=0.1", .type = "q4", .calib = cids, .n_calib = 256,
+                            .calib_ctx = 128, .report = on_tensor, .report_user = w };
     sqz_quantize_result r;
     const sqz_status st = m ? sqz_quantize(ctx, m, out, &o, &r) : SQZ_ERR_ARG;
     CHECK(st == SQZ_OK, "mixllm q4 on sqz-llama-14m runs (%s)", st ? sqz_ctx_error(ctx) : "ok");

@@ -1,6 +1,7 @@
 /* test_quantize.c - sqz_quantize on the embedded model: GPTQ's per-matrix output error is below
  * the importance-weighted search's, which is below round-to-nearest's (measured the same way on
  * the same calibration data); the outputs load and score; bad inputs are clear errors. */
+#include <string.h>
 #include <unistd.h>
 
 #include "sqz.h"
@@ -27,7 +28,33 @@ static double file_ppl(sqz_ctx *ctx, const char *path, const int32_t *ids, size_
     return p;
 }
 
+/* The table: each row reachable by name, with help; the accessors. */
+static void test_table(void) {
+    const char *want[] = { "rtn", "imatrix", "gptq", "rsq", "decoupleq", "mixllm" };
+    int n = 0;
+    while (sqz_quant_method_name(n)) n++;
+    CHECK(n == 6 && !sqz_quant_method_help(n) && !sqz_quant_method_name(-1), "6 methods, NULL past the last (%d)", n);
+    for (int i = 0; i < 6; i++) {
+        const char *name = sqz_quant_method_name(i), *help = sqz_quant_method_help(i);
+        CHECK(name && !strcmp(name, want[i]) && help && strlen(help) > 10, "row %d: %s: %s", i, name ? name : "-",
+              help ? help : "-");
+        CHECK(sqz_quant_method_needs_calib(name) == (i != 0), "%s needs calibration: %d", want[i],
+              sqz_quant_method_needs_calib(name));
+    }
+    CHECK(sqz_quant_method_needs_calib("magic") == -1 && sqz_quant_method_needs_calib(NULL) == -1 &&
+              sqz_quant_method_needs_calib("rtn:fake=1") == 0 && sqz_quant_method_needs_calib("gpt") == -1,
+          "needs_calib: unknown -1, parameters ignored, no prefix match");
+    CHECK(!strcmp(sqz_quant_method_default_type("decoupleq:fake=1"), "dq2") && !sqz_quant_method_default_type("gptq") &&
+              !sqz_quant_method_default_type("magic"),
+          "default type: decoupleq's dq2, none for the others");
+    CHECK(sqz_quant_method_takes("rsq", "seed") == 1 && sqz_quant_method_takes("gptq", "seed") == 0 &&
+              sqz_quant_method_takes("gptq", "windows") == 1 && sqz_quant_method_takes("imatrix", "damp") == 0 &&
+              sqz_quant_method_takes("mixllm", "frac") == 1 && sqz_quant_method_takes("magic", "damp") == -1,
+          "takes: each method's keys");
+}
+
 int main(void) {
+    test_table();
     sqz_ctx *ctx = sqz_ctx_new();
     sqz_model *m;
     if (sqz_model_load(ctx, "assets/stories260K/stories260K.bin", NULL, &m)) {
@@ -82,6 +109,30 @@ int main(void) {
     CHECK(sqz_quantize(ctx, m, bad, &meth, NULL) == SQZ_ERR_ARG, "unknown method: %s", sqz_ctx_error(ctx));
     sqz_quantize_opts ty = { .method = "gptq", .type = "q9_9", .calib = ids, .n_calib = n };
     CHECK(sqz_quantize(ctx, m, bad, &ty, NULL) == SQZ_ERR_ARG, "unknown type: %s", sqz_ctx_error(ctx));
+    /* method specs: the one parser's errors, each before anything is computed */
+    struct { const char *spec, *want; } specs[] = {
+        { "magic:damp=0.1", "unknown quantization method 'magic'" },
+        { "gptq:bogus=1", "unknown parameter 'bogus'" },
+        { "gptq:damp=x", "'damp' = 'x' is not a number" },
+        { "gptq:act_order=2", "out of range" },
+        { "gptq:damp=0.1,damp=0.2", "'damp' given twice" },
+        { "gptq:act_order=1,act_order=1", "given twice" },   /* as the CLI's alias + spec make it */
+        { "imatrix:damp=0.1", "imatrix takes no parameters" },
+        { "rsq:seed=-1", "not an unsigned integer" },
+        { "rsq:seed=18446744073709551616", "not an unsigned integer" },
+        { "rsq:rmin=1.5", "out of range" },
+        { "mixllm:frac=1", "below 1" },
+        { "decoupleq:act_order=1", "unknown parameter 'act_order'" },
+        { "rsq:alloc=1", "unknown parameter 'alloc'" },
+        { "gptq:damp", "expected key=value" },
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        sqz_quantize_opts so = { .method = specs[i].spec, .type = strstr(specs[i].spec, "mixllm") ? "q4" : "q4_0",
+                                 .calib = ids, .n_calib = n, .calib_ctx = 128 };
+        const sqz_status st = sqz_quantize(ctx, m, bad, &so, NULL);
+        CHECK(st == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), specs[i].want), "--method %s: %s", specs[i].spec,
+              sqz_ctx_error(ctx));
+    }
     CHECK(access(bad, F_OK) != 0, "no output left behind by the failures");
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -25,8 +25,7 @@
 
 static uint64_t rng = 0x1234567ull;
 static float frand(void) { /* uniform in [-1, 1) */
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng >> 40) & 0xffffff) / (float)(1 << 23) - 1.0f;
+    return (float)((test_xorshift64(&rng) >> 40) & 0xffffff) / (float)(1 << 23) - 1.0f;
 }
 
 static sqz_tensor rand_tensor(sqz_model *m, int64_t rows, int64_t cols, float scale, float offset) {
@@ -249,8 +248,8 @@ static void test_public(sqz_ctx *ctx, const char *dir) {
     for (int k = 0; k < 3; k++) {
         snprintf(path[k], sizeof path[k], "%s/%d.gguf", dir, k);
         errs e = { 0, 0 };
-        sqz_quantize_opts o = { .method = k == 2 ? "gptq" : "rsq", .type = types[k], .calib = ids + half,
-                                .n_calib = n - half, .calib_ctx = 128, .seed = 3, .report = on_tensor,
+        sqz_quantize_opts o = { .method = k == 2 ? "gptq" : "rsq:seed=3", .type = types[k], .calib = ids + half,
+                                .n_calib = n - half, .calib_ctx = 128, .report = on_tensor,
                                 .report_user = &e };
         const sqz_status st = sqz_quantize(ctx, m, path[k], &o, NULL);
         /* gptq also quantizes the (tied) head by GPTQ; rsq's head is converted as it is */
@@ -276,11 +275,16 @@ static void test_public(sqz_ctx *ctx, const char *dir) {
     printf("# held-out ppl: f32 %.4f, rtn q4_0 %.4f, gptq q4_0 %.4f, rsq q4_0 %.4f\n", p_f, p_rtn, p_gptq, p_rsq);
     CHECK(p_rsq > 0 && p_rsq < p_rtn, "rsq q4_0's held-out ppl %.4f beats round-to-nearest's %.4f", p_rsq, p_rtn);
     /* bad input */
-    sqz_quantize_opts bad = { .method = "rsq", .type = "q4_0", .calib = ids, .n_calib = n, .calib_ctx = 128,
-                              .rsq_rmin = 2.0f };
+    sqz_quantize_opts bad = { .method = "rsq:rmin=2", .type = "q4_0", .calib = ids, .n_calib = n,
+                              .calib_ctx = 128 };
     snprintf(rpath, sizeof rpath, "%s/bad.gguf", dir);
-    CHECK(sqz_quantize(ctx, m, rpath, &bad, NULL) == SQZ_ERR_ARG && access(rpath, F_OK) != 0,
-          "rsq_rmin 2 is an error: %s", sqz_ctx_error(ctx));
+    CHECK(sqz_quantize(ctx, m, rpath, &bad, NULL) == SQZ_ERR_ARG && access(rpath, F_OK) != 0 &&
+              strstr(sqz_ctx_error(ctx), "rmin"),
+          "rsq:rmin=2 is an error: %s", sqz_ctx_error(ctx));
+    bad.method = "rsq:rmin=0";
+    CHECK(sqz_quantize(ctx, m, rpath, &bad, NULL) == SQZ_ERR_ARG && access(rpath, F_OK) != 0 &&
+              strstr(sqz_ctx_error(ctx), "(0, 1]"),
+          "rsq:rmin=0 is an error: %s", sqz_ctx_error(ctx));
     for (int k = 0; k < 3; k++) sqz_model_free(q[k]);
     sqz_model_free(qr);
     free(ids);

@@ -3,6 +3,7 @@
 #include "core/params.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,17 @@ sqz_status sqz_params_parse(sqz_ctx *ctx, const char *kind, const char *policy, 
         } else {
             char *e;
             errno = 0;
+            if (p[i].type == 'u') { /* the whole uint64 range, so no double (53 bits) */
+                errno = 0;
+                const unsigned long long u = strtoull(v, &e, 10);
+                if (*e || errno || *v == '-' || *v == '+' || *v == ' ')
+                    return sqz_fail(ctx, SQZ_ERR_ARG,
+                                    "%s %s: parameter '%s' = '%s' is not an unsigned integer",
+                                    kind, policy, p[i].key, v);
+                *(uint64_t *)p[i].value = (uint64_t)u;
+                s = end ? end + 1 : s + len;
+                continue;
+            }
             double d = p[i].type == 'i' ? (double)strtol(v, &e, 10) : strtod(v, &e);
             if (*e || errno || d != d)
                 return sqz_fail(ctx, SQZ_ERR_ARG, "%s %s: parameter '%s' = '%s' is not %s",
@@ -62,6 +74,7 @@ sqz_status sqz_params_parse(sqz_ctx *ctx, const char *kind, const char *policy, 
                                 "%s %s: parameter '%s' = %s is out of range [%.10g, %.10g]",
                             kind, policy, p[i].key, v, p[i].min, p[i].max);
             if (p[i].type == 'i') *(int *)p[i].value = (int)d;
+            else if (p[i].type == 'd') *(double *)p[i].value = d;
             else *(float *)p[i].value = (float)d;
         }
         s = end ? end + 1 : s + len;

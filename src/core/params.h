@@ -7,9 +7,10 @@
 
 #include "core/ctx.h"
 
-/* One parameter: its key, its type ('i' int, 'f' float, 's' string: value is a const char **
- * pointing into a copy in the caller's buffer), where it goes (holding its default on entry)
- * and, for numbers, its range. */
+/* One parameter: its key, its type ('i' int, 'f' float, 'd' double, 'u' uint64_t: any
+ * decimal in [0, 2^64), no sign, min/max unused; 's' string: value is a const char ** pointing
+ * into a copy in the caller's buffer), where it goes (holding its default on entry) and, for
+ * 'i', 'f' and 'd', its range. */
 typedef struct sqz_param {
     const char *key;
     char type;

@@ -42,3 +42,29 @@ int sqz_hessian_inverse_factor(double *H, int n) {
     if (info == 0) dpotrf_("L", &n, H, &n, &info, 1);
     return info;
 }
+
+double sqz_hessian_fix_dead(double *H, int64_t n, uint8_t *dead) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (H[i * n + i] == 0) {
+            H[i * n + i] = 1;
+            if (dead) dead[i] = 1;
+        }
+        sum += H[i * n + i];
+    }
+    return sum;
+}
+
+int sqz_hessian_prepare(double *H, int64_t n, double damp, int act_order, int64_t *perm, int64_t *tmp,
+                        double *Hp, float *U) {
+    for (int64_t i = 0; i < n; i++) H[i * n + i] += damp;
+    if (act_order) sqz_hessian_act_order(H, n, perm, tmp);
+    else
+        for (int64_t i = 0; i < n; i++) perm[i] = i;
+    sqz_hessian_permute(H, n, perm, Hp);
+    const int info = sqz_hessian_inverse_factor(Hp, (int)n);
+    if (info != 0) return info;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < n; k++) U[i * n + k] = k >= i ? (float)Hp[i * n + k] : 0.0f;
+    return 0;
+}

@@ -1,5 +1,6 @@
 /* alloc.c - types for a size budget by measured KL divergence (see alloc.h). */
 #include "quant/alloc.h"
+#include "quant/calib_pass.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -227,15 +228,7 @@ sqz_status sqz_alloc_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32_
 
     for (int l = 0; l < L && !st; l++) {
         for (int k = 0; k < SQZ_N_SITES; k++) memset(h[k].H, 0, (size_t)dims[k] * dims[k] * sizeof(double));
-        for (size_t w = 0; w < n_win && !st; w++)
-            for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
-                const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
-                float *xw = X + (w * (size_t)C + (size_t)c0) * D;
-                memcpy(s->x, xw, (size_t)T * D * sizeof(float));
-                s->pos = c0;
-                st = sqz_session_layer(s, &model->layers[l], l, T, capture, h);
-                memcpy(xw, s->x, (size_t)T * D * sizeof(float)); /* the next layer's input */
-            }
+        st = sqz_calib_layer_pass(s, &model->layers[l], l, X, n_win, C, -1, capture, h, NULL, NULL, NULL);
         for (int k = 0; k < SQZ_N_SITES; k++) symmetrize(&h[k]);
         for (int k = 0; k < NM && !st; k++) {
             int site;

@@ -433,17 +433,9 @@ sqz_status sqz_decoupleq(sqz_ctx *ctx, const float *W, int64_t rows, int64_t col
                           (long long)(k / (size_t)cols), (long long)(k % (size_t)cols));
             goto done;
         }
-    for (int64_t i = 0; i < cols; i++) {
-        if (Hd[i * cols + i] == 0) Hd[i * cols + i] = 1; /* a dead input: keep H invertible */
-        mean += Hd[i * cols + i];
-    }
+    mean = sqz_hessian_fix_dead(Hd, cols, NULL); /* the sum until divided just below */
     const double damp = o.percdamp * mean / (double)cols;
-    for (int64_t i = 0; i < cols; i++) Hd[i * cols + i] += damp;
-    if (o.act_order) sqz_hessian_act_order(Hd, cols, perm, tmp);
-    else
-        for (int64_t i = 0; i < cols; i++) perm[i] = i;
-    sqz_hessian_permute(Hd, cols, perm, Hp);
-    const int info = sqz_hessian_inverse_factor(Hp, (int)cols);
+    const int info = sqz_hessian_prepare(Hd, cols, damp, o.act_order, perm, tmp, Hp, U);
     if (info != 0) {
         st = sqz_fail(ctx, SQZ_ERR_ARG,
                       "decoupleq: H is not positive definite after damping (percdamp %g; LAPACK "
@@ -451,8 +443,6 @@ sqz_status sqz_decoupleq(sqz_ctx *ctx, const float *W, int64_t rows, int64_t col
                       o.percdamp, info);
         goto done;
     }
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t k = 0; k < cols; k++) U[i * cols + k] = k >= i ? (float)Hp[i * cols + k] : 0.0f;
     group_sums(Hd, cols, o.group, S, P22);
     const int n_shrink = (int)ceil(o.maxshrink * o.grid - 1e-9);
     const dq_plan p = { .C = cols, .g = o.group, .G = G, .H = Hd, .S = S, .P22 = P22, .U = U,

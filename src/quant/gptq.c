@@ -665,26 +665,11 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
                 goto done;
             }
         /* dead columns (never activated): H_ii = 1 keeps H invertible; W's column is zeroed */
-        double mean = 0;
-        for (int64_t i = 0; i < cols; i++) {
-            if (Hd[i * cols + i] == 0) {
-                Hd[i * cols + i] = 1;
-                dead[i] = 1;
-            }
-            mean += Hd[i * cols + i];
-        }
+        const double mean = sqz_hessian_fix_dead(Hd, cols, dead); /* the sum, divided just below */
         const double damp = o.percdamp * (mean / (double)cols);
-        for (int64_t i = 0; i < cols; i++) {
-            Hd[i * cols + i] += damp;
-            imp[i] = (float)Hd[i * cols + i];
-        }
         /* act-order: the columns with the largest activations first, while the most later
          * columns remain to absorb their error */
-        if (p.act_order) sqz_hessian_act_order(Hd, cols, perm, tmp);
-        else
-            for (int64_t i = 0; i < cols; i++) perm[i] = i;
-        sqz_hessian_permute(Hd, cols, perm, Hp);
-        const int info = sqz_hessian_inverse_factor(Hp, (int)cols);
+        const int info = sqz_hessian_prepare(Hd, cols, damp, p.act_order, perm, tmp, Hp, U);
         if (info != 0) {
             st = sqz_fail(ctx, SQZ_ERR_ARG,
                           "gptq: H is not positive definite after damping (percdamp %g; "
@@ -692,9 +677,7 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
                           o.percdamp, info);
             goto done;
         }
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t k = 0; k < cols; k++)
-                U[i * cols + k] = k >= i ? (float)Hp[i * cols + k] : 0.0f;
+        for (int64_t i = 0; i < cols; i++) imp[i] = (float)Hd[i * cols + i]; /* the damped diagonal */
         /* the cost of an error in column i, given the columns before it absorb what they can */
         if (o.cond_imp)
             for (int64_t i = 0; i < cols; i++) {

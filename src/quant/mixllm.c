@@ -11,6 +11,7 @@
  * Quantization itself then happens in calibrate.c's sequential GPTQ loop, one matrix at a time
  * (sqz_mixllm_quantize). */
 #include "quant/mixllm.h"
+#include "quant/calib_pass.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -127,15 +128,7 @@ static sqz_status gains(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
     for (size_t i = 0; !st && i < N; i++) sqz_tensor_row_f32(&model->tok_embd, tokens[i], X + i * (size_t)D);
     for (int l = 0; l < L && !st; l++) {
         for (int k = 0; k < SQZ_N_SITES; k++) memset(h[k].H, 0, (size_t)dims[k] * dims[k] * sizeof(double));
-        for (size_t win = 0; win < n_win && !st; win++)
-            for (int c0 = 0; c0 < C && !st; c0 += s->max_batch) {
-                const int T = C - c0 < s->max_batch ? C - c0 : s->max_batch;
-                float *xw = X + (win * (size_t)C + (size_t)c0) * D;
-                memcpy(s->x, xw, (size_t)T * D * sizeof(float));
-                s->pos = c0;
-                st = sqz_session_layer(s, &model->layers[l], l, T, capture, h);
-                memcpy(xw, s->x, (size_t)T * D * sizeof(float)); /* the next layer's input */
-            }
+        st = sqz_calib_layer_pass(s, &model->layers[l], l, X, n_win, C, -1, capture, h, NULL, NULL, NULL);
         for (int k = 0; k < SQZ_N_SITES; k++) /* symmetrize, as a mean over tokens */
             for (int i = 0; i < dims[k]; i++)
                 for (int j = 0; j <= i; j++) {

@@ -1,6 +1,7 @@
-/* cmd_quantize.c - sqz quantize MODEL --method rtn|imatrix|gptq|rsq --type T -o OUT.gguf
+/* cmd_quantize.c - sqz quantize MODEL --method NAME[:key=value,...] --type T -o OUT.gguf
  * [--calib FILE --calib-tokens N --calib-ctx N]: quantization with calibration data, with a
- * per-matrix error report. */
+ * per-matrix error report. The method's own flags (--damp, --act-order, --seed, --rsq-rmin,
+ * --fake-quant, --mix-frac, --alloc, --alloc-windows) are aliases of its spec's keys. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -31,13 +32,53 @@ static void on_tensor(void *user, const char *name, const char *type, double rel
     }
 }
 
+/* Appends ",key=value" (or ":key=value" after a bare name) to spec (len bytes). 0 when full. */
+static int add_key(char *spec, size_t len, const char *key, const char *fmt, double v) {
+    const size_t n = strlen(spec);
+    char val[40];
+    snprintf(val, sizeof val, fmt, v);
+    const int w = snprintf(spec + n, len - n, "%s%s=%s", strchr(spec, ':') ? "," : ":", key, val);
+    return w > 0 && (size_t)w < len - n;
+}
+
+/* The spec: the user's method plus the old flags as its keys (a key given both ways is the
+ * parser's "given twice"; a key the method does not take, its "unknown parameter"). --seed
+ * always has a value (42), so it goes only to a method that takes a seed. */
+static int method_spec(const opts *o, const char *method, char *spec, size_t len) {
+    if ((size_t)snprintf(spec, len, "%s", method) >= len) return 0;
+    int ok = 1;
+    if (o->act_order) ok &= add_key(spec, len, "act_order", "%.0f", 1);
+    if (o->damp > 0) ok &= add_key(spec, len, "damp", "%.17g", (double)o->damp);
+    if (o->rsq_rmin > 0) ok &= add_key(spec, len, "rmin", "%.17g", (double)o->rsq_rmin);
+    if (o->fake_quant) ok &= add_key(spec, len, "fake", "%.0f", 1);
+    if (o->mix_frac_set) ok &= add_key(spec, len, "frac", "%.17g", (double)o->mix_frac);
+    if (o->alloc) ok &= add_key(spec, len, "alloc", "%.0f", 1);
+    if (o->alloc_windows > 0) ok &= add_key(spec, len, "windows", "%.0f", o->alloc_windows);
+    if (sqz_quant_method_takes(method, "seed") == 1 && !strstr(method, "seed=")) {
+        char val[32];
+        snprintf(val, sizeof val, "%llu", (unsigned long long)o->seed);
+        const size_t n = strlen(spec);
+        const int w = snprintf(spec + n, len - n, "%sseed=%s", strchr(spec, ':') ? "," : ":", val);
+        ok &= w > 0 && (size_t)w < len - n;
+    }
+    return ok;
+}
+
 int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("quantize needs an output file: -o OUT.gguf");
     const char *method = o->method ? o->method : "gptq";
-    const int dq = !strcmp(method, "decoupleq");
-    if (!o->type && !dq) return cli_die("quantize needs a type: --type q4_k_m|q2_k|q4_k|...");
-    const char *type = o->type ? o->type : "dq2";
-    const int needs_calib = strcmp(method, "rtn") != 0;
+    const int needs_calib = sqz_quant_method_needs_calib(method);
+    if (needs_calib < 0) {
+        char known[128] = "";
+        for (int i = 0; sqz_quant_method_name(i); i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                     sqz_quant_method_name(i));
+        return cli_die("unknown quantization method '%s' (%s)", method, known);
+    }
+    const char *type = o->type ? o->type : sqz_quant_method_default_type(method);
+    if (!type) return cli_die("quantize needs a type: --type q4_k_m|q2_k|q4_k|...");
+    char spec[512];
+    if (!method_spec(o, method, spec, sizeof spec)) return cli_die("--method %s: too long", method);
     if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
     size_t len = 0;
     char *text = NULL;
@@ -58,12 +99,8 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     int32_t *spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
     const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
-    sqz_quantize_opts qo = { .method = method, .type = type, .pure = o->pure, .embd_type = o->embd_type,
+    sqz_quantize_opts qo = { .method = spec, .type = type, .pure = o->pure, .embd_type = o->embd_type,
                              .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
-                             .act_order = o->act_order, .damp = o->damp, .seed = o->seed, .rsq_rmin = o->rsq_rmin,
-                             .fake_quant = o->fake_quant,
-                             .mix_frac = o->mix_frac == 0 && o->mix_frac_set ? -1 : o->mix_frac,
-                             .alloc = o->alloc, .alloc_windows = o->alloc_windows,
                              .report = on_tensor, .report_user = &rep };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
@@ -90,7 +127,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "seconds", r.calib_seconds + r.quant_seconds + r.convert.seconds);
         cJSON_AddNumberToObject(j, "mean_rel_err", r.mean_rel_err);
         cJSON_AddNumberToObject(j, "peak_rss_mib", peak_rss_mib());
-        if (o->alloc) {
+        if (r.alloc_budget > 0) {
             cJSON *a = cJSON_AddObjectToObject(j, "alloc");
             cJSON_AddNumberToObject(a, "budget_bytes", (double)r.alloc_budget);
             cJSON_AddNumberToObject(a, "bytes", (double)r.alloc_bytes);
@@ -105,7 +142,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
                         "statistics %.1f s, quantization %.1f s; mean rel. error %.4f; peak RSS %.0f MiB\n",
                 o->out, (double)r.convert.file_bytes / 1e6, r.convert.bits_per_weight, r.calib_tokens,
                 r.calib_seconds, r.quant_seconds, r.mean_rel_err, peak_rss_mib());
-        if (o->alloc)
+        if (r.alloc_budget > 0)
             fprintf(stderr, "sqz: --alloc: matrices %.3f MB (the mix's types: %.3f MB); summed single-matrix "
                             "KL %.5f (the mix's: %.5f); search %.1f s\n",
                     (double)r.alloc_bytes / 1e6, (double)r.alloc_budget / 1e6, r.alloc_kl_chosen, r.alloc_kl_mix,

@@ -31,7 +31,7 @@ static const cli_command commands[] = {
       "  convert MODEL -o OUT.gguf --type T  write a GGUF file (f16, q8_0, q4_0, q4_k, ...,\n"
       "                                      or llama.cpp's mixes q4_k_m, q3_k_m, q2_k, ...)\n" },
     { "quantize", cmd_quantize,
-      "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|rsq|decoupleq --calib FILE\n"
+      "  quantize MODEL -o OUT.gguf --type T --method rtn|imatrix|gptq|rsq|decoupleq[:k=v,..] --calib FILE\n"
       "  quantize MODEL -o OUT.sqzf --type q4|q3 --method mixllm --calib FILE\n"
       "                                      quantization with calibration data\n" },
     { "kvbench", cmd_kvbench,
@@ -132,8 +132,10 @@ static const option_row options[] = {
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },
     { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE,
-      .help = "rtn, imatrix, gptq, rsq, decoupleq or mixllm (default gptq;\n"
-              "decoupleq: 2-bit type dq2, its default --type)" },
+      .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
+              "gptq[:damp,act_order,alloc,windows], rsq[:damp,act_order,rmin,seed],\n"
+              "decoupleq[:damp,fake] (2-bit type dq2, its default --type),\n"
+              "mixllm[:damp,act_order,frac]; the flags below are aliases" },
     { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
@@ -142,23 +144,23 @@ static const option_row options[] = {
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
-      .help = "gptq, rsq: columns by descending Hessian diagonal" },
+      .help = "act_order=1: gptq, rsq: columns by descending Hessian diagonal" },
     { "--damp", NULL, FLOAT(damp, "D", 0, 10, LO_OPEN | HI_OPEN), .cmds = C_QUANTIZE,
-      .help = "gptq, rsq, decoupleq, mixllm: D * mean(diag H) added to the\n"
+      .help = "damp=D: gptq, rsq, decoupleq, mixllm: D * mean(diag H) added to the\n"
               "Hessian's diagonal (default 0.1; decoupleq 0.01)" },
     { "--rsq-rmin", NULL, FLOAT(rsq_rmin, "R", 0, 1, LO_OPEN), .cmds = C_QUANTIZE,
-      .help = "rsq: least token weight in (0, 1] (default 0.005; 1: rotation\n"
+      .help = "rmin=R: rsq's least token weight in (0, 1] (default 0.005; 1: rotation\n"
               "+ GPTQ, tokens alike); --seed S seeds the rotations" },
     { "--fake-quant", NULL, FLAG(fake_quant), .cmds = C_QUANTIZE,
-      .help = "type dq2: write its dequantized weights as f32 GGUF instead of\n"
+      .help = "fake=1: type dq2: write its dequantized weights as f32 GGUF instead of\n"
               "dq2 in sqzf (rtn to dq2 needs it)" },
     { "--mix-frac", NULL, FLOAT(mix_frac, "F", 0, 1, HI_OPEN), .set_at = AT(mix_frac_set),
-      .cmds = C_QUANTIZE, .help = "mixllm: share of the weights at 8 bits (default 0.1)" },
+      .cmds = C_QUANTIZE, .help = "frac=F: mixllm's share of the weights at 8 bits (default 0.1)" },
     { "--alloc", NULL, FLAG(alloc), .cmds = C_QUANTIZE,
-      .help = "gptq: each matrix's type (q2_k..q6_k) chosen by measured KL\n"
+      .help = "alloc=1: gptq: each matrix's type (q2_k..q6_k) chosen by measured KL\n"
               "divergence within the bytes of the mix's own types (minutes)" },
     { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE,
-      .help = "--alloc: calibration windows the KLs are measured on (4)" },
+      .help = "windows=N: --alloc's calibration windows the KLs are measured on (4)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

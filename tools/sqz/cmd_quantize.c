@@ -80,19 +80,14 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     char spec[512];
     if (!method_spec(o, method, spec, sizeof spec)) return cli_die("--method %s: too long", method);
     if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
-    size_t len = 0;
-    char *text = NULL;
-    if (needs_calib && !(text = cli_read_file(o->calib, &len))) return 1;
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (needs_calib && sqz_tokenize(ctx, m, text, len, 0, &ids, &n_ids)) {
-        free(text);
-        sqz_model_free(m);
+    if (needs_calib) {
+        if (cli_load_model_text(ctx, o, o->calib, 0, &m, &ids, &n_ids, NULL)) return 1;
+    } else if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) {
         return cli_fail(ctx);
     }
-    free(text);
     const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
     const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
     /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */
@@ -106,7 +101,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
     sqz_quantize_result r;
     sqz_status st = sqz_quantize(ctx, m, o->out, &qo, &r);
-    free(ids);
+    sqz_free(ids);
     free(spread);
     sqz_model_free(m);
     if (st) {

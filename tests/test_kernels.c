@@ -27,8 +27,7 @@ static void test_half_conversions(void) {
     CHECK(bad == 0, "f16->f32 matches F16C for all 65536 halves (%d differ)", bad);
     bad = 0;
     for (int i = 0; i < 2000000; i++) {
-        uint32_t bits = (uint32_t)(rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 0;
-        bits = (uint32_t)(rng >> 32);
+        uint32_t bits = (uint32_t)(test_xorshift64(&rng) >> 32);
         float f;
         memcpy(&f, &bits, 4);
         if (f != f) continue;

@@ -13,8 +13,8 @@
  * The key (vocabulary, context, mode, rows, token hash) must match on reading, so a cache made
  * for other text or windows is refused with a message, never silently used. Writing goes to a
  * temporary file renamed on commit: a failed run leaves nothing behind. */
-#ifndef SQZ_MODEL_KLD_CACHE_H
-#define SQZ_MODEL_KLD_CACHE_H
+#ifndef SQZ_EVAL_KLD_CACHE_H
+#define SQZ_EVAL_KLD_CACHE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -4,8 +4,8 @@
  * Conventions: QK = elements per block; d = scale (f16 unless noted), m/dmin = minimum;
  * qs = packed quants; qh = high bits; scales = packed sub-block scales.
  */
-#ifndef SQZ_QUANT_BLOCKS_H
-#define SQZ_QUANT_BLOCKS_H
+#ifndef SQZ_FORMATS_BLOCKS_H
+#define SQZ_FORMATS_BLOCKS_H
 
 #include <assert.h>
 #include <stdint.h>

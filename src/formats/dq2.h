@@ -15,8 +15,8 @@
  * Unlike ggml's Q4_1 (d * q + m as well), d may be negative and m is any value: decoupleQ's
  * least-squares step chooses both freely.
  */
-#ifndef SQZ_QUANT_DQ2_H
-#define SQZ_QUANT_DQ2_H
+#ifndef SQZ_FORMATS_DQ2_H
+#define SQZ_FORMATS_DQ2_H
 
 #include <assert.h>
 #include <stdint.h>

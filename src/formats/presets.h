@@ -11,8 +11,8 @@
  * 256-element k-quant) get llama.cpp's fallback type (Q2_K/Q3_K/IQ4_XS -> IQ4_NL, Q4_K -> Q5_0,
  * Q5_K -> Q5_1, Q6_K -> Q8_0), or F16 when even that does not fit.
  */
-#ifndef SQZ_QUANT_PRESETS_H
-#define SQZ_QUANT_PRESETS_H
+#ifndef SQZ_FORMATS_PRESETS_H
+#define SQZ_FORMATS_PRESETS_H
 
 #include <stdint.h>
 

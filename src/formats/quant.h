@@ -13,8 +13,8 @@
  * n (elements) must be a multiple of the type's block size (32 or 256, see types.c); the
  * functions assume it and do not check.
  */
-#ifndef SQZ_QUANT_QUANT_H
-#define SQZ_QUANT_QUANT_H
+#ifndef SQZ_FORMATS_QUANT_H
+#define SQZ_FORMATS_QUANT_H
 
 #include <stddef.h>
 #include <stdint.h>

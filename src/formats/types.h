@@ -6,8 +6,8 @@
  * rows with a to_float are usable (sqz_type_usable). A weight type's kernels are rows of the
  * tier tables in src/kernels (kernels.h says how to add one).
  */
-#ifndef SQZ_CORE_TYPES_H
-#define SQZ_CORE_TYPES_H
+#ifndef SQZ_FORMATS_TYPES_H
+#define SQZ_FORMATS_TYPES_H
 
 #include <stddef.h>
 #include <stdint.h>

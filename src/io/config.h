@@ -1,6 +1,6 @@
 /* config.h - the architecture hyper-parameters every loader fills in. */
-#ifndef SQZ_MODEL_CONFIG_H
-#define SQZ_MODEL_CONFIG_H
+#ifndef SQZ_IO_CONFIG_H
+#define SQZ_IO_CONFIG_H
 
 typedef enum sqz_arch { SQZ_ARCH_LLAMA, SQZ_ARCH_MISTRAL, SQZ_ARCH_QWEN2 } sqz_arch;
 

@@ -10,8 +10,8 @@
  * with quantized activations in the same three tiers (qdot_ref.c, qdot_avx2.c, qdot_avx512.c;
  * tests/test_qkernels.c), which decode uses.
  */
-#ifndef SQZ_KERNELS_H
-#define SQZ_KERNELS_H
+#ifndef SQZ_KERNELS_KERNELS_H
+#define SQZ_KERNELS_KERNELS_H
 
 #include <stdint.h>
 

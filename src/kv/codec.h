@@ -30,8 +30,8 @@
  * channel over groups of tokens, which needs whole, fixed groups of consecutive tokens; the
  * structural policies drop, merge or project rows, so their codec encodes every row on its own
  * (per token, as KIVI does for values). */
-#ifndef SQZ_MODEL_KV_CODEC_H
-#define SQZ_MODEL_KV_CODEC_H
+#ifndef SQZ_KV_CODEC_H
+#define SQZ_KV_CODEC_H
 
 #include "core/ctx.h"
 #include "kernels/attn.h"

@@ -6,8 +6,8 @@
  * Glossary: L layers, P positions held, Hq query heads, Hkv key/value heads, hd head_dim.
  * Keys arrive after RoPE. Query head h reads KV head h / (Hq / Hkv) (GQA).
  */
-#ifndef SQZ_MODEL_KV_H
-#define SQZ_MODEL_KV_H
+#ifndef SQZ_KV_KV_H
+#define SQZ_KV_KV_H
 
 #include <stddef.h>
 

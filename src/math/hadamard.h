@@ -16,8 +16,8 @@
  * natural order), (x) the Kronecker product (index i = a * m + b), D = diag(sign) or I.
  * Unsupported n (e.g. 172 * 2^k, 28 * 2^k, odd n): SQZ_ERR_UNSUPPORTED.
  */
-#ifndef SQZ_QUANT_HADAMARD_H
-#define SQZ_QUANT_HADAMARD_H
+#ifndef SQZ_MATH_HADAMARD_H
+#define SQZ_MATH_HADAMARD_H
 
 #include <stdint.h>
 

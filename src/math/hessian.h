@@ -2,8 +2,8 @@
  * calibration Hessian H = X^T X [n x n] (f64, row-major, symmetric): dead inputs, damping, the
  * act-order permutation, the permuted copy, and the upper Cholesky factor of its inverse - one
  * home for the preparation both solvers start from (sqz_hessian_prepare). */
-#ifndef SQZ_QUANT_HESSIAN_H
-#define SQZ_QUANT_HESSIAN_H
+#ifndef SQZ_MATH_HESSIAN_H
+#define SQZ_MATH_HESSIAN_H
 #include <stdint.h>
 
 /* Act-order: positions sorted by descending diag(H) (merge sort, stable: ties keep index

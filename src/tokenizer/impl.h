@@ -3,8 +3,8 @@
  * the tokenizer object, a byte-string hash map, a growable id vector, and the array-based BPE
  * constructor sqz_tokenizer_new_bpe. Not part of the public API.
  */
-#ifndef SQZ_MODEL_TOKENIZER_IMPL_H
-#define SQZ_MODEL_TOKENIZER_IMPL_H
+#ifndef SQZ_TOKENIZER_IMPL_H
+#define SQZ_TOKENIZER_IMPL_H
 
 #include <stddef.h>
 #include <stdint.h>

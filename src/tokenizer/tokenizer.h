@@ -4,8 +4,8 @@
  *   - the llama2.c tokenizer.bin (SentencePiece-style: pieces with scores, merges by best score,
  *     <0xXX> byte fallback).
  */
-#ifndef SQZ_MODEL_TOKENIZER_H
-#define SQZ_MODEL_TOKENIZER_H
+#ifndef SQZ_TOKENIZER_TOKENIZER_H
+#define SQZ_TOKENIZER_TOKENIZER_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -141,6 +141,13 @@ static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] =
     [SQZ_TYPE_MX3 - SQZ_TYPE_SQZ_FIRST] = { .name = "mx3", .block_size = QK_MX, .type_size = sizeof(block_mx3),
         .to_float = sqz_mx3_to_float, .from_float = sqz_mx3_from_float },
     [SQZ_TYPE_MIXLLM - SQZ_TYPE_SQZ_FIRST] = { .name = "mixllm", .block_size = QK_MX, .type_size = 0 },
+    /* packed for the kernels (x16.h): whole-matrix layouts, no row layout; their products take
+     * Q8_0S activations (x quantized as Q8_0, with the scale widened and the sum kept) */
+    [SQZ_TYPE_Q4_0X16 - SQZ_TYPE_SQZ_FIRST] = { .name = "q4_0x16", .block_size = 32, .type_size = 0,
+        .act_type = SQZ_TYPE_Q8_0S },
+    [SQZ_TYPE_Q8_0X16 - SQZ_TYPE_SQZ_FIRST] = { .name = "q8_0x16", .block_size = 32, .type_size = 0,
+        .act_type = SQZ_TYPE_Q8_0S },
+    [SQZ_TYPE_Q8_0S - SQZ_TYPE_SQZ_FIRST] = { .name = "q8_0s", .block_size = 32, .type_size = 48 },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {

@@ -41,6 +41,11 @@ typedef enum sqz_type {
     /* In memory only (no block layout, never in a file): a matrix whose rows mix MX8 and
      * MX4/MX3 (mixllm); its sqz_tensor.data points to a sqz_mix_tensor. */
     SQZ_TYPE_MIXLLM = 1031,
+    /* In memory only: Q4_0 / Q8_0 matrices repacked in 16-row groups for the kernels, and
+     * their activations (formats/x16.h); made at run time, never written */
+    SQZ_TYPE_Q4_0X16 = 1032,
+    SQZ_TYPE_Q8_0X16 = 1033,
+    SQZ_TYPE_Q8_0S = 1034,
     SQZ_TYPE_SQZ_END = 1040 /* end of the second table */
 } sqz_type;
 

@@ -149,6 +149,12 @@ void sqz_matvec(const sqz_tensor *w, const float *x, float *y, int n_threads);
  * rows of w are converted to f32 and multiplied with OpenBLAS sgemm, threaded over panels. */
 void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads);
 
+/* y[t * ldy + j] = x[t] . w[j] for T tokens (rows of K in x) and the nr rows of the f32 panel w
+ * (nr <= 64): prefill's panel product on AVX-512 (gemm_avx512.c), in place of OpenBLAS's
+ * sgemm; wp: scratch of K * 32 floats. */
+void sqz_sgemm_panel_avx512(int T, int nr, int64_t K, const float *x, const float *w, float *y,
+                            size_t ldy, float *wp);
+
 /* The same with the reference f32 dot and one thread: the yardstick for the tests. */
 void sqz_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y);
 

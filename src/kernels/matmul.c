@@ -273,6 +273,8 @@ void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_thre
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
         float *panel = is_f32 ? NULL : malloc((size_t)PANEL * (size_t)K * sizeof(float));
+        /* AVX-512: sqz's own panel kernel (gemm_avx512.c says why), its strip scratch */
+        float *strip = isa == SQZ_ISA_AVX512 ? aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63) : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < n_panels; p++) {
             const int64_t r0 = p * PANEL, nr = N - r0 < PANEL ? N - r0 : PANEL;
@@ -285,10 +287,14 @@ void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_thre
                 wp = panel;
             }
             /* y[:, r0:r0+nr] = x[T,K] . wp[nr,K]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)K, 1.0f, x,
-                        (int)K, wp, (int)K, 0.0f, y + r0, (int)N);
+            if (strip)
+                sqz_sgemm_panel_avx512(T, (int)nr, K, x, wp, y + r0, (size_t)N, strip);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)K, 1.0f, x,
+                            (int)K, wp, (int)K, 0.0f, y + r0, (int)N);
         }
         free(panel);
+        free(strip);
     }
 }
 

@@ -95,6 +95,7 @@ sqz_status sqz_model_load(sqz_ctx *ctx, const char *path, const char *tokenizer_
         return st;
     }
     m->src = NULL; /* the caller's string may not outlive the model */
+    m->self = m;
     *out = m;
     return SQZ_OK;
 }
@@ -108,6 +109,10 @@ void sqz_model_free(sqz_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    if (m->run_owner == m) {
+        free(m->run_layers);
+        free(m->run_mem);
+    }
     free(m);
 }
 

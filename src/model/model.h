@@ -43,6 +43,16 @@ struct sqz_model {
     sqz_mapped_file map;      /* single-file formats (llama2.c) */
     void **owned;             /* f32 copies (norms, biases, ...) */
     int n_owned, cap_owned;
+    /* The views sessions compute with (run_weights.c): the ones above, except matrices the
+     * kernels want repacked for this CPU (kernels/x16.h), packed into run_mem. Made by the
+     * first session of a loaded model (sqz_model_prepare_run); valid only while run_owner ==
+     * the model itself: quantization works on struct copies of a model with other layer
+     * arrays, which must run their own views (sqz_model_run_layers). */
+    const struct sqz_model *self; /* set by sqz_model_load: copies of the struct differ */
+    const struct sqz_model *run_owner;
+    sqz_layer_weights *run_layers;
+    sqz_tensor run_output;
+    void *run_mem;
 };
 
 /* Loaders (one per format); they fill cfg, views and tok. */
@@ -54,6 +64,15 @@ sqz_status sqz_load_llama2c(sqz_ctx *ctx, sqz_model *m, const char *path,
 /* Norms and biases are f32 for the forward pass: a vector t in another type is replaced by an
  * f32 copy the model owns. */
 sqz_status sqz_model_vector_f32(sqz_ctx *ctx, sqz_model *m, sqz_tensor *t);
+
+/* Builds run_layers / run_output once (thread-safe; later calls return at once). Called by
+ * sqz_session_new*: the file's views stay as they are for everything that reads weights
+ * (convert, quantize), and only what runs the model pays for repacking. */
+sqz_status sqz_model_prepare_run(sqz_ctx *ctx, sqz_model *m);
+/* The layer views and output matrix a session of m computes with: the run views when m
+ * prepared them, else m's own. */
+const sqz_layer_weights *sqz_model_run_layers(const sqz_model *m);
+const sqz_tensor *sqz_model_run_output(const sqz_model *m);
 
 /* Keeps p (malloc'ed) until the model is freed; frees p and returns NULL on failure. */
 void *sqz_model_own(sqz_model *m, void *p);

@@ -25,6 +25,9 @@ sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, con
     const sqz_config *c = &m->cfg;
     if (max_ctx <= 0) max_ctx = c->max_seq_len > 0 ? c->max_seq_len : 2048;
     if (max_ctx > (1 << 20)) return sqz_fail(ctx, SQZ_ERR_RANGE, "context %d too large", max_ctx);
+    /* the views the kernels run (once per model; the model is otherwise read-only here) */
+    sqz_status pst = sqz_model_prepare_run(ctx, (sqz_model *)m);
+    if (pst) return pst;
     sqz_session *s = calloc(1, sizeof *s);
     if (!s) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
     s->ctx = ctx;
@@ -191,7 +194,7 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
     const int D = m->cfg.dim;
     for (int t = 0; t < T; t++) sqz_tensor_row_f32(&m->tok_embd, tokens[t], s->x + (size_t)t * D);
     for (int l = 0; l < m->cfg.n_layers; l++) {
-        sqz_status st = sqz_session_layer(s, &m->layers[l], l, T, NULL, NULL);
+        sqz_status st = sqz_session_layer(s, &sqz_model_run_layers(m)[l], l, T, NULL, NULL);
         if (st) return st;
     }
     return SQZ_OK;
@@ -428,7 +431,7 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
     const sqz_team_buf *b = &s->team[tid];
     const team_heads th = heads_of(c, tid, nth);
     for (int l = l0; l < c->n_layers; l++) {
-        const sqz_layer_weights *w = &m->layers[l];
+        const sqz_layer_weights *w = &sqz_model_run_layers(m)[l];
         /* each thread attends with exactly the heads it computed: no barrier before attention */
         const int own_heads = c->n_kv_heads % nth == 0 && qkv_in_place(w);
         /* the attention output of this thread's KV heads is its own: wo's input by parts */
@@ -458,10 +461,10 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
     if (tid == 0) stop->layer = c->n_layers;
     if (!logits) return;
     sqz_rmsnorm(b->xn, s->x, m->out_norm.data, 1, c->dim, c->norm_eps);
-    const sqz_tensor *out[1] = { &m->output };
+    const sqz_tensor *out[1] = { sqz_model_run_output(m) };
     const void *xq[1];
     team_prepare(out, 1, b->xn, b, xq);
-    team_matvec(&m->output, b->xn, xq[0], logits, tid, nth);
+    team_matvec(sqz_model_run_output(m), b->xn, xq[0], logits, tid, nth);
 }
 
 /* One token at s->pos through every layer with the context's threads; logits (NULL: none) gets
@@ -524,10 +527,10 @@ sqz_status sqz_session_eval(sqz_session *s, const int32_t *tokens, int n, float 
         s->pos += T;
         if (logits && logits_all) {
             rmsnorm_rows(s->xb, s->x, m->out_norm.data, T, D, c->norm_eps, s->ctx->n_threads);
-            sqz_matmul(&m->output, s->xb, T, logits + (size_t)done * V, s->ctx->n_threads);
+            sqz_matmul(sqz_model_run_output(m), s->xb, T, logits + (size_t)done * V, s->ctx->n_threads);
         } else if (logits && done + T == n) {
             sqz_rmsnorm(s->xb, s->x + (size_t)(T - 1) * D, m->out_norm.data, 1, D, c->norm_eps);
-            sqz_matvec(&m->output, s->xb, logits, s->ctx->n_threads);
+            sqz_matvec(sqz_model_run_output(m), s->xb, logits, s->ctx->n_threads);
         }
         done += T;
     }

@@ -1,0 +1,63 @@
+/* x16.h - Q4_0 and Q8_0 matrices repacked for the kernels: 16 rows interleaved.
+ *
+ * llama.cpp's GGUF stores a matrix row by row; a kernel that reads one row at a time must
+ * rebuild each block's scale lanes and sum every row horizontally, which costs more than the
+ * memory does once the weights stream from DRAM (decode) and wastes the int8 units in prefill.
+ * At load time (kernels' choice, never in a file) sqz repacks each group of 16 rows so that one
+ * 512-bit vector holds 4 consecutive weights of each of the 16 rows: a vpdpbusd with 4
+ * activation bytes broadcast from memory then advances 16 dot products at once, the 16 scales
+ * of a block are one load, and the 16 results land in one vector - no shuffles, no horizontal
+ * sums (llama.cpp's CPU backend repacks Q4_0 for the same reason, with its own layout).
+ *
+ * Group g (rows 16g .. 16g+15), block b (elements 32b .. 32b+31), nb = cols / 32 blocks a row:
+ * the group's blocks follow one another (group stride nb * sizeof(block_x16)).
+ *
+ *   block_q4_0x16: d[i] = row i's f16 scale; qs[64 j + 4 i + c] (j = 0..3, i = 0..15, c = 0..3)
+ *                  = q(i, 8j + c) | q(i, 8j + 4 + c) << 4, q the unsigned 4-bit value (weight
+ *                  = d (q - 8)). Vector j's low nibbles are elements 8j..8j+3 of the 16 rows,
+ *                  its high nibbles 8j+4..8j+7.
+ *   block_q8_0x16: d[i] as above; qs[64 j + 4 i + c] (j = 0..7) = q(i, 4j + c), signed.
+ *
+ * Both are exactly as large as the rows they came from (16 blocks of 18 or 34 bytes).
+ *
+ * Their activations (block_q8_0s): x quantized to Q8_0 exactly as ggml does (the same bytes),
+ * with the scale as f32 and the block's sum of quants kept, so the kernels subtract the
+ * weights' offset (8 for Q4_0's nibbles; 128 for Q8_0's bytes read as unsigned) once a block.
+ */
+#ifndef SQZ_FORMATS_X16_H
+#define SQZ_FORMATS_X16_H
+
+#include <assert.h>
+#include <stdint.h>
+
+#include "formats/types.h"
+
+enum { X16_ROWS = 16 };
+
+typedef struct { uint16_t d[16]; uint8_t qs[256]; } block_q4_0x16;
+static_assert(sizeof(block_q4_0x16) == 16 * 18, "block_q4_0x16 size");
+
+typedef struct { uint16_t d[16]; int8_t qs[512]; } block_q8_0x16;
+static_assert(sizeof(block_q8_0x16) == 16 * 34, "block_q8_0x16 size");
+
+typedef struct {
+    float d;       /* the Q8_0 block's scale (its f16 value, widened) */
+    int32_t s8;    /* 8 * sum(qs): Q4_0's offset term */
+    int32_t s128;  /* 128 * sum(qs): Q8_0's offset term */
+    int32_t pad;
+    int8_t qs[32];
+} block_q8_0s;
+static_assert(sizeof(block_q8_0s) == 48, "block_q8_0s size");
+
+/* The packed type of a matrix of type t (SQZ_TYPE_Q4_0X16 for Q4_0, SQZ_TYPE_Q8_0X16 for
+ * Q8_0), or SQZ_TYPE_F32 when t has none. */
+sqz_type sqz_x16_type_of(sqz_type t);
+
+/* rows (a multiple of 16) x cols rows of type t (Q4_0 or Q8_0) at src -> dst, the packed
+ * layout (the same number of bytes). */
+void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst);
+
+/* Row r of a packed matrix back to the original row's bytes (tests; any r). */
+void sqz_x16_unpack_row(sqz_type packed, const void *src, int64_t r, int64_t cols, void *dst);
+
+#endif

@@ -1,0 +1,90 @@
+/* x16.c - the packed Q4_0 / Q8_0 matrices' whole-matrix products (sqz_matrix_ops): activation
+ * quantization, decode's rows and prefill's product, dispatched to x16_avx512.c or x16_ref.c. */
+#include "kernels/x16.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+#include "formats/blocks.h"
+
+int sqz_x16_worth_it(sqz_type t, int64_t rows, int64_t cols) {
+    return sqz_x16_type_of(t) != SQZ_TYPE_F32 && rows % X16_ROWS == 0 && cols % 32 == 0 &&
+           sqz_isa_best() == SQZ_ISA_AVX512;
+}
+
+size_t sqz_x16_act_bytes(int64_t n) { return (size_t)(n / 32) * sizeof(block_q8_0s); }
+
+void sqz_x16_act_quantize(const float *x, void *xq, int64_t n) {
+    /* the same bytes as ggml's Q8_0 (the fastest tier's quantizer), then widened */
+    const sqz_quantize_act_fn q8 = sqz_quantize_act_get(SQZ_TYPE_Q8_0, sqz_isa_best());
+    block_q8_0s *out = xq;
+    for (int64_t b = 0; b < n / 32; b++) {
+        block_q8_0 blk;
+        q8(x + b * 32, &blk, 32);
+        int32_t s = 0;
+        for (int k = 0; k < 32; k++) {
+            out[b].qs[k] = blk.qs[k];
+            s += blk.qs[k];
+        }
+        out[b].d = sqz_f16_to_f32(blk.d);
+        out[b].s8 = 8 * s;
+        out[b].s128 = 128 * s;
+        out[b].pad = 0;
+    }
+}
+
+static void x16_matvec_rows(const sqz_tensor *w, const void *xq, float *y, int64_t r0, int64_t r1,
+                            sqz_isa isa) {
+    if (isa == SQZ_ISA_AVX512) sqz_x16_matvec_avx512(w->type, w->data, w->cols, xq, y, r0, r1);
+    else sqz_x16_matvec_ref(w->type, w->data, w->cols, xq, y, r0, r1);
+}
+
+static int x16_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
+    const int64_t K = w->cols, N = w->rows, nb = K / 32;
+    block_q8_0s *a = malloc(sqz_x16_act_bytes(K) * (size_t)T);
+    if (!a) return -1;
+    const sqz_isa isa = sqz_isa_best();
+    const int64_t groups = N / X16_ROWS;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && T * N >= 4096)
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) sqz_x16_act_quantize(x + (size_t)t * K, a + (size_t)t * nb, K);
+        /* groups in chunks of 4 (64 rows): enough work per chunk, and the chunks even out */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; g += 4) {
+            const int64_t g1 = g + 4 < groups ? g + 4 : groups;
+            if (isa == SQZ_ISA_AVX512 && T == 1) { /* a matvec: the streaming kernel */
+                sqz_x16_matvec_avx512(w->type, w->data, K, a, y, g * X16_ROWS, g1 * X16_ROWS);
+            } else if (isa == SQZ_ISA_AVX512) {
+                sqz_x16_gemm_avx512(w->type, w->data, K, g, g1, a, T, y, (size_t)N);
+            } else {
+                for (int t = 0; t < T; t++)
+                    sqz_x16_matvec_ref(w->type, w->data, K, a + (size_t)t * nb, y + (size_t)t * N,
+                                       g * X16_ROWS, g1 * X16_ROWS);
+            }
+        }
+    }
+    free(a);
+    return 0;
+}
+
+/* one thread, the reference rows for every token */
+static void x16_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y) {
+    const int64_t K = w->cols, N = w->rows;
+    block_q8_0s *a = malloc(sqz_x16_act_bytes(K));
+    if (!a) return;
+    for (int t = 0; t < T; t++) {
+        sqz_x16_act_quantize(x + (size_t)t * K, a, K);
+        sqz_x16_matvec_ref(w->type, w->data, K, a, y + (size_t)t * N, 0, N);
+    }
+    free(a);
+}
+
+const sqz_matrix_ops sqz_x16_matrix_ops = {
+    .act_bytes = sqz_x16_act_bytes,
+    .act_quantize = sqz_x16_act_quantize,
+    .matvec_rows = x16_matvec_rows,
+    .matmul = x16_matmul,
+    .matmul_ref = x16_matmul_ref,
+    .rows_in_place = 1, /* rows [r0, r1) exactly, whatever the groups */
+};

@@ -1,0 +1,35 @@
+/* x16_ref.c - the packed matrices' reference product: plain C, one row at a time, integer
+ * sums per block scaled as ggml's Q4_0 / Q8_0 dot products do (the yardstick of x16_avx512.c). */
+#include "kernels/x16.h"
+
+#include "formats/types.h"
+
+void sqz_x16_matvec_ref(sqz_type t, const void *w, int64_t cols, const block_q8_0s *a, float *y,
+                        int64_t r0, int64_t r1) {
+    const int64_t nb = cols / 32;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = r / 16;
+        const int i = (int)(r % 16);
+        float sum = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t isum = 0;
+            float dw;
+            if (t == SQZ_TYPE_Q4_0X16) {
+                const block_q4_0x16 *x = (const block_q4_0x16 *)w + g * nb + b;
+                for (int j = 0; j < 4; j++)
+                    for (int c = 0; c < 4; c++) {
+                        const uint8_t v = x->qs[64 * j + 4 * i + c];
+                        isum += ((v & 0x0F) - 8) * a[b].qs[8 * j + c] + ((v >> 4) - 8) * a[b].qs[8 * j + 4 + c];
+                    }
+                dw = sqz_f16_to_f32(x->d[i]);
+            } else {
+                const block_q8_0x16 *x = (const block_q8_0x16 *)w + g * nb + b;
+                for (int j = 0; j < 8; j++)
+                    for (int c = 0; c < 4; c++) isum += x->qs[64 * j + 4 * i + c] * a[b].qs[4 * j + c];
+                dw = sqz_f16_to_f32(x->d[i]);
+            }
+            sum += (float)isum * (dw * a[b].d);
+        }
+        y[r] = sum;
+    }
+}

@@ -48,6 +48,7 @@ typedef struct opts {
     int threads[MAX_THREAD_COUNTS];
     int n_threads;
     int reps;
+    int warmup; /* --warmup: one short untimed prefill + decode first (llama-bench does one) */
     int prompt;
     int gen;
     int ppl_ctx;
@@ -79,7 +80,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: bench_model [MODEL] [--threads-list 1,2] [--reps N] [--prompt 512] [--gen 128]\n"
             "                   [--ppl-tokens 4097] [--ppl-ctx 1024] [--text FILE]\n"
-            "                   [--llamacpp FILE] [--bw-mib 512] [--quick]\n");
+            "                   [--llamacpp FILE] [--bw-mib 512] [--warmup] [--quick]\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o, char *bufs, size_t cap) {
@@ -103,6 +104,10 @@ static int parse_args(int argc, char **argv, opts *o, char *bufs, size_t cap) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--warmup")) {
+            o->warmup = 1;
+            continue;
+        }
         if (!strcmp(a, "--quick")) {
             o->reps = 1;
             o->ppl_tokens = 1024 + 1;
@@ -392,6 +397,15 @@ static int run_model(sqz_ctx *ctx, const sqz_model *model, const opts *o, const 
     const sqz_sampler_opts greedy = { 0.0f, 1.0f, 0 };
     uint64_t rng;
     sqz_rng_seed(&rng, 0);
+    if (o->warmup) { /* thread team, scratch buffers, the weights' first touch: untimed */
+        sqz_session *s = NULL;
+        const int n = o->prompt < 64 ? o->prompt : 64;
+        int ok = sqz_session_new(ctx, model, n + 8, &s) == SQZ_OK &&
+                 sqz_session_eval(s, toks, n, logits, 0) == SQZ_OK;
+        for (int i = 0; ok && i < 8; i++) ok = sqz_session_eval(s, &toks[i], 1, logits, 0) == SQZ_OK;
+        sqz_session_free(s);
+        if (!ok) goto fail;
+    }
     for (int r = 0; r < o->reps; r++) {
         sqz_session *s = NULL;
         if (sqz_session_new(ctx, model, o->prompt + o->gen, &s) != SQZ_OK) goto fail;

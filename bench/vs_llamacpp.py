@@ -6,7 +6,7 @@
                                  [--no-llama]
 
 For each round and each file, runs llama.cpp's `llama-bench -p PROMPT -n GEN -r 1` and sqz's
-`bench_model --reps 1` (prefill of PROMPT tokens, GEN decoded tokens from an empty context -
+`bench_model --reps 1 --warmup` (both after one untimed warm-up run; prefill of PROMPT tokens, GEN decoded tokens from an empty context -
 what llama-bench's tg measures), swapping which goes first every round so that neither always
 gets the cooler or quieter minute. Prints each run on stderr and one JSON object on stdout:
 per file the medians over rounds of both tools' prefill and decode tokens/s, the ratios
@@ -41,7 +41,7 @@ def run_llama(llama_dir, path, a):
 
 def run_sqz(bench, path, a):
     cmd = [bench, path, "--threads-list", str(a.threads), "--reps", "1", "--prompt", str(a.prompt),
-           "--gen", str(a.gen), "--ppl-tokens", "0", "--bw-mib", "512"]
+           "--gen", str(a.gen), "--ppl-tokens", "0", "--bw-mib", "512", "--warmup"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     d = json.loads(out)
     r = d["runs"][0]

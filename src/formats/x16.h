@@ -49,15 +49,35 @@ typedef struct {
 } block_q8_0s;
 static_assert(sizeof(block_q8_0s) == 48, "block_q8_0s size");
 
+/* Q4_K, 16 rows of one 256-element super-block: the 6-bit sub-block scales and mins unpacked
+ * to bytes (sc[j][i]: sub-block j of row i; m[p][i][0..1]: the mins of sub-blocks 2p, 2p+1 of
+ * row i side by side, so one vpmovzxbw makes vpdpwssd's int16 pairs), and the quants as in
+ * block_q4_0x16, sub-block by sub-block: qs[j][64 v + 4 i + c] (v = 0..3) = q(i, 32j + 8v + c)
+ * | q(i, 32j + 8v + 4 + c) << 4. Weight = d sc q - dmin m, as Q4_K. 2368 bytes where the rows
+ * took 2304 (+2.8 %). Its activations are Q8_K (the bsums give each sub-block's sum). */
+typedef struct {
+    uint16_t d[16], dmin[16];
+    uint8_t sc[8][16];
+    uint8_t m[4][16][2];
+    uint8_t qs[8][256];
+} block_q4_kx16;
+static_assert(sizeof(block_q4_kx16) == 2368, "block_q4_kx16 size");
+
 /* The packed type of a matrix of type t (SQZ_TYPE_Q4_0X16 for Q4_0, SQZ_TYPE_Q8_0X16 for
- * Q8_0), or SQZ_TYPE_F32 when t has none. */
+ * Q8_0, SQZ_TYPE_Q4_KX16 for Q4_K), or SQZ_TYPE_F32 when t has none. */
 sqz_type sqz_x16_type_of(sqz_type t);
 
-/* rows (a multiple of 16) x cols rows of type t (Q4_0 or Q8_0) at src -> dst, the packed
- * layout (the same number of bytes). */
+/* Bytes of a packed rows x cols matrix of packed type pt (the rows' own size, Q4_K's +2.8 %). */
+size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols);
+
+/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q4_K) at src -> dst, the packed
+ * layout (sqz_x16_bytes). */
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst);
 
-/* Row r of a packed matrix back to the original row's bytes (tests; any r). */
+/* Row r of a packed Q4_0 / Q8_0 matrix back to the original row's bytes (tests; any r). */
 void sqz_x16_unpack_row(sqz_type packed, const void *src, int64_t r, int64_t cols, void *dst);
+
+/* The 16 rows of group g of a packed matrix as f32: dst[i * cols + k] (prefill's panels). */
+void sqz_x16_group_to_float(sqz_type packed, const void *src, int64_t g, int64_t cols, float *dst);
 
 #endif

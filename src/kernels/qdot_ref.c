@@ -375,4 +375,5 @@ const sqz_kernel_row sqz_kernels_ref[SQZ_TYPE_SLOTS] = {
     /* Q4_0 / Q8_0 repacked in 16-row groups: whole-matrix products (x16.c) */
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_0X16)] = { .matrix = &sqz_x16_matrix_ops },
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_0X16)] = { .matrix = &sqz_x16_matrix_ops },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_KX16)] = { .matrix = &sqz_x16k_matrix_ops },
 };

@@ -8,8 +8,8 @@
 #include "formats/blocks.h"
 
 int sqz_x16_worth_it(sqz_type t, int64_t rows, int64_t cols) {
-    return sqz_x16_type_of(t) != SQZ_TYPE_F32 && rows % X16_ROWS == 0 && cols % 32 == 0 &&
-           sqz_isa_best() == SQZ_ISA_AVX512;
+    return sqz_x16_type_of(t) != SQZ_TYPE_F32 && rows % X16_ROWS == 0 &&
+           cols % (t == SQZ_TYPE_Q4_K ? 256 : 32) == 0 && sqz_isa_best() == SQZ_ISA_AVX512;
 }
 
 size_t sqz_x16_act_bytes(int64_t n) { return (size_t)(n / 32) * sizeof(block_q8_0s); }
@@ -87,4 +87,77 @@ const sqz_matrix_ops sqz_x16_matrix_ops = {
     .matmul = x16_matmul,
     .matmul_ref = x16_matmul_ref,
     .rows_in_place = 1, /* rows [r0, r1) exactly, whatever the groups */
+};
+
+/* ---- Q4_K packed: Q8_K activations; decode's rows through the packed kernel, prefill as
+ * f32 panels of 64 rows (16-row groups unpacked) through the AVX-512 panel product */
+
+static size_t x16k_act_bytes(int64_t n) { return sqz_type_row_size(SQZ_TYPE_Q8_K, n); }
+
+static void x16k_act_quantize(const float *x, void *xq, int64_t n) {
+    sqz_quantize_act_get(SQZ_TYPE_Q8_K, sqz_isa_best())(x, xq, n);
+}
+
+static void x16k_matvec_rows(const sqz_tensor *w, const void *xq, float *y, int64_t r0, int64_t r1,
+                             sqz_isa isa) {
+    if (isa == SQZ_ISA_AVX512) sqz_x16k_matvec_avx512(w->data, w->cols, xq, y, r0, r1);
+    else sqz_x16k_matvec_ref(w->data, w->cols, xq, y, r0, r1);
+}
+
+enum { K_PANEL_GROUPS = 4, K_MATVEC_MAX_T = 4 };
+
+static int x16k_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
+    const int64_t K = w->cols, N = w->rows, groups = N / X16_ROWS;
+    const sqz_isa isa = sqz_isa_best();
+    if (T <= K_MATVEC_MAX_T || isa != SQZ_ISA_AVX512) { /* a few tokens: the packed rows */
+        const size_t qrs = x16k_act_bytes(K);
+        char *a = malloc(qrs * (size_t)T);
+        if (!a) return -1;
+        for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && N >= 64)
+        for (int64_t g = 0; g < groups; g++)
+            for (int t = 0; t < T; t++)
+                x16k_matvec_rows(w, a + (size_t)t * qrs, y + (size_t)t * N, g * X16_ROWS, (g + 1) * X16_ROWS, isa);
+        free(a);
+        return 0;
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
+    {
+        float *panel = malloc((size_t)K_PANEL_GROUPS * X16_ROWS * (size_t)K * sizeof(float));
+        float *strip = aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
+        failed = !panel || !strip;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
+            if (!panel || !strip) continue;
+            const int64_t g1 = g + K_PANEL_GROUPS < groups ? g + K_PANEL_GROUPS : groups;
+            for (int64_t k = g; k < g1; k++)
+                sqz_x16_group_to_float(w->type, w->data, k, K, panel + (size_t)(k - g) * X16_ROWS * (size_t)K);
+            sqz_sgemm_panel_avx512(T, (int)((g1 - g) * X16_ROWS), K, x, panel, y + g * X16_ROWS, (size_t)N, strip);
+        }
+        free(panel);
+        free(strip);
+    }
+    return failed ? -1 : 0;
+}
+
+/* one thread, the reference rows for every token */
+static void x16k_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y) {
+    const int64_t K = w->cols, N = w->rows;
+    void *a = malloc(x16k_act_bytes(K));
+    if (!a) return;
+    for (int t = 0; t < T; t++) {
+        sqz_quantize_act_get(SQZ_TYPE_Q8_K, SQZ_ISA_REF)(x + (size_t)t * K, a, K);
+        sqz_x16k_matvec_ref(w->data, K, a, y + (size_t)t * N, 0, N);
+    }
+    free(a);
+}
+
+const sqz_matrix_ops sqz_x16k_matrix_ops = {
+    .act_bytes = x16k_act_bytes,
+    .act_quantize = x16k_act_quantize,
+    .matvec_rows = x16k_matvec_rows,
+    .matmul = x16k_matmul,
+    .matmul_ref = x16k_matmul_ref,
+    .rows_in_place = 1,
 };

@@ -2,6 +2,7 @@
  * sums per block scaled as ggml's Q4_0 / Q8_0 dot products do (the yardstick of x16_avx512.c). */
 #include "kernels/x16.h"
 
+#include "formats/blocks.h"
 #include "formats/types.h"
 
 void sqz_x16_matvec_ref(sqz_type t, const void *w, int64_t cols, const block_q8_0s *a, float *y,
@@ -29,6 +30,35 @@ void sqz_x16_matvec_ref(sqz_type t, const void *w, int64_t cols, const block_q8_
                 dw = sqz_f16_to_f32(x->d[i]);
             }
             sum += (float)isum * (dw * a[b].d);
+        }
+        y[r] = sum;
+    }
+}
+
+/* Q4_K packed: per sub-block j an integer sum q . a scaled by its 6-bit scale, the mins times
+ * the sub-block's activation sum (two of Q8_K's 16-element bsums), as ggml's Q4_K dot */
+void sqz_x16k_matvec_ref(const void *w, int64_t cols, const void *a, float *y, int64_t r0, int64_t r1) {
+    const int64_t nb = cols / 256;
+    const block_q8_K *ak = a;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = r / 16;
+        const int i = (int)(r % 16);
+        float sum = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q4_kx16 *x = (const block_q4_kx16 *)w + g * nb + b;
+            const block_q8_K *ab = &ak[b];
+            int32_t isum = 0, msum = 0;
+            for (int j = 0; j < 8; j++) {
+                int32_t s = 0;
+                for (int v = 0; v < 4; v++)
+                    for (int c = 0; c < 4; c++) {
+                        const uint8_t q = x->qs[j][64 * v + 4 * i + c];
+                        s += (q & 0x0F) * ab->qs[32 * j + 8 * v + c] + (q >> 4) * ab->qs[32 * j + 8 * v + 4 + c];
+                    }
+                isum += s * x->sc[j][i];
+                msum += x->m[j / 2][i][j % 2] * (ab->bsums[2 * j] + ab->bsums[2 * j + 1]);
+            }
+            sum += ab->d * (sqz_f16_to_f32(x->d[i]) * (float)isum - sqz_f16_to_f32(x->dmin[i]) * (float)msum);
         }
         y[r] = sum;
     }

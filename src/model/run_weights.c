@@ -23,7 +23,7 @@ const sqz_tensor *sqz_model_run_output(const sqz_model *m) {
 
 static size_t packed_bytes(const sqz_tensor *t) {
     if (!t->data || !sqz_x16_worth_it(t->type, t->rows, t->cols)) return 0;
-    return (sqz_type_row_size(t->type, t->cols) * (size_t)t->rows + 63) & ~(size_t)63;
+    return (sqz_x16_bytes(sqz_x16_type_of(t->type), t->rows, t->cols) + 63) & ~(size_t)63;
 }
 
 /* t -> its packed copy at *at (advanced), where the kernels want one */

@@ -81,18 +81,25 @@ int main(void) {
     }
     if (sqz_model_load(ctx, dir, NULL, &m) == SQZ_OK) {
         check_model(ctx, "sqz-llama-26m f16", m, (const int[]){ 2 }, 1);
-        char path[] = "/tmp/sqz-test-decode-XXXXXX";
-        const int fd = mkstemp(path);
-        if (fd >= 0) close(fd);
-        sqz_convert_opts o = { .type = "q4_k", .pure = 1 };
-        sqz_convert_result r;
-        sqz_model *q = NULL;
-        sqz_status st = fd < 0 ? SQZ_ERR_IO : sqz_convert(ctx, m, path, &o, &r);
-        if (st == SQZ_OK) st = sqz_model_load(ctx, path, NULL, &q);
-        CHECK(st == SQZ_OK, "sqz-llama-26m -> q4_k %s", st ? sqz_ctx_error(ctx) : "");
-        if (q) check_model(ctx, "sqz-llama-26m q4_k", q, (const int[]){ 2, 3 }, 2);
-        sqz_model_free(q);
-        unlink(path);
+        /* quantized: the types the kernels repack on AVX-512 (kernels/x16.h) and split over
+         * 3 threads, whose row shares cut the 16-row groups */
+        const char *types[] = { "q4_k", "q4_0", "q6_k" }; /* q8_0 shares q4_0's code path */
+        for (int i = 0; i < 3; i++) {
+            char path[] = "/tmp/sqz-test-decode-XXXXXX";
+            const int fd = mkstemp(path);
+            if (fd >= 0) close(fd);
+            sqz_convert_opts o = { .type = types[i], .pure = 1 };
+            sqz_convert_result r;
+            sqz_model *q = NULL;
+            sqz_status st = fd < 0 ? SQZ_ERR_IO : sqz_convert(ctx, m, path, &o, &r);
+            if (st == SQZ_OK) st = sqz_model_load(ctx, path, NULL, &q);
+            char name[64];
+            snprintf(name, sizeof name, "sqz-llama-26m %s", types[i]);
+            CHECK(st == SQZ_OK, "%s %s", name, st ? sqz_ctx_error(ctx) : "");
+            if (q) check_model(ctx, name, q, (const int[]){ 2, 3 }, 2);
+            sqz_model_free(q);
+            unlink(path);
+        }
         sqz_model_free(m);
     } else {
         CHECK(0, "sqz-llama-26m loads: %s", sqz_ctx_error(ctx));

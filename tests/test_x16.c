@@ -155,12 +155,13 @@ static void test_products(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) 
     free(got);
 }
 
-/* Q4_K packed: every group back to floats == the original rows' to_float; the packed rows
+/* Q4_K / Q6_K packed: every group back to floats == the original rows' to_float; the packed rows
  * (reference and AVX-512) against ggml's reference Q4_K dot with Q8_K activations; sqz_matmul
  * of the packed tensor against the original's (T <= 4: the same quantized arithmetic; more
  * tokens: f32 panels, against the exact f32 product) */
-static void test_q4_k(int64_t rows, int64_t cols, sqz_isa best) {
-    const sqz_type t = SQZ_TYPE_Q4_K, pt = SQZ_TYPE_Q4_KX16;
+static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
+    const sqz_type pt = sqz_x16_type_of(t);
+    const char *pn = sqz_type_name(pt);
     const size_t rs = sqz_type_row_size(t, cols);
     char *m = random_matrix(t, rows, cols);
     char *p = malloc(sqz_x16_bytes(pt, rows, cols));
@@ -174,8 +175,8 @@ static void test_q4_k(int64_t rows, int64_t cols, sqz_isa best) {
             bad += memcmp(ref, f + (size_t)i * cols, (size_t)cols * sizeof *ref) != 0;
         }
     }
-    CHECK(bad == 0, "q4_kx16 %lldx%lld: every packed row as floats == Q4_K's to_float (%d differ)",
-          (long long)rows, (long long)cols, bad);
+    CHECK(bad == 0, "%s %lldx%lld: every packed row as floats == the type's to_float (%d differ)",
+          pn, (long long)rows, (long long)cols, bad);
 
     enum { T = 7 };
     const size_t qrs = sqz_type_row_size(SQZ_TYPE_Q8_K, cols);
@@ -187,27 +188,27 @@ static void test_q4_k(int64_t rows, int64_t cols, sqz_isa best) {
     const sqz_vec_dot_q_fn vdq = sqz_vec_dot_q_get(t, SQZ_ISA_REF);
     for (int64_t r = 0; r < rows; r++) want[r] = vdq(cols, m + (size_t)r * rs, a);
     const double tol = 1e-4 * sqrt((double)cols);
-    sqz_x16k_matvec_ref(p, cols, a, got, 0, rows);
+    sqz_x16k_matvec_ref(pt, p, cols, a, got, 0, rows);
     double w = 0;
     for (int64_t r = 0; r < rows; r++) w = fmax(w, fabs(got[r] - want[r]));
-    CHECK(w <= tol, "q4_kx16 %lldx%lld: reference packed rows == ggml's reference Q4_K dot (max diff %.2g)",
-          (long long)rows, (long long)cols, w);
+    CHECK(w <= tol, "%s %lldx%lld: reference packed rows == ggml's reference dot (max diff %.2g)",
+          pn, (long long)rows, (long long)cols, w);
     if (best < SQZ_ISA_AVX512) {
-        SKIP("q4_kx16: no AVX-512 VNNI on this CPU");
+        SKIP("%s: no AVX-512 VNNI on this CPU", pn);
     } else {
         const int64_t ranges[][2] = { { 0, rows }, { 3, rows - 5 }, { rows - 1, rows } };
         for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
             const int64_t r0 = ranges[i][0], r1 = ranges[i][1];
             for (int64_t r = 0; r < rows; r++) got[r] = -12345.0f;
-            sqz_x16k_matvec_avx512(p, cols, a, got, r0, r1);
+            sqz_x16k_matvec_avx512(pt, p, cols, a, got, r0, r1);
             double e = 0;
             int outside = 0;
             for (int64_t r = 0; r < rows; r++) {
                 if (r >= r0 && r < r1) e = fmax(e, fabs(got[r] - want[r]));
                 else outside += got[r] != -12345.0f;
             }
-            CHECK(e <= tol && !outside, "q4_kx16 %lldx%lld avx512 rows [%lld, %lld): max diff %.2g, %d written outside",
-                  (long long)rows, (long long)cols, (long long)r0, (long long)r1, e, outside);
+            CHECK(e <= tol && !outside, "%s %lldx%lld avx512 rows [%lld, %lld): max diff %.2g, %d written outside",
+                  pn, (long long)rows, (long long)cols, (long long)r0, (long long)r1, e, outside);
         }
     }
     const sqz_tensor wt = { t, cols, rows, m }, wp = { pt, cols, rows, p };
@@ -218,7 +219,7 @@ static void test_q4_k(int64_t rows, int64_t cols, sqz_isa best) {
         sqz_matmul(&wp, x, Ts[i], got, 2);
         double e = 0;
         for (int64_t j = 0; j < (int64_t)Ts[i] * rows; j++) e = fmax(e, fabs(got[j] - want[j]));
-        CHECK(e <= tol, "q4_kx16 %lldx%lld sqz_matmul T=%d packed == %s (max diff %.2g)", (long long)rows,
+        CHECK(e <= tol, "%s %lldx%lld sqz_matmul T=%d packed == %s (max diff %.2g)", pn, (long long)rows,
               (long long)cols, Ts[i], Ts[i] <= 4 ? "unpacked" : "the f32 reference", e);
     }
     free(m);
@@ -243,10 +244,12 @@ int main(void) {
         test_products(types[i], 64, 512, best);
         test_products(types[i], 32, 5632, best); /* TinyLlama's down projection width */
     }
-    test_q4_k(32, 256, best);
-    test_q4_k(80, 2048, best);
+    test_k(SQZ_TYPE_Q4_K, 32, 256, best);
+    test_k(SQZ_TYPE_Q4_K, 80, 2048, best);
+    test_k(SQZ_TYPE_Q6_K, 32, 256, best);
+    test_k(SQZ_TYPE_Q6_K, 48, 1536, best);
     CHECK(sqz_x16_worth_it(SQZ_TYPE_Q4_0, 48, 64) == (best == SQZ_ISA_AVX512) &&
-              !sqz_x16_worth_it(SQZ_TYPE_Q4_0, 40, 64) && !sqz_x16_worth_it(SQZ_TYPE_Q4_K, 48, 128) && !sqz_x16_worth_it(SQZ_TYPE_Q6_K, 48, 256),
-          "packing only Q4_0 / Q8_0 / Q4_K with rows a multiple of 16, on AVX-512");
+              !sqz_x16_worth_it(SQZ_TYPE_Q4_0, 40, 64) && !sqz_x16_worth_it(SQZ_TYPE_Q4_K, 48, 128) && !sqz_x16_worth_it(SQZ_TYPE_Q5_K, 48, 256),
+          "packing only Q4_0 / Q8_0 / Q4_K / Q6_K with rows a multiple of 16, on AVX-512");
     return test_done();
 }

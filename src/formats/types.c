@@ -150,6 +150,8 @@ static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] =
     [SQZ_TYPE_Q8_0S - SQZ_TYPE_SQZ_FIRST] = { .name = "q8_0s", .block_size = 32, .type_size = 48 },
     [SQZ_TYPE_Q4_KX16 - SQZ_TYPE_SQZ_FIRST] = { .name = "q4_kx16", .block_size = 256, .type_size = 0,
         .act_type = SQZ_TYPE_Q8_K },
+    [SQZ_TYPE_Q6_KX16 - SQZ_TYPE_SQZ_FIRST] = { .name = "q6_kx16", .block_size = 256, .type_size = 0,
+        .act_type = SQZ_TYPE_Q8_K },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {

@@ -47,6 +47,7 @@ typedef enum sqz_type {
     SQZ_TYPE_Q8_0X16 = 1033,
     SQZ_TYPE_Q8_0S = 1034,
     SQZ_TYPE_Q4_KX16 = 1035,
+    SQZ_TYPE_Q6_KX16 = 1036,
     SQZ_TYPE_SQZ_END = 1040 /* end of the second table */
 } sqz_type;
 

@@ -63,14 +63,30 @@ typedef struct {
 } block_q4_kx16;
 static_assert(sizeof(block_q4_kx16) == 2368, "block_q4_kx16 size");
 
+/* Q6_K, 16 rows of one super-block: d, the int8 scales of the 16 sub-blocks of 16 (sc[s][i]),
+ * then per sub-block s 192 bytes: nib[h][64] - the low 4 bits of vectors 2h (low nibbles) and
+ * 2h+1 (high nibbles), vector j's lane i = elements 16s + 4j .. +3 of row i - and hi[64], whose
+ * byte 4i + c holds at bits 2j..2j+1 the top 2 bits of element 16s + 4j + c of row i. Weight =
+ * d sc (q - 32), as Q6_K. 3360 bytes: exactly the 16 rows' size. Activations: Q8_K. */
+typedef struct {
+    uint8_t nib[2][64];
+    uint8_t hi[64];
+} q6_kx16_sub;
+typedef struct {
+    uint16_t d[16];
+    int8_t sc[16][16];
+    q6_kx16_sub q[16];
+} block_q6_kx16;
+static_assert(sizeof(block_q6_kx16) == 16 * 210, "block_q6_kx16 size");
+
 /* The packed type of a matrix of type t (SQZ_TYPE_Q4_0X16 for Q4_0, SQZ_TYPE_Q8_0X16 for
- * Q8_0, SQZ_TYPE_Q4_KX16 for Q4_K), or SQZ_TYPE_F32 when t has none. */
+ * Q8_0, SQZ_TYPE_Q4_KX16 for Q4_K, SQZ_TYPE_Q6_KX16 for Q6_K), or SQZ_TYPE_F32 when t has none. */
 sqz_type sqz_x16_type_of(sqz_type t);
 
 /* Bytes of a packed rows x cols matrix of packed type pt (the rows' own size, Q4_K's +2.8 %). */
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols);
 
-/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q4_K) at src -> dst, the packed
+/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q4_K, Q6_K) at src -> dst, the packed
  * layout (sqz_x16_bytes). */
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst);
 

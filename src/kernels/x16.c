@@ -9,7 +9,7 @@
 
 int sqz_x16_worth_it(sqz_type t, int64_t rows, int64_t cols) {
     return sqz_x16_type_of(t) != SQZ_TYPE_F32 && rows % X16_ROWS == 0 &&
-           cols % (t == SQZ_TYPE_Q4_K ? 256 : 32) == 0 && sqz_isa_best() == SQZ_ISA_AVX512;
+           cols % (t == SQZ_TYPE_Q4_K || t == SQZ_TYPE_Q6_K ? 256 : 32) == 0 && sqz_isa_best() == SQZ_ISA_AVX512;
 }
 
 size_t sqz_x16_act_bytes(int64_t n) { return (size_t)(n / 32) * sizeof(block_q8_0s); }
@@ -89,7 +89,7 @@ const sqz_matrix_ops sqz_x16_matrix_ops = {
     .rows_in_place = 1, /* rows [r0, r1) exactly, whatever the groups */
 };
 
-/* ---- Q4_K packed: Q8_K activations; decode's rows through the packed kernel, prefill as
+/* ---- Q4_K and Q6_K packed: Q8_K activations; decode's rows through the packed kernel, prefill as
  * f32 panels of 64 rows (16-row groups unpacked) through the AVX-512 panel product */
 
 static size_t x16k_act_bytes(int64_t n) { return sqz_type_row_size(SQZ_TYPE_Q8_K, n); }
@@ -100,8 +100,8 @@ static void x16k_act_quantize(const float *x, void *xq, int64_t n) {
 
 static void x16k_matvec_rows(const sqz_tensor *w, const void *xq, float *y, int64_t r0, int64_t r1,
                              sqz_isa isa) {
-    if (isa == SQZ_ISA_AVX512) sqz_x16k_matvec_avx512(w->data, w->cols, xq, y, r0, r1);
-    else sqz_x16k_matvec_ref(w->data, w->cols, xq, y, r0, r1);
+    if (isa == SQZ_ISA_AVX512) sqz_x16k_matvec_avx512(w->type, w->data, w->cols, xq, y, r0, r1);
+    else sqz_x16k_matvec_ref(w->type, w->data, w->cols, xq, y, r0, r1);
 }
 
 enum { K_PANEL_GROUPS = 4, K_MATVEC_MAX_T = 4 };
@@ -148,7 +148,7 @@ static void x16k_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y
     if (!a) return;
     for (int t = 0; t < T; t++) {
         sqz_quantize_act_get(SQZ_TYPE_Q8_K, SQZ_ISA_REF)(x + (size_t)t * K, a, K);
-        sqz_x16k_matvec_ref(w->data, K, a, y + (size_t)t * N, 0, N);
+        sqz_x16k_matvec_ref(w->type, w->data, K, a, y + (size_t)t * N, 0, N);
     }
     free(a);
 }

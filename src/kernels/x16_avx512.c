@@ -192,10 +192,50 @@ static inline __m512 q4k_group(const block_q4_kx16 *x, int64_t nb, const block_q
     return acc;
 }
 
-void sqz_x16k_matvec_avx512(const void *w, int64_t cols, const void *a, float *y, int64_t r0, int64_t r1) {
+/* Q6_K packed: per sub-block of 16, the 4 vectors of 6-bit values are the low nibbles (2
+ * loads) or'ed with the top 2 bits (1 load, shifted into bits 4-5); 4 vpdpbusd start from
+ * -32 x the sub-block's activation sum (the weights' offset), then times the 16 rows' int8
+ * scales (vpmulld) into one int32 sum per super-block. */
+static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q8_K *a) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        const block_q8_K *ab = &a[b];
+        __m512i isum = _mm512_setzero_si512();
+        #pragma GCC unroll 16
+        for (int s = 0; s < 16; s++) {
+            const q6_kx16_sub *q = &x->q[s];
+            #pragma GCC unroll 3
+            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)q + PF + 64 * l, _MM_HINT_T0);
+            const __m512i n0 = _mm512_loadu_si512(q->nib[0]), n1 = _mm512_loadu_si512(q->nib[1]);
+            const __m512i h = _mm512_loadu_si512(q->hi);
+            const __m512i q0 = _mm512_or_si512(_mm512_and_si512(n0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m30));
+            const __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n0, 4), m4),
+                                               _mm512_and_si512(_mm512_slli_epi16(h, 2), m30));
+            const __m512i q2 = _mm512_or_si512(_mm512_and_si512(n1, m4), _mm512_and_si512(h, m30));
+            const __m512i q3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n1, 4), m4),
+                                               _mm512_and_si512(_mm512_srli_epi16(h, 2), m30));
+            const int8_t *aq = ab->qs + 16 * s;
+            __m512i s0 = _mm512_set1_epi32(-32 * ab->bsums[s]), s1 = _mm512_setzero_si512();
+            s0 = _mm512_dpbusd_epi32(s0, q0, bcast(aq));
+            s1 = _mm512_dpbusd_epi32(s1, q1, bcast(aq + 4));
+            s0 = _mm512_dpbusd_epi32(s0, q2, bcast(aq + 8));
+            s1 = _mm512_dpbusd_epi32(s1, q3, bcast(aq + 12));
+            const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[s]));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
+        }
+        const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d)), _mm512_set1_ps(ab->d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
+    }
+    return acc;
+}
+
+void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
+                            int64_t r1) {
     const int64_t nb = cols / 256;
     for (int64_t g = r0 / 16; g * 16 < r1; g++) {
-        const __m512 v = q4k_group((const block_q4_kx16 *)w + g * nb, nb, a);
+        const __m512 v = t == SQZ_TYPE_Q6_KX16 ? q6k_group((const block_q6_kx16 *)w + g * nb, nb, a)
+                                               : q4k_group((const block_q4_kx16 *)w + g * nb, nb, a);
         const int64_t lo = g * 16 < r0 ? r0 : g * 16, hi = g * 16 + 16 > r1 ? r1 : g * 16 + 16;
         const __mmask16 m = (__mmask16)(((1u << (hi - g * 16)) - 1) & ~((1u << (lo - g * 16)) - 1));
         _mm512_mask_storeu_ps(y + g * 16, m, v);

@@ -37,7 +37,39 @@ void sqz_x16_matvec_ref(sqz_type t, const void *w, int64_t cols, const block_q8_
 
 /* Q4_K packed: per sub-block j an integer sum q . a scaled by its 6-bit scale, the mins times
  * the sub-block's activation sum (two of Q8_K's 16-element bsums), as ggml's Q4_K dot */
-void sqz_x16k_matvec_ref(const void *w, int64_t cols, const void *a, float *y, int64_t r0, int64_t r1) {
+/* Q6_K packed: per sub-block of 16 an integer sum (q - 32) . a scaled by its int8 scale */
+static void q6k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y, int64_t r0, int64_t r1) {
+    const int64_t nb = cols / 256;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = r / 16;
+        const int i = (int)(r % 16);
+        float sum = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q6_kx16 *x = (const block_q6_kx16 *)w + g * nb + b;
+            const block_q8_K *ab = &ak[b];
+            int32_t isum = 0;
+            for (int s = 0; s < 16; s++) {
+                int32_t t = 0;
+                for (int j = 0; j < 4; j++)
+                    for (int c = 0; c < 4; c++) {
+                        const int lo = (x->q[s].nib[j / 2][4 * i + c] >> (4 * (j % 2))) & 0x0F;
+                        const int hi = (x->q[s].hi[4 * i + c] >> (2 * j)) & 3;
+                        t += ((lo | hi << 4) - 32) * ab->qs[16 * s + 4 * j + c];
+                    }
+                isum += t * x->sc[s][i];
+            }
+            sum += ab->d * sqz_f16_to_f32(x->d[i]) * (float)isum;
+        }
+        y[r] = sum;
+    }
+}
+
+void sqz_x16k_matvec_ref(sqz_type type, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
+                         int64_t r1) {
+    if (type == SQZ_TYPE_Q6_KX16) {
+        q6k_rows(w, cols, a, y, r0, r1);
+        return;
+    }
     const int64_t nb = cols / 256;
     const block_q8_K *ak = a;
     for (int64_t r = r0; r < r1; r++) {

@@ -10,6 +10,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
     case SQZ_TYPE_Q4_0: return SQZ_TYPE_Q4_0X16;
     case SQZ_TYPE_Q8_0: return SQZ_TYPE_Q8_0X16;
     case SQZ_TYPE_Q4_K: return SQZ_TYPE_Q4_KX16;
+    case SQZ_TYPE_Q5_K: return SQZ_TYPE_Q5_KX16;
     case SQZ_TYPE_Q6_K: return SQZ_TYPE_Q6_KX16;
     default: return SQZ_TYPE_F32;
     }
@@ -17,6 +18,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
 
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols) {
     if (pt == SQZ_TYPE_Q4_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q4_kx16);
+    if (pt == SQZ_TYPE_Q5_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q5_kx16);
     if (pt == SQZ_TYPE_Q6_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q6_kx16);
     return (size_t)(rows / 16) * (size_t)(cols / 32) *
            (pt == SQZ_TYPE_Q4_0X16 ? sizeof(block_q4_0x16) : sizeof(block_q8_0x16));
@@ -42,13 +44,32 @@ static inline uint8_t q4k_get(const block_q4_K *b, int e) {
     return j % 2 ? v >> 4 : v & 0x0F;
 }
 
-static void pack_q4_k(const block_q4_K *in, int64_t rows, int64_t cols, block_q4_kx16 *out) {
+/* Q4_K and Q5_K (the same block but qh) into block_q4_kx16 / block_q5_kx16 */
+static void pack_k4(const void *src, int q5, int64_t rows, int64_t cols, void *dst) {
     const int64_t nb = cols / 256;
+    const size_t ibs = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t obs = q5 ? sizeof(block_q5_kx16) : sizeof(block_q4_kx16);
     for (int64_t g = 0; g < rows / 16; g++)
         for (int64_t b = 0; b < nb; b++) {
-            block_q4_kx16 *o = &out[g * nb + b];
+            block_q4_kx16 *o = (block_q4_kx16 *)(void *)((char *)dst + (size_t)(g * nb + b) * obs);
+            uint8_t(*oqh)[64] = q5 ? ((block_q5_kx16 *)(void *)o)->qh : NULL;
+            if (q5) memset(oqh, 0, 8 * 64);
             for (int i = 0; i < 16; i++) {
-                const block_q4_K *x = &in[(g * 16 + i) * nb + b];
+                /* Q5_K is Q4_K's d, dmin, scales then qh, qs: read the shared fields by name */
+                const char *xb = (const char *)src + (size_t)((g * 16 + i) * nb + b) * ibs;
+                block_q4_K x4;
+                const block_q4_K *x = &x4;
+                const uint8_t *qh = NULL;
+                if (q5) {
+                    const block_q5_K *x5 = (const void *)xb;
+                    x4.d = x5->d;
+                    x4.dmin = x5->dmin;
+                    memcpy(x4.scales, x5->scales, sizeof x4.scales);
+                    memcpy(x4.qs, x5->qs, sizeof x4.qs);
+                    qh = x5->qh;
+                } else {
+                    memcpy(&x4, xb, sizeof x4);
+                }
                 o->d[i] = x->d;
                 o->dmin[i] = x->dmin;
                 for (int j = 0; j < 8; j++) {
@@ -57,9 +78,13 @@ static void pack_q4_k(const block_q4_K *in, int64_t rows, int64_t cols, block_q4
                     o->sc[j][i] = sc;
                     o->m[j / 2][i][j % 2] = m;
                     for (int v = 0; v < 4; v++)
-                        for (int c = 0; c < 4; c++)
-                            o->qs[j][64 * v + 4 * i + c] =
-                                (uint8_t)(q4k_get(x, 32 * j + 8 * v + c) | q4k_get(x, 32 * j + 8 * v + 4 + c) << 4);
+                        for (int c = 0; c < 4; c++) {
+                            const int e0 = 32 * j + 8 * v + c, e1 = e0 + 4;
+                            o->qs[j][64 * v + 4 * i + c] = (uint8_t)(q4k_get(x, e0) | q4k_get(x, e1) << 4);
+                            if (q5) /* the 5th bit of element e: bit e / 32 of qh[e % 32] */
+                                oqh[j][4 * i + c] |= (uint8_t)(((qh[e0 % 32] >> j) & 1) << (2 * v) |
+                                                               ((qh[e1 % 32] >> j) & 1) << (2 * v + 1));
+                        }
                 }
             }
         }
@@ -106,8 +131,8 @@ void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void 
     const int64_t nb = cols / 32;
     if (t == SQZ_TYPE_Q6_K) {
         pack_q6_k(src, rows, cols, dst);
-    } else if (t == SQZ_TYPE_Q4_K) {
-        pack_q4_k(src, rows, cols, dst);
+    } else if (t == SQZ_TYPE_Q4_K || t == SQZ_TYPE_Q5_K) {
+        pack_k4(src, t == SQZ_TYPE_Q5_K, rows, cols, dst);
     } else if (t == SQZ_TYPE_Q4_0) {
         const block_q4_0 *in = src;
         block_q4_0x16 *out = dst;
@@ -188,10 +213,13 @@ void sqz_x16_group_to_float(sqz_type packed, const void *src, int64_t g, int64_t
         }
         return;
     }
-    if (packed == SQZ_TYPE_Q4_KX16) {
+    if (packed == SQZ_TYPE_Q4_KX16 || packed == SQZ_TYPE_Q5_KX16) {
         const int64_t nb = cols / 256;
+        const int q5 = packed == SQZ_TYPE_Q5_KX16;
+        const size_t bs = q5 ? sizeof(block_q5_kx16) : sizeof(block_q4_kx16);
         for (int64_t b = 0; b < nb; b++) {
-            const block_q4_kx16 *x = (const block_q4_kx16 *)src + g * nb + b;
+            const block_q4_kx16 *x = (const void *)((const char *)src + (size_t)(g * nb + b) * bs);
+            const uint8_t(*qh)[64] = q5 ? ((const block_q5_kx16 *)(const void *)x)->qh : NULL;
             for (int i = 0; i < 16; i++) {
                 const float d = sqz_f16_to_f32(x->d[i]), dmin = sqz_f16_to_f32(x->dmin[i]);
                 float *row = dst + (size_t)i * (size_t)cols + (size_t)b * 256;
@@ -200,8 +228,9 @@ void sqz_x16_group_to_float(sqz_type packed, const void *src, int64_t g, int64_t
                     for (int v = 0; v < 4; v++)
                         for (int c = 0; c < 4; c++) {
                             const uint8_t q = x->qs[j][64 * v + 4 * i + c];
-                            row[32 * j + 8 * v + c] = dj * (q & 0x0F) - mj;
-                            row[32 * j + 8 * v + 4 + c] = dj * (q >> 4) - mj;
+                            const int h = qh ? qh[j][4 * i + c] : 0;
+                            row[32 * j + 8 * v + c] = dj * ((q & 0x0F) | ((h >> (2 * v)) & 1) << 4) - mj;
+                            row[32 * j + 8 * v + 4 + c] = dj * ((q >> 4) | ((h >> (2 * v + 1)) & 1) << 4) - mj;
                         }
                 }
             }

@@ -63,6 +63,18 @@ typedef struct {
 } block_q4_kx16;
 static_assert(sizeof(block_q4_kx16) == 2368, "block_q4_kx16 size");
 
+/* Q5_K: block_q4_kx16 plus the 5th bits, qh[j][4 i + c] holding at bit 2v the 5th bit of the
+ * element in vector v's low nibble (32j + 8v + c) and at bit 2v+1 the high nibble's
+ * (32j + 8v + 4 + c). 2880 bytes where the rows took 2816 (+2.3 %). Activations: Q8_K. */
+typedef struct {
+    uint16_t d[16], dmin[16];
+    uint8_t sc[8][16];
+    uint8_t m[4][16][2];
+    uint8_t qs[8][256];
+    uint8_t qh[8][64];
+} block_q5_kx16;
+static_assert(sizeof(block_q5_kx16) == 2880, "block_q5_kx16 size");
+
 /* Q6_K, 16 rows of one super-block: d, the int8 scales of the 16 sub-blocks of 16 (sc[s][i]),
  * then per sub-block s 192 bytes: nib[h][64] - the low 4 bits of vectors 2h (low nibbles) and
  * 2h+1 (high nibbles), vector j's lane i = elements 16s + 4j .. +3 of row i - and hi[64], whose
@@ -80,13 +92,13 @@ typedef struct {
 static_assert(sizeof(block_q6_kx16) == 16 * 210, "block_q6_kx16 size");
 
 /* The packed type of a matrix of type t (SQZ_TYPE_Q4_0X16 for Q4_0, SQZ_TYPE_Q8_0X16 for
- * Q8_0, SQZ_TYPE_Q4_KX16 for Q4_K, SQZ_TYPE_Q6_KX16 for Q6_K), or SQZ_TYPE_F32 when t has none. */
+ * Q8_0, SQZ_TYPE_Q4_KX16 / Q5_KX16 / Q6_KX16 for Q4_K / Q5_K / Q6_K), or SQZ_TYPE_F32 when t has none. */
 sqz_type sqz_x16_type_of(sqz_type t);
 
 /* Bytes of a packed rows x cols matrix of packed type pt (the rows' own size, Q4_K's +2.8 %). */
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols);
 
-/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q4_K, Q6_K) at src -> dst, the packed
+/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) at src -> dst, the packed
  * layout (sqz_x16_bytes). */
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst);
 

@@ -154,24 +154,42 @@ void sqz_x16_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, in
  * Per super-block: for each sub-block j, 4 vectors of nibbles -> 8 vpdpbusd (16 rows' q . a),
  * times the 16 rows' scales (vpmulld), summed in int32; the mins' term is 4 vpdpwssd of the
  * (min, min) int16 pairs with the sub-block pairs' activation sums. */
-static inline __m512 q4k_group(const block_q4_kx16 *x, int64_t nb, const block_q8_K *a) {
+/* bits at position `from` of each byte of h moved to bit 4 (the 5th bit of a Q5_K value) */
+static inline __m512i bit_to_4(__m512i h, int from) {
+    const __m512i b4 = _mm512_set1_epi8(0x10);
+    if (from < 4) return _mm512_and_si512(_mm512_slli_epi16(h, (unsigned)(4 - from)), b4);
+    if (from > 4) return _mm512_and_si512(_mm512_srli_epi16(h, (unsigned)(from - 4)), b4);
+    return _mm512_and_si512(h, b4);
+}
+
+/* Q4_K (q5 = 0) and Q5_K (q5 = 1: block_q5_kx16, the 5th bits or'ed in) */
+static inline __attribute__((always_inline)) __m512 k4_group(const char *xb, int64_t nb, const block_q8_K *a, int q5) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const size_t bs = q5 ? sizeof(block_q5_kx16) : sizeof(block_q4_kx16);
+    const int lines = (int)(bs / 64 / 8) + 1; /* prefetches per sub-block */
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, x++) {
+    for (int64_t b = 0; b < nb; b++, xb += bs) {
+        const block_q4_kx16 *x = (const void *)xb;
         const block_q8_K *ab = &a[b];
         __m512i isum = _mm512_setzero_si512();
         #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            #pragma GCC unroll 5
-            for (int l = 0; l < 5; l++) _mm_prefetch((const char *)x + PF + 64 * (5 * j + l), _MM_HINT_T0);
+            #pragma GCC unroll 6
+            for (int l = 0; l < lines; l++) _mm_prefetch(xb + PF + 64 * (lines * j + l), _MM_HINT_T0);
             const uint8_t *q = x->qs[j];
             const int8_t *aq = ab->qs + 32 * j;
+            const __m512i h = q5 ? _mm512_loadu_si512(((const block_q5_kx16 *)(const void *)xb)->qh[j]) : _mm512_setzero_si512();
             __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
             #pragma GCC unroll 4
             for (int v = 0; v < 4; v++) {
                 const __m512i qv = _mm512_loadu_si512(q + 64 * v);
-                s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(qv, m4), bcast(aq + 8 * v));
-                s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4), bcast(aq + 8 * v + 4));
+                __m512i lo = _mm512_and_si512(qv, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4);
+                if (q5) {
+                    lo = _mm512_or_si512(lo, bit_to_4(h, 2 * v));
+                    hi = _mm512_or_si512(hi, bit_to_4(h, 2 * v + 1));
+                }
+                s0 = _mm512_dpbusd_epi32(s0, lo, bcast(aq + 8 * v));
+                s1 = _mm512_dpbusd_epi32(s1, hi, bcast(aq + 8 * v + 4));
             }
             const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x->sc[j]));
             isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
@@ -180,8 +198,8 @@ static inline __m512 q4k_group(const block_q4_kx16 *x, int64_t nb, const block_q
         #pragma GCC unroll 4
         for (int p = 0; p < 4; p++) {
             const __m512i mm = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->m[p]));
-            const int16_t *bs = ab->bsums + 4 * p;
-            const uint32_t pair = (uint16_t)(bs[0] + bs[1]) | (uint32_t)(uint16_t)(bs[2] + bs[3]) << 16;
+            const int16_t *bsum = ab->bsums + 4 * p;
+            const uint32_t pair = (uint16_t)(bsum[0] + bsum[1]) | (uint32_t)(uint16_t)(bsum[2] + bsum[3]) << 16;
             msum = _mm512_dpwssd_epi32(msum, mm, _mm512_set1_epi32((int32_t)pair));
         }
         const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d)), _mm512_set1_ps(ab->d));
@@ -235,7 +253,8 @@ void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void 
     const int64_t nb = cols / 256;
     for (int64_t g = r0 / 16; g * 16 < r1; g++) {
         const __m512 v = t == SQZ_TYPE_Q6_KX16 ? q6k_group((const block_q6_kx16 *)w + g * nb, nb, a)
-                                               : q4k_group((const block_q4_kx16 *)w + g * nb, nb, a);
+                         : t == SQZ_TYPE_Q5_KX16 ? k4_group((const char *)((const block_q5_kx16 *)w + g * nb), nb, a, 1)
+                                                 : k4_group((const char *)((const block_q4_kx16 *)w + g * nb), nb, a, 0);
         const int64_t lo = g * 16 < r0 ? r0 : g * 16, hi = g * 16 + 16 > r1 ? r1 : g * 16 + 16;
         const __mmask16 m = (__mmask16)(((1u << (hi - g * 16)) - 1) & ~((1u << (lo - g * 16)) - 1));
         _mm512_mask_storeu_ps(y + g * 16, m, v);

@@ -35,7 +35,7 @@ void sqz_x16_matvec_ref(sqz_type t, const void *w, int64_t cols, const block_q8_
     }
 }
 
-/* Q4_K packed: per sub-block j an integer sum q . a scaled by its 6-bit scale, the mins times
+/* Q4_K / Q5_K packed: per sub-block j an integer sum q . a scaled by its 6-bit scale, the mins times
  * the sub-block's activation sum (two of Q8_K's 16-element bsums), as ggml's Q4_K dot */
 /* Q6_K packed: per sub-block of 16 an integer sum (q - 32) . a scaled by its int8 scale */
 static void q6k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y, int64_t r0, int64_t r1) {
@@ -72,12 +72,15 @@ void sqz_x16k_matvec_ref(sqz_type type, const void *w, int64_t cols, const void 
     }
     const int64_t nb = cols / 256;
     const block_q8_K *ak = a;
+    const int q5 = type == SQZ_TYPE_Q5_KX16;
+    const size_t bs = q5 ? sizeof(block_q5_kx16) : sizeof(block_q4_kx16);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t g = r / 16;
         const int i = (int)(r % 16);
         float sum = 0;
         for (int64_t b = 0; b < nb; b++) {
-            const block_q4_kx16 *x = (const block_q4_kx16 *)w + g * nb + b;
+            const block_q4_kx16 *x = (const void *)((const char *)w + (size_t)(g * nb + b) * bs);
+            const uint8_t(*qh)[64] = q5 ? ((const block_q5_kx16 *)(const void *)x)->qh : NULL;
             const block_q8_K *ab = &ak[b];
             int32_t isum = 0, msum = 0;
             for (int j = 0; j < 8; j++) {
@@ -85,7 +88,9 @@ void sqz_x16k_matvec_ref(sqz_type type, const void *w, int64_t cols, const void 
                 for (int v = 0; v < 4; v++)
                     for (int c = 0; c < 4; c++) {
                         const uint8_t q = x->qs[j][64 * v + 4 * i + c];
-                        s += (q & 0x0F) * ab->qs[32 * j + 8 * v + c] + (q >> 4) * ab->qs[32 * j + 8 * v + 4 + c];
+                        const int h = qh ? qh[j][4 * i + c] : 0;
+                        s += ((q & 0x0F) | ((h >> (2 * v)) & 1) << 4) * ab->qs[32 * j + 8 * v + c] +
+                             ((q >> 4) | ((h >> (2 * v + 1)) & 1) << 4) * ab->qs[32 * j + 8 * v + 4 + c];
                     }
                 isum += s * x->sc[j][i];
                 msum += x->m[j / 2][i][j % 2] * (ab->bsums[2 * j] + ab->bsums[2 * j + 1]);

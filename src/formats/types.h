@@ -49,6 +49,7 @@ typedef enum sqz_type {
     SQZ_TYPE_Q4_KX16 = 1035,
     SQZ_TYPE_Q6_KX16 = 1036,
     SQZ_TYPE_Q5_KX16 = 1037,
+    SQZ_TYPE_Q2_KX16 = 1038,
     SQZ_TYPE_SQZ_END = 1040 /* end of the second table */
 } sqz_type;
 

@@ -10,6 +10,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
     case SQZ_TYPE_Q4_0: return SQZ_TYPE_Q4_0X16;
     case SQZ_TYPE_Q8_0: return SQZ_TYPE_Q8_0X16;
     case SQZ_TYPE_Q4_K: return SQZ_TYPE_Q4_KX16;
+    case SQZ_TYPE_Q2_K: return SQZ_TYPE_Q2_KX16;
     case SQZ_TYPE_Q5_K: return SQZ_TYPE_Q5_KX16;
     case SQZ_TYPE_Q6_K: return SQZ_TYPE_Q6_KX16;
     default: return SQZ_TYPE_F32;
@@ -18,6 +19,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
 
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols) {
     if (pt == SQZ_TYPE_Q4_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q4_kx16);
+    if (pt == SQZ_TYPE_Q2_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q2_kx16);
     if (pt == SQZ_TYPE_Q5_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q5_kx16);
     if (pt == SQZ_TYPE_Q6_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q6_kx16);
     return (size_t)(rows / 16) * (size_t)(cols / 32) *
@@ -127,9 +129,37 @@ static void pack_q6_k(const block_q6_K *in, int64_t rows, int64_t cols, block_q6
         }
 }
 
+/* element e (0..255) of a Q2_K block: bits 2j of qs[32 h + l], e = 128 h + 32 j + l */
+static inline uint8_t q2k_get(const block_q2_K *b, int e) {
+    const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+    return (uint8_t)((b->qs[32 * h + l] >> (2 * j)) & 3);
+}
+
+static void pack_q2_k(const block_q2_K *in, int64_t rows, int64_t cols, block_q2_kx16 *out) {
+    const int64_t nb = cols / 256;
+    for (int64_t g = 0; g < rows / 16; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            block_q2_kx16 *o = &out[g * nb + b];
+            memset(o, 0, sizeof *o);
+            for (int i = 0; i < 16; i++) {
+                const block_q2_K *x = &in[(g * 16 + i) * nb + b];
+                o->d[i] = x->d;
+                o->dmin[i] = x->dmin;
+                for (int s = 0; s < 16; s++) {
+                    o->sc[s / 2][i][s % 2] = x->scales[s];
+                    for (int j = 0; j < 4; j++)
+                        for (int c = 0; c < 4; c++)
+                            o->qs[s][4 * i + c] |= (uint8_t)(q2k_get(x, 16 * s + 4 * j + c) << (2 * j));
+                }
+            }
+        }
+}
+
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst) {
     const int64_t nb = cols / 32;
-    if (t == SQZ_TYPE_Q6_K) {
+    if (t == SQZ_TYPE_Q2_K) {
+        pack_q2_k(src, rows, cols, dst);
+    } else if (t == SQZ_TYPE_Q6_K) {
         pack_q6_k(src, rows, cols, dst);
     } else if (t == SQZ_TYPE_Q4_K || t == SQZ_TYPE_Q5_K) {
         pack_k4(src, t == SQZ_TYPE_Q5_K, rows, cols, dst);
@@ -195,6 +225,24 @@ void sqz_x16_unpack_row(sqz_type packed, const void *src, int64_t r, int64_t col
 }
 
 void sqz_x16_group_to_float(sqz_type packed, const void *src, int64_t g, int64_t cols, float *dst) {
+    if (packed == SQZ_TYPE_Q2_KX16) {
+        const int64_t nb = cols / 256;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q2_kx16 *x = (const block_q2_kx16 *)src + g * nb + b;
+            for (int i = 0; i < 16; i++) {
+                const float d = sqz_f16_to_f32(x->d[i]), dmin = sqz_f16_to_f32(x->dmin[i]);
+                float *row = dst + (size_t)i * (size_t)cols + (size_t)b * 256;
+                for (int s = 0; s < 16; s++) {
+                    const uint8_t sb = x->sc[s / 2][i][s % 2];
+                    const float dl = d * (sb & 0x0F), ml = dmin * (sb >> 4);
+                    for (int j = 0; j < 4; j++)
+                        for (int c = 0; c < 4; c++)
+                            row[16 * s + 4 * j + c] = dl * ((x->qs[s][4 * i + c] >> (2 * j)) & 3) - ml;
+                }
+            }
+        }
+        return;
+    }
     if (packed == SQZ_TYPE_Q6_KX16) {
         const int64_t nb = cols / 256;
         for (int64_t b = 0; b < nb; b++) {

@@ -75,6 +75,18 @@ typedef struct {
 } block_q5_kx16;
 static_assert(sizeof(block_q5_kx16) == 2880, "block_q5_kx16 size");
 
+/* Q2_K, 16 rows of one super-block: d, dmin, the 16 sub-blocks' scale bytes (4-bit scale |
+ * 4-bit min << 4) of sub-blocks 2p, 2p+1 of row i side by side in sc[p][i][0..1] (vpdpwssd's
+ * int16 pairs after one vpmovzxbw), then per sub-block s of 16 elements 64 bytes whose byte
+ * 4i + c holds at bits 2j..2j+1 element 16s + 4j + c of row i. Weight = d sc q - dmin m, as
+ * Q2_K. 1344 bytes: the 16 rows' own size. Activations: Q8_K. */
+typedef struct {
+    uint16_t d[16], dmin[16];
+    uint8_t sc[8][16][2];
+    uint8_t qs[16][64];
+} block_q2_kx16;
+static_assert(sizeof(block_q2_kx16) == 16 * 84, "block_q2_kx16 size");
+
 /* Q6_K, 16 rows of one super-block: d, the int8 scales of the 16 sub-blocks of 16 (sc[s][i]),
  * then per sub-block s 192 bytes: nib[h][64] - the low 4 bits of vectors 2h (low nibbles) and
  * 2h+1 (high nibbles), vector j's lane i = elements 16s + 4j .. +3 of row i - and hi[64], whose
@@ -92,13 +104,13 @@ typedef struct {
 static_assert(sizeof(block_q6_kx16) == 16 * 210, "block_q6_kx16 size");
 
 /* The packed type of a matrix of type t (SQZ_TYPE_Q4_0X16 for Q4_0, SQZ_TYPE_Q8_0X16 for
- * Q8_0, SQZ_TYPE_Q4_KX16 / Q5_KX16 / Q6_KX16 for Q4_K / Q5_K / Q6_K), or SQZ_TYPE_F32 when t has none. */
+ * Q8_0, SQZ_TYPE_Q2_KX16 / Q4_KX16 / Q5_KX16 / Q6_KX16 for Q2_K / Q4_K / Q5_K / Q6_K), or SQZ_TYPE_F32 when t has none. */
 sqz_type sqz_x16_type_of(sqz_type t);
 
 /* Bytes of a packed rows x cols matrix of packed type pt (the rows' own size, Q4_K's +2.8 %). */
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols);
 
-/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) at src -> dst, the packed
+/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K) at src -> dst, the packed
  * layout (sqz_x16_bytes). */
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst);
 

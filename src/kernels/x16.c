@@ -9,7 +9,7 @@
 
 int sqz_x16_worth_it(sqz_type t, int64_t rows, int64_t cols) {
     return sqz_x16_type_of(t) != SQZ_TYPE_F32 && rows % X16_ROWS == 0 &&
-           cols % (t == SQZ_TYPE_Q4_K || t == SQZ_TYPE_Q5_K || t == SQZ_TYPE_Q6_K ? 256 : 32) == 0 && sqz_isa_best() == SQZ_ISA_AVX512;
+           cols % (sqz_type_get(t)->block_size) == 0 && sqz_isa_best() == SQZ_ISA_AVX512;
 }
 
 size_t sqz_x16_act_bytes(int64_t n) { return (size_t)(n / 32) * sizeof(block_q8_0s); }

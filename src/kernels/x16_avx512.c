@@ -248,11 +248,52 @@ static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q
     return acc;
 }
 
+/* Q2_K packed: per pair of sub-blocks p (2p, 2p+1), each one vector of 2-bit values -> 4
+ * vpdpbusd; the two int32 sums (|sum| <= 16 * 3 * 127, so int16 holds them) go side by side
+ * into int16 pairs for one vpdpwssd with the pair's 4-bit scales, and the mins' term is one
+ * vpdpwssd of the pair's mins with the two activation sums. */
+static inline __m512 q2k_group(const block_q2_kx16 *x, int64_t nb, const block_q8_K *a) {
+    const __m512i m3 = _mm512_set1_epi8(3), lo16 = _mm512_set1_epi32(0xFFFF), m4w = _mm512_set1_epi16(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        const block_q8_K *ab = &a[b];
+        __m512i isum = _mm512_setzero_si512(), msum = _mm512_setzero_si512();
+        #pragma GCC unroll 8
+        for (int p = 0; p < 8; p++) {
+            #pragma GCC unroll 3
+            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)x + PF + 64 * (3 * p + l), _MM_HINT_T0);
+            const __m512i scp = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->sc[p]));
+            __m512i t[2];
+            #pragma GCC unroll 2
+            for (int k = 0; k < 2; k++) {
+                const int sb = 2 * p + k;
+                const __m512i v = _mm512_loadu_si512(x->qs[sb]);
+                const int8_t *aq = ab->qs + 16 * sb;
+                __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m3), bcast(aq));
+                __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, 2), m3), bcast(aq + 4));
+                t0 = _mm512_dpbusd_epi32(t0, _mm512_and_si512(_mm512_srli_epi16(v, 4), m3), bcast(aq + 8));
+                t1 = _mm512_dpbusd_epi32(t1, _mm512_and_si512(_mm512_srli_epi16(v, 6), m3), bcast(aq + 12));
+                t[k] = _mm512_add_epi32(t0, t1);
+            }
+            const __m512i s01 = _mm512_or_si512(_mm512_and_si512(t[0], lo16), _mm512_slli_epi32(t[1], 16));
+            isum = _mm512_dpwssd_epi32(isum, s01, _mm512_and_si512(scp, m4w));
+            const uint32_t pair = (uint16_t)ab->bsums[2 * p] | (uint32_t)(uint16_t)ab->bsums[2 * p + 1] << 16;
+            msum = _mm512_dpwssd_epi32(msum, _mm512_srli_epi16(scp, 4), _mm512_set1_epi32((int32_t)pair));
+        }
+        const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d)), _mm512_set1_ps(ab->d));
+        const __m512 dm = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->dmin)), _mm512_set1_ps(ab->d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
+        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), dm, acc);
+    }
+    return acc;
+}
+
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1) {
     const int64_t nb = cols / 256;
     for (int64_t g = r0 / 16; g * 16 < r1; g++) {
-        const __m512 v = t == SQZ_TYPE_Q6_KX16 ? q6k_group((const block_q6_kx16 *)w + g * nb, nb, a)
+        const __m512 v = t == SQZ_TYPE_Q2_KX16 ? q2k_group((const block_q2_kx16 *)w + g * nb, nb, a)
+                         : t == SQZ_TYPE_Q6_KX16 ? q6k_group((const block_q6_kx16 *)w + g * nb, nb, a)
                          : t == SQZ_TYPE_Q5_KX16 ? k4_group((const char *)((const block_q5_kx16 *)w + g * nb), nb, a, 1)
                                                  : k4_group((const char *)((const block_q4_kx16 *)w + g * nb), nb, a, 0);
         const int64_t lo = g * 16 < r0 ? r0 : g * 16, hi = g * 16 + 16 > r1 ? r1 : g * 16 + 16;

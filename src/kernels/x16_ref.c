@@ -64,8 +64,38 @@ static void q6k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y
     }
 }
 
+/* Q2_K packed: per sub-block of 16 an integer sum q . a times its 4-bit scale, the 4-bit mins
+ * times the sub-block's activation sum, as ggml's Q2_K dot */
+static void q2k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y, int64_t r0, int64_t r1) {
+    const int64_t nb = cols / 256;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = r / 16;
+        const int i = (int)(r % 16);
+        float sum = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q2_kx16 *x = (const block_q2_kx16 *)w + g * nb + b;
+            const block_q8_K *ab = &ak[b];
+            int32_t isum = 0, msum = 0;
+            for (int s = 0; s < 16; s++) {
+                const uint8_t sb = x->sc[s / 2][i][s % 2];
+                int32_t t = 0;
+                for (int j = 0; j < 4; j++)
+                    for (int c = 0; c < 4; c++) t += ((x->qs[s][4 * i + c] >> (2 * j)) & 3) * ab->qs[16 * s + 4 * j + c];
+                isum += t * (sb & 0x0F);
+                msum += (sb >> 4) * ab->bsums[s];
+            }
+            sum += ab->d * (sqz_f16_to_f32(x->d[i]) * (float)isum - sqz_f16_to_f32(x->dmin[i]) * (float)msum);
+        }
+        y[r] = sum;
+    }
+}
+
 void sqz_x16k_matvec_ref(sqz_type type, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                          int64_t r1) {
+    if (type == SQZ_TYPE_Q2_KX16) {
+        q2k_rows(w, cols, a, y, r0, r1);
+        return;
+    }
     if (type == SQZ_TYPE_Q6_KX16) {
         q6k_rows(w, cols, a, y, r0, r1);
         return;

@@ -50,7 +50,8 @@ typedef enum sqz_type {
     SQZ_TYPE_Q6_KX16 = 1036,
     SQZ_TYPE_Q5_KX16 = 1037,
     SQZ_TYPE_Q2_KX16 = 1038,
-    SQZ_TYPE_SQZ_END = 1040 /* end of the second table */
+    SQZ_TYPE_Q3_KX16 = 1039,
+    SQZ_TYPE_SQZ_END = 1056 /* end of the second table */
 } sqz_type;
 
 /* Tables over every type (ggml's ids, then sqz's) index by slot: SQZ_TYPE_SLOT(t) for a known

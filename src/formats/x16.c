@@ -11,6 +11,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
     case SQZ_TYPE_Q8_0: return SQZ_TYPE_Q8_0X16;
     case SQZ_TYPE_Q4_K: return SQZ_TYPE_Q4_KX16;
     case SQZ_TYPE_Q2_K: return SQZ_TYPE_Q2_KX16;
+    case SQZ_TYPE_Q3_K: return SQZ_TYPE_Q3_KX16;
     case SQZ_TYPE_Q5_K: return SQZ_TYPE_Q5_KX16;
     case SQZ_TYPE_Q6_K: return SQZ_TYPE_Q6_KX16;
     default: return SQZ_TYPE_F32;
@@ -19,6 +20,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
 
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols) {
     if (pt == SQZ_TYPE_Q4_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q4_kx16);
+    if (pt == SQZ_TYPE_Q3_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q3_kx16);
     if (pt == SQZ_TYPE_Q2_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q2_kx16);
     if (pt == SQZ_TYPE_Q5_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q5_kx16);
     if (pt == SQZ_TYPE_Q6_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q6_kx16);
@@ -155,9 +157,46 @@ static void pack_q2_k(const block_q2_K *in, int64_t rows, int64_t cols, block_q2
         }
 }
 
+/* Q3_K's 16 signed 6-bit scales from their 12 bytes (ggml's layout; formats/dequant.c) */
+static void q3k_scales(const uint8_t *p, int8_t sc[16]) {
+    for (int k = 0; k < 16; k++) {
+        const int lo = k < 8 ? p[k] & 0x0f : p[k - 8] >> 4;
+        const int hi = (p[8 + k % 4] >> (2 * (k / 4))) & 3;
+        sc[k] = (int8_t)((lo | hi << 4) - 32);
+    }
+}
+
+static void pack_q3_k(const block_q3_K *in, int64_t rows, int64_t cols, block_q3_kx16 *out) {
+    const int64_t nb = cols / 256;
+    for (int64_t g = 0; g < rows / 16; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            block_q3_kx16 *o = &out[g * nb + b];
+            memset(o, 0, sizeof *o);
+            for (int i = 0; i < 16; i++) {
+                const block_q3_K *x = &in[(g * 16 + i) * nb + b];
+                int8_t sc[16];
+                q3k_scales(x->scales, sc);
+                o->d[i] = x->d;
+                for (int s = 0; s < 16; s++) {
+                    o->sc[s][i] = sc[s];
+                    for (int j = 0; j < 4; j++)
+                        for (int c = 0; c < 4; c++) {
+                            const int e = 16 * s + 4 * j + c; /* = 128 h + 32 m + l */
+                            const int h = e / 128, m = (e % 128) / 32, l = e % 32;
+                            o->qs[s][4 * i + c] |= (uint8_t)(((x->qs[32 * h + l] >> (2 * m)) & 3) << (2 * j));
+                            const int bit = (x->hmask[l] >> (e / 32)) & 1;
+                            o->hb[s][2 * i + c / 2] |= (uint8_t)(bit << (j + 4 * (c % 2)));
+                        }
+                }
+            }
+        }
+}
+
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst) {
     const int64_t nb = cols / 32;
-    if (t == SQZ_TYPE_Q2_K) {
+    if (t == SQZ_TYPE_Q3_K) {
+        pack_q3_k(src, rows, cols, dst);
+    } else if (t == SQZ_TYPE_Q2_K) {
         pack_q2_k(src, rows, cols, dst);
     } else if (t == SQZ_TYPE_Q6_K) {
         pack_q6_k(src, rows, cols, dst);
@@ -225,6 +264,26 @@ void sqz_x16_unpack_row(sqz_type packed, const void *src, int64_t r, int64_t col
 }
 
 void sqz_x16_group_to_float(sqz_type packed, const void *src, int64_t g, int64_t cols, float *dst) {
+    if (packed == SQZ_TYPE_Q3_KX16) {
+        const int64_t nb = cols / 256;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q3_kx16 *x = (const block_q3_kx16 *)src + g * nb + b;
+            for (int i = 0; i < 16; i++) {
+                const float d = sqz_f16_to_f32(x->d[i]);
+                float *row = dst + (size_t)i * (size_t)cols + (size_t)b * 256;
+                for (int s = 0; s < 16; s++) {
+                    const float dl = d * x->sc[s][i];
+                    for (int j = 0; j < 4; j++)
+                        for (int c = 0; c < 4; c++) {
+                            const int q2 = (x->qs[s][4 * i + c] >> (2 * j)) & 3;
+                            const int hb = (x->hb[s][2 * i + c / 2] >> (j + 4 * (c % 2))) & 1;
+                            row[16 * s + 4 * j + c] = dl * ((q2 | hb << 2) - 4);
+                        }
+                }
+            }
+        }
+        return;
+    }
     if (packed == SQZ_TYPE_Q2_KX16) {
         const int64_t nb = cols / 256;
         for (int64_t b = 0; b < nb; b++) {

@@ -288,11 +288,50 @@ static inline __m512 q2k_group(const block_q2_kx16 *x, int64_t nb, const block_q
     return acc;
 }
 
+/* Q3_K packed: per sub-block of 16, the 2-bit plane (1 load) and the 3rd bits (32 bytes of
+ * nibbles, spread to one nibble a byte by vpmovzxbw + 3 ops) make 4 vectors of values 0..7;
+ * 4 vpdpbusd start from -4 x the activation sum, then times the int8 scales (vpmulld). */
+static inline __m512i bit_to_2(__m512i r, int j) {
+    const __m512i b2 = _mm512_set1_epi8(0x04);
+    if (j < 2) return _mm512_and_si512(_mm512_slli_epi16(r, (unsigned)(2 - j)), b2);
+    if (j > 2) return _mm512_and_si512(_mm512_srli_epi16(r, (unsigned)(j - 2)), b2);
+    return _mm512_and_si512(r, b2);
+}
+
+static inline __m512 q3k_group(const block_q3_kx16 *x, int64_t nb, const block_q8_K *a) {
+    const __m512i m3 = _mm512_set1_epi8(3), lo4 = _mm512_set1_epi16(0x000F), hi4 = _mm512_set1_epi16(0x00F0);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        const block_q8_K *ab = &a[b];
+        __m512i isum = _mm512_setzero_si512();
+        #pragma GCC unroll 16
+        for (int s = 0; s < 16; s++) {
+            _mm_prefetch((const char *)x + PF + 128 * s, _MM_HINT_T0);
+            _mm_prefetch((const char *)x + PF + 128 * s + 64, _MM_HINT_T0);
+            const __m512i v = _mm512_loadu_si512(x->qs[s]);
+            const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->hb[s]));
+            const __m512i r = _mm512_or_si512(_mm512_and_si512(w, lo4), _mm512_slli_epi16(_mm512_and_si512(w, hi4), 4));
+            const int8_t *aq = ab->qs + 16 * s;
+            __m512i t0 = _mm512_set1_epi32(-4 * ab->bsums[s]), t1 = _mm512_setzero_si512();
+            t0 = _mm512_dpbusd_epi32(t0, _mm512_or_si512(_mm512_and_si512(v, m3), bit_to_2(r, 0)), bcast(aq));
+            t1 = _mm512_dpbusd_epi32(t1, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 2), m3), bit_to_2(r, 1)), bcast(aq + 4));
+            t0 = _mm512_dpbusd_epi32(t0, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m3), bit_to_2(r, 2)), bcast(aq + 8));
+            t1 = _mm512_dpbusd_epi32(t1, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 6), m3), bit_to_2(r, 3)), bcast(aq + 12));
+            const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[s]));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(t0, t1), sc));
+        }
+        const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d)), _mm512_set1_ps(ab->d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
+    }
+    return acc;
+}
+
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1) {
     const int64_t nb = cols / 256;
     for (int64_t g = r0 / 16; g * 16 < r1; g++) {
         const __m512 v = t == SQZ_TYPE_Q2_KX16 ? q2k_group((const block_q2_kx16 *)w + g * nb, nb, a)
+                         : t == SQZ_TYPE_Q3_KX16 ? q3k_group((const block_q3_kx16 *)w + g * nb, nb, a)
                          : t == SQZ_TYPE_Q6_KX16 ? q6k_group((const block_q6_kx16 *)w + g * nb, nb, a)
                          : t == SQZ_TYPE_Q5_KX16 ? k4_group((const char *)((const block_q5_kx16 *)w + g * nb), nb, a, 1)
                                                  : k4_group((const char *)((const block_q4_kx16 *)w + g * nb), nb, a, 0);

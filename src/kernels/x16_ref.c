@@ -90,8 +90,39 @@ static void q2k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y
     }
 }
 
+/* Q3_K packed: per sub-block of 16 an integer sum (q - 4) . a times its signed scale */
+static void q3k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y, int64_t r0, int64_t r1) {
+    const int64_t nb = cols / 256;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = r / 16;
+        const int i = (int)(r % 16);
+        float sum = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q3_kx16 *x = (const block_q3_kx16 *)w + g * nb + b;
+            const block_q8_K *ab = &ak[b];
+            int32_t isum = 0;
+            for (int s = 0; s < 16; s++) {
+                int32_t t = 0;
+                for (int j = 0; j < 4; j++)
+                    for (int c = 0; c < 4; c++) {
+                        const int q2 = (x->qs[s][4 * i + c] >> (2 * j)) & 3;
+                        const int hb = (x->hb[s][2 * i + c / 2] >> (j + 4 * (c % 2))) & 1;
+                        t += ((q2 | hb << 2) - 4) * ab->qs[16 * s + 4 * j + c];
+                    }
+                isum += t * x->sc[s][i];
+            }
+            sum += ab->d * sqz_f16_to_f32(x->d[i]) * (float)isum;
+        }
+        y[r] = sum;
+    }
+}
+
 void sqz_x16k_matvec_ref(sqz_type type, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                          int64_t r1) {
+    if (type == SQZ_TYPE_Q3_KX16) {
+        q3k_rows(w, cols, a, y, r0, r1);
+        return;
+    }
     if (type == SQZ_TYPE_Q2_KX16) {
         q2k_rows(w, cols, a, y, r0, r1);
         return;

@@ -155,7 +155,7 @@ static void test_products(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) 
     free(got);
 }
 
-/* the packed k-quants (Q2_K ... Q6_K): every group back to floats == the original rows' to_float; the packed rows
+/* the packed k-quants (Q2_K ... Q6_K, IQ4_XS): every group back to floats == the original rows' to_float; the packed rows
  * (reference and AVX-512) against ggml's reference Q4_K dot with Q8_K activations; sqz_matmul
  * of the packed tensor against the original's (T <= 4: the same quantized arithmetic; more
  * tokens: f32 panels, against the exact f32 product) */
@@ -248,6 +248,8 @@ int main(void) {
     test_k(SQZ_TYPE_Q4_K, 80, 2048, best);
     test_k(SQZ_TYPE_Q2_K, 32, 256, best);
     test_k(SQZ_TYPE_Q2_K, 48, 1536, best);
+    test_k(SQZ_TYPE_IQ4_XS, 32, 256, best);
+    test_k(SQZ_TYPE_IQ4_XS, 48, 1536, best);
     test_k(SQZ_TYPE_Q3_K, 32, 256, best);
     test_k(SQZ_TYPE_Q3_K, 48, 1536, best);
     test_k(SQZ_TYPE_Q5_K, 32, 256, best);
@@ -255,7 +257,7 @@ int main(void) {
     test_k(SQZ_TYPE_Q6_K, 32, 256, best);
     test_k(SQZ_TYPE_Q6_K, 48, 1536, best);
     CHECK(sqz_x16_worth_it(SQZ_TYPE_Q4_0, 48, 64) == (best == SQZ_ISA_AVX512) &&
-              !sqz_x16_worth_it(SQZ_TYPE_Q4_0, 40, 64) && !sqz_x16_worth_it(SQZ_TYPE_Q4_K, 48, 128) && !sqz_x16_worth_it(SQZ_TYPE_IQ4_XS, 48, 256),
-          "packing only Q4_0 / Q8_0 / Q2_K ... Q6_K with rows a multiple of 16, on AVX-512");
+              !sqz_x16_worth_it(SQZ_TYPE_Q4_0, 40, 64) && !sqz_x16_worth_it(SQZ_TYPE_Q4_K, 48, 128) && !sqz_x16_worth_it(SQZ_TYPE_Q5_0, 48, 256),
+          "packing only Q4_0 / Q8_0 / Q2_K ... Q6_K / IQ4_XS with rows a multiple of 16, on AVX-512");
     return test_done();
 }

@@ -23,8 +23,9 @@
 #define f16 sqz_f16_to_f32
 
 /* IQ4_NL / IQ4_XS: the 16 levels, fitted by ggml to Gaussian-like weights. */
-static const int8_t iq4nl_values[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
-                                         1,    13,   25,  38,  53,  69,  89,  113 };
+const int8_t sqz_iq4nl_values[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
+                                      1,    13,   25,  38,  53,  69,  89,  113 };
+#define iq4nl_values sqz_iq4nl_values
 
 void sqz_q4_0_to_float(const void *src, float *dst, int64_t n) {
     const block_q4_0 *b = src;

@@ -34,6 +34,8 @@ void sqz_q4_k_to_float(const void *src, float *dst, int64_t n);
 void sqz_q5_k_to_float(const void *src, float *dst, int64_t n);
 void sqz_q6_k_to_float(const void *src, float *dst, int64_t n);
 void sqz_q8_k_to_float(const void *src, float *dst, int64_t n);
+/* IQ4_NL / IQ4_XS's 16 levels (ggml's kvalues_iq4nl) */
+extern const int8_t sqz_iq4nl_values[16];
 void sqz_iq4_nl_to_float(const void *src, float *dst, int64_t n);
 void sqz_iq4_xs_to_float(const void *src, float *dst, int64_t n);
 

@@ -158,6 +158,8 @@ static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] =
         .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_Q3_KX16 - SQZ_TYPE_SQZ_FIRST] = { .name = "q3_kx16", .block_size = 256, .type_size = 0,
         .act_type = SQZ_TYPE_Q8_K },
+    [SQZ_TYPE_IQ4_XSX16 - SQZ_TYPE_SQZ_FIRST] = { .name = "iq4_xsx16", .block_size = 256, .type_size = 0,
+        .act_type = SQZ_TYPE_Q8_K },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {

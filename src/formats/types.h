@@ -51,6 +51,7 @@ typedef enum sqz_type {
     SQZ_TYPE_Q5_KX16 = 1037,
     SQZ_TYPE_Q2_KX16 = 1038,
     SQZ_TYPE_Q3_KX16 = 1039,
+    SQZ_TYPE_IQ4_XSX16 = 1040,
     SQZ_TYPE_SQZ_END = 1056 /* end of the second table */
 } sqz_type;
 

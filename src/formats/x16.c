@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "formats/blocks.h"
+#include "formats/quant.h"
 
 sqz_type sqz_x16_type_of(sqz_type t) {
     switch (t) {
@@ -12,6 +13,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
     case SQZ_TYPE_Q4_K: return SQZ_TYPE_Q4_KX16;
     case SQZ_TYPE_Q2_K: return SQZ_TYPE_Q2_KX16;
     case SQZ_TYPE_Q3_K: return SQZ_TYPE_Q3_KX16;
+    case SQZ_TYPE_IQ4_XS: return SQZ_TYPE_IQ4_XSX16;
     case SQZ_TYPE_Q5_K: return SQZ_TYPE_Q5_KX16;
     case SQZ_TYPE_Q6_K: return SQZ_TYPE_Q6_KX16;
     default: return SQZ_TYPE_F32;
@@ -20,6 +22,7 @@ sqz_type sqz_x16_type_of(sqz_type t) {
 
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols) {
     if (pt == SQZ_TYPE_Q4_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q4_kx16);
+    if (pt == SQZ_TYPE_IQ4_XSX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_iq4_xsx16);
     if (pt == SQZ_TYPE_Q3_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q3_kx16);
     if (pt == SQZ_TYPE_Q2_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q2_kx16);
     if (pt == SQZ_TYPE_Q5_KX16) return (size_t)(rows / 16) * (size_t)(cols / 256) * sizeof(block_q5_kx16);
@@ -192,9 +195,36 @@ static void pack_q3_k(const block_q3_K *in, int64_t rows, int64_t cols, block_q3
         }
 }
 
+/* IQ4_XS: sub-block k's scale is scales_l's nibble k | 2 bits of scales_h, minus 32; its
+ * elements 32k + l are the low (l < 16) or high nibbles of qs[16k + l % 16] */
+static void pack_iq4_xs(const block_iq4_xs *in, int64_t rows, int64_t cols, block_iq4_xsx16 *out) {
+    const int64_t nb = cols / 256;
+    for (int64_t g = 0; g < rows / 16; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            block_iq4_xsx16 *o = &out[g * nb + b];
+            for (int i = 0; i < 16; i++) {
+                const block_iq4_xs *x = &in[(g * 16 + i) * nb + b];
+                o->d[i] = x->d;
+                for (int k = 0; k < 8; k++) {
+                    const int ls = ((x->scales_l[k / 2] >> (4 * (k % 2))) & 0x0f) | (((x->scales_h >> (2 * k)) & 3) << 4);
+                    o->sc[k][i] = (int8_t)(ls - 32);
+                    for (int v = 0; v < 4; v++)
+                        for (int c = 0; c < 4; c++) {
+                            const int l0 = 8 * v + c, l1 = l0 + 4; /* elements 32k + l */
+                            const uint8_t q0 = l0 < 16 ? x->qs[16 * k + l0] & 0x0F : x->qs[16 * k + l0 - 16] >> 4;
+                            const uint8_t q1 = l1 < 16 ? x->qs[16 * k + l1] & 0x0F : x->qs[16 * k + l1 - 16] >> 4;
+                            o->qs[k][64 * v + 4 * i + c] = (uint8_t)(q0 | q1 << 4);
+                        }
+                }
+            }
+        }
+}
+
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst) {
     const int64_t nb = cols / 32;
-    if (t == SQZ_TYPE_Q3_K) {
+    if (t == SQZ_TYPE_IQ4_XS) {
+        pack_iq4_xs(src, rows, cols, dst);
+    } else if (t == SQZ_TYPE_Q3_K) {
         pack_q3_k(src, rows, cols, dst);
     } else if (t == SQZ_TYPE_Q2_K) {
         pack_q2_k(src, rows, cols, dst);
@@ -264,6 +294,26 @@ void sqz_x16_unpack_row(sqz_type packed, const void *src, int64_t r, int64_t col
 }
 
 void sqz_x16_group_to_float(sqz_type packed, const void *src, int64_t g, int64_t cols, float *dst) {
+    if (packed == SQZ_TYPE_IQ4_XSX16) {
+        const int64_t nb = cols / 256;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_iq4_xsx16 *x = (const block_iq4_xsx16 *)src + g * nb + b;
+            for (int i = 0; i < 16; i++) {
+                const float d = sqz_f16_to_f32(x->d[i]);
+                float *row = dst + (size_t)i * (size_t)cols + (size_t)b * 256;
+                for (int k = 0; k < 8; k++) {
+                    const float dl = d * x->sc[k][i];
+                    for (int v = 0; v < 4; v++)
+                        for (int c = 0; c < 4; c++) {
+                            const uint8_t q = x->qs[k][64 * v + 4 * i + c];
+                            row[32 * k + 8 * v + c] = dl * sqz_iq4nl_values[q & 0x0F];
+                            row[32 * k + 8 * v + 4 + c] = dl * sqz_iq4nl_values[q >> 4];
+                        }
+                }
+            }
+        }
+        return;
+    }
     if (packed == SQZ_TYPE_Q3_KX16) {
         const int64_t nb = cols / 256;
         for (int64_t b = 0; b < nb; b++) {

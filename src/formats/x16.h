@@ -100,6 +100,17 @@ typedef struct {
 } block_q3_kx16;
 static_assert(sizeof(block_q3_kx16) == 1824, "block_q3_kx16 size");
 
+/* IQ4_XS, 16 rows of one super-block: d, the 8 sub-blocks' scales unpacked to int8 (ls - 32),
+ * and the 4-bit indices into the 16 levels (sqz_iq4nl_values) laid out as block_q4_kx16's qs.
+ * Weight = d sc level[q], as IQ4_XS. 2208 bytes where the rows took 2176 (+1.5 %).
+ * Activations: Q8_K. */
+typedef struct {
+    uint16_t d[16];
+    int8_t sc[8][16];
+    uint8_t qs[8][256];
+} block_iq4_xsx16;
+static_assert(sizeof(block_iq4_xsx16) == 2208, "block_iq4_xsx16 size");
+
 /* Q6_K, 16 rows of one super-block: d, the int8 scales of the 16 sub-blocks of 16 (sc[s][i]),
  * then per sub-block s 192 bytes: nib[h][64] - the low 4 bits of vectors 2h (low nibbles) and
  * 2h+1 (high nibbles), vector j's lane i = elements 16s + 4j .. +3 of row i - and hi[64], whose
@@ -117,13 +128,13 @@ typedef struct {
 static_assert(sizeof(block_q6_kx16) == 16 * 210, "block_q6_kx16 size");
 
 /* The packed type of a matrix of type t (SQZ_TYPE_Q4_0X16 for Q4_0, SQZ_TYPE_Q8_0X16 for
- * Q8_0, SQZ_TYPE_Q2_KX16 ... Q6_KX16 for Q2_K ... Q6_K), or SQZ_TYPE_F32 when t has none. */
+ * Q8_0, SQZ_TYPE_Q2_KX16 ... Q6_KX16 for Q2_K ... Q6_K, SQZ_TYPE_IQ4_XSX16 for IQ4_XS), or SQZ_TYPE_F32 when t has none. */
 sqz_type sqz_x16_type_of(sqz_type t);
 
 /* Bytes of a packed rows x cols matrix of packed type pt (the rows' own size, Q4_K's +2.8 %). */
 size_t sqz_x16_bytes(sqz_type pt, int64_t rows, int64_t cols);
 
-/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q2_K ... Q6_K) at src -> dst, the packed
+/* rows (a multiple of 16) x cols rows of type t (Q4_0, Q8_0, Q2_K ... Q6_K, IQ4_XS) at src -> dst, the packed
  * layout (sqz_x16_bytes). */
 void sqz_x16_pack(sqz_type t, const void *src, int64_t rows, int64_t cols, void *dst);
 

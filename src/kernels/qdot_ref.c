@@ -380,4 +380,5 @@ const sqz_kernel_row sqz_kernels_ref[SQZ_TYPE_SLOTS] = {
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q5_KX16)] = { .matrix = &sqz_x16k_matrix_ops },
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q2_KX16)] = { .matrix = &sqz_x16k_matrix_ops },
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q3_KX16)] = { .matrix = &sqz_x16k_matrix_ops },
+    [SQZ_TYPE_SLOT(SQZ_TYPE_IQ4_XSX16)] = { .matrix = &sqz_x16k_matrix_ops },
 };

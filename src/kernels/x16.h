@@ -16,7 +16,7 @@
 #include "kernels/kernels.h"
 
 /* Whether matrices of type t (rows x cols) should be packed on this CPU: t is Q4_0, Q8_0,
- * Q2_K ... Q6_K, rows a multiple of 16, and the best tier is AVX-512. */
+ * Q2_K ... Q6_K, IQ4_XS, rows a multiple of 16, and the best tier is AVX-512. */
 int sqz_x16_worth_it(sqz_type t, int64_t rows, int64_t cols);
 
 size_t sqz_x16_act_bytes(int64_t n);                             /* n / 32 block_q8_0s */
@@ -35,7 +35,7 @@ void sqz_x16_matvec_avx512(sqz_type t, const void *w, int64_t cols, const block_
 void sqz_x16_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1,
                          const block_q8_0s *a, int T, float *y, size_t ldy);
 
-/* The packed k-quants (t = SQZ_TYPE_Q2_KX16 ... Q6_KX16): y[r] = row r . a for r in
+/* The packed k-quants (t = SQZ_TYPE_Q2_KX16 ... Q6_KX16, IQ4_XSX16): y[r] = row r . a for r in
  * [r0, r1), a: x quantized to Q8_K (cols / 256 block_q8_K). */
 void sqz_x16k_matvec_ref(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                          int64_t r1);

@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include "formats/blocks.h"
+#include "formats/quant.h"
 #include "kernels/x16.h"
 
 enum { PF = 1536 };
@@ -326,11 +327,47 @@ static inline __m512 q3k_group(const block_q3_kx16 *x, int64_t nb, const block_q
     return acc;
 }
 
+/* IQ4_XS packed: the nibbles index the 16 levels + 128 (unsigned: 1..241) with vpshufb; the
+ * dot products start from -128 x the sub-block's activation sum, then times the int8 scales. */
+static inline __m512 iq4xs_group(const block_iq4_xsx16 *x, int64_t nb, const block_q8_K *a) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    int8_t lv[16];
+    for (int k = 0; k < 16; k++) lv[k] = (int8_t)(sqz_iq4nl_values[k] + 128);
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lv));
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        const block_q8_K *ab = &a[b];
+        __m512i isum = _mm512_setzero_si512();
+        #pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            #pragma GCC unroll 5
+            for (int l = 0; l < 5; l++) _mm_prefetch((const char *)x + PF + 64 * (5 * k + l), _MM_HINT_T0);
+            const int8_t *aq = ab->qs + 32 * k;
+            const int16_t *bsum = ab->bsums + 2 * k;
+            __m512i s0 = _mm512_set1_epi32(-128 * (bsum[0] + bsum[1])), s1 = _mm512_setzero_si512();
+            #pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                const __m512i qv = _mm512_loadu_si512(x->qs[k] + 64 * v);
+                const __m512i lo = _mm512_shuffle_epi8(table, _mm512_and_si512(qv, m4));
+                const __m512i hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4));
+                s0 = _mm512_dpbusd_epi32(s0, lo, bcast(aq + 8 * v));
+                s1 = _mm512_dpbusd_epi32(s1, hi, bcast(aq + 8 * v + 4));
+            }
+            const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[k]));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
+        }
+        const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d)), _mm512_set1_ps(ab->d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
+    }
+    return acc;
+}
+
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1) {
     const int64_t nb = cols / 256;
     for (int64_t g = r0 / 16; g * 16 < r1; g++) {
-        const __m512 v = t == SQZ_TYPE_Q2_KX16 ? q2k_group((const block_q2_kx16 *)w + g * nb, nb, a)
+        const __m512 v = t == SQZ_TYPE_IQ4_XSX16 ? iq4xs_group((const block_iq4_xsx16 *)w + g * nb, nb, a)
+                         : t == SQZ_TYPE_Q2_KX16 ? q2k_group((const block_q2_kx16 *)w + g * nb, nb, a)
                          : t == SQZ_TYPE_Q3_KX16 ? q3k_group((const block_q3_kx16 *)w + g * nb, nb, a)
                          : t == SQZ_TYPE_Q6_KX16 ? q6k_group((const block_q6_kx16 *)w + g * nb, nb, a)
                          : t == SQZ_TYPE_Q5_KX16 ? k4_group((const char *)((const block_q5_kx16 *)w + g * nb), nb, a, 1)

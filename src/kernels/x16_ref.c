@@ -3,6 +3,7 @@
 #include "kernels/x16.h"
 
 #include "formats/blocks.h"
+#include "formats/quant.h"
 #include "formats/types.h"
 
 void sqz_x16_matvec_ref(sqz_type t, const void *w, int64_t cols, const block_q8_0s *a, float *y,
@@ -117,8 +118,39 @@ static void q3k_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y
     }
 }
 
+/* IQ4_XS packed: per sub-block of 32 an integer sum level[q] . a times its scale */
+static void iq4xs_rows(const void *w, int64_t cols, const block_q8_K *ak, float *y, int64_t r0, int64_t r1) {
+    const int64_t nb = cols / 256;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = r / 16;
+        const int i = (int)(r % 16);
+        float sum = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const block_iq4_xsx16 *x = (const block_iq4_xsx16 *)w + g * nb + b;
+            const block_q8_K *ab = &ak[b];
+            int32_t isum = 0;
+            for (int k = 0; k < 8; k++) {
+                int32_t t = 0;
+                for (int v = 0; v < 4; v++)
+                    for (int c = 0; c < 4; c++) {
+                        const uint8_t q = x->qs[k][64 * v + 4 * i + c];
+                        t += sqz_iq4nl_values[q & 0x0F] * ab->qs[32 * k + 8 * v + c] +
+                             sqz_iq4nl_values[q >> 4] * ab->qs[32 * k + 8 * v + 4 + c];
+                    }
+                isum += t * x->sc[k][i];
+            }
+            sum += ab->d * sqz_f16_to_f32(x->d[i]) * (float)isum;
+        }
+        y[r] = sum;
+    }
+}
+
 void sqz_x16k_matvec_ref(sqz_type type, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                          int64_t r1) {
+    if (type == SQZ_TYPE_IQ4_XSX16) {
+        iq4xs_rows(w, cols, a, y, r0, r1);
+        return;
+    }
     if (type == SQZ_TYPE_Q3_KX16) {
         q3k_rows(w, cols, a, y, r0, r1);
         return;

@@ -284,7 +284,10 @@ typedef struct sqz_convert_result {
 /* Writes model as a GGUF file that llama.cpp runs: llama (or qwen2) architecture metadata,
  * Q/K rows permuted to llama.cpp's RoPE layout where the source pairs dimensions HF's way, the
  * tokenizer, and every weight converted to the requested type(s). The file is written to a
- * temporary name and renamed: a failure leaves nothing behind. */
+ * temporary name and renamed: a failure leaves nothing behind. It is streamed: the header
+ * first, then each tensor a slab of rows (2^24 elements) at a time, and the pages of the
+ * model's mapped files that a slab read are given back (they load again if read later), so
+ * the memory needed is about one slab's source and output, whatever the model's size. */
 sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
                        const sqz_convert_opts *opts, sqz_convert_result *result);
 

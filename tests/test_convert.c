@@ -17,7 +17,10 @@
  *   - bad input: unknown type, missing folder, no tokenizer, a pre-tokenizer GGUF cannot name.
  * The perplexity runs are skipped under SQZ_QUICK=1. */
 #include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "io/gguf.h"
 #include "model/model.h"
@@ -658,6 +661,166 @@ out:
     cJSON_Delete(ref);
 }
 
+/* ------------------------------------------------------------------ streaming */
+
+/* The SHA-256 of a file as 64 hex digits (sha256sum), "" when it cannot be computed. */
+static const char *sha256(const char *path) {
+    static char hex[65];
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
+    hex[0] = 0;
+    FILE *f = popen(cmd, "r");
+    if (f) {
+        if (fscanf(f, "%64s", hex) != 1) hex[0] = 0;
+        pclose(f);
+    }
+    return hex;
+}
+
+/* A line of /proc/self/status ("VmHWM", "VmRSS") in KiB, or -1. */
+static long status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    size_t n = strlen(key);
+    while (f && kb < 0 && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') kb = strtol(line + n + 1, NULL, 10);
+    if (f) fclose(f);
+    return kb;
+}
+
+/* AddressSanitizer keeps freed memory in quarantine (and adds shadow memory): peak RSS says
+ * nothing about the library then. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+/* Resets VmHWM to the current RSS (Linux >= 4.0); 0 when it cannot. */
+static int reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* The streamed writer's files against the files sqz wrote before it streamed (the whole file
+ * held until one write at the end): their SHA-256s, made from sqz-llama-26m / 14m with the
+ * commit before streaming (abe310b) by `sqz convert ../shared/models/sqz-llama-26m -o X
+ * --type T` and `sha256sum X`; q4_0 needs no hash: it is llama.cpp's own file (test_26m). Each
+ * is written with the default slab and with slabs of a few rows (Q/K slabs then hold one head,
+ * and the token embedding spans hundreds of slabs). Then failures half-way leave nothing, the
+ * source pages read are given back (peak memory), and the model reads the same afterwards. */
+static void test_stream(sqz_ctx *ctx) {
+    const char *hf = test_shared("models/sqz-llama-26m/config.json");
+    const char *pure = test_shared("models/gguf/sqz-llama-26m-Q4_0-pure.gguf");
+    if (!hf || !pure) { SKIP("sqz-llama-26m or its llama.cpp files missing"); return; }
+    char dir26[4096], dir14[4096], pure_path[4096];
+    snprintf(pure_path, sizeof pure_path, "%s", pure);
+    snprintf(dir26, sizeof dir26, "%s", test_shared("models/sqz-llama-26m"));
+    snprintf(dir14, sizeof dir14, "%s", test_shared("models/sqz-llama-14m") ? test_shared("models/sqz-llama-14m") : "");
+    static const struct { int m14; const char *type, *sha; } golden[] = {
+        { 0, "f16", "1d84e35b045f097c638852dcb37cdb74899d4ca94bbf2e88c3d4dff33b9e1343" },
+        { 0, "q8_0", "bfd8de65f3edf72d80468651f9728876b093179831af30efe072e288b8752fde" },
+        { 0, "q4_k_m", "a656a8f8f5a54d900d37593c354416f172912046569c969240bf68d8930631e8" },
+        { 1, "q4_k_m", "a52947ec5e628c7ed1dec95aa0db7234bb01798bbd035ddc06ec68f114675b50" },
+        { 0, "q4_0", NULL }, /* = llama.cpp's Q4_0-pure */
+    };
+    sqz_model *m26 = load(ctx, dir26, NULL), *m14 = dir14[0] ? load(ctx, dir14, NULL) : NULL;
+    TMP(out, "stream.gguf");
+    /* the default (every tensor one slab), slabs of 195 rows (2..21 per matrix; Q's split at
+     * whole heads) over 2 threads, and slabs smaller than a head (Q/K: one head each, the
+     * others 39 rows) on 1 thread (each slab is one parallel region: on a busy machine 2
+     * threads would wait for each other at each of them) */
+    static const int64_t slabs[] = { 0, 100000, 20000 };
+    for (size_t s = 0; m26 && s < sizeof slabs / sizeof *slabs; s++) {
+        sqz_convert_set_slab_elems(slabs[s]);
+        sqz_ctx_set_threads(ctx, s == 2 ? 1 : 2);
+        time_t t0 = time(NULL);
+        for (size_t i = 0; i < sizeof golden / sizeof *golden; i++) {
+            const sqz_model *m = golden[i].m14 ? m14 : m26;
+            if (!m) { SKIP("sqz-llama-14m missing"); continue; }
+            sqz_status st = convert(ctx, m, out, golden[i].type, 0, NULL);
+            const char *got = st ? "" : sha256(out);
+            CHECK(st == SQZ_OK && (golden[i].sha ? !strcmp(got, golden[i].sha) : same_files(out, pure_path)),
+                  "%s -> %s, slabs of %lld elements: %s %s", golden[i].m14 ? "14m" : "26m", golden[i].type,
+                  (long long)slabs[s], golden[i].sha ? "the pre-streaming file's SHA-256" : "llama.cpp's file byte for byte",
+                  st ? err(ctx, st) : got);
+            remove(out);
+        }
+        printf("# slabs of %lld: %lld s\n", (long long)slabs[s], (long long)(time(NULL) - t0));
+    }
+    sqz_convert_set_slab_elems(0);
+    sqz_ctx_set_threads(ctx, 0);
+    sqz_model_free(m14);
+
+    /* failures half-way: the disk fills up after the header (RLIMIT_FSIZE), the target is a
+     * folder (the rename fails after every byte was written) */
+    const char *bin = "assets/stories260K/stories260K.bin";
+    sqz_model *ms = file_exists(bin) ? load(ctx, bin, NULL) : NULL;
+    if (ms) {
+        const int before = dir_entries(tmpdir);
+        struct rlimit old;
+        getrlimit(RLIMIT_FSIZE, &old);
+        struct rlimit lim = old;
+        lim.rlim_cur = 64 << 10; /* the header (512 tokens) fits, the f32 weights (1 MB) do not */
+        void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+        fflush(stdout); /* stdout may be a file past the limit: print nothing until restored */
+        const int set = setrlimit(RLIMIT_FSIZE, &lim) == 0;
+        sqz_status st = convert(ctx, ms, out, "f32", 0, NULL);
+        setrlimit(RLIMIT_FSIZE, &old);
+        signal(SIGXFSZ, prev);
+        if (set)
+            CHECK(st == SQZ_ERR_IO && strstr(sqz_ctx_error(ctx), "write failed") && !file_exists(out) &&
+                      dir_entries(tmpdir) == before,
+                  "the disk filling up mid-stream: an error, no file, no temporary file: %s", err(ctx, st));
+        else
+            SKIP("cannot lower RLIMIT_FSIZE");
+        TMP(folder, "a-folder.gguf");
+        mkdir(folder, 0755);
+        st = convert(ctx, ms, folder, "q8_0", 0, NULL);
+        CHECK(st == SQZ_ERR_IO && strstr(sqz_ctx_error(ctx), "rename failed") && dir_entries(tmpdir) == before + 1 &&
+                  dir_entries(folder) == 0,
+              "a target that is a folder fails at the rename after streaming; nothing left behind: %s", err(ctx, st));
+        rmdir(folder);
+        sqz_model_free(ms);
+    }
+
+    /* memory: a freshly loaded model converted, its pages given back as they are read. The
+     * whole-file writer held every converted tensor and touched every source page: 52 MB of
+     * f16 weights + 28 MB of q8_0. Streaming holds one tensor's slab and its source pages. */
+    sqz_model *fresh = load(ctx, dir26, NULL);
+    if (fresh && m26 && reset_peak_rss()) {
+        const long rss0 = status_kib("VmRSS");
+        sqz_status st = convert(ctx, fresh, out, "q8_0", 0, NULL);
+        const long hwm = status_kib("VmHWM");
+        if (UNDER_ASAN)
+            SKIP("peak RSS under AddressSanitizer (its quarantine keeps freed buffers resident)");
+        else
+            CHECK(st == SQZ_OK && rss0 > 0 && hwm - rss0 < 26 * 1024,
+                  "26m (52 MB of f16) -> q8_0 (28 MB) raises the peak RSS by %.1f MiB (< 26 MiB) %s",
+                  (hwm - rss0) / 1024.0, err(ctx, st));
+        remove(out);
+        /* the released pages load again: the model computes exactly what an untouched copy does */
+        const int32_t ids[6] = { 0, 17, 300, 1200, 4000, 5 };
+        float *a = logits_all(ctx, fresh, ids, 6), *b = logits_all(ctx, m26, ids, 6);
+        CHECK(a && b && !memcmp(a, b, sizeof(float) * 6 * 4096),
+              "after conversion gave its pages back the model's logits are bit for bit an untouched copy's");
+        free(a);
+        free(b);
+    } else if (fresh && m26) {
+        SKIP("cannot reset the peak RSS (/proc/self/clear_refs)");
+    }
+    sqz_model_free(fresh);
+    sqz_model_free(m26);
+}
+
 /* ------------------------------------------------------------------ sqz-llama-14m: fallbacks */
 
 static void test_14m(sqz_ctx *ctx) {
@@ -990,6 +1153,7 @@ int main(void) {
     test_synthetic(ctx, "llama");
     test_26m(ctx);
     test_14m(ctx);
+    test_stream(ctx);
     sqz_ctx_free(ctx);
     CHECK(dir_entries(tmpdir) == 0, "every temporary file was removed (%d left)", dir_entries(tmpdir));
     rmdir(tmpdir);

@@ -434,6 +434,251 @@ static void check_copy_through(const char *file) {
     sqz_ctx_free(ctx);
 }
 
+/* The same file streamed: tensors declared, the header written first, then all tensor bytes
+ * (without padding) in pieces of odd sizes that split tensors and span several; the result must
+ * be llama.cpp's file byte for byte. */
+static void check_stream_copy(const char *file) {
+    const char *p = test_shared(file);
+    if (!p) { SKIP("%s not found (set SQZ_SHARED)", file); return; }
+    const char *name = strrchr(file, '/') + 1;
+    sqz_ctx *ctx = sqz_ctx_new();
+    sqz_gguf *g = NULL;
+    sqz_gguf_writer *w = NULL;
+    sqz_status s = sqz_gguf_open(ctx, p, &g);
+    if (s == SQZ_OK) s = sqz_gguf_writer_new(ctx, &w);
+    for (size_t i = 0; s == SQZ_OK && i < sqz_gguf_n_kv(g); i++)
+        s = sqz_gguf_writer_copy_kv(w, g, i);
+    size_t total = 0;
+    int sizes_ok = 1;
+    for (size_t i = 0; s == SQZ_OK && i < sqz_gguf_n_tensors(g); i++) {
+        const sqz_gguf_tensor *t = sqz_gguf_get_tensor(g, i);
+        size_t nb = 0;
+        s = sqz_gguf_writer_declare_tensor(w, t->name, t->n_dims, t->ne, t->type, &nb);
+        sizes_ok &= nb == t->nbytes;
+        total += t->nbytes;
+    }
+    CHECK(s == SQZ_OK && sizes_ok, "%s: every tensor declared, each with its byte count: %s", name,
+          s ? sqz_ctx_error(ctx) : "ok");
+    uint8_t *all = s == SQZ_OK ? malloc(total ? total : 1) : NULL;
+    size_t off = 0;
+    for (size_t i = 0; all && i < sqz_gguf_n_tensors(g); i++) {
+        const sqz_gguf_tensor *t = sqz_gguf_get_tensor(g, i);
+        memcpy(all + off, t->data, t->nbytes);
+        off += t->nbytes;
+    }
+    const char *out = tmp_path("stream.gguf");
+    if (all) {
+        CHECK(sqz_gguf_writer_write(w, out) == SQZ_ERR_ARG &&
+                  strstr(sqz_ctx_error(ctx), "declared without data") && !sqz_path_exists(out),
+              "%s: write() refuses declared tensors: %s", name, sqz_ctx_error(ctx));
+        s = sqz_gguf_writer_begin(w, out);
+        CHECK(s == SQZ_OK && count_tmp_files(tmp_dir) == 1 && !sqz_path_exists(out),
+              "%s: begin writes the header to a temporary file: %s", name, s ? sqz_ctx_error(ctx) : "ok");
+        const int64_t ne[1] = { 32 };
+        CHECK(sqz_gguf_writer_add_u32(w, "late.key", 1) == SQZ_ERR_ARG &&
+                  strstr(sqz_ctx_error(ctx), "after the header was written") &&
+                  sqz_gguf_writer_declare_tensor(w, "late", 1, ne, SQZ_TYPE_F32, NULL) == SQZ_ERR_ARG &&
+                  strstr(sqz_ctx_error(ctx), "after the header was written"),
+              "%s: metadata and tensors are refused once the header is written", name);
+        static const size_t piece[] = { 1, 7, 4093, 65539, 31, 1 << 20, 250000 };
+        off = 0;
+        for (size_t k = 0; s == SQZ_OK && off < total; k++) {
+            size_t n = piece[k % (sizeof piece / sizeof *piece)];
+            if (n > total - off) n = total - off;
+            s = sqz_gguf_writer_put(w, all + off, n);
+            off += n;
+        }
+        if (s == SQZ_OK) s = sqz_gguf_writer_finish(w);
+        CHECK(s == SQZ_OK, "%s: streamed in pieces of 1 .. 1 MiB bytes: %s", name,
+              s ? sqz_ctx_error(ctx) : "ok");
+    }
+    size_t la = 0, lb = 0;
+    uint8_t *a = test_read_file(p, &la), *b = test_read_file(out, &lb);
+    CHECK(a && b && la == lb && memcmp(a, b, la) == 0,
+          "%s: the streamed file is byte-identical to llama.cpp's (%zu and %zu bytes)", name, la, lb);
+    CHECK(count_tmp_files(tmp_dir) == 0, "%s: no temporary file left", name);
+    free(a);
+    free(b);
+    free(all);
+    unlink(out);
+    sqz_gguf_writer_free(w);
+    sqz_gguf_close(g);
+    sqz_ctx_free(ctx);
+}
+
+/* A stream that fails or is abandoned leaves nothing: too many bytes, too few at finish, a
+ * write failing half-way (RLIMIT_FSIZE), the writer freed in the middle. */
+static void check_stream_failures(void) {
+    sqz_ctx *ctx = sqz_ctx_new();
+    static uint8_t data[3 * 8192];
+    const int64_t ne[1] = { 2048 };
+    const char *out = tmp_path("stream_fail.gguf");
+    sqz_gguf_writer *w = NULL;
+    sqz_gguf_writer_new(ctx, &w);
+    sqz_gguf_writer_add_str(w, "general.architecture", "llama", 5);
+    sqz_gguf_writer_declare_tensor(w, "a", 1, ne, SQZ_TYPE_F32, NULL);
+    sqz_gguf_writer_declare_tensor(w, "b", 1, ne, SQZ_TYPE_F32, NULL);
+    CHECK(sqz_gguf_writer_put(w, data, 4) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "before"),
+          "put before begin is refused: %s", sqz_ctx_error(ctx));
+    CHECK(sqz_gguf_writer_finish(w) == SQZ_ERR_ARG, "finish before begin is refused");
+
+    sqz_status s = sqz_gguf_writer_begin(w, out);
+    if (s == SQZ_OK) s = sqz_gguf_writer_put(w, data, 8192 + 100);
+    CHECK(s == SQZ_OK && sqz_gguf_writer_begin(w, out) == SQZ_ERR_ARG &&
+              strstr(sqz_ctx_error(ctx), "still writing"),
+          "a second begin during a stream is refused: %s", sqz_ctx_error(ctx));
+    s = sqz_gguf_writer_put(w, data, 2 * 8192);
+    CHECK(s == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "8292 bytes of tensor data more than") &&
+              !sqz_path_exists(out) && count_tmp_files(tmp_dir) == 0,
+          "more bytes than the tensors hold: an error, nothing left behind: %s", sqz_ctx_error(ctx));
+    CHECK(sqz_gguf_writer_put(w, data, 1) == SQZ_ERR_ARG && sqz_gguf_writer_finish(w) == SQZ_ERR_ARG,
+          "  the stream is over: put and finish are refused");
+
+    s = sqz_gguf_writer_begin(w, out);
+    if (s == SQZ_OK) s = sqz_gguf_writer_put(w, data, 8192 + 5);
+    if (s == SQZ_OK) s = sqz_gguf_writer_finish(w);
+    CHECK(s == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "tensor b got 5 of its 8192 bytes") &&
+              !sqz_path_exists(out) && count_tmp_files(tmp_dir) == 0,
+          "finish with a tensor short of bytes: an error, nothing left behind: %s", sqz_ctx_error(ctx));
+
+    struct rlimit old;
+    getrlimit(RLIMIT_FSIZE, &old);
+    struct rlimit lim = old;
+    lim.rlim_cur = 4096 + 512;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    fflush(stdout); /* stdout may be a file past the limit: print nothing until restored */
+    const int set = setrlimit(RLIMIT_FSIZE, &lim) == 0;
+    s = sqz_gguf_writer_begin(w, out);
+    const sqz_status s1 = s;
+    if (s == SQZ_OK) s = sqz_gguf_writer_put(w, data, 4096);
+    if (s == SQZ_OK) s = sqz_gguf_writer_put(w, data, 2 * 8192);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    if (set)
+        CHECK(s1 == SQZ_OK && s == SQZ_ERR_IO && strstr(sqz_ctx_error(ctx), "write failed") &&
+                  !sqz_path_exists(out) && count_tmp_files(tmp_dir) == 0,
+              "the disk filling up after the header: an error, nothing left behind: %s", sqz_ctx_error(ctx));
+    else
+        SKIP("cannot lower RLIMIT_FSIZE");
+
+    s = sqz_gguf_writer_begin(w, out);
+    if (s == SQZ_OK) s = sqz_gguf_writer_put(w, data, 100);
+    CHECK(s == SQZ_OK && count_tmp_files(tmp_dir) == 1, "a stream begun again: %s", s ? sqz_ctx_error(ctx) : "ok");
+    sqz_gguf_writer_free(w);
+    CHECK(!sqz_path_exists(out) && count_tmp_files(tmp_dir) == 0,
+          "a writer freed in the middle of a stream leaves nothing behind");
+
+    /* and a complete stream reads back */
+    sqz_gguf_writer_new(ctx, &w);
+    sqz_gguf_writer_declare_tensor(w, "a", 1, ne, SQZ_TYPE_F32, NULL);
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7);
+    s = sqz_gguf_writer_begin(w, out);
+    if (s == SQZ_OK) s = sqz_gguf_writer_put(w, data, 8192);
+    if (s == SQZ_OK) s = sqz_gguf_writer_finish(w);
+    sqz_gguf *g = NULL;
+    if (s == SQZ_OK) s = sqz_gguf_open(ctx, out, &g);
+    const sqz_gguf_tensor *t = s == SQZ_OK ? sqz_gguf_find_tensor(g, "a") : NULL;
+    CHECK(t && t->nbytes == 8192 && memcmp(t->data, data, 8192) == 0 && count_tmp_files(tmp_dir) == 0,
+          "a finished stream is renamed into place and reads back: %s", s ? sqz_ctx_error(ctx) : "ok");
+    sqz_gguf_close(g);
+    sqz_gguf_writer_free(w);
+    unlink(out);
+    sqz_ctx_free(ctx);
+}
+
+/* RssFile of /proc/self/status in KiB (the resident pages of mapped files), or -1. */
+static long rss_file_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && kb < 0 && fgets(line, sizeof line, f))
+        if (sscanf(line, "RssFile: %ld kB", &kb) != 1) kb = -1;
+    if (f) fclose(f);
+    return kb;
+}
+
+static int pattern_ok(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (uint8_t)(i * 31 + 7)) return 0;
+    return 1;
+}
+
+/* Giving mapped pages back: only whole pages inside the range and inside a mapping sqz made;
+ * the data reads the same afterwards (reloaded from the file); memory sqz did not map - a
+ * sqz_gguf_open_mem buffer - is never touched. */
+static void check_release(void) {
+    const size_t n = (size_t)8 << 20, page = (size_t)sysconf(_SC_PAGESIZE);
+    uint8_t *buf = malloc(n);
+    for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)(i * 31 + 7);
+    const char *path = tmp_path("release.bin");
+    FILE *f = fopen(path, "wb");
+    const int written = f && fwrite(buf, 1, n, f) == n;
+    if (f) fclose(f);
+    sqz_ctx *ctx = sqz_ctx_new();
+    sqz_mapped_file m;
+    if (!written || sqz_file_map(ctx, path, &m) != SQZ_OK) {
+        CHECK(0, "map %s: %s", path, sqz_ctx_error(ctx));
+        free(buf);
+        sqz_ctx_free(ctx);
+        return;
+    }
+    const uint8_t *d = m.data;
+    CHECK(pattern_ok(d, n), "the mapped file reads its pattern (all %zu pages touched)", n / page);
+    const long before = rss_file_kib();
+    const size_t got = sqz_file_release(&m, d + 100, n - 200);
+    const long after = rss_file_kib();
+    CHECK(got == n - 2 * page, "release of [100, size - 100): the %zu whole pages inside (%zu bytes)",
+          n / page - 2, got);
+    if (before >= 0)
+        CHECK(before - after >= (long)((n - 2 * page) >> 10) - 64,
+              "  they leave the resident set: RssFile %ld -> %ld KiB", before, after);
+    else
+        SKIP("no RssFile in /proc/self/status");
+    CHECK(pattern_ok(d, n), "  and read the same afterwards (reloaded from the file)");
+    CHECK(sqz_file_release(&m, d + 1, page - 2) == 0 && sqz_file_release(&m, d, 0) == 0 &&
+              sqz_file_release(NULL, d, n) == 0,
+          "no whole page inside, an empty range, no mapping: nothing released");
+    CHECK(sqz_file_release(&m, buf, n) == 0 && pattern_ok(buf, n),
+          "memory outside the mapping (a malloc'ed buffer) is never released");
+    sqz_file_unmap(&m);
+
+    /* a GGUF over an anonymous buffer (sqz_gguf_open_mem): releasing its tensor does nothing */
+    sqz_gguf_writer *w = NULL;
+    const int64_t ne[1] = { (int64_t)(n / 4) };
+    sqz_gguf_writer_new(ctx, &w);
+    sqz_status s = sqz_gguf_writer_add_tensor(w, "t", 1, ne, SQZ_TYPE_F32, buf, n);
+    const char *gpath = tmp_path("release.gguf");
+    if (s == SQZ_OK) s = sqz_gguf_writer_write(w, gpath);
+    sqz_gguf_writer_free(w);
+    size_t len = 0;
+    uint8_t *img = s == SQZ_OK ? test_read_file(gpath, &len) : NULL;
+    void *al = NULL;
+    sqz_gguf *g = NULL, *gm = NULL;
+    if (img && posix_memalign(&al, page, len) == 0) {
+        memcpy(al, img, len);
+        s = sqz_gguf_open_mem(ctx, al, len, "mem", &g);
+        const sqz_gguf_tensor *t = s == SQZ_OK ? sqz_gguf_find_tensor(g, "t") : NULL;
+        CHECK(t && sqz_gguf_release(g, t->data, t->nbytes) == 0 && pattern_ok(t->data, n),
+              "sqz_gguf_release on a sqz_gguf_open_mem buffer: nothing released, data intact");
+        s = sqz_gguf_open(ctx, gpath, &gm);
+        t = s == SQZ_OK ? sqz_gguf_find_tensor(gm, "t") : NULL;
+        CHECK(t && pattern_ok(t->data, n) && sqz_gguf_release(gm, t->data, t->nbytes) >= n - 2 * page &&
+                  pattern_ok(t->data, n),
+              "sqz_gguf_release on a mapped file: the tensor's pages released, data intact: %s",
+              s ? sqz_ctx_error(ctx) : "ok");
+    } else {
+        CHECK(0, "write %s: %s", gpath, sqz_ctx_error(ctx));
+    }
+    sqz_gguf_close(g);
+    sqz_gguf_close(gm);
+    free(al);
+    free(img);
+    free(buf);
+    unlink(path);
+    unlink(gpath);
+    sqz_ctx_free(ctx);
+}
+
 /* A file with every metadata type and tensors of several types, written and read back. */
 static const uint8_t u8s[3] = { 0, 7, 255 };
 static const int8_t i8s[3] = { -128, 0, 127 };
@@ -1138,6 +1383,10 @@ int main(void) {
     check_copy_through("models/gguf/sqz-llama-26m-Q4_0-pure.gguf");
     check_copy_through("models/gguf/sqz-llama-26m-Q4_K_M-imatrix.gguf");
     check_copy_through("models/gguf/sqz-llama-26m-Q2_K-imatrix.gguf");
+    check_stream_copy("models/gguf/sqz-llama-26m-Q4_0-pure.gguf");
+    check_stream_copy("models/gguf/sqz-llama-26m-Q4_K_M-imatrix.gguf");
+    check_stream_failures();
+    check_release();
     check_round_trip(0);
     check_round_trip(64);
     check_round_trip(1);

@@ -1,8 +1,9 @@
-/* file.c - mmap and whole-file reads. */
+/* file.c - mmap (and giving mapped pages back), whole-file reads, paths. */
 #include "io/file.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,20 @@ void sqz_file_unmap(sqz_mapped_file *m) {
     if (m->data) munmap((void *)m->data, m->size);
     free(m->path);
     memset(m, 0, sizeof *m);
+}
+
+size_t sqz_file_release(const sqz_mapped_file *m, const void *p, size_t n) {
+    if (!m || !m->data || !p || !n) return 0;
+    const uintptr_t lo = (uintptr_t)m->data, hi = lo + m->size;
+    uintptr_t a = (uintptr_t)p, b = n > UINTPTR_MAX - a ? UINTPTR_MAX : a + n;
+    if (a < lo) a = lo;
+    if (b > hi) b = hi;
+    const long ps = sysconf(_SC_PAGESIZE);
+    const uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096;
+    a = (a + page - 1) / page * page; /* whole pages strictly inside */
+    b = b / page * page;
+    if (a >= b || madvise((void *)a, b - a, MADV_DONTNEED) != 0) return 0;
+    return b - a;
 }
 
 sqz_status sqz_file_read_all(sqz_ctx *ctx, const char *path, size_t max_bytes, char **buf,

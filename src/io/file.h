@@ -16,6 +16,14 @@ typedef struct sqz_mapped_file {
 sqz_status sqz_file_map(sqz_ctx *ctx, const char *path, sqz_mapped_file *out);
 void sqz_file_unmap(sqz_mapped_file *m); /* accepts a zeroed struct */
 
+/* Gives back the memory of the whole pages strictly inside [p, p + n) that lie in m's mapping
+ * (madvise MADV_DONTNEED): they leave the process's resident set, and a later read loads them
+ * from the file again, so the data seen never changes. Safe only because m comes from
+ * sqz_file_map: a read-only mapping of a file (on anonymous memory DONTNEED would zero the
+ * data; a range outside the mapping is not touched). Returns the bytes given back; 0 when
+ * none (no whole page inside, a range outside the mapping, m NULL or empty). */
+size_t sqz_file_release(const sqz_mapped_file *m, const void *p, size_t n);
+
 /* Reads a whole (small) file into a NUL-terminated malloc'ed buffer; refuses files larger than
  * max_bytes. */
 sqz_status sqz_file_read_all(sqz_ctx *ctx, const char *path, size_t max_bytes, char **buf,

@@ -35,8 +35,9 @@
  * values there may be unaligned (metadata arrays always can be): read them with memcpy.
  * The host must be little-endian (checked at compile time).
  *
- * Writer: collects metadata (copied at once) and tensors (pointers, read at write time), then
- * writes version 3 exactly as ggml's gguf writer does (KVs and tensors in the order added,
+ * Writer: collects metadata (copied at once) and tensors (pointers, read at write time; or
+ * declared without data and streamed: sqz_gguf_writer_begin / put / finish), then writes
+ * version 3 exactly as ggml's gguf writer does (KVs and tensors in the order added,
  * n_dims as given, offsets packed in order, zero padding to the alignment after the tensor
  * infos and after every tensor including the last), to a temporary file beside the target
  * that is fsynced and renamed over it only when complete: on any failure nothing is left
@@ -108,6 +109,10 @@ sqz_status sqz_gguf_open(sqz_ctx *ctx, const char *path, sqz_gguf **out);
 sqz_status sqz_gguf_open_mem(sqz_ctx *ctx, const void *buf, size_t len, const char *name,
                              sqz_gguf **out);
 void sqz_gguf_close(sqz_gguf *g); /* accepts NULL */
+/* Gives back the pages of [p, p + n) that lie in g's mapping (sqz_file_release): they leave
+ * the resident set and load from the file again when read. A sqz_gguf_open_mem buffer (not a
+ * mapping sqz made) is never touched. Returns the bytes given back. g may be NULL. */
+size_t sqz_gguf_release(const sqz_gguf *g, const void *p, size_t n);
 
 const char *sqz_gguf_path(const sqz_gguf *g);
 uint32_t sqz_gguf_version(const sqz_gguf *g);     /* 2 or 3; sqzf: 1 */
@@ -220,15 +225,39 @@ sqz_status sqz_gguf_writer_copy_kv(sqz_gguf_writer *w, const sqz_gguf *g, size_t
 sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
                                       const int64_t *ne, int type, const void *data,
                                       size_t nbytes);
+/* A tensor whose bytes are not there yet: checked as sqz_gguf_writer_add_tensor (but data);
+ * *nbytes (when not NULL) gets the bytes it takes, which sqz_gguf_writer_put must then
+ * deliver. A writer holding declared tensors writes only by streaming. */
+sqz_status sqz_gguf_writer_declare_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
+                                          const int64_t *ne, int type, size_t *nbytes);
 
 /* Makes the writer write sqz's container instead of GGUF: magic "SQZF", version 1, the rest
  * laid out exactly as GGUF v3; tensors may then also have sqz's own type ids (>= 1024, see
  * docs/sqzf.md). Call before adding tensors of such types. */
-void sqz_gguf_writer_set_sqzf(sqz_gguf_writer *w, int on);
+void sqz_gguf_writer_set_sqzf(sqz_gguf_writer *w, int on); /* before begin */
 
 /* Writes the file: to path + ".tmp.XXXXXX" (mkstemp, same folder), fsync, rename over path,
  * fsync of the folder. On failure (SQZ_ERR_IO, message naming path) the temporary file is
- * removed and path is untouched. The new file has mode 0644. May be called more than once. */
+ * removed and path is untouched. The new file has mode 0644. May be called more than once.
+ * Every tensor must have its data (SQZ_ERR_ARG for a declared one). It is begin, one put per
+ * tensor and finish: the bytes are those of the streamed file. */
 sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path);
+
+/* Streaming, for data produced (or read) one piece at a time: nothing but the current piece
+ * needs to be in memory. The header - metadata, tensor infos with their offsets, padding -
+ * depends only on names, shapes and types, so every tensor is added or declared first; then
+ *   begin(w, path)  writes the header to path + ".tmp.XXXXXX" beside path;
+ *   put(w, p, n)    appends the next n bytes of tensor data, tensors in the order added, split
+ *                   anyhow (a put may end inside a tensor or span several); the alignment
+ *                   padding after a tensor is written with its last byte;
+ *   finish(w)       checks every tensor got all its bytes, fsyncs, renames over path.
+ * Metadata or tensors added between begin and finish are refused (SQZ_ERR_ARG). Any failure
+ * of begin, put or finish (SQZ_ERR_IO naming path; SQZ_ERR_ARG for more bytes than the tensors
+ * hold, or fewer at finish) removes the temporary file and ends the stream: path is untouched
+ * and a later put or finish is refused until a new begin. sqz_gguf_writer_free during a
+ * stream removes the temporary file too. */
+sqz_status sqz_gguf_writer_begin(sqz_gguf_writer *w, const char *path);
+sqz_status sqz_gguf_writer_put(sqz_gguf_writer *w, const void *data, size_t n);
+sqz_status sqz_gguf_writer_finish(sqz_gguf_writer *w);
 
 #endif

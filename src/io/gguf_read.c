@@ -658,6 +658,10 @@ sqz_status sqz_gguf_open(sqz_ctx *ctx, const char *path, sqz_gguf **out) {
 /* ------------------------------------------------------------------ reader accessors */
 
 const char *sqz_gguf_path(const sqz_gguf *g) { return g->path; }
+
+size_t sqz_gguf_release(const sqz_gguf *g, const void *p, size_t n) {
+    return g ? sqz_file_release(&g->map, p, n) : 0;
+}
 uint32_t sqz_gguf_version(const sqz_gguf *g) { return g->version; }
 int sqz_gguf_is_sqzf(const sqz_gguf *g) { return g->sqzf; }
 uint32_t sqz_gguf_alignment(const sqz_gguf *g) { return g->alignment; }

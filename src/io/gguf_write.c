@@ -1,7 +1,11 @@
 /* gguf_write.c - GGUF / sqzf atomic writer; see gguf.h.
  *
- * The writer encodes metadata into a buffer as it is added, keeps tensor pointers, and writes
- * header + infos + padded data to a mkstemp file that is renamed over the target at the end.
+ * The writer encodes metadata into a buffer as it is added and keeps the tensor infos (with a
+ * pointer to the data, or none for a tensor that will be streamed). sqz_gguf_writer_begin
+ * writes header + metadata + infos + the padding before the data section to a mkstemp file
+ * beside the target (the offsets follow from the sizes alone); sqz_gguf_writer_put appends
+ * tensor bytes in order with the padding after each tensor; sqz_gguf_writer_finish fsyncs
+ * and renames. sqz_gguf_writer_write is the three calls over the tensors' pointers.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -42,20 +46,41 @@ struct sqz_gguf_writer {
     int sqzf;            /* write sqz's container ("SQZF" version 1) instead of GGUF v3 */
     gguf_wtensor *t;
     size_t n_t, cap_t;
+    /* between begin and finish: the temporary file, the target, the tensor being written and
+     * how many of its bytes came */
+    int fd;              /* -1 when not writing */
+    char *tmp, *path;
+    size_t cur;
+    size_t cur_done;
 };
 
-void sqz_gguf_writer_set_sqzf(sqz_gguf_writer *w, int on) { w->sqzf = on != 0; }
+void sqz_gguf_writer_set_sqzf(sqz_gguf_writer *w, int on) {
+    if (w->fd < 0) w->sqzf = on != 0; /* not while the header written says otherwise */
+}
 
 sqz_status sqz_gguf_writer_new(sqz_ctx *ctx, sqz_gguf_writer **out) {
     *out = calloc(1, sizeof **out);
     if (!*out) return sqz_fail(ctx, SQZ_ERR_NOMEM, "gguf writer: out of memory");
     (*out)->ctx = ctx;
     (*out)->alignment = SQZ_GGUF_DEFAULT_ALIGNMENT;
+    (*out)->fd = -1;
     return SQZ_OK;
+}
+
+/* Ends a stream that will not finish: the temporary file is closed and removed. */
+static void w_abort(sqz_gguf_writer *w) {
+    if (w->fd < 0) return;
+    close(w->fd);
+    unlink(w->tmp);
+    free(w->tmp);
+    free(w->path);
+    w->fd = -1;
+    w->tmp = w->path = NULL;
 }
 
 void sqz_gguf_writer_free(sqz_gguf_writer *w) {
     if (!w) return;
+    w_abort(w);
     free(w->kv);
     for (size_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
     free(w->keys);
@@ -95,6 +120,9 @@ static int w_put_str(sqz_gguf_writer *w, const char *s, size_t n) {
 
 /* Checks key and starts an entry (key written); *mark is where to roll back to. */
 static sqz_status w_begin(sqz_gguf_writer *w, const char *key, size_t *mark) {
+    if (w->fd >= 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: metadata %s added after the header was written",
+                        w->path, key ? key : "(null)");
     if (!key || !key[0])
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: empty metadata key");
     size_t klen = strlen(key);
@@ -258,9 +286,12 @@ sqz_status sqz_gguf_writer_copy_kv(sqz_gguf_writer *w, const sqz_gguf *g, size_t
     return w_end(w, key, mark, w_put(w, raw, raw_len));
 }
 
-sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
-                                      const int64_t *ne, int type, const void *data,
-                                      size_t nbytes) {
+/* Checks and adds a tensor; declared: no data, nbytes is what the type and ne take. */
+static sqz_status w_tensor(sqz_gguf_writer *w, const char *name, int n_dims, const int64_t *ne,
+                           int type, const void *data, size_t nbytes, int declared) {
+    if (w->fd >= 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: tensor %s added after the header was written",
+                        w->path, name ? name : "(null)");
     if (!name || !name[0])
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor with an empty name");
     size_t nlen = strlen(name);
@@ -300,15 +331,19 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
     if (!gguf_file_nbytes(w->sqzf, type, count, &want))
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: byte count overflows",
                         name);
-    if (want != nbytes)
-        return sqz_fail(w->ctx, SQZ_ERR_ARG,
-                        "gguf writer: tensor %s: %zu bytes given, %s [%lld, %lld, %lld, %lld] "
-                        "takes %llu",
-                        name, nbytes, sqz_type_name(type), (long long)t.ne[0],
-                        (long long)t.ne[1], (long long)t.ne[2], (long long)t.ne[3],
-                        (unsigned long long)want);
-    if (!data)
-        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: NULL data", name);
+    if (declared) {
+        t.nbytes = (size_t)want;
+    } else {
+        if (want != nbytes)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG,
+                            "gguf writer: tensor %s: %zu bytes given, %s [%lld, %lld, %lld, %lld] "
+                            "takes %llu",
+                            name, nbytes, sqz_type_name(type), (long long)t.ne[0],
+                            (long long)t.ne[1], (long long)t.ne[2], (long long)t.ne[3],
+                            (unsigned long long)want);
+        if (!data)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor %s: NULL data", name);
+    }
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? 2 * w->cap_t : 32;
         gguf_wtensor *nt = realloc(w->t, cap * sizeof *nt);
@@ -320,6 +355,19 @@ sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int 
     if (!t.name) return w_nomem(w);
     w->t[w->n_t++] = t;
     return SQZ_OK;
+}
+
+sqz_status sqz_gguf_writer_add_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
+                                      const int64_t *ne, int type, const void *data,
+                                      size_t nbytes) {
+    return w_tensor(w, name, n_dims, ne, type, data, nbytes, 0);
+}
+
+sqz_status sqz_gguf_writer_declare_tensor(sqz_gguf_writer *w, const char *name, int n_dims,
+                                          const int64_t *ne, int type, size_t *nbytes) {
+    sqz_status st = w_tensor(w, name, n_dims, ne, type, NULL, 0, 1);
+    if (nbytes) *nbytes = st == SQZ_OK ? w->t[w->n_t - 1].nbytes : 0;
+    return st;
 }
 
 /* Writes all of p[0..n) to fd; 0 with errno set on failure. */
@@ -383,14 +431,17 @@ static uint8_t *w_build_meta(const sqz_gguf_writer *w, size_t *len) {
     return b;
 }
 
-sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path) {
+sqz_status sqz_gguf_writer_begin(sqz_gguf_writer *w, const char *path) {
     if (!path || !path[0]) return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: empty path");
+    if (w->fd >= 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: the writer is still writing %s", path, w->path);
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
+    char *tmp = malloc(plen + 16), *copy = strdup(path);
     size_t meta_len = 0;
-    uint8_t *meta = tmp ? w_build_meta(w, &meta_len) : NULL;
+    uint8_t *meta = tmp && copy ? w_build_meta(w, &meta_len) : NULL;
     if (!meta) {
         free(tmp);
+        free(copy);
         return sqz_fail(w->ctx, SQZ_ERR_NOMEM, "%s: out of memory", path);
     }
     memcpy(tmp, path, plen);
@@ -400,37 +451,107 @@ sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path) {
         int e = errno;
         free(meta);
         free(tmp);
+        free(copy);
         return sqz_fail(w->ctx, SQZ_ERR_IO, "%s: cannot create a temporary file beside it: %s",
                         path, strerror(e));
     }
-    const char *step = "write";
-    int ok = write_all(fd, meta, meta_len);
-    for (size_t i = 0; ok && i < w->n_t; i++) {
-        const gguf_wtensor *t = &w->t[i];
-        ok = write_all(fd, t->data, t->nbytes) &&
-             write_zeros(fd, gguf_align(t->nbytes, w->alignment) - t->nbytes);
-    }
-    if (ok) { step = "chmod"; ok = fchmod(fd, 0644) == 0; }
-    if (ok) { step = "fsync"; ok = fsync(fd) == 0; }
-    int e = errno;
-    if (close(fd) != 0 && ok) { step = "close"; ok = 0; e = errno; }
-    if (ok) { step = "rename"; ok = rename(tmp, path) == 0; e = errno; }
+    w->fd = fd;
+    w->tmp = tmp;
+    w->path = copy;
+    w->cur = 0;
+    w->cur_done = 0;
+    const int ok = write_all(fd, meta, meta_len);
+    const int e = errno;
     free(meta);
     if (!ok) {
-        unlink(tmp);
-        free(tmp);
-        return sqz_fail(w->ctx, SQZ_ERR_IO, "%s: %s failed: %s", path, step, strerror(e));
-    }
-    free(tmp);
-    /* Make the rename itself durable; the file is complete whatever this says. */
-    char *dir = sqz_path_dirname(path); /* fsync'ed after the rename */
-    if (dir) {
-        int dfd = open(dir, O_RDONLY);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
+        sqz_status st = sqz_fail(w->ctx, SQZ_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        w_abort(w);
+        return st;
     }
     return SQZ_OK;
+}
+
+sqz_status sqz_gguf_writer_put(sqz_gguf_writer *w, const void *data, size_t n) {
+    if (w->fd < 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: tensor data put before "
+                        "sqz_gguf_writer_begin (or after a failure)");
+    const uint8_t *p = data;
+    while (n) {
+        if (w->cur == w->n_t) {
+            sqz_status st = sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: %zu bytes of tensor data more than "
+                                     "the tensors hold", w->path, n);
+            w_abort(w);
+            return st;
+        }
+        const gguf_wtensor *t = &w->t[w->cur];
+        const size_t k = n < t->nbytes - w->cur_done ? n : t->nbytes - w->cur_done;
+        int ok = write_all(w->fd, p, k);
+        w->cur_done += k;
+        if (ok && w->cur_done == t->nbytes) {
+            ok = write_zeros(w->fd, gguf_align(t->nbytes, w->alignment) - t->nbytes);
+            w->cur++;
+            w->cur_done = 0;
+        }
+        if (!ok) {
+            sqz_status st = sqz_fail(w->ctx, SQZ_ERR_IO, "%s: write failed: %s", w->path,
+                                     strerror(errno));
+            w_abort(w);
+            return st;
+        }
+        p += k;
+        n -= k;
+    }
+    return SQZ_OK;
+}
+
+sqz_status sqz_gguf_writer_finish(sqz_gguf_writer *w) {
+    if (w->fd < 0)
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: finish before sqz_gguf_writer_begin "
+                        "(or after a failure)");
+    if (w->cur < w->n_t) {
+        const gguf_wtensor *t = &w->t[w->cur];
+        sqz_status st = sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: tensor %s got %zu of its %zu bytes",
+                                 w->path, t->name, w->cur_done, t->nbytes);
+        w_abort(w);
+        return st;
+    }
+    const char *step = "chmod";
+    int ok = fchmod(w->fd, 0644) == 0;
+    if (ok) { step = "fsync"; ok = fsync(w->fd) == 0; }
+    int e = errno;
+    if (close(w->fd) != 0 && ok) { step = "close"; ok = 0; e = errno; }
+    w->fd = -1;
+    if (ok) { step = "rename"; ok = rename(w->tmp, w->path) == 0; e = errno; }
+    sqz_status st = SQZ_OK;
+    if (!ok) {
+        unlink(w->tmp);
+        st = sqz_fail(w->ctx, SQZ_ERR_IO, "%s: %s failed: %s", w->path, step, strerror(e));
+    } else {
+        /* Make the rename itself durable; the file is complete whatever this says. */
+        char *dir = sqz_path_dirname(w->path);
+        if (dir) {
+            int dfd = open(dir, O_RDONLY);
+            if (dfd >= 0) {
+                (void)fsync(dfd);
+                close(dfd);
+            }
+            free(dir);
+        }
+    }
+    free(w->tmp);
+    free(w->path);
+    w->tmp = w->path = NULL;
+    return st;
+}
+
+sqz_status sqz_gguf_writer_write(sqz_gguf_writer *w, const char *path) {
+    if (!path || !path[0]) return sqz_fail(w->ctx, SQZ_ERR_ARG, "gguf writer: empty path");
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!w->t[i].data)
+            return sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: tensor %s was declared without data: write "
+                            "the file with sqz_gguf_writer_begin / put / finish", path, w->t[i].name);
+    sqz_status st = sqz_gguf_writer_begin(w, path);
+    for (size_t i = 0; st == SQZ_OK && i < w->n_t; i++)
+        st = sqz_gguf_writer_put(w, w->t[i].data, w->t[i].nbytes);
+    return st == SQZ_OK ? sqz_gguf_writer_finish(w) : st;
 }

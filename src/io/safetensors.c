@@ -126,6 +126,12 @@ static sqz_status st_finish(sqz_ctx *ctx, sqz_safetensors *st) {
 
 size_t sqz_st_count(const sqz_safetensors *st) { return st ? st->n : 0; }
 
+size_t sqz_st_release(const sqz_safetensors *st, const void *p, size_t n) {
+    size_t done = 0;
+    for (size_t i = 0; st && i < st->n_shards; i++) done += sqz_file_release(&st->shards[i].map, p, n);
+    return done;
+}
+
 const sqz_st_tensor *sqz_st_get(const sqz_safetensors *st, size_t i) {
     return st && i < st->n ? &st->tensors[i] : NULL;
 }

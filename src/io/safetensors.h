@@ -45,6 +45,12 @@ sqz_status sqz_st_open_mem(sqz_ctx *ctx, const void *buf, size_t len, const char
                            sqz_safetensors **out);
 void sqz_st_close(sqz_safetensors *st);
 
+/* Gives back the pages of [p, p + n) that lie in st's mapped shards (sqz_file_release): a
+ * reader done with a tensor's bytes drops them from the resident set; read again, they load
+ * from the file. Memory st does not map (sqz_st_open_mem's buffer, anything else) is not
+ * touched. Returns the bytes given back. st may be NULL. */
+size_t sqz_st_release(const sqz_safetensors *st, const void *p, size_t n);
+
 size_t sqz_st_count(const sqz_safetensors *st);
 const sqz_st_tensor *sqz_st_get(const sqz_safetensors *st, size_t i);
 /* NULL if absent. Tensors are ordered by name (sqz_st_get too); lookups are binary searches.

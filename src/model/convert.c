@@ -18,9 +18,15 @@
  *     ggml_quantize_chunk without an importance matrix; a weight already in its target type and
  *     not permuted is copied as is (llama-quantize does the same).
  *
- * Rows are independent, so each tensor's rows are split into chunks over the context's threads
- * (OpenMP); a chunk's f32 scratch bounds the extra memory. The converted tensors are held until
- * the writer writes the file (to a temporary name, renamed when complete).
+ * Memory: the file is streamed. Every tensor's name, shape and type is known before anything is
+ * converted, so the writer writes the header first (to a temporary name, renamed when complete);
+ * then each tensor is converted a slab of rows at a time (about SLAB_ELEMS elements; Q/K
+ * slabs hold whole heads, so the RoPE permutation stays inside one), the slab is written, and
+ * the source pages it read are given back (sqz_model_release: only pages of the files the model
+ * maps; they reload from the file if read again). Rows are independent, so a slab's rows are
+ * split into chunks over the context's threads (OpenMP), each with its f32 scratch. The peak is
+ * then one slab's output buffer + its source pages + the threads' scratch, whatever the model's
+ * size (the file's pages go to the page cache, not to the process).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -36,6 +42,11 @@
 #include "formats/quant.h"
 
 #define CHUNK_ELEMS (1 << 16) /* f32 elements one work item converts at a time */
+#define SLAB_ELEMS ((int64_t)1 << 24) /* elements converted, written and released at a time */
+
+static int64_t slab_elems = SLAB_ELEMS; /* tests lower it: sqz_convert_set_slab_elems */
+
+void sqz_convert_set_slab_elems(int64_t n) { slab_elems = n > 0 ? n : SLAB_ELEMS; }
 
 typedef struct out_tensor {
     char name[64];
@@ -46,9 +57,7 @@ typedef struct out_tensor {
     int is_vec;            /* a 1-D tensor: written as f32 [cols] */
     sqz_type type;         /* the type written */
     int fallback;          /* the type is llama.cpp's fallback for an awkward row length */
-    void *buf;             /* converted data owned here, or NULL */
-    const void *data;      /* what is written: buf, or the source's data when unchanged */
-    size_t nbytes;
+    int32_t *perm;         /* a mixllm matrix: its row map, written as NAME.mix_perm */
 } out_tensor;
 
 typedef struct out_list {
@@ -134,40 +143,47 @@ static int64_t rope_src_row(int64_t r, int64_t hd) {
     return head * hd + (w % 2) * (hd / 2) + w / 2;
 }
 
-/* Converts t->src into t->type (see the file comment). */
-static sqz_status convert_tensor(sqz_ctx *ctx, const char *out_path, out_tensor *t) {
+static sqz_status out_of_memory(sqz_ctx *ctx, const char *out_path, const out_tensor *t) {
+    return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
+}
+
+/* Writes n bytes and gives back the source pages [src, src + src_n) they came from. */
+static sqz_status put_release(sqz_gguf_writer *w, const sqz_model *m, const void *p, size_t n,
+                              const void *src, size_t src_n) {
+    sqz_status st = sqz_gguf_writer_put(w, p, n);
+    sqz_model_release(m, src, src_n);
+    return st;
+}
+
+/* A norm or bias: f32 [cols], the q/k biases permuted as their rows (sqz holds them as f32). */
+static sqz_status write_vec(sqz_ctx *ctx, sqz_gguf_writer *w, const char *out_path,
+                            const out_tensor *t) {
     const sqz_tensor *s = t->src;
-    const int64_t rows = s->rows, cols = s->cols;
-    const int64_t hd = t->rope_heads > 0 ? (t->is_vec ? cols : rows) / t->rope_heads : 0;
-    if (t->is_vec) { /* norms and biases: sqz holds them as f32 already */
-        float *f = malloc((size_t)cols * sizeof *f), *tmp = malloc((size_t)cols * sizeof *tmp);
-        if (!f || !tmp) {
-            free(f);
-            free(tmp);
-            return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
-        }
-        sqz_tensor_row_f32(s, 0, tmp);
-        for (int64_t i = 0; i < cols; i++) f[i] = tmp[hd ? rope_src_row(i, hd) : i];
+    const int64_t cols = s->cols, hd = t->rope_heads > 0 ? cols / t->rope_heads : 0;
+    float *f = malloc((size_t)cols * sizeof *f), *tmp = malloc((size_t)cols * sizeof *tmp);
+    if (!f || !tmp) {
+        free(f);
         free(tmp);
-        t->buf = f;
-        t->data = f;
-        t->nbytes = (size_t)cols * sizeof *f;
-        return SQZ_OK;
+        return out_of_memory(ctx, out_path, t);
     }
+    sqz_tensor_row_f32(s, 0, tmp);
+    for (int64_t i = 0; i < cols; i++) f[i] = tmp[hd ? rope_src_row(i, hd) : i];
+    sqz_status st = sqz_gguf_writer_put(w, f, (size_t)cols * sizeof *f);
+    free(tmp);
+    free(f);
+    return st;
+}
+
+/* Rows r0 .. r0+nr of t in t->type into dst, in chunks over the threads: 0, or 1 when out of
+ * memory, 2 when the quantizer refused. */
+static int convert_rows(sqz_ctx *ctx, const out_tensor *t, int64_t r0, int64_t nr, char *dst) {
+    const sqz_tensor *s = t->src;
+    const int64_t cols = s->cols, hd = t->rope_heads > 0 ? s->rows / t->rope_heads : 0;
     const size_t rs = sqz_type_row_size(t->type, cols), src_rs = sqz_type_row_size(s->type, cols);
-    t->nbytes = (size_t)rows * rs;
-    if (s->type == t->type && !hd) { /* unchanged: written straight from the source */
-        t->data = s->data;
-        return SQZ_OK;
-    }
-    char *dst = malloc(t->nbytes ? t->nbytes : 1);
-    if (!dst) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
-    t->buf = dst;
-    t->data = dst;
     const int same = s->type == t->type; /* only permuted: rows are copied */
     const int64_t chunk = cols >= CHUNK_ELEMS ? 1 : CHUNK_ELEMS / cols;
-    const int64_t n_chunks = (rows + chunk - 1) / chunk;
-    int failed = 0; /* 1: out of memory, 2: the quantizer refused */
+    const int64_t n_chunks = (nr + chunk - 1) / chunk;
+    int failed = 0;
 #pragma omp parallel num_threads(ctx->n_threads > 0 ? ctx->n_threads : 1)
     {
         float *scratch = same ? NULL : malloc((size_t)(chunk * cols) * sizeof *scratch);
@@ -178,34 +194,65 @@ static sqz_status convert_tensor(sqz_ctx *ctx, const char *out_path, out_tensor 
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < n_chunks; ci++) {
             if (!same && !scratch) continue;
-            const int64_t r0 = ci * chunk, nr = rows - r0 < chunk ? rows - r0 : chunk;
-            for (int64_t k = 0; k < nr; k++) {
-                const int64_t sr = hd ? rope_src_row(r0 + k, hd) : r0 + k;
+            const int64_t c0 = ci * chunk, n = nr - c0 < chunk ? nr - c0 : chunk;
+            for (int64_t k = 0; k < n; k++) {
+                const int64_t r = r0 + c0 + k, sr = hd ? rope_src_row(r, hd) : r;
                 if (same)
-                    memcpy(dst + (size_t)(r0 + k) * rs, (const char *)s->data + (size_t)sr * src_rs, rs);
+                    memcpy(dst + (size_t)(c0 + k) * rs, (const char *)s->data + (size_t)sr * src_rs, rs);
                 else
                     sqz_tensor_row_f32(s, sr, scratch + k * cols);
             }
-            if (!same && sqz_quantize_rows(t->type, scratch, dst + (size_t)r0 * rs, nr, cols, NULL) !=
-                             (size_t)nr * rs) {
+            if (!same && sqz_quantize_rows(t->type, scratch, dst + (size_t)c0 * rs, n, cols, NULL) !=
+                             (size_t)n * rs) {
 #pragma omp atomic write
                 failed = 2;
             }
         }
         free(scratch);
     }
-    if (failed == 1) return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
-    if (failed == 2)
-        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: sqz cannot quantize %s to %s", out_path,
-                        t->name, sqz_type_name(t->type));
-    return SQZ_OK;
+    return failed;
+}
+
+/* A matrix in t->type (see the file comment), slab by slab: converted, written, its source
+ * pages given back. Unchanged (same type, not permuted) it is written straight from the source. */
+static sqz_status write_matrix(sqz_ctx *ctx, sqz_gguf_writer *w, const sqz_model *m,
+                               const char *out_path, const out_tensor *t) {
+    const sqz_tensor *s = t->src;
+    const int64_t rows = s->rows, cols = s->cols;
+    const int64_t hd = t->rope_heads > 0 ? rows / t->rope_heads : 0;
+    const size_t rs = sqz_type_row_size(t->type, cols), src_rs = sqz_type_row_size(s->type, cols);
+    int64_t slab = slab_elems / cols > 0 ? slab_elems / cols : 1;
+    if (hd) slab = slab > hd ? slab / hd * hd : hd; /* whole heads: the permutation stays inside */
+    if (slab > rows) slab = rows;
+    const int copy = s->type == t->type && !hd;
+    char *dst = copy ? NULL : malloc((size_t)slab * rs);
+    if (!copy && !dst) return out_of_memory(ctx, out_path, t);
+    sqz_status st = SQZ_OK;
+    for (int64_t r0 = 0; r0 < rows && !st; r0 += slab) {
+        const int64_t nr = rows - r0 < slab ? rows - r0 : slab;
+        const char *src = (const char *)s->data + (size_t)r0 * src_rs;
+        const size_t src_n = (size_t)nr * src_rs;
+        if (copy) {
+            st = put_release(w, m, src, src_n, src, src_n);
+            continue;
+        }
+        const int failed = convert_rows(ctx, t, r0, nr, dst);
+        if (failed == 1) st = out_of_memory(ctx, out_path, t);
+        else if (failed == 2)
+            st = sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: sqz cannot quantize %s to %s", out_path,
+                          t->name, sqz_type_name(t->type));
+        else st = put_release(w, m, dst, (size_t)nr * rs, src, src_n);
+    }
+    free(dst);
+    return st;
 }
 
 /* A mixllm matrix (SQZ_TYPE_MIXLLM) goes to sqzf as its parts (docs/sqzf.md): NAME.mix_perm,
  * NAME.mix_hi, NAME.mix_lo. Its rows are written as stored; a RoPE permutation of the output
- * rows only changes the map: stored row i now computes output row inv[perm[i]]. */
-static sqz_status add_mixed(sqz_ctx *ctx, sqz_gguf_writer *w, const char *out_path, out_tensor *t,
-                            uint64_t *data_bytes) {
+ * rows only changes the map: stored row i now computes output row inv[perm[i]]. This declares
+ * the parts (computing the map); write_mixed writes them. */
+static sqz_status declare_mixed(sqz_ctx *ctx, sqz_gguf_writer *w, const char *out_path,
+                                out_tensor *t, uint64_t *data_bytes) {
     const sqz_tensor *s = t->src;
     const sqz_mix_tensor *mx = s->data;
     const int64_t rows = s->rows, cols = s->cols;
@@ -213,32 +260,43 @@ static sqz_status add_mixed(sqz_ctx *ctx, sqz_gguf_writer *w, const char *out_pa
     int32_t *perm = malloc((size_t)rows * sizeof *perm), *inv = malloc((size_t)rows * sizeof *inv);
     if (!perm || !inv) {
         free(perm), free(inv);
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);
+        return out_of_memory(ctx, out_path, t);
     }
     for (int64_t r = 0; r < rows; r++) inv[hd ? rope_src_row(r, hd) : r] = (int32_t)r;
     for (int64_t i = 0; i < rows; i++) perm[i] = inv[mx->perm[i]];
     free(inv);
-    t->buf = perm;
+    t->perm = perm;
     char name[96];
     sqz_status st;
     int64_t ne[2] = { rows };
+    size_t nb;
     snprintf(name, sizeof name, "%s%s", t->name, SQZ_MIX_SUFFIX_PERM);
-    if ((st = sqz_gguf_writer_add_tensor(w, name, 1, ne, 26 /* ggml i32 */, perm, (size_t)rows * 4)))
-        return st;
-    *data_bytes += (uint64_t)rows * 4;
-    const struct { const char *suffix; sqz_type type; int64_t n; const void *data; } part[2] = {
-        { SQZ_MIX_SUFFIX_HI, SQZ_TYPE_MX8, mx->n8, mx->hi },
-        { SQZ_MIX_SUFFIX_LO, mx->lo_type, rows - mx->n8, mx->lo },
+    if ((st = sqz_gguf_writer_declare_tensor(w, name, 1, ne, 26 /* ggml i32 */, &nb))) return st;
+    *data_bytes += nb;
+    const struct { const char *suffix; sqz_type type; int64_t n; } part[2] = {
+        { SQZ_MIX_SUFFIX_HI, SQZ_TYPE_MX8, mx->n8 },
+        { SQZ_MIX_SUFFIX_LO, mx->lo_type, rows - mx->n8 },
     };
     for (int k = 0; k < 2; k++) {
         if (part[k].n == 0) continue; /* absent part: no rows */
         snprintf(name, sizeof name, "%s%s", t->name, part[k].suffix);
-        const size_t nb = (size_t)part[k].n * sqz_type_row_size(part[k].type, cols);
         ne[0] = cols, ne[1] = part[k].n;
-        if ((st = sqz_gguf_writer_add_tensor(w, name, 2, ne, part[k].type, part[k].data, nb))) return st;
+        if ((st = sqz_gguf_writer_declare_tensor(w, name, 2, ne, part[k].type, &nb))) return st;
         *data_bytes += nb;
     }
     return SQZ_OK;
+}
+
+static sqz_status write_mixed(sqz_gguf_writer *w, const sqz_model *m, const out_tensor *t) {
+    const sqz_tensor *s = t->src;
+    const sqz_mix_tensor *mx = s->data;
+    const int64_t rows = s->rows, cols = s->cols;
+    sqz_status st = sqz_gguf_writer_put(w, t->perm, (size_t)rows * sizeof *t->perm);
+    const size_t hi = (size_t)mx->n8 * sqz_type_row_size(SQZ_TYPE_MX8, cols);
+    const size_t lo = (size_t)(rows - mx->n8) * sqz_type_row_size(mx->lo_type, cols);
+    if (!st && hi) st = put_release(w, m, mx->hi, hi, mx->hi, hi);
+    if (!st && lo) st = put_release(w, m, mx->lo, lo, mx->lo, lo);
+    return st;
 }
 
 /* general.name: what the model was loaded from, as convert_hf_to_gguf.py's default names it
@@ -422,26 +480,32 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     for (int i = 0; i < l.n; i++) /* mixllm's matrices exist only in sqz's container */
         if (l.t[i].src->type == SQZ_TYPE_MIXLLM || l.t[i].type >= SQZ_TYPE_SQZ_FIRST) sqz_gguf_writer_set_sqzf(w, 1);
     if ((st = write_meta(w, model, arch, &tk, preset.ftype))) goto done;
+    /* every tensor's name, shape and type: the whole header, before any data */
     uint64_t n_params = 0, data_bytes = 0;
-    sqz_progress(ctx, "convert", 0, (uint64_t)l.n);
     for (int i = 0; i < l.n; i++) {
         out_tensor *t = &l.t[i];
+        n_params += (uint64_t)(t->is_vec ? 1 : t->src->rows) * (uint64_t)t->src->cols;
         if (!t->is_vec && t->src->type == SQZ_TYPE_MIXLLM) {
-            if ((st = add_mixed(ctx, w, out_path, t, &data_bytes))) goto done;
-            n_params += (uint64_t)t->src->rows * (uint64_t)t->src->cols;
-            sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);
+            if ((st = declare_mixed(ctx, w, out_path, t, &data_bytes))) goto done;
             continue;
         }
-        if ((st = convert_tensor(ctx, out_path, t))) goto done;
         int64_t ne[2] = { t->src->cols, t->src->rows };
-        if ((st = sqz_gguf_writer_add_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, t->data,
-                                             t->nbytes)))
+        size_t nb;
+        if ((st = sqz_gguf_writer_declare_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, &nb)))
             goto done;
-        n_params += (uint64_t)(t->is_vec ? 1 : t->src->rows) * (uint64_t)t->src->cols;
-        data_bytes += t->nbytes;
+        data_bytes += nb;
+    }
+    if ((st = sqz_gguf_writer_begin(w, out_path))) goto done;
+    sqz_progress(ctx, "convert", 0, (uint64_t)l.n);
+    for (int i = 0; i < l.n; i++) {
+        const out_tensor *t = &l.t[i];
+        st = t->is_vec                           ? write_vec(ctx, w, out_path, t)
+             : t->src->type == SQZ_TYPE_MIXLLM ? write_mixed(w, model, t)
+                                               : write_matrix(ctx, w, model, out_path, t);
+        if (st) goto done;
         sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);
     }
-    if ((st = sqz_gguf_writer_write(w, out_path))) goto done;
+    if ((st = sqz_gguf_writer_finish(w))) goto done;
     if (result) {
         struct stat sb;
         result->file_bytes = stat(out_path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
@@ -452,8 +516,8 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
         result->seconds = sqz_now() - t0;
     }
 done:
-    sqz_gguf_writer_free(w);
-    for (int i = 0; i < l.n; i++) free(l.t[i].buf);
+    sqz_gguf_writer_free(w); /* removes the temporary file after a failure */
+    for (int i = 0; i < l.n; i++) free(l.t[i].perm);
     free(l.t);
     sqz_tok_gguf_free(&tk);
     return st;

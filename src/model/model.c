@@ -116,6 +116,10 @@ void sqz_model_free(sqz_model *m) {
     free(m);
 }
 
+size_t sqz_model_release(const sqz_model *m, const void *p, size_t n) {
+    return sqz_st_release(m->st, p, n) + sqz_gguf_release(m->gguf, p, n) + sqz_file_release(&m->map, p, n);
+}
+
 static uint64_t tensor_elems(const sqz_tensor *t) {
     return t->data ? (uint64_t)t->rows * (uint64_t)t->cols : 0;
 }

@@ -74,6 +74,19 @@ sqz_status sqz_model_prepare_run(sqz_ctx *ctx, sqz_model *m);
 const sqz_layer_weights *sqz_model_run_layers(const sqz_model *m);
 const sqz_tensor *sqz_model_run_output(const sqz_model *m);
 
+/* Gives back the resident pages of [p, p + n) that lie in the files m maps (safetensors
+ * shards, a GGUF / sqzf file, a llama2.c checkpoint; sqz_file_release): a reader done with a
+ * tensor's bytes (convert) keeps the process's memory to what it is working on. Views into
+ * anything else - the model's own f32 copies, a quantizer's buffers - are left alone. Read
+ * again, released bytes load from the file: the model stays fully usable. Returns the bytes
+ * given back. */
+size_t sqz_model_release(const sqz_model *m, const void *p, size_t n);
+
+/* For tests: the elements sqz_convert converts, writes and gives back at a time (default
+ * 2^24; n <= 0 restores it). Small values make the test models' tensors span many slabs.
+ * Not thread-safe: set it while no conversion runs. */
+void sqz_convert_set_slab_elems(int64_t n);
+
 /* Keeps p (malloc'ed) until the model is freed; frees p and returns NULL on failure. */
 void *sqz_model_own(sqz_model *m, void *p);
 

@@ -3,7 +3,8 @@
 # (llama2.c) converted to f32 GGUF generates the same greedy text as the checkpoint; --json
 # prints one object with the result's numbers; sqz-llama-26m to q4_0 is llama.cpp's own
 # Q4_0-pure file byte for byte (when ../shared is there); bad input (unknown type, missing output
-# folder, no tokenizer) fails with one line on stderr, nothing on stdout and no file left behind.
+# folder, no tokenizer, the disk filling up half-way through the stream) fails with one line on
+# stderr, nothing on stdout and no file left behind.
 SQZ=${SQZ:-build/sqz}
 SHARED=${SQZ_SHARED:-../shared}
 if ! "$SQZ" --help 2>&1 | grep -q convert; then
@@ -34,8 +35,9 @@ import json, os, sys
 d = json.load(open(sys.argv[1]))
 assert d['file_bytes'] == os.path.getsize(sys.argv[2]), d
 assert d['n_tensors'] == 47 and d['n_fallback'] == 5, d   # the 5 ffn_down are 172 wide: F16
-assert 8 < d['bits_per_weight'] < 16, d" "$tmp/j" "$tmp/q.gguf"
-check $? "--json: one object; file_bytes is the file's size, 47 tensors, 5 fallbacks (172-wide ffn_down)"
+assert 8 < d['bits_per_weight'] < 16, d
+assert 0 < d['peak_rss_mib'] < 1024, d" "$tmp/j" "$tmp/q.gguf"
+check $? "--json: one object; file_bytes is the file's size, 47 tensors, 5 fallbacks (172-wide ffn_down), peak_rss_mib"
 
 P=$SHARED/models/gguf/sqz-llama-26m-Q4_0-pure.gguf
 if [ -f "$P" ] && [ -f "$SHARED/models/sqz-llama-26m/config.json" ]; then
@@ -65,6 +67,14 @@ bad_case() {
 }
 bad_case "an unknown type" "unknown type" "$tmp/x.gguf" $M -o "$tmp/x.gguf" --type q4_k_x
 bad_case "a missing output folder" "does not exist" "$tmp/no/x.gguf" $M -o "$tmp/no/x.gguf" --type f16
+# a failure after the header was written: the disk fills up (ulimit -f, 512-byte blocks: the
+# 64 KiB take the header, not the 1 MB of f32 weights); SIGXFSZ ignored, so write() fails
+mkdir "$tmp/full"
+( trap '' XFSZ; ulimit -f 128 && exec $SQZ convert $M -o "$tmp/full/x.gguf" --type f32 ) \
+    > "$tmp/o" 2> "$tmp/e"; rc=$?
+[ $rc -eq 1 ] && [ ! -s "$tmp/o" ] && [ "$(wc -l < "$tmp/e")" -eq 1 ] && grep -q "write failed" "$tmp/e" &&
+    [ -z "$(ls -A "$tmp/full")" ]
+check $? "the disk filling up mid-stream: exit $rc, one line, no file and no temporary file: $(cat "$tmp/e")"
 mkdir "$tmp/notok" && cp $M "$tmp/notok/m.bin"
 bad_case "a model without a tokenizer" "tokenizer" "$tmp/notok/x.gguf" "$tmp/notok/m.bin" \
     -o "$tmp/notok/x.gguf" --type f16

@@ -64,8 +64,16 @@ for c in $COMMANDS; do
     check $? "$c refuses the $(comm -23 "$tmp/all" "$tmp/takes" | wc -l) options its help does not list${bad:+ (accepted:$bad)}"
 done
 
-# full command lines of each command still parse and run
-runs() { what=$1; shift; $SQZ "$@" > "$tmp/o" 2> "$tmp/e"; rc=$?; check $rc "$what (exit $rc)"; }
+# full command lines of each command still parse and run; with --json, the object has the
+# process's peak memory (peak_rss_mib, every command)
+runs() {
+    what=$1; shift; $SQZ "$@" > "$tmp/o" 2> "$tmp/e"; rc=$?; check $rc "$what (exit $rc)"
+    case " $* " in *" --json "*)
+        python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['peak_rss_mib'] > 0, d" \
+            "$tmp/o" 2> /dev/null
+        check $? "  its --json has peak_rss_mib > 0: $(grep -o '"peak_rss_mib":[^,}]*' "$tmp/o")";;
+    esac
+}
 runs "info with every option it takes" info $M $TOK --threads 1 --json --no-progress
 runs "generate with every option it takes" generate $M $TOK -p "Once" -n 4 --temp 0.5 --top-p 0.9 \
     --seed 3 -t 1 --json --no-progress

@@ -40,8 +40,12 @@ typedef struct opts {
 int cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The context's last error as one line; returns 1. */
 int cli_fail(sqz_ctx *ctx);
-/* Prints o as one line of JSON on stdout and frees it. */
+/* Prints o as one line of JSON on stdout and frees it. Every command's object gets
+ * "peak_rss_mib" (cli_peak_rss_mib at the time of printing) unless it has one. */
 void cli_print_json(cJSON *o);
+/* The process's peak resident memory so far, MiB: VmHWM from /proc/self/status (it counts
+ * the touched pages of memory-mapped files, the weights), else getrusage's ru_maxrss. */
+double cli_peak_rss_mib(void);
 double cli_now(void);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL after printing the error. */
 char *cli_read_file(const char *path, size_t *len);

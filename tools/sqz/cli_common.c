@@ -1,11 +1,12 @@
-/* cli_common.c - what every sqz command uses: one-line errors on stderr, JSON on stdout, a
- * clock, a whole-file reader, and the prologue of the commands that score or calibrate on a
- * text (load the model, read the file, tokenize it). */
+/* cli_common.c - what every sqz command uses: one-line errors on stderr, JSON on stdout (with
+ * the process's peak memory), a clock, a whole-file reader, and the prologue of the commands
+ * that score or calibrate on a text (load the model, read the file, tokenize it). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli.h"
@@ -26,7 +27,20 @@ int cli_fail(sqz_ctx *ctx) {
     return 1;
 }
 
+double cli_peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && kb < 0 && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) != 1) kb = -1;
+    if (f) fclose(f);
+    if (kb >= 0) return (double)kb / 1024.0;
+    struct rusage ru; /* ru_maxrss: KiB on Linux */
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
+}
+
 void cli_print_json(cJSON *o) {
+    if (!cJSON_HasObjectItem(o, "peak_rss_mib")) cJSON_AddNumberToObject(o, "peak_rss_mib", cli_peak_rss_mib());
     char *s = cJSON_PrintUnformatted(o);
     if (s) printf("%s\n", s);
     free(s);

@@ -28,9 +28,10 @@ int cmd_convert(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "seconds", r.seconds);
         cli_print_json(j);
     } else {
-        fprintf(stderr, "sqz: wrote %s: %d tensors, %.2f MB, %.2f bits per weight%s (%.1f s)\n",
+        fprintf(stderr, "sqz: wrote %s: %d tensors, %.2f MB, %.2f bits per weight%s (%.1f s, "
+                        "peak RSS %.0f MiB)\n",
                 o->out, r.n_tensors, (double)r.file_bytes / 1e6, r.bits_per_weight,
-                r.n_fallback ? ", some tensors in a fallback type" : "", r.seconds);
+                r.n_fallback ? ", some tensors in a fallback type" : "", r.seconds, cli_peak_rss_mib());
     }
     return 0;
 }

@@ -4,16 +4,8 @@
  * --fake-quant, --mix-frac, --alloc, --alloc-windows) are aliases of its spec's keys. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "cli.h"
-
-/* The process's peak resident memory so far, MiB (issue 4: calibration must not need the
- * whole model's activations). */
-static double peak_rss_mib(void) {
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss / 1024.0 : 0;
-}
 
 typedef struct report {
     cJSON *rows; /* --json: array of {name, type, rel_err}; else printed */
@@ -121,7 +113,6 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "quant_seconds", r.quant_seconds);
         cJSON_AddNumberToObject(j, "seconds", r.calib_seconds + r.quant_seconds + r.convert.seconds);
         cJSON_AddNumberToObject(j, "mean_rel_err", r.mean_rel_err);
-        cJSON_AddNumberToObject(j, "peak_rss_mib", peak_rss_mib());
         if (r.alloc_budget > 0) {
             cJSON *a = cJSON_AddObjectToObject(j, "alloc");
             cJSON_AddNumberToObject(a, "budget_bytes", (double)r.alloc_budget);
@@ -136,7 +127,7 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         fprintf(stderr, "sqz: wrote %s: %.2f MB, %.2f bits per weight; %zu calibration tokens, "
                         "statistics %.1f s, quantization %.1f s; mean rel. error %.4f; peak RSS %.0f MiB\n",
                 o->out, (double)r.convert.file_bytes / 1e6, r.convert.bits_per_weight, r.calib_tokens,
-                r.calib_seconds, r.quant_seconds, r.mean_rel_err, peak_rss_mib());
+                r.calib_seconds, r.quant_seconds, r.mean_rel_err, cli_peak_rss_mib());
         if (r.alloc_budget > 0)
             fprintf(stderr, "sqz: --alloc: matrices %.3f MB (the mix's types: %.3f MB); summed single-matrix "
                             "KL %.5f (the mix's: %.5f); search %.1f s\n",

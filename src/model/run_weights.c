@@ -26,11 +26,14 @@ static size_t packed_bytes(const sqz_tensor *t) {
     return (sqz_x16_bytes(sqz_x16_type_of(t->type), t->rows, t->cols) + 63) & ~(size_t)63;
 }
 
-/* t -> its packed copy at *at (advanced), where the kernels want one */
-static void pack_into(sqz_tensor *t, char **at) {
+/* t -> its packed copy at *at (advanced), where the kernels want one; the file's pages it was
+ * read from are given back (they reload from the file if convert or an embedding lookup reads
+ * them again), so a run holds the weights once, not twice */
+static void pack_into(const sqz_model *m, sqz_tensor *t, char **at) {
     const size_t bytes = packed_bytes(t);
     if (!bytes) return;
     sqz_x16_pack(t->type, t->data, t->rows, t->cols, *at);
+    sqz_model_release(m, t->data, sqz_type_row_size(t->type, t->cols) * (size_t)t->rows);
     t->type = sqz_x16_type_of(t->type);
     t->data = *at;
     *at += bytes;
@@ -64,10 +67,10 @@ sqz_status sqz_model_prepare_run(sqz_ctx *ctx, sqz_model *m) {
     char *at = mem;
     for (int l = 0; l < L; l++) {
         sqz_tensor *mats[N_MATRICES] = MATRICES(run[l]);
-        for (int i = 0; i < N_MATRICES; i++) pack_into(mats[i], &at);
+        for (int i = 0; i < N_MATRICES; i++) pack_into(m, mats[i], &at);
     }
     m->run_output = m->output;
-    pack_into(&m->run_output, &at);
+    pack_into(m, &m->run_output, &at);
     m->run_layers = run;
     m->run_mem = mem;
     m->run_owner = m;

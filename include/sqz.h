@@ -382,6 +382,62 @@ int sqz_quant_method_takes(const char *spec, const char *key);
  * n < window). */
 size_t sqz_calib_spread(const int32_t *tokens, size_t n, size_t want, int window, int32_t *out);
 
+
+/* ---------------------------------------------------------------- training */
+
+/* Called after each optimizer step (1-based) with the batch's mean loss before the step, the
+ * learning rate used, the gradient's global L2 norm before clipping and the seconds of the
+ * step; with held-out text, eval_ppl when the step was an evaluation step (else 0). */
+typedef void (*sqz_train_step_fn)(void *user, int step, double loss, double lr, double grad_norm,
+                                  double seconds, double eval_ppl);
+
+/* Full fine-tuning in f32 (src/train/): every step draws `batch` windows of ctx + 1 tokens at
+ * uniformly random offsets of the training tokens (seeded), takes the mean cross-entropy of
+ * their ctx next-token predictions, back-propagates, clips the gradient's global norm, and
+ * takes an AdamW step (PyTorch's AdamW: decoupled weight decay on matrices only). Learning
+ * rate: lr * min(1, (step + 1) / warmup), then with cosine a half cosine from lr down to
+ * min_lr over the remaining steps. Zero fields take the defaults in brackets (those of the
+ * recipe that made ../shared/models/merge/ft-*). Gradients and results are bit-identical
+ * whatever the thread count. The model must have f32 / f16 / bf16 weights. */
+typedef struct sqz_finetune_opts {
+    int steps;            /* [150] */
+    int batch;            /* windows per step [8] */
+    int micro_batch;      /* windows per forward/backward pass (memory), divides batch [batch] */
+    int ctx;              /* tokens per window [256] */
+    float lr;             /* peak learning rate [3e-4] */
+    int warmup;           /* steps of linear warm-up [20]; < 0: none */
+    int cosine;           /* 1: cosine decay to min_lr after the warm-up */
+    float min_lr;
+    float weight_decay;   /* [0] */
+    float beta1, beta2, eps; /* [0.9, 0.95, 1e-8] */
+    float clip;           /* global gradient-norm limit [1.0]; < 0: none */
+    uint64_t seed;        /* data sampling */
+    /* held-out perplexity (windows of ctx, at most eval_tokens tokens, 0: all) before training,
+     * every eval_every steps (0: only) and after the last step */
+    const int32_t *eval;
+    size_t n_eval;
+    size_t eval_tokens;
+    int eval_every;
+    sqz_train_step_fn on_step;
+    void *user;
+} sqz_finetune_opts;
+
+typedef struct sqz_finetune_result {
+    int steps;
+    double first_loss, last_loss;     /* batch losses of the first and last step */
+    double eval_ppl_before, eval_ppl_after; /* 0 without held-out text */
+    double seconds;                   /* training steps only (evaluations excluded) */
+    double tokens_per_s;              /* trained tokens / seconds */
+    uint64_t n_params;
+} sqz_finetune_result;
+
+/* Fine-tunes model on tokens and writes the result to out_path: a .gguf file (out_type: any
+ * sqz_convert_opts.type, NULL = "f16"), written as sqz_convert writes. Nothing is written
+ * when anything fails. */
+sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
+                        size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
+                        const char *out_type, sqz_finetune_result *result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -154,6 +154,14 @@ void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_thre
  * sgemm; wp: scratch of K * 32 floats. */
 void sqz_sgemm_panel_avx512(int T, int nr, int64_t K, const float *x, const float *w, float *y,
                             size_t ldy, float *wp);
+/* The general form, for training's products: y[t * ldy + j] (+= with acc) sum_k x(t, k) w(j, k)
+ * for t < T, j < nr, where x(t, k) = x[t * ldx + k] (x_t = 0) or x[k * ldx + t] (x_t = 1) and
+ * w(j, k) = w[j * ldw + k] (w_t = 0) or w[k * ldw + j] (w_t = 1): transposed operands are read
+ * in place. Each element is one in-order chain of FMAs over k (from y's value with acc), so
+ * the result does not depend on how rows or columns are split. wp: K * 32 floats. */
+void sqz_sgemm_avx512_ex(int T, int nr, int64_t K, const float *x, size_t ldx, int x_t,
+                         const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc,
+                         float *wp);
 
 /* The same with the reference f32 dot and one thread: the yardstick for the tests. */
 void sqz_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y);

@@ -21,7 +21,7 @@ struct sqz_train_acts {
     const int32_t *tokens, *targets; /* of the last forward (the caller's) */
     double n_scored;
     /* backward scratch */
-    float *dres, *dr1, *dxn, *dh, *dg, *du, *datt, *dq, *dk, *dv, *dyT, *xT, *wT, *tmp, *tmpx;
+    float *dres, *dr1, *dxn, *dh, *dg, *du, *datt, *dq, *dk, *dv;
 };
 
 sqz_status sqz_train_acts_new(sqz_ctx *ctx, const sqz_config *c, int B, int T, sqz_train_acts **out) {
@@ -35,14 +35,8 @@ sqz_status sqz_train_acts_new(sqz_ctx *ctx, const sqz_config *c, int B, int T, s
                  qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim,
                  V = (size_t)c->vocab_size, PT = (size_t)B * c->n_heads * T * T;
     const size_t per_layer = N * (4 * D + qd * 2 + kvd * 2 + 3 * F + 2) + PT;
-    size_t wide = D > F ? D : F;
-    wide = wide > qd ? wide : qd;
-    wide = wide > V ? wide : V;
-    /* the largest weight matrix: transposed weights and weight-gradient products */
-    size_t wmax = V * D > F * D ? V * D : F * D;
-    wmax = wmax > qd * D ? wmax : qd * D;
     const size_t total = per_layer * (size_t)c->n_layers + N * (2 * D + V + 2) + (size_t)T * c->head_dim +
-                         N * (3 * D + 3 * F + qd * 2 + kvd * 2) + 2 * wide * N + 2 * wmax + N * wide;
+                         N * (3 * D + 3 * F + qd * 2 + kvd * 2);
     a->mem = malloc(total * sizeof(float));
     a->L = calloc((size_t)c->n_layers, sizeof *a->L);
     if (!a->mem || !a->L) {
@@ -64,8 +58,6 @@ sqz_status sqz_train_acts_new(sqz_ctx *ctx, const sqz_config *c, int B, int T, s
     a->dres = TAKE(N * D), a->dr1 = TAKE(N * D), a->dxn = TAKE(N * D);
     a->dh = TAKE(N * F), a->dg = TAKE(N * F), a->du = TAKE(N * F);
     a->datt = TAKE(N * qd), a->dq = TAKE(N * qd), a->dk = TAKE(N * kvd), a->dv = TAKE(N * kvd);
-    a->dyT = TAKE(wide * N), a->xT = TAKE(wide * N), a->wT = TAKE(wmax), a->tmp = TAKE(wmax);
-    a->tmpx = TAKE(N * wide);
 #undef TAKE
     tops_rope_table(T, c->head_dim, c->rope_theta, a->cs);
     *out = a;
@@ -90,7 +82,7 @@ static void add_bias(int nt, int64_t N, int64_t C, const float *p, size_t off, f
 /* y = x W^T (+ b) for the tensor at off: (OC x C) */
 static void linear(int nt, int64_t N, int64_t OC, int64_t C, const float *x, const float *p,
                    size_t w, size_t b, float *y) {
-    tops_matmul(nt, N, OC, C, x, p + w, y);
+    tops_gemm(nt, N, OC, C, x, (size_t)C, 0, p + w, (size_t)C, 0, y, (size_t)OC, 0);
     add_bias(nt, N, OC, p, b, y);
 }
 
@@ -137,14 +129,15 @@ double sqz_train_forward(const sqz_train_params *tp, const float *p, sqz_train_a
     return a->n_scored ? sum / a->n_scored : NAN;
 }
 
-/* dx (N x C) = dy (N x OC) W (OC x C); accumulate: dx += */
-static void linear_back_x(sqz_train_acts *a, int nt, int64_t N, int64_t OC, int64_t C, const float *dy,
-                          const float *W, float *dx, int accumulate) {
-    tops_transpose(nt, OC, C, W, a->wT);
-    float *dst = accumulate ? a->tmpx : dx;
-    tops_matmul(nt, N, C, OC, dy, a->wT, dst);
-    if (accumulate)
-        for (int64_t i = 0; i < N * C; i++) dx[i] += dst[i];
+/* dx (N x C) (+)= dy (N x OC) W (OC x C) */
+static void back_x(int nt, int64_t N, int64_t OC, int64_t C, const float *dy, const float *W, float *dx,
+                   int acc) {
+    tops_gemm(nt, N, C, OC, dy, (size_t)OC, 0, W, (size_t)C, 1, dx, (size_t)C, acc);
+}
+
+/* dW (OC x C) += dy (N x OC)^T x (N x C) */
+static void back_w(int nt, int64_t N, int64_t OC, int64_t C, const float *dy, const float *x, float *dW) {
+    tops_gemm(nt, OC, C, N, dy, (size_t)OC, 1, x, (size_t)C, 1, dW, (size_t)C, 1);
 }
 
 void sqz_train_backward(const sqz_train_params *tp, const float *p, sqz_train_acts *a, float *grad,
@@ -156,42 +149,40 @@ void sqz_train_backward(const sqz_train_params *tp, const float *p, sqz_train_ac
     if (!a->n_scored) return;
     /* head: logits become d loss / d logits; then the output matrix and the final norm */
     tops_xent_back(nt, N, (int)V, a->logits, a->targets, (float)(1.0 / a->n_scored));
-    tops_weight_grad(nt, N, V, D, a->logits, a->xnf, NULL, grad + tp->output, a->dyT, a->xT, a->tmp);
-    linear_back_x(a, nt, N, V, D, a->logits, p + tp->output, a->dxn, 0);
+    back_w(nt, N, V, D, a->logits, a->xnf, grad + tp->output);
+    back_x(nt, N, V, D, a->logits, p + tp->output, a->dxn, 0);
     tops_rmsnorm_back(nt, N, (int)D, a->resid_out, p + tp->out_norm, a->rstdf, a->dxn, a->dres, 0,
                       grad + tp->out_norm);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const sqz_train_layer *W = &tp->L[l];
         layer_acts *L = &a->L[l];
         /* MLP: out = r1 + down(swiglu(gate(xn2), up(xn2))) */
-        tops_weight_grad(nt, N, D, F, a->dres, L->h, NULL, grad + W->w_down, a->dyT, a->xT, a->tmp);
-        linear_back_x(a, nt, N, D, F, a->dres, p + W->w_down, a->dh, 0);
+        back_w(nt, N, D, F, a->dres, L->h, grad + W->w_down);
+        back_x(nt, N, D, F, a->dres, p + W->w_down, a->dh, 0);
         tops_swiglu_back(nt, (size_t)(N * F), L->g, L->u, a->dh, a->dg, a->du);
-        tops_transpose(nt, N, D, L->xn2, a->xT);
-        tops_weight_grad(nt, N, F, D, a->dg, NULL, a->xT, grad + W->w_gate, a->dyT, NULL, a->tmp);
-        tops_weight_grad(nt, N, F, D, a->du, NULL, a->xT, grad + W->w_up, a->dyT, NULL, a->tmp);
-        linear_back_x(a, nt, N, F, D, a->dg, p + W->w_gate, a->dxn, 0);
-        linear_back_x(a, nt, N, F, D, a->du, p + W->w_up, a->dxn, 1);
+        back_w(nt, N, F, D, a->dg, L->xn2, grad + W->w_gate);
+        back_w(nt, N, F, D, a->du, L->xn2, grad + W->w_up);
+        back_x(nt, N, F, D, a->dg, p + W->w_gate, a->dxn, 0);
+        back_x(nt, N, F, D, a->du, p + W->w_up, a->dxn, 1);
         memcpy(a->dr1, a->dres, (size_t)(N * D) * sizeof(float));
         tops_rmsnorm_back(nt, N, (int)D, L->r1, p + W->ffn_norm, L->rstd2, a->dxn, a->dr1, 1,
                           grad + W->ffn_norm);
         /* attention: r1 = xin + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))) */
-        tops_weight_grad(nt, N, D, qd, a->dr1, L->att, NULL, grad + W->wo, a->dyT, a->xT, a->tmp);
+        back_w(nt, N, D, qd, a->dr1, L->att, grad + W->wo);
         if (W->bo != SQZ_TRAIN_NONE) tops_colsum_add(nt, N, D, a->dr1, grad + W->bo);
-        linear_back_x(a, nt, N, D, qd, a->dr1, p + W->wo, a->datt, 0);
+        back_x(nt, N, D, qd, a->dr1, p + W->wo, a->datt, 0);
         tops_attention_back(nt, B, T, Hq, Hkv, hd, L->q, L->k, L->v, L->P, a->datt, a->dq, a->dk, a->dv);
         tops_rope(nt, N, T, Hq, hd, a->cs, c->rope_interleaved, 1, a->dq);
         tops_rope(nt, N, T, Hkv, hd, a->cs, c->rope_interleaved, 1, a->dk);
         if (W->bq != SQZ_TRAIN_NONE) tops_colsum_add(nt, N, qd, a->dq, grad + W->bq);
         if (W->bk != SQZ_TRAIN_NONE) tops_colsum_add(nt, N, kvd, a->dk, grad + W->bk);
         if (W->bv != SQZ_TRAIN_NONE) tops_colsum_add(nt, N, kvd, a->dv, grad + W->bv);
-        tops_transpose(nt, N, D, L->xn1, a->xT);
-        tops_weight_grad(nt, N, qd, D, a->dq, NULL, a->xT, grad + W->wq, a->dyT, NULL, a->tmp);
-        tops_weight_grad(nt, N, kvd, D, a->dk, NULL, a->xT, grad + W->wk, a->dyT, NULL, a->tmp);
-        tops_weight_grad(nt, N, kvd, D, a->dv, NULL, a->xT, grad + W->wv, a->dyT, NULL, a->tmp);
-        linear_back_x(a, nt, N, qd, D, a->dq, p + W->wq, a->dxn, 0);
-        linear_back_x(a, nt, N, kvd, D, a->dk, p + W->wk, a->dxn, 1);
-        linear_back_x(a, nt, N, kvd, D, a->dv, p + W->wv, a->dxn, 1);
+        back_w(nt, N, qd, D, a->dq, L->xn1, grad + W->wq);
+        back_w(nt, N, kvd, D, a->dk, L->xn1, grad + W->wk);
+        back_w(nt, N, kvd, D, a->dv, L->xn1, grad + W->wv);
+        back_x(nt, N, qd, D, a->dq, p + W->wq, a->dxn, 0);
+        back_x(nt, N, kvd, D, a->dk, p + W->wk, a->dxn, 1);
+        back_x(nt, N, kvd, D, a->dv, p + W->wv, a->dxn, 1);
         memcpy(a->dres, a->dr1, (size_t)(N * D) * sizeof(float));
         tops_rmsnorm_back(nt, N, (int)D, L->xin, p + W->attn_norm, L->rstd1, a->dxn, a->dres, 1,
                           grad + W->attn_norm);

@@ -1,60 +1,61 @@
-/* train_ops.c - see train_ops.h. The products go through sqz's f32 GEMM (the AVX-512 panel
- * kernel where there is one): each output element is one thread's in-order FMA chain over K,
- * whichever thread and tile computes it, which is what makes gradients independent of the
- * thread count. Transposes turn the backward products (dX = dY W, dW = dY^T X) into the same
- * y = x w^T form; they cost O(size) against the products' O(size x K). */
+/* train_ops.c - see train_ops.h. The products go through sqz's AVX-512 GEMM kernel
+ * (kernels/gemm_avx512.c), which reads transposed operands in place: each output element is
+ * one thread's in-order FMA chain over K, whichever thread and tile computes it, which is what
+ * makes gradients independent of the thread count. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "kernels/kernels.h"
 #include "train/train_ops.h"
 
-void tops_matmul(int nt, int64_t M, int64_t N, int64_t K, const float *x, const float *w, float *y) {
-    const sqz_tensor wt = { SQZ_TYPE_F32, K, N, w };
-    sqz_matmul(&wt, x, (int)M, y, nt);
+void tops_gemm_ref(int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t,
+                   const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float s = acc ? y[(size_t)i * ldy + (size_t)j] : 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                const float a = x_t ? x[(size_t)k * ldx + (size_t)i] : x[(size_t)i * ldx + (size_t)k];
+                const float b = w_t ? w[(size_t)k * ldw + (size_t)j] : w[(size_t)j * ldw + (size_t)k];
+                s = fmaf(a, b, s);
+            }
+            y[(size_t)i * ldy + (size_t)j] = s;
+        }
 }
 
-void tops_matmul_1t(int M, int N, int K, const float *x, const float *w, float *y, size_t ldy,
-                    float *strip) {
+void tops_gemm_1t(int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t,
+                  const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc, float *strip) {
+    if (M <= 0 || N <= 0) return;
     if (sqz_isa_best() == SQZ_ISA_AVX512) {
-        sqz_sgemm_panel_avx512(M, N, K, x, w, y, ldy, strip);
+        sqz_sgemm_avx512_ex((int)M, (int)N, K, x, ldx, x_t, w, ldw, w_t, y, ldy, acc, strip);
         return;
     }
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            const float *a = x + (size_t)i * K, *b = w + (size_t)j * K;
-            float s = 0;
-            for (int k = 0; k < K; k++) s += a[k] * b[k];
-            y[(size_t)i * ldy + j] = s;
-        }
+    /* elsewhere OpenBLAS, which takes transposed operands too (op(w)^T: w_t = 1 is w as is) */
+    cblas_sgemm(CblasRowMajor, x_t ? CblasTrans : CblasNoTrans, w_t ? CblasNoTrans : CblasTrans,
+                (int)M, (int)N, (int)K, 1.0f, x, (int)ldx, w, (int)ldw, acc ? 1.0f : 0.0f, y, (int)ldy);
 }
 
-void tops_transpose(int nt, int64_t R, int64_t C, const float *src, float *dst) {
-    enum { BS = 32 };
-    const int64_t nbr = (R + BS - 1) / BS;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && R * C >= 65536)
-    for (int64_t br = 0; br < nbr; br++) {
-        const int64_t r0 = br * BS, r1 = r0 + BS < R ? r0 + BS : R;
-        for (int64_t c0 = 0; c0 < C; c0 += BS) {
-            const int64_t c1 = c0 + BS < C ? c0 + BS : C;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++) dst[(size_t)(c * R + r)] = src[(size_t)(r * C + c)];
+void tops_gemm(int nt, int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t,
+               const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc) {
+    /* tasks: blocks of BN columns (whole 32-wide strips) x BM rows (whole 12-row tiles) */
+    enum { BN = 64, BM = 384 };
+    const int64_t nb_n = (N + BN - 1) / BN, nb_m = (M + BM - 1) / BM, n_tasks = nb_n * nb_m;
+    if (nt > n_tasks) nt = (int)n_tasks;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *strip = aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < n_tasks; task++) {
+            const int64_t j0 = (task % nb_n) * BN, i0 = (task / nb_n) * BM;
+            const int64_t nn = N - j0 < BN ? N - j0 : BN, mm = M - i0 < BM ? M - i0 : BM;
+            const float *xs = x_t ? x + i0 : x + (size_t)i0 * ldx;
+            const float *ws = w_t ? w + j0 : w + (size_t)j0 * ldw;
+            tops_gemm_1t(mm, nn, K, xs, ldx, x_t, ws, ldw, w_t, y + (size_t)i0 * ldy + j0, ldy, acc, strip);
         }
+        free(strip);
     }
-}
-
-void tops_weight_grad(int nt, int64_t N, int64_t OC, int64_t C, const float *dy, const float *x,
-                      const float *xt, float *grad, float *dyT, float *xT, float *tmp) {
-    tops_transpose(nt, N, OC, dy, dyT);
-    if (!xt) {
-        tops_transpose(nt, N, C, x, xT);
-        xt = xT;
-    }
-    tops_matmul(nt, OC, C, N, dyT, xt, tmp);
-    const size_t n = (size_t)(OC * C);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && n >= 65536)
-    for (size_t i = 0; i < n; i++) grad[i] += tmp[i];
 }
 
 void tops_colsum_add(int nt, int64_t N, int64_t C, const float *a, float *col) {
@@ -153,41 +154,22 @@ void tops_swiglu_back(int nt, size_t n, const float *g, const float *u, const fl
     }
 }
 
-/* Head h's T x hd rows of x (row stride ld) into dst (T x hd), or its transpose (hd x T). */
-static void gather(const float *x, size_t ld, int T, int hd, float *dst, int transposed) {
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < hd; d++) {
-            const float v = x[(size_t)t * ld + d];
-            if (transposed) dst[(size_t)d * T + t] = v;
-            else dst[(size_t)t * hd + d] = v;
-        }
-}
-
-static void transpose_sq(int T, const float *a, float *at) {
-    for (int i = 0; i < T; i++)
-        for (int j = 0; j < T; j++) at[(size_t)j * T + i] = a[(size_t)i * T + j];
-}
-
 void tops_attention(int nt, int B, int T, int Hq, int Hkv, int hd, const float *q, const float *k,
                     const float *v, float *P, float *out) {
-    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd;
+    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, tt = (size_t)T * T;
     const int G = Hq / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const size_t tt = (size_t)T * T, th = (size_t)T * hd;
-        float *Q = malloc(th * sizeof(float)), *K = malloc(th * sizeof(float)),
-              *Vt = malloc(th * sizeof(float)), *O = malloc(th * sizeof(float)),
-              *strip = malloc((size_t)(T > hd ? T : hd) * 32 * sizeof(float));
+        float *strip = aligned_alloc(64, (size_t)(T > hd ? T : hd) * 32 * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * Hq; bh++) {
             const int b = bh / Hq, h = bh % Hq, kh = h / G;
             const size_t row0 = (size_t)b * T;
+            const float *Q = q + row0 * qd + (size_t)h * hd, *K = k + row0 * kvd + (size_t)kh * hd,
+                        *Vv = v + row0 * kvd + (size_t)kh * hd;
             float *S = P + (size_t)bh * tt;
-            gather(q + row0 * qd + (size_t)h * hd, qd, T, hd, Q, 0);
-            gather(k + row0 * kvd + (size_t)kh * hd, kvd, T, hd, K, 0);
-            gather(v + row0 * kvd + (size_t)kh * hd, kvd, T, hd, Vt, 1);
-            tops_matmul_1t(T, T, hd, Q, K, S, (size_t)T, strip);
+            tops_gemm_1t(T, T, hd, Q, qd, 0, K, kvd, 0, S, (size_t)T, 0, strip); /* S = Q K^T */
             for (int t = 0; t < T; t++) {
                 float *s = S + (size_t)t * T;
                 float mx = -INFINITY;
@@ -204,52 +186,39 @@ void tops_attention(int nt, int B, int T, int Hq, int Hkv, int hd, const float *
                 for (int j = 0; j <= t; j++) s[j] *= inv;
                 for (int j = t + 1; j < T; j++) s[j] = 0.0f;
             }
-            tops_matmul_1t(T, hd, T, S, Vt, O, (size_t)hd, strip);
-            for (int t = 0; t < T; t++)
-                memcpy(out + (row0 + t) * qd + (size_t)h * hd, O + (size_t)t * hd, (size_t)hd * sizeof(float));
+            /* out = P V */
+            tops_gemm_1t(T, hd, T, S, (size_t)T, 0, Vv, kvd, 1, out + row0 * qd + (size_t)h * hd, qd, 0, strip);
         }
-        free(Q), free(K), free(Vt), free(O), free(strip);
+        free(strip);
     }
 }
 
 void tops_attention_back(int nt, int B, int T, int Hq, int Hkv, int hd, const float *q,
                          const float *k, const float *v, const float *P, const float *dout,
                          float *dq, float *dk, float *dv) {
-    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd;
+    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, tt = (size_t)T * T;
     const int G = Hq / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
     /* one (row, KV head) per task: the G query heads that share its K and V add their
      * gradients in a fixed order */
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const size_t tt = (size_t)T * T, th = (size_t)T * hd;
-        float *Qt = malloc(th * sizeof(float)), *K = malloc(th * sizeof(float)),
-              *Kt = malloc(th * sizeof(float)), *V = malloc(th * sizeof(float)),
-              *dO = malloc(th * sizeof(float)), *dOt = malloc(th * sizeof(float)),
-              *dS = malloc(tt * sizeof(float)), *At = malloc(tt * sizeof(float)),
-              *tmp = malloc(th * sizeof(float)), *dK = malloc(th * sizeof(float)),
-              *dV = malloc(th * sizeof(float)), *dQ = malloc(th * sizeof(float)),
-              *strip = malloc((size_t)(T > hd ? T : hd) * 32 * sizeof(float));
+        float *dS = malloc(tt * sizeof(float));
+        float *strip = aligned_alloc(64, (size_t)(T > hd ? T : hd) * 32 * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int bk = 0; bk < B * Hkv; bk++) {
             const int b = bk / Hkv, kh = bk % Hkv;
             const size_t row0 = (size_t)b * T;
-            gather(k + row0 * kvd + (size_t)kh * hd, kvd, T, hd, K, 0);
-            gather(k + row0 * kvd + (size_t)kh * hd, kvd, T, hd, Kt, 1);
-            gather(v + row0 * kvd + (size_t)kh * hd, kvd, T, hd, V, 0);
-            memset(dK, 0, th * sizeof(float));
-            memset(dV, 0, th * sizeof(float));
+            const float *K = k + row0 * kvd + (size_t)kh * hd, *Vv = v + row0 * kvd + (size_t)kh * hd;
+            float *dK = dk + row0 * kvd + (size_t)kh * hd, *dV = dv + row0 * kvd + (size_t)kh * hd;
             for (int h = kh * G; h < (kh + 1) * G; h++) {
                 const float *Pr = P + ((size_t)b * Hq + h) * tt;
-                gather(dout + row0 * qd + (size_t)h * hd, qd, T, hd, dO, 0);
-                gather(dout + row0 * qd + (size_t)h * hd, qd, T, hd, dOt, 1);
-                gather(q + row0 * qd + (size_t)h * hd, qd, T, hd, Qt, 1);
-                /* dV += P^T dO */
-                transpose_sq(T, Pr, At);
-                tops_matmul_1t(T, hd, T, At, dOt, tmp, (size_t)hd, strip);
-                for (size_t i = 0; i < th; i++) dV[i] += tmp[i];
+                const float *dO = dout + row0 * qd + (size_t)h * hd, *Q = q + row0 * qd + (size_t)h * hd;
+                const int first = h == kh * G;
+                /* dV (+)= P^T dO */
+                tops_gemm_1t(T, hd, T, Pr, (size_t)T, 1, dO, qd, 1, dV, kvd, !first, strip);
                 /* dP = dO V^T, then through the softmax: dS = P (dP - sum_j P dP) * scale */
-                tops_matmul_1t(T, T, hd, dO, V, dS, (size_t)T, strip);
+                tops_gemm_1t(T, T, hd, dO, qd, 0, Vv, kvd, 0, dS, (size_t)T, 0, strip);
                 for (int t = 0; t < T; t++) {
                     float *d = dS + (size_t)t * T;
                     const float *p = Pr + (size_t)t * T;
@@ -258,22 +227,13 @@ void tops_attention_back(int nt, int B, int T, int Hq, int Hkv, int hd, const fl
                     for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - (float)dot) * scale;
                     for (int j = t + 1; j < T; j++) d[j] = 0.0f;
                 }
-                /* dQ = dS K */
-                tops_matmul_1t(T, hd, T, dS, Kt, dQ, (size_t)hd, strip);
-                for (int t = 0; t < T; t++)
-                    memcpy(dq + (row0 + t) * qd + (size_t)h * hd, dQ + (size_t)t * hd, (size_t)hd * sizeof(float));
-                /* dK += dS^T Q */
-                transpose_sq(T, dS, At);
-                tops_matmul_1t(T, hd, T, At, Qt, tmp, (size_t)hd, strip);
-                for (size_t i = 0; i < th; i++) dK[i] += tmp[i];
-            }
-            for (int t = 0; t < T; t++) {
-                memcpy(dk + (row0 + t) * kvd + (size_t)kh * hd, dK + (size_t)t * hd, (size_t)hd * sizeof(float));
-                memcpy(dv + (row0 + t) * kvd + (size_t)kh * hd, dV + (size_t)t * hd, (size_t)hd * sizeof(float));
+                /* dQ = dS K; dK (+)= dS^T Q */
+                tops_gemm_1t(T, hd, T, dS, (size_t)T, 0, K, kvd, 1, dq + row0 * qd + (size_t)h * hd, qd, 0, strip);
+                tops_gemm_1t(T, hd, T, dS, (size_t)T, 1, Q, qd, 1, dK, kvd, !first, strip);
             }
         }
-        free(Qt), free(K), free(Kt), free(V), free(dO), free(dOt), free(dS), free(At), free(tmp);
-        free(dK), free(dV), free(dQ), free(strip);
+        free(dS);
+        free(strip);
     }
 }
 

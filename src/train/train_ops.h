@@ -7,17 +7,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* y[M x N] = x[M x K] . w[N x K]^T, threaded over w's rows (sqz_matmul on an f32 view). */
-void tops_matmul(int nt, int64_t M, int64_t N, int64_t K, const float *x, const float *w, float *y);
-/* The same in the calling thread; y has row stride ldy; strip: scratch of K * 32 floats. */
-void tops_matmul_1t(int M, int N, int K, const float *x, const float *w, float *y, size_t ldy,
-                    float *strip);
-/* dst[C x R] = src[R x C]^T */
-void tops_transpose(int nt, int64_t R, int64_t C, const float *src, float *dst);
-/* grad[OC x C] += dy[N x OC]^T . x[N x C]; dyT (OC x N), xT (C x N; NULL: x is given
- * transposed already in xt) and tmp (OC x C) are scratch. */
-void tops_weight_grad(int nt, int64_t N, int64_t OC, int64_t C, const float *dy, const float *x,
-                      const float *xt, float *grad, float *dyT, float *xT, float *tmp);
+/* y[M x N] (row stride ldy) = (acc: y +) op(x) . op(w)^T over K, where op(x)(i, k) is
+ * x[i * ldx + k] or, with x_t, x[k * ldx + i], and op(w)(j, k) is w[j * ldw + k] or, with w_t,
+ * w[k * ldw + j]: the forward product (x W^T), dX = dY W (w_t) and dW += dY^T X (x_t, w_t)
+ * without transposing anything. tops_gemm splits the (M, N) plane between nt threads;
+ * tops_gemm_1t runs in the calling thread (strip: scratch of K * 32 floats); tops_gemm_ref is
+ * the plain loop, one fmaf chain per element in k order (the AVX-512 kernel's order: the two
+ * agree bit for bit). */
+void tops_gemm(int nt, int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t,
+               const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc);
+void tops_gemm_1t(int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t,
+                  const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc, float *strip);
+void tops_gemm_ref(int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t,
+                   const float *w, size_t ldw, int w_t, float *y, size_t ldy, int acc);
 /* col[j] += sum_n a[n * C + j], n in order (bias gradients) */
 void tops_colsum_add(int nt, int64_t N, int64_t C, const float *a, float *col);
 

@@ -15,8 +15,8 @@
 
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
-    C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6,
-    C_ALL = (1 << 7) - 1
+    C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
+    C_ALL = (1 << 8) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -39,6 +39,9 @@ static const cli_command commands[] = {
     { "kvcalib", cmd_kvcalib,
       "  kvcalib MODEL -f FILE -o OUT.kvproj the \"proj\" KV policy's projections (--kv\n"
       "                                      proj:file=OUT.kvproj,rank=R)\n" },
+    { "finetune", cmd_finetune,
+      "  finetune MODEL -f TRAIN.txt -o OUT.gguf [--steps N --lr LR ...]\n"
+      "                                      full fine-tuning (f32 AdamW) on a text\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -95,10 +98,11 @@ static const option_row options[] = {
     { "--top-p", NULL, FLOAT(top_p, "P", 0, INFINITY, LO_OPEN), .cmds = C_GENERATE,
       .help = "nucleus sampling (default 0.9; 1 disables)" },
     { "--seed", NULL, .kind = OPT_ULLONG, .at = AT(seed), .meta = "S", .lo = 0, .hi = (long long)1 << 62,
-      .cmds = C_GENERATE | C_QUANTIZE, .help = "random seed (default 42; quantize: rsq's rotations)" },
-    { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB,
+      .cmds = C_GENERATE | C_QUANTIZE | C_FINETUNE,
+      .help = "random seed (default 42; quantize: rsq's rotations; finetune: data order)" },
+    { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_FINETUNE,
       .help = "text to score, or to calibrate on (kvcalib)" },
-    { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH,
+    { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH | C_FINETUNE,
       .help = "window length (default: the model's trained context)" },
     { "--max-tokens", NULL, LLONG(max_tokens, "N", 2, (long long)1 << 40),
       .cmds = C_PPL | C_KVBENCH | C_KVCALIB, .help = "use only the first N tokens of FILE" },
@@ -124,9 +128,10 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE, .help = "tensor type or mix" },
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE,
+      .help = "tensor type or mix (finetune: of the output, default f16)" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
@@ -161,6 +166,28 @@ static const option_row options[] = {
               "divergence within the bytes of the mix's own types (minutes)" },
     { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE,
       .help = "windows=N: --alloc's calibration windows the KLs are measured on (4)" },
+    /* finetune */
+    { "--steps", NULL, INT(steps, "N", 1, 1 << 30), .cmds = C_FINETUNE, .help = "optimizer steps (150)" },
+    { "--batch", NULL, INT(batch, "N", 1, 1 << 20), .cmds = C_FINETUNE,
+      .help = "windows of --ctx tokens per step (8)" },
+    { "--micro-batch", NULL, INT(micro_batch, "N", 1, 1 << 20), .cmds = C_FINETUNE,
+      .help = "windows per forward/backward pass, dividing --batch (memory)" },
+    { "--lr", NULL, FLOAT(lr, "LR", 0, 1, LO_OPEN), .cmds = C_FINETUNE, .help = "peak learning rate (3e-4)" },
+    { "--warmup", NULL, INT(warmup, "N", 0, 1 << 30), .set_at = AT(warmup_set), .cmds = C_FINETUNE,
+      .help = "steps of linear learning-rate warm-up (20; 0: none)" },
+    { "--cosine", NULL, FLAG(cosine), .cmds = C_FINETUNE,
+      .help = "cosine decay to --min-lr after the warm-up (default: constant)" },
+    { "--min-lr", NULL, FLOAT(min_lr, "LR", 0, 1, 0), .cmds = C_FINETUNE, .help = "--cosine's final rate (0)" },
+    { "--weight-decay", NULL, FLOAT(weight_decay, "W", 0, 10, 0), .cmds = C_FINETUNE,
+      .help = "AdamW's decoupled weight decay, matrices only (0)" },
+    { "--clip", NULL, FLOAT(clip, "C", 0, INFINITY, 0), .set_at = AT(clip_set), .cmds = C_FINETUNE,
+      .help = "gradient global-norm limit (1.0; 0: none)" },
+    { "--eval-file", NULL, STR(eval_file, "FILE"), .cmds = C_FINETUNE,
+      .help = "held-out text: perplexity before, every --eval-every steps, after" },
+    { "--eval-tokens", NULL, LLONG(eval_tokens, "N", 2, (long long)1 << 40), .cmds = C_FINETUNE,
+      .help = "held-out tokens scored (30000)" },
+    { "--eval-every", NULL, INT(eval_every, "N", 1, 1 << 30), .cmds = C_FINETUNE,
+      .help = "steps between held-out evaluations (only before and after)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

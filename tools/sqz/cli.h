@@ -34,6 +34,11 @@ typedef struct opts {
     float mix_frac; /* mixllm: share of weights at 8 bits */
     int mix_frac_set;
     int alloc, alloc_windows; /* quantize: types by measured KL for the mix's bytes */
+    /* finetune */
+    int steps, batch, micro_batch, warmup, warmup_set, cosine, clip_set, eval_every;
+    float lr, min_lr, weight_decay, clip;
+    const char *eval_file;
+    long long eval_tokens;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -79,5 +84,6 @@ int cmd_convert(sqz_ctx *ctx, const opts *o);
 int cmd_quantize(sqz_ctx *ctx, const opts *o);
 int cmd_kvbench(sqz_ctx *ctx, const opts *o);
 int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
+int cmd_finetune(sqz_ctx *ctx, const opts *o);
 
 #endif

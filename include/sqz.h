@@ -98,6 +98,14 @@ sqz_status sqz_model_load(sqz_ctx *ctx, const char *path, const char *tokenizer_
 void sqz_model_free(sqz_model *model);
 void sqz_model_get_info(const sqz_model *model, sqz_model_info *info);
 
+/* Merges a LoRA adapter in llama.cpp's GGUF format (sqz finetune --lora, llama.cpp's
+ * convert_lora_to_gguf.py) into the model: each adapted matrix W (attention, MLP, output head)
+ * becomes the f32 matrix W + scale * alpha / rank * B A (scale alone when the file has no
+ * alpha), as llama-cli --lora computes (--lora-scaled for other scales). q / k adapters, made
+ * for llama.cpp's RoPE row order, are reordered for a model loaded from a Hugging Face folder.
+ * Call before the model runs; after a failure the model may be half-adapted: free it. */
+sqz_status sqz_model_apply_lora(sqz_ctx *ctx, sqz_model *model, const char *path, float scale);
+
 /* The model's weight tensors, named as GGUF names them (token_embd.weight,
  * blk.N.attn_q.weight, ...) whatever the source format; shape in ggml order (shape[0] = row
  * length). */
@@ -418,6 +426,13 @@ typedef struct sqz_finetune_opts {
     size_t n_eval;
     size_t eval_tokens;
     int eval_every;
+    /* LoRA: rank > 0 trains adapters (rank, lora_alpha [rank]: scale alpha / rank) on the
+     * matrices named in lora_targets (a comma list of q, k, v, o, gate, up, down; NULL: all)
+     * and keeps the model frozen, which may then be quantized; out_path gets llama.cpp's GGUF
+     * LoRA adapter (load it with --lora). */
+    int lora_rank;
+    float lora_alpha;
+    const char *lora_targets;
     sqz_train_step_fn on_step;
     void *user;
 } sqz_finetune_opts;
@@ -432,8 +447,8 @@ typedef struct sqz_finetune_result {
 } sqz_finetune_result;
 
 /* Fine-tunes model on tokens and writes the result to out_path: a .gguf file (out_type: any
- * sqz_convert_opts.type, NULL = "f16"), written as sqz_convert writes. Nothing is written
- * when anything fails. */
+ * sqz_convert_opts.type, NULL = "f16"), written as sqz_convert writes; with LoRA the adapter.
+ * Nothing is written when anything fails. */
 sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                         size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
                         const char *out_type, sqz_finetune_result *result);

@@ -6,6 +6,8 @@
  * (c) 10 AdamW steps on that batch follow the reference's loss trajectory (1e-3 relative or
  *     1e-4 absolute);
  * (d) clipping scales to the requested norm; a quantized model is refused with a message;
+ * (f) LoRA: the loss and the adapters' gradients equal what the full model's (checked in (a))
+ *     give at W + s B A: dB = s G A^T, dA = s B^T G with G = dL/dW;
  * (e) the strided GEMM (AVX-512 kernel, threaded) equals its plain reference bit for bit in
  *     every operand layout, with and without accumulation.
  */
@@ -86,6 +88,79 @@ static void gemm_layouts(void) {
     free(x), free(w), free(y0), free(y1);
 }
 
+/* (f): tp's parameters at the model's start; x, y a batch */
+static void lora_vs_full(sqz_ctx *ctx, sqz_train_params *tp, int B, int T, const int32_t *x,
+                         const int32_t *y) {
+    sqz_train_lora lo;
+    CHECK(sqz_train_lora_new(ctx, tp, 4, 8.0f, (1u << SQZ_LORA_N) - 1, 3, &lo) == SQZ_OK, "LoRA rank 4");
+    uint64_t rs = 11;
+    for (int i = 1; i < lo.n_tensors; i += 2) /* B random (it starts at zero) */
+        for (int64_t j = 0; j < lo.t[i].rows * lo.t[i].cols; j++) lo.p[lo.t[i].off + j] = 0.05f * test_frand(&rs);
+    /* W_eff = W + s B A for every adapted matrix, in a copy of the parameters */
+    float *pe = malloc(tp->n * sizeof *pe);
+    memcpy(pe, tp->p, tp->n * sizeof *pe);
+    for (int l = 0; l < tp->cfg.n_layers; l++) {
+        const sqz_train_layer *L = &tp->L[l];
+        const size_t w[SQZ_LORA_N] = { L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down };
+        for (int tg = 0; tg < SQZ_LORA_N; tg++) {
+            const float *A = lo.p + lo.a[l][tg], *Bm = lo.p + lo.b[l][tg];
+            const sqz_train_tensor *tb = NULL;
+            for (int i = 0; i < lo.n_tensors; i++) if (lo.t[i].off == lo.b[l][tg]) tb = &lo.t[i];
+            const int64_t rows = tb->rows, cols = lo.t[tb - lo.t - 1].cols;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++) {
+                    double d = 0;
+                    for (int k = 0; k < 4; k++) d += (double)Bm[r * 4 + k] * A[k * cols + c];
+                    pe[w[tg] + (size_t)(r * cols + c)] += (float)(lo.scale * d);
+                }
+        }
+    }
+    sqz_train_acts *a = NULL, *al = NULL;
+    sqz_train_acts_new(ctx, &tp->cfg, B, T, 0, &a);
+    sqz_train_acts_new(ctx, &tp->cfg, B, T, 4, &al);
+    float *G = calloc(tp->n, sizeof *G), *lg = calloc(lo.n, sizeof *lg);
+    const double l_full = sqz_train_forward(tp, pe, NULL, a, x, y, 2);
+    sqz_train_backward(tp, pe, G, NULL, NULL, a, 2);
+    const double l_lora = sqz_train_forward(tp, tp->p, &lo, al, x, y, 2);
+    sqz_train_backward(tp, tp->p, NULL, &lo, lg, al, 2);
+    CHECK_CLOSE(l_lora, l_full, 0, 1e-5, "LoRA loss == the full model's at W + s B A (%.6f)", l_lora);
+    double worst = 0;
+    for (int l = 0; l < tp->cfg.n_layers; l++) {
+        const sqz_train_layer *L = &tp->L[l];
+        const size_t w[SQZ_LORA_N] = { L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down };
+        for (int tg = 0; tg < SQZ_LORA_N; tg++) {
+            const float *A = lo.p + lo.a[l][tg], *Bm = lo.p + lo.b[l][tg], *g = G + w[tg];
+            int ib = 0;
+            for (int i = 0; i < lo.n_tensors; i++) if (lo.t[i].off == lo.b[l][tg]) ib = i;
+            const int64_t rows = lo.t[ib].rows, cols = lo.t[ib - 1].cols;
+            double e2 = 0, n2 = 0;
+            for (int64_t r = 0; r < rows; r++) /* dB = s G A^T */
+                for (int k = 0; k < 4; k++) {
+                    double d = 0;
+                    for (int64_t c = 0; c < cols; c++) d += (double)g[r * cols + c] * A[k * cols + c];
+                    d *= lo.scale;
+                    const double got = lg[lo.b[l][tg] + (size_t)(r * 4 + k)];
+                    e2 += (got - d) * (got - d), n2 += d * d;
+                }
+            for (int k = 0; k < 4; k++) /* dA = s B^T G */
+                for (int64_t c = 0; c < cols; c++) {
+                    double d = 0;
+                    for (int64_t r = 0; r < rows; r++) d += (double)Bm[r * 4 + k] * g[r * cols + c];
+                    d *= lo.scale;
+                    const double got = lg[lo.a[l][tg] + (size_t)(k * cols + c)];
+                    e2 += (got - d) * (got - d), n2 += d * d;
+                }
+            const double rel = sqrt(e2 / (n2 > 0 ? n2 : 1));
+            if (rel > worst) worst = rel;
+        }
+    }
+    CHECK(worst < 1e-4, "LoRA gradients == s G A^T and s B^T G of the full gradient (worst rel %.2e)", worst);
+    sqz_train_acts_free(a);
+    sqz_train_acts_free(al);
+    sqz_train_lora_free(&lo);
+    free(pe), free(G), free(lg);
+}
+
 int main(void) {
     gemm_layouts();
     const char *dir = test_shared("models/sqz-llama-14m");
@@ -122,22 +197,25 @@ int main(void) {
         }
 
     sqz_train_params tp;
-    CHECK(sqz_train_params_from_model(ctx, m, &tp) == SQZ_OK, "parameters to f32: %s", sqz_ctx_error(ctx));
+    CHECK(sqz_train_params_from_model(ctx, m, 0, &tp) == SQZ_OK, "parameters to f32: %s", sqz_ctx_error(ctx));
     sqz_train_acts *a = NULL;
-    CHECK(sqz_train_acts_new(ctx, &tp.cfg, B, T, &a) == SQZ_OK, "activations for %d x %d", B, T);
+    CHECK(sqz_train_acts_new(ctx, &tp.cfg, B, T, 0, &a) == SQZ_OK, "activations for %d x %d", B, T);
 
     /* (a) */
     float *g1 = calloc(tp.n, sizeof *g1), *g2 = calloc(tp.n, sizeof *g2);
-    const double loss = sqz_train_forward(&tp, tp.p, a, x, y, 1);
+    const double loss = sqz_train_forward(&tp, tp.p, NULL, a, x, y, 1);
     CHECK_CLOSE(loss, cJSON_GetObjectItem(ref, "loss")->valuedouble, 0, 1e-5, "loss %.8f", loss);
-    sqz_train_backward(&tp, tp.p, a, g1, 1);
+    sqz_train_backward(&tp, tp.p, g1, NULL, NULL, a, 1);
     grads_vs_reference(&tp, g1, ref);
 
     /* (b) */
-    const double loss2 = sqz_train_forward(&tp, tp.p, a, x, y, 2);
-    sqz_train_backward(&tp, tp.p, a, g2, 2);
+    const double loss2 = sqz_train_forward(&tp, tp.p, NULL, a, x, y, 2);
+    sqz_train_backward(&tp, tp.p, g2, NULL, NULL, a, 2);
     CHECK(loss2 == loss && !memcmp(g1, g2, tp.n * sizeof *g1),
           "loss and gradients bit-identical at 1 and 2 threads");
+
+    /* (f), at the model's own weights (before (c) moves them) */
+    lora_vs_full(ctx, &tp, B, T, x, y);
 
     /* (c) */
     const cJSON *adam = cJSON_GetObjectItem(ref, "adamw");
@@ -146,14 +224,14 @@ int main(void) {
     float *mom = calloc(tp.n, sizeof *mom), *var = calloc(tp.n, sizeof *var);
     int step = 0, traj_ok = 1;
     for (const cJSON *e = traj ? traj->child : NULL; e; e = e->next, step++) {
-        const double l = sqz_train_forward(&tp, tp.p, a, x, y, 2), want = e->valuedouble;
+        const double l = sqz_train_forward(&tp, tp.p, NULL, a, x, y, 2), want = e->valuedouble;
         const int ok = fabs(l - want) <= fmax(1e-4, 1e-3 * fabs(want));
         if (!ok) printf("# AdamW loss before step %d: %.7f want %.7f\n", step + 1, l, want);
         traj_ok &= ok;
         if (!e->next) break;
         memset(g1, 0, tp.n * sizeof *g1);
-        sqz_train_backward(&tp, tp.p, a, g1, 2);
-        sqz_train_adamw_step(&tp, tp.p, g1, mom, var, step + 1, &opt, 2);
+        sqz_train_backward(&tp, tp.p, g1, NULL, NULL, a, 2);
+        sqz_train_adamw_step(tp.t, tp.n_tensors, tp.p, g1, mom, var, step + 1, &opt, 2);
     }
     CHECK(traj_ok && step == 10, "10 AdamW steps follow the reference's loss trajectory (%d steps)", step);
 
@@ -171,7 +249,7 @@ int main(void) {
     const char *q = test_shared("models/gguf/sqz-llama-26m-Q4_0-pure.gguf");
     if (q && sqz_model_load(ctx, q, NULL, &m) == SQZ_OK) {
         sqz_train_params tq;
-        const sqz_status st = sqz_train_params_from_model(ctx, m, &tq);
+        const sqz_status st = sqz_train_params_from_model(ctx, m, 0, &tq);
         CHECK(st == SQZ_ERR_UNSUPPORTED && strstr(sqz_ctx_error(ctx), "q4_0"),
               "full training of a Q4_0 model is refused: %s", sqz_ctx_error(ctx));
         sqz_model_free(m);

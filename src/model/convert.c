@@ -136,12 +136,11 @@ static int build_list(const sqz_model *m, int permute, out_list *l) {
     return 0;
 }
 
-/* The source row of output row r under llama.cpp's RoPE permutation: within each head of hd
- * rows, output row 2j + s holds input row s * hd/2 + j. */
-static int64_t rope_src_row(int64_t r, int64_t hd) {
+int64_t sqz_rope_gguf_src_row(int64_t r, int64_t hd) {
     const int64_t head = r / hd, w = r % hd;
     return head * hd + (w % 2) * (hd / 2) + w / 2;
 }
+#define rope_src_row sqz_rope_gguf_src_row
 
 static sqz_status out_of_memory(sqz_ctx *ctx, const char *out_path, const out_tensor *t) {
     return sqz_fail(ctx, SQZ_ERR_NOMEM, "%s: out of memory converting %s", out_path, t->name);

@@ -87,6 +87,11 @@ size_t sqz_model_release(const sqz_model *m, const void *p, size_t n);
  * Not thread-safe: set it while no conversion runs. */
 void sqz_convert_set_slab_elems(int64_t n);
 
+/* The row of a q / k matrix in Hugging Face's RoPE pairing (i, i + hd/2) that row r of the
+ * same matrix in llama.cpp's GGUF layout (interleaved pairs) holds: within each head of hd
+ * rows, GGUF row 2j + s is HF row s * hd/2 + j (convert_hf_to_gguf.py's permute). */
+int64_t sqz_rope_gguf_src_row(int64_t r, int64_t hd);
+
 /* Keeps p (malloc'ed) until the model is freed; frees p and returns NULL on failure. */
 void *sqz_model_own(sqz_model *m, void *p);
 

@@ -4,12 +4,12 @@
 
 #include "train/train.h"
 
-void sqz_train_adamw_step(const sqz_train_params *tp, float *p, const float *grad, float *m,
-                          float *v, int t, const sqz_adamw *o, int nt) {
+void sqz_train_adamw_step(const sqz_train_tensor *tab, int n_tensors, float *p, const float *grad,
+                          float *m, float *v, int t, const sqz_adamw *o, int nt) {
     const double bc1 = 1.0 - pow(o->beta1, t), bc2 = 1.0 - pow(o->beta2, t);
     const float step = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    for (int i = 0; i < tp->n_tensors; i++) {
-        const sqz_train_tensor *e = &tp->t[i];
+    for (int i = 0; i < n_tensors; i++) {
+        const sqz_train_tensor *e = &tab[i];
         /* decoupled decay on matrices only (norm weights and biases are not decayed) */
         const float decay = e->rows > 1 ? 1.0f - o->lr * o->weight_decay : 1.0f;
         const size_t n = (size_t)(e->rows * e->cols);

@@ -37,17 +37,49 @@ static double lr_at(const sqz_finetune_opts *o, int s) {
     return o->min_lr + (o->lr - o->min_lr) * 0.5 * (1.0 + cos(M_PI * (f > 1 ? 1 : f)));
 }
 
-static sqz_status eval_ppl(sqz_ctx *ctx, const sqz_model *m, const sqz_train_params *tp,
-                           sqz_layer_weights *layers, const sqz_finetune_opts *o, double *ppl) {
-    sqz_model view;
-    sqz_train_model_view(m, tp, tp->p, layers, &view);
-    sqz_ppl_opts po = { 0 };
-    po.n_ctx = o->ctx;
-    po.max_tokens = o->eval_tokens;
-    sqz_ppl_result r;
-    const sqz_status st = sqz_perplexity(ctx, &view, o->eval, o->n_eval, &po, &r);
-    *ppl = st == SQZ_OK ? r.ppl : 0;
-    return st;
+/* Held-out perplexity as sqz_perplexity computes it (windows of T tokens, each position
+ * predicting the next, every token after the first scored once), through the training forward
+ * pass: the adapters count, and no copy of the weights is made. */
+static double eval_ppl(const sqz_train_params *tp, const sqz_train_lora *lo, sqz_train_acts *a, int B,
+                       int T, const int32_t *ids, size_t n, int32_t *x, int32_t *y, int nt) {
+    /* windows of T inputs; the last may be shorter (its missing positions padded, not scored:
+     * causal attention keeps the padding out of the scored positions) */
+    const size_t n_win = (n - 1 + (size_t)T - 1) / (size_t)T;
+    double nll = 0, cnt = 0;
+    for (size_t w0 = 0; w0 < n_win; w0 += (size_t)B) {
+        double scored = 0;
+        for (int b = 0; b < B; b++) {
+            int32_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;
+            const size_t st = (w0 + (size_t)b) * (size_t)T;
+            for (int t = 0; t < T; t++) {
+                const size_t i = st + (size_t)t;
+                const int in = w0 + (size_t)b < n_win && i + 1 < n;
+                xb[t] = in ? ids[i] : 0;
+                yb[t] = in ? ids[i + 1] : -1;
+                scored += in;
+            }
+        }
+        nll += sqz_train_forward(tp, tp->p, lo, a, x, y, nt) * scored;
+        cnt += scored;
+    }
+    return cnt ? exp(nll / cnt) : 0;
+}
+
+/* The bits of a comma list of q, k, v, o, gate, up, down (NULL: all); 0 for a bad name. */
+static unsigned lora_targets(const char *spec) {
+    static const char *const names[SQZ_LORA_N] = { "q", "k", "v", "o", "gate", "up", "down" };
+    if (!spec) return (1u << SQZ_LORA_N) - 1;
+    unsigned mask = 0;
+    for (const char *p = spec; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        int found = 0;
+        for (int i = 0; i < SQZ_LORA_N; i++)
+            if (strlen(names[i]) == len && !strncmp(p, names[i], len)) mask |= 1u << i, found = 1;
+        if (!found) return 0;
+        p += len + (e ? 1 : 0);
+    }
+    return mask;
 }
 
 sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
@@ -77,30 +109,46 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
             return sqz_fail(ctx, SQZ_ERR_RANGE, "finetune: token %d at %zu is outside the vocabulary",
                             tokens[i], i);
 
+    const int use_lora = o.lora_rank > 0;
+    const unsigned targets = lora_targets(o.lora_targets);
+    if (use_lora && !targets)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: LoRA targets '%s': a comma list of q, k, v, o, "
+                        "gate, up, down", o.lora_targets);
     sqz_train_params tp;
-    sqz_status st = sqz_train_params_from_model(ctx, model, &tp);
+    sqz_train_lora lo = { 0 };
+    sqz_status st = sqz_train_params_from_model(ctx, model, use_lora, &tp);
     if (st != SQZ_OK) return st;
+    if (use_lora && (st = sqz_train_lora_new(ctx, &tp, o.lora_rank, o.lora_alpha, targets, o.seed, &lo))) {
+        sqz_train_params_free(&tp);
+        return st;
+    }
+    /* what the optimizer trains: the whole model, or the adapters alone */
+    const sqz_train_tensor *tab = use_lora ? lo.t : tp.t;
+    const int n_tab = use_lora ? lo.n_tensors : tp.n_tensors;
+    const size_t n_train = use_lora ? lo.n : tp.n;
+    float *train_p = use_lora ? lo.p : tp.p;
     sqz_train_acts *acts = NULL;
     const int B = o.micro_batch, T = o.ctx;
-    float *grad = calloc(tp.n, sizeof(float)), *m1 = calloc(tp.n, sizeof(float)),
-          *m2 = calloc(tp.n, sizeof(float));
+    float *grad = calloc(n_train, sizeof(float)), *m1 = calloc(n_train, sizeof(float)),
+          *m2 = calloc(n_train, sizeof(float));
     int32_t *x = malloc((size_t)B * T * sizeof *x), *y = malloc((size_t)B * T * sizeof *y);
     sqz_layer_weights *layers = calloc((size_t)tp.cfg.n_layers, sizeof *layers);
     if (!grad || !m1 || !m2 || !x || !y || !layers) {
         st = sqz_fail(ctx, SQZ_ERR_NOMEM, "finetune: out of memory for %zu parameters", tp.n);
         goto done;
     }
-    if ((st = sqz_train_acts_new(ctx, &tp.cfg, B, T, &acts)) != SQZ_OK) goto done;
-    result->n_params = tp.n;
-    if (o.eval && (st = eval_ppl(ctx, model, &tp, layers, &o, &result->eval_ppl_before)) != SQZ_OK)
-        goto done;
+    if ((st = sqz_train_acts_new(ctx, &tp.cfg, B, T, lo.rank, &acts)) != SQZ_OK) goto done;
+    result->n_params = n_train;
+    const sqz_train_lora *lop = use_lora ? &lo : NULL;
+    const size_t n_eval = o.eval_tokens && o.eval_tokens < o.n_eval ? o.eval_tokens : o.n_eval;
+    if (o.eval) result->eval_ppl_before = eval_ppl(&tp, lop, acts, B, T, o.eval, n_eval, x, y, nt);
 
     uint64_t rng = o.seed;
     const sqz_adamw adam = { o.lr, o.beta1, o.beta2, o.eps, o.weight_decay };
     const int n_micro = o.batch / o.micro_batch;
     for (int s = 0; s < o.steps; s++) {
         const double t0 = sqz_now();
-        memset(grad, 0, tp.n * sizeof(float));
+        memset(grad, 0, n_train * sizeof(float));
         double loss = 0;
         for (int mb = 0; mb < n_micro; mb++) {
             for (int b = 0; b < B; b++) {
@@ -108,15 +156,15 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
                 memcpy(x + (size_t)b * T, tokens + off, (size_t)T * sizeof *x);
                 memcpy(y + (size_t)b * T, tokens + off + 1, (size_t)T * sizeof *y);
             }
-            loss += sqz_train_forward(&tp, tp.p, acts, x, y, nt) / n_micro;
-            sqz_train_backward(&tp, tp.p, acts, grad, nt);
+            loss += sqz_train_forward(&tp, tp.p, lop, acts, x, y, nt) / n_micro;
+            sqz_train_backward(&tp, tp.p, use_lora ? NULL : grad, lop, use_lora ? grad : NULL, acts, nt);
         }
         if (n_micro > 1) /* each micro-batch's gradient is of its own mean: average them */
-            for (size_t i = 0; i < tp.n; i++) grad[i] /= (float)n_micro;
-        const double norm = sqz_train_clip(grad, tp.n, o.clip > 0 ? o.clip : 0);
+            for (size_t i = 0; i < n_train; i++) grad[i] /= (float)n_micro;
+        const double norm = sqz_train_clip(grad, n_train, o.clip > 0 ? o.clip : 0);
         sqz_adamw a = adam;
         a.lr = (float)lr_at(&o, s);
-        sqz_train_adamw_step(&tp, tp.p, grad, m1, m2, s + 1, &a, nt);
+        sqz_train_adamw_step(tab, n_tab, train_p, grad, m1, m2, s + 1, &a, nt);
         const double dt = sqz_now() - t0;
         result->seconds += dt;
         if (s == 0) result->first_loss = loss;
@@ -124,7 +172,7 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
         result->steps = s + 1;
         double ppl = 0;
         if (o.eval && ((o.eval_every > 0 && (s + 1) % o.eval_every == 0) || s + 1 == o.steps)) {
-            if ((st = eval_ppl(ctx, model, &tp, layers, &o, &ppl)) != SQZ_OK) goto done;
+            ppl = eval_ppl(&tp, lop, acts, B, T, o.eval, n_eval, x, y, nt);
             if (s + 1 == o.steps) result->eval_ppl_after = ppl;
         }
         if (!isfinite(loss)) {
@@ -139,8 +187,10 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
     }
     result->tokens_per_s = result->seconds > 0 ? (double)o.steps * o.batch * T / result->seconds : 0;
 
-    /* write: the trained f32 weights through sqz_convert, as any model */
-    {
+    /* write: the adapters, or the trained f32 weights through sqz_convert as any model */
+    if (use_lora) {
+        st = sqz_train_lora_write(ctx, &lo, model, out_path);
+    } else {
         sqz_model view;
         sqz_train_model_view(model, &tp, tp.p, layers, &view);
         sqz_convert_opts co = { 0 };
@@ -151,6 +201,7 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
 done:
     sqz_train_acts_free(acts);
     sqz_train_params_free(&tp);
+    sqz_train_lora_free(&lo);
     free(grad), free(m1), free(m2), free(x), free(y), free(layers);
     return st;
 }

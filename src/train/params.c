@@ -36,24 +36,26 @@ static size_t add_l(builder *b, int l, const char *what, int64_t rows, int64_t c
 }
 
 /* Copies tensor w (any type sqz converts to f32) to dst, after checking its shape. */
-static sqz_status copy_in(sqz_ctx *ctx, const sqz_train_tensor *e, const sqz_tensor *w, float *dst) {
+static sqz_status copy_in(sqz_ctx *ctx, const sqz_train_tensor *e, const sqz_tensor *w, int frozen,
+                          float *dst) {
     if (!w->data) return sqz_fail(ctx, SQZ_ERR_FORMAT, "train: %s is missing", e->name);
     if (w->rows * w->cols != e->rows * e->cols)
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "train: %s has %lld x %lld elements, expected %lld x %lld",
                         e->name, (long long)w->rows, (long long)w->cols, (long long)e->rows,
                         (long long)e->cols);
-    if (w->type != SQZ_TYPE_F32 && w->type != SQZ_TYPE_F16 && w->type != SQZ_TYPE_BF16)
+    const sqz_cvt_fn cvt = sqz_cvt_get(w->type, sqz_isa_best());
+    if (!cvt || (!frozen && w->type != SQZ_TYPE_F32 && w->type != SQZ_TYPE_F16 && w->type != SQZ_TYPE_BF16))
         return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
                         "train: %s is %s; full training needs f32, f16 or bf16 weights "
                         "(convert the model to f16 first)", e->name, sqz_type_name(w->type));
-    const sqz_cvt_fn cvt = sqz_cvt_get(w->type, sqz_isa_best());
     const size_t rs = sqz_type_row_size(w->type, w->cols);
     for (int64_t r = 0; r < w->rows; r++)
         cvt((const char *)w->data + (size_t)r * rs, dst + (size_t)(r * w->cols), w->cols);
     return SQZ_OK;
 }
 
-sqz_status sqz_train_params_from_model(sqz_ctx *ctx, const sqz_model *m, sqz_train_params *out) {
+sqz_status sqz_train_params_from_model(sqz_ctx *ctx, const sqz_model *m, int frozen,
+                                       sqz_train_params *out) {
     memset(out, 0, sizeof *out);
     const sqz_config *c = &m->cfg;
     if (c->arch != SQZ_ARCH_LLAMA && c->arch != SQZ_ARCH_MISTRAL && c->arch != SQZ_ARCH_QWEN2)
@@ -96,19 +98,19 @@ sqz_status sqz_train_params_from_model(sqz_ctx *ctx, const sqz_model *m, sqz_tra
     }
     /* the table's order is the order above: walk it with the matching model tensors */
     int i = 0;
-    sqz_status st = copy_in(ctx, &tp->t[i++], &m->tok_embd, tp->p + tp->tok_embd);
+    sqz_status st = copy_in(ctx, &tp->t[i++], &m->tok_embd, frozen, tp->p + tp->tok_embd);
     for (int l = 0; l < c->n_layers && st == SQZ_OK; l++) {
         const sqz_layer_weights *w = &m->layers[l];
         const sqz_tensor *src[] = { &w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk,
                                     &w->bv, &w->bo, &w->ffn_norm, &w->w_gate, &w->w_up, &w->w_down };
         for (size_t k = 0; k < sizeof src / sizeof *src && st == SQZ_OK; k++) {
             if (!src[k]->data && (k >= 5 && k <= 8)) continue; /* absent bias */
-            st = copy_in(ctx, &tp->t[i], src[k], tp->p + tp->t[i].off);
+            st = copy_in(ctx, &tp->t[i], src[k], frozen, tp->p + tp->t[i].off);
             i++;
         }
     }
-    if (st == SQZ_OK) st = copy_in(ctx, &tp->t[i++], &m->out_norm, tp->p + tp->out_norm);
-    if (st == SQZ_OK && !c->tied_embeddings) st = copy_in(ctx, &tp->t[i++], &m->output, tp->p + tp->output);
+    if (st == SQZ_OK) st = copy_in(ctx, &tp->t[i++], &m->out_norm, frozen, tp->p + tp->out_norm);
+    if (st == SQZ_OK && !c->tied_embeddings) st = copy_in(ctx, &tp->t[i++], &m->output, frozen, tp->p + tp->output);
     if (st != SQZ_OK) sqz_train_params_free(tp);
     return st;
 }

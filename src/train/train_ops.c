@@ -99,7 +99,7 @@ void tops_rmsnorm_back(int nt, int64_t N, int D, const float *x, const float *w,
             }
         }
 #pragma omp for schedule(static)
-        for (int i = 0; i < D; i++) {
+        for (int i = 0; i < (dw ? D : 0); i++) {
             double s = 0;
             for (int64_t n = 0; n < N; n++) s += (double)dy[(size_t)n * D + i] * x[(size_t)n * D + i] * rstd[n];
             dw[i] += (float)s;

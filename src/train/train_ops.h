@@ -26,7 +26,7 @@ void tops_colsum_add(int nt, int64_t N, int64_t C, const float *a, float *col);
 /* y = w * x / rms(x) per row of D; rstd[n] = 1 / sqrt(mean(x^2) + eps) */
 void tops_rmsnorm(int nt, int64_t N, int D, const float *x, const float *w, float eps, float *y,
                   float *rstd);
-/* dx (=, or += when accumulate) and dw += from dy */
+/* dx (=, or += when accumulate) and dw += (dw NULL: frozen) from dy */
 void tops_rmsnorm_back(int nt, int64_t N, int D, const float *x, const float *w, const float *rstd,
                        const float *dy, float *dx, int accumulate, float *dw);
 

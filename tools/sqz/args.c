@@ -188,6 +188,17 @@ static const option_row options[] = {
       .help = "held-out tokens scored (30000)" },
     { "--eval-every", NULL, INT(eval_every, "N", 1, 1 << 30), .cmds = C_FINETUNE,
       .help = "steps between held-out evaluations (only before and after)" },
+    { "--lora", NULL, STR(lora, "ADAPTER"), .cmds = C_ALL & ~C_FINETUNE,
+      .help = "a LoRA adapter (llama.cpp's GGUF format) merged into the model" },
+    { "--lora-scale", NULL, FLOAT(lora_scale, "S", -INFINITY, INFINITY, 0), .set_at = AT(lora_scale_set),
+      .cmds = C_ALL & ~C_FINETUNE, .help = "the adapter's scale (1; llama.cpp's --lora-scaled)" },
+    { "--lora", NULL, INT(lora_rank, "RANK", 1, 4096), .cmds = C_FINETUNE,
+      .help = "train LoRA adapters of this rank on the frozen model (which may be\n"
+              "quantized); -o gets llama.cpp's GGUF adapter" },
+    { "--lora-alpha", NULL, FLOAT(lora_alpha, "A", 0, INFINITY, LO_OPEN), .cmds = C_FINETUNE,
+      .help = "LoRA scale alpha / rank (alpha default: the rank)" },
+    { "--lora-targets", NULL, STR(lora_targets, "LIST"), .cmds = C_FINETUNE,
+      .help = "adapted matrices: a comma list of q,k,v,o,gate,up,down (all)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },
@@ -201,11 +212,16 @@ const cli_command *cli_find_command(const char *name) {
     return NULL;
 }
 
-static const option_row *find_option(const char *arg) {
+/* The row named arg; where two rows share a name (--lora: an adapter to load, or finetune's
+ * rank) the one the command takes. */
+static const option_row *find_option(const char *arg, unsigned cmd_bit) {
+    const option_row *any = NULL;
     for (int i = 0; i < N_OPTIONS; i++)
-        if (!strcmp(arg, options[i].name) || (options[i].alias && !strcmp(arg, options[i].alias)))
-            return &options[i];
-    return NULL;
+        if (!strcmp(arg, options[i].name) || (options[i].alias && !strcmp(arg, options[i].alias))) {
+            if (options[i].cmds & cmd_bit) return &options[i];
+            if (!any) any = &options[i];
+        }
+    return any;
 }
 
 /* ---- help */
@@ -322,7 +338,7 @@ int cli_parse_args(const cli_command *cmd, int argc, char **argv, opts *o) {
             command_usage(stdout, cmd);
             return -1;
         }
-        const option_row *r = find_option(a);
+        const option_row *r = find_option(a, command_bit(cmd));
         if (!r && a[0] == '-' && a[1]) {
             fprintf(stderr, "sqz: unknown option %s (see sqz --help)\n", a);
             return 2;

@@ -39,6 +39,13 @@ typedef struct opts {
     float lr, min_lr, weight_decay, clip;
     const char *eval_file;
     long long eval_tokens;
+    int lora_rank;
+    float lora_alpha;
+    const char *lora_targets;
+    /* every other command: a LoRA adapter merged into the model at load */
+    const char *lora;
+    float lora_scale;
+    int lora_scale_set;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -55,7 +62,10 @@ double cli_now(void);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL after printing the error. */
 char *cli_read_file(const char *path, size_t *len);
 
-/* Loads the model (o->model, o->tokenizer), reads the text file at path and tokenizes it
+/* Loads the model (o->model, o->tokenizer) and merges the adapter of --lora into it. Returns 0;
+ * 1 after printing the error. */
+int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model);
+/* Loads the model (as cli_load_model), reads the text file at path and tokenizes it
  * (add_bos as sqz_tokenize takes it; *tok_seconds, when not NULL: the tokenization's time).
  * Returns 0; 1 after printing the error, with nothing left to free. *ids: free with sqz_free. */
 int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_bos,

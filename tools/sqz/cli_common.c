@@ -80,13 +80,24 @@ char *cli_read_file(const char *path, size_t *len) {
     return text;
 }
 
+int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model) {
+    *model = NULL;
+    if (sqz_model_load(ctx, o->model, o->tokenizer, model)) return cli_fail(ctx);
+    if (o->lora && sqz_model_apply_lora(ctx, *model, o->lora, o->lora_scale_set ? o->lora_scale : 1.0f)) {
+        sqz_model_free(*model);
+        *model = NULL;
+        return cli_fail(ctx);
+    }
+    return 0;
+}
+
 int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_bos,
                         sqz_model **model, int32_t **ids, size_t *n_ids, double *tok_seconds) {
     size_t len;
     char *text = cli_read_file(path, &len);
     if (!text) return 1;
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) { free(text); return cli_fail(ctx); }
+    if (cli_load_model(ctx, o, &m)) { free(text); return 1; }
     *ids = NULL;
     *n_ids = 0;
     const double t0 = cli_now();

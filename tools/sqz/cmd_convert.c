@@ -8,7 +8,7 @@ int cmd_convert(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("convert needs an output file: -o OUT.gguf");
     if (!o->type) return cli_die("convert needs a type: --type f16|q8_0|q4_0|q4_k|q4_k_m|...");
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) return cli_fail(ctx);
+    if (cli_load_model(ctx, o, &m)) return 1;
     sqz_convert_opts co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type };
     sqz_convert_result r;
     sqz_status st = sqz_convert(ctx, m, o->out, &co, &r);

@@ -74,11 +74,12 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     fo.n_eval = n_eval;
     fo.eval_tokens = o->eval_tokens > 0 ? (size_t)o->eval_tokens : 30000;
     fo.eval_every = o->eval_every;
+    fo.lora_rank = o->lora_rank;
+    fo.lora_alpha = o->lora_alpha;
+    fo.lora_targets = o->lora_targets;
     step_log L = { o->json ? cJSON_CreateArray() : NULL, o->steps > 0 ? o->steps : 150, o->json, cli_now() };
     fo.on_step = on_step;
     fo.user = &L;
-    if (!o->json)
-        fprintf(stderr, "finetune: %zu training tokens%s\n", n_ids, o->eval_file ? ", held-out text given" : "");
     sqz_finetune_result r;
     const sqz_status st = sqz_finetune(ctx, m, ids, n_ids, &fo, o->out, o->type, &r);
     sqz_free(ids);
@@ -92,7 +93,8 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", o->model);
         cJSON_AddStringToObject(j, "out", o->out);
-        cJSON_AddNumberToObject(j, "params", (double)r.n_params);
+        cJSON_AddNumberToObject(j, "trained_params", (double)r.n_params);
+        if (o->lora_rank) cJSON_AddNumberToObject(j, "lora_rank", o->lora_rank);
         cJSON_AddNumberToObject(j, "steps", r.steps);
         cJSON_AddNumberToObject(j, "train_tokens", (double)n_ids);
         cJSON_AddNumberToObject(j, "first_loss", r.first_loss);
@@ -106,8 +108,8 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
         cJSON_AddItemToObject(j, "log", L.steps);
         cli_print_json(j);
     } else {
-        fprintf(stderr, "finetune: %d steps in %.1f s (%.0f tokens/s), loss %.4f -> %.4f", r.steps,
-                r.seconds, r.tokens_per_s, r.first_loss, r.last_loss);
+        fprintf(stderr, "finetune: %d steps on %zu training tokens in %.1f s (%.0f tokens/s), loss %.4f -> %.4f",
+                r.steps, n_ids, r.seconds, r.tokens_per_s, r.first_loss, r.last_loss);
         if (o->eval_file)
             fprintf(stderr, ", held-out ppl %.3f -> %.3f", r.eval_ppl_before, r.eval_ppl_after);
         fprintf(stderr, " -> %s\n", o->out);

@@ -39,7 +39,7 @@ static int collect_text(void *user, const char *text, size_t len) {
 int cmd_generate(sqz_ctx *ctx, const opts *o) {
     if (!o->prompt) return cli_die("%s", "generate needs a prompt: -p TEXT (may be \"\")");
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) return cli_fail(ctx);
+    if (cli_load_model(ctx, o, &m)) return 1;
     sqz_generate_opts g = { .sampler = { o->temp, o->top_p, o->seed }, .n_predict = o->n_predict,
                             .add_bos = -1, .stop_at_eos = 1 };
     sqz_generate_result r;

@@ -5,7 +5,7 @@
 
 int cmd_info(sqz_ctx *ctx, const opts *o) {
     sqz_model *m;
-    if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) return cli_fail(ctx);
+    if (cli_load_model(ctx, o, &m)) return 1;
     sqz_model_info i;
     sqz_model_get_info(m, &i);
     if (o->json) {

@@ -77,8 +77,8 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     size_t n_ids = 0;
     if (needs_calib) {
         if (cli_load_model_text(ctx, o, o->calib, 0, &m, &ids, &n_ids, NULL)) return 1;
-    } else if (sqz_model_load(ctx, o->model, o->tokenizer, &m)) {
-        return cli_fail(ctx);
+    } else if (cli_load_model(ctx, o, &m)) {
+        return 1;
     }
     const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
     const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;

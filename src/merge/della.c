@@ -1,0 +1,34 @@
+/* della.c - DELLA-Merging (Deep et al. 2024, arXiv 2406.11617): MAGPRUNE keeps each value of a
+ * task vector's row with a probability rising linearly with its magnitude rank in the row,
+ * from density - epsilon to density + epsilon, and divides kept values by that probability
+ * (rescale); then TIES' elected-sign sum ("della", normalize on) or the plain weighted sum
+ * ("della_linear"), scaled by lambda. Seeded. */
+#include "merge/gta.h"
+
+static sqz_status run(sqz_ctx *ctx, const sqz_merge_job *job, float *out) {
+    return merge_gta(ctx, job, MERGE_SPARSE_DELLA, 1, out);
+}
+
+static sqz_status run_linear(sqz_ctx *ctx, const sqz_merge_job *job, float *out) {
+    return merge_gta(ctx, job, MERGE_SPARSE_DELLA, 0, out);
+}
+
+const sqz_merge_method sqz_merge_della = {
+    .name = "della",
+    .help = "magnitude-ranked random drop (density +- epsilon), rescale, sign consensus; keys weight, density, epsilon, lambda",
+    .takes_base = 1, .min_models = 1,
+    .params = SQZ_MP_BIT(SQZ_MP_WEIGHT) | SQZ_MP_BIT(SQZ_MP_LAMBDA) | SQZ_MP_BIT(SQZ_MP_NORMALIZE) | SQZ_MP_BIT(SQZ_MP_RESCALE) | SQZ_MP_BIT(SQZ_MP_INT8_MASK) | SQZ_MP_BIT(SQZ_MP_DENSITY) | SQZ_MP_BIT(SQZ_MP_EPSILON),
+    .required = SQZ_MP_BIT(SQZ_MP_WEIGHT),
+    .defaults = { [SQZ_MP_DENSITY] = 1, [SQZ_MP_EPSILON] = 0.15, [SQZ_MP_LAMBDA] = 1, [SQZ_MP_NORMALIZE] = 1, [SQZ_MP_RESCALE] = 1 },
+    .merge = run,
+};
+
+const sqz_merge_method sqz_merge_della_linear = {
+    .name = "della_linear",
+    .help = "della without sign consensus",
+    .takes_base = 1, .min_models = 1,
+    .params = SQZ_MP_BIT(SQZ_MP_WEIGHT) | SQZ_MP_BIT(SQZ_MP_LAMBDA) | SQZ_MP_BIT(SQZ_MP_NORMALIZE) | SQZ_MP_BIT(SQZ_MP_RESCALE) | SQZ_MP_BIT(SQZ_MP_INT8_MASK) | SQZ_MP_BIT(SQZ_MP_DENSITY) | SQZ_MP_BIT(SQZ_MP_EPSILON),
+    .required = SQZ_MP_BIT(SQZ_MP_WEIGHT),
+    .defaults = { [SQZ_MP_DENSITY] = 1, [SQZ_MP_EPSILON] = 0.15, [SQZ_MP_LAMBDA] = 1, [SQZ_MP_NORMALIZE] = 0, [SQZ_MP_RESCALE] = 1 },
+    .merge = run_linear,
+};

@@ -382,6 +382,48 @@ int sqz_quant_method_takes(const char *spec, const char *key);
  * n < window). */
 size_t sqz_calib_spread(const int32_t *tokens, size_t n, size_t want, int window, int32_t *out);
 
+/* ================================================================ merging (sqz merge)
+ * mergekit-style merges of fine-tunes of one base, tensor by tensor (src/merge/). */
+
+typedef struct sqz_merge_opts {
+    /* The output's tensor type. A Hugging Face folder (out_path not ending in .gguf) holds
+     * "f32", "f16" or "bf16"; a .gguf file any type or mix sqz_convert writes (pure as there).
+     * NULL: the config's dtype (float32 / float16 / bfloat16), else "f32". */
+    const char *type;
+    int pure;
+    uint64_t seed;  /* the random methods' seed (dare_*, della*); the same seed, the same model */
+} sqz_merge_opts;
+
+typedef struct sqz_merge_result {
+    const char *method;       /* static string */
+    int n_models;             /* inputs, the base included */
+    int n_tensors;            /* tensors merged */
+    uint64_t n_params;        /* their elements */
+    uint64_t max_tensor_elems; /* the largest tensor: memory is about (inputs + 2) x this x 4 B */
+    uint64_t out_bytes;       /* bytes written (model.safetensors, or the .gguf file) */
+    double seconds;
+} sqz_merge_result;
+
+/* Runs the mergekit YAML config at config_path (merge_method, base_model, models with their
+ * parameters, global parameters, layer gradients, name filters, dtype, tokenizer_source; see
+ * src/merge/config.h for what is supported) and writes out_path: a Hugging Face folder
+ * (config.json, model.safetensors, tokenizer.json; out_path must not exist or be an empty
+ * folder), or a GGUF file when out_path ends in ".gguf". Inputs are anything sqz_model_load
+ * reads (HF folders, GGUF files of any type sqz computes with, quantized ones included);
+ * model paths are taken as given, else relative to the config's folder. Everything is checked
+ * before any work (method and parameters, output type and path, each input's architecture
+ * and sizes, tensor dtypes, the tokenizers' vocabularies): a mismatch is one error naming
+ * the file and the field or tensor. Then each tensor of every input is dequantized to f32,
+ * merged, written and the inputs' pages given back, so memory is about (inputs + 2) x the
+ * largest tensor. Nothing is left at out_path on failure. Progress: "merge", tensors. */
+sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *out_path,
+                            const sqz_merge_opts *opts, sqz_merge_result *result);
+/* The merge methods, i = 0, 1, ... until NULL: name and a one-line help with its keys. */
+const char *sqz_merge_method_name(int i);
+const char *sqz_merge_method_help(int i);
+
+/* ================================================================ end of merging */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,611 @@
+/* merge.c - sqz_merge_models: the driver that runs a merge method (method.h's table) over every
+ * tensor of a set of models, out of core.
+ *
+ * 1. Check everything before any work: the config (method, parameters: each one resolved for
+ *    every tensor once, so a missing weight is reported now, not halfway), the output (type,
+ *    folder), the inputs (loaded with sqz_model_load: HF folders, GGUF files of any type sqz
+ *    dequantizes; same architecture and sizes as the first input, field by field; every
+ *    tensor's type computable; the same vocabulary, token by token).
+ * 2. Walk the tensors in HF order with HF names (model.embed_tokens.weight,
+ *    model.layers.N.self_attn.q_proj.weight, ...). For each: every input's tensor is
+ *    dequantized to an f32 slab (rows of Q/K from a source that pairs RoPE dimensions
+ *    llama.cpp's way - GGUF, llama2.c - put back in HF's order, so inputs of both kinds merge
+ *    element by element), the inputs' mapped pages are given back (sqz_model_release), the
+ *    method merges the slabs, and the result is streamed to model.safetensors
+ *    (model/export_hf.h). Memory: (inputs + 1) slabs of the largest tensor + the method's
+ *    scratch (a rank array for ties / breadcrumbs) + the output slab.
+ * 3. A .gguf output is that HF folder written in f32 beside it, then sqz_convert to the
+ *    requested type (streamed as well), then the folder removed.
+ *
+ * Layer gradients: a tensor of block l of L has position t = l / (L - 1) (0 when L = 1); the
+ * tensors before the blocks (embeddings) t = 0, after them (final norm, lm_head) t = 1.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/presets.h"
+#include "io/file.h"
+#include "merge/config.h"
+#include "merge/gta.h"
+#include "model/export_hf.h"
+#include "model/model.h"
+
+/* ------------------------------------------------------------------ the tensors, HF names */
+
+typedef struct tensor_spec {
+    const char *name;  /* HF name after "model.layers.N." (per layer) or whole */
+    size_t at;         /* offsetof the sqz_tensor in sqz_layer_weights / sqz_model */
+    int rope;          /* 1: q (n_heads), 2: k (n_kv_heads): rows in RoPE pairs */
+    int is_vec;
+} tensor_spec;
+
+#define LW(f) offsetof(sqz_layer_weights, f)
+static const tensor_spec layer_specs[] = {
+    { "input_layernorm.weight", LW(attn_norm), 0, 1 },
+    { "self_attn.q_proj.weight", LW(wq), 1, 0 },
+    { "self_attn.k_proj.weight", LW(wk), 2, 0 },
+    { "self_attn.v_proj.weight", LW(wv), 0, 0 },
+    { "self_attn.o_proj.weight", LW(wo), 0, 0 },
+    { "self_attn.q_proj.bias", LW(bq), 1, 1 },
+    { "self_attn.k_proj.bias", LW(bk), 2, 1 },
+    { "self_attn.v_proj.bias", LW(bv), 0, 1 },
+    { "self_attn.o_proj.bias", LW(bo), 0, 1 },
+    { "post_attention_layernorm.weight", LW(ffn_norm), 0, 1 },
+    { "mlp.gate_proj.weight", LW(w_gate), 0, 0 },
+    { "mlp.up_proj.weight", LW(w_up), 0, 0 },
+    { "mlp.down_proj.weight", LW(w_down), 0, 0 },
+};
+#undef LW
+
+typedef struct out_tensor {
+    char name[96];
+    int layer;        /* -1 before the blocks, n_layers after */
+    const tensor_spec *spec;
+    size_t model_at;  /* for tensors outside the blocks: offsetof in sqz_model */
+    int64_t rows, cols;
+    double t;         /* layer position for gradients */
+} out_tensor;
+
+static const sqz_tensor *view_of(const sqz_model *m, const out_tensor *o) {
+    if (o->spec) return (const sqz_tensor *)((const char *)&m->layers[o->layer] + o->spec->at);
+    return (const sqz_tensor *)((const char *)m + o->model_at);
+}
+
+/* The row of a source with llama.cpp's RoPE pairing that holds HF row s (the inverse of
+ * convert.c's permutation: within a head of hd rows, HF row u < hd/2 is row 2u, u >= hd/2 is
+ * row 2(u - hd/2) + 1). */
+static int64_t interleaved_row(int64_t s, int64_t hd) {
+    const int64_t head = s / hd, u = s % hd;
+    return head * hd + (u < hd / 2 ? 2 * u : 2 * (u - hd / 2) + 1);
+}
+
+static int build_list(const sqz_model *m, out_tensor **out, int *n_out) {
+    const sqz_config *c = &m->cfg;
+    const int cap = 3 + c->n_layers * (int)(sizeof layer_specs / sizeof *layer_specs);
+    out_tensor *l = calloc((size_t)cap, sizeof *l);
+    if (!l) return -1;
+    int n = 0;
+    const struct { const char *name; size_t at; int layer; } outer[] = {
+        { "model.embed_tokens.weight", offsetof(sqz_model, tok_embd), -1 },
+        { "model.norm.weight", offsetof(sqz_model, out_norm), c->n_layers },
+        { "lm_head.weight", offsetof(sqz_model, output), c->n_layers },
+    };
+    for (int k = 0; k < 3; k++) {
+        if (k == 2 && c->tied_embeddings) continue;
+        if (k == 1) { /* the blocks come between the embeddings and the final norm */
+            for (int i = 0; i < c->n_layers; i++)
+                for (size_t s = 0; s < sizeof layer_specs / sizeof *layer_specs; s++) {
+                    out_tensor *o = &l[n];
+                    o->spec = &layer_specs[s];
+                    o->layer = i;
+                    if (!view_of(m, o)->data) { memset(o, 0, sizeof *o); continue; } /* no bias */
+                    snprintf(o->name, sizeof o->name, "model.layers.%d.%s", i, layer_specs[s].name);
+                    o->t = c->n_layers > 1 ? (double)i / (c->n_layers - 1) : 0;
+                    n++;
+                }
+        }
+        out_tensor *o = &l[n++];
+        snprintf(o->name, sizeof o->name, "%s", outer[k].name);
+        o->model_at = outer[k].at;
+        o->layer = outer[k].layer;
+        o->t = outer[k].layer < 0 ? 0 : 1;
+    }
+    for (int i = 0; i < n; i++) {
+        const sqz_tensor *v = view_of(m, &l[i]);
+        l[i].rows = v->rows;
+        l[i].cols = v->cols;
+    }
+    *out = l;
+    *n_out = n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the job */
+
+typedef struct merge_run {
+    sqz_ctx *ctx;
+    const merge_config *cfg;
+    const sqz_merge_method *method;
+    int n_in;          /* inputs: [0] the base when the method takes one */
+    char **paths;      /* [n_in] resolved paths */
+    int *entry;        /* [n_in] index in cfg->models, -1 for a base not listed there */
+    sqz_model **models;
+    out_tensor *list;
+    int n_list;
+} merge_run;
+
+/* A path as given when it exists, else relative to the config's folder. */
+static char *resolve_path(const char *cfg_path, const char *p) {
+    if (p[0] == '/' || sqz_path_exists(p)) return strdup(p);
+    char *dir = sqz_path_dirname(cfg_path), *j = dir ? sqz_path_join(dir, p) : NULL;
+    free(dir);
+    if (j && sqz_path_exists(j)) return j;
+    free(j);
+    return strdup(p);
+}
+
+/* Parameter p for input i (its config entry, then the globals, then the method's default) at
+ * tensor o: 1 and *v, or 0 when there is none. */
+static int param_at(const merge_run *r, int i, int p, const out_tensor *o, double *v) {
+    const merge_config *c = r->cfg;
+    const int e = i >= 0 ? r->entry[i] : -1;
+    if ((SQZ_MP_PER_MODEL & SQZ_MP_BIT(p)) && e >= 0 && merge_value_eval(c->models[e].p[p], o->name, o->t, v))
+        return 1;
+    if (merge_value_eval(c->g[p], o->name, o->t, v)) return 1;
+    if (r->method->required & SQZ_MP_BIT(p)) return 0;
+    *v = r->method->defaults[p];
+    return 1;
+}
+
+/* The job's parameters for tensor o: mp[k] for the k-th non-base input, g the globals. */
+static sqz_status resolve_params(const merge_run *r, const out_tensor *o, double (*mp)[SQZ_MP_COUNT],
+                                 double *g) {
+    const sqz_merge_method *me = r->method;
+    const int first = me->takes_base ? 1 : 0;
+    for (int p = 0; p < SQZ_MP_COUNT; p++) {
+        if (!(me->params & SQZ_MP_BIT(p))) {
+            g[p] = 0;
+            for (int k = first; k < r->n_in; k++) mp[k - first][p] = 0;
+            continue;
+        }
+        if (SQZ_MP_PER_MODEL & SQZ_MP_BIT(p)) {
+            g[p] = 0;
+            for (int k = first; k < r->n_in; k++)
+                if (!param_at(r, k, p, o, &mp[k - first][p]))
+                    return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: no %s for model %s at tensor %s",
+                                    r->cfg->path, sqz_merge_param_name(p), r->paths[k], o->name);
+        } else if (!param_at(r, -1, p, o, &g[p])) {
+            return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s needs parameter %s (none applies to %s)",
+                            r->cfg->path, me->name, sqz_merge_param_name(p), o->name);
+        }
+    }
+    return SQZ_OK;
+}
+
+/* Parameters the method does not read are refused, per model and global. */
+static sqz_status check_params(const merge_run *r) {
+    const merge_config *c = r->cfg;
+    for (int p = 0; p < SQZ_MP_COUNT; p++) {
+        const int takes = (r->method->params & SQZ_MP_BIT(p)) != 0;
+        for (int e = -1; e < c->n_models; e++) {
+            const merge_value *v = e < 0 ? c->g[p] : c->models[e].p[p];
+            if (!v) continue;
+            if (!takes)
+                return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s does not take parameter %s%s%s",
+                                c->path, r->method->name, sqz_merge_param_name(p),
+                                e < 0 ? "" : " (model ", e < 0 ? "" : c->models[e].model);
+            if (e >= 0 && !(SQZ_MP_PER_MODEL & SQZ_MP_BIT(p)))
+                return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: parameter %s is global: give it under the "
+                                "top-level parameters, not model %s's", c->path,
+                                sqz_merge_param_name(p), c->models[e].model);
+        }
+    }
+    return SQZ_OK;
+}
+
+/* The inputs: the base first (methods that take one), then the models not the base. */
+static sqz_status pick_inputs(merge_run *r) {
+    const merge_config *c = r->cfg;
+    const sqz_merge_method *me = r->method;
+    r->paths = calloc((size_t)c->n_models + 1, sizeof *r->paths);
+    r->entry = calloc((size_t)c->n_models + 1, sizeof *r->entry);
+    r->models = calloc((size_t)c->n_models + 1, sizeof *r->models);
+    if (!r->paths || !r->entry || !r->models) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
+    if (me->takes_base) {
+        if (!c->base) return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s needs a base_model", c->path, me->name);
+        r->entry[0] = -1;
+        for (int e = 0; e < c->n_models; e++)
+            if (!strcmp(c->models[e].model, c->base)) r->entry[0] = e;
+        if (!(r->paths[0] = resolve_path(c->path, c->base))) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
+        r->n_in = 1;
+    }
+    for (int e = 0; e < c->n_models; e++) {
+        if (me->takes_base && !strcmp(c->models[e].model, c->base)) continue; /* its task vector is 0 */
+        r->entry[r->n_in] = e;
+        if (!(r->paths[r->n_in++] = resolve_path(c->path, c->models[e].model)))
+            return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+    const int N = r->n_in - (me->takes_base ? 1 : 0);
+    if (N < me->min_models || (me->max_models && N > me->max_models)) {
+        char want[64];
+        if (me->max_models == me->min_models) snprintf(want, sizeof want, "exactly %d", me->min_models);
+        else if (me->max_models) snprintf(want, sizeof want, "%d to %d", me->min_models, me->max_models);
+        else snprintf(want, sizeof want, "at least %d", me->min_models);
+        return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s merges %s model%s%s, the config gives %d",
+                        c->path, me->name, want, me->min_models == 1 && me->max_models == 1 ? "" : "s",
+                        me->takes_base ? " besides the base" : "", N);
+    }
+    return SQZ_OK;
+}
+
+/* Every input like input 0: architecture and sizes, computable tensor types, vocabulary. */
+static sqz_status check_inputs(merge_run *r) {
+    const sqz_config *a = &r->models[0]->cfg;
+    for (int i = 1; i < r->n_in; i++) {
+        const sqz_config *b = &r->models[i]->cfg;
+        const struct { const char *what; long x, y; } f[] = {
+            { "architecture", a->arch, b->arch },         { "hidden size", a->dim, b->dim },
+            { "FFN size", a->hidden_dim, b->hidden_dim }, { "layers", a->n_layers, b->n_layers },
+            { "attention heads", a->n_heads, b->n_heads },
+            { "KV heads", a->n_kv_heads, b->n_kv_heads }, { "head size", a->head_dim, b->head_dim },
+            { "vocabulary size", a->vocab_size, b->vocab_size },
+            { "tied embeddings", a->tied_embeddings, b->tied_embeddings },
+            { "attention biases", a->has_qkv_bias, b->has_qkv_bias },
+        };
+        for (size_t k = 0; k < sizeof f / sizeof *f; k++)
+            if (f[k].x != f[k].y)
+                return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: %s %ld, but %s has %ld: not the same "
+                                "architecture, cannot merge", r->paths[i], f[k].what, f[k].y,
+                                r->paths[0], f[k].x);
+    }
+    const int L = a->n_layers, *rg = r->cfg->layer_range;
+    if (rg[0] >= 0 && (rg[0] != 0 || rg[1] != L))
+        return sqz_fail(r->ctx, SQZ_ERR_UNSUPPORTED, "%s: layer_range [%d, %d]: sqz merges whole "
+                        "models ([0, %d] here)", r->cfg->path, rg[0], rg[1], L);
+    for (int i = 0; i < r->n_in; i++)
+        for (int k = 0; k < r->n_list; k++) {
+            const sqz_tensor *v = view_of(r->models[i], &r->list[k]);
+            if (!v->data || v->rows != r->list[k].rows || v->cols != r->list[k].cols)
+                return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: tensor %s is %s, %s has it [%lld, %lld]",
+                                r->paths[i], r->list[k].name, v->data ? "of another shape" : "missing",
+                                r->paths[0], (long long)r->list[k].rows, (long long)r->list[k].cols);
+            if (v->type != SQZ_TYPE_MIXLLM && !sqz_type_usable(v->type))
+                return sqz_fail(r->ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which sqz "
+                                "cannot dequantize", r->paths[i], r->list[k].name, sqz_type_name(v->type));
+        }
+    /* one vocabulary: the merged embeddings' rows must mean the same tokens */
+    const sqz_tokenizer *t0 = NULL;
+    int i0 = 0;
+    for (int i = 0; i < r->n_in; i++) {
+        const sqz_tokenizer *t = r->models[i]->tok;
+        if (!t) continue;
+        if (!t0) { t0 = t, i0 = i; continue; }
+        const int n = sqz_tokenizer_vocab_size(t0);
+        if (sqz_tokenizer_vocab_size(t) != n)
+            return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: its tokenizer has %d tokens, %s's %d: "
+                            "merging needs one vocabulary", r->paths[i], sqz_tokenizer_vocab_size(t),
+                            r->paths[i0], n);
+        for (int id = 0; id < n; id++) {
+            char x[256], y[256];
+            size_t lx = 0, ly = 0;
+            sqz_tokenizer_decode(t0, -1, id, x, sizeof x, &lx);
+            sqz_tokenizer_decode(t, -1, id, y, sizeof y, &ly);
+            if (lx != ly || memcmp(x, y, lx < sizeof x ? lx : sizeof x))
+                return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: token %d is '%.*s', in %s '%.*s': "
+                                "merging needs one vocabulary", r->paths[i], id, (int)(ly < 40 ? ly : 40),
+                                y, r->paths[i0], (int)(lx < 40 ? lx : 40), x);
+        }
+    }
+    return SQZ_OK;
+}
+
+/* Input i's tensor o as f32 rows into dst, in HF's row order; then its pages given back.
+ * 0, or -1 when out of memory. */
+static int load_slab(const merge_run *r, int i, const out_tensor *o, float *dst) {
+    const sqz_model *m = r->models[i];
+    const sqz_tensor *v = view_of(m, o);
+    const sqz_config *c = &m->cfg;
+    const int heads = !o->spec || !o->spec->rope ? 0 : o->spec->rope == 1 ? c->n_heads : c->n_kv_heads;
+    const int unpermute = heads > 0 && c->rope_interleaved;
+    if (o->spec && o->spec->is_vec) { /* one row, f32 (the loaders convert vectors) */
+        if (!unpermute) {
+            sqz_tensor_row_f32(v, 0, dst);
+            return 0;
+        }
+        float *tmp = malloc((size_t)v->cols * sizeof *tmp);
+        if (!tmp) return -1;
+        sqz_tensor_row_f32(v, 0, tmp);
+        const int64_t hd = v->cols / heads;
+        for (int64_t s = 0; s < v->cols; s++) dst[s] = tmp[interleaved_row(s, hd)];
+        free(tmp);
+        return 0;
+    }
+    const int64_t hd = heads ? v->rows / heads : 0;
+#pragma omp parallel for schedule(static) num_threads(r->ctx->n_threads > 0 ? r->ctx->n_threads : 1)
+    for (int64_t s = 0; s < v->rows; s++)
+        sqz_tensor_row_f32(v, unpermute ? interleaved_row(s, hd) : s, dst + s * v->cols);
+    sqz_model_release(m, v->data, sqz_tensor_nbytes(v));
+    return 0;
+}
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+/* ------------------------------------------------------------------ output */
+
+static int ends_with(const char *s, const char *suf) {
+    const size_t n = strlen(s), k = strlen(suf);
+    return n >= k && !strcmp(s + n - k, suf);
+}
+
+/* Removes a folder this merge wrote (the three files an HF export holds, then the folder). */
+static void remove_hf_folder(const char *dir) {
+    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json" };
+    for (int i = 0; i < 3; i++) {
+        char *p = sqz_path_join(dir, files[i]);
+        if (p) unlink(p);
+        free(p);
+    }
+    rmdir(dir);
+}
+
+/* config.json of input i when it is an HF folder (its text), else NULL. */
+static char *source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
+    char *p = sqz_path_is_dir(path) ? sqz_path_join(path, "config.json")
+              : ends_with(path, "config.json") ? strdup(path) : NULL;
+    char *text = NULL;
+    if (p && sqz_path_exists(p) && sqz_file_read_all(ctx, p, (size_t)16 << 20, &text, len)) text = NULL;
+    free(p);
+    return text;
+}
+
+/* The tokenizer.json the output gets: tokenizer_source (a file, or a folder holding one),
+ * else the base's (first input's) folder's. NULL with an error when there is none. */
+static char *pick_tokenizer(merge_run *r) {
+    const char *src = r->cfg->tokenizer_source;
+    if (src && strcmp(src, "base") != 0) {
+        if (!strcmp(src, "union") || !strncmp(src, "model:", 6)) {
+            sqz_fail(r->ctx, SQZ_ERR_UNSUPPORTED, "%s: tokenizer_source %s is not supported (base, "
+                     "or a path to a tokenizer.json)", r->cfg->path, src);
+            return NULL;
+        }
+        char *p = resolve_path(r->cfg->path, src);
+        if (p && sqz_path_is_dir(p)) {
+            char *j = sqz_path_join(p, "tokenizer.json");
+            free(p);
+            p = j;
+        }
+        if (p && !sqz_path_exists(p)) {
+            sqz_fail(r->ctx, SQZ_ERR_IO, "%s: tokenizer_source %s: no such file", r->cfg->path, p);
+            free(p);
+            return NULL;
+        }
+        if (!p) sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
+        return p;
+    }
+    const char *base = r->paths[0];
+    char *dir = sqz_path_is_dir(base) ? strdup(base) : sqz_path_dirname(base);
+    char *p = dir ? sqz_path_join(dir, "tokenizer.json") : NULL;
+    free(dir);
+    if (p && sqz_path_exists(p)) return p;
+    sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: no tokenizer.json beside %s for the output: set "
+             "tokenizer_source to a tokenizer.json", r->cfg->path, base);
+    free(p);
+    return NULL;
+}
+
+/* The merged HF folder at dir, in type; the work itself. */
+static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uint64_t seed,
+                               sqz_merge_result *res) {
+    sqz_ctx *ctx = r->ctx;
+    const sqz_merge_method *me = r->method;
+    const int first = me->takes_base ? 1 : 0, N = r->n_in - first;
+    sqz_hf_export *e = NULL;
+    float **slab = NULL, *out = NULL;
+    double (*mp)[SQZ_MP_COUNT] = NULL, g[SQZ_MP_COUNT];
+    char *tok = pick_tokenizer(r), *cfg_json = NULL;
+    sqz_status st = tok ? SQZ_OK : SQZ_ERR_ARG;
+    if (!tok) return st;
+    int64_t maxn = 1;
+    for (int k = 0; k < r->n_list; k++)
+        if (r->list[k].rows * r->list[k].cols > maxn) maxn = r->list[k].rows * r->list[k].cols;
+    /* every tensor's parameters resolve (a missing weight is an error now, not halfway) */
+    if (!(mp = calloc((size_t)(N > 0 ? N : 1), sizeof *mp))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < r->n_list && !st; k++) st = resolve_params(r, &r->list[k], mp, g);
+    if (!st) st = sqz_hf_export_new(ctx, dir, &e);
+    size_t cfg_len = 0;
+    if (!st && (cfg_json = source_config_json(ctx, r->paths[0], &cfg_len)))
+        st = sqz_hf_export_config_json(e, cfg_json, cfg_len);
+    else if (!st) {
+        sqz_config c = r->models[0]->cfg;
+        c.rope_interleaved = 0; /* the rows are written in HF's order */
+        st = sqz_hf_export_config(e, &c);
+    }
+    if (!st) st = sqz_hf_export_tokenizer(e, tok);
+    for (int k = 0; k < r->n_list && !st; k++) {
+        const out_tensor *o = &r->list[k];
+        const int64_t shape[2] = { o->rows, o->cols };
+        const int is_vec = o->spec ? o->spec->is_vec : o->model_at == offsetof(sqz_model, out_norm);
+        st = sqz_hf_export_declare(e, o->name, type, is_vec ? 1 : 2, is_vec ? shape + 1 : shape);
+    }
+    /* the slabs: one per input and the output */
+    if (!st) {
+        slab = calloc((size_t)r->n_in, sizeof *slab);
+        out = malloc((size_t)maxn * sizeof *out);
+        if (!slab || !out) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < r->n_in && !st; i++)
+            if (!(slab[i] = malloc((size_t)maxn * sizeof **slab)))
+                st = sqz_fail(ctx, SQZ_ERR_NOMEM, "merge: out of memory for %d slabs of %lld floats",
+                              r->n_in + 1, (long long)maxn);
+    }
+    if (!st) st = sqz_hf_export_begin(e);
+    sqz_progress(ctx, "merge", 0, (uint64_t)r->n_list);
+    for (int k = 0; k < r->n_list && !st; k++) {
+        const out_tensor *o = &r->list[k];
+        for (int i = 0; i < r->n_in && !st; i++)
+            if (load_slab(r, i, o, slab[i])) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        if (st || (st = resolve_params(r, o, mp, g))) break;
+        const sqz_merge_job job = {
+            .name = o->name, .rows = o->rows, .cols = o->cols,
+            .base = first ? slab[0] : NULL, .x = slab + first, .n_models = N,
+            .mp = (const double (*)[SQZ_MP_COUNT])mp, .g = g,
+            .seed = merge_rng_next(&(uint64_t){ seed ^ fnv1a(o->name) }),
+        };
+        if ((st = me->merge(ctx, &job, out))) break;
+        st = sqz_hf_export_put_f32(e, out, (size_t)(o->rows * o->cols));
+        res->n_params += (uint64_t)(o->rows * o->cols);
+        sqz_progress(ctx, "merge", (uint64_t)k + 1, (uint64_t)r->n_list);
+    }
+    if (!st) st = sqz_hf_export_finish(e);
+    res->max_tensor_elems = (uint64_t)maxn;
+    sqz_hf_export_free(e); /* removes an unfinished folder */
+    for (int i = 0; slab && i < r->n_in; i++) free(slab[i]);
+    free(slab);
+    free(out);
+    free(mp);
+    free(tok);
+    free(cfg_json);
+    return st;
+}
+
+/* ------------------------------------------------------------------ entry point */
+
+sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *out_path,
+                            const sqz_merge_opts *opts, sqz_merge_result *result) {
+    sqz_merge_result res = { 0 };
+    if (result) *result = res;
+    if (!config_path || !out_path || !*out_path)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "merge: missing config or output path");
+    const sqz_merge_opts defaults = { 0 };
+    if (!opts) opts = &defaults;
+    const double t0 = sqz_now();
+    merge_run r = { .ctx = ctx };
+    merge_config *cfg = NULL;
+    char *tmp_dir = NULL;
+    sqz_model *merged = NULL;
+    sqz_status st = merge_config_load(ctx, config_path, &cfg);
+    if (st) return st;
+    r.cfg = cfg;
+    if (!(r.method = sqz_merge_method_find(cfg->method))) {
+        char names[512] = "";
+        for (int i = 0; sqz_merge_method_at(i); i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                     sqz_merge_method_at(i)->name);
+        st = sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: unknown merge_method '%s' (sqz has %s)",
+                      cfg->path, cfg->method, names);
+        goto done;
+    }
+    res.method = r.method->name;
+    if ((st = check_params(&r)) || (st = pick_inputs(&r))) goto done;
+
+    /* the output: its type and where it goes */
+    const int gguf = ends_with(out_path, ".gguf");
+    const char *type = opts->type;
+    if (!type && cfg->dtype) {
+        type = !strcmp(cfg->dtype, "float32") ? "f32" : !strcmp(cfg->dtype, "float16") ? "f16"
+             : !strcmp(cfg->dtype, "bfloat16") ? "bf16" : NULL;
+        if (!type) {
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: dtype %s (float32, float16 or bfloat16)", cfg->path, cfg->dtype);
+            goto done;
+        }
+    }
+    if (!type) type = "f32";
+    sqz_type hf_type = SQZ_TYPE_F32;
+    if (gguf) {
+        sqz_preset p;
+        if (sqz_preset_find(type, opts->pure, &p) != 0) {
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, type, sqz_preset_names());
+            goto done;
+        }
+        char *dir = sqz_path_dirname(out_path);
+        const int ok = dir && sqz_path_is_dir(dir);
+        if (!ok) st = sqz_fail(ctx, SQZ_ERR_IO, "%s: folder %s does not exist", out_path, dir ? dir : "?");
+        free(dir);
+        if (st) goto done;
+    } else {
+        hf_type = !strcmp(type, "f32") ? SQZ_TYPE_F32 : !strcmp(type, "f16") ? SQZ_TYPE_F16
+                : !strcmp(type, "bf16") ? SQZ_TYPE_BF16 : (sqz_type)-1;
+        if ((int)hf_type < 0) {
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: a Hugging Face folder holds f32, f16 or bf16, not "
+                          "%s (write a .gguf file for quantized types)", out_path, type);
+            goto done;
+        }
+    }
+
+    /* the inputs */
+    for (int i = 0; i < r.n_in; i++)
+        if ((st = sqz_model_load(ctx, r.paths[i], NULL, &r.models[i]))) goto done;
+    if (build_list(r.models[0], &r.list, &r.n_list)) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = check_inputs(&r))) goto done;
+
+    if (!gguf) {
+        st = write_merged(&r, out_path, hf_type, opts->seed, &res);
+    } else {
+        /* an f32 HF folder beside the target, converted, removed */
+        const size_t n = strlen(out_path);
+        if (!(tmp_dir = malloc(n + 16))) {
+            st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(tmp_dir, out_path, n);
+        memcpy(tmp_dir + n, ".hf.XXXXXX", 11);
+        if (!mkdtemp(tmp_dir)) {
+            free(tmp_dir);
+            tmp_dir = NULL;
+            st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", out_path);
+            goto done;
+        }
+        if ((st = write_merged(&r, tmp_dir, SQZ_TYPE_F32, opts->seed, &res))) goto done;
+        for (int i = 0; i < r.n_in; i++) sqz_model_free(r.models[i]), r.models[i] = NULL;
+        if ((st = sqz_model_load(ctx, tmp_dir, NULL, &merged))) goto done;
+        const sqz_convert_opts co = { .type = type, .pure = opts->pure };
+        sqz_convert_result cr;
+        if ((st = sqz_convert(ctx, merged, out_path, &co, &cr))) goto done;
+        res.out_bytes = cr.file_bytes;
+    }
+    if (!st && !gguf) {
+        char *w = sqz_path_join(out_path, "model.safetensors");
+        struct stat sb;
+        res.out_bytes = w && stat(w, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        free(w);
+    }
+    res.n_models = r.n_in;
+    res.n_tensors = r.n_list;
+    res.seconds = sqz_now() - t0;
+    if (result) *result = res;
+done:
+    sqz_model_free(merged);
+    if (tmp_dir) remove_hf_folder(tmp_dir);
+    free(tmp_dir);
+    for (int i = 0; r.models && i < r.n_in; i++) sqz_model_free(r.models[i]);
+    for (int i = 0; r.paths && i < r.n_in; i++) free(r.paths[i]);
+    free(r.paths);
+    free(r.entry);
+    free(r.models);
+    free(r.list);
+    merge_config_free(cfg);
+    return st;
+}
+
+const char *sqz_merge_method_name(int i) {
+    const sqz_merge_method *m = sqz_merge_method_at(i);
+    return m ? m->name : NULL;
+}
+
+const char *sqz_merge_method_help(int i) {
+    const sqz_merge_method *m = sqz_merge_method_at(i);
+    return m ? m->help : NULL;
+}

@@ -16,7 +16,8 @@
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6,
-    C_ALL = (1 << 7) - 1
+    C_MERGE = 1 << 7,
+    C_ALL = (1 << 8) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -39,6 +40,9 @@ static const cli_command commands[] = {
     { "kvcalib", cmd_kvcalib,
       "  kvcalib MODEL -f FILE -o OUT.kvproj the \"proj\" KV policy's projections (--kv\n"
       "                                      proj:file=OUT.kvproj,rank=R)\n" },
+    { "merge", cmd_merge,
+      "  merge CONFIG.yaml -o OUT            merge models by a mergekit config: an HF folder,\n"
+      "                                      or OUT.gguf (--type: any convert type)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -95,7 +99,8 @@ static const option_row options[] = {
     { "--top-p", NULL, FLOAT(top_p, "P", 0, INFINITY, LO_OPEN), .cmds = C_GENERATE,
       .help = "nucleus sampling (default 0.9; 1 disables)" },
     { "--seed", NULL, .kind = OPT_ULLONG, .at = AT(seed), .meta = "S", .lo = 0, .hi = (long long)1 << 62,
-      .cmds = C_GENERATE | C_QUANTIZE, .help = "random seed (default 42; quantize: rsq's rotations)" },
+      .cmds = C_GENERATE | C_QUANTIZE | C_MERGE,
+      .help = "random seed (default 42; quantize: rsq's rotations; merge: dare, della)" },
     { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB,
       .help = "text to score, or to calibrate on (kvcalib)" },
     { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH,
@@ -124,10 +129,11 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_MERGE,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE, .help = "tensor type or mix" },
-    { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE,
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
+      .help = "tensor type or mix (merge: f32, f16, bf16 for a folder)" },
+    { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },

@@ -79,5 +79,6 @@ int cmd_convert(sqz_ctx *ctx, const opts *o);
 int cmd_quantize(sqz_ctx *ctx, const opts *o);
 int cmd_kvbench(sqz_ctx *ctx, const opts *o);
 int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
+int cmd_merge(sqz_ctx *ctx, const opts *o);
 
 #endif

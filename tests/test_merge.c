@@ -496,6 +496,28 @@ static void test_methods(void) {
         }
         CHECK(close_all(out, want, RNN, 1e-6), "model_stock%s (naive reference)", fw ? " filter_wise" : "");
     }
+
+    /* consensus: TALL masks voted over the tasks */
+    ref_init(&c);
+    const double ML[RN] = { 0.2, 0.4, 0.6 };
+    for (int m = 0; m < RN; m++) c.mp[m][SQZ_MP_WEIGHT] = W[m], c.mp[m][SQZ_MP_MASK_LAMBDA] = ML[m];
+    c.g[SQZ_MP_LAMBDA] = 0.7;
+    int kept_by[4] = { 0 };
+    for (int k = 1; k <= 3; k++) {
+        c.g[SQZ_MP_K] = k;
+        run_method(&sqz_merge_consensus, &c, 0, out);
+        for (int j = 0; j < RNN; j++) {
+            double t[RN], mtl = 0;
+            for (int m = 0; m < RN; m++) mtl += t[m] = W[m] * ((double)c.x[m][j] - c.base[j]);
+            int votes = 0;
+            for (int m = 0; m < RN; m++) votes += fabs(t[m]) >= ML[m] * fabs(mtl - t[m]);
+            want[j] = c.base[j] + (votes >= k ? 0.7 * mtl : 0);
+            kept_by[k] += votes >= k;
+        }
+        CHECK(close_all(out, want, RNN, 1e-6), "consensus k=%d (naive reference; %d of %d weights kept)", k,
+              kept_by[k], RNN);
+    }
+    CHECK(kept_by[1] > kept_by[2] && kept_by[2] > kept_by[3], "a larger k keeps fewer weights");
 }
 
 /* ------------------------------------------------------------------ the driver */

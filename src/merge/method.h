@@ -17,7 +17,8 @@
 
 #include "core/ctx.h"
 
-/* mergekit's parameter names. Per-model ones (weight, density, gamma, epsilon) come from the
+/* mergekit's parameter names, and sqz's k and mask_lambda (consensus). Per-model ones (weight,
+ * density, gamma, epsilon, mask_lambda) come from the
  * model's `parameters`, else the global `parameters`, else the method's default; the others
  * from the global `parameters`. Every value may be a layer gradient or a list of name filters. */
 typedef enum sqz_merge_param {
@@ -31,12 +32,15 @@ typedef enum sqz_merge_param {
     SQZ_MP_RESCALE,    /* divide kept values by their keep probability (DARE, DELLA) */
     SQZ_MP_INT8_MASK,  /* accepted for mergekit's configs; no effect (masks are bytes here) */
     SQZ_MP_FILTER_WISE,/* model_stock: one angle per row instead of per tensor */
+    SQZ_MP_K,          /* consensus: tasks whose TALL masks must select a weight */
+    SQZ_MP_MASK_LAMBDA,/* per model: consensus' TALL-mask threshold lambda_t */
     SQZ_MP_COUNT
 } sqz_merge_param;
 
 #define SQZ_MP_BIT(p) (1u << (p))
 #define SQZ_MP_PER_MODEL (SQZ_MP_BIT(SQZ_MP_WEIGHT) | SQZ_MP_BIT(SQZ_MP_DENSITY) | \
-                          SQZ_MP_BIT(SQZ_MP_GAMMA) | SQZ_MP_BIT(SQZ_MP_EPSILON))
+                          SQZ_MP_BIT(SQZ_MP_GAMMA) | SQZ_MP_BIT(SQZ_MP_EPSILON) | \
+                          SQZ_MP_BIT(SQZ_MP_MASK_LAMBDA))
 
 /* The parameter's name in a config ("weight", ...); NULL past the last. */
 const char *sqz_merge_param_name(int p);
@@ -71,6 +75,7 @@ const sqz_merge_method *sqz_merge_method_at(int i);
 
 extern const sqz_merge_method sqz_merge_linear, sqz_merge_task_arithmetic, sqz_merge_ties,
     sqz_merge_dare_linear, sqz_merge_dare_ties, sqz_merge_breadcrumbs, sqz_merge_breadcrumbs_ties,
-    sqz_merge_della, sqz_merge_della_linear, sqz_merge_slerp, sqz_merge_model_stock;
+    sqz_merge_della, sqz_merge_della_linear, sqz_merge_slerp, sqz_merge_model_stock,
+    sqz_merge_consensus;
 
 #endif

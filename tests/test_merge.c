@@ -617,6 +617,10 @@ static void test_driver(sqz_ctx *ctx, const char *tok) {
         { "merge_method: linear\nmodels:\n  - model: in0\n    parameters: {wieght: 1}\n", SQZ_ERR_FORMAT,
           "unknown parameter 'wieght'" },
         { "merge_method: linear\nmodels: [\n", SQZ_ERR_FORMAT, "cfg.yaml:" },
+        { "merge_method: della\nbase_model: in0\nmodels:\n  - model: in1\n"
+          "parameters: {weight: 1, density: 0.5, epsilon: 0.5}\n", SQZ_ERR_ARG, "della needs" },
+        { "merge_method: ties\nbase_model: in0\nmodels:\n  - model: in1\n"
+          "parameters: {weight: 1, density: [1, 1.5]}\n", SQZ_ERR_ARG, "density = 1.5" },
         { "merge_method: linear\nmodels:\n  - model: in0\n    parameters: {weight: 1}\nmystery: 3\n", SQZ_ERR_FORMAT,
           "unsupported key 'mystery'" },
         { "merge_method: linear\nmodels:\n  - model: in0\n    parameters: {weight: 1}\n  - model: nowhere\n"

@@ -13,6 +13,17 @@ static sqz_status run_linear(sqz_ctx *ctx, const sqz_merge_job *job, float *out)
     return merge_gta(ctx, job, MERGE_SPARSE_DELLA, 0, out);
 }
 
+/* MAGPRUNE's probabilities must stay in (0, 1) for every model that is pruned. */
+static sqz_status check(sqz_ctx *ctx, const sqz_merge_job *job) {
+    for (int m = 0; m < job->n_models; m++) {
+        const double d = job->mp[m][SQZ_MP_DENSITY], e = job->mp[m][SQZ_MP_EPSILON];
+        if (d > 0 && d < 1 && (d - e <= 0 || d + e >= 1))
+            return sqz_fail(ctx, SQZ_ERR_ARG, "merge: %s: della needs 0 < density - epsilon and "
+                            "density + epsilon < 1 (density %g, epsilon %g)", job->name, d, e);
+    }
+    return SQZ_OK;
+}
+
 const sqz_merge_method sqz_merge_della = {
     .name = "della",
     .help = "magnitude-ranked random drop (density +- epsilon), rescale, sign consensus; keys weight, density, epsilon, lambda",
@@ -21,6 +32,7 @@ const sqz_merge_method sqz_merge_della = {
     .required = SQZ_MP_BIT(SQZ_MP_WEIGHT),
     .defaults = { [SQZ_MP_DENSITY] = 1, [SQZ_MP_EPSILON] = 0.15, [SQZ_MP_LAMBDA] = 1, [SQZ_MP_NORMALIZE] = 1, [SQZ_MP_RESCALE] = 1 },
     .merge = run,
+    .check = check,
 };
 
 const sqz_merge_method sqz_merge_della_linear = {
@@ -31,4 +43,5 @@ const sqz_merge_method sqz_merge_della_linear = {
     .required = SQZ_MP_BIT(SQZ_MP_WEIGHT),
     .defaults = { [SQZ_MP_DENSITY] = 1, [SQZ_MP_EPSILON] = 0.15, [SQZ_MP_LAMBDA] = 1, [SQZ_MP_NORMALIZE] = 0, [SQZ_MP_RESCALE] = 1 },
     .merge = run_linear,
+    .check = check,
 };

@@ -1,6 +1,6 @@
 /* gta.c - generalized task arithmetic; see gta.h. Dimensions: n = rows * cols values of one
  * tensor, N models. Task vectors are formed in place in the job's slabs (x_i -= base), so
- * memory is the slabs plus one rank scratch (12 bytes a value) while a magnitude-based
+ * memory is the slabs plus one rank scratch (8 bytes a value) while a magnitude-based
  * sparsification runs. Sums are in double, in model order, so results do not depend on the
  * thread count (there is one thread per tensor). */
 #include "merge/gta.h"
@@ -10,8 +10,8 @@
 #include <string.h>
 
 typedef struct ranked {
-    float a;   /* |v| */
-    int64_t i; /* index */
+    float a;    /* |v| */
+    uint32_t i; /* index: 8 bytes a value while sorting (tensors of < 2^32 values) */
 } ranked;
 
 static int ranked_cmp(const void *p, const void *q) {
@@ -21,9 +21,10 @@ static int ranked_cmp(const void *p, const void *q) {
 }
 
 int merge_ranks(const float *v, int64_t n, int64_t *rank) {
+    if (n >= ((int64_t)1 << 32)) return -1;
     ranked *r = malloc((size_t)(n > 0 ? n : 1) * sizeof *r);
     if (!r) return -1;
-    for (int64_t j = 0; j < n; j++) r[j].a = fabsf(v[j]), r[j].i = j;
+    for (int64_t j = 0; j < n; j++) r[j].a = fabsf(v[j]), r[j].i = (uint32_t)j;
     qsort(r, (size_t)n, sizeof *r, ranked_cmp);
     for (int64_t k = 0; k < n; k++) rank[r[k].i] = k;
     free(r);
@@ -31,9 +32,10 @@ int merge_ranks(const float *v, int64_t n, int64_t *rank) {
 }
 
 int merge_rank_keep(const float *v, int64_t n, int64_t lo, int64_t hi, uint8_t *keep) {
+    if (n >= ((int64_t)1 << 32)) return -1;
     ranked *r = malloc((size_t)(n > 0 ? n : 1) * sizeof *r);
     if (!r) return -1;
-    for (int64_t j = 0; j < n; j++) r[j].a = fabsf(v[j]), r[j].i = j;
+    for (int64_t j = 0; j < n; j++) r[j].a = fabsf(v[j]), r[j].i = (uint32_t)j;
     qsort(r, (size_t)n, sizeof *r, ranked_cmp);
     for (int64_t j = 0; j < n; j++) keep[j] = 0;
     for (int64_t k = lo < 0 ? 0 : lo; k < hi && k < n; k++) keep[r[k].i] = 1;
@@ -42,7 +44,7 @@ int merge_rank_keep(const float *v, int64_t n, int64_t lo, int64_t hi, uint8_t *
 }
 
 static sqz_status oom(sqz_ctx *ctx, const sqz_merge_job *job) {
-    return sqz_fail(ctx, SQZ_ERR_NOMEM, "merge: out of memory on %s", job->name);
+    return sqz_fail(ctx, SQZ_ERR_NOMEM, "merge: out of memory on %s (or 2^32 values or more)", job->name);
 }
 
 /* Zeroes the values of v that keep does not keep. */

@@ -189,6 +189,28 @@ static sqz_status resolve_params(const merge_run *r, const out_tensor *o, double
     return SQZ_OK;
 }
 
+/* The ranges every method expects, and the method's own check, for tensor o. */
+static sqz_status check_ranges(const merge_run *r, const out_tensor *o, const double (*mp)[SQZ_MP_COUNT],
+                               const double *g) {
+    const int first = r->method->takes_base ? 1 : 0, N = r->n_in - first;
+    const struct { int p; double lo, hi; } range[] = {
+        { SQZ_MP_DENSITY, 0, 1 }, { SQZ_MP_GAMMA, 0, 1 }, { SQZ_MP_EPSILON, 0, 1 },
+        { SQZ_MP_MASK_LAMBDA, 0, 1e30 },
+    };
+    for (int m = 0; m < N; m++)
+        for (size_t k = 0; k < sizeof range / sizeof *range; k++) {
+            const double v = mp[m][range[k].p];
+            if ((r->method->params & SQZ_MP_BIT(range[k].p)) && !(v >= range[k].lo && v <= range[k].hi))
+                return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s = %g for model %s at tensor %s (want %g..%g)",
+                                r->cfg->path, sqz_merge_param_name(range[k].p), v, r->paths[first + m],
+                                o->name, range[k].lo, range[k].hi);
+        }
+    if (!r->method->check) return SQZ_OK;
+    const sqz_merge_job job = { .name = o->name, .rows = o->rows, .cols = o->cols, .n_models = N,
+                                .mp = mp, .g = g };
+    return r->method->check(r->ctx, &job);
+}
+
 /* Parameters the method does not read are refused, per model and global. */
 static sqz_status check_params(const merge_run *r) {
     const merge_config *c = r->cfg;
@@ -421,7 +443,9 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
         if (r->list[k].rows * r->list[k].cols > maxn) maxn = r->list[k].rows * r->list[k].cols;
     /* every tensor's parameters resolve (a missing weight is an error now, not halfway) */
     if (!(mp = calloc((size_t)(N > 0 ? N : 1), sizeof *mp))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-    for (int k = 0; k < r->n_list && !st; k++) st = resolve_params(r, &r->list[k], mp, g);
+    for (int k = 0; k < r->n_list && !st; k++)
+        if (!(st = resolve_params(r, &r->list[k], mp, g)))
+            st = check_ranges(r, &r->list[k], (const double (*)[SQZ_MP_COUNT])mp, g);
     if (!st) st = sqz_hf_export_new(ctx, dir, &e);
     size_t cfg_len = 0;
     if (!st && (cfg_json = source_config_json(ctx, r->paths[0], &cfg_len)))

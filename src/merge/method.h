@@ -67,6 +67,9 @@ typedef struct sqz_merge_method {
     double defaults[SQZ_MP_COUNT];
     /* out[n] = the merge; errors with a message naming job->name */
     sqz_status (*merge)(sqz_ctx *ctx, const sqz_merge_job *job, float *out);
+    /* Optional: checks one tensor's resolved parameters (the job without data) before any
+     * work; NULL: the driver's range checks only. */
+    sqz_status (*check)(sqz_ctx *ctx, const sqz_merge_job *job);
 } sqz_merge_method;
 
 /* The table (methods.c): the method called name, or NULL; row i (NULL past the last). */

@@ -17,7 +17,7 @@
  * 3. A .gguf output is that HF folder written in f32 beside it, then sqz_convert to the
  *    requested type (streamed as well), then the folder removed.
  *
- * Layer gradients: a tensor of block l of L has position t = l / (L - 1) (0 when L = 1); the
+ * Layer gradients: a tensor of block l of L has position t = l / (L - 1) (1 when L = 1); the
  * tensors before the blocks (embeddings) t = 0, after them (final norm, lm_head) t = 1.
  */
 #ifndef _POSIX_C_SOURCE
@@ -107,7 +107,7 @@ static int build_list(const sqz_model *m, out_tensor **out, int *n_out) {
                     o->layer = i;
                     if (!view_of(m, o)->data) { memset(o, 0, sizeof *o); continue; } /* no bias */
                     snprintf(o->name, sizeof o->name, "model.layers.%d.%s", i, layer_specs[s].name);
-                    o->t = c->n_layers > 1 ? (double)i / (c->n_layers - 1) : 0;
+                    o->t = c->n_layers > 1 ? (double)i / (c->n_layers - 1) : 1; /* as mergekit */
                     n++;
                 }
         }

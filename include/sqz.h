@@ -415,9 +415,18 @@ typedef struct sqz_merge_result {
  * and sizes, tensor dtypes, the tokenizers' vocabularies): a mismatch is one error naming
  * the file and the field or tensor. Then each tensor of every input is dequantized to f32,
  * merged, written and the inputs' pages given back, so memory is about (inputs + 2) x the
- * largest tensor. Nothing is left at out_path on failure. Progress: "merge", tensors. */
+ * largest tensor. Nothing is left at out_path on failure. Progress: "merge", tensors.
+ * tall_masks writes a folder only: the merged model plus, after each tensor NAME, one U8
+ * tensor tall_mask.T.NAME per task T (bit j of byte j/8 for value j) in model.safetensors. */
 sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *out_path,
                             const sqz_merge_opts *opts, sqz_merge_result *result);
+/* Rebuilds task `task` (0-based: the config's models in order, the base left out) of a
+ * tall_masks merge that sqz_merge_models wrote to tall_dir from config_path: for each tensor,
+ * base + mask_task * (merged - base) / lambda, from the base, the merged folder and its
+ * bit-packed masks alone. out_path and opts as sqz_merge_models. */
+sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *tall_dir, int task,
+                             const char *out_path, const sqz_merge_opts *opts,
+                             sqz_merge_result *result);
 /* The merge methods, i = 0, 1, ... until NULL: name and a one-line help with its keys. */
 const char *sqz_merge_method_name(int i);
 const char *sqz_merge_method_help(int i);

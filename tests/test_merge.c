@@ -518,6 +518,29 @@ static void test_methods(void) {
               kept_by[k], RNN);
     }
     CHECK(kept_by[1] > kept_by[2] && kept_by[2] > kept_by[3], "a larger k keeps fewer weights");
+
+    /* tall_masks: task arithmetic, and each task's mask */
+    c.g[SQZ_MP_LAMBDA] = 0.7;
+    run_method(&sqz_merge_tall_masks, &c, 0, out);
+    uint8_t b0[RNN / 8], b1[RNN / 8], b2[RNN / 8];
+    uint8_t *bits[RN] = { b0, b1, b2 };
+    float *xp[RN] = { c.xs[0], c.xs[1], c.xs[2] };
+    const sqz_merge_job job = { .name = "t", .rows = RROWS, .cols = RCOLS, .base = c.base, .x = xp, .n_models = RN,
+                                .mp = (const double (*)[SQZ_MP_COUNT])c.mp, .g = c.g };
+    sqz_merge_tall_masks.masks(NULL, &job, bits);
+    int ok = 1, ones = 0;
+    for (int j = 0; j < RNN; j++) {
+        double t[RN], mtl = 0;
+        for (int m = 0; m < RN; m++) mtl += t[m] = W[m] * ((double)c.x[m][j] - c.base[j]);
+        ok &= fabs(out[j] - (c.base[j] + 0.7 * mtl)) <= 1e-6;
+        for (int m = 0; m < RN; m++) {
+            const int want_bit = fabs(t[m]) >= ML[m] * fabs(mtl - t[m]), got = bits[m][j / 8] >> (j % 8) & 1;
+            ok &= want_bit == got;
+            ones += got;
+        }
+    }
+    CHECK(ok && ones > 0 && ones < RN * RNN, "tall_masks: task arithmetic and each task's mask bits (%d of %d set)",
+          ones, RN * RNN);
 }
 
 /* ------------------------------------------------------------------ the driver */
@@ -595,6 +618,57 @@ static void test_driver(sqz_ctx *ctx, const char *tok) {
               "layer 0 from model 1, layer 1 (t = 1) from model 2");
         free(a), free(b), free(cc), free(d);
     }
+
+    /* tall_masks: one task is rebuilt exactly as that model (its mask is all ones) */
+    snprintf(out, sizeof out, "%s/tall1", tmp_root);
+    snprintf(yaml, sizeof yaml, "merge_method: tall_masks\nbase_model: in0\nmodels:\n  - model: in1\n"
+             "parameters: {lambda: 0.5}\n");
+    CHECK(merge_yaml(ctx, yaml, out, NULL, 0) == SQZ_OK, "tall_masks of one task: %s", sqz_ctx_error(ctx));
+    snprintf(path, sizeof path, "%s/cfg.yaml", tmp_root);
+    snprintf(out2, sizeof out2, "%s/tall1-x", tmp_root);
+    const sqz_merge_opts f16 = { .type = "f16" };
+    CHECK(sqz_merge_extract(ctx, path, out, 0, out2, &f16, NULL) == SQZ_OK, "--extract 0: %s", sqz_ctx_error(ctx));
+    CHECK(same_tensors(ctx, m[1], out2), "the extracted task, in f16, is its model byte for byte");
+    CHECK(sqz_merge_extract(ctx, path, out, 1, out2, &f16, NULL) == SQZ_ERR_ARG, "task 1 of 1 task refused");
+    /* three tasks: the masks as stored, and a task rebuilt from them */
+    snprintf(out, sizeof out, "%s/tall3", tmp_root);
+    snprintf(yaml, sizeof yaml, "merge_method: tall_masks\nbase_model: in0\nmodels:\n  - model: in1\n"
+             "  - model: in2\n    parameters: {mask_lambda: 0.3}\n  - model: wide0\nparameters: {lambda: 0.8}\n");
+    char third[512];
+    snprintf(third, sizeof third, "%s/wide0", tmp_root);
+    write_tiny(ctx, third, TINY, 77, tok);
+    CHECK(merge_yaml(ctx, yaml, out, NULL, 0) == SQZ_OK, "tall_masks of three tasks: %s", sqz_ctx_error(ctx));
+    snprintf(out2, sizeof out2, "%s/tall3-x", tmp_root);
+    CHECK(sqz_merge_extract(ctx, path, out, 1, out2, NULL, NULL) == SQZ_OK, "--extract 1: %s", sqz_ctx_error(ctx));
+    {
+        const char *tn = "model.layers.1.mlp.down_proj.weight";
+        size_t n0, n1, n2, n3, nb, nx;
+        uint16_t *b = tensor_bytes(ctx, m[0], tn, &n0, NULL), *x1 = tensor_bytes(ctx, m[1], tn, &n1, NULL),
+                 *x2 = tensor_bytes(ctx, m[2], tn, &n2, NULL), *x3 = tensor_bytes(ctx, third, tn, &n3, NULL);
+        char mn[160];
+        snprintf(mn, sizeof mn, "tall_mask.1.%s", tn);
+        uint8_t *bits = tensor_bytes(ctx, out, mn, &nb, NULL);
+        float *ext = tensor_bytes(ctx, out2, tn, &nx, NULL);
+        int ok = b && x1 && x2 && x3 && bits && ext && nx == n0 * 2 && nb == (n0 / 2 + 7) / 8, ones = 0;
+        for (size_t j = 0; ok && j < n0 / 2; j++) {
+            const double t1 = sqz_f16_to_f32(x1[j]) - (double)sqz_f16_to_f32(b[j]),
+                         t2 = sqz_f16_to_f32(x2[j]) - (double)sqz_f16_to_f32(b[j]),
+                         t3 = sqz_f16_to_f32(x3[j]) - (double)sqz_f16_to_f32(b[j]), mtl = t1 + t2 + t3;
+            const int bit = fabs(t2) >= 0.3 * fabs(mtl - t2);
+            ok &= (bits[j / 8] >> (j % 8) & 1) == bit;
+            ones += bit;
+            const double want = sqz_f16_to_f32(b[j]) + (bit ? mtl : 0);
+            ok &= fabs(ext[j] - want) <= 1e-5;
+        }
+        CHECK(ok && ones > 0 && ones < (int)(n0 / 2), "task 1's stored mask (mask_lambda 0.3) and its rebuilt "
+              "tensor = base + mask * tau_MTL (%d of %zu set)", ones, n0 / 2);
+        free(b), free(x1), free(x2), free(x3), free(bits), free(ext);
+    }
+    CHECK(sqz_merge_extract(ctx, path, m[1], 0, out2, NULL, NULL) != SQZ_OK && strstr(sqz_ctx_error(ctx), "tall_mask"),
+          "extracting from a folder without masks is refused: %s", sqz_ctx_error(ctx));
+    rm_tree(out), rm_tree(out2), rm_tree(third);
+    snprintf(out, sizeof out, "%s/tall1", tmp_root), rm_tree(out);
+    snprintf(out, sizeof out, "%s/tall1-x", tmp_root), rm_tree(out);
 
     /* errors: one message, nothing written */
     const int before = count_entries(tmp_root);

@@ -34,6 +34,9 @@ typedef struct sqz_st_tensor {
 /* The type of a tensor whose dtype sqz cannot compute with. The tensor stays in the table (its
  * sizes are validated) so that a loader can say which tensor has which dtype. */
 #define SQZ_ST_TYPE_NONE ((sqz_type)-1)
+/* For the writer: raw bytes, dtype "U8" (bit-packed masks). The reader lists a U8 tensor with
+ * type SQZ_ST_TYPE_NONE and dtype "U8"; its bytes are there to read. */
+#define SQZ_ST_TYPE_U8 ((sqz_type)-2)
 
 typedef struct sqz_safetensors sqz_safetensors;
 
@@ -80,7 +83,7 @@ typedef struct sqz_st_writer sqz_st_writer;
 /* Errors of every later call are reported on ctx, which must outlive the writer. */
 sqz_status sqz_st_writer_new(sqz_ctx *ctx, sqz_st_writer **out);
 void sqz_st_writer_free(sqz_st_writer *w); /* accepts NULL */
-/* A tensor: name non-empty and unique, type SQZ_TYPE_F32, F16 or BF16, 0..4 dims (shape[0]
+/* A tensor: name non-empty and unique, type SQZ_TYPE_F32, F16, BF16 or SQZ_ST_TYPE_U8, 0..4 dims (shape[0]
  * slowest, as the file stores it), each >= 0. *nbytes (when not NULL): its data's bytes. */
 sqz_status sqz_st_writer_declare(sqz_st_writer *w, const char *name, sqz_type type, int n_dims,
                                  const int64_t *shape, size_t *nbytes);
@@ -88,7 +91,7 @@ sqz_status sqz_st_writer_begin(sqz_st_writer *w, const char *path);
 /* The next n bytes of tensor data, in each tensor's own dtype (little-endian). */
 sqz_status sqz_st_writer_put(sqz_st_writer *w, const void *data, size_t n);
 /* The next n elements as floats, each rounded (to nearest even) to the dtype of the tensor it
- * lands in; may span tensors. Must start on an element boundary. */
+ * lands in; may span tensors. Must start on an element boundary; not into a U8 tensor. */
 sqz_status sqz_st_writer_put_f32(sqz_st_writer *w, const float *x, size_t n);
 sqz_status sqz_st_writer_finish(sqz_st_writer *w);
 

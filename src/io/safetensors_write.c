@@ -44,10 +44,11 @@ struct sqz_st_writer {
 };
 
 static const char *stw_dtype(sqz_type t) {
-    return t == SQZ_TYPE_F32 ? "F32" : t == SQZ_TYPE_F16 ? "F16" : t == SQZ_TYPE_BF16 ? "BF16" : NULL;
+    return t == SQZ_TYPE_F32 ? "F32" : t == SQZ_TYPE_F16 ? "F16" : t == SQZ_TYPE_BF16 ? "BF16"
+         : t == SQZ_ST_TYPE_U8 ? "U8" : NULL;
 }
 
-static size_t stw_elem_size(sqz_type t) { return t == SQZ_TYPE_F32 ? 4 : 2; }
+static size_t stw_elem_size(sqz_type t) { return t == SQZ_TYPE_F32 ? 4 : t == SQZ_ST_TYPE_U8 ? 1 : 2; }
 
 sqz_status sqz_st_writer_new(sqz_ctx *ctx, sqz_st_writer **out) {
     *out = calloc(1, sizeof **out);
@@ -83,8 +84,8 @@ sqz_status sqz_st_writer_declare(sqz_st_writer *w, const char *name, sqz_type ty
                         name ? name : "(null)");
     if (!name || !*name) return sqz_fail(w->ctx, SQZ_ERR_ARG, "safetensors writer: empty tensor name");
     if (!stw_dtype(type))
-        return sqz_fail(w->ctx, SQZ_ERR_ARG, "safetensors writer: tensor %s: type %s (F32, F16 or "
-                        "BF16 only)", name, sqz_type_name(type));
+        return sqz_fail(w->ctx, SQZ_ERR_ARG, "safetensors writer: tensor %s: type %s (F32, F16, "
+                        "BF16 or U8 only)", name, sqz_type_name(type));
     if (n_dims < 0 || n_dims > SQZ_ST_MAX_DIMS)
         return sqz_fail(w->ctx, SQZ_ERR_ARG, "safetensors writer: tensor %s: %d dimensions", name,
                         n_dims);
@@ -238,9 +239,9 @@ sqz_status sqz_st_writer_put_f32(sqz_st_writer *w, const float *x, size_t n) {
         if (w->cur == w->n) return sqz_st_writer_put(w, x, n * sizeof *x); /* fails, aborts */
         const stw_tensor *t = &w->t[w->cur];
         const size_t es = stw_elem_size(t->type);
-        if (w->cur_done % es) {
-            sqz_status st = sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: put_f32 inside an element of %s",
-                                     w->path, t->name);
+        if (t->type == SQZ_ST_TYPE_U8 || w->cur_done % es) {
+            sqz_status st = sqz_fail(w->ctx, SQZ_ERR_ARG, "%s: put_f32 into %s of %s",
+                                     w->path, t->type == SQZ_ST_TYPE_U8 ? "the bytes" : "an element", t->name);
             stw_abort(w);
             return st;
         }

@@ -139,6 +139,10 @@ typedef struct merge_run {
     sqz_model **models;
     out_tensor *list;
     int n_list;
+    /* sqz_merge_extract: the task rebuilt (-1: a merge), and the tall_masks folder's file
+     * (input 1 is that folder's model, input 0 the base) */
+    int extract;
+    sqz_safetensors *mask_st;
 } merge_run;
 
 /* A path as given when it exists, else relative to the config's folder. */
@@ -205,6 +209,9 @@ static sqz_status check_ranges(const merge_run *r, const out_tensor *o, const do
                                 r->cfg->path, sqz_merge_param_name(range[k].p), v, r->paths[first + m],
                                 o->name, range[k].lo, range[k].hi);
         }
+    if (r->extract >= 0 && g[SQZ_MP_LAMBDA] == 0)
+        return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: lambda = 0 at tensor %s: no task can be extracted",
+                        r->cfg->path, o->name);
     if (!r->method->check) return SQZ_OK;
     const sqz_merge_job job = { .name = o->name, .rows = o->rows, .cols = o->cols, .n_models = N,
                                 .mp = mp, .g = g };
@@ -426,14 +433,33 @@ static char *pick_tokenizer(merge_run *r) {
     return NULL;
 }
 
+/* The name of task t's mask of tensor name in a tall_masks folder. */
+static void mask_name(char *buf, size_t cap, int t, const char *name) {
+    snprintf(buf, cap, "tall_mask.%d.%s", t, name);
+}
+
+/* sqz_merge_extract's tensor: base + mask * (merged - base) / lambda. */
+static void extract_tensor(const merge_run *r, const out_tensor *o, const float *base,
+                           const float *merged, double lambda, float *out) {
+    char name[160];
+    mask_name(name, sizeof name, r->extract, o->name);
+    const uint8_t *bits = sqz_st_find(r->mask_st, name)->data; /* checked before any work */
+    const int64_t n = o->rows * o->cols;
+    for (int64_t j = 0; j < n; j++)
+        out[j] = bits[j >> 3] >> (j & 7) & 1 ? (float)((double)base[j] + ((double)merged[j] - base[j]) / lambda)
+                                             : base[j];
+}
+
 /* The merged HF folder at dir, in type; the work itself. */
 static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uint64_t seed,
                                sqz_merge_result *res) {
     sqz_ctx *ctx = r->ctx;
     const sqz_merge_method *me = r->method;
     const int first = me->takes_base ? 1 : 0, N = r->n_in - first;
+    const int with_masks = me->masks && r->extract < 0;
     sqz_hf_export *e = NULL;
     float **slab = NULL, *out = NULL;
+    uint8_t **bits = NULL;
     double (*mp)[SQZ_MP_COUNT] = NULL, g[SQZ_MP_COUNT];
     char *tok = pick_tokenizer(r), *cfg_json = NULL;
     sqz_status st = tok ? SQZ_OK : SQZ_ERR_ARG;
@@ -461,6 +487,12 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
         const int64_t shape[2] = { o->rows, o->cols };
         const int is_vec = o->spec ? o->spec->is_vec : o->model_at == offsetof(sqz_model, out_norm);
         st = sqz_hf_export_declare(e, o->name, type, is_vec ? 1 : 2, is_vec ? shape + 1 : shape);
+        for (int t = 0; with_masks && t < N && !st; t++) { /* tall_mask.T.NAME after NAME */
+            char name[160];
+            const int64_t nb = (o->rows * o->cols + 7) / 8;
+            mask_name(name, sizeof name, t, o->name);
+            st = sqz_hf_export_declare(e, name, SQZ_ST_TYPE_U8, 1, &nb);
+        }
     }
     /* the slabs: one per input and the output */
     if (!st) {
@@ -471,6 +503,9 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
             if (!(slab[i] = malloc((size_t)maxn * sizeof **slab)))
                 st = sqz_fail(ctx, SQZ_ERR_NOMEM, "merge: out of memory for %d slabs of %lld floats",
                               r->n_in + 1, (long long)maxn);
+        if (with_masks && !st && !(bits = calloc((size_t)N, sizeof *bits))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        for (int t = 0; with_masks && t < N && !st; t++)
+            if (!(bits[t] = malloc((size_t)(maxn + 7) / 8))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
     }
     if (!st) st = sqz_hf_export_begin(e);
     sqz_progress(ctx, "merge", 0, (uint64_t)r->n_list);
@@ -485,8 +520,15 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
             .mp = (const double (*)[SQZ_MP_COUNT])mp, .g = g,
             .seed = merge_rng_next(&(uint64_t){ seed ^ fnv1a(o->name) }),
         };
-        if ((st = me->merge(ctx, &job, out))) break;
+        if (r->extract >= 0) {
+            extract_tensor(r, o, slab[0], slab[1], g[SQZ_MP_LAMBDA], out);
+        } else if ((st = me->merge(ctx, &job, out))) {
+            break;
+        }
         st = sqz_hf_export_put_f32(e, out, (size_t)(o->rows * o->cols));
+        if (!st && with_masks) st = me->masks(ctx, &job, bits);
+        for (int t = 0; with_masks && t < N && !st; t++)
+            st = sqz_hf_export_put(e, bits[t], (size_t)(o->rows * o->cols + 7) / 8);
         res->n_params += (uint64_t)(o->rows * o->cols);
         sqz_progress(ctx, "merge", (uint64_t)k + 1, (uint64_t)r->n_list);
     }
@@ -494,6 +536,8 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     res->max_tensor_elems = (uint64_t)maxn;
     sqz_hf_export_free(e); /* removes an unfinished folder */
     for (int i = 0; slab && i < r->n_in; i++) free(slab[i]);
+    for (int t = 0; bits && t < N; t++) free(bits[t]);
+    free(bits);
     free(slab);
     free(out);
     free(mp);
@@ -502,7 +546,124 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     return st;
 }
 
-/* ------------------------------------------------------------------ entry point */
+/* ------------------------------------------------------------------ entry points */
+
+typedef struct out_plan {
+    const char *path;
+    int gguf;         /* a .gguf file: an f32 folder beside it, then sqz_convert */
+    const char *type; /* the GGUF type or mix */
+    sqz_type hf_type; /* the folder's tensor type */
+} out_plan;
+
+/* The output's type and place, checked before any work. */
+static sqz_status plan_output(merge_run *r, const char *out_path, const sqz_merge_opts *opts, out_plan *p) {
+    sqz_ctx *ctx = r->ctx;
+    const merge_config *cfg = r->cfg;
+    p->path = out_path;
+    p->gguf = ends_with(out_path, ".gguf");
+    const char *type = opts->type;
+    if (!type && cfg->dtype) {
+        type = !strcmp(cfg->dtype, "float32") ? "f32" : !strcmp(cfg->dtype, "float16") ? "f16"
+             : !strcmp(cfg->dtype, "bfloat16") ? "bf16" : NULL;
+        if (!type) return sqz_fail(ctx, SQZ_ERR_ARG, "%s: dtype %s (float32, float16 or bfloat16)", cfg->path, cfg->dtype);
+    }
+    p->type = type ? type : "f32";
+    p->hf_type = SQZ_TYPE_F32;
+    if (p->gguf) {
+        sqz_preset pr;
+        if (r->method->masks && r->extract < 0)
+            return sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s writes a folder (the merged model and its "
+                            "masks), not a GGUF file", out_path, r->method->name);
+        if (sqz_preset_find(p->type, opts->pure, &pr) != 0)
+            return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, p->type, sqz_preset_names());
+        char *dir = sqz_path_dirname(out_path);
+        const int ok = dir && sqz_path_is_dir(dir);
+        sqz_status st = ok ? SQZ_OK : sqz_fail(ctx, SQZ_ERR_IO, "%s: folder %s does not exist", out_path, dir ? dir : "?");
+        free(dir);
+        return st;
+    }
+    const char *t = p->type;
+    p->hf_type = !strcmp(t, "f32") ? SQZ_TYPE_F32 : !strcmp(t, "f16") ? SQZ_TYPE_F16
+               : !strcmp(t, "bf16") ? SQZ_TYPE_BF16 : (sqz_type)-1;
+    if ((int)p->hf_type < 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: a Hugging Face folder holds f32, f16 or bf16, not %s "
+                        "(write a .gguf file for quantized types)", out_path, t);
+    return SQZ_OK;
+}
+
+/* Writes the output planned by p from r's loaded, checked inputs. */
+static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_opts *opts,
+                               sqz_merge_result *res) {
+    sqz_ctx *ctx = r->ctx;
+    sqz_status st;
+    if (!p->gguf) {
+        if ((st = write_merged(r, p->path, p->hf_type, opts->seed, res))) return st;
+        char *w = sqz_path_join(p->path, "model.safetensors");
+        struct stat sb;
+        res->out_bytes = w && stat(w, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        free(w);
+        return SQZ_OK;
+    }
+    /* an f32 HF folder beside the target, converted, removed */
+    const size_t n = strlen(p->path);
+    char *tmp_dir = malloc(n + 16);
+    if (!tmp_dir) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    memcpy(tmp_dir, p->path, n);
+    memcpy(tmp_dir + n, ".hf.XXXXXX", 11);
+    if (!mkdtemp(tmp_dir)) {
+        free(tmp_dir);
+        return sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", p->path);
+    }
+    sqz_model *merged = NULL;
+    st = write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
+    for (int i = 0; i < r->n_in && !st; i++) sqz_model_free(r->models[i]), r->models[i] = NULL;
+    if (!st) st = sqz_model_load(ctx, tmp_dir, NULL, &merged);
+    const sqz_convert_opts co = { .type = p->type, .pure = opts->pure };
+    sqz_convert_result cr;
+    if (!st && !(st = sqz_convert(ctx, merged, p->path, &co, &cr))) res->out_bytes = cr.file_bytes;
+    sqz_model_free(merged);
+    remove_hf_folder(tmp_dir);
+    free(tmp_dir);
+    return st;
+}
+
+/* Loads the config, finds its method, checks its parameters and picks the inputs. */
+static sqz_status begin_run(merge_run *r, const char *config_path) {
+    merge_config *cfg = NULL;
+    sqz_status st = merge_config_load(r->ctx, config_path, &cfg);
+    if (st) return st;
+    r->cfg = cfg;
+    if (!(r->method = sqz_merge_method_find(cfg->method))) {
+        char names[512] = "";
+        for (int i = 0; sqz_merge_method_at(i); i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                     sqz_merge_method_at(i)->name);
+        return sqz_fail(r->ctx, SQZ_ERR_UNSUPPORTED, "%s: unknown merge_method '%s' (sqz has %s)",
+                        cfg->path, cfg->method, names);
+    }
+    if ((st = check_params(r))) return st;
+    return pick_inputs(r);
+}
+
+static void end_run(merge_run *r) {
+    for (int i = 0; r->models && i < r->n_in; i++) sqz_model_free(r->models[i]);
+    for (int i = 0; r->paths && i < r->n_in; i++) free(r->paths[i]);
+    free(r->paths);
+    free(r->entry);
+    free(r->models);
+    free(r->list);
+    sqz_st_close(r->mask_st);
+    merge_config_free((merge_config *)r->cfg);
+}
+
+/* Loads r's inputs, lists the tensors, checks the inputs agree. */
+static sqz_status load_inputs(merge_run *r) {
+    sqz_status st;
+    for (int i = 0; i < r->n_in; i++)
+        if ((st = sqz_model_load(r->ctx, r->paths[i], NULL, &r->models[i]))) return st;
+    if (build_list(r->models[0], &r->list, &r->n_list)) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
+    return check_inputs(r);
+}
 
 sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *out_path,
                             const sqz_merge_opts *opts, sqz_merge_result *result) {
@@ -513,114 +674,67 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
     const sqz_merge_opts defaults = { 0 };
     if (!opts) opts = &defaults;
     const double t0 = sqz_now();
-    merge_run r = { .ctx = ctx };
-    merge_config *cfg = NULL;
-    char *tmp_dir = NULL;
-    sqz_model *merged = NULL;
-    sqz_status st = merge_config_load(ctx, config_path, &cfg);
-    if (st) return st;
-    r.cfg = cfg;
-    if (!(r.method = sqz_merge_method_find(cfg->method))) {
-        char names[512] = "";
-        for (int i = 0; sqz_merge_method_at(i); i++)
-            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
-                     sqz_merge_method_at(i)->name);
-        st = sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: unknown merge_method '%s' (sqz has %s)",
-                      cfg->path, cfg->method, names);
-        goto done;
+    merge_run r = { .ctx = ctx, .extract = -1 };
+    out_plan plan;
+    sqz_status st = begin_run(&r, config_path);
+    if (!st) st = plan_output(&r, out_path, opts, &plan);
+    if (!st) st = load_inputs(&r);
+    if (!st) st = write_output(&r, &plan, opts, &res);
+    if (!st) {
+        res.method = r.method->name;
+        res.n_models = r.n_in;
+        res.n_tensors = r.n_list;
+        res.seconds = sqz_now() - t0;
+        if (result) *result = res;
     }
-    res.method = r.method->name;
-    if ((st = check_params(&r)) || (st = pick_inputs(&r))) goto done;
+    end_run(&r);
+    return st;
+}
 
-    /* the output: its type and where it goes */
-    const int gguf = ends_with(out_path, ".gguf");
-    const char *type = opts->type;
-    if (!type && cfg->dtype) {
-        type = !strcmp(cfg->dtype, "float32") ? "f32" : !strcmp(cfg->dtype, "float16") ? "f16"
-             : !strcmp(cfg->dtype, "bfloat16") ? "bf16" : NULL;
-        if (!type) {
-            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: dtype %s (float32, float16 or bfloat16)", cfg->path, cfg->dtype);
-            goto done;
-        }
-    }
-    if (!type) type = "f32";
-    sqz_type hf_type = SQZ_TYPE_F32;
-    if (gguf) {
-        sqz_preset p;
-        if (sqz_preset_find(type, opts->pure, &p) != 0) {
-            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (known: %s)", out_path, type, sqz_preset_names());
-            goto done;
-        }
-        char *dir = sqz_path_dirname(out_path);
-        const int ok = dir && sqz_path_is_dir(dir);
-        if (!ok) st = sqz_fail(ctx, SQZ_ERR_IO, "%s: folder %s does not exist", out_path, dir ? dir : "?");
-        free(dir);
-        if (st) goto done;
-    } else {
-        hf_type = !strcmp(type, "f32") ? SQZ_TYPE_F32 : !strcmp(type, "f16") ? SQZ_TYPE_F16
-                : !strcmp(type, "bf16") ? SQZ_TYPE_BF16 : (sqz_type)-1;
-        if ((int)hf_type < 0) {
-            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: a Hugging Face folder holds f32, f16 or bf16, not "
-                          "%s (write a .gguf file for quantized types)", out_path, type);
-            goto done;
-        }
-    }
-
-    /* the inputs */
-    for (int i = 0; i < r.n_in; i++)
-        if ((st = sqz_model_load(ctx, r.paths[i], NULL, &r.models[i]))) goto done;
-    if (build_list(r.models[0], &r.list, &r.n_list)) {
-        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((st = check_inputs(&r))) goto done;
-
-    if (!gguf) {
-        st = write_merged(&r, out_path, hf_type, opts->seed, &res);
-    } else {
-        /* an f32 HF folder beside the target, converted, removed */
-        const size_t n = strlen(out_path);
-        if (!(tmp_dir = malloc(n + 16))) {
-            st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        memcpy(tmp_dir, out_path, n);
-        memcpy(tmp_dir + n, ".hf.XXXXXX", 11);
-        if (!mkdtemp(tmp_dir)) {
-            free(tmp_dir);
-            tmp_dir = NULL;
-            st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", out_path);
-            goto done;
-        }
-        if ((st = write_merged(&r, tmp_dir, SQZ_TYPE_F32, opts->seed, &res))) goto done;
-        for (int i = 0; i < r.n_in; i++) sqz_model_free(r.models[i]), r.models[i] = NULL;
-        if ((st = sqz_model_load(ctx, tmp_dir, NULL, &merged))) goto done;
-        const sqz_convert_opts co = { .type = type, .pure = opts->pure };
-        sqz_convert_result cr;
-        if ((st = sqz_convert(ctx, merged, out_path, &co, &cr))) goto done;
-        res.out_bytes = cr.file_bytes;
-    }
-    if (!st && !gguf) {
-        char *w = sqz_path_join(out_path, "model.safetensors");
-        struct stat sb;
-        res.out_bytes = w && stat(w, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-        free(w);
-    }
-    res.n_models = r.n_in;
-    res.n_tensors = r.n_list;
-    res.seconds = sqz_now() - t0;
+sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *tall_dir, int task,
+                             const char *out_path, const sqz_merge_opts *opts, sqz_merge_result *result) {
+    sqz_merge_result res = { 0 };
     if (result) *result = res;
-done:
-    sqz_model_free(merged);
-    if (tmp_dir) remove_hf_folder(tmp_dir);
-    free(tmp_dir);
-    for (int i = 0; r.models && i < r.n_in; i++) sqz_model_free(r.models[i]);
-    for (int i = 0; r.paths && i < r.n_in; i++) free(r.paths[i]);
-    free(r.paths);
-    free(r.entry);
-    free(r.models);
-    free(r.list);
-    merge_config_free(cfg);
+    if (!config_path || !tall_dir || !out_path || !*out_path)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "merge: missing config, merged folder or output path");
+    const sqz_merge_opts defaults = { 0 };
+    if (!opts) opts = &defaults;
+    const double t0 = sqz_now();
+    merge_run r = { .ctx = ctx, .extract = task };
+    out_plan plan;
+    sqz_status st = begin_run(&r, config_path);
+    if (!st && !r.method->masks)
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: merge_method %s keeps no per-task masks (extracting a "
+                      "task needs tall_masks)", r.cfg->path, r.method->name);
+    const int N = r.n_in - 1;
+    if (!st && (task < 0 || task >= N))
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: task %d: the config merges tasks 0..%d", r.cfg->path, task, N - 1);
+    if (!st) { /* inputs: the base and the merged folder, with the task's parameters */
+        for (int i = 1; i < r.n_in; i++) free(r.paths[i]), r.paths[i] = NULL;
+        r.entry[1] = r.entry[1 + task];
+        r.n_in = 2;
+        if (!(r.paths[1] = strdup(tall_dir))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+    if (!st) st = plan_output(&r, out_path, opts, &plan);
+    if (!st) st = load_inputs(&r);
+    if (!st) st = sqz_st_open(ctx, tall_dir, &r.mask_st);
+    for (int k = 0; k < r.n_list && !st; k++) { /* every mask there, of its size */
+        char name[160];
+        mask_name(name, sizeof name, task, r.list[k].name);
+        const sqz_st_tensor *t = sqz_st_find(r.mask_st, name);
+        if (!t || strcmp(t->dtype, "U8") || t->nbytes != (size_t)(r.list[k].rows * r.list[k].cols + 7) / 8)
+            st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s %s: not a tall_masks merge of this config",
+                          tall_dir, t ? "bad tensor" : "no tensor", name);
+    }
+    if (!st) st = write_output(&r, &plan, opts, &res);
+    if (!st) {
+        res.method = r.method->name;
+        res.n_models = r.n_in;
+        res.n_tensors = r.n_list;
+        res.seconds = sqz_now() - t0;
+        if (result) *result = res;
+    }
+    end_run(&r);
     return st;
 }
 

@@ -67,6 +67,11 @@ typedef struct sqz_merge_method {
     double defaults[SQZ_MP_COUNT];
     /* out[n] = the merge; errors with a message naming job->name */
     sqz_status (*merge)(sqz_ctx *ctx, const sqz_merge_job *job, float *out);
+    /* Optional: methods that also store per-task masks (tall_masks). bits[i] gets input i's
+     * mask of the tensor, bit j of byte j / 8 (LSB first) for value j; (n + 7) / 8 bytes.
+     * Called after merge() on the same job, whose slabs merge() may have changed: a method
+     * with masks leaves them as they came. */
+    sqz_status (*masks)(sqz_ctx *ctx, const sqz_merge_job *job, uint8_t *const *bits);
     /* Optional: checks one tensor's resolved parameters (the job without data) before any
      * work; NULL: the driver's range checks only. */
     sqz_status (*check)(sqz_ctx *ctx, const sqz_merge_job *job);
@@ -79,6 +84,6 @@ const sqz_merge_method *sqz_merge_method_at(int i);
 extern const sqz_merge_method sqz_merge_linear, sqz_merge_task_arithmetic, sqz_merge_ties,
     sqz_merge_dare_linear, sqz_merge_dare_ties, sqz_merge_breadcrumbs, sqz_merge_breadcrumbs_ties,
     sqz_merge_della, sqz_merge_della_linear, sqz_merge_slerp, sqz_merge_model_stock,
-    sqz_merge_consensus;
+    sqz_merge_consensus, sqz_merge_tall_masks;
 
 #endif

@@ -9,6 +9,7 @@ static const sqz_merge_method *const methods[] = {
     &sqz_merge_dare_linear, &sqz_merge_dare_ties,       &sqz_merge_breadcrumbs,
     &sqz_merge_breadcrumbs_ties, &sqz_merge_della,      &sqz_merge_della_linear,
     &sqz_merge_slerp,       &sqz_merge_model_stock,     &sqz_merge_consensus,
+    &sqz_merge_tall_masks,
 };
 
 static const char *const param_names[SQZ_MP_COUNT] = {

@@ -127,7 +127,7 @@ sqz_status sqz_hf_export_tokenizer(sqz_hf_export *e, const char *path) {
 sqz_status sqz_hf_export_declare(sqz_hf_export *e, const char *name, sqz_type type, int n_dims,
                                  const int64_t *shape) {
     sqz_status st = sqz_st_writer_declare(e->st, name, type, n_dims, shape, NULL);
-    if (!st && n_dims >= 2) e->n_mat[type == SQZ_TYPE_F32 ? 0 : type == SQZ_TYPE_F16 ? 1 : 2]++;
+    if (!st && n_dims >= 2 && type != SQZ_ST_TYPE_U8) e->n_mat[type == SQZ_TYPE_F32 ? 0 : type == SQZ_TYPE_F16 ? 1 : 2]++;
     return st;
 }
 
@@ -241,6 +241,11 @@ sqz_status sqz_hf_export_begin(sqz_hf_export *e) {
 sqz_status sqz_hf_export_put_f32(sqz_hf_export *e, const float *x, size_t n) {
     if (!e->tmp) return sqz_fail(e->ctx, SQZ_ERR_ARG, "%s: put before begin", e->out);
     return sqz_st_writer_put_f32(e->st, x, n);
+}
+
+sqz_status sqz_hf_export_put(sqz_hf_export *e, const void *data, size_t n) {
+    if (!e->tmp) return sqz_fail(e->ctx, SQZ_ERR_ARG, "%s: put before begin", e->out);
+    return sqz_st_writer_put(e->st, data, n);
 }
 
 sqz_status sqz_hf_export_finish(sqz_hf_export *e) {

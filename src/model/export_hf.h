@@ -39,6 +39,8 @@ sqz_status sqz_hf_export_declare(sqz_hf_export *e, const char *name, sqz_type ty
 sqz_status sqz_hf_export_begin(sqz_hf_export *e);
 /* The next n values, tensors in the order declared (may span tensors). */
 sqz_status sqz_hf_export_put_f32(sqz_hf_export *e, const float *x, size_t n);
+/* The next n raw bytes (a SQZ_ST_TYPE_U8 tensor's). */
+sqz_status sqz_hf_export_put(sqz_hf_export *e, const void *data, size_t n);
 /* Completes model.safetensors and renames the folder to out_dir. */
 sqz_status sqz_hf_export_finish(sqz_hf_export *e);
 

@@ -167,6 +167,10 @@ static const option_row options[] = {
               "divergence within the bytes of the mix's own types (minutes)" },
     { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE,
       .help = "windows=N: --alloc's calibration windows the KLs are measured on (4)" },
+    { "--extract", NULL, INT(extract, "TASK", 0, 1 << 20), .set_at = AT(extract_set), .cmds = C_MERGE,
+      .help = "rebuild task TASK (0, 1, ...: the config's models, base left out) of\n"
+              "the tall_masks merge in --from DIR" },
+    { "--from", NULL, STR(from, "DIR"), .cmds = C_MERGE, .help = "with --extract: the tall_masks merge's folder" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

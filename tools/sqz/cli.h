@@ -34,6 +34,8 @@ typedef struct opts {
     float mix_frac; /* mixllm: share of weights at 8 bits */
     int mix_frac_set;
     int alloc, alloc_windows; /* quantize: types by measured KL for the mix's bytes */
+    int extract, extract_set; /* merge: rebuild this task of a tall_masks merge ... */
+    const char *from;         /* ... written to this folder */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */

@@ -1,5 +1,6 @@
 /* cmd_merge.c - sqz merge CONFIG.yaml -o OUT [--type T] [--seed S]: a mergekit config run by
- * sqz_merge_models; OUT is a Hugging Face folder, or a GGUF file when it ends in .gguf. */
+ * sqz_merge_models; OUT is a Hugging Face folder, or a GGUF file when it ends in .gguf.
+ * With --extract TASK --from DIR: task TASK rebuilt from the tall_masks merge in DIR. */
 #include "cli.h"
 
 int cmd_merge(sqz_ctx *ctx, const opts *o) {
@@ -7,7 +8,11 @@ int cmd_merge(sqz_ctx *ctx, const opts *o) {
     if (o->tokenizer) return cli_die("merge takes its tokenizer from the config (tokenizer_source)");
     const sqz_merge_opts mo = { .type = o->type, .pure = o->pure, .seed = o->seed };
     sqz_merge_result r;
-    if (sqz_merge_models(ctx, o->model, o->out, &mo, &r)) return cli_fail(ctx);
+    if (o->from && !o->extract_set) return cli_die("--from goes with --extract TASK");
+    if (o->extract_set && !o->from) return cli_die("--extract needs the merged folder: --from DIR");
+    if (o->extract_set ? sqz_merge_extract(ctx, o->model, o->from, o->extract, o->out, &mo, &r)
+                       : sqz_merge_models(ctx, o->model, o->out, &mo, &r))
+        return cli_fail(ctx);
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "config", o->model);

@@ -103,6 +103,29 @@ check $? "the GGUF is q4_0"
 [ "$(ls "$tmp" | grep -c '\.hf\.')" = 0 ]
 check $? "the f32 folder it went through is gone"
 
+# tall_masks, then one task rebuilt from the base, the merge and its mask
+cat > "$tmp/tall.yml" <<YAML
+merge_method: tall_masks
+base_model: $SHARED/models/sqz-llama-14m
+models:
+  - model: $M/ft-shakespeare
+  - model: $M/ft-bible
+  - model: $M/ft-pydoc
+parameters: {weight: 1.0, mask_lambda: 0.4}
+dtype: float16
+YAML
+$SQZ merge "$tmp/tall.yml" -o "$tmp/tall" 2> "$tmp/err" &&
+    $SQZ merge "$tmp/tall.yml" --extract 1 --from "$tmp/tall" -o "$tmp/task1" --json > "$tmp/j" 2> "$tmp/err"
+check $? "tall_masks, then --extract 1 --from it ($(cat "$tmp/err"))"
+python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['method'] == 'tall_masks' and d['n_models'] == 2 and d['n_tensors'] == 74, d" "$tmp/j"
+check $? "--extract --json: one object (the base and the merged folder as inputs)"
+$SQZ merge "$tmp/tall.yml" --from "$tmp/tall" -o "$tmp/x" 2> /dev/null
+[ $? = 1 ] && [ ! -e "$tmp/x" ]
+check $? "--from without --extract: exit 1"
+
 # bad input: one line on stderr, nothing written
 $SQZ merge "$tmp/ties.yml" -o "$tmp/ties" > "$tmp/out" 2> "$tmp/err"
 [ $? = 1 ] && [ "$(wc -l < "$tmp/err")" = 1 ] && grep -q "not an empty folder" "$tmp/err" && [ ! -s "$tmp/out" ]

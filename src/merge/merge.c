@@ -443,11 +443,13 @@ static void extract_tensor(const merge_run *r, const out_tensor *o, const float 
                            const float *merged, double lambda, float *out) {
     char name[160];
     mask_name(name, sizeof name, r->extract, o->name);
-    const uint8_t *bits = sqz_st_find(r->mask_st, name)->data; /* checked before any work */
+    const sqz_st_tensor *t = sqz_st_find(r->mask_st, name); /* checked before any work */
+    const uint8_t *bits = t->data;
     const int64_t n = o->rows * o->cols;
     for (int64_t j = 0; j < n; j++)
         out[j] = bits[j >> 3] >> (j & 7) & 1 ? (float)((double)base[j] + ((double)merged[j] - base[j]) / lambda)
                                              : base[j];
+    sqz_st_release(r->mask_st, t->data, t->nbytes);
 }
 
 /* The merged HF folder at dir, in type; the work itself. */

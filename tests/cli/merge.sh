@@ -44,15 +44,17 @@ dtype: float16
 YAML
 $SQZ merge "$tmp/ties.yml" -o "$tmp/ties" --json --threads 2 > "$tmp/j" 2> "$tmp/err"
 check $? "mergekit's ties example runs"
+# AddressSanitizer's quarantine keeps freed slabs resident: no memory bound there
+case "$SQZ" in *asan*) rss_max=100000 ;; *) rss_max=150 ;; esac
 python3 -c "
 import json, os, sys
 d = json.load(open(sys.argv[1]))
 assert d['method'] == 'ties' and d['n_models'] == 4 and d['n_tensors'] == 74, d
 assert d['out_bytes'] == os.path.getsize(sys.argv[2] + '/model.safetensors'), d
-assert 0 < d['peak_rss_mib'] < 150, d
+assert 0 < d['peak_rss_mib'] < float(sys.argv[3]), d
 assert sorted(os.listdir(sys.argv[2])) == ['config.json', 'model.safetensors', 'tokenizer.json']
-assert json.load(open(sys.argv[2] + '/config.json'))['torch_dtype'] == 'float16'" "$tmp/j" "$tmp/ties"
-check $? "--json: one object (ties of 4 models, 74 tensors, out_bytes, peak_rss_mib < 150); an f16 HF folder"
+assert json.load(open(sys.argv[2] + '/config.json'))['torch_dtype'] == 'float16'" "$tmp/j" "$tmp/ties" $rss_max
+check $? "--json: one object (ties of 4 models, 74 tensors, out_bytes, peak_rss_mib < $rss_max); an f16 HF folder"
 $SQZ ppl "$tmp/ties" -f "$M/bible.test.txt" --ctx 256 --max-tokens 600 --no-progress > /dev/null 2>&1
 check $? "the merged folder runs (sqz ppl)"
 

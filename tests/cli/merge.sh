@@ -105,6 +105,22 @@ check $? "the GGUF is q4_0"
 [ "$(ls "$tmp" | grep -c '\.hf\.')" = 0 ]
 check $? "the f32 folder it went through is gone"
 
+# merge and quantize in one command (rtn: no calibration, fast; gptq is sqz quantize's own test)
+$SQZ merge "$tmp/dare.yml" -o "$tmp/r.gguf" --type q8_0 --method rtn --json > "$tmp/j" 2> "$tmp/err"
+check $? "merge + quantize (--method rtn) runs"
+python3 -c "
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+assert d['quant_method'] == 'rtn' and d['out_bytes'] == os.path.getsize(sys.argv[2]), d" "$tmp/j" "$tmp/r.gguf" &&
+    [ "$(ls "$tmp" | grep -c '\.merge\.')" = 0 ]
+check $? "--json has quant_method and the file's size; the f32 folder is gone"
+$SQZ merge "$tmp/dare.yml" -o "$tmp/g.gguf" --type q4_0 --method gptq 2> "$tmp/err"
+[ $? = 1 ] && [ ! -e "$tmp/g.gguf" ] && grep -q "needs calibration text" "$tmp/err"
+check $? "--method gptq without --calib: exit 1 before any work"
+$SQZ merge "$tmp/dare.yml" -o "$tmp/g.gguf" --calib "$M/bible.train.txt" 2> /dev/null
+[ $? = 1 ] && [ ! -e "$tmp/g.gguf" ]
+check $? "--calib without --method: exit 1"
+
 # tall_masks, then one task rebuilt from the base, the merge and its mask
 cat > "$tmp/tall.yml" <<YAML
 merge_method: tall_masks

@@ -137,16 +137,17 @@ static const option_row options[] = {
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },
-    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE,
+    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE,
       .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
               "gptq[:damp,act_order,alloc,windows], rsq[:damp,act_order,rmin,seed],\n"
               "decoupleq[:damp,fake] (2-bit type dq2, its default --type),\n"
-              "mixllm[:damp,act_order,frac]; the flags below are aliases" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB,
+              "mixllm[:damp,act_order,frac]; the flags below are aliases\n"
+              "(merge: quantize the merged OUT.gguf in the same run)" },
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB,
+      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,

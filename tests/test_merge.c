@@ -330,7 +330,31 @@ static int close_all(const float *got, const double *want, int n, double tol) {
     return 1;
 }
 
+/* merge_rank_keep (a selection) against naive ranks, on values with many equal magnitudes. */
+static void test_rank_keep(void) {
+    enum { RK = 301 };
+    float v[RK];
+    double dv[RK];
+    uint8_t keep[RK];
+    int ok = 1, cases = 0;
+    for (int trial = 0; trial < 40 && ok; trial++) {
+        const int levels = 1 + trial % 7;
+        for (int j = 0; j < RK; j++) v[j] = (float)((int)(frand() * levels)) * (frand() < 0 ? -1 : 1), dv[j] = v[j];
+        const int64_t lo = (int64_t)((frand() + 1) * 0.5 * RK), hi = lo + (int64_t)((frand() + 1) * 0.5 * (RK - lo));
+        merge_rank_keep(v, RK, lo, hi, keep);
+        for (int j = 0; j < RK && ok; j++) {
+            const int r = naive_rank(dv, RK, j);
+            ok = keep[j] == (r >= lo && r < hi);
+            if (!ok) printf("#   trial %d: value %d (rank %d) kept %d for [%lld, %lld)\n", trial, j, r, keep[j],
+                            (long long)lo, (long long)hi);
+        }
+        cases++;
+    }
+    CHECK(ok, "merge_rank_keep = ranks by |v| then index, on %d arrays with repeated magnitudes", cases);
+}
+
 static void test_methods(void) {
+    test_rank_keep();
     ref_case c;
     float out[RNN], out2[RNN];
     double want[RNN];

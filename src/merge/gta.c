@@ -1,8 +1,9 @@
 /* gta.c - generalized task arithmetic; see gta.h. Dimensions: n = rows * cols values of one
  * tensor, N models. Task vectors are formed in place in the job's slabs (x_i -= base), so
- * memory is the slabs plus one rank scratch (8 bytes a value) while a magnitude-based
- * sparsification runs. Sums are in double, in model order, so results do not depend on the
- * thread count (there is one thread per tensor). */
+ * memory is the slabs plus a selection scratch (5 bytes a value: |tau| and the mask) while a
+ * magnitude-based sparsification runs (a linear-time selection, not a sort; DELLA sorts rows).
+ * Sums are in double, in model order, so results do not depend on the thread count (there is
+ * one thread per tensor). */
 #include "merge/gta.h"
 
 #include <math.h>
@@ -31,15 +32,55 @@ int merge_ranks(const float *v, int64_t n, int64_t *rank) {
     return 0;
 }
 
+/* The k-th smallest (0-based) of a[0..n), reordering a: Hoare's selection with a median-of-three
+ * pivot, O(n) on average. */
+static float select_kth(float *a, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const float x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+        const float p = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < p) i++;
+            while (a[j] > p) j--;
+            if (i <= j) {
+                const float t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return a[k]; /* between the two parts: equal to the pivot */
+    }
+    return a[k];
+}
+
+/* Sets keep[j] = value for the m values of highest rank (by |v|, equal magnitudes ranked by
+ * index, the later one higher): those above the threshold, then equal ones from the end. */
+static void mark_top(const float *v, int64_t n, int64_t m, uint8_t value, uint8_t *keep, float *scratch) {
+    if (m <= 0) return;
+    if (m > n) m = n;
+    for (int64_t j = 0; j < n; j++) scratch[j] = fabsf(v[j]);
+    const float thr = select_kth(scratch, n, n - m);
+    int64_t need = m;
+    for (int64_t j = 0; j < n; j++)
+        if (fabsf(v[j]) > thr) keep[j] = value, need--;
+    for (int64_t j = n - 1; j >= 0 && need > 0; j--)
+        if (fabsf(v[j]) == thr) keep[j] = value, need--;
+}
+
 int merge_rank_keep(const float *v, int64_t n, int64_t lo, int64_t hi, uint8_t *keep) {
-    if (n >= ((int64_t)1 << 32)) return -1;
-    ranked *r = malloc((size_t)(n > 0 ? n : 1) * sizeof *r);
-    if (!r) return -1;
-    for (int64_t j = 0; j < n; j++) r[j].a = fabsf(v[j]), r[j].i = (uint32_t)j;
-    qsort(r, (size_t)n, sizeof *r, ranked_cmp);
+    float *scratch = malloc((size_t)(n > 0 ? n : 1) * sizeof *scratch);
+    if (!scratch) return -1;
+    if (lo < 0) lo = 0;
+    if (hi > n) hi = n;
     for (int64_t j = 0; j < n; j++) keep[j] = 0;
-    for (int64_t k = lo < 0 ? 0 : lo; k < hi && k < n; k++) keep[r[k].i] = 1;
-    free(r);
+    if (lo < hi) { /* ranks [lo, hi): the top n - lo, less the top n - hi */
+        mark_top(v, n, n - lo, 1, keep, scratch);
+        mark_top(v, n, n - hi, 0, keep, scratch);
+    }
+    free(scratch);
     return 0;
 }
 

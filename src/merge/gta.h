@@ -23,7 +23,7 @@ sqz_status merge_gta(sqz_ctx *ctx, const sqz_merge_job *job, merge_sparsify spar
                      int consensus, float *out);
 
 /* Keeps (keep[j] = 1) the values of v[0..n) whose rank by |v| ascending is in [lo, hi); equal
- * magnitudes rank by index (the later one higher). 0, or -1 when out of memory (or n >= 2^32). */
+ * magnitudes rank by index (the later one higher). 0, or -1 when out of memory. Linear time. */
 int merge_rank_keep(const float *v, int64_t n, int64_t lo, int64_t hi, uint8_t *keep);
 
 /* Rank of each value of v[0..n) by |v| ascending (ties by index), 0..n-1. -1: out of memory

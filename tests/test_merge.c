@@ -608,6 +608,35 @@ static void test_driver(sqz_ctx *ctx, const char *tok) {
                  "  - model: in1\n    parameters: {weight: 0}\ndtype: float16\ntokenizer_source: in0\n");
         CHECK(merge_yaml(ctx, yaml, out, NULL, 0) == SQZ_OK, "a GGUF and an HF input merge: %s", sqz_ctx_error(ctx));
         CHECK(same_tensors(ctx, m[0], out), "GGUF input with weight 1: model 1 bit for bit (RoPE rows restored)");
+        /* a quantized GGUF input is dequantized block by block */
+        snprintf(path, sizeof path, "%s/in0-q8.gguf", tmp_root);
+        co.type = "q8_0";
+        ok = sqz_model_load(ctx, m[0], NULL, &mm) == SQZ_OK && sqz_convert(ctx, mm, path, &co, NULL) == SQZ_OK;
+        sqz_model_free(mm);
+        snprintf(out, sizeof out, "%s/w100q", tmp_root);
+        snprintf(yaml, sizeof yaml,
+                 "merge_method: linear\nmodels:\n  - model: in0-q8.gguf\n    parameters: {weight: 1}\n"
+                 "  - model: in1\n    parameters: {weight: 0}\ntokenizer_source: in0\n");
+        CHECK(ok && merge_yaml(ctx, yaml, out, NULL, 0) == SQZ_OK, "a q8_0 GGUF input merges: %s", sqz_ctx_error(ctx));
+        const char *names[] = { "model.layers.1.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                                "model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight" };
+        double worst = 0;
+        int exact = 1;
+        for (int k = 0; k < 4; k++) {
+            size_t na = 0, nb = 0;
+            float *a = tensor_bytes(ctx, out, names[k], &na, NULL);
+            uint16_t *b = tensor_bytes(ctx, m[0], names[k], &nb, NULL);
+            for (size_t j = 0; a && b && na == 2 * nb && j < nb / 2; j++) {
+                const double d = fabs(a[j] - sqz_f16_to_f32(b[j]));
+                worst = d > worst ? d : worst;
+                exact &= d == 0;
+            }
+            if (!a || !b || na != 2 * nb) worst = INFINITY;
+            free(a), free(b);
+        }
+        /* values in [-0.5, 0.5): a q8_0 step is at most 0.5 / 127 (half a step, and the f16 scale's rounding) */
+        CHECK(worst <= 0.5 / 127 && !exact, "q8_0 input: model 1 within a q8_0 step (worst %.5f), "
+              "Q/K rows in HF order", worst);
     } else {
         SKIP("GGUF input: needs ../shared's tokenizer.json (a GGUF carries one)");
     }

@@ -1,5 +1,5 @@
-/* merge.c - sqz_merge_models: the driver that runs a merge method (method.h's table) over every
- * tensor of a set of models, out of core.
+/* merge.c - sqz_merge_models and sqz_merge_extract: the driver that runs a merge method
+ * (method.h's table) over every tensor of a set of models, out of core (its inputs: inputs.c).
  *
  * 1. Check everything before any work: the config (method, parameters: each one resolved for
  *    every tensor once, so a missing weight is reported now, not halfway), the output (type,
@@ -13,7 +13,7 @@
  *    element by element), the inputs' mapped pages are given back (sqz_model_release), the
  *    method merges the slabs, and the result is streamed to model.safetensors
  *    (model/export_hf.h). Memory: (inputs + 1) slabs of the largest tensor + the method's
- *    scratch (a rank array for ties / breadcrumbs) + the output slab.
+ *    scratch (5 bytes a value for ties / breadcrumbs' selection) + the output slab.
  * 3. A .gguf output is that HF folder written in f32 beside it, then sqz_convert to the
  *    requested type (streamed as well), then the folder removed.
  *
@@ -32,128 +32,10 @@
 
 #include "formats/presets.h"
 #include "io/file.h"
-#include "merge/config.h"
+#include "merge/driver.h"
 #include "merge/gta.h"
 #include "model/export_hf.h"
 #include "model/model.h"
-
-/* ------------------------------------------------------------------ the tensors, HF names */
-
-typedef struct tensor_spec {
-    const char *name;  /* HF name after "model.layers.N." (per layer) or whole */
-    size_t at;         /* offsetof the sqz_tensor in sqz_layer_weights / sqz_model */
-    int rope;          /* 1: q (n_heads), 2: k (n_kv_heads): rows in RoPE pairs */
-    int is_vec;
-} tensor_spec;
-
-#define LW(f) offsetof(sqz_layer_weights, f)
-static const tensor_spec layer_specs[] = {
-    { "input_layernorm.weight", LW(attn_norm), 0, 1 },
-    { "self_attn.q_proj.weight", LW(wq), 1, 0 },
-    { "self_attn.k_proj.weight", LW(wk), 2, 0 },
-    { "self_attn.v_proj.weight", LW(wv), 0, 0 },
-    { "self_attn.o_proj.weight", LW(wo), 0, 0 },
-    { "self_attn.q_proj.bias", LW(bq), 1, 1 },
-    { "self_attn.k_proj.bias", LW(bk), 2, 1 },
-    { "self_attn.v_proj.bias", LW(bv), 0, 1 },
-    { "self_attn.o_proj.bias", LW(bo), 0, 1 },
-    { "post_attention_layernorm.weight", LW(ffn_norm), 0, 1 },
-    { "mlp.gate_proj.weight", LW(w_gate), 0, 0 },
-    { "mlp.up_proj.weight", LW(w_up), 0, 0 },
-    { "mlp.down_proj.weight", LW(w_down), 0, 0 },
-};
-#undef LW
-
-typedef struct out_tensor {
-    char name[96];
-    int layer;        /* -1 before the blocks, n_layers after */
-    const tensor_spec *spec;
-    size_t model_at;  /* for tensors outside the blocks: offsetof in sqz_model */
-    int64_t rows, cols;
-    double t;         /* layer position for gradients */
-} out_tensor;
-
-static const sqz_tensor *view_of(const sqz_model *m, const out_tensor *o) {
-    if (o->spec) return (const sqz_tensor *)((const char *)&m->layers[o->layer] + o->spec->at);
-    return (const sqz_tensor *)((const char *)m + o->model_at);
-}
-
-/* The row of a source with llama.cpp's RoPE pairing that holds HF row s (the inverse of
- * convert.c's permutation: within a head of hd rows, HF row u < hd/2 is row 2u, u >= hd/2 is
- * row 2(u - hd/2) + 1). */
-static int64_t interleaved_row(int64_t s, int64_t hd) {
-    const int64_t head = s / hd, u = s % hd;
-    return head * hd + (u < hd / 2 ? 2 * u : 2 * (u - hd / 2) + 1);
-}
-
-static int build_list(const sqz_model *m, out_tensor **out, int *n_out) {
-    const sqz_config *c = &m->cfg;
-    const int cap = 3 + c->n_layers * (int)(sizeof layer_specs / sizeof *layer_specs);
-    out_tensor *l = calloc((size_t)cap, sizeof *l);
-    if (!l) return -1;
-    int n = 0;
-    const struct { const char *name; size_t at; int layer; } outer[] = {
-        { "model.embed_tokens.weight", offsetof(sqz_model, tok_embd), -1 },
-        { "model.norm.weight", offsetof(sqz_model, out_norm), c->n_layers },
-        { "lm_head.weight", offsetof(sqz_model, output), c->n_layers },
-    };
-    for (int k = 0; k < 3; k++) {
-        if (k == 2 && c->tied_embeddings) continue;
-        if (k == 1) { /* the blocks come between the embeddings and the final norm */
-            for (int i = 0; i < c->n_layers; i++)
-                for (size_t s = 0; s < sizeof layer_specs / sizeof *layer_specs; s++) {
-                    out_tensor *o = &l[n];
-                    o->spec = &layer_specs[s];
-                    o->layer = i;
-                    if (!view_of(m, o)->data) { memset(o, 0, sizeof *o); continue; } /* no bias */
-                    snprintf(o->name, sizeof o->name, "model.layers.%d.%s", i, layer_specs[s].name);
-                    o->t = c->n_layers > 1 ? (double)i / (c->n_layers - 1) : 1; /* as mergekit */
-                    n++;
-                }
-        }
-        out_tensor *o = &l[n++];
-        snprintf(o->name, sizeof o->name, "%s", outer[k].name);
-        o->model_at = outer[k].at;
-        o->layer = outer[k].layer;
-        o->t = outer[k].layer < 0 ? 0 : 1;
-    }
-    for (int i = 0; i < n; i++) {
-        const sqz_tensor *v = view_of(m, &l[i]);
-        l[i].rows = v->rows;
-        l[i].cols = v->cols;
-    }
-    *out = l;
-    *n_out = n;
-    return 0;
-}
-
-/* ------------------------------------------------------------------ the job */
-
-typedef struct merge_run {
-    sqz_ctx *ctx;
-    const merge_config *cfg;
-    const sqz_merge_method *method;
-    int n_in;          /* inputs: [0] the base when the method takes one */
-    char **paths;      /* [n_in] resolved paths */
-    int *entry;        /* [n_in] index in cfg->models, -1 for a base not listed there */
-    sqz_model **models;
-    out_tensor *list;
-    int n_list;
-    /* sqz_merge_extract: the task rebuilt (-1: a merge), and the tall_masks folder's file
-     * (input 1 is that folder's model, input 0 the base) */
-    int extract;
-    sqz_safetensors *mask_st;
-} merge_run;
-
-/* A path as given when it exists, else relative to the config's folder. */
-static char *resolve_path(const char *cfg_path, const char *p) {
-    if (p[0] == '/' || sqz_path_exists(p)) return strdup(p);
-    char *dir = sqz_path_dirname(cfg_path), *j = dir ? sqz_path_join(dir, p) : NULL;
-    free(dir);
-    if (j && sqz_path_exists(j)) return j;
-    free(j);
-    return strdup(p);
-}
 
 /* Parameter p for input i (its config entry, then the globals, then the method's default) at
  * tensor o: 1 and *v, or 0 when there is none. */
@@ -239,131 +121,6 @@ static sqz_status check_params(const merge_run *r) {
     return SQZ_OK;
 }
 
-/* The inputs: the base first (methods that take one), then the models not the base. */
-static sqz_status pick_inputs(merge_run *r) {
-    const merge_config *c = r->cfg;
-    const sqz_merge_method *me = r->method;
-    r->paths = calloc((size_t)c->n_models + 1, sizeof *r->paths);
-    r->entry = calloc((size_t)c->n_models + 1, sizeof *r->entry);
-    r->models = calloc((size_t)c->n_models + 1, sizeof *r->models);
-    if (!r->paths || !r->entry || !r->models) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
-    if (me->takes_base) {
-        if (!c->base) return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s needs a base_model", c->path, me->name);
-        r->entry[0] = -1;
-        for (int e = 0; e < c->n_models; e++)
-            if (!strcmp(c->models[e].model, c->base)) r->entry[0] = e;
-        if (!(r->paths[0] = resolve_path(c->path, c->base))) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
-        r->n_in = 1;
-    }
-    for (int e = 0; e < c->n_models; e++) {
-        if (me->takes_base && !strcmp(c->models[e].model, c->base)) continue; /* its task vector is 0 */
-        r->entry[r->n_in] = e;
-        if (!(r->paths[r->n_in++] = resolve_path(c->path, c->models[e].model)))
-            return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
-    }
-    const int N = r->n_in - (me->takes_base ? 1 : 0);
-    if (N < me->min_models || (me->max_models && N > me->max_models)) {
-        char want[64];
-        if (me->max_models == me->min_models) snprintf(want, sizeof want, "exactly %d", me->min_models);
-        else if (me->max_models) snprintf(want, sizeof want, "%d to %d", me->min_models, me->max_models);
-        else snprintf(want, sizeof want, "at least %d", me->min_models);
-        return sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: %s merges %s model%s%s, the config gives %d",
-                        c->path, me->name, want, me->min_models == 1 && me->max_models == 1 ? "" : "s",
-                        me->takes_base ? " besides the base" : "", N);
-    }
-    return SQZ_OK;
-}
-
-/* Every input like input 0: architecture and sizes, computable tensor types, vocabulary. */
-static sqz_status check_inputs(merge_run *r) {
-    const sqz_config *a = &r->models[0]->cfg;
-    for (int i = 1; i < r->n_in; i++) {
-        const sqz_config *b = &r->models[i]->cfg;
-        const struct { const char *what; long x, y; } f[] = {
-            { "architecture", a->arch, b->arch },         { "hidden size", a->dim, b->dim },
-            { "FFN size", a->hidden_dim, b->hidden_dim }, { "layers", a->n_layers, b->n_layers },
-            { "attention heads", a->n_heads, b->n_heads },
-            { "KV heads", a->n_kv_heads, b->n_kv_heads }, { "head size", a->head_dim, b->head_dim },
-            { "vocabulary size", a->vocab_size, b->vocab_size },
-            { "tied embeddings", a->tied_embeddings, b->tied_embeddings },
-            { "attention biases", a->has_qkv_bias, b->has_qkv_bias },
-        };
-        for (size_t k = 0; k < sizeof f / sizeof *f; k++)
-            if (f[k].x != f[k].y)
-                return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: %s %ld, but %s has %ld: not the same "
-                                "architecture, cannot merge", r->paths[i], f[k].what, f[k].y,
-                                r->paths[0], f[k].x);
-    }
-    const int L = a->n_layers, *rg = r->cfg->layer_range;
-    if (rg[0] >= 0 && (rg[0] != 0 || rg[1] != L))
-        return sqz_fail(r->ctx, SQZ_ERR_UNSUPPORTED, "%s: layer_range [%d, %d]: sqz merges whole "
-                        "models ([0, %d] here)", r->cfg->path, rg[0], rg[1], L);
-    for (int i = 0; i < r->n_in; i++)
-        for (int k = 0; k < r->n_list; k++) {
-            const sqz_tensor *v = view_of(r->models[i], &r->list[k]);
-            if (!v->data || v->rows != r->list[k].rows || v->cols != r->list[k].cols)
-                return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: tensor %s is %s, %s has it [%lld, %lld]",
-                                r->paths[i], r->list[k].name, v->data ? "of another shape" : "missing",
-                                r->paths[0], (long long)r->list[k].rows, (long long)r->list[k].cols);
-            if (v->type != SQZ_TYPE_MIXLLM && !sqz_type_usable(v->type))
-                return sqz_fail(r->ctx, SQZ_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which sqz "
-                                "cannot dequantize", r->paths[i], r->list[k].name, sqz_type_name(v->type));
-        }
-    /* one vocabulary: the merged embeddings' rows must mean the same tokens */
-    const sqz_tokenizer *t0 = NULL;
-    int i0 = 0;
-    for (int i = 0; i < r->n_in; i++) {
-        const sqz_tokenizer *t = r->models[i]->tok;
-        if (!t) continue;
-        if (!t0) { t0 = t, i0 = i; continue; }
-        const int n = sqz_tokenizer_vocab_size(t0);
-        if (sqz_tokenizer_vocab_size(t) != n)
-            return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: its tokenizer has %d tokens, %s's %d: "
-                            "merging needs one vocabulary", r->paths[i], sqz_tokenizer_vocab_size(t),
-                            r->paths[i0], n);
-        for (int id = 0; id < n; id++) {
-            char x[256], y[256];
-            size_t lx = 0, ly = 0;
-            sqz_tokenizer_decode(t0, -1, id, x, sizeof x, &lx);
-            sqz_tokenizer_decode(t, -1, id, y, sizeof y, &ly);
-            if (lx != ly || memcmp(x, y, lx < sizeof x ? lx : sizeof x))
-                return sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: token %d is '%.*s', in %s '%.*s': "
-                                "merging needs one vocabulary", r->paths[i], id, (int)(ly < 40 ? ly : 40),
-                                y, r->paths[i0], (int)(lx < 40 ? lx : 40), x);
-        }
-    }
-    return SQZ_OK;
-}
-
-/* Input i's tensor o as f32 rows into dst, in HF's row order; then its pages given back.
- * 0, or -1 when out of memory. */
-static int load_slab(const merge_run *r, int i, const out_tensor *o, float *dst) {
-    const sqz_model *m = r->models[i];
-    const sqz_tensor *v = view_of(m, o);
-    const sqz_config *c = &m->cfg;
-    const int heads = !o->spec || !o->spec->rope ? 0 : o->spec->rope == 1 ? c->n_heads : c->n_kv_heads;
-    const int unpermute = heads > 0 && c->rope_interleaved;
-    if (o->spec && o->spec->is_vec) { /* one row, f32 (the loaders convert vectors) */
-        if (!unpermute) {
-            sqz_tensor_row_f32(v, 0, dst);
-            return 0;
-        }
-        float *tmp = malloc((size_t)v->cols * sizeof *tmp);
-        if (!tmp) return -1;
-        sqz_tensor_row_f32(v, 0, tmp);
-        const int64_t hd = v->cols / heads;
-        for (int64_t s = 0; s < v->cols; s++) dst[s] = tmp[interleaved_row(s, hd)];
-        free(tmp);
-        return 0;
-    }
-    const int64_t hd = heads ? v->rows / heads : 0;
-#pragma omp parallel for schedule(static) num_threads(r->ctx->n_threads > 0 ? r->ctx->n_threads : 1)
-    for (int64_t s = 0; s < v->rows; s++)
-        sqz_tensor_row_f32(v, unpermute ? interleaved_row(s, hd) : s, dst + s * v->cols);
-    sqz_model_release(m, v->data, sqz_tensor_nbytes(v));
-    return 0;
-}
-
 static uint64_t fnv1a(const char *s) {
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
@@ -408,7 +165,7 @@ static char *pick_tokenizer(merge_run *r) {
                      "or a path to a tokenizer.json)", r->cfg->path, src);
             return NULL;
         }
-        char *p = resolve_path(r->cfg->path, src);
+        char *p = merge_resolve_path(r->cfg->path, src);
         if (p && sqz_path_is_dir(p)) {
             char *j = sqz_path_join(p, "tokenizer.json");
             free(p);
@@ -514,7 +271,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     for (int k = 0; k < r->n_list && !st; k++) {
         const out_tensor *o = &r->list[k];
         for (int i = 0; i < r->n_in && !st; i++)
-            if (load_slab(r, i, o, slab[i])) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+            if (merge_load_slab(r, i, o, slab[i])) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
         if (st || (st = resolve_params(r, o, mp, g))) break;
         const sqz_merge_job job = {
             .name = o->name, .rows = o->rows, .cols = o->cols,
@@ -644,7 +401,7 @@ static sqz_status begin_run(merge_run *r, const char *config_path) {
                         cfg->path, cfg->method, names);
     }
     if ((st = check_params(r))) return st;
-    return pick_inputs(r);
+    return merge_pick_inputs(r);
 }
 
 static void end_run(merge_run *r) {
@@ -663,8 +420,8 @@ static sqz_status load_inputs(merge_run *r) {
     sqz_status st;
     for (int i = 0; i < r->n_in; i++)
         if ((st = sqz_model_load(r->ctx, r->paths[i], NULL, &r->models[i]))) return st;
-    if (build_list(r->models[0], &r->list, &r->n_list)) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
-    return check_inputs(r);
+    if (merge_build_list(r->models[0], &r->list, &r->n_list)) return sqz_fail(r->ctx, SQZ_ERR_NOMEM, "out of memory");
+    return merge_check_inputs(r);
 }
 
 sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *out_path,

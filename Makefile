@@ -6,7 +6,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp -Iinclude -Isrc \
            -D_GNU_SOURCE
-LDLIBS  += -fopenmp -lopenblas -lcjson -lpcre2-8 -lm
+LDLIBS  += -fopenmp -lopenblas -lcjson -lpcre2-8 -lyaml -lm
 SAN     ?=
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -87,7 +87,7 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz-clang
 	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc \
-	    -o $(BUILD)/fuzz-clang/$$n $$f $(LIB_SRC) -fopenmp -lopenblas -lcjson -lpcre2-8 -lm \
+	    -o $(BUILD)/fuzz-clang/$$n $$f $(LIB_SRC) -fopenmp -lopenblas -lcjson -lpcre2-8 -lyaml -lm \
 	    $(AVX2_FLAGS) $(AVX512_FLAGS) || exit 1; done
 
 bench: all $(BENCH_BIN)

@@ -452,6 +452,56 @@ typedef struct sqz_finetune_result {
 sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                         size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
                         const char *out_type, sqz_finetune_result *result);
+/* ================================================================ merging (sqz merge)
+ * mergekit-style merges of fine-tunes of one base, tensor by tensor (src/merge/). */
+
+typedef struct sqz_merge_opts {
+    /* The output's tensor type. A Hugging Face folder (out_path not ending in .gguf) holds
+     * "f32", "f16" or "bf16"; a .gguf file any type or mix sqz_convert writes (pure as there).
+     * NULL: the config's dtype (float32 / float16 / bfloat16), else "f32". */
+    const char *type;
+    int pure;
+    uint64_t seed;  /* the random methods' seed (dare_*, della*); the same seed, the same model */
+} sqz_merge_opts;
+
+typedef struct sqz_merge_result {
+    const char *method;       /* static string */
+    int n_models;             /* inputs, the base included */
+    int n_tensors;            /* tensors merged */
+    uint64_t n_params;        /* their elements */
+    uint64_t max_tensor_elems; /* the largest tensor: memory is about (inputs + 2) x this x 4 B */
+    uint64_t out_bytes;       /* bytes written (model.safetensors, or the .gguf file) */
+    double seconds;
+} sqz_merge_result;
+
+/* Runs the mergekit YAML config at config_path (merge_method, base_model, models with their
+ * parameters, global parameters, layer gradients, name filters, dtype, tokenizer_source; see
+ * src/merge/config.h for what is supported) and writes out_path: a Hugging Face folder
+ * (config.json, model.safetensors, tokenizer.json; out_path must not exist or be an empty
+ * folder), or a GGUF file when out_path ends in ".gguf". Inputs are anything sqz_model_load
+ * reads (HF folders, GGUF files of any type sqz computes with, quantized ones included);
+ * model paths are taken as given, else relative to the config's folder. Everything is checked
+ * before any work (method and parameters, output type and path, each input's architecture
+ * and sizes, tensor dtypes, the tokenizers' vocabularies): a mismatch is one error naming
+ * the file and the field or tensor. Then each tensor of every input is dequantized to f32,
+ * merged, written and the inputs' pages given back, so memory is about (inputs + 2) x the
+ * largest tensor. Nothing is left at out_path on failure. Progress: "merge", tensors.
+ * tall_masks writes a folder only: the merged model plus, after each tensor NAME, one U8
+ * tensor tall_mask.T.NAME per task T (bit j of byte j/8 for value j) in model.safetensors. */
+sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *out_path,
+                            const sqz_merge_opts *opts, sqz_merge_result *result);
+/* Rebuilds task `task` (0-based: the config's models in order, the base left out) of a
+ * tall_masks merge that sqz_merge_models wrote to tall_dir from config_path: for each tensor,
+ * base + mask_task * (merged - base) / lambda, from the base, the merged folder and its
+ * bit-packed masks alone. out_path and opts as sqz_merge_models. */
+sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *tall_dir, int task,
+                             const char *out_path, const sqz_merge_opts *opts,
+                             sqz_merge_result *result);
+/* The merge methods, i = 0, 1, ... until NULL: name and a one-line help with its keys. */
+const char *sqz_merge_method_name(int i);
+const char *sqz_merge_method_help(int i);
+
+/* ================================================================ end of merging */
 
 #ifdef __cplusplus
 }

@@ -34,6 +34,9 @@ typedef struct sqz_st_tensor {
 /* The type of a tensor whose dtype sqz cannot compute with. The tensor stays in the table (its
  * sizes are validated) so that a loader can say which tensor has which dtype. */
 #define SQZ_ST_TYPE_NONE ((sqz_type)-1)
+/* For the writer: raw bytes, dtype "U8" (bit-packed masks). The reader lists a U8 tensor with
+ * type SQZ_ST_TYPE_NONE and dtype "U8"; its bytes are there to read. */
+#define SQZ_ST_TYPE_U8 ((sqz_type)-2)
 
 typedef struct sqz_safetensors sqz_safetensors;
 
@@ -62,5 +65,34 @@ const sqz_st_tensor *sqz_st_find(const sqz_safetensors *st, const char *name);
  * SQZ_ST_TYPE_NONE. (Added with the implementation.) */
 sqz_status sqz_st_require(sqz_ctx *ctx, const sqz_safetensors *st, const char *name,
                           const sqz_st_tensor **out);
+
+/* ------------------------------------------------------------------ writer
+ *
+ * Streams a single safetensors file: every tensor is declared first (name, dtype F32 / F16 /
+ * BF16, shape), which fixes the header; then begin writes the header to
+ * path + ".tmp.XXXXXX" beside path, put / put_f32 append the tensors' data in the order
+ * declared (split anyhow: a put may end inside a tensor or span several), and finish checks
+ * that every tensor got all its bytes, fsyncs and renames over path. The header lists the
+ * tensors in the order declared with consecutive data_offsets, "__metadata__" {"format": "pt"}
+ * first, padded with spaces to a multiple of 8 bytes (as the reference writer does). Any
+ * failure (SQZ_ERR_IO naming path; SQZ_ERR_ARG for a bad declaration, a put past the last
+ * tensor, or too few bytes at finish) removes the temporary file: path is untouched and
+ * nothing is left behind. sqz_st_writer_free during a stream removes it too. */
+typedef struct sqz_st_writer sqz_st_writer;
+
+/* Errors of every later call are reported on ctx, which must outlive the writer. */
+sqz_status sqz_st_writer_new(sqz_ctx *ctx, sqz_st_writer **out);
+void sqz_st_writer_free(sqz_st_writer *w); /* accepts NULL */
+/* A tensor: name non-empty and unique, type SQZ_TYPE_F32, F16, BF16 or SQZ_ST_TYPE_U8, 0..4 dims (shape[0]
+ * slowest, as the file stores it), each >= 0. *nbytes (when not NULL): its data's bytes. */
+sqz_status sqz_st_writer_declare(sqz_st_writer *w, const char *name, sqz_type type, int n_dims,
+                                 const int64_t *shape, size_t *nbytes);
+sqz_status sqz_st_writer_begin(sqz_st_writer *w, const char *path);
+/* The next n bytes of tensor data, in each tensor's own dtype (little-endian). */
+sqz_status sqz_st_writer_put(sqz_st_writer *w, const void *data, size_t n);
+/* The next n elements as floats, each rounded (to nearest even) to the dtype of the tensor it
+ * lands in; may span tensors. Must start on an element boundary; not into a U8 tensor. */
+sqz_status sqz_st_writer_put_f32(sqz_st_writer *w, const float *x, size_t n);
+sqz_status sqz_st_writer_finish(sqz_st_writer *w);
 
 #endif

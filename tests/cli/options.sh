@@ -37,8 +37,8 @@ options_of() { sed -n 's/^  \(-[a-z], \)\{0,1\}\(--[a-z-]*\).*/\2/p'; }
 
 $SQZ --help > "$tmp/help" 2>&1
 check $? "sqz --help exits 0"
-options_of < "$tmp/help" | sort > "$tmp/all"
-grep -o '^    { "--[a-z-]*"' tools/sqz/args.c | sed 's/.*"\(--[a-z-]*\)"/\1/' | sort > "$tmp/table"
+options_of < "$tmp/help" | sort -u > "$tmp/all"  # -u: --lora is two rows (an adapter; finetune's rank)
+grep -o '^    { "--[a-z-]*"' tools/sqz/args.c | sed 's/.*"\(--[a-z-]*\)"/\1/' | sort -u > "$tmp/table"
 [ "$(wc -l < "$tmp/table")" -ge 30 ] && cmp -s "$tmp/all" "$tmp/table"
 check $? "sqz --help lists every option of args.c's table ($(wc -l < "$tmp/table") options)"
 for c in $COMMANDS; do

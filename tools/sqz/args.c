@@ -16,7 +16,8 @@
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
-    C_ALL = (1 << 8) - 1
+    C_MERGE = 1 << 8,
+    C_ALL = (1 << 9) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -42,6 +43,9 @@ static const cli_command commands[] = {
     { "finetune", cmd_finetune,
       "  finetune MODEL -f TRAIN.txt -o OUT.gguf [--steps N --lr LR ...]\n"
       "                                      full fine-tuning (f32 AdamW) on a text\n" },
+    { "merge", cmd_merge,
+      "  merge CONFIG.yaml -o OUT            merge models by a mergekit config: an HF folder,\n"
+      "                                      or OUT.gguf (--type: any convert type)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -98,8 +102,9 @@ static const option_row options[] = {
     { "--top-p", NULL, FLOAT(top_p, "P", 0, INFINITY, LO_OPEN), .cmds = C_GENERATE,
       .help = "nucleus sampling (default 0.9; 1 disables)" },
     { "--seed", NULL, .kind = OPT_ULLONG, .at = AT(seed), .meta = "S", .lo = 0, .hi = (long long)1 << 62,
-      .cmds = C_GENERATE | C_QUANTIZE | C_FINETUNE,
-      .help = "random seed (default 42; quantize: rsq's rotations; finetune: data order)" },
+      .cmds = C_GENERATE | C_QUANTIZE | C_FINETUNE | C_MERGE,
+      .help = "random seed (default 42; quantize: rsq's rotations; finetune: data\n"
+              "order; merge: dare, della)" },
     { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_FINETUNE,
       .help = "text to score, or to calibrate on (kvcalib)" },
     { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH | C_FINETUNE,
@@ -128,24 +133,26 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE,
-      .help = "tensor type or mix (finetune: of the output, default f16)" },
-    { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE,
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE,
+      .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
+              "f32, f16, bf16 for a folder)" },
+    { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },
-    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE,
+    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE,
       .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
               "gptq[:damp,act_order,alloc,windows], rsq[:damp,act_order,rmin,seed],\n"
               "decoupleq[:damp,fake] (2-bit type dq2, its default --type),\n"
-              "mixllm[:damp,act_order,frac]; the flags below are aliases" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB,
+              "mixllm[:damp,act_order,frac]; the flags below are aliases\n"
+              "(merge: quantize the merged OUT.gguf in the same run)" },
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB,
+      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
@@ -188,10 +195,10 @@ static const option_row options[] = {
       .help = "held-out tokens scored (30000)" },
     { "--eval-every", NULL, INT(eval_every, "N", 1, 1 << 30), .cmds = C_FINETUNE,
       .help = "steps between held-out evaluations (only before and after)" },
-    { "--lora", NULL, STR(lora, "ADAPTER"), .cmds = C_ALL & ~C_FINETUNE,
+    { "--lora", NULL, STR(lora, "ADAPTER"), .cmds = C_ALL & ~(C_FINETUNE | C_MERGE),
       .help = "a LoRA adapter (llama.cpp's GGUF format) merged into the model" },
     { "--lora-scale", NULL, FLOAT(lora_scale, "S", -INFINITY, INFINITY, 0), .set_at = AT(lora_scale_set),
-      .cmds = C_ALL & ~C_FINETUNE, .help = "the adapter's scale (1; llama.cpp's --lora-scaled)" },
+      .cmds = C_ALL & ~(C_FINETUNE | C_MERGE), .help = "the adapter's scale (1; llama.cpp's --lora-scaled)" },
     { "--lora", NULL, INT(lora_rank, "RANK", 1, 4096), .cmds = C_FINETUNE,
       .help = "train LoRA adapters of this rank on the frozen model (which may be\n"
               "quantized); -o gets llama.cpp's GGUF adapter" },
@@ -199,6 +206,10 @@ static const option_row options[] = {
       .help = "LoRA scale alpha / rank (alpha default: the rank)" },
     { "--lora-targets", NULL, STR(lora_targets, "LIST"), .cmds = C_FINETUNE,
       .help = "adapted matrices: a comma list of q,k,v,o,gate,up,down (all)" },
+    { "--extract", NULL, INT(extract, "TASK", 0, 1 << 20), .set_at = AT(extract_set), .cmds = C_MERGE,
+      .help = "rebuild task TASK (0, 1, ...: the config's models, base left out) of\n"
+              "the tall_masks merge in --from DIR" },
+    { "--from", NULL, STR(from, "DIR"), .cmds = C_MERGE, .help = "with --extract: the tall_masks merge's folder" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

@@ -46,6 +46,8 @@ typedef struct opts {
     const char *lora;
     float lora_scale;
     int lora_scale_set;
+    int extract, extract_set; /* merge: rebuild this task of a tall_masks merge ... */
+    const char *from;         /* ... written to this folder */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -95,5 +97,6 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o);
 int cmd_kvbench(sqz_ctx *ctx, const opts *o);
 int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
 int cmd_finetune(sqz_ctx *ctx, const opts *o);
+int cmd_merge(sqz_ctx *ctx, const opts *o);
 
 #endif

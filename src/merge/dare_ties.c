@@ -1,0 +1,18 @@
+/* dare_ties.c - DARE (Yu et al. 2024, arXiv 2311.03099) with TIES' sign consensus: random drop
+ * to density with 1/density rescaling, then the elected-sign sum of ties.c (normalize off by
+ * default, as mergekit's "dare_ties"). Seeded. */
+#include "merge/gta.h"
+
+static sqz_status run(sqz_ctx *ctx, const sqz_merge_job *job, float *out) {
+    return merge_gta(ctx, job, MERGE_SPARSE_RANDOM, 1, out);
+}
+
+const sqz_merge_method sqz_merge_dare_ties = {
+    .name = "dare_ties",
+    .help = "random drop to density, rescale, sign consensus; keys weight, density, lambda, normalize, rescale",
+    .takes_base = 1, .min_models = 1,
+    .params = SQZ_MP_BIT(SQZ_MP_WEIGHT) | SQZ_MP_BIT(SQZ_MP_LAMBDA) | SQZ_MP_BIT(SQZ_MP_NORMALIZE) | SQZ_MP_BIT(SQZ_MP_RESCALE) | SQZ_MP_BIT(SQZ_MP_INT8_MASK) | SQZ_MP_BIT(SQZ_MP_DENSITY),
+    .required = SQZ_MP_BIT(SQZ_MP_WEIGHT),
+    .defaults = { [SQZ_MP_DENSITY] = 1, [SQZ_MP_LAMBDA] = 1, [SQZ_MP_NORMALIZE] = 0, [SQZ_MP_RESCALE] = 1 },
+    .merge = run,
+};

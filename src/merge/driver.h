@@ -1,0 +1,61 @@
+/* driver.h - internal to src/merge: what the driver's two files share. inputs.c lists the
+ * tensors (HF names, in HF order), picks, loads and checks the inputs and reads each input's
+ * tensor as f32; merge.c resolves the parameters, runs the method and writes the output. */
+#ifndef SQZ_MERGE_DRIVER_H
+#define SQZ_MERGE_DRIVER_H
+
+#include <stddef.h>
+
+#include "io/safetensors.h"
+#include "merge/config.h"
+#include "merge/method.h"
+#include "model/model.h"
+
+typedef struct tensor_spec {
+    const char *name;  /* HF name after "model.layers.N." (per layer) or whole */
+    size_t at;         /* offsetof the sqz_tensor in sqz_layer_weights / sqz_model */
+    int rope;          /* 1: q (n_heads), 2: k (n_kv_heads): rows in RoPE pairs */
+    int is_vec;
+} tensor_spec;
+
+typedef struct out_tensor {
+    char name[96];
+    int layer;        /* -1 before the blocks, n_layers after */
+    const tensor_spec *spec;
+    size_t model_at;  /* for tensors outside the blocks: offsetof in sqz_model */
+    int64_t rows, cols;
+    double t;         /* layer position for gradients */
+} out_tensor;
+
+typedef struct merge_run {
+    sqz_ctx *ctx;
+    const merge_config *cfg;
+    const sqz_merge_method *method;
+    int n_in;          /* inputs: [0] the base when the method takes one */
+    char **paths;      /* [n_in] resolved paths */
+    int *entry;        /* [n_in] index in cfg->models, -1 for a base not listed there */
+    sqz_model **models;
+    out_tensor *list;
+    int n_list;
+    /* sqz_merge_extract: the task rebuilt (-1: a merge), and the tall_masks folder's file
+     * (input 1 is that folder's model, input 0 the base) */
+    int extract;
+    sqz_safetensors *mask_st;
+} merge_run;
+
+/* The view of tensor o in model m. */
+const sqz_tensor *merge_view_of(const sqz_model *m, const out_tensor *o);
+/* The tensors of m, HF names and order (embeddings, the blocks, final norm, lm_head unless
+ * tied); 0, or -1 when out of memory. */
+int merge_build_list(const sqz_model *m, out_tensor **out, int *n_out);
+/* A path as given when it exists, else relative to the config's folder (malloc'ed). */
+char *merge_resolve_path(const char *cfg_path, const char *p);
+/* r->paths / entry from the config: the base first (methods that take one), then the models. */
+sqz_status merge_pick_inputs(merge_run *r);
+/* Every input like input 0: architecture and sizes, computable tensor types, vocabulary. */
+sqz_status merge_check_inputs(merge_run *r);
+/* Input i's tensor o as f32 rows in HF's order into dst, its pages given back; 0, or -1 when
+ * out of memory. */
+int merge_load_slab(const merge_run *r, int i, const out_tensor *o, float *dst);
+
+#endif

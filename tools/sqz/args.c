@@ -16,7 +16,8 @@
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6,
-    C_ALL = (1 << 7) - 1
+    C_PRUNE = 1 << 7,
+    C_ALL = (1 << 8) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -39,6 +40,9 @@ static const cli_command commands[] = {
     { "kvcalib", cmd_kvcalib,
       "  kvcalib MODEL -f FILE -o OUT.kvproj the \"proj\" KV policy's projections (--kv\n"
       "                                      proj:file=OUT.kvproj,rank=R)\n" },
+    { "prune", cmd_prune,
+      "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
+      "                                      remove weights (dense file with zeros for now)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -124,23 +128,24 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_PRUNE,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE, .help = "tensor type or mix" },
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_PRUNE, .help = "tensor type or mix" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },
-    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE,
+    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_PRUNE,
       .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
               "gptq[:damp,act_order,alloc,windows], rsq[:damp,act_order,rmin,seed],\n"
               "decoupleq[:damp,fake] (2-bit type dq2, its default --type),\n"
-              "mixllm[:damp,act_order,frac]; the flags below are aliases" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB,
+              "mixllm[:damp,act_order,frac]; the flags below are aliases;\n"
+              "prune: magnitude, wanda, sparsegpt[:damp,block] (default sparsegpt)" },
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_PRUNE,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB,
+      .cmds = C_QUANTIZE | C_KVCALIB | C_PRUNE, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_PRUNE,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
@@ -161,6 +166,11 @@ static const option_row options[] = {
               "divergence within the bytes of the mix's own types (minutes)" },
     { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE,
       .help = "windows=N: --alloc's calibration windows the KLs are measured on (4)" },
+    { "--density", NULL, FLOAT(density, "D", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_PRUNE,
+      .help = "fraction of each block matrix's weights kept" },
+    { "--nm", NULL, STR(nm, "N:M"), .cmds = C_PRUNE, .help = "keep N of every M weights of a row (2:4, 4:8)" },
+    { "--levels", NULL, STR(levels, "JSON"), .cmds = C_PRUNE,
+      .help = "per-matrix levels {tensor name: density or \"N:M\"}" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

@@ -34,6 +34,7 @@ typedef struct opts {
     float mix_frac; /* mixllm: share of weights at 8 bits */
     int mix_frac_set;
     int alloc, alloc_windows; /* quantize: types by measured KL for the mix's bytes */
+    float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -79,5 +80,6 @@ int cmd_convert(sqz_ctx *ctx, const opts *o);
 int cmd_quantize(sqz_ctx *ctx, const opts *o);
 int cmd_kvbench(sqz_ctx *ctx, const opts *o);
 int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
+int cmd_prune(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "sqz.h"
 #include "test.h"
@@ -136,6 +137,71 @@ int main(void) {
     int nm_ok, embd_same;
     CHECK(file_zeros(ctx, nmp, m, &lo, &hi, &nm_ok, &embd_same) == 35 && nm_ok && embd_same,
           "2:4: every group of four holds two zeros");
+    /* sp8: the same pruned weights as sparse int8 in sqzf; the file loads, holds sp8 matrices
+     * whose stored rows have exactly the pruned zeros, runs, and scores as the f32 file does
+     * (int8 rounding aside) */
+    {
+        char spp[600];
+        snprintf(spp, sizeof spp, "%s/mag.sqzf", dir);
+        sqz_prune_opts os = { .method = "magnitude", .density = 0.5, .type = "sp8" };
+        sqz_prune_result rs;
+        CHECK(sqz_prune(ctx, m, spp, &os, &rs) == SQZ_OK, "magnitude 50%% to sp8 (%s)", sqz_ctx_error(ctx));
+        sqz_model *sm = NULL, *fm = NULL;
+        CHECK(sqz_model_load(ctx, spp, NULL, &sm) == SQZ_OK && sqz_model_load(ctx, out[0], NULL, &fm) == SQZ_OK,
+              "the sqzf loads (%s)", sqz_ctx_error(ctx));
+        if (sm && fm) {
+            int n_sp8 = 0, zeros_same = 1, close = 1, mv_ok = 1;
+            float *a = malloc(256 * sizeof *a), *b = malloc(256 * sizeof *b), *x = malloc(256 * sizeof *x);
+            float *y = malloc(256 * sizeof *y), *yr = malloc(256 * sizeof *yr);
+            for (int j = 0; j < 256; j++) x[j] = sinf(0.37f * (float)j);
+            for (int l = 0; l < sm->cfg.n_layers; l++) {
+                const sqz_tensor *ts[7] = { &sm->layers[l].wq, &sm->layers[l].wk, &sm->layers[l].wv, &sm->layers[l].wo,
+                                            &sm->layers[l].w_gate, &sm->layers[l].w_up, &sm->layers[l].w_down };
+                const sqz_tensor *tf[7] = { &fm->layers[l].wq, &fm->layers[l].wk, &fm->layers[l].wv, &fm->layers[l].wo,
+                                            &fm->layers[l].w_gate, &fm->layers[l].w_up, &fm->layers[l].w_down };
+                for (int k = 0; k < 7; k++) {
+                    if (ts[k]->type != SQZ_TYPE_SP8) continue;
+                    n_sp8++;
+                    float amax = 0;
+                    for (int64_t r = 0; r < ts[k]->rows; r++) {
+                        sqz_tensor_row_f32(ts[k], r, a);
+                        sqz_tensor_row_f32(tf[k], r, b);
+                        for (int64_t j = 0; j < ts[k]->cols; j++) {
+                            zeros_same &= (a[j] == 0) == (b[j] == 0);
+                            amax = fmaxf(amax, fabsf(b[j]));
+                        }
+                        for (int64_t j = 0; j < ts[k]->cols; j++) close &= fabsf(a[j] - b[j]) <= amax / 127;
+                    }
+                    /* the model's product (decode path) against dense math on the stored rows: apart
+                     * from f32 rounding they differ by x's Q8_0 rounding, at most half a step
+                     * (block amax / 127) per element: |y - y_ref| <= sum_j |w_j| amax_b(j) / 254 */
+                    sqz_matvec(ts[k], x, y, 2);
+                    sqz_matmul_ref(ts[k], x, 1, yr);
+                    for (int64_t r = 0; r < ts[k]->rows; r++) {
+                        sqz_tensor_row_f32(ts[k], r, a);
+                        double bound = 1e-5;
+                        for (int64_t j0 = 0; j0 < ts[k]->cols; j0 += 32) {
+                            float xa = 0;
+                            for (int q = 0; q < 32; q++) xa = fmaxf(xa, fabsf(x[j0 + q]));
+                            for (int q = 0; q < 32; q++) bound += fabsf(a[j0 + q]) * xa / 254 * 1.001;
+                        }
+                        mv_ok &= fabs((double)y[r] - yr[r]) <= bound;
+                    }
+                }
+            }
+            CHECK(n_sp8 == 30, "30 block matrices are sp8 (%d; ffn_down's rows of 172 are not a multiple of 32)", n_sp8);
+            CHECK(zeros_same, "sp8 rows: zeros exactly where the f32 file's are");
+            CHECK(close, "sp8 rows: the kept weights within one int8 step of the f32 file's");
+            CHECK(mv_ok, "sp8 matvec = dense math on the stored weights, up to x's Q8_0 rounding (a per-row bound)");
+            free(a), free(b), free(x), free(y), free(yr);
+        }
+        sqz_model_free(sm);
+        sqz_model_free(fm);
+        const double p_sp = file_ppl(ctx, spp, ids, half);
+        CHECK(p_sp > 0 && fabs(p_sp - ppl[0]) < 0.02 * ppl[0], "sp8 held-out ppl %.4f within 2%% of the f32 file's %.4f",
+              p_sp, ppl[0]);
+        unlink(spp);
+    }
     /* per-matrix levels: one matrix at 0.25, one 2:4, the rest dense */
     char lvp[600];
     snprintf(lvp, sizeof lvp, "%s/levels.json", dir);

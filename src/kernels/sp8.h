@@ -30,4 +30,7 @@ sqz_sp8_matvec_fn sqz_sp8_matvec_get(sqz_isa isa);
 void sqz_sp8_matvec(const sqz_sp8_tensor *m, int64_t rows, int64_t cols, const float *x, void *xq, float *y,
                     int n_threads);
 
+/* The whole-matrix operations of SQZ_TYPE_SP8 (kernels.h), in the reference tier's row. */
+extern const sqz_matrix_ops sqz_sp8_matrix_ops;
+
 #endif

@@ -12,16 +12,19 @@
  *      ||(W - P) X|| / ||W X|| = sqrt(tr(E H E^T) / tr(W H W^T)) is reported;
  *   3. X runs through the pruned layer: the next layer's input (SparseGPT's and Wanda's order).
  * Without: each matrix is pruned alone (magnitude).
- * The pruned model (the original's views, the pruned matrices as f32 copies it owns) is written
- * by sqz_convert. Peak memory: the pruned matrices in f32, the calibration activations, one
- * layer's statistics. */
+ * The pruned model (the original's views, the pruned matrices as f32 copies it owns, or with
+ * type sp8 as sparse int8 matrices, formats/sp8.h) is written by sqz_convert (sp8: to sqzf).
+ * Peak memory: the pruned matrices (f32 or sp8), the calibration activations, one layer's
+ * statistics. */
 #include <cblas.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "eval/calib_pass.h"
+#include "formats/sp8.h"
 #include "model/model.h"
 #include "model/session.h"
 #include "prune/levels.h"
@@ -125,6 +128,7 @@ typedef struct prune_run {
     const sqz_prune_level *lv; /* [L][N_MATS] */
     site_stats *site;          /* [SQZ_N_SITES], NULL without calibration */
     sqz_prune_result *r;
+    int sp8;                   /* write the pruned matrices as sp8 */
     double err_sum;
     int n_err;
 } prune_run;
@@ -175,6 +179,24 @@ static sqz_status prune_layer(prune_run *p, int l) {
         }
         free(W0);
         if (p->o->report) p->o->report(p->o->report_user, name, label, e);
+        if (p->sp8 && cols % SQZ_SP8_BLOCK == 0) { /* the sparse int8 format (formats/sp8.h) */
+            sqz_sp8_tensor *sp = sqz_model_own(p->qm, calloc(1, sizeof *sp));
+            uint64_t *off = sqz_model_own(p->qm, malloc((size_t)(rows + 1) * sizeof *off));
+            uint8_t *data = NULL;
+            if (sp && off) {
+                sqz_sp8_pack(P, rows, cols, off, NULL);
+                data = sqz_model_own(p->qm, malloc(off[rows] ? off[rows] : 1));
+            }
+            if (!data) {
+                free(P);
+                return sqz_fail(p->ctx, SQZ_ERR_NOMEM, "out of memory packing %s", name);
+            }
+            sqz_sp8_pack(P, rows, cols, off, data);
+            free(P);
+            *sp = (sqz_sp8_tensor){ off, data };
+            *t = (sqz_tensor){ .type = SQZ_TYPE_SP8, .rows = rows, .cols = cols, .data = sp };
+            continue;
+        }
         if (!sqz_model_own(p->qm, P)) return sqz_fail(p->ctx, SQZ_ERR_NOMEM, "out of memory");
         *t = (sqz_tensor){ .type = SQZ_TYPE_F32, .rows = rows, .cols = cols, .data = P };
     }
@@ -292,10 +314,12 @@ sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
     qm->layers = malloc((size_t)L * sizeof *qm->layers);
     if (!qm->layers) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }
     memcpy(qm->layers, model->layers, (size_t)L * sizeof *qm->layers);
-    prune_run p = { .ctx = ctx, .o = o, .pruner = pruner, .state = state, .qm = qm, .lv = lv, .r = &r };
+    const int sp8 = o->type && !strcasecmp(o->type, "sp8");
+    prune_run p = { .ctx = ctx, .o = o, .pruner = pruner, .state = state, .qm = qm, .lv = lv, .r = &r, .sp8 = sp8 };
     if ((st = prune_layers(&p, model, have_calib))) goto done;
     r.mean_rel_err = p.n_err ? p.err_sum / p.n_err : -1;
-    const sqz_convert_opts co = { .type = o->type ? o->type : "f16", .pure = 1 };
+    /* sp8: the pruned matrices stay sp8 (sqzf); the rest (embeddings, head) is q8_0 */
+    const sqz_convert_opts co = { .type = sp8 ? "q8_0" : o->type ? o->type : "f16", .pure = 1 };
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
 done:
     if (qm) {

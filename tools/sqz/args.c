@@ -42,7 +42,8 @@ static const cli_command commands[] = {
       "                                      proj:file=OUT.kvproj,rank=R)\n" },
     { "prune", cmd_prune,
       "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
-      "                                      remove weights (dense file with zeros for now)\n" },
+      "                                      remove weights (--type sp8: sparse int8 in sqzf;\n"
+      "                                      else a dense GGUF holding the zeros, default f16)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 

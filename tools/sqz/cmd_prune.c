@@ -1,7 +1,8 @@
 /* cmd_prune.c - sqz prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt[:k=v,..]
  * --density D | --nm N:M | --levels JSON [--calib FILE --calib-tokens N --calib-ctx N]
  * [--type T]: removes weights of the block matrices (include/sqz.h, sqz_prune), with a
- * per-matrix report. The file is dense for now: the pruned weights are stored as zeros. */
+ * per-matrix report. --type sp8 stores the pruned matrices as sqz's sparse int8 format in sqzf
+ * (docs/sparse.md; the rest q8_0); any other type writes a dense GGUF with the zeros stored. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,9 +102,11 @@ int cmd_prune(sqz_ctx *ctx, const opts *o) {
         cJSON_AddItemToObject(j, "tensors", rep.rows);
         cli_print_json(j);
     } else {
-        fprintf(stderr, "sqz: wrote %s: %.2f MB (dense, %s); %.1f%% of the block weights removed; %zu calibration "
+        const int sp8 = o->type && !strcmp(o->type, "sp8");
+        fprintf(stderr, "sqz: wrote %s: %.2f MB (%s); %.1f%% of the block weights removed; %zu calibration "
                         "tokens, statistics %.1f s, pruning %.1f s",
-                o->out, (double)r.convert.file_bytes / 1e6, o->type ? o->type : "f16", 100 * frac, r.calib_tokens,
+                o->out, (double)r.convert.file_bytes / 1e6,
+                sp8 ? "sparse sp8 in sqzf, the rest q8_0" : o->type ? o->type : "dense f16", 100 * frac, r.calib_tokens,
                 r.calib_seconds, r.prune_seconds);
         if (r.mean_rel_err >= 0) fprintf(stderr, "; mean rel. error %.4f", r.mean_rel_err);
         fprintf(stderr, "; peak RSS %.0f MiB\n", cli_peak_rss_mib());

@@ -89,6 +89,36 @@ int main(void) {
         } else {
             SKIP("no AVX512-VBMI2 on this CPU");
         }
+        if (sqz_sp8_has_vbmi2()) {
+            int same = 1;
+            float *V = malloc((size_t)cols * sizeof *V);
+            for (int r = 0; r < rows; r++) {
+                sqz_sp8_unpack_row_vbmi2(data + off[r], cols, V);
+                same &= !memcmp(V, U + (size_t)r * cols, (size_t)cols * sizeof *V);
+            }
+            free(V);
+            CHECK(same, "density %.1f: the VBMI2 unpack = the reference's floats", dens[di]);
+        }
+        { /* whole-matrix products through matmul.c (the type's ops): 1 token (quantized), 40
+           * (unpacked panels) against the yardstick (f32 dense dot of the stored weights) */
+            enum { T = 40 };
+            const sqz_tensor t = { .type = SQZ_TYPE_SP8, .rows = rows, .cols = cols, .data = &m };
+            float *X = malloc((size_t)T * cols * sizeof *X), *Y = malloc((size_t)T * rows * sizeof *Y);
+            float *YR = malloc((size_t)T * rows * sizeof *YR);
+            for (int i = 0; i < T * cols; i++) X[i] = (float)(urand() * 2 - 1);
+            sqz_matmul(&t, X, T, Y, 2);
+            sqz_matmul_ref(&t, X, T, YR);
+            int ok = 1;
+            for (int i = 0; i < T * rows; i++) ok &= fabsf(Y[i] - YR[i]) <= 1e-4f * (fabsf(YR[i]) + 1);
+            CHECK(ok, "density %.1f: sqz_matmul of %d tokens (panels) = the f32 yardstick", dens[di], T);
+            sqz_matmul(&t, X, 1, Y, 2);
+            double worst = 0;
+            for (int r = 0; r < rows; r++) worst = fmax(worst, fabs(Y[r] - YR[r]) / (fabs(YR[r]) + 1));
+            CHECK(worst < 0.05, "density %.1f: one token (Q8_0 activations) within %.3f of it", dens[di], worst);
+            CHECK(sqz_matvec_rows_in_place(&t) && sqz_act_bytes(SQZ_TYPE_SP8, cols) == (size_t)cols / 32 * 34,
+                  "the type's ops: rows in place, Q8_0 activations");
+            free(X), free(Y), free(YR);
+        }
         void *scratch = malloc(sizeof xq);
         sqz_sp8_matvec(&m, rows, cols, x, scratch, y_mt, 3);
         int mt_ok = 1;

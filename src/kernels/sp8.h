@@ -18,6 +18,9 @@ typedef void (*sqz_sp8_matvec_fn)(const sqz_sp8_tensor *m, int64_t cols, const v
 void sqz_sp8_matvec_ref(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
 void sqz_sp8_matvec_vbmi2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
 
+/* sqz_sp8_unpack_row (formats/sp8.h) with vpexpandb, the same floats (prefill's panels). */
+void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst);
+
 /* 1 if this CPU has AVX512-VBMI2 (and the AVX-512 tier's other features: sqz_isa_best). */
 int sqz_sp8_has_vbmi2(void);
 

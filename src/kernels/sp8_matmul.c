@@ -2,14 +2,18 @@
  * choice of tier, the threaded matrix-vector product, and the whole-matrix operations
  * (kernels.h: sqz_matrix_ops) through which matmul.c and the session run it. Decode and small
  * batches (T <= QMATVEC_MAX_T) quantize each token to Q8_0 once and stream the matrix once per
- * token; prefill unpacks panels of rows to f32 and multiplies them with sgemm. */
+ * token; larger batches unpack panels of rows to f32 (vpexpandb where the CPU has it) and
+ * multiply them with sqz's AVX-512 panel product (or OpenBLAS's sgemm), as matmul.c does. */
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 
 #include "kernels/sp8.h"
 
-enum { PANEL = 64, QMATVEC_MAX_T = 32 };
+/* Up to QMATVEC_MAX_T tokens each streams the whole matrix through the quantized kernel; the
+ * unpacked panels pay from a few tokens on (measured on sqz-llama-26m: 32-token batches through
+ * the quantized kernel ran prefill at decode's speed). */
+enum { PANEL = 64, QMATVEC_MAX_T = 4 };
 
 int sqz_sp8_has_vbmi2(void) {
     return sqz_isa_best() == SQZ_ISA_AVX512 && __builtin_cpu_supports("avx512vbmi2");
@@ -64,21 +68,31 @@ static int matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_th
         return 0;
     }
     const int64_t n_panels = (N + PANEL - 1) / PANEL;
+    const sqz_isa isa = sqz_isa_best();
+    const int vbmi2 = sqz_sp8_has_vbmi2();
     int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
     {
         float *panel = malloc((size_t)PANEL * (size_t)K * sizeof(float));
-        failed = !panel;
+        float *strip = isa == SQZ_ISA_AVX512 ? aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63)
+                                             : NULL;
+        failed = !panel || (isa == SQZ_ISA_AVX512 && !strip);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < n_panels; p++) {
-            if (!panel) continue;
+            if (failed) continue;
             const int64_t r0 = p * PANEL, nr = N - r0 < PANEL ? N - r0 : PANEL;
-            for (int64_t r = 0; r < nr; r++)
-                sqz_sp8_unpack_row(m->data + m->row_off[r0 + r], K, panel + (size_t)r * K);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)K, 1.0f, x, (int)K, panel, (int)K,
-                        0.0f, y + r0, (int)N);
+            for (int64_t r = 0; r < nr; r++) {
+                const uint8_t *row = m->data + m->row_off[r0 + r];
+                if (vbmi2) sqz_sp8_unpack_row_vbmi2(row, K, panel + (size_t)r * K);
+                else sqz_sp8_unpack_row(row, K, panel + (size_t)r * K);
+            }
+            if (strip) sqz_sgemm_panel_avx512(T, (int)nr, K, x, panel, y + r0, (size_t)N, strip);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)K, 1.0f, x, (int)K, panel,
+                            (int)K, 0.0f, y + r0, (int)N);
         }
         free(panel);
+        free(strip);
     }
     return failed ? -1 : 0;
 }

@@ -40,6 +40,24 @@ static inline float hsum(__m256 acc) {
     return _mm_cvtss_f32(s);
 }
 
+void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n; b += SQZ_SP8_BLOCK) {
+        uint32_t mask;
+        uint16_t dh;
+        memcpy(&mask, p, 4);
+        memcpy(&dh, p + 4, 2);
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(dh));
+        /* the memory form: reads only the kept bytes (the row's end is not known here) */
+        const __m256i w = _mm256_maskz_expandloadu_epi8(mask, p + SQZ_SP8_HEAD);
+        p += SQZ_SP8_HEAD + __builtin_popcount(mask);
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(w)));
+        const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(w, 1)));
+        _mm512_storeu_ps(dst + b, _mm512_mul_ps(lo, d));
+        _mm512_storeu_ps(dst + b + 16, _mm512_mul_ps(hi, d));
+    }
+}
+
 void sqz_sp8_matvec_vbmi2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1) {
     const block_q8_0 *a = xq;
     const int64_t nb = cols / SQZ_SP8_BLOCK;

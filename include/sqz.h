@@ -404,8 +404,12 @@ typedef struct sqz_prune_opts {
      * above, or none (not pruned) when density is 0 and nm_n is 0. NULL: none. A name that is
      * not a block matrix of the model is an error. */
     const char *levels;
-    const char *type;      /* the written type of every 2-D weight (sqz_convert_opts.type, pure);
-                            * NULL: "f16". The pruned zeros stay exact zeros in every type. */
+    /* "sp8": the pruned matrices in sqz's sparse int8 format (docs/sparse.md: a u32 mask, an f16
+     * scale and the packed i8 nonzeros per 32 weights), written to sqzf, the other weights q8_0
+     * (a matrix whose rows are not a multiple of 32 stays dense). Else the written type of every
+     * 2-D weight (sqz_convert_opts.type, pure), a dense GGUF; NULL: "f16". The pruned zeros stay
+     * exact zeros in every type. */
+    const char *type;
     const int32_t *calib;  /* calibration tokens (wanda, sparsegpt; magnitude ignores them) */
     size_t n_calib;
     int calib_ctx;         /* tokens per calibration window (<= 0: 512) */
@@ -426,9 +430,9 @@ typedef struct sqz_prune_result {
 
 /* Prunes model's block matrices layer by layer (with calibration: each layer's statistics come
  * from the outputs of the layers before it, already pruned, as SparseGPT and Wanda do) and
- * writes the result as a GGUF file of opts->type (dense: the pruned weights are stored as
- * zeros), to a temporary name renamed at the end. Errors: SQZ_ERR_ARG for an unknown method or
- * parameter, a level out of range (density outside (0, 1), N:M not dividing a row), a levels
+ * writes the result (opts->type: sp8 to sqzf, else a dense GGUF holding the zeros) to a
+ * temporary name renamed at the end. Errors: SQZ_ERR_ARG for an unknown method, parameter or
+ * type, a level out of range (density outside (0, 1), N:M not dividing a row), a levels
  * file that is not a JSON object of levels or names a tensor that is not a block matrix, a
  * method that needs calibration without enough tokens for one window; I/O and memory errors. */
 sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_prune_opts *opts,

@@ -235,6 +235,7 @@ int main(void) {
         { { .method = "obs", .density = 0.5 }, "unknown pruning method" },
         { { .method = "sparsegpt:block=0", .density = 0.5 }, "block" },
         { { .method = "magnitude", .density = 0.5, .levels = "/nonexistent/levels.json" }, "cannot open" },
+        { { .method = "magnitude", .density = 0.5, .type = "q9_9" }, "unknown type" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const sqz_status st = sqz_prune(ctx, m, bad, &cases[i].o, NULL);

@@ -24,6 +24,7 @@
 #include <strings.h>
 
 #include "eval/calib_pass.h"
+#include "formats/presets.h"
 #include "formats/sp8.h"
 #include "model/model.h"
 #include "model/session.h"
@@ -289,6 +290,10 @@ sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
     } else if (!o->levels) {
         return sqz_fail(ctx, SQZ_ERR_ARG, "prune: a density, N:M or a levels file is required");
     }
+    sqz_preset preset; /* the output type, checked before any work */
+    if (o->type && strcasecmp(o->type, "sp8") && sqz_preset_find(o->type, 1, &preset) != 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: unknown type '%s' (sp8, or a type of sqz convert: %s)", out_path,
+                        o->type, sqz_preset_names());
     const sqz_pruner *pruner;
     void *state;
     sqz_status st = sqz_pruner_open(ctx, o->method, &pruner, &state);

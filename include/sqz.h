@@ -410,7 +410,8 @@ typedef struct sqz_prune_opts {
      * 2-D weight (sqz_convert_opts.type, pure), a dense GGUF; NULL: "f16". The pruned zeros stay
      * exact zeros in every type. */
     const char *type;
-    const int32_t *calib;  /* calibration tokens (wanda, sparsegpt; magnitude ignores them) */
+    const int32_t *calib;  /* calibration tokens (wanda, sparsegpt; with magnitude they only give
+                            * the error report) */
     size_t n_calib;
     int calib_ctx;         /* tokens per calibration window (<= 0: 512) */
     /* per pruned matrix: its name, its level ("0.5", "2:4") and ||(W - P) X|| / ||W X|| on the

@@ -49,6 +49,8 @@ static int params(void *state, sqz_param *p) {
 static sqz_status prune(void *state, sqz_ctx *ctx, float *W, int64_t rows, int64_t cols, const double *H,
                         const sqz_prune_level *lv) {
     const sgpt_state *s = state;
+    if (lv->n > 0 && lv->m > 64) /* sqz_prune_level_check's bound; the group's scores live on the stack */
+        return sqz_fail(ctx, SQZ_ERR_ARG, "sparsegpt: N:M with M = %d > 64", lv->m);
     int64_t Bs = s->block;
     if (lv->n > 0) Bs = Bs < lv->m ? lv->m : Bs / lv->m * lv->m; /* N:M groups never straddle two blocks */
     if (Bs > cols) Bs = cols;
@@ -101,7 +103,6 @@ static sqz_status prune(void *state, sqz_ctx *ctx, float *W, int64_t rows, int64
                 const int64_t c = i1 + i;
                 const float *u = U + (size_t)c * cols; /* row c of U */
                 if (lv->n > 0 && i % lv->m == 0) {
-                    /* m <= 64 is checked by the driver (sqz_prune_level_check + pruners.c) */
                     for (int j = 0; j < lv->m; j++) {
                         const float d = U[(size_t)(c + j) * cols + c + j];
                         sc[j] = w[c + j] * w[c + j] / (d * d);

@@ -502,6 +502,70 @@ const char *sqz_merge_method_name(int i);
 const char *sqz_merge_method_help(int i);
 
 /* ================================================================ end of merging */
+/* ================================================================ pruning (issue 17)
+ * Removes weights of the block matrices (attn_q/k/v/output, ffn_gate/up/down); the token
+ * embedding and the output head are never pruned. A level is a density (the fraction of a
+ * matrix's weights kept, in (0, 1]) or N:M (n of every m consecutive weights of each row kept,
+ * 0 < n < m <= 64, m dividing the row: 2:4, 4:8). */
+
+typedef struct sqz_prune_opts {
+    /* "NAME" or "NAME:key=value,...":
+     *   magnitude  smallest |W| per matrix (N:M: per group of a row); no calibration
+     *   wanda      smallest |W_ij| * ||X_j||_2 per output row (Sun et al. 2023); calibration
+     *   sparsegpt  OBS column blocks with weight updates (Frantar & Alistarh 2023) from the
+     *              damped Hessian; damp=D (percdamp, default 0.01), block=B (columns per block
+     *              and lazy batch, default 128); calibration
+     * sqz_pruner_name/help list them. */
+    const char *method;
+    double density;        /* the level of every block matrix (0 with nm_n > 0, or with levels) */
+    int nm_n, nm_m;        /* N:M instead of a density (nm_n > 0) */
+    /* Path of a JSON object {tensor name: level} (e.g. {"blk.0.attn_q.weight": 0.6,
+     * "blk.0.ffn_up.weight": "2:4"}): those matrices get their own level; the others the one
+     * above, or none (not pruned) when density is 0 and nm_n is 0. NULL: none. A name that is
+     * not a block matrix of the model is an error. */
+    const char *levels;
+    /* "sp8": the pruned matrices in sqz's sparse int8 format (docs/sparse.md: a u32 mask, an f16
+     * scale and the packed i8 nonzeros per 32 weights), written to sqzf, the other weights q8_0
+     * (a matrix whose rows are not a multiple of 32 stays dense). Else the written type of every
+     * 2-D weight (sqz_convert_opts.type, pure), a dense GGUF; NULL: "f16". The pruned zeros stay
+     * exact zeros in every type. */
+    const char *type;
+    const int32_t *calib;  /* calibration tokens (wanda, sparsegpt; with magnitude they only give
+                            * the error report) */
+    size_t n_calib;
+    int calib_ctx;         /* tokens per calibration window (<= 0: 512) */
+    /* per pruned matrix: its name, its level ("0.5", "2:4") and ||(W - P) X|| / ||W X|| on the
+     * calibration data (-1 without calibration) */
+    sqz_tensor_report_fn report;
+    void *report_user;
+} sqz_prune_opts;
+
+typedef struct sqz_prune_result {
+    sqz_convert_result convert;
+    uint64_t block_params;  /* weights of the block matrices */
+    uint64_t pruned;        /* of those, removed (exact zeros) */
+    size_t calib_tokens;
+    double calib_seconds, prune_seconds;
+    double mean_rel_err;    /* over the pruned matrices (-1 without calibration) */
+} sqz_prune_result;
+
+/* Prunes model's block matrices layer by layer (with calibration: each layer's statistics come
+ * from the outputs of the layers before it, already pruned, as SparseGPT and Wanda do) and
+ * writes the result (opts->type: sp8 to sqzf, else a dense GGUF holding the zeros) to a
+ * temporary name renamed at the end. Errors: SQZ_ERR_ARG for an unknown method, parameter or
+ * type, a level out of range (density outside (0, 1), N:M not dividing a row), a levels
+ * file that is not a JSON object of levels or names a tensor that is not a block matrix, a
+ * method that needs calibration without enough tokens for one window; I/O and memory errors. */
+sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_prune_opts *opts,
+                     sqz_prune_result *result);
+
+/* The pruning methods, i = 0, 1, ... until NULL. */
+const char *sqz_pruner_name(int i);
+const char *sqz_pruner_help(int i);
+/* 1 if the method of spec needs calibration text, 0 if not, -1 for an unknown method. */
+int sqz_pruner_needs_calib(const char *spec);
+
+/* ================================================================ end of pruning (issue 17) */
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,7 @@
 #include "formats/dq2.h"
 #include "formats/mx.h" /* sqz's own types' rows */
 #include "formats/quant.h" /* the quantized types' rows below */
+#include "formats/sp8.h"
 
 #include <string.h>
 
@@ -160,6 +161,10 @@ static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] =
         .act_type = SQZ_TYPE_Q8_K },
     [SQZ_TYPE_IQ4_XSX16 - SQZ_TYPE_SQZ_FIRST] = { .name = "iq4_xsx16", .block_size = 256, .type_size = 0,
         .act_type = SQZ_TYPE_Q8_K },
+    /* a whole sparse matrix (sp8.h): rows of varying bytes, no row layout; its products take
+     * x as Q8_0 blocks (kernels/sp8.h) */
+    [SQZ_TYPE_SP8 - SQZ_TYPE_SQZ_FIRST] = { .name = "sp8", .block_size = SQZ_SP8_BLOCK, .type_size = 0,
+        .act_type = SQZ_TYPE_Q8_0 },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {
@@ -171,7 +176,7 @@ const sqz_type_traits *sqz_type_get(int t) {
 
 int sqz_type_usable(int t) {
     const sqz_type_traits *tr = sqz_type_get(t);
-    return t == SQZ_TYPE_MIXLLM || (tr && tr->to_float);
+    return t == SQZ_TYPE_MIXLLM || t == SQZ_TYPE_SP8 || (tr && tr->to_float);
 }
 
 int sqz_type_has_layout(int t) {
@@ -197,6 +202,10 @@ size_t sqz_tensor_nbytes(const sqz_tensor *t) {
                (size_t)(t->rows - m->n8) * sqz_type_row_size(m->lo_type, t->cols) +
                (size_t)t->rows * sizeof(int32_t);
     }
+    if (t->type == SQZ_TYPE_SP8) {
+        const sqz_sp8_tensor *s = t->data;
+        return (size_t)s->row_off[t->rows] + (size_t)(t->rows + 1) * sizeof *s->row_off;
+    }
     return (size_t)t->rows * sqz_type_row_size(t->type, t->cols);
 }
 
@@ -210,6 +219,11 @@ void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out) {
         else
             sqz_type_get(m->lo_type)->to_float((const char *)m->lo + (size_t)(i - m->n8) *
                                                sqz_type_row_size(m->lo_type, t->cols), out, t->cols);
+        return;
+    }
+    if (t->type == SQZ_TYPE_SP8) {
+        const sqz_sp8_tensor *s = t->data;
+        sqz_sp8_unpack_row(s->data + s->row_off[r], t->cols, out);
         return;
     }
     const sqz_type_traits *tr = sqz_type_get(t->type);

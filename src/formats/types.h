@@ -52,6 +52,11 @@ typedef enum sqz_type {
     SQZ_TYPE_Q2_KX16 = 1038,
     SQZ_TYPE_Q3_KX16 = 1039,
     SQZ_TYPE_IQ4_XSX16 = 1040,
+    /* In memory: a pruned matrix in sqz's sparse int8 format (formats/sp8.h: per 32 weights a
+     * u32 mask, an f16 scale and the packed i8 nonzeros; per-row offsets); its sqz_tensor.data
+     * points to a sqz_sp8_tensor. In sqzf: NAME.sp8_off (i64 [rows + 1]) and NAME.sp8_data
+     * (i8 [bytes]), docs/sparse.md. */
+    SQZ_TYPE_SP8 = 1041,
     SQZ_TYPE_SQZ_END = 1056 /* end of the second table */
 } sqz_type;
 
@@ -113,6 +118,9 @@ typedef struct sqz_mix_tensor {
 #define SQZ_MIX_SUFFIX_PERM ".mix_perm"
 #define SQZ_MIX_SUFFIX_HI ".mix_hi"
 #define SQZ_MIX_SUFFIX_LO ".mix_lo"
+/* In sqzf files a sparse int8 matrix NAME is two tensors: NAME.sp8_off, NAME.sp8_data. */
+#define SQZ_SP8_SUFFIX_OFF ".sp8_off"
+#define SQZ_SP8_SUFFIX_DATA ".sp8_data"
 
 /* Bytes of t's data (any type, SQZ_TYPE_MIXLLM included: its two parts and the map). */
 size_t sqz_tensor_nbytes(const sqz_tensor *t);

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "kernels/mix.h"
+#include "kernels/sp8.h"
 #include "kernels/x16.h"
 #include "kernels/qdot.h"
 #include "kernels/qdot_dq2.h"
@@ -372,6 +373,8 @@ const sqz_kernel_row sqz_kernels_ref[SQZ_TYPE_SLOTS] = {
     [SQZ_TYPE_SLOT(SQZ_TYPE_MX3)] = { .vec_dot_q = sqz_mx3_dot_mxa_ref },
     /* the mixed matrix: its own whole-matrix products (mix_matmul.c) */
     [SQZ_TYPE_SLOT(SQZ_TYPE_MIXLLM)] = { .matrix = &sqz_mix_matrix_ops },
+    /* sqz's sparse int8 matrix: its own products (sp8_matmul.c) */
+    [SQZ_TYPE_SLOT(SQZ_TYPE_SP8)] = { .matrix = &sqz_sp8_matrix_ops },
     /* Q4_0 / Q8_0 repacked in 16-row groups: whole-matrix products (x16.c) */
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_0X16)] = { .matrix = &sqz_x16_matrix_ops },
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_0X16)] = { .matrix = &sqz_x16_matrix_ops },

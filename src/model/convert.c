@@ -39,6 +39,7 @@
 #include "model/model.h"
 #include "tokenizer/impl.h"
 #include "formats/presets.h"
+#include "formats/sp8.h"
 #include "formats/quant.h"
 
 #define CHUNK_ELEMS (1 << 16) /* f32 elements one work item converts at a time */
@@ -58,6 +59,7 @@ typedef struct out_tensor {
     sqz_type type;         /* the type written */
     int fallback;          /* the type is llama.cpp's fallback for an awkward row length */
     int32_t *perm;         /* a mixllm matrix: its row map, written as NAME.mix_perm */
+    uint64_t *sp_off;      /* an sp8 matrix: its row offsets in the written row order */
 } out_tensor;
 
 typedef struct out_list {
@@ -286,6 +288,51 @@ static sqz_status declare_mixed(sqz_ctx *ctx, sqz_gguf_writer *w, const char *ou
     return SQZ_OK;
 }
 
+/* A sparse int8 matrix (SQZ_TYPE_SP8) goes to sqzf as NAME.sp8_off (i64 [rows + 1]) and
+ * NAME.sp8_data (i8 [bytes]), docs/sparse.md. A RoPE permutation moves whole rows: written row
+ * r is stored row rope_src_row(r), so the offsets are those of the rows in the written order
+ * (computed here; write_sp8 writes the rows in that order). */
+static sqz_status declare_sp8(sqz_ctx *ctx, sqz_gguf_writer *w, const char *out_path, out_tensor *t,
+                              uint64_t *data_bytes) {
+    const sqz_tensor *s = t->src;
+    const sqz_sp8_tensor *sp = s->data;
+    const int64_t rows = s->rows, hd = t->rope_heads > 0 ? rows / t->rope_heads : 0;
+    uint64_t *off = malloc((size_t)(rows + 1) * sizeof *off);
+    if (!off) return out_of_memory(ctx, out_path, t);
+    off[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t sr = hd ? rope_src_row(r, hd) : r;
+        off[r + 1] = off[r] + (sp->row_off[sr + 1] - sp->row_off[sr]);
+    }
+    t->sp_off = off;
+    char name[96];
+    size_t nb;
+    int64_t ne[1] = { rows + 1 };
+    snprintf(name, sizeof name, "%s%s", t->name, SQZ_SP8_SUFFIX_OFF);
+    sqz_status st = sqz_gguf_writer_declare_tensor(w, name, 1, ne, 27 /* ggml i64 */, &nb);
+    if (st) return st;
+    *data_bytes += nb;
+    ne[0] = (int64_t)off[rows];
+    snprintf(name, sizeof name, "%s%s", t->name, SQZ_SP8_SUFFIX_DATA);
+    if ((st = sqz_gguf_writer_declare_tensor(w, name, 1, ne, 24 /* ggml i8 */, &nb))) return st;
+    *data_bytes += nb;
+    return SQZ_OK;
+}
+
+static sqz_status write_sp8(sqz_gguf_writer *w, const sqz_model *m, const out_tensor *t) {
+    const sqz_tensor *s = t->src;
+    const sqz_sp8_tensor *sp = s->data;
+    const int64_t rows = s->rows, hd = t->rope_heads > 0 ? rows / t->rope_heads : 0;
+    sqz_status st = sqz_gguf_writer_put(w, t->sp_off, (size_t)(rows + 1) * sizeof *t->sp_off);
+    for (int64_t r = 0; r < rows && !st; r++) {
+        const int64_t sr = hd ? rope_src_row(r, hd) : r;
+        const void *p = sp->data + sp->row_off[sr];
+        const size_t n = (size_t)(sp->row_off[sr + 1] - sp->row_off[sr]);
+        st = put_release(w, m, p, n, p, n);
+    }
+    return st;
+}
+
 static sqz_status write_mixed(sqz_gguf_writer *w, const sqz_model *m, const out_tensor *t) {
     const sqz_tensor *s = t->src;
     const sqz_mix_tensor *mx = s->data;
@@ -465,7 +512,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
                                                      &t->fallback);
         /* a matrix already in one of sqz's own types (dq2, mx*) stays in it: only sqzf holds it */
         if (!t->is_vec && t->src->type >= SQZ_TYPE_SQZ_FIRST && sqz_type_get(t->src->type) &&
-            sqz_type_get(t->src->type)->type_size)
+            (sqz_type_get(t->src->type)->type_size || t->src->type == SQZ_TYPE_SP8))
             t->type = t->src->type, t->fallback = 0;
         /* quantize's per-tensor choices (--alloc): a quantized GGUF type stays (an untied
          * token_embd is not one of them: it gets the mix's type whatever it came in) */
@@ -488,6 +535,10 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
             if ((st = declare_mixed(ctx, w, out_path, t, &data_bytes))) goto done;
             continue;
         }
+        if (!t->is_vec && t->src->type == SQZ_TYPE_SP8) {
+            if ((st = declare_sp8(ctx, w, out_path, t, &data_bytes))) goto done;
+            continue;
+        }
         int64_t ne[2] = { t->src->cols, t->src->rows };
         size_t nb;
         if ((st = sqz_gguf_writer_declare_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, &nb)))
@@ -500,6 +551,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
         const out_tensor *t = &l.t[i];
         st = t->is_vec                           ? write_vec(ctx, w, out_path, t)
              : t->src->type == SQZ_TYPE_MIXLLM ? write_mixed(w, model, t)
+             : t->src->type == SQZ_TYPE_SP8    ? write_sp8(w, model, t)
                                                : write_matrix(ctx, w, model, out_path, t);
         if (st) goto done;
         sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);
@@ -516,7 +568,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     }
 done:
     sqz_gguf_writer_free(w); /* removes the temporary file after a failure */
-    for (int i = 0; i < l.n; i++) free(l.t[i].perm);
+    for (int i = 0; i < l.n; i++) free(l.t[i].perm), free(l.t[i].sp_off);
     free(l.t);
     sqz_tok_gguf_free(&tk);
     return st;

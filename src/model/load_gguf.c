@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/sp8.h"
 #include "io/gguf.h"
 #include "model/model.h"
 #include "tokenizer/impl.h"
@@ -122,6 +123,40 @@ static sqz_status get_mix(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t 
     return SQZ_OK;
 }
 
+/* A sparse int8 matrix (docs/sparse.md): NAME.sp8_off (i64 [rows + 1]) and NAME.sp8_data
+ * (i8 [bytes]), checked block by block (sqz_sp8_check) so that the kernels never read outside
+ * the data. The offsets are copied (the file's may be unaligned); the data is the file's. */
+static sqz_status get_sp8(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows, int64_t cols,
+                          const sqz_gguf_tensor *ot, sqz_tensor *t) {
+    const sqz_gguf *g = m->gguf;
+    const char *path = sqz_gguf_path(g);
+    char dn[128];
+    snprintf(dn, sizeof dn, "%s%s", name, SQZ_SP8_SUFFIX_DATA);
+    const sqz_gguf_tensor *dt = sqz_gguf_find_tensor(g, dn);
+    if (ot->type != 27 /* ggml i64 */ || ot->n_dims != 1 || ot->ne[0] != rows + 1)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor %s%s must be i64 [%lld]", path, name, SQZ_SP8_SUFFIX_OFF,
+                        (long long)rows + 1);
+    if (!dt || dt->type != 24 /* ggml i8 */ || dt->n_dims != 1)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s: no i8 tensor %s", path, name, dn);
+    if (cols % SQZ_SP8_BLOCK)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s: sp8 rows of %lld weights (not a multiple of %d)", path, name,
+                        (long long)cols, SQZ_SP8_BLOCK);
+    sqz_sp8_tensor *sp = sqz_model_own(m, calloc(1, sizeof *sp));
+    uint64_t *off = sqz_model_own(m, malloc((size_t)(rows + 1) * sizeof *off));
+    if (!sp || !off) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    memcpy(off, ot->data, (size_t)(rows + 1) * sizeof *off);
+    if (sqz_sp8_check(off, dt->data, (size_t)dt->ne[0], rows, cols))
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s: the sparse rows do not match their offsets and masks", path,
+                        name);
+    sp->row_off = off;
+    sp->data = dt->data;
+    t->type = SQZ_TYPE_SP8;
+    t->rows = rows;
+    t->cols = cols;
+    t->data = sp;
+    return SQZ_OK;
+}
+
 /* Tensor name with ggml shape (cols, rows) or a vector of cols (rows = 0). */
 static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows,
                              int64_t cols, int optional, sqz_tensor *t) {
@@ -134,6 +169,9 @@ static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64
         if (plain && plain->type >= SQZ_TYPE_MX8 && plain->type <= SQZ_TYPE_MX3)
             return get_mix(ctx, m, name, rows, cols, plain, t);
         if (!plain && sqz_gguf_find_tensor(m->gguf, pn)) return get_mix(ctx, m, name, rows, cols, NULL, t);
+        snprintf(pn, sizeof pn, "%s%s", name, SQZ_SP8_SUFFIX_OFF);
+        const sqz_gguf_tensor *ot = plain ? NULL : sqz_gguf_find_tensor(m->gguf, pn);
+        if (ot) return get_sp8(ctx, m, name, rows, cols, ot, t);
     }
     if (optional && !sqz_gguf_find_tensor(m->gguf, name)) return SQZ_OK;
     const sqz_gguf_tensor *gt;

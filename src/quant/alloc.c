@@ -1,6 +1,6 @@
 /* alloc.c - types for a size budget by measured KL divergence (see alloc.h). */
 #include "quant/alloc.h"
-#include "quant/calib_pass.h"
+#include "eval/calib_pass.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -33,7 +33,7 @@
 #include "model/model.h"
 #include "model/session.h"
 #include "formats/presets.h"
-#include "quant/calib_pass.h"
+#include "eval/calib_pass.h"
 #include "quant/method.h"
 #include "quant/rsq.h"
 

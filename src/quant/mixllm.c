@@ -11,7 +11,7 @@
  * Quantization itself then happens in calibrate.c's sequential GPTQ loop, one matrix at a time
  * (sqz_mixllm_quantize). */
 #include "quant/mixllm.h"
-#include "quant/calib_pass.h"
+#include "eval/calib_pass.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -16,8 +16,8 @@
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
-    C_MERGE = 1 << 8,
-    C_ALL = (1 << 9) - 1
+    C_MERGE = 1 << 8, C_PRUNE = 1 << 9,
+    C_ALL = (1 << 10) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -46,6 +46,10 @@ static const cli_command commands[] = {
     { "merge", cmd_merge,
       "  merge CONFIG.yaml -o OUT            merge models by a mergekit config: an HF folder,\n"
       "                                      or OUT.gguf (--type: any convert type)\n" },
+    { "prune", cmd_prune,
+      "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
+      "                                      remove weights (--type sp8: sparse int8 in sqzf;\n"
+      "                                      else a dense GGUF holding the zeros, default f16)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -133,26 +137,27 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE,
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
               "f32, f16, bf16 for a folder)" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },
-    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE,
+    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE | C_PRUNE,
       .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
               "gptq[:damp,act_order,alloc,windows], rsq[:damp,act_order,rmin,seed],\n"
               "decoupleq[:damp,fake] (2-bit type dq2, its default --type),\n"
               "mixllm[:damp,act_order,frac]; the flags below are aliases\n"
-              "(merge: quantize the merged OUT.gguf in the same run)" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE,
+              "(merge: quantize the merged OUT.gguf in the same run;\n"
+              "prune: magnitude, wanda, sparsegpt[:damp,block], default sparsegpt)" },
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE,
+      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
@@ -210,6 +215,11 @@ static const option_row options[] = {
       .help = "rebuild task TASK (0, 1, ...: the config's models, base left out) of\n"
               "the tall_masks merge in --from DIR" },
     { "--from", NULL, STR(from, "DIR"), .cmds = C_MERGE, .help = "with --extract: the tall_masks merge's folder" },
+    { "--density", NULL, FLOAT(density, "D", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_PRUNE,
+      .help = "fraction of each block matrix's weights kept" },
+    { "--nm", NULL, STR(nm, "N:M"), .cmds = C_PRUNE, .help = "keep N of every M weights of a row (2:4, 4:8)" },
+    { "--levels", NULL, STR(levels, "JSON"), .cmds = C_PRUNE,
+      .help = "per-matrix levels {tensor name: density or \"N:M\"}" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

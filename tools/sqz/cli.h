@@ -48,6 +48,7 @@ typedef struct opts {
     int lora_scale_set;
     int extract, extract_set; /* merge: rebuild this task of a tall_masks merge ... */
     const char *from;         /* ... written to this folder */
+    float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -98,5 +99,6 @@ int cmd_kvbench(sqz_ctx *ctx, const opts *o);
 int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
 int cmd_finetune(sqz_ctx *ctx, const opts *o);
 int cmd_merge(sqz_ctx *ctx, const opts *o);
+int cmd_prune(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -1,5 +1,5 @@
 /* calib_pass.c - one layer over the calibration windows (calib_pass.h). */
-#include "quant/calib_pass.h"
+#include "eval/calib_pass.h"
 
 #include <string.h>
 

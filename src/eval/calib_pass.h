@@ -1,8 +1,10 @@
-/* calib_pass.h - one layer over the calibration windows: the loop that calibrate.c's driver
- * (statistics pass and output pass), alloc.c's Hessians and mixllm.c's row gains all run, in
- * the session's batches so that each window's tokens see only their own window. */
-#ifndef SQZ_QUANT_CALIB_PASS_H
-#define SQZ_QUANT_CALIB_PASS_H
+/* calib_pass.h - one layer over the calibration windows: the loop that quant/calibrate.c's
+ * driver (statistics pass and output pass), quant/alloc.c's Hessians, quant/mixllm.c's row
+ * gains and the pruning driver (src/prune/) all run, in the session's batches so that each
+ * window's tokens see only their own window. It lives in eval/ (below the method families) so
+ * that quant and prune, which are peers, can both use it. */
+#ifndef SQZ_EVAL_CALIB_PASS_H
+#define SQZ_EVAL_CALIB_PASS_H
 
 #include "model/session.h"
 

@@ -1,0 +1,124 @@
+/* sp8_matmul.c - products with a sparse int8 matrix (SQZ_TYPE_SP8, kernels/sp8.h): the run-time
+ * choice of tier, the threaded matrix-vector product, and the whole-matrix operations
+ * (kernels.h: sqz_matrix_ops) through which matmul.c and the session run it. Decode and small
+ * batches (T <= QMATVEC_MAX_T) quantize each token to Q8_0 once and stream the matrix once per
+ * token; larger batches unpack panels of rows to f32 (vpexpandb where the CPU has it) and
+ * multiply them with sqz's AVX-512 panel product (or OpenBLAS's sgemm), as matmul.c does. */
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#include "kernels/sp8.h"
+
+/* Up to QMATVEC_MAX_T tokens each streams the whole matrix through the quantized kernel; the
+ * unpacked panels pay from a few tokens on (measured on sqz-llama-26m: 32-token batches through
+ * the quantized kernel ran prefill at decode's speed). */
+enum { PANEL = 64, QMATVEC_MAX_T = 4 };
+
+int sqz_sp8_has_vbmi2(void) {
+    return sqz_isa_best() == SQZ_ISA_AVX512 && __builtin_cpu_supports("avx512vbmi2");
+}
+
+sqz_sp8_matvec_fn sqz_sp8_matvec_get(sqz_isa isa) {
+    return isa >= SQZ_ISA_AVX512 && sqz_sp8_has_vbmi2() ? sqz_sp8_matvec_vbmi2 : sqz_sp8_matvec_ref;
+}
+
+void sqz_sp8_matvec(const sqz_sp8_tensor *m, int64_t rows, int64_t cols, const float *x, void *xq, float *y,
+                    int n_threads) {
+    const sqz_isa isa = sqz_isa_best();
+    sqz_quantize_act_get(SQZ_TYPE_Q8_0, isa)(x, xq, cols);
+    const sqz_sp8_matvec_fn f = sqz_sp8_matvec_get(isa);
+    if (n_threads <= 1 || rows < 64) {
+        f(m, cols, xq, y, 0, rows);
+        return;
+    }
+#pragma omp parallel num_threads(n_threads)
+    {
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        f(m, cols, xq, y, rows * t / nt, rows * (t + 1) / nt);
+    }
+}
+
+static size_t act_bytes(int64_t n) { return sqz_type_row_size(SQZ_TYPE_Q8_0, n); }
+
+static void act_quantize(const float *x, void *xq, int64_t n) {
+    sqz_quantize_act_get(SQZ_TYPE_Q8_0, sqz_isa_best())(x, xq, n);
+}
+
+static void matvec_rows(const sqz_tensor *w, const void *xq, float *y, int64_t r0, int64_t r1, sqz_isa isa) {
+    sqz_sp8_matvec_get(isa)(w->data, w->cols, xq, y, r0, r1);
+}
+
+static int matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
+    const sqz_sp8_tensor *m = w->data;
+    const int64_t N = w->rows, K = w->cols;
+    if (T <= QMATVEC_MAX_T) {
+        const size_t qrs = act_bytes(K);
+        char *xq = malloc(qrs * (size_t)T);
+        if (!xq) return -1;
+        for (int t = 0; t < T; t++) act_quantize(x + (size_t)t * K, xq + (size_t)t * qrs, K);
+        const sqz_sp8_matvec_fn f = sqz_sp8_matvec_get(sqz_isa_best());
+#pragma omp parallel num_threads(n_threads) if (N >= 64 && n_threads > 1)
+        {
+            const int nt = omp_get_num_threads(), th = omp_get_thread_num();
+            for (int t = 0; t < T; t++)
+                f(m, K, xq + (size_t)t * qrs, y + (size_t)t * N, N * th / nt, N * (th + 1) / nt);
+        }
+        free(xq);
+        return 0;
+    }
+    const int64_t n_panels = (N + PANEL - 1) / PANEL;
+    const sqz_isa isa = sqz_isa_best();
+    const int vbmi2 = sqz_sp8_has_vbmi2();
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
+    {
+        float *panel = malloc((size_t)PANEL * (size_t)K * sizeof(float));
+        float *strip = isa == SQZ_ISA_AVX512 ? aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63)
+                                             : NULL;
+        failed = !panel || (isa == SQZ_ISA_AVX512 && !strip);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t p = 0; p < n_panels; p++) {
+            if (failed) continue;
+            const int64_t r0 = p * PANEL, nr = N - r0 < PANEL ? N - r0 : PANEL;
+            for (int64_t r = 0; r < nr; r++) {
+                const uint8_t *row = m->data + m->row_off[r0 + r];
+                if (vbmi2) sqz_sp8_unpack_row_vbmi2(row, K, panel + (size_t)r * K);
+                else sqz_sp8_unpack_row(row, K, panel + (size_t)r * K);
+            }
+            if (strip) sqz_sgemm_panel_avx512(T, (int)nr, K, x, panel, y + r0, (size_t)N, strip);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nr, (int)K, 1.0f, x, (int)K, panel,
+                            (int)K, 0.0f, y + r0, (int)N);
+        }
+        free(panel);
+        free(strip);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The yardstick: each row unpacked to f32, dotted with f32 x in double, one thread. */
+static void matmul_ref(const sqz_tensor *w, const float *x, int T, float *y) {
+    const sqz_sp8_tensor *m = w->data;
+    const int64_t N = w->rows, K = w->cols;
+    float *row = malloc((size_t)K * sizeof *row);
+    if (!row) return;
+    for (int64_t r = 0; r < N; r++) {
+        sqz_sp8_unpack_row(m->data + m->row_off[r], K, row);
+        for (int t = 0; t < T; t++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) s += (double)row[k] * x[(size_t)t * K + k];
+            y[(size_t)t * N + r] = (float)s;
+        }
+    }
+    free(row);
+}
+
+const sqz_matrix_ops sqz_sp8_matrix_ops = {
+    .act_bytes = act_bytes,
+    .act_quantize = act_quantize,
+    .matvec_rows = matvec_rows,
+    .matmul = matmul,
+    .matmul_ref = matmul_ref,
+    .rows_in_place = 1,
+};

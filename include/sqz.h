@@ -433,6 +433,8 @@ typedef struct sqz_finetune_opts {
     int lora_rank;
     float lora_alpha;
     const char *lora_targets;
+    /* a folder output (out_path not ending in .gguf): the tokenizer.json copied into it */
+    const char *tokenizer_json;
     sqz_train_step_fn on_step;
     void *user;
 } sqz_finetune_opts;
@@ -447,7 +449,8 @@ typedef struct sqz_finetune_result {
 } sqz_finetune_result;
 
 /* Fine-tunes model on tokens and writes the result to out_path: a .gguf file (out_type: any
- * sqz_convert_opts.type, NULL = "f16"), written as sqz_convert writes; with LoRA the adapter.
+ * sqz_convert_opts.type, NULL = "f16"), written as sqz_convert writes, or else a Hugging Face
+ * folder (out_type f16 / bf16 / f32; config.json made from the model's); with LoRA the adapter.
  * Nothing is written when anything fails. */
 sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                         size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,

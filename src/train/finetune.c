@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/export_hf.h"
 #include "train/train.h"
 
 /* splitmix64: the data sampler's generator (seeded, the same offsets on every machine) */
@@ -82,6 +83,31 @@ static unsigned lora_targets(const char *spec) {
     return mask;
 }
 
+/* The trained weights as a Hugging Face folder: config.json made from the model's config, the
+ * tokenizer.json beside the source when there is one, every tensor in out_type (f16 unless
+ * "f32" / "bf16"). */
+static sqz_status write_hf(sqz_ctx *ctx, sqz_hf_export *hf, const char *tokenizer_json,
+                           const sqz_train_params *tp, const char *out_type) {
+    sqz_type type = SQZ_TYPE_F16;
+    if (out_type && !strcmp(out_type, "f32")) type = SQZ_TYPE_F32;
+    else if (out_type && !strcmp(out_type, "bf16")) type = SQZ_TYPE_BF16;
+    else if (out_type && strcmp(out_type, "f16"))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: a folder is written in f32, f16 or bf16, not %s", out_type);
+    sqz_status st = sqz_hf_export_config(hf, &tp->cfg);
+    if (!st && tokenizer_json) st = sqz_hf_export_tokenizer(hf, tokenizer_json);
+    for (int i = 0; i < tp->n_tensors && !st; i++) {
+        const sqz_train_tensor *t = &tp->t[i];
+        const int64_t shape[2] = { t->rows, t->cols };
+        st = t->rows > 1 ? sqz_hf_export_declare(hf, t->name, type, 2, shape)
+                         : sqz_hf_export_declare(hf, t->name, type, 1, shape + 1);
+    }
+    if (!st) st = sqz_hf_export_begin(hf);
+    for (int i = 0; i < tp->n_tensors && !st; i++)
+        st = sqz_hf_export_put_f32(hf, tp->p + tp->t[i].off, (size_t)(tp->t[i].rows * tp->t[i].cols));
+    if (!st) st = sqz_hf_export_finish(hf);
+    return st;
+}
+
 sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                         size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
                         const char *out_type, sqz_finetune_result *result) {
@@ -90,8 +116,12 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
     memset(result, 0, sizeof *result);
     if (!out_path || !*out_path) return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: no output path");
     const size_t len = strlen(out_path);
-    if (len < 5 || strcmp(out_path + len - 5, ".gguf"))
-        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: %s: the output must be a .gguf file", out_path);
+    const int gguf_out = len >= 5 && !strcmp(out_path + len - 5, ".gguf");
+    if (!gguf_out && o.lora_rank > 0)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: %s: a LoRA adapter is written as a .gguf file", out_path);
+    if (!gguf_out && model->cfg.rope_interleaved)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: %s: a model with GGUF's RoPE layout is written as "
+                        "a .gguf file", out_path);
     if (o.batch % o.micro_batch)
         return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: micro-batch %d does not divide batch %d",
                         o.micro_batch, o.batch);
@@ -114,12 +144,19 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
     if (use_lora && !targets)
         return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: LoRA targets '%s': a comma list of q, k, v, o, "
                         "gate, up, down", o.lora_targets);
+    sqz_hf_export *hf = NULL; /* a folder: checked now, before any training */
+    sqz_status st = gguf_out ? SQZ_OK : sqz_hf_export_new(ctx, out_path, &hf);
+    if (st) return st;
     sqz_train_params tp;
     sqz_train_lora lo = { 0 };
-    sqz_status st = sqz_train_params_from_model(ctx, model, use_lora, &tp);
-    if (st != SQZ_OK) return st;
+    st = sqz_train_params_from_model(ctx, model, use_lora, &tp);
+    if (st != SQZ_OK) {
+        sqz_hf_export_free(hf);
+        return st;
+    }
     if (use_lora && (st = sqz_train_lora_new(ctx, &tp, o.lora_rank, o.lora_alpha, targets, o.seed, &lo))) {
         sqz_train_params_free(&tp);
+        sqz_hf_export_free(hf);
         return st;
     }
     /* what the optimizer trains: the whole model, or the adapters alone */
@@ -190,6 +227,8 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
     /* write: the adapters, or the trained f32 weights through sqz_convert as any model */
     if (use_lora) {
         st = sqz_train_lora_write(ctx, &lo, model, out_path);
+    } else if (hf) {
+        st = write_hf(ctx, hf, o.tokenizer_json, &tp, out_type);
     } else {
         sqz_model view;
         sqz_train_model_view(model, &tp, tp.p, layers, &view);
@@ -202,6 +241,7 @@ done:
     sqz_train_acts_free(acts);
     sqz_train_params_free(&tp);
     sqz_train_lora_free(&lo);
+    sqz_hf_export_free(hf);
     free(grad), free(m1), free(m2), free(x), free(y), free(layers);
     return st;
 }

@@ -47,8 +47,8 @@ bad "a context longer than the text" "$tmp/s.gguf" "windows of" \
     finetune "$BASE" -f "$tmp/short.txt" -o "$tmp/s.gguf" --steps 1 --ctx 64
 bad "bad LoRA targets" "$tmp/t.gguf" "targets" \
     finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/t.gguf" --steps 1 --lora 4 --lora-targets q,zz
-bad "an output that is not .gguf" "$tmp/out.bin" ".gguf" \
-    finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/out.bin" --steps 1
+bad "a LoRA adapter that is not .gguf" "$tmp/out.bin" ".gguf" \
+    finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/out.bin" --steps 1 --lora 4
 
 # full: 2 steps, a GGUF sqz loads
 if "$SQZ" finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/full.gguf" --steps 2 --batch 2 --ctx 64 \
@@ -57,6 +57,17 @@ if "$SQZ" finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/full.gguf" --steps 2 --b
     echo "ok - a 2-step full fine-tune writes a GGUF that sqz ppl runs"
 else
     echo "not ok - full fine-tune"; sed 's/^/#   /' "$tmp/err" | head -5
+fi
+# the same 2 steps written as a Hugging Face folder: the same model (to 1e-3: the folder holds
+# the norm vectors in f16 too, as HF checkpoints do; the GGUF keeps them f32)
+if "$SQZ" finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/full-hf" --steps 2 --batch 2 --ctx 64 \
+    --no-progress > /dev/null 2> "$tmp/err" &&
+    a=$("$SQZ" ppl "$tmp/full.gguf" -f "$tmp/test.txt" --ctx 64 --no-progress --json | sed 's/.*"ppl":\([0-9.e+-]*\).*/\1/') &&
+    b=$("$SQZ" ppl "$tmp/full-hf" -f "$tmp/test.txt" --ctx 64 --no-progress --json | sed 's/.*"ppl":\([0-9.e+-]*\).*/\1/') &&
+    python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-3 * a)" "$a" "$b"; then
+    echo "ok - the folder output is the GGUF output's model (ppl $a / $b)"
+else
+    echo "not ok - folder output"; sed 's/^/#   /' "$tmp/err" | head -5
 fi
 bad "a GGUF model is not an adapter" "$tmp/none" "not a LoRA adapter" \
     ppl "$BASE" -f "$tmp/test.txt" --ctx 64 --lora "$tmp/full.gguf"

@@ -4,6 +4,7 @@
  * step. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -77,6 +78,10 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     fo.lora_rank = o->lora_rank;
     fo.lora_alpha = o->lora_alpha;
     fo.lora_targets = o->lora_targets;
+    /* a folder output gets the tokenizer: --tokenizer's, or the one beside an HF model */
+    char tok[4096];
+    snprintf(tok, sizeof tok, "%s/tokenizer.json", o->model);
+    fo.tokenizer_json = o->tokenizer ? o->tokenizer : access(tok, R_OK) == 0 ? tok : NULL;
     step_log L = { o->json ? cJSON_CreateArray() : NULL, o->steps > 0 ? o->steps : 150, o->json, cli_now() };
     fo.on_step = on_step;
     fo.user = &L;

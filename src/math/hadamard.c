@@ -8,6 +8,7 @@
  * flat array; index i = a * m + b with a in [0, p) (Sylvester part), b in [0, m) (dense part).
  */
 #include "math/hadamard.h"
+#include "math/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -56,13 +57,6 @@ static void paley(int64_t m, int8_t *H) {
         }
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 sqz_status sqz_hadamard_init(sqz_ctx *ctx, sqz_hadamard *h, int64_t n) {
     if (!h) return sqz_fail(ctx, SQZ_ERR_ARG, "hadamard: NULL matrix");
     memset(h, 0, sizeof *h);
@@ -91,7 +85,7 @@ sqz_status sqz_hadamard_random(sqz_ctx *ctx, sqz_hadamard *h, int64_t n, uint64_
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "hadamard: out of memory");
     }
     uint64_t s = seed;
-    for (int64_t i = 0; i < n; i++) h->sign[i] = splitmix64(&s) >> 63 ? -1.0f : 1.0f;
+    for (int64_t i = 0; i < n; i++) h->sign[i] = sqz_splitmix64(&s) >> 63 ? -1.0f : 1.0f;
     return SQZ_OK;
 }
 

@@ -6,15 +6,8 @@
 #include <string.h>
 
 #include "model/export_hf.h"
+#include "math/rng.h"
 #include "train/train.h"
-
-/* splitmix64: the data sampler's generator (seeded, the same offsets on every machine) */
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static void defaults(sqz_finetune_opts *o) {
     if (o->steps <= 0) o->steps = 150;
@@ -189,7 +182,7 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
         double loss = 0;
         for (int mb = 0; mb < n_micro; mb++) {
             for (int b = 0; b < B; b++) {
-                const size_t off = (size_t)(next_u64(&rng) % (uint64_t)(n_tokens - (size_t)T - 1));
+                const size_t off = (size_t)(sqz_splitmix64(&rng) % (uint64_t)(n_tokens - (size_t)T - 1));
                 memcpy(x + (size_t)b * T, tokens + off, (size_t)T * sizeof *x);
                 memcpy(y + (size_t)b * T, tokens + off + 1, (size_t)T * sizeof *y);
             }

@@ -5,18 +5,12 @@
 #include <string.h>
 
 #include "io/gguf.h"
+#include "math/rng.h"
 #include "train/train.h"
 
 /* GGUF base names of the adaptable matrices, in SQZ_LORA_* order */
 static const char *const gguf_name[SQZ_LORA_N] = { "attn_q", "attn_k", "attn_v", "attn_output",
                                                    "ffn_gate", "ffn_up", "ffn_down" };
-
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* (rows, cols) of layer matrix tg */
 static void shape_of(const sqz_config *c, int tg, int64_t *rows, int64_t *cols) {
@@ -70,7 +64,7 @@ sqz_status sqz_train_lora_new(sqz_ctx *ctx, const sqz_train_params *tp, int rank
         const sqz_train_tensor *A = &out->t[i];
         const double bound = 1.0 / sqrt((double)A->cols);
         for (size_t j = 0; j < (size_t)(A->rows * A->cols); j++)
-            out->p[A->off + j] = (float)(((double)(next_u64(&rng) >> 11) / 9007199254740992.0 * 2 - 1) * bound);
+            out->p[A->off + j] = (float)(((double)(sqz_splitmix64(&rng) >> 11) / 9007199254740992.0 * 2 - 1) * bound);
     }
     return SQZ_OK;
 oom:

@@ -7,6 +7,13 @@ CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp -Iinclude -Isrc \
            -D_GNU_SOURCE
 LDLIBS  += -fopenmp -lopenblas -lcjson -lpcre2-8 -lyaml -lm
+# Open MPI (data-parallel training, --dp) when its compiler wrapper is there; without it sqz
+# builds the same and --dp says what is missing.
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+ifneq ($(MPI_CFLAGS),)
+CFLAGS  += -DSQZ_MPI $(MPI_CFLAGS)
+LDLIBS  += $(shell mpicc --showme:link)
+endif
 SAN     ?=
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=undefined

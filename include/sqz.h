@@ -435,6 +435,13 @@ typedef struct sqz_finetune_opts {
     const char *lora_targets;
     /* a folder output (out_path not ending in .gguf): the tokenizer.json copied into it */
     const char *tokenizer_json;
+    /* Data parallel over Open MPI (the process is one of N ranks started by mpirun): dp is the
+     * gradient exchange, "none" or a compressor with parameters, e.g. "dgc:density=0.001",
+     * "powersgd:rank=4" (sqz_finetune_dp_methods lists them); NULL: one process. batch is the
+     * global batch: every rank draws the same windows and trains on its N-th of them, so N ranks
+     * with "none" compute what one process does (to float reassociation). Rank 0 evaluates and
+     * writes; all ranks must be given the same options (checked), their tokens may differ. */
+    const char *dp;
     sqz_train_step_fn on_step;
     void *user;
 } sqz_finetune_opts;
@@ -446,6 +453,11 @@ typedef struct sqz_finetune_result {
     double seconds;                   /* training steps only (evaluations excluded) */
     double tokens_per_s;              /* trained tokens / seconds */
     uint64_t n_params;
+    /* data parallel: this rank, the world, and this rank's traffic and time */
+    int dp_rank, dp_world;
+    uint64_t dp_bytes;                /* gradient bytes this rank sent (counted on the wire path) */
+    uint64_t dp_ctl_bytes;            /* control bytes (losses, checks, L-GreCo's error tables) */
+    double compute_s, compress_s, comm_s; /* forward/backward; compressing; in collectives */
 } sqz_finetune_result;
 
 /* Fine-tunes model on tokens and writes the result to out_path: a .gguf file (out_type: any
@@ -455,6 +467,13 @@ typedef struct sqz_finetune_result {
 sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                         size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
                         const char *out_type, sqz_finetune_result *result);
+/* The gradient exchanges --dp takes, comma separated. */
+const char *sqz_finetune_dp_methods(void);
+/* Ends MPI if sqz_finetune started it (call once before exit; harmless otherwise). */
+void sqz_finetune_dp_shutdown(void);
+/* 1 when mpirun started this process as one of several ranks (read from the environment, no
+ * MPI call): *world ranks, *local of them on this machine, this one *rank (each may be NULL). */
+int sqz_finetune_dp_launched(int *world, int *local, int *rank);
 /* ================================================================ merging (sqz merge)
  * mergekit-style merges of fine-tunes of one base, tensor by tensor (src/merge/). */
 

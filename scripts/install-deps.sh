@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages sqz builds and tests with, if any is missing.
 set -e
-PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev libyaml-dev python3"
+PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev libyaml-dev libopenmpi-dev openmpi-bin python3"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

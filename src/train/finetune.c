@@ -7,7 +7,30 @@
 
 #include "model/export_hf.h"
 #include "math/rng.h"
+#include "train/gc.h"
 #include "train/train.h"
+
+const char *sqz_finetune_dp_methods(void) { return sqz_gc_names(); }
+void sqz_finetune_dp_shutdown(void) { sqz_comm_shutdown(); }
+int sqz_finetune_dp_launched(int *world, int *local, int *rank) {
+    return sqz_comm_launched(world, local, rank);
+}
+
+/* FNV-1a over the options every rank must share */
+static uint64_t mix(uint64_t h, const void *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
+    return h;
+}
+static uint64_t opts_hash(const sqz_finetune_opts *o, size_t n_params) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const int iv[] = { o->steps, o->batch, o->micro_batch, o->ctx, o->warmup, o->cosine, o->lora_rank };
+    const float fv[] = { o->lr, o->min_lr, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip, o->lora_alpha };
+    h = mix(h, iv, sizeof iv);
+    h = mix(h, fv, sizeof fv);
+    h = mix(h, &o->seed, sizeof o->seed);
+    h = mix(h, &n_params, sizeof n_params);
+    return mix(h, o->dp, strlen(o->dp));
+}
 
 static void defaults(sqz_finetune_opts *o) {
     if (o->steps <= 0) o->steps = 150;
@@ -101,140 +124,234 @@ static sqz_status write_hf(sqz_ctx *ctx, sqz_hf_export *hf, const char *tokenize
     return st;
 }
 
-sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
-                        size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
-                        const char *out_type, sqz_finetune_result *result) {
-    sqz_finetune_opts o = *opts;
-    defaults(&o);
-    memset(result, 0, sizeof *result);
+/* One fine-tuning run's state. */
+typedef struct ft_run {
+    sqz_finetune_opts o;
+    int gguf_out, use_lora, nt, bpr;
+    sqz_comm comm;
+    const sqz_gc_method *gcm; /* NULL: one process */
+    sqz_gc_args gca;
+    void *gcs;
+    sqz_hf_export *hf;
+    sqz_train_params tp;
+    int have_tp;
+    sqz_train_lora lo;
+    sqz_train_acts *acts;
+    float *grad, *m1, *m2;
+    int32_t *x, *y;
+    size_t *offs;
+    sqz_layer_weights *layers;
+} ft_run;
+
+static void release(ft_run *R) {
+    if (R->gcm && R->gcs) R->gcm->destroy(R->gcs);
+    sqz_train_acts_free(R->acts);
+    if (R->have_tp) sqz_train_params_free(&R->tp);
+    sqz_train_lora_free(&R->lo);
+    sqz_hf_export_free(R->hf);
+    free(R->grad), free(R->m1), free(R->m2), free(R->x), free(R->y), free(R->offs), free(R->layers);
+}
+
+/* Everything checked and allocated before the first step; no communication, so each rank may
+ * fail here on its own (the ranks then agree on the outcome). */
+static sqz_status prepare(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const int32_t *tokens,
+                          size_t n_tokens, const char *out_path, sqz_finetune_result *result) {
+    sqz_finetune_opts *o = &R->o;
     if (!out_path || !*out_path) return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: no output path");
     const size_t len = strlen(out_path);
-    const int gguf_out = len >= 5 && !strcmp(out_path + len - 5, ".gguf");
-    if (!gguf_out && o.lora_rank > 0)
+    R->gguf_out = len >= 5 && !strcmp(out_path + len - 5, ".gguf");
+    if (!R->gguf_out && o->lora_rank > 0)
         return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: %s: a LoRA adapter is written as a .gguf file", out_path);
-    if (!gguf_out && model->cfg.rope_interleaved)
+    if (!R->gguf_out && model->cfg.rope_interleaved)
         return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: %s: a model with GGUF's RoPE layout is written as "
                         "a .gguf file", out_path);
-    if (o.batch % o.micro_batch)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: micro-batch %d does not divide batch %d",
-                        o.micro_batch, o.batch);
-    if (n_tokens < (size_t)o.ctx + 2)
+    if (o->batch % R->comm.size)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: batch %d does not split over %d ranks", o->batch,
+                        R->comm.size);
+    R->bpr = o->batch / R->comm.size;
+    if (R->gcm && (R->o.micro_batch > R->bpr || R->o.micro_batch == o->batch)) o->micro_batch = R->bpr;
+    if (R->bpr % o->micro_batch)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: micro-batch %d does not divide the %d windows %s each "
+                        "step", o->micro_batch, R->bpr, R->gcm ? "a rank trains on" : "of a batch");
+    if (n_tokens < (size_t)o->ctx + 2)
         return sqz_fail(ctx, SQZ_ERR_ARG,
                         "finetune: the training text has %zu tokens; windows of %d need at least %d",
-                        n_tokens, o.ctx + 1, o.ctx + 2);
-    if (o.eval && o.n_eval < (size_t)o.ctx + 1)
+                        n_tokens, o->ctx + 1, o->ctx + 2);
+    if (o->eval && o->n_eval < (size_t)o->ctx + 1)
         return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: the held-out text has %zu tokens, fewer than "
-                        "one window of %d", o.n_eval, o.ctx + 1);
-    const int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
+                        "one window of %d", o->n_eval, o->ctx + 1);
     const int V = model->cfg.vocab_size;
     for (size_t i = 0; i < n_tokens; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
             return sqz_fail(ctx, SQZ_ERR_RANGE, "finetune: token %d at %zu is outside the vocabulary",
                             tokens[i], i);
-
-    const int use_lora = o.lora_rank > 0;
-    const unsigned targets = lora_targets(o.lora_targets);
-    if (use_lora && !targets)
+    R->use_lora = o->lora_rank > 0;
+    const unsigned targets = lora_targets(o->lora_targets);
+    if (R->use_lora && !targets)
         return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: LoRA targets '%s': a comma list of q, k, v, o, "
-                        "gate, up, down", o.lora_targets);
-    sqz_hf_export *hf = NULL; /* a folder: checked now, before any training */
-    sqz_status st = gguf_out ? SQZ_OK : sqz_hf_export_new(ctx, out_path, &hf);
-    if (st) return st;
-    sqz_train_params tp;
-    sqz_train_lora lo = { 0 };
-    st = sqz_train_params_from_model(ctx, model, use_lora, &tp);
-    if (st != SQZ_OK) {
-        sqz_hf_export_free(hf);
+                        "gate, up, down", o->lora_targets);
+    sqz_status st;
+    /* a folder: checked now, before any training (rank 0 writes) */
+    if (!R->gguf_out && R->comm.rank == 0 && (st = sqz_hf_export_new(ctx, out_path, &R->hf))) return st;
+    if ((st = sqz_train_params_from_model(ctx, model, R->use_lora, &R->tp))) return st;
+    R->have_tp = 1;
+    if (R->use_lora &&
+        (st = sqz_train_lora_new(ctx, &R->tp, o->lora_rank, o->lora_alpha, targets, o->seed, &R->lo)))
         return st;
-    }
-    if (use_lora && (st = sqz_train_lora_new(ctx, &tp, o.lora_rank, o.lora_alpha, targets, o.seed, &lo))) {
-        sqz_train_params_free(&tp);
-        sqz_hf_export_free(hf);
-        return st;
-    }
-    /* what the optimizer trains: the whole model, or the adapters alone */
-    const sqz_train_tensor *tab = use_lora ? lo.t : tp.t;
-    const int n_tab = use_lora ? lo.n_tensors : tp.n_tensors;
-    const size_t n_train = use_lora ? lo.n : tp.n;
-    float *train_p = use_lora ? lo.p : tp.p;
-    sqz_train_acts *acts = NULL;
-    const int B = o.micro_batch, T = o.ctx;
-    float *grad = calloc(n_train, sizeof(float)), *m1 = calloc(n_train, sizeof(float)),
-          *m2 = calloc(n_train, sizeof(float));
-    int32_t *x = malloc((size_t)B * T * sizeof *x), *y = malloc((size_t)B * T * sizeof *y);
-    sqz_layer_weights *layers = calloc((size_t)tp.cfg.n_layers, sizeof *layers);
-    if (!grad || !m1 || !m2 || !x || !y || !layers) {
-        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "finetune: out of memory for %zu parameters", tp.n);
-        goto done;
-    }
-    if ((st = sqz_train_acts_new(ctx, &tp.cfg, B, T, lo.rank, &acts)) != SQZ_OK) goto done;
+    const size_t n_train = R->use_lora ? R->lo.n : R->tp.n;
+    const int B = o->micro_batch, T = o->ctx;
+    R->grad = calloc(n_train, sizeof(float));
+    R->m1 = calloc(n_train, sizeof(float));
+    R->m2 = calloc(n_train, sizeof(float));
+    R->x = malloc((size_t)B * T * sizeof *R->x);
+    R->y = malloc((size_t)B * T * sizeof *R->y);
+    R->offs = malloc((size_t)o->batch * sizeof *R->offs);
+    R->layers = calloc((size_t)R->tp.cfg.n_layers, sizeof *R->layers);
+    if (!R->grad || !R->m1 || !R->m2 || !R->x || !R->y || !R->offs || !R->layers)
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "finetune: out of memory for %zu parameters", n_train);
+    if ((st = sqz_train_acts_new(ctx, &R->tp.cfg, B, T, R->lo.rank, &R->acts))) return st;
     result->n_params = n_train;
-    const sqz_train_lora *lop = use_lora ? &lo : NULL;
-    const size_t n_eval = o.eval_tokens && o.eval_tokens < o.n_eval ? o.eval_tokens : o.n_eval;
-    if (o.eval) result->eval_ppl_before = eval_ppl(&tp, lop, acts, B, T, o.eval, n_eval, x, y, nt);
+    if (R->gcm) {
+        const sqz_gc_env env = {
+            .ctx = ctx, .t = R->use_lora ? R->lo.t : R->tp.t, .n_tensors = R->use_lora ? R->lo.n_tensors : R->tp.n_tensors,
+            .n = n_train, .comm = &R->comm, .steps = o->steps, .clip = o->clip > 0 ? o->clip : 0,
+            .seed = o->seed, .n_threads = R->nt,
+        };
+        if ((st = R->gcm->create(&env, &R->gca, &R->gcs))) return st;
+    }
+    return SQZ_OK;
+}
 
-    uint64_t rng = o.seed;
-    const sqz_adamw adam = { o.lr, o.beta1, o.beta2, o.eps, o.weight_decay };
-    const int n_micro = o.batch / o.micro_batch;
-    for (int s = 0; s < o.steps; s++) {
+/* The training steps. */
+static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n_tokens,
+                        sqz_finetune_result *result) {
+    const sqz_finetune_opts *o = &R->o;
+    const int nt = R->nt, B = o->micro_batch, T = o->ctx, lead = R->comm.rank == 0;
+    const sqz_train_tensor *tab = R->use_lora ? R->lo.t : R->tp.t;
+    const int n_tab = R->use_lora ? R->lo.n_tensors : R->tp.n_tensors;
+    const size_t n_train = R->use_lora ? R->lo.n : R->tp.n;
+    float *train_p = R->use_lora ? R->lo.p : R->tp.p, *grad = R->grad;
+    const sqz_train_lora *lop = R->use_lora ? &R->lo : NULL;
+    const size_t n_eval = o->eval_tokens && o->eval_tokens < o->n_eval ? o->eval_tokens : o->n_eval;
+    if (o->eval && lead)
+        result->eval_ppl_before = eval_ppl(&R->tp, lop, R->acts, B, T, o->eval, n_eval, R->x, R->y, nt);
+
+    uint64_t rng = o->seed;
+    sqz_adamw adam = { o->lr, o->beta1, o->beta2, o->eps, o->weight_decay };
+    if (R->gcm && R->gcm->owns_momentum) adam.beta1 = 0; /* the exchanged direction carries it */
+    const int clip_here = !(R->gcm && R->gcm->owns_clipping) && o->clip > 0;
+    const int n_micro = R->bpr / B;
+    sqz_status st = SQZ_OK;
+    for (int s = 0; s < o->steps; s++) {
         const double t0 = sqz_now();
+        /* every rank draws the whole batch's windows; rank r trains on its r-th share */
+        for (int b = 0; b < o->batch; b++)
+            R->offs[b] = (size_t)(sqz_splitmix64(&rng) % (uint64_t)(n_tokens - (size_t)T - 1));
         memset(grad, 0, n_train * sizeof(float));
         double loss = 0;
         for (int mb = 0; mb < n_micro; mb++) {
             for (int b = 0; b < B; b++) {
-                const size_t off = (size_t)(sqz_splitmix64(&rng) % (uint64_t)(n_tokens - (size_t)T - 1));
-                memcpy(x + (size_t)b * T, tokens + off, (size_t)T * sizeof *x);
-                memcpy(y + (size_t)b * T, tokens + off + 1, (size_t)T * sizeof *y);
+                const size_t off = R->offs[R->comm.rank * R->bpr + mb * B + b];
+                memcpy(R->x + (size_t)b * T, tokens + off, (size_t)T * sizeof *R->x);
+                memcpy(R->y + (size_t)b * T, tokens + off + 1, (size_t)T * sizeof *R->y);
             }
-            loss += sqz_train_forward(&tp, tp.p, lop, acts, x, y, nt) / n_micro;
-            sqz_train_backward(&tp, tp.p, use_lora ? NULL : grad, lop, use_lora ? grad : NULL, acts, nt);
+            loss += sqz_train_forward(&R->tp, R->tp.p, lop, R->acts, R->x, R->y, nt) / n_micro;
+            sqz_train_backward(&R->tp, R->tp.p, R->use_lora ? NULL : grad, lop, R->use_lora ? grad : NULL,
+                               R->acts, nt);
         }
         if (n_micro > 1) /* each micro-batch's gradient is of its own mean: average them */
             for (size_t i = 0; i < n_train; i++) grad[i] /= (float)n_micro;
-        const double norm = sqz_train_clip(grad, n_train, o.clip > 0 ? o.clip : 0);
+        const double t1 = sqz_now();
+        result->compute_s += t1 - t0;
+        if (R->gcm) {
+            const double c0 = R->comm.comm_s;
+            if ((st = R->gcm->exchange(R->gcs, grad, s))) return st;
+            double l = loss;
+            if ((st = sqz_comm_ctl_sum(&R->comm, &l, 1))) return st;
+            loss = l / R->comm.size;
+            const double comm = R->comm.comm_s - c0;
+            result->comm_s += comm;
+            result->compress_s += sqz_now() - t1 - comm;
+        }
+        const double norm = clip_here ? sqz_train_clip(grad, n_train, o->clip) : sqz_train_clip(grad, n_train, 0);
         sqz_adamw a = adam;
-        a.lr = (float)lr_at(&o, s);
-        sqz_train_adamw_step(tab, n_tab, train_p, grad, m1, m2, s + 1, &a, nt);
+        a.lr = (float)lr_at(o, s);
+        sqz_train_adamw_step(tab, n_tab, train_p, grad, R->m1, R->m2, s + 1, &a, nt);
         const double dt = sqz_now() - t0;
         result->seconds += dt;
         if (s == 0) result->first_loss = loss;
         result->last_loss = loss;
         result->steps = s + 1;
         double ppl = 0;
-        if (o.eval && ((o.eval_every > 0 && (s + 1) % o.eval_every == 0) || s + 1 == o.steps)) {
-            ppl = eval_ppl(&tp, lop, acts, B, T, o.eval, n_eval, x, y, nt);
-            if (s + 1 == o.steps) result->eval_ppl_after = ppl;
+        if (o->eval && lead && ((o->eval_every > 0 && (s + 1) % o->eval_every == 0) || s + 1 == o->steps)) {
+            ppl = eval_ppl(&R->tp, lop, R->acts, B, T, o->eval, n_eval, R->x, R->y, nt);
+            if (s + 1 == o->steps) result->eval_ppl_after = ppl;
         }
-        if (!isfinite(loss)) {
-            st = sqz_fail(ctx, SQZ_ERR_RANGE, "finetune: the loss is %g at step %d (learning rate "
-                          "too high?)", loss, s + 1);
-            goto done;
-        }
-        if (o.on_step) o.on_step(o.user, s + 1, loss, a.lr, norm, dt, ppl);
+        if (!isfinite(loss)) /* the same on every rank: the loss is the mean over ranks */
+            return sqz_fail(ctx, SQZ_ERR_RANGE, "finetune: the loss is %g at step %d (learning rate "
+                            "too high?)", loss, s + 1);
+        if (lead && o->on_step) o->on_step(o->user, s + 1, loss, a.lr, norm, dt, ppl);
         char what[64];
         snprintf(what, sizeof what, "finetune loss %.3f", loss);
-        sqz_progress(ctx, what, (uint64_t)s + 1, (uint64_t)o.steps);
+        if (lead) sqz_progress(ctx, what, (uint64_t)s + 1, (uint64_t)o->steps);
     }
-    result->tokens_per_s = result->seconds > 0 ? (double)o.steps * o.batch * T / result->seconds : 0;
+    result->tokens_per_s = result->seconds > 0 ? (double)o->steps * o->batch * T / result->seconds : 0;
+    result->dp_bytes = R->comm.bytes_sent;
+    result->dp_ctl_bytes = R->comm.ctl_bytes;
+    return SQZ_OK;
+}
 
-    /* write: the adapters, or the trained f32 weights through sqz_convert as any model */
-    if (use_lora) {
-        st = sqz_train_lora_write(ctx, &lo, model, out_path);
-    } else if (hf) {
-        st = write_hf(ctx, hf, o.tokenizer_json, &tp, out_type);
-    } else {
-        sqz_model view;
-        sqz_train_model_view(model, &tp, tp.p, layers, &view);
-        sqz_convert_opts co = { 0 };
-        co.type = out_type ? out_type : "f16";
-        sqz_convert_result cr;
-        st = sqz_convert(ctx, &view, out_path, &co, &cr);
+/* The adapters, or the trained f32 weights (through sqz_convert as any model, or a folder). */
+static sqz_status write_out(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const char *out_path,
+                            const char *out_type) {
+    if (R->use_lora) return sqz_train_lora_write(ctx, &R->lo, model, out_path);
+    if (R->hf) return write_hf(ctx, R->hf, R->o.tokenizer_json, &R->tp, out_type);
+    sqz_model view;
+    sqz_train_model_view(model, &R->tp, R->tp.p, R->layers, &view);
+    sqz_convert_opts co = { 0 };
+    co.type = out_type ? out_type : "f16";
+    sqz_convert_result cr;
+    return sqz_convert(ctx, &view, out_path, &co, &cr);
+}
+
+sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
+                        size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
+                        const char *out_type, sqz_finetune_result *result) {
+    memset(result, 0, sizeof *result);
+    ft_run R;
+    memset(&R, 0, sizeof R);
+    R.o = *opts;
+    defaults(&R.o);
+    R.nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
+    R.comm.size = 1;
+    sqz_status st;
+    if (R.o.dp) {
+        /* join the world first, so that a bad spec or world is reported before any work */
+        if ((st = sqz_gc_parse(ctx, R.o.dp, &R.gcm, &R.gca))) return st;
+        if ((st = sqz_comm_open(ctx, &R.comm))) return st;
+        result->dp_rank = R.comm.rank, result->dp_world = R.comm.size;
+    } else if (sqz_comm_launched(&R.comm.size, NULL, NULL)) {
+        return sqz_fail(ctx, SQZ_ERR_ARG, "finetune: started as one of %d MPI ranks without --dp: each "
+                        "rank would train alone and write the same file (add --dp none, or a compressor)",
+                        R.comm.size);
     }
-done:
-    sqz_train_acts_free(acts);
-    sqz_train_params_free(&tp);
-    sqz_train_lora_free(&lo);
-    sqz_hf_export_free(hf);
-    free(grad), free(m1), free(m2), free(x), free(y), free(layers);
+    st = prepare(ctx, &R, model, tokens, n_tokens, out_path, result);
+    if (R.gcm) { /* every rank learns whether any failed, and that all run the same options */
+        double failed = st != SQZ_OK;
+        int same = 0;
+        sqz_status cs = sqz_comm_ctl_sum(&R.comm, &failed, 1);
+        if (!cs) cs = sqz_comm_ctl_same(&R.comm, opts_hash(&R.o, result->n_params), &same);
+        if (!st && cs) st = cs;
+        else if (!st && failed > 0)
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "finetune: rank %d of %d stops: %g other rank(s) failed to "
+                          "start (see their message)", R.comm.rank, R.comm.size, failed);
+        else if (!st && !same)
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "finetune: the %d ranks were given different options or models "
+                          "(every rank must run the same command)", R.comm.size);
+    }
+    if (!st) st = train(ctx, &R, tokens, n_tokens, result);
+    if (!st && R.comm.rank == 0) st = write_out(ctx, &R, model, out_path, out_type);
+    release(&R);
+    sqz_comm_close(&R.comm);
     return st;
 }

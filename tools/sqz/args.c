@@ -211,6 +211,10 @@ static const option_row options[] = {
       .help = "LoRA scale alpha / rank (alpha default: the rank)" },
     { "--lora-targets", NULL, STR(lora_targets, "LIST"), .cmds = C_FINETUNE,
       .help = "adapted matrices: a comma list of q,k,v,o,gate,up,down (all)" },
+    { "--dp", NULL, STR(dp, "SPEC"), .cmds = C_FINETUNE,
+      .help = "data parallel under mpirun -np N: the gradient exchange, none, fp16,\n"
+              "topk, dgc, powersgd, lgreco or econtrol, with :key=value,... (e.g.\n"
+              "dgc:density=0.001, powersgd:rank=4); -f A,B: rank r trains on file r" },
     { "--extract", NULL, INT(extract, "TASK", 0, 1 << 20), .set_at = AT(extract_set), .cmds = C_MERGE,
       .help = "rebuild task TASK (0, 1, ...: the config's models, base left out) of\n"
               "the tall_masks merge in --from DIR" },

@@ -42,6 +42,7 @@ typedef struct opts {
     int lora_rank;
     float lora_alpha;
     const char *lora_targets;
+    const char *dp; /* finetune --dp SPEC */
     /* every other command: a LoRA adapter merged into the model at load */
     const char *lora;
     float lora_scale;

@@ -36,13 +36,42 @@ static void on_step(void *user, int step, double loss, double lr, double grad_no
     }
 }
 
+/* With --dp, -f A,B,... gives each rank its own text: rank r reads item r mod the count. */
+static const char *rank_file(const char *list, int rank, char *buf, size_t cap) {
+    int n = 1;
+    for (const char *p = list; *p; p++) n += *p == ',';
+    const char *p = list;
+    for (int i = 0; i < rank % n; i++) p = strchr(p, ',') + 1;
+    const char *e = strchr(p, ',');
+    const size_t len = e ? (size_t)(e - p) : strlen(p);
+    snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), p);
+    return buf;
+}
+
+static void print_dp(const opts *o, const sqz_finetune_result *r) {
+    const double b = (double)r->dp_bytes;
+    fprintf(stderr, "finetune: --dp %s over %d ranks: rank 0 sent %.3f MB of gradients (%.1f KB control); "
+            "compute %.1f s, compress %.1f s, communicate %.1f s; those bytes take %.2f s at 1 Gbit/s, "
+            "%.3f s at 10 Gbit/s\n", o->dp, r->dp_world, b / 1e6, (double)r->dp_ctl_bytes / 1e3, r->compute_s,
+            r->compress_s, r->comm_s, b * 8 / 1e9, b * 8 / 1e10);
+}
+
 int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     if (!o->file) return cli_die("%s", "finetune needs a training text: -f FILE");
     if (!o->out) return cli_die("%s", "finetune needs an output: -o OUT.gguf");
+    int world = 1, local = 1, rank = 0;
+    const int launched = sqz_finetune_dp_launched(&world, &local, &rank);
+    /* ranks on one machine share its cores */
+    if (launched && !o->threads) {
+        const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        sqz_ctx_set_threads(ctx, ncpu / local > 1 ? (int)(ncpu / local) : 1);
+    }
+    char fbuf[4096];
+    const char *file = o->dp ? rank_file(o->file, rank, fbuf, sizeof fbuf) : o->file;
     sqz_model *m;
     int32_t *ids, *eval = NULL;
     size_t n_ids, n_eval = 0;
-    if (cli_load_model_text(ctx, o, o->file, 0, &m, &ids, &n_ids, NULL)) return 1;
+    if (cli_load_model_text(ctx, o, file, 0, &m, &ids, &n_ids, NULL)) return 1;
     if (o->eval_file) {
         size_t len;
         char *text = cli_read_file(o->eval_file, &len);
@@ -78,6 +107,7 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     fo.lora_rank = o->lora_rank;
     fo.lora_alpha = o->lora_alpha;
     fo.lora_targets = o->lora_targets;
+    fo.dp = o->dp;
     /* a folder output gets the tokenizer: --tokenizer's, or the one beside an HF model */
     char tok[4096];
     snprintf(tok, sizeof tok, "%s/tokenizer.json", o->model);
@@ -92,7 +122,17 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     sqz_model_free(m);
     if (st) {
         cJSON_Delete(L.steps);
+        if (o->dp) {
+            const int rc = cli_fail(ctx);
+            sqz_finetune_dp_shutdown();
+            return rc;
+        }
         return cli_fail(ctx);
+    }
+    if (o->dp) sqz_finetune_dp_shutdown();
+    if (r.dp_rank != 0) { /* rank 0 reports for all */
+        cJSON_Delete(L.steps);
+        return 0;
     }
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
@@ -110,6 +150,18 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
         }
         cJSON_AddNumberToObject(j, "train_seconds", r.seconds);
         cJSON_AddNumberToObject(j, "tokens_per_s", r.tokens_per_s);
+        if (o->dp) {
+            cJSON *d = cJSON_AddObjectToObject(j, "dp");
+            cJSON_AddStringToObject(d, "spec", o->dp);
+            cJSON_AddNumberToObject(d, "ranks", r.dp_world);
+            cJSON_AddNumberToObject(d, "bytes_sent", (double)r.dp_bytes);
+            cJSON_AddNumberToObject(d, "control_bytes", (double)r.dp_ctl_bytes);
+            cJSON_AddNumberToObject(d, "compute_s", r.compute_s);
+            cJSON_AddNumberToObject(d, "compress_s", r.compress_s);
+            cJSON_AddNumberToObject(d, "comm_s", r.comm_s);
+            cJSON_AddNumberToObject(d, "seconds_at_1gbit", (double)r.dp_bytes * 8 / 1e9);
+            cJSON_AddNumberToObject(d, "seconds_at_10gbit", (double)r.dp_bytes * 8 / 1e10);
+        }
         cJSON_AddItemToObject(j, "log", L.steps);
         cli_print_json(j);
     } else {
@@ -118,6 +170,7 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
         if (o->eval_file)
             fprintf(stderr, ", held-out ppl %.3f -> %.3f", r.eval_ppl_before, r.eval_ppl_after);
         fprintf(stderr, " -> %s\n", o->out);
+        if (o->dp) print_dp(o, &r);
     }
     return 0;
 }

@@ -442,6 +442,14 @@ typedef struct sqz_finetune_opts {
      * with "none" compute what one process does (to float reassociation). Rank 0 evaluates and
      * writes; all ranks must be given the same options (checked), their tokens may differ. */
     const char *dp;
+    /* checkpoint: rank 0 saves the run's state there (temp file + rename) every checkpoint_every
+     * steps (0: after the last only); resume: a checkpoint to continue from, written by a run
+     * with the same model and recipe (steps may be raised): the result is bit-identical to an
+     * uninterrupted run. Under --dp every rank reads it, and the compressors' memory (error
+     * feedback, momentum, factors) starts afresh. */
+    const char *checkpoint;
+    int checkpoint_every;
+    const char *resume;
     sqz_train_step_fn on_step;
     void *user;
 } sqz_finetune_opts;

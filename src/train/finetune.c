@@ -21,14 +21,21 @@ static uint64_t mix(uint64_t h, const void *p, size_t n) {
     for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
     return h;
 }
-static uint64_t opts_hash(const sqz_finetune_opts *o, size_t n_params) {
+/* what a checkpoint must have been made with (the step count may change on resume) */
+static uint64_t recipe_hash(const sqz_finetune_opts *o, size_t n_params) {
     uint64_t h = 0xcbf29ce484222325ull;
-    const int iv[] = { o->steps, o->batch, o->micro_batch, o->ctx, o->warmup, o->cosine, o->lora_rank };
+    const int iv[] = { o->batch, o->ctx, o->warmup, o->cosine, o->lora_rank };
     const float fv[] = { o->lr, o->min_lr, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip, o->lora_alpha };
     h = mix(h, iv, sizeof iv);
     h = mix(h, fv, sizeof fv);
     h = mix(h, &o->seed, sizeof o->seed);
-    h = mix(h, &n_params, sizeof n_params);
+    return mix(h, &n_params, sizeof n_params);
+}
+/* what every rank must share */
+static uint64_t opts_hash(const sqz_finetune_opts *o, size_t n_params) {
+    uint64_t h = recipe_hash(o, n_params);
+    const int iv[] = { o->steps, o->micro_batch, o->checkpoint_every, !!o->resume };
+    h = mix(h, iv, sizeof iv);
     return mix(h, o->dp, strlen(o->dp));
 }
 
@@ -141,6 +148,8 @@ typedef struct ft_run {
     int32_t *x, *y;
     size_t *offs;
     sqz_layer_weights *layers;
+    int step0;      /* steps done before this run (resume) */
+    uint64_t rng;   /* the data sampler */
 } ft_run;
 
 static void release(ft_run *R) {
@@ -211,6 +220,16 @@ static sqz_status prepare(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "finetune: out of memory for %zu parameters", n_train);
     if ((st = sqz_train_acts_new(ctx, &R->tp.cfg, B, T, R->lo.rank, &R->acts))) return st;
     result->n_params = n_train;
+    R->rng = o->seed;
+    if (o->resume) {
+        sqz_train_ckpt c = { .hash = recipe_hash(o, n_train), .n = n_train };
+        if ((st = sqz_train_ckpt_read(ctx, o->resume, &c, R->use_lora ? R->lo.p : R->tp.p, R->m1, R->m2)))
+            return st;
+        if (c.step >= o->steps)
+            return sqz_fail(ctx, SQZ_ERR_ARG, "--resume %s: the checkpoint is at step %d: --steps must be "
+                            "more than that", o->resume, c.step);
+        R->step0 = c.step, R->rng = c.rng;
+    }
     if (R->gcm) {
         const sqz_gc_env env = {
             .ctx = ctx, .t = R->use_lora ? R->lo.t : R->tp.t, .n_tensors = R->use_lora ? R->lo.n_tensors : R->tp.n_tensors,
@@ -236,13 +255,13 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
     if (o->eval && lead)
         result->eval_ppl_before = eval_ppl(&R->tp, lop, R->acts, B, T, o->eval, n_eval, R->x, R->y, nt);
 
-    uint64_t rng = o->seed;
+    uint64_t rng = R->rng;
     sqz_adamw adam = { o->lr, o->beta1, o->beta2, o->eps, o->weight_decay };
     if (R->gcm && R->gcm->owns_momentum) adam.beta1 = 0; /* the exchanged direction carries it */
     const int clip_here = !(R->gcm && R->gcm->owns_clipping) && o->clip > 0;
     const int n_micro = R->bpr / B;
     sqz_status st = SQZ_OK;
-    for (int s = 0; s < o->steps; s++) {
+    for (int s = R->step0; s < o->steps; s++) {
         const double t0 = sqz_now();
         /* every rank draws the whole batch's windows; rank r trains on its r-th share */
         for (int b = 0; b < o->batch; b++)
@@ -279,7 +298,12 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
         sqz_train_adamw_step(tab, n_tab, train_p, grad, R->m1, R->m2, s + 1, &a, nt);
         const double dt = sqz_now() - t0;
         result->seconds += dt;
-        if (s == 0) result->first_loss = loss;
+        if (o->checkpoint && lead && isfinite(loss) && ((o->checkpoint_every > 0 && (s + 1) % o->checkpoint_every == 0) ||
+                                      s + 1 == o->steps)) {
+            const sqz_train_ckpt c = { .hash = recipe_hash(o, n_train), .n = n_train, .rng = rng, .step = s + 1 };
+            if ((st = sqz_train_ckpt_write(ctx, o->checkpoint, &c, train_p, R->m1, R->m2))) return st;
+        }
+        if (s == R->step0) result->first_loss = loss;
         result->last_loss = loss;
         result->steps = s + 1;
         double ppl = 0;
@@ -295,7 +319,7 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
         snprintf(what, sizeof what, "finetune loss %.3f", loss);
         if (lead) sqz_progress(ctx, what, (uint64_t)s + 1, (uint64_t)o->steps);
     }
-    result->tokens_per_s = result->seconds > 0 ? (double)o->steps * o->batch * T / result->seconds : 0;
+    result->tokens_per_s = result->seconds > 0 ? (double)(o->steps - R->step0) * o->batch * T / result->seconds : 0;
     result->dp_bytes = R->comm.bytes_sent;
     result->dp_ctl_bytes = R->comm.ctl_bytes;
     return SQZ_OK;

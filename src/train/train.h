@@ -107,4 +107,16 @@ void sqz_train_adamw_step(const sqz_train_tensor *t, int n_tensors, float *p, co
  * as torch.nn.utils.clip_grad_norm_. Returns the norm before clipping. */
 double sqz_train_clip(float *grad, size_t n, double clip);
 
+/* A fine-tuning run's resumable state (checkpoint.c): the recipe's hash (a resume must match
+ * it), the values trained, the steps done and the data sampler's state. */
+typedef struct sqz_train_ckpt {
+    uint64_t hash, n, rng;
+    int step;
+} sqz_train_ckpt;
+sqz_status sqz_train_ckpt_write(sqz_ctx *ctx, const char *path, const sqz_train_ckpt *c, const float *p,
+                                const float *m, const float *v);
+/* Checks c->n and c->hash against the file, then fills p, m, v (c->n floats each), c->step, c->rng. */
+sqz_status sqz_train_ckpt_read(sqz_ctx *ctx, const char *path, sqz_train_ckpt *c, float *p, float *m,
+                               float *v);
+
 #endif

@@ -5,7 +5,9 @@
 #   stderr, nothing written;
 # - a short run of each kind writes its file: the full fine-tune a GGUF that `sqz ppl` loads, the
 #   LoRA run an adapter whose merged model's perplexity is finetune's own held-out figure
-#   (two code paths: the training forward pass with the adapter, and inference on W + s B A).
+#   (two code paths: the training forward pass with the adapter, and inference on W + s B A);
+# - checkpoint / resume: a run stopped at step 2 and resumed to 4 writes the uninterrupted run's
+#   file bit for bit; a resume with another recipe, past its step, or from another file fails.
 SQZ=${SQZ:-build/sqz}
 SHARED=${SQZ_SHARED:-../shared}
 BASE=$SHARED/models/sqz-llama-14m
@@ -88,3 +90,20 @@ EOF
 else
     echo "not ok - LoRA fine-tune"; sed 's/^/#   /' "$tmp/err" | head -5
 fi
+
+# checkpoint / resume: 2 steps saved, then resumed to 4, is the uninterrupted 4-step run bit for bit
+R="$BASE -f $tmp/train.txt --batch 2 --ctx 32 --type f32 --no-progress -t 1"
+if "$SQZ" finetune $R --steps 4 -o "$tmp/r4.gguf" 2> "$tmp/err" &&
+    "$SQZ" finetune $R --steps 2 -o "$tmp/r2.gguf" --checkpoint "$tmp/ck" 2>> "$tmp/err" &&
+    "$SQZ" finetune $R --steps 4 -o "$tmp/rr.gguf" --resume "$tmp/ck" 2>> "$tmp/err" &&
+    cmp -s "$tmp/r4.gguf" "$tmp/rr.gguf" && ! cmp -s "$tmp/r2.gguf" "$tmp/rr.gguf"; then
+    echo "ok - 2 steps + checkpoint + resume to 4 = 4 steps, bit for bit"
+else
+    echo "not ok - checkpoint / resume"; sed 's/^/#   /' "$tmp/err" | head -5
+fi
+bad "resume with another learning rate" "$tmp/x1.gguf" "another model or recipe" \
+    finetune $R --steps 4 --lr 1e-4 -o "$tmp/x1.gguf" --resume "$tmp/ck"
+bad "resume past the checkpoint's step" "$tmp/x2.gguf" "must be more" \
+    finetune $R --steps 2 -o "$tmp/x2.gguf" --resume "$tmp/ck"
+bad "resume from a file that is not a checkpoint" "$tmp/x3.gguf" "not an sqz fine-tuning checkpoint" \
+    finetune $R --steps 4 -o "$tmp/x3.gguf" --resume "$tmp/test.txt"

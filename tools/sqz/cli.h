@@ -43,6 +43,8 @@ typedef struct opts {
     float lora_alpha;
     const char *lora_targets;
     const char *dp; /* finetune --dp SPEC */
+    const char *checkpoint, *resume;
+    int checkpoint_every;
     /* every other command: a LoRA adapter merged into the model at load */
     const char *lora;
     float lora_scale;

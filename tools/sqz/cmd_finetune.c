@@ -108,6 +108,9 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     fo.lora_alpha = o->lora_alpha;
     fo.lora_targets = o->lora_targets;
     fo.dp = o->dp;
+    fo.checkpoint = o->checkpoint;
+    fo.checkpoint_every = o->checkpoint_every;
+    fo.resume = o->resume;
     /* a folder output gets the tokenizer: --tokenizer's, or the one beside an HF model */
     char tok[4096];
     snprintf(tok, sizeof tok, "%s/tokenizer.json", o->model);

@@ -116,52 +116,46 @@ static size_t chunk_off(size_t n, int N, int i) {
     return n / (size_t)N * (size_t)i + ((size_t)i < n % (size_t)N ? (size_t)i : n % (size_t)N);
 }
 
+/* One ring step: chunk sc of x goes to next while chunk rc comes from prev, added into x
+ * (add = 1, reduce-scatter) or copied over it (allgather); values as f32 or f16 on the wire. */
+static sqz_status ring_step(sqz_comm *c, float *x, size_t n, int sc, int rc, int half, int add, char *sb,
+                           char *rb) {
+    const int N = c->size;
+    const size_t s0 = chunk_off(n, N, sc), s1 = chunk_off(n, N, sc + 1);
+    const size_t r0 = chunk_off(n, N, rc), r1 = chunk_off(n, N, rc + 1), esz = half ? 2 : 4;
+    if (half)
+        for (size_t i = s0; i < s1; i++) ((uint16_t *)sb)[i - s0] = sqz_f32_to_f16(x[i]);
+    else
+        memcpy(sb, x + s0, (s1 - s0) * 4);
+    const sqz_status st = xchg(c, sb, (s1 - s0) * esz, (c->rank + 1) % N, rb, (r1 - r0) * esz,
+                               (c->rank + N - 1) % N);
+    for (size_t i = r0; i < r1 && !st; i++) {
+        const float v = half ? sqz_f16_to_f32(((uint16_t *)rb)[i - r0]) : ((float *)rb)[i - r0];
+        x[i] = add ? x[i] + v : v;
+    }
+    return st;
+}
+
 /* Ring allreduce with values on the wire as f32 (half = 0) or f16 (half = 1). */
 static sqz_status ring_allreduce(sqz_comm *c, float *x, size_t n, int half) {
     const int N = c->size, r = c->rank;
     if (N == 1 || n == 0) return SQZ_OK;
     const double t0 = sqz_now();
-    const int next = (r + 1) % N, prev = (r + N - 1) % N;
     const size_t maxc = n / (size_t)N + 1, esz = half ? 2 : 4;
     char *buf = scratch(c, 2 * maxc * esz);
     if (!buf) return sqz_fail(c->ctx, SQZ_ERR_NOMEM, "allreduce: out of memory");
-    char *sb = buf, *rb = buf + maxc * esz;
     sqz_status st = SQZ_OK;
     /* reduce-scatter: after N - 1 steps rank r holds the full sum of chunk r + 1 */
-    for (int k = 0; k < N - 1 && !st; k++) {
-        const int sc = ((r - k) % N + N) % N, rcv = ((r - k - 1) % N + N) % N;
-        const size_t s0 = chunk_off(n, N, sc), s1 = chunk_off(n, N, sc + 1);
-        const size_t r0 = chunk_off(n, N, rcv), r1 = chunk_off(n, N, rcv + 1);
-        if (half)
-            for (size_t i = s0; i < s1; i++) ((uint16_t *)sb)[i - s0] = sqz_f32_to_f16(x[i]);
-        else
-            memcpy(sb, x + s0, (s1 - s0) * 4);
-        st = xchg(c, sb, (s1 - s0) * esz, next, rb, (r1 - r0) * esz, prev);
-        if (half)
-            for (size_t i = r0; i < r1; i++) x[i] += sqz_f16_to_f32(((uint16_t *)rb)[i - r0]);
-        else
-            for (size_t i = r0; i < r1; i++) x[i] += ((float *)rb)[i - r0];
-    }
+    for (int k = 0; k < N - 1 && !st; k++)
+        st = ring_step(c, x, n, ((r - k) % N + N) % N, ((r - k - 1) % N + N) % N, half, 1, buf, buf + maxc * esz);
     if (half) { /* the owner rounds its chunk as every other rank will receive it */
         const int own = (r + 1) % N;
         for (size_t i = chunk_off(n, N, own); i < chunk_off(n, N, own + 1); i++)
             x[i] = sqz_f16_to_f32(sqz_f32_to_f16(x[i]));
     }
     /* allgather of the reduced chunks */
-    for (int k = 0; k < N - 1 && !st; k++) {
-        const int sc = ((r + 1 - k) % N + N) % N, rcv = ((r - k) % N + N) % N;
-        const size_t s0 = chunk_off(n, N, sc), s1 = chunk_off(n, N, sc + 1);
-        const size_t r0 = chunk_off(n, N, rcv), r1 = chunk_off(n, N, rcv + 1);
-        if (half)
-            for (size_t i = s0; i < s1; i++) ((uint16_t *)sb)[i - s0] = sqz_f32_to_f16(x[i]);
-        else
-            memcpy(sb, x + s0, (s1 - s0) * 4);
-        st = xchg(c, sb, (s1 - s0) * esz, next, rb, (r1 - r0) * esz, prev);
-        if (half)
-            for (size_t i = r0; i < r1; i++) x[i] = sqz_f16_to_f32(((uint16_t *)rb)[i - r0]);
-        else
-            memcpy(x + r0, rb, (r1 - r0) * 4);
-    }
+    for (int k = 0; k < N - 1 && !st; k++)
+        st = ring_step(c, x, n, ((r + 1 - k) % N + N) % N, ((r - k) % N + N) % N, half, 0, buf, buf + maxc * esz);
     c->comm_s += sqz_now() - t0;
     return st;
 }

@@ -3,7 +3,8 @@
  * written here from the papers' update rules:
  *  (a) top-k selection (quickselect) equals the full sort, ties by index, on vectors with ties;
  *  (b) topk with error feedback, dgc (momentum correction, local clipping, factor masking,
- *      warm-up) and econtrol: the step directions of 6 steps equal the reference's;
+ *      warm-up; in the paper's momentum-SGD form and over Adam's update) and econtrol: the
+ *      step directions of 6 steps equal the reference's;
  *  (c) powersgd: a rank-1 matrix is sent exactly by rank 1; vectors go dense; 3 warm-started steps equal a double-precision reference of the hook;
  *  (d) the L-GreCo knapsack finds the least size within the error budget (brute force);
  *  (e) specs: unknown methods and keys are refused with a message.
@@ -30,7 +31,7 @@ static void env1(sqz_gc_env *e, sqz_comm *c, sqz_ctx *ctx) {
     c->size = 1, c->ctx = ctx;
     memset(e, 0, sizeof *e);
     e->ctx = ctx, e->t = T3, e->n_tensors = 3, e->n = N, e->comm = c, e->steps = STEPS, e->clip = 1.0f;
-    e->seed = 7, e->n_threads = 1;
+    e->seed = 7, e->n_threads = 1, e->beta1 = 0.9f, e->beta2 = 0.95f, e->eps = 1e-8f;
 }
 
 /* reference top-k: the k largest |x| by sorting (ties: lower index), as a 0/1 mask */
@@ -112,20 +113,26 @@ static void test_topk_ef(sqz_ctx *ctx) {
     CHECK(worst == 0, "topk + error feedback: 6 steps' directions = reference (worst %.2g)", worst);
 }
 
-static void test_dgc(sqz_ctx *ctx) {
-    CHECK(run_spec(ctx, "dgc:density=0.02,momentum=0.9,warmup=4", D, G) == 0, "dgc runs");
-    CHECK(sqz_gc_dgc_density(0.001, 4, 0) == 0.25 && sqz_gc_dgc_density(0.001, 4, 3) == pow(0.25, 4) &&
-          sqz_gc_dgc_density(0.001, 4, 4) == 0.001 && sqz_gc_dgc_density(0.3, 8, 0) == 0.3,
-          "dgc warm-up densities 25 %%, 6.25 %%, 1.56 %%, 0.39 %%, then the target");
-    static float u[N], v[N], g[N];
-    memset(u, 0, sizeof u), memset(v, 0, sizeof v);
+/* DGC's reference: adam = 0 the paper's momentum SGD form, adam = 1 Adam's update per rank */
+static void ref_dgc(int adam) {
+    static float u[N], v[N], g[N], v2[N];
+    memset(u, 0, sizeof u), memset(v, 0, sizeof v), memset(v2, 0, sizeof v2);
     for (int s = 0; s < STEPS; s++) {
         memcpy(g, G[s], sizeof g);
         double ss = 0; /* local clipping at clip / sqrt(1) */
         for (int i = 0; i < N; i++) ss += (double)g[i] * g[i];
         if (sqrt(ss) > 1.0)
             for (int i = 0; i < N; i++) g[i] *= (float)(1.0 / (sqrt(ss) + 1e-6));
-        for (int i = 0; i < N; i++) u[i] = 0.9f * u[i] + g[i], v[i] += u[i];
+        for (int i = 0; i < N; i++) {
+            if (adam) {
+                v2[i] = 0.95f * v2[i] + (1.0f - 0.95f) * g[i] * g[i];
+                const float a = g[i] / (sqrtf(v2[i] / (float)(1.0 - pow(0.95f, s + 1))) + 1e-8f);
+                u[i] = 0.9f * u[i] + (1.0f - 0.9f) * a;
+            } else {
+                u[i] = 0.9f * u[i] + g[i];
+            }
+            v[i] += u[i];
+        }
         const double d = s < 4 ? fmax(pow(0.25, s + 1), 0.02) : 0.02;
         memset(R[s], 0, sizeof R[s]);
         for (int t = 0; t < 3; t++) {
@@ -135,10 +142,21 @@ static void test_dgc(sqz_ctx *ctx) {
                 if (mask[i]) R[s][o + i] = v[o + i], v[o + i] = 0, u[o + i] = 0;
         }
     }
-    double worst = 0;
-    for (int s = 0; s < STEPS; s++) worst = fmax(worst, max_rel(D[s], R[s], N));
-    CHECK(worst < 1e-6, "dgc (momentum correction, local clip, masking, warm-up): 6 steps = reference "
-          "(worst %.2g)", worst);
+}
+
+static void test_dgc(sqz_ctx *ctx) {
+    CHECK(sqz_gc_dgc_density(0.001, 4, 0) == 0.25 && sqz_gc_dgc_density(0.001, 4, 3) == pow(0.25, 4) &&
+          sqz_gc_dgc_density(0.001, 4, 4) == 0.001 && sqz_gc_dgc_density(0.3, 8, 0) == 0.3,
+          "dgc warm-up densities 25 %%, 6.25 %%, 1.56 %%, 0.39 %%, then the target");
+    for (int adam = 0; adam <= 1; adam++) {
+        CHECK(run_spec(ctx, adam ? "dgc:density=0.02,warmup=4" : "dgc:density=0.02,momentum=0.9,warmup=4,adam=0",
+                       D, G) == 0, "dgc adam=%d runs", adam);
+        ref_dgc(adam);
+        double worst = 0;
+        for (int s = 0; s < STEPS; s++) worst = fmax(worst, max_rel(D[s], R[s], N));
+        CHECK(worst < 1e-6, "dgc adam=%d (%s, local clip, masking, warm-up): 6 steps = reference (worst %.2g)",
+              adam, adam ? "Adam's update per rank, accumulated" : "momentum correction", worst);
+    }
 }
 
 static void test_econtrol(sqz_ctx *ctx) {

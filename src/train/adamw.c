@@ -25,6 +25,19 @@ void sqz_train_adamw_step(const sqz_train_tensor *tab, int n_tensors, float *p, 
     }
 }
 
+void sqz_train_sgd_step(const sqz_train_tensor *tab, int n_tensors, float *p, const float *d,
+                        const sqz_adamw *o, int nt) {
+    for (int i = 0; i < n_tensors; i++) {
+        const sqz_train_tensor *e = &tab[i];
+        const float decay = e->rows > 1 ? 1.0f - o->lr * o->weight_decay : 1.0f;
+        const size_t n = (size_t)(e->rows * e->cols);
+        float *pp = p + e->off;
+        const float *dd = d + e->off;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && n >= 65536)
+        for (size_t j = 0; j < n; j++) pp[j] = pp[j] * decay - o->lr * dd[j];
+    }
+}
+
 double sqz_train_clip(float *grad, size_t n, double clip) {
     double ss = 0;
     for (size_t i = 0; i < n; i++) ss += (double)grad[i] * grad[i];

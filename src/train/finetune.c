@@ -234,7 +234,7 @@ static sqz_status prepare(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const
         const sqz_gc_env env = {
             .ctx = ctx, .t = R->use_lora ? R->lo.t : R->tp.t, .n_tensors = R->use_lora ? R->lo.n_tensors : R->tp.n_tensors,
             .n = n_train, .comm = &R->comm, .steps = o->steps, .clip = o->clip > 0 ? o->clip : 0,
-            .seed = o->seed, .n_threads = R->nt,
+            .seed = o->seed, .n_threads = R->nt, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps,
         };
         if ((st = R->gcm->create(&env, &R->gca, &R->gcs))) return st;
     }
@@ -257,7 +257,7 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
 
     uint64_t rng = R->rng;
     sqz_adamw adam = { o->lr, o->beta1, o->beta2, o->eps, o->weight_decay };
-    if (R->gcm && R->gcm->owns_momentum) adam.beta1 = 0; /* the exchanged direction carries it */
+    const int plain_step = R->gcm && R->gcm->owns_optimizer; /* the direction is the update */
     const int clip_here = !(R->gcm && R->gcm->owns_clipping) && o->clip > 0;
     const int n_micro = R->bpr / B;
     sqz_status st = SQZ_OK;
@@ -295,7 +295,8 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
         const double norm = clip_here ? sqz_train_clip(grad, n_train, o->clip) : sqz_train_clip(grad, n_train, 0);
         sqz_adamw a = adam;
         a.lr = (float)lr_at(o, s);
-        sqz_train_adamw_step(tab, n_tab, train_p, grad, R->m1, R->m2, s + 1, &a, nt);
+        if (plain_step) sqz_train_sgd_step(tab, n_tab, train_p, grad, &a, nt);
+        else sqz_train_adamw_step(tab, n_tab, train_p, grad, R->m1, R->m2, s + 1, &a, nt);
         const double dt = sqz_now() - t0;
         result->seconds += dt;
         if (o->checkpoint && lead && isfinite(loss) && ((o->checkpoint_every > 0 && (s + 1) % o->checkpoint_every == 0) ||

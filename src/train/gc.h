@@ -33,6 +33,7 @@ typedef struct sqz_gc_env {
     sqz_comm *comm;
     int steps;                 /* of the run (schedules) */
     float clip;                /* the run's global-norm clip (> 0), for methods that clip locally */
+    float beta1, beta2, eps;   /* the run's AdamW, for methods that own the optimizer */
     uint64_t seed;             /* the same on every rank */
     int n_threads;
 } sqz_gc_env;
@@ -40,9 +41,10 @@ typedef struct sqz_gc_env {
 typedef struct sqz_gc_method {
     const char *name;
     const char *params;        /* "density=F,momentum=F,...": the keys it takes, for messages */
-    /* 1: the direction already carries momentum (DGC's momentum correction): the optimizer
-     * runs with beta1 = 0. */
-    int owns_momentum;
+    /* 1: the direction is the update itself (DGC: momentum, and Adam's per-coordinate scale,
+     * applied by each rank before compressing): the driver steps p -= lr d, with the decoupled
+     * weight decay, and keeps no AdamW moments. */
+    int owns_optimizer;
     /* 1: the method clips each rank's gradient itself (DGC's local clipping): no global clip. */
     int owns_clipping;
     sqz_status (*create)(const sqz_gc_env *env, const sqz_gc_args *args, void **state);

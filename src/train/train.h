@@ -103,6 +103,10 @@ typedef struct sqz_adamw {
 } sqz_adamw;
 void sqz_train_adamw_step(const sqz_train_tensor *t, int n_tensors, float *p, const float *grad,
                           float *m, float *v, int step, const sqz_adamw *opt, int n_threads);
+/* p -= lr d with AdamW's decoupled weight decay (matrices only): the step when the direction d
+ * is already the update (a data-parallel exchange that owns the optimizer, as DGC does). */
+void sqz_train_sgd_step(const sqz_train_tensor *t, int n_tensors, float *p, const float *d,
+                        const sqz_adamw *opt, int n_threads);
 /* Global L2 norm of grad (in double); scales grad by clip / (norm + 1e-6) when norm > clip > 0,
  * as torch.nn.utils.clip_grad_norm_. Returns the norm before clipping. */
 double sqz_train_clip(float *grad, size_t n, double clip);

@@ -500,6 +500,17 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
 sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *tall_dir, int task,
                              const char *out_path, const sqz_merge_opts *opts,
                              sqz_merge_result *result);
+/* Continual merging (merge_method: opcm): adds the model at model_path to the running merge
+ * in the folder state_dir, which sqz_merge_models wrote from an opcm config (and earlier calls
+ * updated). The folder is an HF model folder of the merge so far (sqz runs it like any model)
+ * plus opcm.json: the base's path, alpha, the number of models, the sum of their task vectors'
+ * norms and the scale lambda - all the method needs, so memory and the folder's size do not
+ * grow with the number of models. The model is checked against the base like a merge's inputs;
+ * the new state is written beside the old one and swapped in when complete (nothing changes on
+ * failure). opts->type: the folder's tensors ("f32", the default, "f16", "bf16"); seed and
+ * pure are unused. result->n_models is the number of models merged so far. */
+sqz_status sqz_merge_continual(sqz_ctx *ctx, const char *state_dir, const char *model_path,
+                               const sqz_merge_opts *opts, sqz_merge_result *result);
 /* The merge methods, i = 0, 1, ... until NULL: name and a one-line help with its keys. */
 const char *sqz_merge_method_name(int i);
 const char *sqz_merge_method_help(int i);

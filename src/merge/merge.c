@@ -146,7 +146,7 @@ static void remove_hf_folder(const char *dir) {
 }
 
 /* config.json of input i when it is an HF folder (its text), else NULL. */
-static char *source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
+char *merge_source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
     char *p = sqz_path_is_dir(path) ? sqz_path_join(path, "config.json")
               : ends_with(path, "config.json") ? strdup(path) : NULL;
     char *text = NULL;
@@ -157,7 +157,7 @@ static char *source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
 
 /* The tokenizer.json the output gets: tokenizer_source (a file, or a folder holding one),
  * else the base's (first input's) folder's. NULL with an error when there is none. */
-static char *pick_tokenizer(merge_run *r) {
+char *merge_pick_tokenizer(merge_run *r) {
     const char *src = r->cfg->tokenizer_source;
     if (src && strcmp(src, "base") != 0) {
         if (!strcmp(src, "union") || !strncmp(src, "model:", 6)) {
@@ -190,6 +190,10 @@ static char *pick_tokenizer(merge_run *r) {
     return NULL;
 }
 
+int merge_is_vec(const out_tensor *o) {
+    return o->spec ? o->spec->is_vec : o->model_at == offsetof(sqz_model, out_norm);
+}
+
 /* The name of task t's mask of tensor name in a tall_masks folder. */
 static void mask_name(char *buf, size_t cap, int t, const char *name) {
     snprintf(buf, cap, "tall_mask.%d.%s", t, name);
@@ -220,7 +224,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     float **slab = NULL, *out = NULL;
     uint8_t **bits = NULL;
     double (*mp)[SQZ_MP_COUNT] = NULL, g[SQZ_MP_COUNT];
-    char *tok = pick_tokenizer(r), *cfg_json = NULL;
+    char *tok = merge_pick_tokenizer(r), *cfg_json = NULL;
     sqz_status st = tok ? SQZ_OK : SQZ_ERR_ARG;
     if (!tok) return st;
     int64_t maxn = 1;
@@ -233,7 +237,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
             st = check_ranges(r, &r->list[k], (const double (*)[SQZ_MP_COUNT])mp, g);
     if (!st) st = sqz_hf_export_new(ctx, dir, &e);
     size_t cfg_len = 0;
-    if (!st && (cfg_json = source_config_json(ctx, r->paths[0], &cfg_len)))
+    if (!st && (cfg_json = merge_source_config_json(ctx, r->paths[0], &cfg_len)))
         st = sqz_hf_export_config_json(e, cfg_json, cfg_len);
     else if (!st) {
         sqz_config c = r->models[0]->cfg;
@@ -244,7 +248,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     for (int k = 0; k < r->n_list && !st; k++) {
         const out_tensor *o = &r->list[k];
         const int64_t shape[2] = { o->rows, o->cols };
-        const int is_vec = o->spec ? o->spec->is_vec : o->model_at == offsetof(sqz_model, out_norm);
+        const int is_vec = merge_is_vec(o);
         st = sqz_hf_export_declare(e, o->name, type, is_vec ? 1 : 2, is_vec ? shape + 1 : shape);
         for (int t = 0; with_masks && t < N && !st; t++) { /* tall_mask.T.NAME after NAME */
             char name[160];
@@ -356,7 +360,9 @@ static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_
     sqz_ctx *ctx = r->ctx;
     sqz_status st;
     if (!p->gguf) {
-        if ((st = write_merged(r, p->path, p->hf_type, opts->seed, res))) return st;
+        if ((st = r->method->continual ? merge_continual_run(r, p->path, p->hf_type, res)
+                                       : write_merged(r, p->path, p->hf_type, opts->seed, res)))
+            return st;
         char *w = sqz_path_join(p->path, "model.safetensors");
         struct stat sb;
         res->out_bytes = w && stat(w, &sb) == 0 ? (uint64_t)sb.st_size : 0;
@@ -374,7 +380,8 @@ static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_
         return sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", p->path);
     }
     sqz_model *merged = NULL;
-    st = write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
+    st = r->method->continual ? merge_continual_run(r, tmp_dir, SQZ_TYPE_F32, res)
+                              : write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
     for (int i = 0; i < r->n_in && !st; i++) sqz_model_free(r->models[i]), r->models[i] = NULL;
     if (!st) st = sqz_model_load(ctx, tmp_dir, NULL, &merged);
     const sqz_convert_opts co = { .type = p->type, .pure = opts->pure };
@@ -391,6 +398,11 @@ static sqz_status begin_run(merge_run *r, const char *config_path) {
     merge_config *cfg = NULL;
     sqz_status st = merge_config_load(r->ctx, config_path, &cfg);
     if (st) return st;
+    return merge_begin_run_cfg(r, cfg);
+}
+
+sqz_status merge_begin_run_cfg(merge_run *r, merge_config *cfg) {
+    sqz_status st;
     r->cfg = cfg;
     if (!(r->method = sqz_merge_method_find(cfg->method))) {
         char names[512] = "";
@@ -404,7 +416,7 @@ static sqz_status begin_run(merge_run *r, const char *config_path) {
     return merge_pick_inputs(r);
 }
 
-static void end_run(merge_run *r) {
+void merge_end_run(merge_run *r) {
     for (int i = 0; r->models && i < r->n_in; i++) sqz_model_free(r->models[i]);
     for (int i = 0; r->paths && i < r->n_in; i++) free(r->paths[i]);
     free(r->paths);
@@ -416,7 +428,7 @@ static void end_run(merge_run *r) {
 }
 
 /* Loads r's inputs, lists the tensors, checks the inputs agree. */
-static sqz_status load_inputs(merge_run *r) {
+sqz_status merge_load_inputs(merge_run *r) {
     sqz_status st;
     for (int i = 0; i < r->n_in; i++)
         if ((st = sqz_model_load(r->ctx, r->paths[i], NULL, &r->models[i]))) return st;
@@ -437,7 +449,7 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
     out_plan plan;
     sqz_status st = begin_run(&r, config_path);
     if (!st) st = plan_output(&r, out_path, opts, &plan);
-    if (!st) st = load_inputs(&r);
+    if (!st) st = merge_load_inputs(&r);
     if (!st) st = write_output(&r, &plan, opts, &res);
     if (!st) {
         res.method = r.method->name;
@@ -446,7 +458,7 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
         res.seconds = sqz_now() - t0;
         if (result) *result = res;
     }
-    end_run(&r);
+    merge_end_run(&r);
     return st;
 }
 
@@ -475,7 +487,7 @@ sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *
         if (!(r.paths[1] = strdup(tall_dir))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
     }
     if (!st) st = plan_output(&r, out_path, opts, &plan);
-    if (!st) st = load_inputs(&r);
+    if (!st) st = merge_load_inputs(&r);
     if (!st) st = sqz_st_open(ctx, tall_dir, &r.mask_st);
     for (int k = 0; k < r.n_list && !st; k++) { /* every mask there, of its size */
         char name[160];
@@ -493,7 +505,7 @@ sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *
         res.seconds = sqz_now() - t0;
         if (result) *result = res;
     }
-    end_run(&r);
+    merge_end_run(&r);
     return st;
 }
 

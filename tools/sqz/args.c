@@ -45,7 +45,8 @@ static const cli_command commands[] = {
       "                                      full fine-tuning (f32 AdamW) on a text\n" },
     { "merge", cmd_merge,
       "  merge CONFIG.yaml -o OUT            merge models by a mergekit config: an HF folder,\n"
-      "                                      or OUT.gguf (--type: any convert type)\n" },
+      "                                      or OUT.gguf (--type: any convert type)\n"
+      "  merge --continual STATE MODEL       add MODEL to the running opcm merge in STATE\n" },
     { "prune", cmd_prune,
       "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
       "                                      remove weights (--type sp8: sparse int8 in sqzf;\n"
@@ -215,6 +216,9 @@ static const option_row options[] = {
       .help = "rebuild task TASK (0, 1, ...: the config's models, base left out) of\n"
               "the tall_masks merge in --from DIR" },
     { "--from", NULL, STR(from, "DIR"), .cmds = C_MERGE, .help = "with --extract: the tall_masks merge's folder" },
+    { "--continual", NULL, STR(continual, "STATE"), .cmds = C_MERGE,
+      .help = "add MODEL (given in place of CONFIG) to the running opcm merge in\n"
+              "folder STATE (made by a merge_method: opcm config's -o STATE)" },
     { "--density", NULL, FLOAT(density, "D", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_PRUNE,
       .help = "fraction of each block matrix's weights kept" },
     { "--nm", NULL, STR(nm, "N:M"), .cmds = C_PRUNE, .help = "keep N of every M weights of a row (2:4, 4:8)" },

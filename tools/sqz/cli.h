@@ -48,6 +48,7 @@ typedef struct opts {
     int lora_scale_set;
     int extract, extract_set; /* merge: rebuild this task of a tall_masks merge ... */
     const char *from;         /* ... written to this folder */
+    const char *continual;    /* merge: the running opcm merge's folder MODEL is added to */
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
 } opts;
 

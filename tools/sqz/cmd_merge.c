@@ -1,6 +1,7 @@
 /* cmd_merge.c - sqz merge CONFIG.yaml -o OUT [--type T] [--seed S]: a mergekit config run by
  * sqz_merge_models; OUT is a Hugging Face folder, or a GGUF file when it ends in .gguf.
  * With --extract TASK --from DIR: task TASK rebuilt from the tall_masks merge in DIR.
+ * With --continual STATE MODEL: MODEL added to the running opcm merge in folder STATE.
  * With --method M [--calib FILE]: merge and quantize in one command - the merge goes to an f32
  * folder beside OUT.gguf, which sqz_quantize then quantizes with calibration data, and the
  * folder is removed. (The two library calls are composed here, at the top, because merge and
@@ -69,7 +70,33 @@ done:
     return rc;
 }
 
+/* --continual STATE MODEL: MODEL added to the running opcm merge in STATE. */
+static int merge_continual(sqz_ctx *ctx, const opts *o) {
+    if (o->out) return cli_die("--continual updates STATE in place: no -o (the folder is the merged model)");
+    if (o->method || o->extract_set || o->from || o->calib) return cli_die("--continual takes MODEL and --type only");
+    const sqz_merge_opts mo = { .type = o->type };
+    sqz_merge_result r;
+    if (sqz_merge_continual(ctx, o->continual, o->model, &mo, &r)) return cli_fail(ctx);
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "state", o->continual);
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "method", r.method);
+        cJSON_AddNumberToObject(j, "n_models", r.n_models);
+        cJSON_AddNumberToObject(j, "n_tensors", r.n_tensors);
+        cJSON_AddNumberToObject(j, "n_params", (double)r.n_params);
+        cJSON_AddNumberToObject(j, "out_bytes", (double)r.out_bytes);
+        cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        cli_print_json(j);
+    } else {
+        fprintf(stderr, "sqz: %s: %s merge of %d models now, %.2f MB (%.1f s, peak RSS %.0f MiB)\n",
+                o->continual, r.method, r.n_models, (double)r.out_bytes / 1e6, r.seconds, cli_peak_rss_mib());
+    }
+    return 0;
+}
+
 int cmd_merge(sqz_ctx *ctx, const opts *o) {
+    if (o->continual) return merge_continual(ctx, o);
     if (!o->out) return cli_die("merge needs an output: -o OUT (a folder, or OUT.gguf)");
     if (o->tokenizer) return cli_die("merge takes its tokenizer from the config (tokenizer_source)");
     if ((o->calib || o->calib_tokens || o->calib_ctx) && !o->method)

@@ -511,6 +511,34 @@ sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *
  * pure are unused. result->n_models is the number of models merged so far. */
 sqz_status sqz_merge_continual(sqz_ctx *ctx, const char *state_dir, const char *model_path,
                                const sqz_merge_opts *opts, sqz_merge_result *result);
+/* What a merge cost, per domain (sqz merge --eval DOMAIN=TEXT ...). The rows: the config's
+ * base_model (when it has one), each of its models, and the merge at merged_path - or, when
+ * config is an opcm state folder, the base and the models its opcm.json lists and the folder
+ * itself. Each row runs over each domain's text as sqz_perplexity does (windows of n_ctx,
+ * default 256; the first max_tokens tokens, 0: all). A domain's specialist is the first model
+ * (not the base, not the merge) whose folder or file name contains the domain's name; every row
+ * then also gets KL(specialist || row) on that domain (the specialist's logits computed once,
+ * into a temporary cache under $TMPDIR that is removed), and, with a base, the gap closed
+ * R_d = (L_base - L_row) / (L_base - L_specialist), L the mean NLL. Missing values are NAN. */
+typedef struct sqz_merge_eval_opts {
+    int n_ctx;
+    size_t max_tokens;
+} sqz_merge_eval_opts;
+
+typedef struct sqz_merge_eval {
+    int n_rows, n_domains;
+    char **row;          /* [n_rows] the models' paths, the merge last */
+    char **domain;       /* [n_domains] */
+    int base_row;        /* -1: no base */
+    int *specialist;     /* [n_domains] the specialist's row, -1: none */
+    double *ppl, *nll, *kld, *r; /* [n_rows * n_domains], row-major */
+    size_t *tokens;      /* [n_domains] tokens scored */
+} sqz_merge_eval;
+
+sqz_status sqz_merge_evaluate(sqz_ctx *ctx, const char *config, const char *merged_path, int n_domains,
+                              const char *const *domain, const char *const *text_path,
+                              const sqz_merge_eval_opts *opts, sqz_merge_eval **out);
+void sqz_merge_eval_free(sqz_merge_eval *e);
 /* The merge methods, i = 0, 1, ... until NULL: name and a one-line help with its keys. */
 const char *sqz_merge_method_name(int i);
 const char *sqz_merge_method_help(int i);

@@ -147,8 +147,10 @@ static int merge_eval(sqz_ctx *ctx, const opts *o, const char *config, const cha
             if (isnan(r)) continue;
             mn = r < mn ? r : mn, sum += r, n++;
         }
-        if (n) printf("merge: R_d min %.3f, mean %.3f over %d domains (%zu tokens each at most; windows of %d)\n",
-                      mn, sum / n, n, e->tokens[0], o->n_ctx > 0 ? o->n_ctx : 256);
+        printf("tokens scored:");
+        for (int d = 0; d < D; d++) printf(" %s %zu%s", e->domain[d], e->tokens[d], d + 1 < D ? "," : "");
+        printf(" (windows of %d)\n", o->n_ctx > 0 ? o->n_ctx : 256);
+        if (n) printf("merge: R_d min %.3f, mean %.3f over %d domains\n", mn, sum / n, n);
     }
     sqz_merge_eval_free(e);
     return 0;

@@ -465,6 +465,16 @@ typedef struct sqz_merge_opts {
     const char *type;
     int pure;
     uint64_t seed;  /* the random methods' seed (dare_*, della*); the same seed, the same model */
+    /* tall_masks: mask_lambda tuned per task as the paper tunes it. For each task whose model's
+     * folder or file name contains tune_domain[k], each value of the paper's grid (0.2 .. 0.6)
+     * is tried: the task's model rebuilt from the inputs (base + m_t * tau_MTL) is written to a
+     * temporary f32 folder beside the output and its perplexity measured on tune_text[k]
+     * (windows of tune_ctx, default 256; the first tune_tokens tokens, 0: all); the best value
+     * replaces the config's for that model. Give train texts, never test texts. */
+    int n_tune;
+    const char *const *tune_domain, *const *tune_text;
+    int tune_ctx;
+    size_t tune_tokens;
 } sqz_merge_opts;
 
 typedef struct sqz_merge_result {
@@ -475,6 +485,10 @@ typedef struct sqz_merge_result {
     uint64_t max_tensor_elems; /* the largest tensor: memory is about (inputs + 2) x this x 4 B */
     uint64_t out_bytes;       /* bytes written (model.safetensors, or the .gguf file) */
     double seconds;
+    /* with opts->n_tune: task t's chosen mask_lambda (NAN: no text for it, the config's kept)
+     * and the perplexity of each grid value's extracted model on its text (0: not run) */
+    int n_tuned, n_tune_grid;
+    double tuned_mask_lambda[64], tune_grid[8], tune_ppl[64][8];
 } sqz_merge_result;
 
 /* Runs the mergekit YAML config at config_path (merge_method, base_model, models with their

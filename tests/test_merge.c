@@ -901,6 +901,64 @@ static void test_opcm_driver(sqz_ctx *ctx, const char *tok) {
     rm_tree(other);
 }
 
+/* tall_masks' mask_lambda tuned per task: each task's chosen value is the grid's best by the
+ * perplexities reported, and the task extracted from the stored merge and mask (--extract)
+ * has the perplexity the tuning measured for that value. */
+static void test_tall_tune(sqz_ctx *ctx, const char *tok) {
+    if (!tok) {
+        SKIP("tall_masks tuning: needs ../shared's tokenizer.json");
+        return;
+    }
+    char m[4][512], out[512], x[512], yaml[4096], cfg[600], txt[600];
+    const char *names[4] = { "in0", "in1", "in2", "tune-x3" };
+    for (int i = 0; i < 4; i++) snprintf(m[i], sizeof m[i], "%s/%s", tmp_root, names[i]);
+    write_tiny(ctx, m[3], TINY, 79, tok);
+    snprintf(txt, sizeof txt, "%s/train.txt", tmp_root);
+    write_text(txt, "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst "
+                    "of times, it was the age of wisdom, it was the age of foolishness. In the beginning "
+                    "God created the heaven and the earth. Return the value of the attribute.\n");
+    snprintf(yaml, sizeof yaml, "merge_method: tall_masks\nbase_model: in0\nmodels:\n  - model: in1\n"
+             "  - model: in2\n  - model: tune-x3\nparameters: {lambda: 0.5}\n");
+    snprintf(cfg, sizeof cfg, "%s/tune.yaml", tmp_root);
+    write_text(cfg, yaml);
+    snprintf(out, sizeof out, "%s/tall-tuned", tmp_root);
+    const char *dom[2] = { "in1", "x3" }, *text[2] = { txt, txt };
+    const sqz_merge_opts o = { .n_tune = 2, .tune_domain = dom, .tune_text = text, .tune_ctx = 16 };
+    sqz_merge_result r;
+    CHECK(sqz_merge_models(ctx, cfg, out, &o, &r) == SQZ_OK, "tall_masks with --tune for tasks 0 and 2: %s",
+          sqz_ctx_error(ctx));
+    int ok = r.n_tuned == 3 && r.n_tune_grid == 5 && isnan(r.tuned_mask_lambda[1]);
+    for (int t = 0; t < 3 && ok; t += 2) {
+        int best = 0;
+        for (int k = 1; k < r.n_tune_grid; k++) best = r.tune_ppl[t][k] < r.tune_ppl[t][best] ? k : best;
+        ok = r.tuned_mask_lambda[t] == r.tune_grid[best] && r.tune_ppl[t][best] > 1;
+    }
+    CHECK(ok, "each tuned task's mask_lambda is the grid's lowest perplexity (task 0: %g, task 2: %g); "
+          "task 1 (no text) untouched", r.tuned_mask_lambda[0], r.tuned_mask_lambda[2]);
+    /* task 2 rebuilt from the stored merge and mask: the perplexity the tuning measured */
+    snprintf(x, sizeof x, "%s/tall-tuned-x", tmp_root);
+    sqz_model *mm = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0, len = 0;
+    uint8_t *t = test_read_file(txt, &len);
+    double ppl = 0;
+    if (sqz_merge_extract(ctx, cfg, out, 2, x, NULL, NULL) == SQZ_OK && sqz_model_load(ctx, x, NULL, &mm) == SQZ_OK &&
+        t && sqz_tokenize(ctx, mm, (const char *)t, len, 0, &ids, &n_ids) == SQZ_OK) {
+        const sqz_ppl_opts po = { .n_ctx = 16 };
+        sqz_ppl_result pr;
+        if (sqz_perplexity(ctx, mm, ids, n_ids, &po, &pr) == SQZ_OK) ppl = pr.ppl;
+    }
+    int k2 = 0;
+    for (int k = 0; k < r.n_tune_grid; k++)
+        if (r.tune_grid[k] == r.tuned_mask_lambda[2]) k2 = k;
+    CHECK(ppl > 0 && fabs(ppl - r.tune_ppl[2][k2]) < 1e-4 * ppl, "task 2 extracted from the stored mask: ppl "
+          "%.5f, as tuned %.5f", ppl, r.tune_ppl[2][k2]);
+    sqz_free(ids);
+    free(t);
+    sqz_model_free(mm);
+    rm_tree(x), rm_tree(out), rm_tree(m[3]);
+}
+
 static void test_acceptance(sqz_ctx *ctx) {
     const char *dir = test_shared("models/merge/ft-shakespeare/config.json");
     if (!dir || getenv("SQZ_QUICK")) {
@@ -961,6 +1019,7 @@ int main(void) {
     test_driver(ctx, tok ? tokbuf : NULL);
     test_opcm_project();
     test_opcm_driver(ctx, tok ? tokbuf : NULL);
+    test_tall_tune(ctx, tok ? tokbuf : NULL);
     test_acceptance(ctx);
     sqz_ctx_free(ctx);
     rm_tree(tmp_root);

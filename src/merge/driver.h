@@ -41,6 +41,10 @@ typedef struct merge_run {
      * (input 1 is that folder's model, input 0 the base) */
     int extract;
     sqz_safetensors *mask_st;
+    /* tuning mask_lambda: task tune_task - 1 rebuilt straight from the inputs at mask_lambda
+     * tune_lambda (the method's extract()); 0: a merge */
+    int tune_task;
+    double tune_lambda;
 } merge_run;
 
 /* The view of tensor o in model m. */
@@ -59,6 +63,9 @@ sqz_status merge_check_inputs(merge_run *r);
 int merge_load_slab(const merge_run *r, int i, const out_tensor *o, float *dst);
 /* The same for any model m of the inputs' architecture (continual.c's running merge). */
 int merge_load_model_slab(sqz_ctx *ctx, const sqz_model *m, const out_tensor *o, float *dst);
+
+/* 1 when the last component of path (a folder or file name) contains name (eval.c). */
+int merge_path_names(const char *path, const char *name);
 
 /* merge.c's pieces that continual.c shares. */
 /* The tokenizer.json the output gets (tokenizer_source, else the base's); NULL with an error. */

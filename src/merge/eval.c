@@ -72,7 +72,7 @@ static sqz_status list_rows(sqz_ctx *ctx, const char *config, const char *merged
 }
 
 /* The last component of a path (without trailing slashes) contains name. */
-static int names(const char *path, const char *name) {
+int merge_path_names(const char *path, const char *name) {
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/') n--;
     size_t s = n;
@@ -110,7 +110,7 @@ sqz_status sqz_merge_evaluate(sqz_ctx *ctx, const char *config, const char *merg
         if (!(e->domain[d] = strdup(domain[d]))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
         e->specialist[d] = -1;
         for (int i = 0; i < R - 1 && !st; i++) /* an input (not the base) named after the domain */
-            if (i != e->base_row && e->specialist[d] < 0 && names(e->row[i], domain[d])) e->specialist[d] = i;
+            if (i != e->base_row && e->specialist[d] < 0 && merge_path_names(e->row[i], domain[d])) e->specialist[d] = i;
     }
     /* the logits cache: a temporary file name per domain */
     char cache[64] = "";

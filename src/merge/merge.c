@@ -23,6 +23,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include "merge/gta.h"
 #include "model/export_hf.h"
 #include "model/model.h"
+#include "sqz.h"
 
 /* Parameter p for input i (its config entry, then the globals, then the method's default) at
  * tensor o: 1 and *v, or 0 when there is none. */
@@ -219,7 +221,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     sqz_ctx *ctx = r->ctx;
     const sqz_merge_method *me = r->method;
     const int first = me->takes_base ? 1 : 0, N = r->n_in - first;
-    const int with_masks = me->masks && r->extract < 0;
+    const int with_masks = me->masks && r->extract < 0 && !r->tune_task;
     sqz_hf_export *e = NULL;
     float **slab = NULL, *out = NULL;
     uint8_t **bits = NULL;
@@ -283,7 +285,10 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
             .mp = (const double (*)[SQZ_MP_COUNT])mp, .g = g,
             .seed = merge_rng_next(&(uint64_t){ seed ^ fnv1a(o->name) }),
         };
-        if (r->extract >= 0) {
+        if (r->tune_task) {
+            mp[r->tune_task - 1][SQZ_MP_MASK_LAMBDA] = r->tune_lambda;
+            if ((st = me->extract(ctx, &job, r->tune_task - 1, out))) break;
+        } else if (r->extract >= 0) {
             extract_tensor(r, o, slab[0], slab[1], g[SQZ_MP_LAMBDA], out);
         } else if ((st = me->merge(ctx, &job, out))) {
             break;
@@ -352,6 +357,77 @@ static sqz_status plan_output(merge_run *r, const char *out_path, const sqz_merg
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: a Hugging Face folder holds f32, f16 or bf16, not %s "
                         "(write a .gguf file for quantized types)", out_path, t);
     return SQZ_OK;
+}
+
+
+/* The paper's grid for mask_lambda (TALL masks, Wang et al. 2024, section 5). */
+static const double tune_grid[] = { 0.2, 0.3, 0.4, 0.5, 0.6 };
+
+/* mask_lambda tuned per task as the TALL-masks paper tunes it: for each task whose text is
+ * given (the domain named in the model's folder or file name), the value of the grid whose
+ * extracted model (base + m_t * tau_MTL, written to a temporary f32 folder beside out_path)
+ * has the lowest perplexity on that text; the config then holds it for that model. */
+static sqz_status tune_masks(merge_run *r, const char *out_path, const sqz_merge_opts *o, sqz_merge_result *res) {
+    sqz_ctx *ctx = r->ctx;
+    merge_config *c = (merge_config *)r->cfg;
+    const int N = r->n_in - 1, G = (int)(sizeof tune_grid / sizeof *tune_grid);
+    if (!r->method->extract)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s has no per-task masks to tune", c->path, r->method->name);
+    sqz_status st = SQZ_OK;
+    for (int t = 0; t < N && t < 64 && !st; t++) {
+        int d = -1;
+        for (int k = 0; k < o->n_tune && d < 0; k++)
+            if (merge_path_names(r->paths[1 + t], o->tune_domain[k])) d = k;
+        res->tuned_mask_lambda[t] = NAN;
+        if (d < 0) continue;
+        char *text = NULL;
+        size_t len = 0, n_ids = 0;
+        int32_t *ids = NULL;
+        if ((st = sqz_file_read_all(ctx, o->tune_text[d], (size_t)1 << 31, &text, &len))) break;
+        st = sqz_tokenize(ctx, r->models[0], text, len, 0, &ids, &n_ids);
+        free(text);
+        double best = INFINITY, best_l = 0;
+        for (int k = 0; k < G && !st; k++) {
+            const size_t n = strlen(out_path);
+            char *tmp = malloc(n + 16);
+            if (!tmp) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            memcpy(tmp, out_path, n);
+            memcpy(tmp + n, ".tune.XXXXXX", 13);
+            if (!mkdtemp(tmp)) {
+                st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", out_path);
+                free(tmp);
+                break;
+            }
+            sqz_merge_result dummy = { 0 };
+            r->tune_task = t + 1, r->tune_lambda = tune_grid[k];
+            st = write_merged(r, tmp, SQZ_TYPE_F32, o->seed, &dummy);
+            r->tune_task = 0;
+            sqz_model *m = NULL;
+            if (!st) st = sqz_model_load(ctx, tmp, NULL, &m);
+            const sqz_ppl_opts po = { .n_ctx = o->tune_ctx > 0 ? o->tune_ctx : 256, .max_tokens = o->tune_tokens };
+            sqz_ppl_result pr;
+            if (!st && !(st = sqz_perplexity(ctx, m, ids, n_ids, &po, &pr))) {
+                res->tune_ppl[t][k] = pr.ppl;
+                if (pr.ppl < best) best = pr.ppl, best_l = tune_grid[k];
+            }
+            sqz_model_free(m);
+            remove_hf_folder(tmp);
+            free(tmp);
+        }
+        sqz_free(ids);
+        if (st) break;
+        const int e = r->entry[1 + t];
+        merge_value *v = calloc(1, sizeof *v);
+        if (!v) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+        v->kind = MERGE_V_NUM, v->num = best_l;
+        merge_value_free(c->models[e].p[SQZ_MP_MASK_LAMBDA]);
+        c->models[e].p[SQZ_MP_MASK_LAMBDA] = v;
+        res->tuned_mask_lambda[t] = best_l;
+    }
+    res->n_tuned = N < 64 ? N : 64;
+    res->n_tune_grid = G;
+    for (int k = 0; k < G; k++) res->tune_grid[k] = tune_grid[k];
+    return st;
 }
 
 /* Writes the output planned by p from r's loaded, checked inputs. */
@@ -450,6 +526,7 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
     sqz_status st = begin_run(&r, config_path);
     if (!st) st = plan_output(&r, out_path, opts, &plan);
     if (!st) st = merge_load_inputs(&r);
+    if (!st && opts->n_tune) st = tune_masks(&r, out_path, opts, &res);
     if (!st) st = write_output(&r, &plan, opts, &res);
     if (!st) {
         res.method = r.method->name;

@@ -76,6 +76,9 @@ typedef struct sqz_merge_method {
     /* Optional: checks one tensor's resolved parameters (the job without data) before any
      * work; NULL: the driver's range checks only. */
     sqz_status (*check)(sqz_ctx *ctx, const sqz_merge_job *job);
+    /* Optional (methods with masks): task t's model rebuilt straight from the inputs, what
+     * extracting it from the stored merge and mask gives; used to tune mask_lambda per task. */
+    sqz_status (*extract)(sqz_ctx *ctx, const sqz_merge_job *job, int t, float *out);
     /* 1: a continual method (opcm): merge is NULL; the models are merged one at a time into a
      * running state by continual.c (sqz_merge_models over the config's list in order, or
      * sqz_merge_continual adding one model to a saved state). */

@@ -114,7 +114,7 @@ static const option_row options[] = {
     { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_FINETUNE,
       .help = "text to score, or to calibrate on (kvcalib)" },
     { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH | C_FINETUNE | C_MERGE,
-      .help = "window length (default: the model's trained context; merge --eval: 256)" },
+      .help = "window length (default: the model's trained context; merge --eval, --tune: 256)" },
     { "--max-tokens", NULL, LLONG(max_tokens, "N", 2, (long long)1 << 40),
       .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_MERGE, .help = "use only the first N tokens of FILE" },
     { "--compat", NULL, .kind = OPT_ENUM, .at = AT(compat_llamacpp), .choices = compat_choices,
@@ -220,6 +220,9 @@ static const option_row options[] = {
     { "--eval", NULL, .kind = OPT_LIST, .at = AT(eval), .count_at = AT(n_eval), .meta = "DOMAIN=TEXT",
       .cmds = C_MERGE, .help = "after the merge: ppl, KL to the domain's specialist and gap closed R_d\n"
                                "of the base, inputs and merge on TEXT (repeatable; see README)" },
+    { "--tune", NULL, .kind = OPT_LIST, .at = AT(tune), .count_at = AT(n_tune), .meta = "DOMAIN=TRAIN",
+      .cmds = C_MERGE, .help = "tall_masks: tune each task's mask_lambda (0.2..0.6) on its train text\n"
+                               "(the task whose model's name contains DOMAIN; repeatable)" },
     { "--continual", NULL, STR(continual, "STATE"), .cmds = C_MERGE,
       .help = "add MODEL (given in place of CONFIG) to the running opcm merge in\n"
               "folder STATE (made by a merge_method: opcm config's -o STATE)" },

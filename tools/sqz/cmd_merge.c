@@ -194,8 +194,21 @@ int cmd_merge(sqz_ctx *ctx, const opts *o) {
         return cli_die("--calib goes with --method (merge and quantize)");
     if (o->method && o->extract_set) return cli_die("--method and --extract: one at a time");
     if (o->n_eval && o->extract_set) return cli_die("--eval goes with a merge, not --extract");
-    if ((o->n_ctx || o->max_tokens) && !o->n_eval) return cli_die("--ctx and --max-tokens go with --eval");
-    const sqz_merge_opts mo = { .type = o->type, .pure = o->pure, .seed = o->seed };
+    if ((o->n_ctx || o->max_tokens) && !o->n_eval && !o->n_tune)
+        return cli_die("--ctx and --max-tokens go with --eval or --tune");
+    const char *tdom[64], *ttxt[64];
+    char tbuf[64][128];
+    for (int d = 0; d < o->n_tune; d++) {
+        const char *eq = strchr(o->tune[d], '=');
+        if (!eq || eq == o->tune[d] || !eq[1] || (size_t)(eq - o->tune[d]) >= sizeof tbuf[d])
+            return cli_die("--tune %s: want DOMAIN=TRAIN_TEXT", o->tune[d]);
+        snprintf(tbuf[d], sizeof tbuf[d], "%.*s", (int)(eq - o->tune[d]), o->tune[d]);
+        tdom[d] = tbuf[d], ttxt[d] = eq + 1;
+    }
+    if (o->n_tune && (o->extract_set || o->method)) return cli_die("--tune goes with a tall_masks merge");
+    const sqz_merge_opts mo = { .type = o->type, .pure = o->pure, .seed = o->seed, .n_tune = o->n_tune,
+                                .tune_domain = tdom, .tune_text = ttxt, .tune_ctx = o->n_ctx,
+                                .tune_tokens = o->max_tokens > 0 ? (size_t)o->max_tokens : 0 };
     sqz_merge_result r;
     sqz_quantize_result qr = { 0 };
     if (o->from && !o->extract_set) return cli_die("--from goes with --extract TASK");
@@ -222,12 +235,35 @@ int cmd_merge(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "max_tensor_elems", (double)r.max_tensor_elems);
         cJSON_AddNumberToObject(j, "out_bytes", (double)r.out_bytes);
         cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        if (o->n_tune) {
+            cJSON *tu = cJSON_AddArrayToObject(j, "tuned");
+            for (int t = 0; t < r.n_tuned; t++) {
+                cJSON *x = cJSON_CreateObject();
+                if (!isnan(r.tuned_mask_lambda[t])) cJSON_AddNumberToObject(x, "mask_lambda", r.tuned_mask_lambda[t]);
+                cJSON *pp = cJSON_AddObjectToObject(x, "ppl");
+                for (int k = 0; k < r.n_tune_grid && !isnan(r.tuned_mask_lambda[t]); k++) {
+                    char key[32];
+                    snprintf(key, sizeof key, "%g", r.tune_grid[k]);
+                    cJSON_AddNumberToObject(pp, key, r.tune_ppl[t][k]);
+                }
+                cJSON_AddItemToArray(tu, x);
+            }
+        }
         if (o->n_eval && merge_eval(ctx, o, o->model, o->out, j)) {
             cJSON_Delete(j);
             return 1;
         }
         cli_print_json(j);
     } else {
+        for (int t = 0; o->n_tune && t < r.n_tuned; t++) {
+            if (isnan(r.tuned_mask_lambda[t])) {
+                fprintf(stderr, "sqz: task %d: no --tune text, mask_lambda as configured\n", t);
+                continue;
+            }
+            fprintf(stderr, "sqz: task %d: mask_lambda %g (ppl", t, r.tuned_mask_lambda[t]);
+            for (int k = 0; k < r.n_tune_grid; k++) fprintf(stderr, " %g: %.3f", r.tune_grid[k], r.tune_ppl[t][k]);
+            fprintf(stderr, ")\n");
+        }
         if (o->n_eval && merge_eval(ctx, o, o->model, o->out, NULL)) return 1;
         fprintf(stderr, "sqz: wrote %s: %s of %d models%s%s, %d tensors, %.2f MB (%.1f s, peak RSS %.0f MiB)\n",
                 o->out, r.method, r.n_models, o->method ? ", quantized by " : "", o->method ? o->method : "",

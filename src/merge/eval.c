@@ -43,8 +43,10 @@ static sqz_status list_rows(sqz_ctx *ctx, const char *config, const char *merged
         if (!(st = sqz_file_read_all(ctx, state, (size_t)64 << 20, &text, &len))) j = cJSON_ParseWithLength(text, len);
         const cJSON *b = cJSON_GetObjectItem(j, "base"), *ms = cJSON_GetObjectItem(j, "models"), *m;
         if (!st && (!cJSON_IsString(b) || !cJSON_IsArray(ms))) st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: no base or models", state);
+        char **grown = st ? NULL : realloc(rows, (size_t)(cJSON_GetArraySize(ms) + 2) * sizeof *rows);
+        if (!st && !grown) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
         if (!st) {
-            rows = realloc(rows, (size_t)(cJSON_GetArraySize(ms) + 2) * sizeof *rows);
+            rows = grown;
             rows[n++] = strdup(b->valuestring);
             e->base_row = 0;
             cJSON_ArrayForEach(m, ms) if (cJSON_IsString(m)) rows[n++] = strdup(m->valuestring);
@@ -54,8 +56,12 @@ static sqz_status list_rows(sqz_ctx *ctx, const char *config, const char *merged
         free(text);
     } else {
         merge_config *c = NULL;
-        if (!(st = merge_config_load(ctx, config, &c))) {
-            rows = realloc(rows, (size_t)(c->n_models + 2) * sizeof *rows);
+        char **grown = NULL;
+        if (!(st = merge_config_load(ctx, config, &c)) &&
+            !(grown = realloc(rows, (size_t)(c->n_models + 2) * sizeof *rows)))
+            st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        if (!st) {
+            rows = grown;
             if (c->base) rows[n++] = merge_resolve_path(c->path, c->base), e->base_row = 0;
             for (int i = 0; i < c->n_models; i++)
                 if (!c->base || strcmp(c->models[i].model, c->base)) rows[n++] = merge_resolve_path(c->path, c->models[i].model);
@@ -113,10 +119,11 @@ sqz_status sqz_merge_evaluate(sqz_ctx *ctx, const char *config, const char *merg
             if (i != e->base_row && e->specialist[d] < 0 && merge_path_names(e->row[i], domain[d])) e->specialist[d] = i;
     }
     /* the logits cache: a temporary file name per domain */
-    char cache[64] = "";
+    char cache[4096] = "";
     if (!st) {
         const char *tmpdir = getenv("TMPDIR");
-        snprintf(cache, sizeof cache, "%.30s/sqz-eval-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+        if ((size_t)snprintf(cache, sizeof cache, "%s/sqz-eval-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp") >= sizeof cache)
+            snprintf(cache, sizeof cache, "/tmp/sqz-eval-XXXXXX");
         const int fd = mkstemp(cache);
         if (fd < 0) st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create the logits cache", cache);
         else close(fd), unlink(cache);

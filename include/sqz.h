@@ -492,6 +492,16 @@ typedef struct sqz_merge_opts {
     const char *type;
     int pure;
     uint64_t seed;  /* the random methods' seed (dare_*, della*); the same seed, the same model */
+    /* tall_masks: mask_lambda tuned per task as the paper tunes it. For each task whose model's
+     * folder or file name contains tune_domain[k], each value of the paper's grid (0.2 .. 0.6)
+     * is tried: the task's model rebuilt from the inputs (base + m_t * tau_MTL) is written to a
+     * temporary f32 folder beside the output and its perplexity measured on tune_text[k]
+     * (windows of tune_ctx, default 256; the first tune_tokens tokens, 0: all); the best value
+     * replaces the config's for that model. Give train texts, never test texts. */
+    int n_tune;
+    const char *const *tune_domain, *const *tune_text;
+    int tune_ctx;
+    size_t tune_tokens;
 } sqz_merge_opts;
 
 typedef struct sqz_merge_result {
@@ -502,6 +512,10 @@ typedef struct sqz_merge_result {
     uint64_t max_tensor_elems; /* the largest tensor: memory is about (inputs + 2) x this x 4 B */
     uint64_t out_bytes;       /* bytes written (model.safetensors, or the .gguf file) */
     double seconds;
+    /* with opts->n_tune: task t's chosen mask_lambda (NAN: no text for it, the config's kept)
+     * and the perplexity of each grid value's extracted model on its text (0: not run) */
+    int n_tuned, n_tune_grid;
+    double tuned_mask_lambda[64], tune_grid[8], tune_ppl[64][8];
 } sqz_merge_result;
 
 /* Runs the mergekit YAML config at config_path (merge_method, base_model, models with their
@@ -527,6 +541,45 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
 sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *tall_dir, int task,
                              const char *out_path, const sqz_merge_opts *opts,
                              sqz_merge_result *result);
+/* Continual merging (merge_method: opcm): adds the model at model_path to the running merge
+ * in the folder state_dir, which sqz_merge_models wrote from an opcm config (and earlier calls
+ * updated). The folder is an HF model folder of the merge so far (sqz runs it like any model)
+ * plus opcm.json: the base's path, alpha, the number of models, the sum of their task vectors'
+ * norms and the scale lambda - all the method needs, so memory and the folder's size do not
+ * grow with the number of models. The model is checked against the base like a merge's inputs;
+ * the new state is written beside the old one and swapped in when complete (nothing changes on
+ * failure). opts->type: the folder's tensors ("f32", the default, "f16", "bf16"); seed and
+ * pure are unused. result->n_models is the number of models merged so far. */
+sqz_status sqz_merge_continual(sqz_ctx *ctx, const char *state_dir, const char *model_path,
+                               const sqz_merge_opts *opts, sqz_merge_result *result);
+/* What a merge cost, per domain (sqz merge --eval DOMAIN=TEXT ...). The rows: the config's
+ * base_model (when it has one), each of its models, and the merge at merged_path - or, when
+ * config is an opcm state folder, the base and the models its opcm.json lists and the folder
+ * itself. Each row runs over each domain's text as sqz_perplexity does (windows of n_ctx,
+ * default 256; the first max_tokens tokens, 0: all). A domain's specialist is the first model
+ * (not the base, not the merge) whose folder or file name contains the domain's name; every row
+ * then also gets KL(specialist || row) on that domain (the specialist's logits computed once,
+ * into a temporary cache under $TMPDIR that is removed), and, with a base, the gap closed
+ * R_d = (L_base - L_row) / (L_base - L_specialist), L the mean NLL. Missing values are NAN. */
+typedef struct sqz_merge_eval_opts {
+    int n_ctx;
+    size_t max_tokens;
+} sqz_merge_eval_opts;
+
+typedef struct sqz_merge_eval {
+    int n_rows, n_domains;
+    char **row;          /* [n_rows] the models' paths, the merge last */
+    char **domain;       /* [n_domains] */
+    int base_row;        /* -1: no base */
+    int *specialist;     /* [n_domains] the specialist's row, -1: none */
+    double *ppl, *nll, *kld, *r; /* [n_rows * n_domains], row-major */
+    size_t *tokens;      /* [n_domains] tokens scored */
+} sqz_merge_eval;
+
+sqz_status sqz_merge_evaluate(sqz_ctx *ctx, const char *config, const char *merged_path, int n_domains,
+                              const char *const *domain, const char *const *text_path,
+                              const sqz_merge_eval_opts *opts, sqz_merge_eval **out);
+void sqz_merge_eval_free(sqz_merge_eval *e);
 /* The merge methods, i = 0, 1, ... until NULL: name and a one-line help with its keys. */
 const char *sqz_merge_method_name(int i);
 const char *sqz_merge_method_help(int i);

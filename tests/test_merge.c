@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "merge/gta.h"
 #include "merge/method.h"
+#include "merge/opcm.h"
 #include "model/export_hf.h"
 #include "sqz.h"
 
@@ -784,6 +785,180 @@ static void test_driver(sqz_ctx *ctx, const char *tok) {
 
 /* ------------------------------------------------------------------ acceptance */
 
+/* ------------------------------------------------------------------ opcm */
+
+/* OPCM's projection: the thin-SVD version against the plain full-SVD reference, and the
+ * split rank by hand. */
+static void test_opcm_project(void) {
+    const double s1[] = { 3, 1 }, s2[] = { 1, 1, 1, 1 }, s0[] = { 0, 0 };
+    CHECK(merge_opcm_split_rank(s1, 2, 0.5) == 0 && merge_opcm_split_rank(s2, 4, 0.5) == 2 &&
+          merge_opcm_split_rank(s2, 4, 0.6) == 2 && merge_opcm_split_rank(s2, 4, 0.8) == 3 &&
+          merge_opcm_split_rank(s0, 2, 0.5) == 0 && merge_opcm_split_rank(s2, 4, 1.0) == 0,
+          "opcm split rank: leading values whose cumulative share is <= alpha");
+    const int shapes[][2] = { { 7, 5 }, { 5, 7 }, { 6, 6 }, { 9, 3 }, { 1, 4 } };
+    const double alphas[] = { 0, 0.3, 0.5, 0.8, 1 };
+    double worst = 0, moved = 0;
+    int ok = 1;
+    for (size_t a = 0; a < sizeof shapes / sizeof *shapes; a++)
+        for (size_t b = 0; b < sizeof alphas / sizeof *alphas; b++) {
+            const int m = shapes[a][0], n = shapes[a][1];
+            float d[81], t[81], t1[81], t2[81];
+            for (int j = 0; j < m * n; j++) d[j] = frand(), t[j] = frand(), t1[j] = t2[j] = t[j];
+            ok &= merge_opcm_project(NULL, "x", d, t1, m, n, alphas[b]) == SQZ_OK &&
+                  merge_opcm_project_ref(NULL, "x", d, t2, m, n, alphas[b]) == SQZ_OK;
+            for (int j = 0; j < m * n; j++) {
+                if (fabs(t1[j] - t2[j]) > worst) worst = fabs(t1[j] - t2[j]);
+                if (fabs(t1[j] - t[j]) > moved) moved = fabs(t1[j] - t[j]);
+            }
+        }
+    CHECK(ok && worst < 1e-5 && moved > 0.1, "opcm projection (thin SVD) = the full-SVD reference "
+          "on 25 shapes x alphas (worst %.2g; it moves tau by up to %.2f)", worst, moved);
+}
+
+static float half_to_float(uint16_t h) {
+    const uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, f = h & 1023;
+    uint32_t u;
+    if (e == 0) { /* zero or subnormal */
+        const float v = (float)f * (1.0f / 16777216.0f);
+        return s ? -v : v;
+    }
+    u = e == 31 ? s | 0x7f800000u | (f << 13) : s | ((e + 112) << 23) | (f << 13);
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+/* ||a - b|| over every tensor of two folders' model.safetensors (F16 or F32 each). */
+static double folder_dist(sqz_ctx *ctx, const char *a, const char *b) {
+    sqz_safetensors *sa, *sb;
+    if (sqz_st_open(ctx, a, &sa)) return -1;
+    if (sqz_st_open(ctx, b, &sb)) { sqz_st_close(sa); return -1; }
+    double sq = 0;
+    for (size_t i = 0; i < sqz_st_count(sa); i++) {
+        const sqz_st_tensor *x = sqz_st_get(sa, i), *y = sqz_st_find(sb, x->name);
+        if (!y) { sq = -1; break; }
+        const size_t n = x->nbytes / (strcmp(x->dtype, "F16") ? 4 : 2);
+        for (size_t j = 0; j < n; j++) {
+            const double u = !strcmp(x->dtype, "F16") ? half_to_float(((const uint16_t *)x->data)[j]) : ((const float *)x->data)[j];
+            const double v = !strcmp(y->dtype, "F16") ? half_to_float(((const uint16_t *)y->data)[j]) : ((const float *)y->data)[j];
+            sq += (u - v) * (u - v);
+        }
+    }
+    sqz_st_close(sa);
+    sqz_st_close(sb);
+    return sq < 0 ? -1 : sqrt(sq);
+}
+
+/* The continual driver on tiny models: one model is itself; the config's three in order and
+ * the same three added one at a time by sqz_merge_continual give the same bytes; the merged
+ * task vector's norm is the mean of the task vectors' (the paper's rescaling); a folder that
+ * is no state, and a model of another shape, are refused with the state unchanged. */
+static void test_opcm_driver(sqz_ctx *ctx, const char *tok) {
+    char m[4][512], out[512], st[512], yaml[4096], path[600], json[700];
+    const char *names[4] = { "in0", "in1", "in2", "opcm-x3" };
+    for (int i = 0; i < 4; i++) snprintf(m[i], sizeof m[i], "%s/%s", tmp_root, names[i]);
+    write_tiny(ctx, m[3], TINY, 78, tok);
+    snprintf(out, sizeof out, "%s/opcm1", tmp_root);
+    snprintf(yaml, sizeof yaml, "merge_method: opcm\nbase_model: in0\nmodels:\n  - model: in1\ndtype: float16\n");
+    CHECK(merge_yaml(ctx, yaml, out, NULL, 0) == SQZ_OK, "opcm of one model: %s", sqz_ctx_error(ctx));
+    CHECK(same_tensors(ctx, m[1], out), "opcm of one model is that model byte for byte");
+    snprintf(out, sizeof out, "%s/opcm3", tmp_root);
+    snprintf(yaml, sizeof yaml, "merge_method: opcm\nbase_model: in0\nmodels:\n  - model: in1\n  - model: in2\n"
+             "  - model: opcm-x3\nparameters: {alpha: 0.4}\n");
+    CHECK(merge_yaml(ctx, yaml, out, NULL, 0) == SQZ_OK, "opcm of three models (alpha 0.4): %s", sqz_ctx_error(ctx));
+    snprintf(st, sizeof st, "%s/opcm-state", tmp_root);
+    snprintf(yaml, sizeof yaml, "merge_method: opcm\nbase_model: in0\nmodels:\n  - model: in1\nparameters: {alpha: 0.4}\n");
+    sqz_merge_result r = { 0 };
+    int ok = merge_yaml(ctx, yaml, st, NULL, 0) == SQZ_OK;
+    ok = ok && sqz_merge_continual(ctx, st, m[2], NULL, &r) == SQZ_OK && r.n_models == 2;
+    ok = ok && sqz_merge_continual(ctx, st, m[3], NULL, &r) == SQZ_OK && r.n_models == 3;
+    CHECK(ok, "a state of one model, then two added by sqz_merge_continual: %s", sqz_ctx_error(ctx));
+    CHECK(same_tensors(ctx, out, st), "... the same bytes as the config's three in order");
+    const double want = (folder_dist(ctx, m[1], m[0]) + folder_dist(ctx, m[2], m[0]) + folder_dist(ctx, m[3], m[0])) / 3;
+    const double got = folder_dist(ctx, st, m[0]);
+    CHECK(want > 0 && fabs(got - want) < 1e-5 * want, "the merged task vector's norm %.6f is the mean task "
+          "vector norm %.6f", got, want);
+    const double lin = folder_dist(ctx, out, m[1]);
+    CHECK(lin > 0.01 * want, "... and the merge is not model 1 (distance %.3f)", lin);
+    /* refusals, the state unchanged */
+    const int entries = count_entries(tmp_root);
+    CHECK(sqz_merge_continual(ctx, m[1], m[2], NULL, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "opcm.json"),
+          "--continual on a folder that is no running merge: %s", sqz_ctx_error(ctx));
+    char other[512];
+    snprintf(other, sizeof other, "%s/other-shape", tmp_root);
+    const tiny_spec WIDE = { 32, 96, 2, 2, 1, 4096 };
+    write_tiny(ctx, other, WIDE, 9, tok);
+    CHECK(sqz_merge_continual(ctx, st, other, NULL, NULL) != SQZ_OK && strstr(sqz_ctx_error(ctx), "FFN size"),
+          "a model of another shape refused: %s", sqz_ctx_error(ctx));
+    CHECK(same_tensors(ctx, out, st) && count_entries(tmp_root) == entries + 1, "... the state unchanged, "
+          "nothing left beside it");
+    snprintf(json, sizeof json, "%s/opcm.json", st);
+    size_t len = 0;
+    char *text = (char *)test_read_file(json, &len);
+    CHECK(text && strstr(text, "\"n_models\":\t3") && strstr(text, "opcm-x3"), "opcm.json: 3 models, their paths");
+    free(text);
+    (void)path;
+    rm_tree(other);
+}
+
+/* tall_masks' mask_lambda tuned per task: each task's chosen value is the grid's best by the
+ * perplexities reported, and the task extracted from the stored merge and mask (--extract)
+ * has the perplexity the tuning measured for that value. */
+static void test_tall_tune(sqz_ctx *ctx, const char *tok) {
+    if (!tok) {
+        SKIP("tall_masks tuning: needs ../shared's tokenizer.json");
+        return;
+    }
+    char m[4][512], out[512], x[512], yaml[4096], cfg[600], txt[600];
+    const char *names[4] = { "in0", "in1", "in2", "tune-x3" };
+    for (int i = 0; i < 4; i++) snprintf(m[i], sizeof m[i], "%s/%s", tmp_root, names[i]);
+    write_tiny(ctx, m[3], TINY, 79, tok);
+    snprintf(txt, sizeof txt, "%s/train.txt", tmp_root);
+    write_text(txt, "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst "
+                    "of times, it was the age of wisdom, it was the age of foolishness. In the beginning "
+                    "God created the heaven and the earth. Return the value of the attribute.\n");
+    snprintf(yaml, sizeof yaml, "merge_method: tall_masks\nbase_model: in0\nmodels:\n  - model: in1\n"
+             "  - model: in2\n  - model: tune-x3\nparameters: {lambda: 0.5}\n");
+    snprintf(cfg, sizeof cfg, "%s/tune.yaml", tmp_root);
+    write_text(cfg, yaml);
+    snprintf(out, sizeof out, "%s/tall-tuned", tmp_root);
+    const char *dom[2] = { "in1", "x3" }, *text[2] = { txt, txt };
+    const sqz_merge_opts o = { .n_tune = 2, .tune_domain = dom, .tune_text = text, .tune_ctx = 16 };
+    sqz_merge_result r;
+    CHECK(sqz_merge_models(ctx, cfg, out, &o, &r) == SQZ_OK, "tall_masks with --tune for tasks 0 and 2: %s",
+          sqz_ctx_error(ctx));
+    int ok = r.n_tuned == 3 && r.n_tune_grid == 5 && isnan(r.tuned_mask_lambda[1]);
+    for (int t = 0; t < 3 && ok; t += 2) {
+        int best = 0;
+        for (int k = 1; k < r.n_tune_grid; k++) best = r.tune_ppl[t][k] < r.tune_ppl[t][best] ? k : best;
+        ok = r.tuned_mask_lambda[t] == r.tune_grid[best] && r.tune_ppl[t][best] > 1;
+    }
+    CHECK(ok, "each tuned task's mask_lambda is the grid's lowest perplexity (task 0: %g, task 2: %g); "
+          "task 1 (no text) untouched", r.tuned_mask_lambda[0], r.tuned_mask_lambda[2]);
+    /* task 2 rebuilt from the stored merge and mask: the perplexity the tuning measured */
+    snprintf(x, sizeof x, "%s/tall-tuned-x", tmp_root);
+    sqz_model *mm = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0, len = 0;
+    uint8_t *t = test_read_file(txt, &len);
+    double ppl = 0;
+    if (sqz_merge_extract(ctx, cfg, out, 2, x, NULL, NULL) == SQZ_OK && sqz_model_load(ctx, x, NULL, &mm) == SQZ_OK &&
+        t && sqz_tokenize(ctx, mm, (const char *)t, len, 0, &ids, &n_ids) == SQZ_OK) {
+        const sqz_ppl_opts po = { .n_ctx = 16 };
+        sqz_ppl_result pr;
+        if (sqz_perplexity(ctx, mm, ids, n_ids, &po, &pr) == SQZ_OK) ppl = pr.ppl;
+    }
+    int k2 = 0;
+    for (int k = 0; k < r.n_tune_grid; k++)
+        if (r.tune_grid[k] == r.tuned_mask_lambda[2]) k2 = k;
+    CHECK(ppl > 0 && fabs(ppl - r.tune_ppl[2][k2]) < 1e-4 * ppl, "task 2 extracted from the stored mask: ppl "
+          "%.5f, as tuned %.5f", ppl, r.tune_ppl[2][k2]);
+    sqz_free(ids);
+    free(t);
+    sqz_model_free(mm);
+    rm_tree(x), rm_tree(out), rm_tree(m[3]);
+}
+
 static void test_acceptance(sqz_ctx *ctx) {
     const char *dir = test_shared("models/merge/ft-shakespeare/config.json");
     if (!dir || getenv("SQZ_QUICK")) {
@@ -842,6 +1017,9 @@ int main(void) {
     test_export(ctx, tok ? tokbuf : NULL);
     test_methods();
     test_driver(ctx, tok ? tokbuf : NULL);
+    test_opcm_project();
+    test_opcm_driver(ctx, tok ? tokbuf : NULL);
+    test_tall_tune(ctx, tok ? tokbuf : NULL);
     test_acceptance(ctx);
     sqz_ctx_free(ctx);
     rm_tree(tmp_root);

@@ -56,12 +56,12 @@ static char *dup_scalar(cfg_parser *p, const yaml_node_t *n, const char *key, sq
     return d;
 }
 
-static void value_free(merge_value *v) {
+void merge_value_free(merge_value *v) {
     if (!v) return;
     free(v->list);
     for (int i = 0; i < v->n && v->conds; i++) {
         free(v->conds[i].filter);
-        value_free(v->conds[i].value);
+        merge_value_free(v->conds[i].value);
     }
     free(v->conds);
     free(v);
@@ -299,9 +299,9 @@ void merge_config_free(merge_config *c) {
     if (!c) return;
     for (int i = 0; i < c->n_models; i++) {
         free(c->models[i].model);
-        for (int k = 0; k < SQZ_MP_COUNT; k++) value_free(c->models[i].p[k]);
+        for (int k = 0; k < SQZ_MP_COUNT; k++) merge_value_free(c->models[i].p[k]);
     }
-    for (int k = 0; k < SQZ_MP_COUNT; k++) value_free(c->g[k]);
+    for (int k = 0; k < SQZ_MP_COUNT; k++) merge_value_free(c->g[k]);
     free(c->models);
     free(c->path);
     free(c->method);

@@ -51,6 +51,7 @@ sqz_status merge_config_load(sqz_ctx *ctx, const char *path, merge_config **out)
 sqz_status merge_config_parse(sqz_ctx *ctx, const char *text, size_t len, const char *name,
                               merge_config **out);
 void merge_config_free(merge_config *c);
+void merge_value_free(merge_value *v); /* accepts NULL */
 
 /* v at tensor `tensor` whose layer position is t in [0, 1]: 1 and *out set, or 0 when no
  * filter of v matches (the caller falls back to the next level). */

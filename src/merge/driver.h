@@ -41,6 +41,10 @@ typedef struct merge_run {
      * (input 1 is that folder's model, input 0 the base) */
     int extract;
     sqz_safetensors *mask_st;
+    /* tuning mask_lambda: task tune_task - 1 rebuilt straight from the inputs at mask_lambda
+     * tune_lambda (the method's extract()); 0: a merge */
+    int tune_task;
+    double tune_lambda;
 } merge_run;
 
 /* The view of tensor o in model m. */
@@ -57,5 +61,29 @@ sqz_status merge_check_inputs(merge_run *r);
 /* Input i's tensor o as f32 rows in HF's order into dst, its pages given back; 0, or -1 when
  * out of memory. */
 int merge_load_slab(const merge_run *r, int i, const out_tensor *o, float *dst);
+/* The same for any model m of the inputs' architecture (continual.c's running merge). */
+int merge_load_model_slab(sqz_ctx *ctx, const sqz_model *m, const out_tensor *o, float *dst);
+
+/* 1 when the last component of path (a folder or file name) contains name (eval.c). */
+int merge_path_names(const char *path, const char *name);
+
+/* merge.c's pieces that continual.c shares. */
+/* The tokenizer.json the output gets (tokenizer_source, else the base's); NULL with an error. */
+char *merge_pick_tokenizer(merge_run *r);
+/* config.json's text of an HF folder (or a config.json path), else NULL (len set). */
+char *merge_source_config_json(sqz_ctx *ctx, const char *path, size_t *len);
+/* 1 for a tensor stored as a vector (norms). */
+int merge_is_vec(const out_tensor *o);
+/* Loads r's inputs, lists the tensors, checks the inputs agree. */
+sqz_status merge_load_inputs(merge_run *r);
+/* Frees what r holds (the config too). */
+void merge_end_run(merge_run *r);
+/* Finds cfg's method, checks its parameters, picks the inputs; r takes cfg. */
+sqz_status merge_begin_run_cfg(merge_run *r, merge_config *cfg);
+
+/* continual.c: the continual method (opcm) over r's models in the config's order, written as
+ * an HF folder (the running state's folder: the merged model and opcm.json) at dir, which
+ * must not exist or be empty. */
+sqz_status merge_continual_run(merge_run *r, const char *dir, sqz_type type, sqz_merge_result *res);
 
 #endif

@@ -198,7 +198,10 @@ sqz_status merge_check_inputs(merge_run *r) {
 /* Input i's tensor o as f32 rows into dst, in HF's row order; then its pages given back.
  * 0, or -1 when out of memory. */
 int merge_load_slab(const merge_run *r, int i, const out_tensor *o, float *dst) {
-    const sqz_model *m = r->models[i];
+    return merge_load_model_slab(r->ctx, r->models[i], o, dst);
+}
+
+int merge_load_model_slab(sqz_ctx *ctx, const sqz_model *m, const out_tensor *o, float *dst) {
     const sqz_tensor *v = merge_view_of(m, o);
     const sqz_config *c = &m->cfg;
     const int heads = !o->spec || !o->spec->rope ? 0 : o->spec->rope == 1 ? c->n_heads : c->n_kv_heads;
@@ -217,7 +220,7 @@ int merge_load_slab(const merge_run *r, int i, const out_tensor *o, float *dst) 
         return 0;
     }
     const int64_t hd = heads ? v->rows / heads : 0;
-#pragma omp parallel for schedule(static) num_threads(r->ctx->n_threads > 0 ? r->ctx->n_threads : 1)
+#pragma omp parallel for schedule(static) num_threads(ctx->n_threads > 0 ? ctx->n_threads : 1)
     for (int64_t s = 0; s < v->rows; s++)
         sqz_tensor_row_f32(v, unpermute ? interleaved_row(s, hd) : s, dst + s * v->cols);
     sqz_model_release(m, v->data, sqz_tensor_nbytes(v));

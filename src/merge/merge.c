@@ -23,6 +23,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include "merge/gta.h"
 #include "model/export_hf.h"
 #include "model/model.h"
+#include "sqz.h"
 
 /* Parameter p for input i (its config entry, then the globals, then the method's default) at
  * tensor o: 1 and *v, or 0 when there is none. */
@@ -146,7 +148,7 @@ static void remove_hf_folder(const char *dir) {
 }
 
 /* config.json of input i when it is an HF folder (its text), else NULL. */
-static char *source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
+char *merge_source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
     char *p = sqz_path_is_dir(path) ? sqz_path_join(path, "config.json")
               : ends_with(path, "config.json") ? strdup(path) : NULL;
     char *text = NULL;
@@ -157,7 +159,7 @@ static char *source_config_json(sqz_ctx *ctx, const char *path, size_t *len) {
 
 /* The tokenizer.json the output gets: tokenizer_source (a file, or a folder holding one),
  * else the base's (first input's) folder's. NULL with an error when there is none. */
-static char *pick_tokenizer(merge_run *r) {
+char *merge_pick_tokenizer(merge_run *r) {
     const char *src = r->cfg->tokenizer_source;
     if (src && strcmp(src, "base") != 0) {
         if (!strcmp(src, "union") || !strncmp(src, "model:", 6)) {
@@ -190,6 +192,10 @@ static char *pick_tokenizer(merge_run *r) {
     return NULL;
 }
 
+int merge_is_vec(const out_tensor *o) {
+    return o->spec ? o->spec->is_vec : o->model_at == offsetof(sqz_model, out_norm);
+}
+
 /* The name of task t's mask of tensor name in a tall_masks folder. */
 static void mask_name(char *buf, size_t cap, int t, const char *name) {
     snprintf(buf, cap, "tall_mask.%d.%s", t, name);
@@ -215,12 +221,12 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     sqz_ctx *ctx = r->ctx;
     const sqz_merge_method *me = r->method;
     const int first = me->takes_base ? 1 : 0, N = r->n_in - first;
-    const int with_masks = me->masks && r->extract < 0;
+    const int with_masks = me->masks && r->extract < 0 && !r->tune_task;
     sqz_hf_export *e = NULL;
     float **slab = NULL, *out = NULL;
     uint8_t **bits = NULL;
     double (*mp)[SQZ_MP_COUNT] = NULL, g[SQZ_MP_COUNT];
-    char *tok = pick_tokenizer(r), *cfg_json = NULL;
+    char *tok = merge_pick_tokenizer(r), *cfg_json = NULL;
     sqz_status st = tok ? SQZ_OK : SQZ_ERR_ARG;
     if (!tok) return st;
     int64_t maxn = 1;
@@ -233,7 +239,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
             st = check_ranges(r, &r->list[k], (const double (*)[SQZ_MP_COUNT])mp, g);
     if (!st) st = sqz_hf_export_new(ctx, dir, &e);
     size_t cfg_len = 0;
-    if (!st && (cfg_json = source_config_json(ctx, r->paths[0], &cfg_len)))
+    if (!st && (cfg_json = merge_source_config_json(ctx, r->paths[0], &cfg_len)))
         st = sqz_hf_export_config_json(e, cfg_json, cfg_len);
     else if (!st) {
         sqz_config c = r->models[0]->cfg;
@@ -244,7 +250,7 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
     for (int k = 0; k < r->n_list && !st; k++) {
         const out_tensor *o = &r->list[k];
         const int64_t shape[2] = { o->rows, o->cols };
-        const int is_vec = o->spec ? o->spec->is_vec : o->model_at == offsetof(sqz_model, out_norm);
+        const int is_vec = merge_is_vec(o);
         st = sqz_hf_export_declare(e, o->name, type, is_vec ? 1 : 2, is_vec ? shape + 1 : shape);
         for (int t = 0; with_masks && t < N && !st; t++) { /* tall_mask.T.NAME after NAME */
             char name[160];
@@ -279,7 +285,10 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
             .mp = (const double (*)[SQZ_MP_COUNT])mp, .g = g,
             .seed = merge_rng_next(&(uint64_t){ seed ^ fnv1a(o->name) }),
         };
-        if (r->extract >= 0) {
+        if (r->tune_task) {
+            mp[r->tune_task - 1][SQZ_MP_MASK_LAMBDA] = r->tune_lambda;
+            if ((st = me->extract(ctx, &job, r->tune_task - 1, out))) break;
+        } else if (r->extract >= 0) {
             extract_tensor(r, o, slab[0], slab[1], g[SQZ_MP_LAMBDA], out);
         } else if ((st = me->merge(ctx, &job, out))) {
             break;
@@ -350,13 +359,86 @@ static sqz_status plan_output(merge_run *r, const char *out_path, const sqz_merg
     return SQZ_OK;
 }
 
+
+/* The paper's grid for mask_lambda (TALL masks, Wang et al. 2024, section 5). */
+static const double tune_grid[] = { 0.2, 0.3, 0.4, 0.5, 0.6 };
+
+/* mask_lambda tuned per task as the TALL-masks paper tunes it: for each task whose text is
+ * given (the domain named in the model's folder or file name), the value of the grid whose
+ * extracted model (base + m_t * tau_MTL, written to a temporary f32 folder beside out_path)
+ * has the lowest perplexity on that text; the config then holds it for that model. */
+static sqz_status tune_masks(merge_run *r, const char *out_path, const sqz_merge_opts *o, sqz_merge_result *res) {
+    sqz_ctx *ctx = r->ctx;
+    merge_config *c = (merge_config *)r->cfg;
+    const int N = r->n_in - 1, G = (int)(sizeof tune_grid / sizeof *tune_grid);
+    if (!r->method->extract)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s has no per-task masks to tune", c->path, r->method->name);
+    sqz_status st = SQZ_OK;
+    for (int t = 0; t < N && t < 64 && !st; t++) {
+        int d = -1;
+        for (int k = 0; k < o->n_tune && d < 0; k++)
+            if (merge_path_names(r->paths[1 + t], o->tune_domain[k])) d = k;
+        res->tuned_mask_lambda[t] = NAN;
+        if (d < 0) continue;
+        char *text = NULL;
+        size_t len = 0, n_ids = 0;
+        int32_t *ids = NULL;
+        if ((st = sqz_file_read_all(ctx, o->tune_text[d], (size_t)1 << 31, &text, &len))) break;
+        st = sqz_tokenize(ctx, r->models[0], text, len, 0, &ids, &n_ids);
+        free(text);
+        double best = INFINITY, best_l = 0;
+        for (int k = 0; k < G && !st; k++) {
+            const size_t n = strlen(out_path);
+            char *tmp = malloc(n + 16);
+            if (!tmp) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            memcpy(tmp, out_path, n);
+            memcpy(tmp + n, ".tune.XXXXXX", 13);
+            if (!mkdtemp(tmp)) {
+                st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", out_path);
+                free(tmp);
+                break;
+            }
+            sqz_merge_result dummy = { 0 };
+            r->tune_task = t + 1, r->tune_lambda = tune_grid[k];
+            st = write_merged(r, tmp, SQZ_TYPE_F32, o->seed, &dummy);
+            r->tune_task = 0;
+            sqz_model *m = NULL;
+            if (!st) st = sqz_model_load(ctx, tmp, NULL, &m);
+            const sqz_ppl_opts po = { .n_ctx = o->tune_ctx > 0 ? o->tune_ctx : 256, .max_tokens = o->tune_tokens };
+            sqz_ppl_result pr;
+            if (!st && !(st = sqz_perplexity(ctx, m, ids, n_ids, &po, &pr))) {
+                res->tune_ppl[t][k] = pr.ppl;
+                if (pr.ppl < best) best = pr.ppl, best_l = tune_grid[k];
+            }
+            sqz_model_free(m);
+            remove_hf_folder(tmp);
+            free(tmp);
+        }
+        sqz_free(ids);
+        if (st) break;
+        const int e = r->entry[1 + t];
+        merge_value *v = calloc(1, sizeof *v);
+        if (!v) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+        v->kind = MERGE_V_NUM, v->num = best_l;
+        merge_value_free(c->models[e].p[SQZ_MP_MASK_LAMBDA]);
+        c->models[e].p[SQZ_MP_MASK_LAMBDA] = v;
+        res->tuned_mask_lambda[t] = best_l;
+    }
+    res->n_tuned = N < 64 ? N : 64;
+    res->n_tune_grid = G;
+    for (int k = 0; k < G; k++) res->tune_grid[k] = tune_grid[k];
+    return st;
+}
+
 /* Writes the output planned by p from r's loaded, checked inputs. */
 static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_opts *opts,
                                sqz_merge_result *res) {
     sqz_ctx *ctx = r->ctx;
     sqz_status st;
     if (!p->gguf) {
-        if ((st = write_merged(r, p->path, p->hf_type, opts->seed, res))) return st;
+        if ((st = r->method->continual ? merge_continual_run(r, p->path, p->hf_type, res)
+                                       : write_merged(r, p->path, p->hf_type, opts->seed, res)))
+            return st;
         char *w = sqz_path_join(p->path, "model.safetensors");
         struct stat sb;
         res->out_bytes = w && stat(w, &sb) == 0 ? (uint64_t)sb.st_size : 0;
@@ -374,7 +456,8 @@ static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_
         return sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot create a temporary folder beside it", p->path);
     }
     sqz_model *merged = NULL;
-    st = write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
+    st = r->method->continual ? merge_continual_run(r, tmp_dir, SQZ_TYPE_F32, res)
+                              : write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
     for (int i = 0; i < r->n_in && !st; i++) sqz_model_free(r->models[i]), r->models[i] = NULL;
     if (!st) st = sqz_model_load(ctx, tmp_dir, NULL, &merged);
     const sqz_convert_opts co = { .type = p->type, .pure = opts->pure };
@@ -391,6 +474,11 @@ static sqz_status begin_run(merge_run *r, const char *config_path) {
     merge_config *cfg = NULL;
     sqz_status st = merge_config_load(r->ctx, config_path, &cfg);
     if (st) return st;
+    return merge_begin_run_cfg(r, cfg);
+}
+
+sqz_status merge_begin_run_cfg(merge_run *r, merge_config *cfg) {
+    sqz_status st;
     r->cfg = cfg;
     if (!(r->method = sqz_merge_method_find(cfg->method))) {
         char names[512] = "";
@@ -404,7 +492,7 @@ static sqz_status begin_run(merge_run *r, const char *config_path) {
     return merge_pick_inputs(r);
 }
 
-static void end_run(merge_run *r) {
+void merge_end_run(merge_run *r) {
     for (int i = 0; r->models && i < r->n_in; i++) sqz_model_free(r->models[i]);
     for (int i = 0; r->paths && i < r->n_in; i++) free(r->paths[i]);
     free(r->paths);
@@ -416,7 +504,7 @@ static void end_run(merge_run *r) {
 }
 
 /* Loads r's inputs, lists the tensors, checks the inputs agree. */
-static sqz_status load_inputs(merge_run *r) {
+sqz_status merge_load_inputs(merge_run *r) {
     sqz_status st;
     for (int i = 0; i < r->n_in; i++)
         if ((st = sqz_model_load(r->ctx, r->paths[i], NULL, &r->models[i]))) return st;
@@ -437,7 +525,8 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
     out_plan plan;
     sqz_status st = begin_run(&r, config_path);
     if (!st) st = plan_output(&r, out_path, opts, &plan);
-    if (!st) st = load_inputs(&r);
+    if (!st) st = merge_load_inputs(&r);
+    if (!st && opts->n_tune) st = tune_masks(&r, out_path, opts, &res);
     if (!st) st = write_output(&r, &plan, opts, &res);
     if (!st) {
         res.method = r.method->name;
@@ -446,7 +535,7 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
         res.seconds = sqz_now() - t0;
         if (result) *result = res;
     }
-    end_run(&r);
+    merge_end_run(&r);
     return st;
 }
 
@@ -475,7 +564,7 @@ sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *
         if (!(r.paths[1] = strdup(tall_dir))) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
     }
     if (!st) st = plan_output(&r, out_path, opts, &plan);
-    if (!st) st = load_inputs(&r);
+    if (!st) st = merge_load_inputs(&r);
     if (!st) st = sqz_st_open(ctx, tall_dir, &r.mask_st);
     for (int k = 0; k < r.n_list && !st; k++) { /* every mask there, of its size */
         char name[160];
@@ -493,7 +582,7 @@ sqz_status sqz_merge_extract(sqz_ctx *ctx, const char *config_path, const char *
         res.seconds = sqz_now() - t0;
         if (result) *result = res;
     }
-    end_run(&r);
+    merge_end_run(&r);
     return st;
 }
 

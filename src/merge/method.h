@@ -34,6 +34,7 @@ typedef enum sqz_merge_param {
     SQZ_MP_FILTER_WISE,/* model_stock: one angle per row instead of per tensor */
     SQZ_MP_K,          /* consensus: tasks whose TALL masks must select a weight */
     SQZ_MP_MASK_LAMBDA,/* per model: consensus' TALL-mask threshold lambda_t */
+    SQZ_MP_ALPHA,      /* opcm: share of the singular values' sum whose subspace is kept clear */
     SQZ_MP_COUNT
 } sqz_merge_param;
 
@@ -75,6 +76,13 @@ typedef struct sqz_merge_method {
     /* Optional: checks one tensor's resolved parameters (the job without data) before any
      * work; NULL: the driver's range checks only. */
     sqz_status (*check)(sqz_ctx *ctx, const sqz_merge_job *job);
+    /* Optional (methods with masks): task t's model rebuilt straight from the inputs, what
+     * extracting it from the stored merge and mask gives; used to tune mask_lambda per task. */
+    sqz_status (*extract)(sqz_ctx *ctx, const sqz_merge_job *job, int t, float *out);
+    /* 1: a continual method (opcm): merge is NULL; the models are merged one at a time into a
+     * running state by continual.c (sqz_merge_models over the config's list in order, or
+     * sqz_merge_continual adding one model to a saved state). */
+    int continual;
 } sqz_merge_method;
 
 /* The table (methods.c): the method called name, or NULL; row i (NULL past the last). */
@@ -84,6 +92,6 @@ const sqz_merge_method *sqz_merge_method_at(int i);
 extern const sqz_merge_method sqz_merge_linear, sqz_merge_task_arithmetic, sqz_merge_ties,
     sqz_merge_dare_linear, sqz_merge_dare_ties, sqz_merge_breadcrumbs, sqz_merge_breadcrumbs_ties,
     sqz_merge_della, sqz_merge_della_linear, sqz_merge_slerp, sqz_merge_model_stock,
-    sqz_merge_consensus, sqz_merge_tall_masks;
+    sqz_merge_consensus, sqz_merge_tall_masks, sqz_merge_opcm;
 
 #endif

@@ -41,6 +41,21 @@ static sqz_status masks(sqz_ctx *ctx, const sqz_merge_job *job, uint8_t *const *
     return SQZ_OK;
 }
 
+/* Task t's extraction from the inputs: base + m_t * tau_MTL (the paper's theta_t). */
+static sqz_status extract(sqz_ctx *ctx, const sqz_merge_job *job, int t, float *out) {
+    const int64_t n = job->rows * job->cols;
+    for (int64_t j = 0; j < n; j++) {
+        double mtl = 0;
+        for (int m = 0; m < job->n_models; m++)
+            mtl += job->mp[m][SQZ_MP_WEIGHT] * ((double)job->x[m][j] - job->base[j]);
+        const double tt = job->mp[t][SQZ_MP_WEIGHT] * ((double)job->x[t][j] - job->base[j]);
+        const int keep = fabs(tt) >= job->mp[t][SQZ_MP_MASK_LAMBDA] * fabs(mtl - tt);
+        out[j] = keep ? (float)((double)job->base[j] + mtl) : job->base[j];
+    }
+    (void)ctx;
+    return SQZ_OK;
+}
+
 const sqz_merge_method sqz_merge_tall_masks = {
     .name = "tall_masks",
     .help = "task arithmetic + one bit-packed mask per task to rebuild it (--extract); keys weight, mask_lambda, lambda",
@@ -50,4 +65,5 @@ const sqz_merge_method sqz_merge_tall_masks = {
     .defaults = { [SQZ_MP_WEIGHT] = 1, [SQZ_MP_MASK_LAMBDA] = 0.4, [SQZ_MP_LAMBDA] = 1 },
     .merge = run,
     .masks = masks,
+    .extract = extract,
 };

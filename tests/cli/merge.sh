@@ -4,7 +4,8 @@
 # dare_ties and gradient slerp (model paths and the layer range replaced) run; --json prints
 # one object with peak_rss_mib, which stays about a few slabs of the largest tensor (6 MB);
 # a merge straight to a q4_0 GGUF loads; bad input fails with one line on stderr and nothing
-# written. (The method-level checks are in tests/test_merge.c.)
+# written; opcm's running merge grows by --continual, and --eval tables a merge per domain.
+# (The method-level checks are in tests/test_merge.c.)
 SQZ=${SQZ:-build/sqz}
 SHARED=${SQZ_SHARED:-../shared}
 M=$SHARED/models/merge
@@ -143,6 +144,44 @@ check $? "--extract --json: one object (the base and the merged folder as inputs
 $SQZ merge "$tmp/tall.yml" --from "$tmp/tall" -o "$tmp/x" 2> /dev/null
 [ $? = 1 ] && [ ! -e "$tmp/x" ]
 check $? "--from without --extract: exit 1"
+
+# opcm: a running merge started from a config of one model, then one model added with
+# --continual; the state folder is a model sqz runs; --eval prints the table with R_d
+cat > "$tmp/opcm.yml" <<YAML
+merge_method: opcm
+base_model: $SHARED/models/sqz-llama-14m
+models:
+  - model: $M/ft-shakespeare
+parameters: {alpha: 0.5}
+YAML
+$SQZ merge "$tmp/opcm.yml" -o "$tmp/opcm" --no-progress 2> "$tmp/err" &&
+    $SQZ merge --continual "$tmp/opcm" "$M/ft-bible" --json --no-progress --eval "bible=$M/bible.test.txt" \
+        --ctx 128 --max-tokens 1025 > "$tmp/j" 2> "$tmp/err"
+check $? "opcm: a state of one model, then --continual STATE MODEL --eval ($(cat "$tmp/err"))"
+python3 -c "
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+assert d['method'] == 'opcm' and d['n_models'] == 2 and d['n_tensors'] == 74, d
+s = json.load(open(sys.argv[2] + '/opcm.json'))
+assert s['n_models'] == 2 and len(s['models']) == 2 and s['models'][1].endswith('ft-bible'), s
+e = d['eval']
+assert [r['role'] for r in e['rows']] == ['base', 'input', 'input', 'merge'], e
+assert e['domains'][0]['specialist'].endswith('ft-bible') and e['domains'][0]['tokens'] == 1024, e
+rows = {os.path.basename(r['model']): r for r in e['rows']}
+assert abs(rows['ft-bible']['r']['bible'] - 1) < 1e-9 and abs(rows['sqz-llama-14m']['r']['bible']) < 1e-9
+assert rows['ft-bible']['kld']['bible'] < 1e-6 < rows['sqz-llama-14m']['kld']['bible']
+assert 0 < e['rows'][-1]['r']['bible'] < 1, e['rows'][-1]" "$tmp/j" "$tmp/opcm"
+check $? "--continual --json: n_models 2, opcm.json updated; eval rows base/inputs/merge, R_d 1 for the specialist"
+$SQZ ppl "$tmp/opcm" -f "$M/bible.test.txt" --ctx 128 --max-tokens 300 --no-progress > /dev/null 2>&1
+check $? "the state folder runs (sqz ppl)"
+$SQZ merge --continual "$tmp/ties" "$M/ft-pydoc" 2> "$tmp/err"
+[ $? = 1 ] && grep -q "not a running opcm merge" "$tmp/err"
+check $? "--continual on a folder that is no running merge: exit 1 ($(cat "$tmp/err"))"
+$SQZ merge --continual "$tmp/opcm" "$M/ft-pydoc" -o "$tmp/x" 2> /dev/null
+[ $? = 1 ] && [ ! -e "$tmp/x" ] && python3 -c "
+import json, sys
+assert json.load(open(sys.argv[1]))['n_models'] == 2" "$tmp/opcm/opcm.json"
+check $? "--continual with -o: exit 1, the state unchanged"
 
 # bad input: one line on stderr, nothing written
 $SQZ merge "$tmp/ties.yml" -o "$tmp/ties" > "$tmp/out" 2> "$tmp/err"

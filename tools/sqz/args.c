@@ -45,7 +45,8 @@ static const cli_command commands[] = {
       "                                      full fine-tuning (f32 AdamW) on a text\n" },
     { "merge", cmd_merge,
       "  merge CONFIG.yaml -o OUT            merge models by a mergekit config: an HF folder,\n"
-      "                                      or OUT.gguf (--type: any convert type)\n" },
+      "                                      or OUT.gguf (--type: any convert type)\n"
+      "  merge --continual STATE MODEL       add MODEL to the running opcm merge in STATE\n" },
     { "prune", cmd_prune,
       "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
       "                                      remove weights (--type sp8: sparse int8 in sqzf;\n"
@@ -64,7 +65,7 @@ typedef enum opt_kind {
     OPT_ULLONG, /* unsigned long long field, value in [lo, hi] */
     OPT_FLOAT,  /* float field, value in [flo, fhi] (bounds in `open` excluded) */
     OPT_STRING, /* const char * field: the argument itself */
-    OPT_LIST,   /* repeatable: appended to opts.kv, counted in opts.n_kv */
+    OPT_LIST,   /* repeatable: appended to a const char *[64] field, counted in count_at's int */
     OPT_ENUM,   /* int field: the index of the value in `choices` */
 } opt_kind;
 
@@ -79,6 +80,7 @@ typedef struct option_row {
     double flo, fhi;            /* OPT_FLOAT */
     unsigned open;              /* OPT_FLOAT: LO_OPEN, HI_OPEN */
     const char *const *choices; /* OPT_ENUM, NULL-terminated */
+    size_t count_at;            /* OPT_LIST: offsetof the int that counts the values */
     size_t set_at;              /* an int field also set to 1 when the option is given; 0: none
                                    (offset 0 is opts.model, never such a field) */
     unsigned cmds;              /* the commands that take it (C_* bits) */
@@ -111,10 +113,10 @@ static const option_row options[] = {
               "order; merge: dare, della)" },
     { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_FINETUNE,
       .help = "text to score, or to calibrate on (kvcalib)" },
-    { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH | C_FINETUNE,
-      .help = "window length (default: the model's trained context)" },
+    { "--ctx", "-c", INT(n_ctx, "N", 2, 1 << 20), .cmds = C_PPL | C_KVBENCH | C_FINETUNE | C_MERGE,
+      .help = "window length (default: the model's trained context; merge --eval, --tune: 256)" },
     { "--max-tokens", NULL, LLONG(max_tokens, "N", 2, (long long)1 << 40),
-      .cmds = C_PPL | C_KVBENCH | C_KVCALIB, .help = "use only the first N tokens of FILE" },
+      .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_MERGE, .help = "use only the first N tokens of FILE" },
     { "--compat", NULL, .kind = OPT_ENUM, .at = AT(compat_llamacpp), .choices = compat_choices,
       .cmds = C_PPL,
       .help = "llama.cpp: perplexity as llama-perplexity computes it (second half\n"
@@ -122,7 +124,7 @@ static const option_row options[] = {
               "sqz: sqz's windows (default)" },
     { "--chunks", NULL, INT(n_chunks, "N", 1, 1 << 30), .cmds = C_PPL,
       .help = "with --compat llama.cpp: use at most N chunks" },
-    { "--kv", NULL, .kind = OPT_LIST, .at = AT(kv), .meta = "SPEC", .cmds = C_PPL | C_KVBENCH,
+    { "--kv", NULL, .kind = OPT_LIST, .at = AT(kv), .count_at = AT(n_kv), .meta = "SPEC", .cmds = C_PPL | C_KVBENCH,
       .help = "KV cache policy, e.g. f16, q4, streaming:sink=4,window=1020+q4,\n"
               "xkv:rank=32+q8 (ppl: one; kvbench: repeatable; see README)" },
     { "--kv-prefill", NULL, INT(kv_prefill, "N", 0, 1 << 24), .cmds = C_PPL | C_KVBENCH,
@@ -225,6 +227,15 @@ static const option_row options[] = {
       .help = "rebuild task TASK (0, 1, ...: the config's models, base left out) of\n"
               "the tall_masks merge in --from DIR" },
     { "--from", NULL, STR(from, "DIR"), .cmds = C_MERGE, .help = "with --extract: the tall_masks merge's folder" },
+    { "--eval", NULL, .kind = OPT_LIST, .at = AT(eval), .count_at = AT(n_eval), .meta = "DOMAIN=TEXT",
+      .cmds = C_MERGE, .help = "after the merge: ppl, KL to the domain's specialist and gap closed R_d\n"
+                               "of the base, inputs and merge on TEXT (repeatable; see README)" },
+    { "--tune", NULL, .kind = OPT_LIST, .at = AT(tune), .count_at = AT(n_tune), .meta = "DOMAIN=TRAIN",
+      .cmds = C_MERGE, .help = "tall_masks: tune each task's mask_lambda (0.2..0.6) on its train text\n"
+                               "(the task whose model's name contains DOMAIN; repeatable)" },
+    { "--continual", NULL, STR(continual, "STATE"), .cmds = C_MERGE,
+      .help = "add MODEL (given in place of CONFIG) to the running opcm merge in\n"
+              "folder STATE (made by a merge_method: opcm config's -o STATE)" },
     { "--density", NULL, FLOAT(density, "D", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_PRUNE,
       .help = "fraction of each block matrix's weights kept" },
     { "--nm", NULL, STR(nm, "N:M"), .cmds = C_PRUNE, .help = "keep N of every M weights of a row (2:4, 4:8)" },
@@ -344,13 +355,14 @@ static int set_value(const option_row *r, const char *arg, const char *v, opts *
         for (int k = 0; r->choices[k]; k++)
             if (!strcmp(v, r->choices[k])) *(int *)p = k, ok = 1;
         break;
-    case OPT_LIST: {
-        const int cap = (int)(sizeof o->kv / sizeof *o->kv);
-        if (o->n_kv == cap) {
+    case OPT_LIST: { /* every list field is a const char *[64] */
+        const int cap = 64;
+        int *count = (int *)((char *)o + r->count_at);
+        if (*count == cap) {
             fprintf(stderr, "sqz: at most %d %s values\n", cap, arg);
             return 2;
         }
-        o->kv[o->n_kv++] = v;
+        ((const char **)p)[(*count)++] = v;
         break;
     }
     }

@@ -51,6 +51,11 @@ typedef struct opts {
     int lora_scale_set;
     int extract, extract_set; /* merge: rebuild this task of a tall_masks merge ... */
     const char *from;         /* ... written to this folder */
+    const char *continual;    /* merge: the running opcm merge's folder MODEL is added to */
+    const char *eval[64];     /* merge --eval DOMAIN=TEXT, in order */
+    int n_eval;
+    const char *tune[64];     /* merge --tune DOMAIN=TRAIN: tall_masks' mask_lambda per task */
+    int n_tune;
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
 } opts;
 

@@ -1,10 +1,12 @@
 /* cmd_merge.c - sqz merge CONFIG.yaml -o OUT [--type T] [--seed S]: a mergekit config run by
  * sqz_merge_models; OUT is a Hugging Face folder, or a GGUF file when it ends in .gguf.
  * With --extract TASK --from DIR: task TASK rebuilt from the tall_masks merge in DIR.
+ * With --continual STATE MODEL: MODEL added to the running opcm merge in folder STATE.
  * With --method M [--calib FILE]: merge and quantize in one command - the merge goes to an f32
  * folder beside OUT.gguf, which sqz_quantize then quantizes with calibration data, and the
  * folder is removed. (The two library calls are composed here, at the top, because merge and
  * quant are peer layers that may not call each other.) */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,13 +71,144 @@ done:
     return rc;
 }
 
+/* The last component of a path, for the table. */
+static const char *short_name(const char *p, char *buf, size_t cap) {
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') n--;
+    size_t s = n;
+    while (s > 0 && p[s - 1] != '/') s--;
+    snprintf(buf, cap, "%.*s", (int)(n - s), p + s);
+    return buf;
+}
+
+/* --eval DOMAIN=TEXT ...: the table of sqz_merge_evaluate, on stdout (text), or added to j. */
+static int merge_eval(sqz_ctx *ctx, const opts *o, const char *config, const char *merged, cJSON *j) {
+    const char *dom[64], *txt[64];
+    char buf[64][128];
+    for (int d = 0; d < o->n_eval; d++) {
+        const char *eq = strchr(o->eval[d], '=');
+        if (!eq || eq == o->eval[d] || !eq[1] || (size_t)(eq - o->eval[d]) >= sizeof buf[d])
+            return cli_die("--eval %s: want DOMAIN=TEXT", o->eval[d]);
+        snprintf(buf[d], sizeof buf[d], "%.*s", (int)(eq - o->eval[d]), o->eval[d]);
+        dom[d] = buf[d], txt[d] = eq + 1;
+    }
+    const sqz_merge_eval_opts eo = { .n_ctx = o->n_ctx, .max_tokens = o->max_tokens > 0 ? (size_t)o->max_tokens : 0 };
+    sqz_merge_eval *e = NULL;
+    if (sqz_merge_evaluate(ctx, config, merged, o->n_eval, dom, txt, &eo, &e)) return cli_fail(ctx);
+    const int D = e->n_domains;
+    char nm[256];
+    if (j) {
+        cJSON *ev = cJSON_AddObjectToObject(j, "eval"), *rows = cJSON_AddArrayToObject(ev, "rows");
+        cJSON *ds = cJSON_AddArrayToObject(ev, "domains");
+        for (int d = 0; d < D; d++) {
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "name", e->domain[d]);
+            cJSON_AddStringToObject(x, "text", txt[d]);
+            cJSON_AddNumberToObject(x, "tokens", (double)e->tokens[d]);
+            if (e->specialist[d] >= 0) cJSON_AddStringToObject(x, "specialist", e->row[e->specialist[d]]);
+            cJSON_AddItemToArray(ds, x);
+        }
+        for (int i = 0; i < e->n_rows; i++) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "model", e->row[i]);
+            cJSON_AddStringToObject(r, "role", i == e->base_row ? "base" : i + 1 == e->n_rows ? "merge" : "input");
+            cJSON *p = cJSON_AddObjectToObject(r, "ppl"), *k = cJSON_AddObjectToObject(r, "kld"),
+                  *g = cJSON_AddObjectToObject(r, "r");
+            for (int d = 0; d < D; d++) {
+                cJSON_AddNumberToObject(p, e->domain[d], e->ppl[i * D + d]);
+                if (!isnan(e->kld[i * D + d])) cJSON_AddNumberToObject(k, e->domain[d], e->kld[i * D + d]);
+                if (!isnan(e->r[i * D + d])) cJSON_AddNumberToObject(g, e->domain[d], e->r[i * D + d]);
+            }
+            cJSON_AddItemToArray(rows, r);
+        }
+    } else {
+        printf("%-28s", "");
+        for (int d = 0; d < D; d++) printf(" | %-26.26s", e->domain[d]);
+        printf("\n%-28s", "model");
+        for (int d = 0; d < D; d++) printf(" | %9s %8s %7s", "ppl", "KL", "R_d");
+        printf("\n");
+        for (int i = 0; i < e->n_rows; i++) {
+            char label[300];
+            snprintf(label, sizeof label, "%s%s", short_name(e->row[i], nm, sizeof nm),
+                     i == e->base_row ? " (base)" : i + 1 == e->n_rows ? " (merge)" : "");
+            printf("%-28.28s", label);
+            for (int d = 0; d < D; d++) {
+                const double k = e->kld[i * D + d], r = e->r[i * D + d];
+                printf(" | %9.3f ", e->ppl[i * D + d]);
+                if (isnan(k)) printf("%8s ", "-"); else printf("%8.4f ", k);
+                if (isnan(r)) printf("%7s", "-"); else printf("%7.3f", r);
+            }
+            printf("\n");
+        }
+        double mn = INFINITY, sum = 0;
+        int n = 0;
+        for (int d = 0; d < D; d++) {
+            const double r = e->r[(e->n_rows - 1) * D + d];
+            if (isnan(r)) continue;
+            mn = r < mn ? r : mn, sum += r, n++;
+        }
+        printf("tokens scored:");
+        for (int d = 0; d < D; d++) printf(" %s %zu%s", e->domain[d], e->tokens[d], d + 1 < D ? "," : "");
+        printf(" (windows of %d)\n", o->n_ctx > 0 ? o->n_ctx : 256);
+        if (n) printf("merge: R_d min %.3f, mean %.3f over %d domains\n", mn, sum / n, n);
+    }
+    sqz_merge_eval_free(e);
+    return 0;
+}
+
+/* --continual STATE MODEL: MODEL added to the running opcm merge in STATE. */
+static int merge_continual(sqz_ctx *ctx, const opts *o) {
+    if (o->out) return cli_die("--continual updates STATE in place: no -o (the folder is the merged model)");
+    if (o->method || o->extract_set || o->from || o->calib) return cli_die("--continual takes MODEL, --type and --eval only");
+    const sqz_merge_opts mo = { .type = o->type };
+    sqz_merge_result r;
+    if (sqz_merge_continual(ctx, o->continual, o->model, &mo, &r)) return cli_fail(ctx);
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "state", o->continual);
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "method", r.method);
+        cJSON_AddNumberToObject(j, "n_models", r.n_models);
+        cJSON_AddNumberToObject(j, "n_tensors", r.n_tensors);
+        cJSON_AddNumberToObject(j, "n_params", (double)r.n_params);
+        cJSON_AddNumberToObject(j, "out_bytes", (double)r.out_bytes);
+        cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        if (o->n_eval && merge_eval(ctx, o, o->continual, NULL, j)) {
+            cJSON_Delete(j);
+            return 1;
+        }
+        cli_print_json(j);
+    } else {
+        if (o->n_eval && merge_eval(ctx, o, o->continual, NULL, NULL)) return 1;
+        fprintf(stderr, "sqz: %s: %s merge of %d models now, %.2f MB (%.1f s, peak RSS %.0f MiB)\n",
+                o->continual, r.method, r.n_models, (double)r.out_bytes / 1e6, r.seconds, cli_peak_rss_mib());
+    }
+    return 0;
+}
+
 int cmd_merge(sqz_ctx *ctx, const opts *o) {
+    if (o->continual) return merge_continual(ctx, o);
     if (!o->out) return cli_die("merge needs an output: -o OUT (a folder, or OUT.gguf)");
     if (o->tokenizer) return cli_die("merge takes its tokenizer from the config (tokenizer_source)");
     if ((o->calib || o->calib_tokens || o->calib_ctx) && !o->method)
         return cli_die("--calib goes with --method (merge and quantize)");
     if (o->method && o->extract_set) return cli_die("--method and --extract: one at a time");
-    const sqz_merge_opts mo = { .type = o->type, .pure = o->pure, .seed = o->seed };
+    if (o->n_eval && o->extract_set) return cli_die("--eval goes with a merge, not --extract");
+    if ((o->n_ctx || o->max_tokens) && !o->n_eval && !o->n_tune)
+        return cli_die("--ctx and --max-tokens go with --eval or --tune");
+    const char *tdom[64], *ttxt[64];
+    char tbuf[64][128];
+    for (int d = 0; d < o->n_tune; d++) {
+        const char *eq = strchr(o->tune[d], '=');
+        if (!eq || eq == o->tune[d] || !eq[1] || (size_t)(eq - o->tune[d]) >= sizeof tbuf[d])
+            return cli_die("--tune %s: want DOMAIN=TRAIN_TEXT", o->tune[d]);
+        snprintf(tbuf[d], sizeof tbuf[d], "%.*s", (int)(eq - o->tune[d]), o->tune[d]);
+        tdom[d] = tbuf[d], ttxt[d] = eq + 1;
+    }
+    if (o->n_tune && (o->extract_set || o->method)) return cli_die("--tune goes with a tall_masks merge");
+    const sqz_merge_opts mo = { .type = o->type, .pure = o->pure, .seed = o->seed, .n_tune = o->n_tune,
+                                .tune_domain = tdom, .tune_text = ttxt, .tune_ctx = o->n_ctx,
+                                .tune_tokens = o->max_tokens > 0 ? (size_t)o->max_tokens : 0 };
     sqz_merge_result r;
     sqz_quantize_result qr = { 0 };
     if (o->from && !o->extract_set) return cli_die("--from goes with --extract TASK");
@@ -102,8 +235,36 @@ int cmd_merge(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "max_tensor_elems", (double)r.max_tensor_elems);
         cJSON_AddNumberToObject(j, "out_bytes", (double)r.out_bytes);
         cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        if (o->n_tune) {
+            cJSON *tu = cJSON_AddArrayToObject(j, "tuned");
+            for (int t = 0; t < r.n_tuned; t++) {
+                cJSON *x = cJSON_CreateObject();
+                if (!isnan(r.tuned_mask_lambda[t])) cJSON_AddNumberToObject(x, "mask_lambda", r.tuned_mask_lambda[t]);
+                cJSON *pp = cJSON_AddObjectToObject(x, "ppl");
+                for (int k = 0; k < r.n_tune_grid && !isnan(r.tuned_mask_lambda[t]); k++) {
+                    char key[32];
+                    snprintf(key, sizeof key, "%g", r.tune_grid[k]);
+                    cJSON_AddNumberToObject(pp, key, r.tune_ppl[t][k]);
+                }
+                cJSON_AddItemToArray(tu, x);
+            }
+        }
+        if (o->n_eval && merge_eval(ctx, o, o->model, o->out, j)) {
+            cJSON_Delete(j);
+            return 1;
+        }
         cli_print_json(j);
     } else {
+        for (int t = 0; o->n_tune && t < r.n_tuned; t++) {
+            if (isnan(r.tuned_mask_lambda[t])) {
+                fprintf(stderr, "sqz: task %d: no --tune text, mask_lambda as configured\n", t);
+                continue;
+            }
+            fprintf(stderr, "sqz: task %d: mask_lambda %g (ppl", t, r.tuned_mask_lambda[t]);
+            for (int k = 0; k < r.n_tune_grid; k++) fprintf(stderr, " %g: %.3f", r.tune_grid[k], r.tune_ppl[t][k]);
+            fprintf(stderr, ")\n");
+        }
+        if (o->n_eval && merge_eval(ctx, o, o->model, o->out, NULL)) return 1;
         fprintf(stderr, "sqz: wrote %s: %s of %d models%s%s, %d tensors, %.2f MB (%.1f s, peak RSS %.0f MiB)\n",
                 o->out, r.method, r.n_models, o->method ? ", quantized by " : "", o->method ? o->method : "",
                 r.n_tensors, (double)r.out_bytes / 1e6, r.seconds, cli_peak_rss_mib());

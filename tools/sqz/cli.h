@@ -49,6 +49,7 @@ typedef struct opts {
     int extract, extract_set; /* merge: rebuild this task of a tall_masks merge ... */
     const char *from;         /* ... written to this folder */
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
+    float lr_params, rank_frac, energy;     /* lowrank: the target */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -100,5 +101,6 @@ int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
 int cmd_finetune(sqz_ctx *ctx, const opts *o);
 int cmd_merge(sqz_ctx *ctx, const opts *o);
 int cmd_prune(sqz_ctx *ctx, const opts *o);
+int cmd_lowrank(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -505,7 +505,6 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     p.unit = tt && tt->block_size > 0 ? tt->block_size : 1;
     if (!tg || !qm) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }
     if ((st = plan_targets(&p, model))) goto done;
-    if ((st = check_targets(&p, model))) goto done;
     for (int l = 0; l < L && !st; l++) /* the factors' rows (cols) must fit the type's blocks */
         for (int k = 0; k < N_MATS; k++)
             if (tg[l * N_MATS + k].kind != T_DENSE && mat(&model->layers[l], k)->cols % p.unit) {
@@ -515,7 +514,7 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
                               (long long)mat(&model->layers[l], k)->cols, tname, (long long)p.unit);
                 break;
             }
-    if (st) goto done;
+    if (st || (st = check_targets(&p, model))) goto done;
     if (method->global && (st = allocate_global(&p, model))) goto done;
     /* the factored model: the original's views, the factored matrices swapped in */
     *qm = *model;

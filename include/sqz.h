@@ -639,6 +639,41 @@ int sqz_lowrank_needs_calib(const char *spec);
 
 /* ================================================================ end of low rank (issue 17) */
 
+/* ================================================================ depth (issue 17)
+ * Drops whole transformer blocks, ranked by block influence (ShortGPT, Men et al. 2024: BI_l =
+ * the mean over calibration tokens of 1 - cos(h_l, h_l+1), the hidden state before and after
+ * block l): the blocks that change the hidden state least go first. The result is a plain
+ * GGUF with fewer blocks (renumbered; llama.cpp runs it). */
+
+typedef struct sqz_drop_opts {
+    int n_drop;           /* drop the n_drop blocks of least influence (0 < n_drop < n_layers) */
+    const int *blocks;    /* or exactly these blocks (0-based; n_blocks of them; n_drop 0) */
+    int n_blocks;
+    const char *type;     /* the written type or mix (sqz_convert_opts.type); NULL: "f16" */
+    const int32_t *calib; /* calibration tokens: needed to rank (n_drop), optional with blocks */
+    size_t n_calib;
+    int calib_ctx;        /* tokens per calibration window (<= 0: 512) */
+} sqz_drop_opts;
+
+typedef struct sqz_drop_result {
+    sqz_convert_result convert;
+    int n_layers_in, n_layers_out;
+    double influence[256]; /* BI of each block of the input (its first 256; -1 without calibration) */
+    int dropped[256];      /* 1 for the dropped blocks */
+    size_t calib_tokens;
+    double calib_seconds;
+} sqz_drop_result;
+
+/* Ranks the blocks (with calibration: the hidden states of the full model, each block's input
+ * and output on the same tokens) and writes the model without the dropped ones to out_path
+ * (GGUF, a temporary name renamed at the end). Errors: SQZ_ERR_ARG for n_drop outside
+ * (0, n_layers), a block list with a block out of range, repeated, or all of them, n_drop
+ * without enough calibration tokens for one window, an unknown type; I/O and memory errors. */
+sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_drop_opts *opts,
+                    sqz_drop_result *result);
+
+/* ================================================================ end of depth (issue 17) */
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,8 +16,8 @@
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
-    C_MERGE = 1 << 8, C_PRUNE = 1 << 9, C_LOWRANK = 1 << 10,
-    C_ALL = (1 << 11) - 1
+    C_MERGE = 1 << 8, C_PRUNE = 1 << 9, C_LOWRANK = 1 << 10, C_DROP = 1 << 11,
+    C_ALL = (1 << 12) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -53,6 +53,9 @@ static const cli_command commands[] = {
     { "lowrank", cmd_lowrank,
       "  lowrank MODEL -o OUT.sqzf --params P|--rank-frac F|--energy E [--method svd|lord|asvd]\n"
       "                                      factor block matrices as B A (sqzf; asvd: --calib)\n" },
+    { "drop", cmd_drop,
+      "  drop MODEL -o OUT.gguf --blocks N --calib FILE | --block-list 3,5\n"
+      "                                      remove whole blocks (least block influence first)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -140,9 +143,9 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK,
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
               "f32, f16, bf16 for a folder)" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
@@ -157,11 +160,11 @@ static const option_row options[] = {
               "(merge: quantize the merged OUT.gguf in the same run;\n"
               "prune: magnitude, wanda, sparsegpt[:damp,block], default sparsegpt;\n"
               "lowrank: svd, lord, asvd[:damp], default asvd)" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK,
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK,
+      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
@@ -232,6 +235,10 @@ static const option_row options[] = {
       .help = "rank = F x min(rows, cols); it must stay below rows*cols/(rows+cols)" },
     { "--energy", NULL, FLOAT(energy, "E", 0, 1, LO_OPEN), .cmds = C_LOWRANK,
       .help = "each matrix's smallest rank keeping E of its squared singular values" },
+    { "--blocks", NULL, INT(drop_n, "N", 1, 1 << 20), .cmds = C_DROP,
+      .help = "drop the N blocks of least block influence (needs --calib)" },
+    { "--block-list", NULL, STR(drop_list, "LIST"), .cmds = C_DROP,
+      .help = "drop exactly these blocks (0-based, comma-separated)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

@@ -159,6 +159,23 @@ static void test_svd(void) {
     CHECK(werr < 0.8 * perr, "whitened output error %.4g below plain SVD's %.4g", werr, perr);
     sqz_lr_svd_free(&d);
 
+    /* ASVD's diagonal scaling with alpha 1 on a diagonal H is the Cholesky whitening (up to a
+     * scale that cancels) */
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++)
+            if (i != j) H[i * N + j] = 0;
+    double Pd[M * N];
+    CHECK(sqz_lr_svd_compute(NULL, W, M, N, H, 0, &d) == SQZ_OK, "whitened SVD, diagonal H");
+    sqz_lr_svd_factors(&d, R, a, b);
+    sqz_lr_svd_free(&d);
+    product(b, a, M, N, R, P);
+    CHECK(sqz_lr_svd_compute_ex(NULL, W, M, N, H, 0, 1.0, &d) == SQZ_OK, "ASVD-scaled SVD, alpha 1");
+    sqz_lr_svd_factors(&d, R, a, b);
+    sqz_lr_svd_free(&d);
+    product(b, a, M, N, R, Pd);
+    e = max_abs_diff(Pd, P, M * N, &sc);
+    CHECK(e <= 1e-4 * sc, "alpha 1 on a diagonal H = the Cholesky whitening (max diff %.2g of %.2g)", e, sc);
+
     CHECK(sqz_lr_max_rank(512, 512) == 255 && sqz_lr_max_rank(1536, 512) == 383 && sqz_lr_max_rank(3, 5) == 1,
           "rank limits: 512x512 255, 1536x512 383, 3x5 1");
     const double s[4] = { 3, 2, 1, 0 };

@@ -60,7 +60,9 @@ static const lr_method methods[] = {
     { "svd", "plain truncated SVD, the same share of every matrix; no calibration", 0, 0 },
     { "lord", "plain SVD, ranks allocated over all matrices to the size (params) or energy target; no calibration",
       0, 1 },
-    { "asvd", "activation-aware SVD (SVD-LLM's whitening by the Cholesky factor of X^T X); damp=D (0.01); calibration",
+    { "asvd",
+      "activation-aware SVD (SVD-LLM's whitening by the Cholesky factor of X^T X); damp=D (0.01); alpha=A > 0: "
+      "ASVD's diagonal scaling rms(x_j)^A instead; calibration",
       1, 0 },
 };
 enum { N_METHODS = sizeof methods / sizeof *methods };
@@ -96,7 +98,7 @@ typedef struct lr_run {
     sqz_ctx *ctx;
     const sqz_lowrank_opts *o;
     const lr_method *method;
-    double damp;
+    double damp, alpha;
     sqz_type type;  /* the factors' type */
     int64_t unit;   /* ranks are multiples of its block */
     sqz_model *qm;
@@ -338,7 +340,7 @@ static sqz_status factor_layer(lr_run *p, int l) {
         for (int64_t r = 0; r < m; r++) sqz_tensor_row_f32(t, r, W + r * n);
         const double *H = p->site ? p->site[mats[k].site].H : NULL;
         sqz_lr_svd d;
-        sqz_status st = sqz_lr_svd_compute(p->ctx, W, m, n, p->method->calib ? H : NULL, p->damp, &d);
+        sqz_status st = sqz_lr_svd_compute_ex(p->ctx, W, m, n, p->method->calib ? H : NULL, p->damp, p->alpha, &d);
         if (st) {
             free(W);
             return st;
@@ -471,10 +473,10 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
             snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", methods[i].name);
         return sqz_fail(ctx, SQZ_ERR_ARG, "lowrank: unknown method '%s' (%s)", o->method, known);
     }
-    double damp = 0.01;
+    double damp = 0.01, alpha = 0;
     char buf[256];
-    const sqz_param keys[] = { { "damp", 'd', &damp, 0, 10 } };
-    sqz_status st = sqz_params_parse(ctx, "method", method->name, params, keys, method->calib ? 1 : 0, buf, sizeof buf);
+    const sqz_param keys[] = { { "damp", 'd', &damp, 0, 10 }, { "alpha", 'd', &alpha, 0, 4 } };
+    sqz_status st = sqz_params_parse(ctx, "method", method->name, params, keys, method->calib ? 2 : 0, buf, sizeof buf);
     if (st) return st;
     const int n_targets = (o->params != 0) + (o->rank_frac != 0) + (o->energy != 0);
     if (n_targets > 1) return sqz_fail(ctx, SQZ_ERR_ARG, "lowrank: one target: params, rank_frac or energy");
@@ -500,7 +502,7 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
                         method->name, o->calib ? o->n_calib : 0, C);
     target *tg = malloc((size_t)L * N_MATS * sizeof *tg);
     sqz_model *qm = calloc(1, sizeof *qm);
-    lr_run p = { .ctx = ctx, .o = o, .method = method, .damp = damp, .type = preset.base, .qm = qm, .tg = tg, .r = &r };
+    lr_run p = { .ctx = ctx, .o = o, .method = method, .damp = damp, .alpha = alpha, .type = preset.base, .qm = qm, .tg = tg, .r = &r };
     const sqz_type_traits *tt = sqz_type_get(preset.base);
     p.unit = tt && tt->block_size > 0 ? tt->block_size : 1;
     if (!tg || !qm) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }

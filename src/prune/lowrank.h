@@ -32,6 +32,11 @@ typedef struct sqz_lr_svd {
  * LAPACK fails (H not positive definite even after raising the damping 1000-fold). */
 sqz_status sqz_lr_svd_compute(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, const double *H, double damp,
                               sqz_lr_svd *out);
+/* The same with ASVD's diagonal scaling instead of the Cholesky factor when alpha > 0 (Yuan et
+ * al. 2023, "ASVD: Activation-aware Singular Value Decomposition"): L = diag(rms(x_j)^alpha),
+ * rms from H's diagonal; B A then minimizes ||(W - B A) L||, not the full output error. */
+sqz_status sqz_lr_svd_compute_ex(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, const double *H, double damp,
+                                 double alpha, sqz_lr_svd *out);
 void sqz_lr_svd_free(sqz_lr_svd *d);
 
 /* The factors of rank r (1 <= r <= k): a [r][n], b [m][r] (f32, row-major). */

@@ -108,6 +108,24 @@ static int cholesky(const double *H, int64_t n, double damp, double *L) {
 
 sqz_status sqz_lr_svd_compute(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, const double *H, double damp,
                               sqz_lr_svd *d) {
+    return sqz_lr_svd_compute_ex(ctx, W, m, n, H, damp, 0, d);
+}
+
+/* ASVD's scaling: L = diag(rms_j^alpha), rms_j = sqrt(H_jj / mean diag) (the mean only sets
+ * the scale, which cancels in B A). */
+static void diag_scale(const double *H, int64_t n, double alpha, double *L) {
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
+    mean = mean > 0 ? mean / (double)n : 1;
+    memset(L, 0, (size_t)(n * n) * sizeof *L);
+    for (int64_t i = 0; i < n; i++) {
+        const double v = H[i * n + i] / mean;
+        L[i * n + i] = pow(v > 1e-6 ? v : 1e-6, alpha / 2);
+    }
+}
+
+sqz_status sqz_lr_svd_compute_ex(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, const double *H, double damp,
+                                 double alpha, sqz_lr_svd *d) {
     memset(d, 0, sizeof *d);
     const int64_t k = m < n ? m : n;
     d->m = m, d->n = n, d->k = k;
@@ -123,7 +141,8 @@ sqz_status sqz_lr_svd_compute(sqz_ctx *ctx, const float *W, int64_t m, int64_t n
     }
     for (int64_t i = 0; i < m * n; i++) a[i] = W[i];
     if (H) {
-        if (cholesky(H, n, damp, d->l)) {
+        if (alpha > 0) diag_scale(H, n, alpha, d->l);
+        else if (cholesky(H, n, damp, d->l)) {
             free(a);
             sqz_lr_svd_free(d);
             return sqz_fail(ctx, SQZ_ERR_RANGE, "the calibration Gram matrix (%lld x %lld) is not positive definite",

@@ -585,7 +585,7 @@ typedef struct sqz_lowrank_opts {
      *         `energy`, per matrix; no calibration
      *   asvd  activation-aware SVD (SVD-LLM's whitening): the SVD of W L, L the Cholesky factor
      *         of the calibration inputs' Gram matrix X^T X (damp=D x mean diagonal added,
-     *         default 0.01); minimizes ||(W - B A) X||; calibration
+     *         default 1); minimizes ||(W - B A) X||; calibration
      * sqz_lowrank_method_name/help list them. */
     const char *method;
     double params;    /* (0, 1): each block matrix's factors hold this fraction of its weights

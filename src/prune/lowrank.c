@@ -61,7 +61,7 @@ static const lr_method methods[] = {
     { "lord", "plain SVD, ranks allocated over all matrices to the size (params) or energy target; no calibration",
       0, 1 },
     { "asvd",
-      "activation-aware SVD (SVD-LLM's whitening by the Cholesky factor of X^T X); damp=D (0.01); alpha=A > 0: "
+      "activation-aware SVD (SVD-LLM's whitening by the Cholesky factor of X^T X); damp=D (1); alpha=A > 0: "
       "ASVD's diagonal scaling rms(x_j)^A instead; calibration",
       1, 0 },
 };
@@ -473,7 +473,7 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
             snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", methods[i].name);
         return sqz_fail(ctx, SQZ_ERR_ARG, "lowrank: unknown method '%s' (%s)", o->method, known);
     }
-    double damp = 0.01, alpha = 0;
+    double damp = 1, alpha = 0;
     char buf[256];
     const sqz_param keys[] = { { "damp", 'd', &damp, 0, 10 }, { "alpha", 'd', &alpha, 0, 4 } };
     sqz_status st = sqz_params_parse(ctx, "method", method->name, params, keys, method->calib ? 2 : 0, buf, sizeof buf);

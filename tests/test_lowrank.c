@@ -327,6 +327,53 @@ static void test_model(void) {
         CHECK(!memcmp(e0, e1, sizeof e0) && lm->tok_embd.type == SQZ_TYPE_F32, "token_embd untouched");
         sqz_model_free(lm);
     }
+    /* bad files: the loader checks the factors (a rank that does not match, a missing B) */
+    {
+        FILE *in = fopen(out[0], "rb");
+        fseek(in, 0, SEEK_END);
+        const long sz = ftell(in);
+        fseek(in, 0, SEEK_SET);
+        char *buf = malloc((size_t)sz);
+        const int rd = fread(buf, 1, (size_t)sz, in) == (size_t)sz;
+        fclose(in);
+        const char *key = "blk.2.attn_q.weight.lr_a";
+        char *at = NULL;
+        for (long i = 0; rd && i + 24 < sz && !at; i++)
+            if (!memcmp(buf + i, key, strlen(key))) at = buf + i;
+        CHECK(at != NULL, "the sqzf names %s", key);
+        if (at) {
+            char bad1[600], bad2[600];
+            snprintf(bad1, sizeof bad1, "%s/badrank.sqzf", dir);
+            snprintf(bad2, sizeof bad2, "%s/nob.sqzf", dir);
+            uint64_t ne1;
+            char *p1 = at + strlen(key) + 4 + 8; /* name, u32 n_dims, u64 ne[0], then ne[1] = the rank */
+            memcpy(&ne1, p1, 8);
+            const uint64_t r1 = ne1 - 1;
+            memcpy(p1, &r1, 8);
+            FILE *o1 = fopen(bad1, "wb");
+            fwrite(buf, 1, (size_t)sz, o1);
+            fclose(o1);
+            memcpy(p1, &ne1, 8);
+            char *b = NULL; /* the B factor's name -> another name: no B */
+            for (long i = 0; i + 24 < sz && !b; i++)
+                if (!memcmp(buf + i, "blk.2.attn_q.weight.lr_b", 24)) b = buf + i;
+            if (b) b[23] = 'x';
+            FILE *o2 = fopen(bad2, "wb");
+            fwrite(buf, 1, (size_t)sz, o2);
+            fclose(o2);
+            sqz_model *bm = NULL;
+            CHECK(ne1 == 19 && sqz_model_load(ctx, bad1, NULL, &bm) == SQZ_ERR_FORMAT &&
+                      strstr(sqz_ctx_error(ctx), "do not make a 64 x 64 matrix"),
+                  "lr_a of rank 18 with lr_b of rank 19 is refused: %s", sqz_ctx_error(ctx));
+            sqz_model_free(bm);
+            bm = NULL;
+            CHECK(b && sqz_model_load(ctx, bad2, NULL, &bm) == SQZ_ERR_FORMAT && strstr(sqz_ctx_error(ctx), "without"),
+                  "lr_a without lr_b is refused: %s", sqz_ctx_error(ctx));
+            sqz_model_free(bm);
+            unlink(bad1), unlink(bad2);
+        }
+        free(buf);
+    }
     /* levels: one matrix an explicit rank, one dense, the rest none */
     char lv[600], lvo[600];
     snprintf(lv, sizeof lv, "%s/levels.json", dir);

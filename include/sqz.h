@@ -650,6 +650,110 @@ int sqz_pruner_needs_calib(const char *spec);
 
 /* ================================================================ end of pruning (issue 17) */
 
+/* ================================================================ low rank (issue 17)
+ * Factors block matrices (attn_q/k/v/output, ffn_gate/up/down) as W ~ B A of rank r (B rows x
+ * r, A r x cols), stored as two matrices NAME.lr_a / NAME.lr_b in sqzf and run as two products
+ * (docs/lowrank.md); the token embedding and the output head are never factored. A rank must
+ * give factors smaller than the matrix: r (rows + cols) < rows x cols. */
+
+typedef struct sqz_lowrank_opts {
+    /* "NAME" or "NAME:key=value,...":
+     *   svd   plain truncated SVD (the best rank r in the Frobenius norm); no calibration
+     *   lord  plain SVD, each matrix's rank chosen to a global target: with `params`, ranks
+     *         allocated over all block matrices together (largest share of a matrix's squared
+     *         singular values per stored number first) within params x their weights; with
+     *         `energy`, per matrix; no calibration
+     *   asvd  activation-aware SVD (SVD-LLM's whitening): the SVD of W L, L the Cholesky factor
+     *         of the calibration inputs' Gram matrix X^T X (damp=D x mean diagonal added,
+     *         default 1); minimizes ||(W - B A) X||; calibration
+     * sqz_lowrank_method_name/help list them. */
+    const char *method;
+    double params;    /* (0, 1): each block matrix's factors hold this fraction of its weights
+                         (lord: of all block matrices together); 0: not this target */
+    double rank_frac; /* (0, 1): rank = this fraction of min(rows, cols), rounded down; it must
+                         give factors smaller than the matrix (an error otherwise) */
+    double energy;    /* (0, 1]: each matrix's smallest rank keeping this fraction of its (asvd:
+                         whitened) squared singular values; a matrix that would need a rank at
+                         or above the limit stays dense */
+    /* Path of a JSON object {tensor name: level}: a number in (0, 1) is that matrix's params
+     * fraction, an integer >= 2 its rank, 1 keeps it dense; the others get the target above (or
+     * stay dense when none is given). A name that is not a block matrix is an error. */
+    const char *levels;
+    /* The factors' type and that of every other 2-D weight (a type of sqz convert, pure):
+     * NULL: "f16". Ranks are rounded down to a multiple of the type's block (q8_0: 32). */
+    const char *type;
+    const int32_t *calib; /* calibration tokens (asvd; with svd / lord only the error report) */
+    size_t n_calib;
+    int calib_ctx;        /* tokens per calibration window (<= 0: 512) */
+    /* per block matrix: its name, its rank ("r=96", or "dense") and ||(W - B A) X|| / ||W X||
+     * on the calibration data (-1 without calibration) */
+    sqz_tensor_report_fn report;
+    void *report_user;
+} sqz_lowrank_opts;
+
+typedef struct sqz_lowrank_result {
+    sqz_convert_result convert;
+    uint64_t block_params;  /* weights of the block matrices */
+    uint64_t kept_params;   /* numbers stored for them (factors, and the matrices left dense) */
+    int n_factored, n_dense;
+    size_t calib_tokens;
+    double calib_seconds, factor_seconds;
+    double mean_rel_err;    /* over the factored matrices (-1 without calibration) */
+} sqz_lowrank_result;
+
+/* Factors model's block matrices layer by layer (with calibration: each layer's statistics
+ * come from the outputs of the layers before it, already factored) and writes the result to
+ * out_path (sqzf; a temporary name renamed at the end). Exactly one of params, rank_frac and
+ * energy, or a levels file. Errors: SQZ_ERR_ARG for an unknown method, parameter or type, a
+ * target out of range, a rank whose factors would not be smaller than the matrix (naming it),
+ * a levels file that is not a JSON object of levels or names a tensor that is not a block
+ * matrix, asvd without enough tokens for one window; I/O and memory errors. */
+sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_lowrank_opts *opts,
+                       sqz_lowrank_result *result);
+
+/* The low-rank methods, i = 0, 1, ... until NULL. */
+const char *sqz_lowrank_method_name(int i);
+const char *sqz_lowrank_method_help(int i);
+/* 1 if the method of spec needs calibration text, 0 if not, -1 for an unknown method. */
+int sqz_lowrank_needs_calib(const char *spec);
+
+/* ================================================================ end of low rank (issue 17) */
+
+/* ================================================================ depth (issue 17)
+ * Drops whole transformer blocks, ranked by block influence (ShortGPT, Men et al. 2024: BI_l =
+ * the mean over calibration tokens of 1 - cos(h_l, h_l+1), the hidden state before and after
+ * block l): the blocks that change the hidden state least go first. The result is a plain
+ * GGUF with fewer blocks (renumbered; llama.cpp runs it). */
+
+typedef struct sqz_drop_opts {
+    int n_drop;           /* drop the n_drop blocks of least influence (0 < n_drop < n_layers) */
+    const int *blocks;    /* or exactly these blocks (0-based; n_blocks of them; n_drop 0) */
+    int n_blocks;
+    const char *type;     /* the written type or mix (sqz_convert_opts.type); NULL: "f16" */
+    const int32_t *calib; /* calibration tokens: needed to rank (n_drop), optional with blocks */
+    size_t n_calib;
+    int calib_ctx;        /* tokens per calibration window (<= 0: 512) */
+} sqz_drop_opts;
+
+typedef struct sqz_drop_result {
+    sqz_convert_result convert;
+    int n_layers_in, n_layers_out;
+    double influence[256]; /* BI of each block of the input (its first 256; -1 without calibration) */
+    int dropped[256];      /* 1 for the dropped blocks */
+    size_t calib_tokens;
+    double calib_seconds;
+} sqz_drop_result;
+
+/* Ranks the blocks (with calibration: the hidden states of the full model, each block's input
+ * and output on the same tokens) and writes the model without the dropped ones to out_path
+ * (GGUF, a temporary name renamed at the end). Errors: SQZ_ERR_ARG for n_drop outside
+ * (0, n_layers), a block list with a block out of range, repeated, or all of them, n_drop
+ * without enough calibration tokens for one window, an unknown type; I/O and memory errors. */
+sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_drop_opts *opts,
+                    sqz_drop_result *result);
+
+/* ================================================================ end of depth (issue 17) */
+
 #ifdef __cplusplus
 }
 #endif

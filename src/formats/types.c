@@ -7,6 +7,8 @@
 #include "formats/quant.h" /* the quantized types' rows below */
 #include "formats/sp8.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 float sqz_f16_to_f32(uint16_t h) {
@@ -165,6 +167,9 @@ static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] =
      * x as Q8_0 blocks (kernels/sp8.h) */
     [SQZ_TYPE_SP8 - SQZ_TYPE_SQZ_FIRST] = { .name = "sp8", .block_size = SQZ_SP8_BLOCK, .type_size = 0,
         .act_type = SQZ_TYPE_Q8_0 },
+    /* a low-rank matrix (two plain factors, types.h): no row layout; its products take x as
+     * f32 (kernels/lowrank.h) */
+    [SQZ_TYPE_LOWRANK - SQZ_TYPE_SQZ_FIRST] = { .name = "lowrank", .block_size = 1, .type_size = 0 },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {
@@ -176,7 +181,7 @@ const sqz_type_traits *sqz_type_get(int t) {
 
 int sqz_type_usable(int t) {
     const sqz_type_traits *tr = sqz_type_get(t);
-    return t == SQZ_TYPE_MIXLLM || t == SQZ_TYPE_SP8 || (tr && tr->to_float);
+    return t == SQZ_TYPE_MIXLLM || t == SQZ_TYPE_SP8 || t == SQZ_TYPE_LOWRANK || (tr && tr->to_float);
 }
 
 int sqz_type_has_layout(int t) {
@@ -206,6 +211,10 @@ size_t sqz_tensor_nbytes(const sqz_tensor *t) {
         const sqz_sp8_tensor *s = t->data;
         return (size_t)s->row_off[t->rows] + (size_t)(t->rows + 1) * sizeof *s->row_off;
     }
+    if (t->type == SQZ_TYPE_LOWRANK) {
+        const sqz_lr_tensor *lr = t->data;
+        return sqz_tensor_nbytes(&lr->a) + sqz_tensor_nbytes(&lr->b);
+    }
     return (size_t)t->rows * sqz_type_row_size(t->type, t->cols);
 }
 
@@ -224,6 +233,21 @@ void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out) {
     if (t->type == SQZ_TYPE_SP8) {
         const sqz_sp8_tensor *s = t->data;
         sqz_sp8_unpack_row(s->data + s->row_off[r], t->cols, out);
+        return;
+    }
+    if (t->type == SQZ_TYPE_LOWRANK) { /* out = b[r] . a, one row of a at a time */
+        const sqz_lr_tensor *lr = t->data;
+        const int64_t k = lr->a.rows, n = t->cols;
+        float *br = malloc((size_t)(k + n) * sizeof *br);
+        for (int64_t j = 0; j < n; j++) out[j] = br ? 0.0f : NAN;
+        if (!br) return;
+        float *ar = br + k;
+        sqz_tensor_row_f32(&lr->b, r, br);
+        for (int64_t i = 0; i < k; i++) {
+            sqz_tensor_row_f32(&lr->a, i, ar);
+            for (int64_t j = 0; j < n; j++) out[j] += br[i] * ar[j];
+        }
+        free(br);
         return;
     }
     const sqz_type_traits *tr = sqz_type_get(t->type);

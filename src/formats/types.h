@@ -57,6 +57,10 @@ typedef enum sqz_type {
      * points to a sqz_sp8_tensor. In sqzf: NAME.sp8_off (i64 [rows + 1]) and NAME.sp8_data
      * (i8 [bytes]), docs/sparse.md. */
     SQZ_TYPE_SP8 = 1041,
+    /* In memory: a low-rank matrix W ~ B A (sqz lowrank), its sqz_tensor.data points to a
+     * sqz_lr_tensor; run as two products (kernels/lowrank.h). In sqzf: NAME.lr_a and NAME.lr_b,
+     * two plain matrices of any row type (docs/lowrank.md). */
+    SQZ_TYPE_LOWRANK = 1042,
     SQZ_TYPE_SQZ_END = 1056 /* end of the second table */
 } sqz_type;
 
@@ -121,6 +125,18 @@ typedef struct sqz_mix_tensor {
 /* In sqzf files a sparse int8 matrix NAME is two tensors: NAME.sp8_off, NAME.sp8_data. */
 #define SQZ_SP8_SUFFIX_OFF ".sp8_off"
 #define SQZ_SP8_SUFFIX_DATA ".sp8_data"
+
+/* A low-rank matrix (type SQZ_TYPE_LOWRANK) of rows x cols: W = b . a, a (rank, cols) and
+ * b (rows, rank) plain row-major matrices of any type with a row layout (f32, f16, q8_0, ...). */
+typedef struct sqz_lr_tensor {
+    sqz_tensor a; /* (rank, cols): the input side */
+    sqz_tensor b; /* (rows, rank): the output side */
+} sqz_lr_tensor;
+
+/* In sqzf files a low-rank matrix NAME is two tensors: NAME.lr_a [cols, rank] and NAME.lr_b
+ * [rank, rows] (ggml order). */
+#define SQZ_LR_SUFFIX_A ".lr_a"
+#define SQZ_LR_SUFFIX_B ".lr_b"
 
 /* Bytes of t's data (any type, SQZ_TYPE_MIXLLM included: its two parts and the map). */
 size_t sqz_tensor_nbytes(const sqz_tensor *t);

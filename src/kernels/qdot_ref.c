@@ -11,6 +11,7 @@
 
 #include "kernels/mix.h"
 #include "kernels/sp8.h"
+#include "kernels/lowrank.h"
 #include "kernels/x16.h"
 #include "kernels/qdot.h"
 #include "kernels/qdot_dq2.h"
@@ -375,6 +376,8 @@ const sqz_kernel_row sqz_kernels_ref[SQZ_TYPE_SLOTS] = {
     [SQZ_TYPE_SLOT(SQZ_TYPE_MIXLLM)] = { .matrix = &sqz_mix_matrix_ops },
     /* sqz's sparse int8 matrix: its own products (sp8_matmul.c) */
     [SQZ_TYPE_SLOT(SQZ_TYPE_SP8)] = { .matrix = &sqz_sp8_matrix_ops },
+    /* a low-rank matrix: two products with its factors (lowrank_matmul.c) */
+    [SQZ_TYPE_SLOT(SQZ_TYPE_LOWRANK)] = { .matrix = &sqz_lowrank_matrix_ops },
     /* Q4_0 / Q8_0 repacked in 16-row groups: whole-matrix products (x16.c) */
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q4_0X16)] = { .matrix = &sqz_x16_matrix_ops },
     [SQZ_TYPE_SLOT(SQZ_TYPE_Q8_0X16)] = { .matrix = &sqz_x16_matrix_ops },

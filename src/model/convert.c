@@ -333,6 +333,41 @@ static sqz_status write_sp8(sqz_gguf_writer *w, const sqz_model *m, const out_te
     return st;
 }
 
+/* A low-rank matrix (SQZ_TYPE_LOWRANK) goes to sqzf as its factors NAME.lr_a [cols, rank] and
+ * NAME.lr_b [rank, rows] (docs/lowrank.md), each in its own type; a RoPE permutation of the
+ * output rows moves b's rows only. */
+static void lr_parts(const out_tensor *t, out_tensor part[2]) {
+    const sqz_lr_tensor *lr = t->src->data;
+    for (int k = 0; k < 2; k++) {
+        part[k] = *t;
+        snprintf(part[k].name, sizeof part[k].name, "%.56s%s", t->name, k ? SQZ_LR_SUFFIX_B : SQZ_LR_SUFFIX_A);
+        part[k].src = k ? &lr->b : &lr->a;
+        part[k].type = part[k].src->type;
+        part[k].rope_heads = k ? t->rope_heads : 0;
+    }
+}
+
+static sqz_status declare_lr(sqz_gguf_writer *w, const out_tensor *t, uint64_t *data_bytes) {
+    out_tensor part[2];
+    lr_parts(t, part);
+    for (int k = 0; k < 2; k++) {
+        int64_t ne[2] = { part[k].src->cols, part[k].src->rows };
+        size_t nb;
+        sqz_status st = sqz_gguf_writer_declare_tensor(w, part[k].name, 2, ne, part[k].type, &nb);
+        if (st) return st;
+        *data_bytes += nb;
+    }
+    return SQZ_OK;
+}
+
+static sqz_status write_lr(sqz_ctx *ctx, sqz_gguf_writer *w, const sqz_model *m, const char *out_path,
+                           const out_tensor *t) {
+    out_tensor part[2];
+    lr_parts(t, part);
+    sqz_status st = write_matrix(ctx, w, m, out_path, &part[0]);
+    return st ? st : write_matrix(ctx, w, m, out_path, &part[1]);
+}
+
 static sqz_status write_mixed(sqz_gguf_writer *w, const sqz_model *m, const out_tensor *t) {
     const sqz_tensor *s = t->src;
     const sqz_mix_tensor *mx = s->data;
@@ -512,7 +547,8 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
                                                      &t->fallback);
         /* a matrix already in one of sqz's own types (dq2, mx*) stays in it: only sqzf holds it */
         if (!t->is_vec && t->src->type >= SQZ_TYPE_SQZ_FIRST && sqz_type_get(t->src->type) &&
-            (sqz_type_get(t->src->type)->type_size || t->src->type == SQZ_TYPE_SP8))
+            (sqz_type_get(t->src->type)->type_size || t->src->type == SQZ_TYPE_SP8 ||
+             t->src->type == SQZ_TYPE_LOWRANK))
             t->type = t->src->type, t->fallback = 0;
         /* quantize's per-tensor choices (--alloc): a quantized GGUF type stays (an untied
          * token_embd is not one of them: it gets the mix's type whatever it came in) */
@@ -539,6 +575,10 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
             if ((st = declare_sp8(ctx, w, out_path, t, &data_bytes))) goto done;
             continue;
         }
+        if (!t->is_vec && t->src->type == SQZ_TYPE_LOWRANK) {
+            if ((st = declare_lr(w, t, &data_bytes))) goto done;
+            continue;
+        }
         int64_t ne[2] = { t->src->cols, t->src->rows };
         size_t nb;
         if ((st = sqz_gguf_writer_declare_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, &nb)))
@@ -552,6 +592,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
         st = t->is_vec                           ? write_vec(ctx, w, out_path, t)
              : t->src->type == SQZ_TYPE_MIXLLM ? write_mixed(w, model, t)
              : t->src->type == SQZ_TYPE_SP8    ? write_sp8(w, model, t)
+             : t->src->type == SQZ_TYPE_LOWRANK ? write_lr(ctx, w, model, out_path, t)
                                                : write_matrix(ctx, w, model, out_path, t);
         if (st) goto done;
         sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);

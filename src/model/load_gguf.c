@@ -157,6 +157,36 @@ static sqz_status get_sp8(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t 
     return SQZ_OK;
 }
 
+/* A low-rank matrix (docs/lowrank.md): NAME.lr_a [cols, rank] and NAME.lr_b [rank, rows], two
+ * plain matrices of types sqz computes with; W = b . a. */
+static sqz_status get_lr(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows, int64_t cols,
+                         const sqz_gguf_tensor *at, sqz_tensor *t) {
+    const sqz_gguf *g = m->gguf;
+    const char *path = sqz_gguf_path(g);
+    char bn[128];
+    snprintf(bn, sizeof bn, "%s%s", name, SQZ_LR_SUFFIX_B);
+    const sqz_gguf_tensor *bt = sqz_gguf_find_tensor(g, bn);
+    if (!bt) return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s%s without %s", path, name, SQZ_LR_SUFFIX_A, bn);
+    const sqz_gguf_tensor *p[2] = { at, bt };
+    for (int i = 0; i < 2; i++)
+        if (!sqz_type_usable(p[i]->type) || !sqz_type_has_layout(p[i]->type) || p[i]->n_dims != 2)
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s%s: a low-rank factor must be a 2-D matrix of a row type",
+                            path, name, i ? SQZ_LR_SUFFIX_B : SQZ_LR_SUFFIX_A);
+    const int64_t rank = at->ne[1];
+    if (at->ne[0] != cols || bt->ne[1] != rows || bt->ne[0] != rank || rank <= 0 || rank * (rows + cols) >= rows * cols)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT,
+                        "%s: %s: factors [%lld, %lld] and [%lld, %lld] do not make a %lld x %lld matrix of rank below "
+                        "rows*cols/(rows+cols)",
+                        path, name, (long long)at->ne[0], (long long)at->ne[1], (long long)bt->ne[0],
+                        (long long)bt->ne[1], (long long)rows, (long long)cols);
+    sqz_lr_tensor *lr = sqz_model_own(m, calloc(1, sizeof *lr));
+    if (!lr) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    lr->a = (sqz_tensor){ .type = (sqz_type)at->type, .rows = rank, .cols = cols, .data = at->data };
+    lr->b = (sqz_tensor){ .type = (sqz_type)bt->type, .rows = rows, .cols = rank, .data = bt->data };
+    *t = (sqz_tensor){ .type = SQZ_TYPE_LOWRANK, .rows = rows, .cols = cols, .data = lr };
+    return SQZ_OK;
+}
+
 /* Tensor name with ggml shape (cols, rows) or a vector of cols (rows = 0). */
 static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows,
                              int64_t cols, int optional, sqz_tensor *t) {
@@ -172,6 +202,9 @@ static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64
         snprintf(pn, sizeof pn, "%s%s", name, SQZ_SP8_SUFFIX_OFF);
         const sqz_gguf_tensor *ot = plain ? NULL : sqz_gguf_find_tensor(m->gguf, pn);
         if (ot) return get_sp8(ctx, m, name, rows, cols, ot, t);
+        snprintf(pn, sizeof pn, "%s%s", name, SQZ_LR_SUFFIX_A);
+        const sqz_gguf_tensor *lt = plain ? NULL : sqz_gguf_find_tensor(m->gguf, pn);
+        if (lt) return get_lr(ctx, m, name, rows, cols, lt, t);
     }
     if (optional && !sqz_gguf_find_tensor(m->gguf, name)) return SQZ_OK;
     const sqz_gguf_tensor *gt;

@@ -16,8 +16,8 @@
 enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
-    C_MERGE = 1 << 8, C_PRUNE = 1 << 9,
-    C_ALL = (1 << 10) - 1
+    C_MERGE = 1 << 8, C_PRUNE = 1 << 9, C_LOWRANK = 1 << 10, C_DROP = 1 << 11,
+    C_ALL = (1 << 12) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -51,6 +51,12 @@ static const cli_command commands[] = {
       "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
       "                                      remove weights (--type sp8: sparse int8 in sqzf;\n"
       "                                      else a dense GGUF holding the zeros, default f16)\n" },
+    { "lowrank", cmd_lowrank,
+      "  lowrank MODEL -o OUT.sqzf --params P|--rank-frac F|--energy E [--method svd|lord|asvd]\n"
+      "                                      factor block matrices as B A (sqzf; asvd: --calib)\n" },
+    { "drop", cmd_drop,
+      "  drop MODEL -o OUT.gguf --blocks N --calib FILE | --block-list 3,5\n"
+      "                                      remove whole blocks (least block influence first)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -139,27 +145,28 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE,
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
               "f32, f16, bf16 for a folder)" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
       .help = "token_embd.weight's type" },
-    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE | C_PRUNE,
+    { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE | C_PRUNE | C_LOWRANK,
       .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
               "gptq[:damp,act_order,alloc,windows], rsq[:damp,act_order,rmin,seed],\n"
               "decoupleq[:damp,fake] (2-bit type dq2, its default --type),\n"
               "mixllm[:damp,act_order,frac]; the flags below are aliases\n"
               "(merge: quantize the merged OUT.gguf in the same run;\n"
-              "prune: magnitude, wanda, sparsegpt[:damp,block], default sparsegpt)" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE,
+              "prune: magnitude, wanda, sparsegpt[:damp,block], default sparsegpt;\n"
+              "lowrank: svd, lord, asvd[:damp], default asvd)" },
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE,
+      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
@@ -239,8 +246,20 @@ static const option_row options[] = {
     { "--density", NULL, FLOAT(density, "D", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_PRUNE,
       .help = "fraction of each block matrix's weights kept" },
     { "--nm", NULL, STR(nm, "N:M"), .cmds = C_PRUNE, .help = "keep N of every M weights of a row (2:4, 4:8)" },
-    { "--levels", NULL, STR(levels, "JSON"), .cmds = C_PRUNE,
-      .help = "per-matrix levels {tensor name: density or \"N:M\"}" },
+    { "--levels", NULL, STR(levels, "JSON"), .cmds = C_PRUNE | C_LOWRANK,
+      .help = "per-matrix levels {tensor name: density or \"N:M\"} (lowrank:\n"
+              "a fraction of the weights, an integer rank, or 1: dense)" },
+    { "--params", NULL, FLOAT(lr_params, "P", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_LOWRANK,
+      .help = "fraction of each block matrix's weights its factors hold (lord: of\n"
+              "all block matrices together)" },
+    { "--rank-frac", NULL, FLOAT(rank_frac, "F", 0, 1, LO_OPEN | HI_OPEN), .cmds = C_LOWRANK,
+      .help = "rank = F x min(rows, cols); it must stay below rows*cols/(rows+cols)" },
+    { "--energy", NULL, FLOAT(energy, "E", 0, 1, LO_OPEN), .cmds = C_LOWRANK,
+      .help = "each matrix's smallest rank keeping E of its squared singular values" },
+    { "--blocks", NULL, INT(drop_n, "N", 1, 1 << 20), .cmds = C_DROP,
+      .help = "drop the N blocks of least block influence (needs --calib)" },
+    { "--block-list", NULL, STR(drop_list, "LIST"), .cmds = C_DROP,
+      .help = "drop exactly these blocks (0-based, comma-separated)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

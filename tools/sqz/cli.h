@@ -57,6 +57,8 @@ typedef struct opts {
     const char *tune[64];     /* merge --tune DOMAIN=TRAIN: tall_masks' mask_lambda per task */
     int n_tune;
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
+    float lr_params, rank_frac, energy;     /* lowrank: the target */
+    int drop_n; const char *drop_list;      /* drop: how many blocks, or which */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -108,5 +110,7 @@ int cmd_kvcalib(sqz_ctx *ctx, const opts *o);
 int cmd_finetune(sqz_ctx *ctx, const opts *o);
 int cmd_merge(sqz_ctx *ctx, const opts *o);
 int cmd_prune(sqz_ctx *ctx, const opts *o);
+int cmd_lowrank(sqz_ctx *ctx, const opts *o);
+int cmd_drop(sqz_ctx *ctx, const opts *o);
 
 #endif

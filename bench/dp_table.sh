@@ -38,7 +38,7 @@ PY
 
 S=$D/shakespeare.train.txt
 B=$D/bible.train.txt
-RUNS=${*:-"none dgc topk powersgd4 powersgd2 lgreco none-dom topk-dom econtrol-dom"}
+RUNS=${*:-"none dgc dgc25 topk powersgd4 powersgd2 lgreco lgreco8 none-dom topk-dom econtrol-dom"}
 for r in $RUNS; do
     case $r in
     none) run none none "$S" ;;
@@ -47,9 +47,12 @@ for r in $RUNS; do
     powersgd4) run powersgd4 powersgd:rank=4 "$S" ;;
     powersgd2) run powersgd2 powersgd:rank=2 "$S" ;;
     lgreco) run lgreco lgreco:base=powersgd,levels=1/2/4/8/16,ref=4 "$S" ;;
+    lgreco8) run lgreco8 lgreco:base=powersgd,levels=1/2/4/8/16,ref=8 "$S" ;;
+    dgc25) run dgc25 dgc:density=0.0025 "$S" ;;
     none-dom) run none-dom none "$S,$B" ;;
     topk-dom) run topk-dom topk:density=0.001 "$S,$B" ;;
     econtrol-dom) run econtrol-dom econtrol:density=0.001 "$S,$B" ;;
+    econtrol-dom-eta1) run econtrol-dom-eta1 econtrol:density=0.001,eta=1 "$S,$B" ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
     esac
 done

@@ -46,6 +46,7 @@ for r in $RUNS; do
     topk) run topk topk:density=0.001 "$S" ;;
     powersgd4) run powersgd4 powersgd:rank=4 "$S" ;;
     powersgd2) run powersgd2 powersgd:rank=2 "$S" ;;
+    powersgd8) run powersgd8 powersgd:rank=8 "$S" ;;
     lgreco) run lgreco lgreco:base=powersgd,levels=1/2/4/8/16,ref=4 "$S" ;;
     lgreco8) run lgreco8 lgreco:base=powersgd,levels=1/2/4/8/16,ref=8 "$S" ;;
     dgc25) run dgc25 dgc:density=0.0025 "$S" ;;

@@ -50,6 +50,7 @@ for r in $RUNS; do
     lgreco) run lgreco lgreco:base=powersgd,levels=1/2/4/8/16,ref=4 "$S" ;;
     lgreco8) run lgreco8 lgreco:base=powersgd,levels=1/2/4/8/16,ref=8 "$S" ;;
     dgc25) run dgc25 dgc:density=0.0025 "$S" ;;
+    dgc28) run dgc28 dgc:density=0.0028 "$S" ;;
     none-dom) run none-dom none "$S,$B" ;;
     topk-dom) run topk-dom topk:density=0.001 "$S,$B" ;;
     econtrol-dom) run econtrol-dom econtrol:density=0.001 "$S,$B" ;;

@@ -67,6 +67,11 @@ size_t sqz_gc_topk_count(size_t n, double density);
 size_t sqz_gc_topk(const float *x, size_t n, size_t k, uint32_t *idx, float *scratch);
 /* The same, by sorting everything: the reference the fast selection is tested against. */
 size_t sqz_gc_topk_ref(const float *x, size_t n, size_t k, uint32_t *idx);
+/* Per tensor of env, the k = sqz_gc_topk_count(size, density) largest |x|: idx gets their
+ * indices into the flat layout, val their values, tensor after tensor (density: one per tensor,
+ * or NULL for density_all everywhere). scratch: env->n floats. Returns the pairs selected. */
+size_t sqz_gc_select(const sqz_gc_env *env, const float *x, const double *density, double density_all,
+                     uint32_t *idx, float *val, float *scratch);
 /* Sparse exchange: every rank sends its n_pairs (index into the flat gradient, value) pairs;
  * out (n floats) is zeroed and gets the sum over ranks of the sent values times scale, added
  * rank by rank in rank order (identical on every rank). */

@@ -73,6 +73,24 @@ size_t sqz_gc_topk_ref(const float *x, size_t n, size_t k, uint32_t *idx) {
     return k;
 }
 
+size_t sqz_gc_select(const sqz_gc_env *env, const float *x, const double *density, double density_all,
+                     uint32_t *idx, float *val, float *scratch) {
+    size_t n_pairs = 0;
+    for (int t = 0; t < env->n_tensors; t++) {
+        const sqz_train_tensor *T = &env->t[t];
+        const size_t n = (size_t)(T->rows * T->cols);
+        const float *xt = x + T->off;
+        const size_t k = sqz_gc_topk(xt, n, sqz_gc_topk_count(n, density ? density[t] : density_all),
+                                     idx + n_pairs, scratch);
+        for (size_t j = 0; j < k; j++) {
+            val[n_pairs + j] = xt[idx[n_pairs + j]];
+            idx[n_pairs + j] += (uint32_t)T->off;
+        }
+        n_pairs += k;
+    }
+    return n_pairs;
+}
+
 sqz_status sqz_gc_sparse_exchange(sqz_comm *c, const uint32_t *idx, const float *val, size_t n_pairs,
                                   float *out, size_t n, float scale) {
     /* one block per rank: n_pairs indices, then n_pairs values */

@@ -107,20 +107,8 @@ static sqz_status exchange(void *p, float *grad, int step) {
         }
     }
     const double d = sqz_gc_dgc_density(s->density, s->warmup, step);
-    size_t n_pairs = 0;
-    for (int t = 0; t < s->env.n_tensors; t++) {
-        const sqz_train_tensor *T = &s->env.t[t];
-        const size_t nt = (size_t)(T->rows * T->cols);
-        float *v = s->v + T->off, *u = s->u + T->off;
-        const size_t k = sqz_gc_topk(v, nt, sqz_gc_topk_count(nt, d), s->idx + n_pairs, s->scratch);
-        for (size_t j = 0; j < k; j++) {
-            const uint32_t i = s->idx[n_pairs + j];
-            s->val[n_pairs + j] = v[i];
-            v[i] = 0, u[i] = 0; /* momentum factor masking */
-            s->idx[n_pairs + j] = (uint32_t)(T->off + i);
-        }
-        n_pairs += k;
-    }
+    const size_t n_pairs = sqz_gc_select(&s->env, s->v, NULL, d, s->idx, s->val, s->scratch);
+    for (size_t j = 0; j < n_pairs; j++) s->v[s->idx[j]] = 0, s->u[s->idx[j]] = 0; /* momentum factor masking */
     return sqz_gc_sparse_exchange(s->env.comm, s->idx, s->val, n_pairs, grad, n, 1.0f / (float)N);
 }
 

@@ -61,22 +61,8 @@ static sqz_status exchange(void *p, float *grad, int step) {
         s->x[i] = eta * s->e[i] + lag;
         s->e[i] += lag; /* minus D_i below, where D_i is not zero */
     }
-    size_t n_pairs = 0;
-    for (int t = 0; t < s->env.n_tensors; t++) {
-        const sqz_train_tensor *T = &s->env.t[t];
-        const size_t nt = (size_t)(T->rows * T->cols);
-        const float *x = s->x + T->off;
-        const size_t k = sqz_gc_topk(x, nt, sqz_gc_topk_count(nt, s->density), s->idx + n_pairs, s->scratch);
-        for (size_t j = 0; j < k; j++) {
-            const size_t i = T->off + s->idx[n_pairs + j];
-            const float d = s->x[i];
-            s->val[n_pairs + j] = d;
-            s->e[i] -= d;
-            s->hi[i] += d;
-            s->idx[n_pairs + j] = (uint32_t)i;
-        }
-        n_pairs += k;
-    }
+    const size_t n_pairs = sqz_gc_select(&s->env, s->x, NULL, s->density, s->idx, s->val, s->scratch);
+    for (size_t j = 0; j < n_pairs; j++) s->e[s->idx[j]] -= s->val[j], s->hi[s->idx[j]] += s->val[j];
     const sqz_status st = sqz_gc_sparse_exchange(s->env.comm, s->idx, s->val, n_pairs, grad, n,
                                                  1.0f / (float)s->env.comm->size);
     if (st) return st;

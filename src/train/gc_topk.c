@@ -51,20 +51,8 @@ float *sqz_gc_topk_accumulate(sqz_gc_topk_state *s, const float *grad) {
 sqz_status sqz_gc_topk_run(sqz_gc_topk_state *s, float *grad, const double *density) {
     if (!s->accumulated) sqz_gc_topk_accumulate(s, grad);
     s->accumulated = 0;
-    size_t n_pairs = 0;
-    for (int t = 0; t < s->env.n_tensors; t++) {
-        const sqz_train_tensor *T = &s->env.t[t];
-        const size_t n = (size_t)(T->rows * T->cols);
-        float *acc = s->e + T->off;
-        const size_t k = sqz_gc_topk(acc, n, sqz_gc_topk_count(n, density[t]), s->idx + n_pairs, s->scratch);
-        for (size_t j = 0; j < k; j++) {
-            const uint32_t i = s->idx[n_pairs + j];
-            s->val[n_pairs + j] = acc[i];
-            acc[i] = 0; /* sent: no longer owed */
-            s->idx[n_pairs + j] = (uint32_t)(T->off + i);
-        }
-        n_pairs += k;
-    }
+    const size_t n_pairs = sqz_gc_select(&s->env, s->e, density, 0, s->idx, s->val, s->scratch);
+    for (size_t j = 0; j < n_pairs; j++) s->e[s->idx[j]] = 0; /* sent: no longer owed */
     if (!s->ef) memset(s->e, 0, s->env.n * sizeof(float));
     return sqz_gc_sparse_exchange(s->env.comm, s->idx, s->val, n_pairs, grad, s->env.n,
                                   1.0f / (float)s->env.comm->size);

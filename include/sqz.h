@@ -754,6 +754,91 @@ sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, 
 
 /* ================================================================ end of depth (issue 17) */
 
+/* ---------------------------------------------------------------- search (src/search/) */
+
+/* A level database for sqz_search: every block matrix and the head at every k-quant type
+ * Q2_K..Q6_K by sqz's GPTQ (Hessians from the unquantized model), with each level's bytes and
+ * the mean KL divergence of the model with that matrix alone at that level
+ * (src/search/levels_db.h). Written to db_path + ".part" and renamed when complete; a build
+ * that stopped resumes its part file when run again with the same model, calibration and
+ * options (another's part file is an SQZ_ERR_ARG). */
+typedef struct sqz_levels_opts {
+    const int32_t *calib;  /* calibration tokens: the Hessians */
+    size_t n_calib;
+    int calib_ctx;         /* tokens per window (<= 0: 512) */
+    int eval_windows;      /* windows the single-matrix KLs are measured on (<= 0: 4) */
+    double damp;           /* GPTQ percdamp (<= 0: 0.1) */
+    int plain_gptq;        /* 1: the paper's GPTQ without sqz's refits and coordinate descent
+                            * (several times faster, a little worse; for tests) */
+} sqz_levels_opts;
+
+typedef struct sqz_levels_result {
+    int n_items;           /* matrices (the head included) */
+    int n_measured;        /* levels quantized and measured by this call */
+    int n_resumed;         /* levels found in a part file */
+    size_t calib_tokens;
+    uint64_t db_bytes;
+    double seconds;
+} sqz_levels_result;
+
+sqz_status sqz_levels_build(sqz_ctx *ctx, const sqz_model *model, const char *db_path, const sqz_levels_opts *opts,
+                            sqz_levels_result *result);
+
+/* Called after each generation with its parent's fitness (mean KL on the last selection
+ * stage's windows). */
+typedef void (*sqz_search_gen_fn)(void *user, int generation, double fitness, double seconds);
+
+typedef struct sqz_search_opts {
+    /* "quant": each matrix's k-quant type from the database (needs db), within the budget;
+     * "depth": which n_drop blocks to drop (the rest unchanged; no database) */
+    const char *space;
+    const char *db;
+    double bpw;            /* quant budget: 8 x file bytes / the model's parameter count; or */
+    uint64_t bytes;        /* the file's bytes */
+    int n_drop;            /* depth */
+    const char *embd_type; /* quant, untied models: token_embd's type [q4_k] */
+    const int32_t *calib;  /* the fitness windows come from here (spread over it) */
+    size_t n_calib;
+    int calib_ctx;         /* tokens per window (<= 0: 512) */
+    int pool_windows;      /* windows in the pool stages draw from (<= 0: 32) */
+    int generations;       /* (< 0: 200); 0: the seed alone (quant: the knapsack's answer) */
+    int offspring;         /* children per generation (<= 0: 32) */
+    const char *stages;    /* survivors x windows per stage (NULL: "8x1,2x4,1x16") */
+    uint64_t seed;
+    int brute_force;       /* depth: every subset of n_drop blocks instead of the search */
+    const char *checkpoint; /* state written every checkpoint_every generations (NULL: none) */
+    int checkpoint_every;  /* (<= 0: 10) */
+    int resume;            /* 1: continue from checkpoint (which must exist and match) */
+    int max_generations_this_run; /* > 0: stop after this many (then resume); for tests */
+    const char *json_path; /* the choice and the fitness curve as JSON (NULL: none) */
+    sqz_search_gen_fn on_generation;
+    void *user;
+} sqz_search_opts;
+
+typedef struct sqz_search_result {
+    double seed_kl, best_kl;          /* mean KL on every pool window: the seed, the answer */
+    double seed_sum_kl, best_sum_kl;  /* quant: sums of the single-matrix KLs (the knapsack's
+                                       * estimate; its additivity is how close sum ~ kl) */
+    int generations;                  /* run in this call */
+    int finished;                     /* 0: stopped early (max_generations_this_run) */
+    long evaluations;                 /* fitness calls */
+    uint64_t budget_bytes, file_bytes;
+    uint64_t n_params;                /* the original model's parameters (bpw's denominator) */
+    double bits_per_weight;           /* 8 x file_bytes / n_params */
+    int n_dropped;
+    int dropped[256];                 /* depth: the dropped blocks, ascending */
+    double seconds;
+} sqz_search_result;
+
+/* EvoPress (src/search/evopress.h) over the space, seeded by the knapsack on single-matrix KLs
+ * (quant) or a random subset (depth), fitness = mean KL to model on calibration windows; writes
+ * out_path: GGUF with the chosen per-tensor types (quant) or without the dropped blocks
+ * (depth; f16), through a temporary name. Errors: SQZ_ERR_ARG (unknown space, no budget or
+ * one below the smallest configuration, a database of another model, too little calibration,
+ * a checkpoint of another search), I/O and memory errors. */
+sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_search_opts *opts,
+                      sqz_search_result *result);
+
 #ifdef __cplusplus
 }
 #endif

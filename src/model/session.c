@@ -148,6 +148,11 @@ sqz_status sqz_session_layer_until(sqz_session *s, const sqz_layer_weights *w, i
     const int nt = s->ctx->n_threads;
     const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    /* A sub-block whose output matrix has no data is absent (dropped by a depth search,
+     * search/evopress.h): the residual stream passes it unchanged. Only this batch path knows
+     * it; the decode team never sees such weights. */
+    const int has_attn = w->wo.data != NULL, has_ffn = w->w_down.data != NULL;
+    if (!has_attn) goto ffn;
     /* attention */
     rmsnorm_rows(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps, nt);
     if (capture) capture(user, l, SQZ_SITE_QKV, s->xb, T, D);
@@ -173,6 +178,8 @@ sqz_status sqz_session_layer_until(sqz_session *s, const sqz_layer_weights *w, i
     sqz_matmul(&w->wo, s->att, T, s->xb, nt);
     add_bias(s->xb, &w->bo, T);
     add_rows(s->x, s->xb, T, D, nt);
+ffn:
+    if (!has_ffn) return SQZ_OK;
     /* SwiGLU feed-forward */
     rmsnorm_rows(s->xb, s->x, w->ffn_norm.data, T, D, c->norm_eps, nt);
     if (capture) capture(user, l, SQZ_SITE_GATE_UP, s->xb, T, D);

@@ -100,6 +100,7 @@ typedef struct item {
 typedef struct planner {
     sqz_ctx *ctx;
     const sqz_alloc_opts *o;
+    const sqz_alloc_hook *hook; /* NULL: nothing known beforehand, nothing kept */
     int lo;               /* the first candidate on the ladder */
     sqz_kl_probe *probe;
     sqz_model pm;         /* the model with one matrix swapped */
@@ -138,7 +139,14 @@ static void item_init(planner *P, int i, const sqz_tensor *t, sqz_type t0) {
  * type's GPTQ result in turn; the changed model runs from layer l0. */
 static sqz_status item_measure(planner *P, int i, sqz_tensor *slot, sqz_tensor *slot2, const double *H, int l0) {
     const item *it = &P->items[i];
-    if (it->n_opt == 1) return SQZ_OK;
+    if (it->n_opt == 1 && !P->hook) return SQZ_OK;
+    int todo = 0;
+    for (int k = 0; k < it->n_opt; k++) {
+        if (P->hook && P->hook->have && P->hook->have(P->hook->user, i, it->type[k], &P->kl[i][k]))
+            sqz_progress(P->ctx, "levels", (uint64_t)++P->done, (uint64_t)P->total);
+        else todo = 1;
+    }
+    if (!todo) return SQZ_OK;
     const sqz_tensor saved = *slot;
     const int64_t rows = saved.rows, cols = saved.cols;
     float *W = malloc((size_t)(rows * cols) * sizeof *W);
@@ -150,7 +158,10 @@ static sqz_status item_measure(planner *P, int i, sqz_tensor *slot, sqz_tensor *
     if (P->o->damp > 0) g.percdamp = P->o->damp;
     g.act_order = P->o->act_order;
     g.threads = P->ctx->n_threads;
+    if (P->o->plain_gptq) g.refit = 0, g.cd_sweeps = 0;
     for (int k = 0; k < it->n_opt && !st; k++) {
+        double known;
+        if (P->hook && P->hook->have && P->hook->have(P->hook->user, i, it->type[k], &known)) continue;
         st = sqz_gptq_quantize(P->ctx, it->type[k], W, rows, cols, H, &g, out, NULL);
         if (st) break;
         *slot = (sqz_tensor){ .type = it->type[k], .rows = rows, .cols = cols, .data = out };
@@ -158,22 +169,26 @@ static sqz_status item_measure(planner *P, int i, sqz_tensor *slot, sqz_tensor *
         st = sqz_kl_probe_measure(P->probe, &P->pm, l0, &P->kl[i][k]);
         *slot = saved;
         if (slot2) *slot2 = saved;
-        sqz_progress(P->ctx, "alloc", (uint64_t)++P->done, (uint64_t)P->total);
+        if (!st && P->hook && P->hook->got)
+            st = P->hook->got(P->hook->user, i, it->type[k], out, (size_t)P->bytes[i][k], P->kl[i][k]);
+        sqz_progress(P->ctx, P->hook ? "levels" : "alloc", (uint64_t)++P->done, (uint64_t)P->total);
     }
     free(W), free(out);
     return st;
 }
 
-sqz_status sqz_alloc_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win,
-                              int C, const sqz_alloc_opts *o, sqz_alloc_plan **out) {
-    *out = NULL;
+/* The plan (hook NULL) or, with a hook, every level of every matrix handed to it (no plan). */
+static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win,
+                                 int C, const sqz_alloc_opts *o, const sqz_alloc_hook *hook,
+                                 sqz_alloc_plan **out) {
+    if (out) *out = NULL;
     const sqz_config *c = &model->cfg;
     const int L = c->n_layers, D = c->dim, NM = SQZ_MIX_N_MATS, n_items = L * NM + 1;
     const size_t N = n_win * (size_t)C;
     const int dims[SQZ_N_SITES] = { D, c->n_heads * c->head_dim, D, c->hidden_dim };
     const size_t want = o->eval_windows > 0 ? (size_t)o->eval_windows : 4;
     const size_t n_eval = want < n_win ? want : n_win;
-    planner P = { .ctx = ctx, .o = o, .pm = *model };
+    planner P = { .ctx = ctx, .o = o, .hook = hook, .pm = *model };
     site_h h[SQZ_N_SITES];
     memset(h, 0, sizeof h);
     float *X = malloc(N * (size_t)D * sizeof *X);
@@ -201,23 +216,27 @@ sqz_status sqz_alloc_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32_
 
     /* the candidates: from one step below the mix's lowest type for these matrices */
     sqz_tensor *head = c->tied_embeddings ? &P.pm.tok_embd : &P.pm.output;
-    const sqz_type head_t0 = sqz_preset_tensor_type(o->head_preset, o->pm, c->tied_embeddings ? SQZ_ROLE_TOKEN_EMBD : SQZ_ROLE_OUTPUT,
-                                                    -1, head->cols, NULL);
+    /* the levels: the whole ladder, every matrix "from" Q4_K (any ladder type would do) */
+    const sqz_type head_t0 = hook ? SQZ_TYPE_Q4_K
+                                  : sqz_preset_tensor_type(o->head_preset, o->pm,
+                                                           c->tied_embeddings ? SQZ_ROLE_TOKEN_EMBD : SQZ_ROLE_OUTPUT,
+                                                           -1, head->cols, NULL);
     int lowest = ladder_index(head_t0) >= 0 ? ladder_index(head_t0) : SQZ_ALLOC_MAX_TYPES - 1;
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < L && !hook; l++)
         for (int k = 0; k < NM; k++) {
             const sqz_tensor *t = sqz_mixllm_matrix(&P.pm.layers[l], k, NULL);
             const int x = ladder_index(sqz_preset_tensor_type(o->preset, o->pm, roles[k], l, t->cols, NULL));
             if (x >= 0 && x < lowest) lowest = x;
         }
-    P.lo = lowest > 0 ? lowest - 1 : 0;
+    P.lo = hook ? 0 : lowest > 0 ? lowest - 1 : 0;
     for (int l = 0; l < L; l++)
         for (int k = 0; k < NM; k++) {
             const sqz_tensor *t = sqz_mixllm_matrix(&P.pm.layers[l], k, NULL);
-            item_init(&P, l * NM + k, t, sqz_preset_tensor_type(o->preset, o->pm, roles[k], l, t->cols, NULL));
+            item_init(&P, l * NM + k, t,
+                      hook ? SQZ_TYPE_Q4_K : sqz_preset_tensor_type(o->preset, o->pm, roles[k], l, t->cols, NULL));
         }
     item_init(&P, n_items - 1, head, head_t0);
-    for (int i = 0; i < n_items; i++) P.total += P.items[i].n_opt > 1 ? P.items[i].n_opt : 0;
+    for (int i = 0; i < n_items; i++) P.total += P.items[i].n_opt > 1 || hook ? P.items[i].n_opt : 0;
 
     /* eval windows spread over the calibration windows */
     for (size_t i = 0; i < n_eval; i++)
@@ -251,7 +270,7 @@ sqz_status sqz_alloc_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32_
             st = c->tied_embeddings ? item_measure(&P, n_items - 1, &P.pm.tok_embd, &P.pm.output, hh->H, 0)
                                     : item_measure(&P, n_items - 1, &P.pm.output, NULL, hh->H, L);
     }
-    if (st) goto done;
+    if (st || hook) goto done;
 
     int *n_opt = malloc((size_t)n_items * sizeof *n_opt);
     if (!n_opt) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "alloc: out of memory"); goto done; }
@@ -282,4 +301,15 @@ done:
     for (int k = 0; k < SQZ_N_SITES; k++) free(h[k].H), free(h[k].tmp);
     free(X), free(ev), free(choice), free(P.pm.layers), free(P.items), free(P.bytes), free(P.kl);
     return st;
+}
+
+sqz_status sqz_alloc_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win,
+                              int C, const sqz_alloc_opts *o, sqz_alloc_plan **out) {
+    return plan_or_levels(ctx, model, tokens, n_win, C, o, NULL, out);
+}
+
+sqz_status sqz_alloc_levels(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win, int C,
+                            const sqz_alloc_opts *o, const sqz_alloc_hook *hook) {
+    if (!hook) return sqz_fail(ctx, SQZ_ERR_ARG, "levels: no hook");
+    return plan_or_levels(ctx, model, tokens, n_win, C, o, hook, NULL);
 }

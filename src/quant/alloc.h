@@ -61,6 +61,8 @@ typedef struct sqz_alloc_opts {
     double damp;                   /* GPTQ percdamp (<= 0: GPTQ's default) */
     int act_order;
     int eval_windows;              /* windows for the KLs (<= 0: 4) */
+    int plain_gptq;                /* 1: the paper's GPTQ, without sqz's refit passes and
+                                    * coordinate descent (several times faster; tests) */
 } sqz_alloc_opts;
 
 /* Plans the types of model's matrices on n_win calibration windows of C tokens (inside the
@@ -68,6 +70,19 @@ typedef struct sqz_alloc_opts {
 sqz_status sqz_alloc_plan_new(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win,
                               int C, const sqz_alloc_opts *o, sqz_alloc_plan **out);
 void sqz_alloc_plan_free(sqz_alloc_plan *p);
+
+/* Steps 1-3 alone, for a level database (search/levels_db.h): every block matrix and the head
+ * at every ladder type (Q2_K..Q6_K; a matrix whose rows no candidate fits: Q4_K... alone, as
+ * item_init decides), handed to hook->got with its GPTQ bytes and KL. Items are numbered
+ * layer-major (q, k, v, o, gate, up, down), the head last (n_layers * 7). o->preset is not used. */
+typedef struct sqz_alloc_hook {
+    void *user;
+    /* non-zero: (item, t) is known already, its KL in *kl; it is not quantized again */
+    int (*have)(void *user, int item, sqz_type t, double *kl);
+    sqz_status (*got)(void *user, int item, sqz_type t, const void *data, size_t bytes, double kl);
+} sqz_alloc_hook;
+sqz_status sqz_alloc_levels(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win, int C,
+                            const sqz_alloc_opts *o, const sqz_alloc_hook *hook);
 
 /* The knapsack of step 4 alone: n_items items with n_opt[i] options each (bytes[i][k],
  * cost[i][k]); picks choice[i] minimizing sum cost under sum bytes <= budget (the rounding

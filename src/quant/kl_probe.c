@@ -18,6 +18,10 @@ struct sqz_kl_probe {
     const int32_t *tokens;
     float **X;     /* [L + 1][n][D]: the original's input of layer l; X[L]: the last layer's output */
     float *base;   /* [n][V] the original's logits */
+    const sqz_model *ref; /* set_ref's model (NULL: the original) */
+    float **XR;    /* [L + 1][n][D]: ref's input of layer l, window w valid when ref_ok[w] */
+    char *ref_ok;  /* [n_win] */
+    double *ref_kl; /* [n_win] ref's mean KL on window w (valid with ref_ok) */
     float *lg;     /* [C][V] */
     float *emb;    /* [C][D] */
     double *kl;    /* [C] */
@@ -56,6 +60,8 @@ void sqz_kl_probe_free(sqz_kl_probe *p) {
     if (!p) return;
     sqz_session_free(p->s);
     for (int l = 0; p->X && l <= p->model->cfg.n_layers; l++) free(p->X[l]);
+    for (int l = 0; p->XR && l <= p->model->cfg.n_layers; l++) free(p->XR[l]);
+    free(p->XR), free(p->ref_ok), free(p->ref_kl);
     free(p->X), free(p->base), free(p->lg), free(p->emb), free(p->kl);
     free(p);
 }
@@ -97,25 +103,108 @@ sqz_status sqz_kl_probe_new(sqz_ctx *ctx, const sqz_model *model, const int32_t 
     return SQZ_OK;
 }
 
-sqz_status sqz_kl_probe_measure(sqz_kl_probe *p, const sqz_model *changed, int l0, double *kl) {
+/* Sum over window w's positions of KL(original || p->lg). */
+static double window_kl(sqz_kl_probe *p, size_t w) {
+    const int V = p->model->cfg.vocab_size, C = p->C, nt = p->ctx->n_threads;
+    const float *bw = p->base + w * (size_t)C * V;
+    /* rows in parallel, summed in order: any thread count gives the same sum */
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int i = 0; i < C; i++) p->kl[i] = sqz_kl_logits(bw + (size_t)i * V, p->lg + (size_t)i * V, V);
+    double sum = 0;
+    for (int i = 0; i < C; i++) sum += p->kl[i];
+    return sum;
+}
+
+/* Window w's ref states (and the ref's KL there), computed if stale. */
+static sqz_status ref_window(sqz_kl_probe *p, size_t w) {
+    if (p->ref_ok[w]) return SQZ_OK;
+    const int L = p->model->cfg.n_layers, D = p->model->cfg.dim, C = p->C;
+    float *cache[L + 1];
+    for (int l = 0; l <= L; l++) cache[l] = p->XR[l] + w * (size_t)C * D;
+    embed(p->ref, p->tokens + w * (size_t)C, C, p->emb);
+    sqz_status st = run_from(p->s, p->ref, 0, p->emb, C, p->lg, cache);
+    if (st) return st;
+    p->ref_kl[w] = window_kl(p, w);
+    p->ref_ok[w] = 1;
+    return SQZ_OK;
+}
+
+sqz_status sqz_kl_probe_set_ref(sqz_kl_probe *p, const sqz_model *ref) {
+    const int L = p->model->cfg.n_layers, D = p->model->cfg.dim;
+    const size_t n = p->n_win * (size_t)p->C;
+    if (ref && !p->XR) {
+        p->XR = calloc((size_t)L + 1, sizeof *p->XR);
+        p->ref_ok = calloc(p->n_win, 1);
+        p->ref_kl = calloc(p->n_win, sizeof *p->ref_kl);
+        int ok = p->XR && p->ref_ok && p->ref_kl;
+        for (int l = 0; ok && l <= L; l++) ok = (p->XR[l] = malloc(n * (size_t)D * sizeof **p->XR)) != NULL;
+        if (!ok) {
+            for (int l = 0; p->XR && l <= L; l++) free(p->XR[l]);
+            free(p->XR), free(p->ref_ok), free(p->ref_kl);
+            p->XR = NULL, p->ref_ok = NULL, p->ref_kl = NULL;
+            return sqz_fail(p->ctx, SQZ_ERR_NOMEM, "kl probe: out of memory for the reference's states");
+        }
+    }
+    p->ref = ref;
+    if (p->ref_ok) memset(p->ref_ok, 0, p->n_win);
+    return SQZ_OK;
+}
+
+sqz_status sqz_kl_probe_ref_kl(sqz_kl_probe *p, const int *win, int n, double *kl) {
+    *kl = 0;
+    if (!p->ref) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: no reference set");
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (win[i] < 0 || (size_t)win[i] >= p->n_win) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: window %d", win[i]);
+        sqz_status st = ref_window(p, (size_t)win[i]);
+        if (st) return st;
+        sum += p->ref_kl[win[i]];
+    }
+    *kl = sum / ((double)n * p->C);
+    return SQZ_OK;
+}
+
+sqz_status sqz_kl_probe_measure_windows(sqz_kl_probe *p, const sqz_model *changed, int l0, const int *win,
+                                        int n, double *kl) {
     const sqz_config *c = &p->model->cfg;
-    const int D = c->dim, V = c->vocab_size, C = p->C, nt = p->ctx->n_threads;
+    const int D = c->dim, C = p->C;
+    *kl = 0;
     if (l0 < 0 || l0 > c->n_layers) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: layer %d", l0);
     double sum = 0;
     sqz_status st = SQZ_OK;
-    for (size_t w = 0; w < p->n_win && !st; w++) {
+    for (int i = 0; i < n && !st; i++) {
+        if (win[i] < 0 || (size_t)win[i] >= p->n_win) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: window %d", win[i]);
+        const size_t w = (size_t)win[i];
         const float *in = p->X[l0] + w * (size_t)C * D;
+        if (l0 > 0 && p->ref) {
+            if ((st = ref_window(p, w))) break;
+            in = p->XR[l0] + w * (size_t)C * D;
+        }
         if (l0 == 0) {
             embed(changed, p->tokens + w * (size_t)C, C, p->emb);
             in = p->emb;
         }
-        st = run_from(p->s, changed, l0, in, C, p->lg, NULL);
-        const float *bw = p->base + w * (size_t)C * V;
-        /* rows in parallel, summed in order: any thread count gives the same sum */
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int i = 0; i < C; i++) p->kl[i] = sqz_kl_logits(bw + (size_t)i * V, p->lg + (size_t)i * V, V);
-        for (int i = 0; !st && i < C; i++) sum += p->kl[i];
+        if ((st = run_from(p->s, changed, l0, in, C, p->lg, NULL))) break;
+        sum += window_kl(p, w);
     }
-    *kl = st ? 0 : sum / (double)(p->n_win * (size_t)C);
+    if (!st) *kl = sum / ((double)n * C);
     return st;
 }
+
+sqz_status sqz_kl_probe_measure(sqz_kl_probe *p, const sqz_model *changed, int l0, double *kl) {
+    const sqz_model *ref = p->ref;
+    p->ref = NULL; /* measured against the original's states, as documented */
+    sqz_status st = SQZ_OK;
+    double sum = 0;
+    for (size_t w = 0; w < p->n_win && !st; w++) {
+        const int wi = (int)w;
+        double k;
+        st = sqz_kl_probe_measure_windows(p, changed, l0, &wi, 1, &k);
+        sum += k;
+    }
+    p->ref = ref;
+    *kl = st ? 0 : sum / (double)p->n_win;
+    return st;
+}
+
+size_t sqz_kl_probe_windows(const sqz_kl_probe *p) { return p->n_win; }

@@ -26,6 +26,22 @@ sqz_status sqz_kl_probe_new(sqz_ctx *ctx, const sqz_model *model, const int32_t 
  * embeddings up in changed->tok_embd; l0 = n_layers runs the output head alone. */
 sqz_status sqz_kl_probe_measure(sqz_kl_probe *p, const sqz_model *changed, int l0, double *kl);
 
+/* The same over the windows win[0..n) only (indices into the probe's windows). With a
+ * reference set (sqz_kl_probe_set_ref) and l0 > 0, the changed model runs from the
+ * reference's input of layer l0 instead of the original's: a search scores an offspring that
+ * differs from its parent (the reference) from layer l0 on. */
+sqz_status sqz_kl_probe_measure_windows(sqz_kl_probe *p, const sqz_model *changed, int l0, const int *win,
+                                        int n, double *kl);
+
+/* Sets the reference model (NULL: the original again; ref must stay valid while set). Its
+ * states are computed per window when first needed, with its own KL there. */
+sqz_status sqz_kl_probe_set_ref(sqz_kl_probe *p, const sqz_model *ref);
+
+/* The reference's mean KL over windows win[0..n) (computing states that are stale). */
+sqz_status sqz_kl_probe_ref_kl(sqz_kl_probe *p, const int *win, int n, double *kl);
+
+size_t sqz_kl_probe_windows(const sqz_kl_probe *p);
+
 void sqz_kl_probe_free(sqz_kl_probe *p);
 
 #endif

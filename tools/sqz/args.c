@@ -17,7 +17,8 @@ enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
     C_MERGE = 1 << 8, C_PRUNE = 1 << 9, C_LOWRANK = 1 << 10, C_DROP = 1 << 11,
-    C_ALL = (1 << 12) - 1
+    C_LEVELS = 1 << 12, C_SEARCH = 1 << 13,
+    C_ALL = (1 << 14) - 1
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -57,6 +58,14 @@ static const cli_command commands[] = {
     { "drop", cmd_drop,
       "  drop MODEL -o OUT.gguf --blocks N --calib FILE | --block-list 3,5\n"
       "                                      remove whole blocks (least block influence first)\n" },
+    { "levels", cmd_levels,
+      "  levels MODEL -o DB --calib FILE     every matrix at every k-quant type by GPTQ, with its\n"
+      "                                      KL: the database sqz search combines (resumable)\n" },
+    { "search", cmd_search,
+      "  search MODEL -o OUT.gguf --db DB --bpw B|--bytes N --calib FILE\n"
+      "  search MODEL -o OUT.gguf --levels depth --blocks N --calib FILE [--brute-force]\n"
+      "                                      EvoPress: per-matrix types (or blocks to drop) by\n"
+      "                                      evolutionary search on KL to the model\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -114,7 +123,7 @@ static const option_row options[] = {
     { "--top-p", NULL, FLOAT(top_p, "P", 0, INFINITY, LO_OPEN), .cmds = C_GENERATE,
       .help = "nucleus sampling (default 0.9; 1 disables)" },
     { "--seed", NULL, .kind = OPT_ULLONG, .at = AT(seed), .meta = "S", .lo = 0, .hi = (long long)1 << 62,
-      .cmds = C_GENERATE | C_QUANTIZE | C_FINETUNE | C_MERGE,
+      .cmds = C_GENERATE | C_QUANTIZE | C_FINETUNE | C_MERGE | C_SEARCH,
       .help = "random seed (default 42; quantize: rsq's rotations; finetune: data\n"
               "order; merge: dare, della)" },
     { "--file", "-f", STR(file, "FILE"), .cmds = C_PPL | C_KVBENCH | C_KVCALIB | C_FINETUNE,
@@ -145,14 +154,14 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH,
       .help = "output file" },
     { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
               "f32, f16, bf16 for a folder)" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
       .help = "every 2-D weight in TYPE, no mix" },
-    { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE,
+    { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_SEARCH,
       .help = "token_embd.weight's type" },
     { "--method", NULL, STR(method, "M"), .cmds = C_QUANTIZE | C_MERGE | C_PRUNE | C_LOWRANK,
       .help = "NAME[:key=value,...] (default gptq): rtn[:fake], imatrix,\n"
@@ -162,16 +171,16 @@ static const option_row options[] = {
               "(merge: quantize the merged OUT.gguf in the same run;\n"
               "prune: magnitude, wanda, sparsegpt[:damp,block], default sparsegpt;\n"
               "lowrank: svd, lord, asvd[:damp], default asvd)" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
+      .cmds = C_LEVELS | C_SEARCH | C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
       .help = "act_order=1: gptq, rsq: columns by descending Hessian diagonal" },
-    { "--damp", NULL, FLOAT(damp, "D", 0, 10, LO_OPEN | HI_OPEN), .cmds = C_QUANTIZE,
+    { "--damp", NULL, FLOAT(damp, "D", 0, 10, LO_OPEN | HI_OPEN), .cmds = C_QUANTIZE | C_LEVELS,
       .help = "damp=D: gptq, rsq, decoupleq, mixllm: D * mean(diag H) added to the\n"
               "Hessian's diagonal (default 0.1; decoupleq 0.01)" },
     { "--rsq-rmin", NULL, FLOAT(rsq_rmin, "R", 0, 1, LO_OPEN), .cmds = C_QUANTIZE,
@@ -185,7 +194,7 @@ static const option_row options[] = {
     { "--alloc", NULL, FLAG(alloc), .cmds = C_QUANTIZE,
       .help = "alloc=1: gptq: each matrix's type (q2_k..q6_k) chosen by measured KL\n"
               "divergence within the bytes of the mix's own types (minutes)" },
-    { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE,
+    { "--alloc-windows", NULL, INT(alloc_windows, "N", 1, 1 << 20), .cmds = C_QUANTIZE | C_LEVELS,
       .help = "windows=N: --alloc's calibration windows the KLs are measured on (4)" },
     /* finetune */
     { "--steps", NULL, INT(steps, "N", 1, 1 << 30), .cmds = C_FINETUNE, .help = "optimizer steps (150)" },
@@ -220,11 +229,11 @@ static const option_row options[] = {
       .help = "LoRA scale alpha / rank (alpha default: the rank)" },
     { "--lora-targets", NULL, STR(lora_targets, "LIST"), .cmds = C_FINETUNE,
       .help = "adapted matrices: a comma list of q,k,v,o,gate,up,down (all)" },
-    { "--checkpoint", NULL, STR(checkpoint, "FILE"), .cmds = C_FINETUNE,
+    { "--checkpoint", NULL, STR(checkpoint, "FILE"), .cmds = C_FINETUNE | C_SEARCH,
       .help = "save the run's state to FILE (after the last step, or every\n--checkpoint-every steps)" },
-    { "--checkpoint-every", NULL, INT(checkpoint_every, "N", 1, 1 << 30), .cmds = C_FINETUNE,
+    { "--checkpoint-every", NULL, INT(checkpoint_every, "N", 1, 1 << 30), .cmds = C_FINETUNE | C_SEARCH,
       .help = "steps between checkpoints" },
-    { "--resume", NULL, STR(resume, "FILE"), .cmds = C_FINETUNE,
+    { "--resume", NULL, STR(resume, "FILE"), .cmds = C_FINETUNE | C_SEARCH,
       .help = "continue the run saved in FILE (same model and recipe; --steps the\ntotal)" },
     { "--dp", NULL, STR(dp, "SPEC"), .cmds = C_FINETUNE,
       .help = "data parallel under mpirun -np N: the gradient exchange, none, fp16,\n"
@@ -256,10 +265,29 @@ static const option_row options[] = {
       .help = "rank = F x min(rows, cols); it must stay below rows*cols/(rows+cols)" },
     { "--energy", NULL, FLOAT(energy, "E", 0, 1, LO_OPEN), .cmds = C_LOWRANK,
       .help = "each matrix's smallest rank keeping E of its squared singular values" },
-    { "--blocks", NULL, INT(drop_n, "N", 1, 1 << 20), .cmds = C_DROP,
+    { "--blocks", NULL, INT(drop_n, "N", 1, 1 << 20), .cmds = C_DROP | C_SEARCH,
       .help = "drop the N blocks of least block influence (needs --calib)" },
     { "--block-list", NULL, STR(drop_list, "LIST"), .cmds = C_DROP,
       .help = "drop exactly these blocks (0-based, comma-separated)" },
+    { "--db", NULL, STR(db, "DB"), .cmds = C_SEARCH, .help = "the level database (sqz levels)" },
+    { "--levels", NULL, STR(space, "SPACE"), .cmds = C_SEARCH,
+      .help = "what the search chooses: quant (each matrix's type; default) or\n"
+              "depth (which --blocks N blocks to drop)" },
+    { "--bpw", NULL, FLOAT(bpw, "B", 0, 64, LO_OPEN), .cmds = C_SEARCH,
+      .help = "budget: 8 x file bytes / the model's parameters" },
+    { "--bytes", NULL, .kind = OPT_ULLONG, .at = AT(bytes), .meta = "N", .lo = 1, .hi = (long long)1 << 62,
+      .cmds = C_SEARCH, .help = "budget: the file's bytes" },
+    { "--generations", NULL, INT(generations, "N", 0, 1 << 24), .set_at = AT(generations_set), .cmds = C_SEARCH,
+      .help = "EvoPress generations (200; 0: the knapsack's seed alone)" },
+    { "--offspring", NULL, INT(offspring, "N", 1, 1 << 16), .cmds = C_SEARCH, .help = "children per generation (32)" },
+    { "--stages", NULL, STR(stages, "S"), .cmds = C_SEARCH,
+      .help = "selection stages, survivors x windows (8x1,2x4,1x16)" },
+    { "--pool", NULL, INT(pool_windows, "N", 1, 1 << 20), .cmds = C_SEARCH,
+      .help = "calibration windows the stages draw from (32)" },
+    { "--brute-force", NULL, FLAG(brute_force), .cmds = C_SEARCH,
+      .help = "depth: score every subset of --blocks N blocks instead" },
+    { "--stop-after", NULL, INT(max_gens, "N", 1, 1 << 24), .cmds = C_SEARCH,
+      .help = "stop after N generations of this run (with --checkpoint: resume later)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

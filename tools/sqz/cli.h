@@ -59,6 +59,11 @@ typedef struct opts {
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
     float lr_params, rank_frac, energy;     /* lowrank: the target */
     int drop_n; const char *drop_list;      /* drop: how many blocks, or which */
+    /* search: the database, the space, the budget and EvoPress's settings */
+    const char *db, *space, *stages;
+    float bpw;
+    unsigned long long bytes;
+    int generations, generations_set, offspring, pool_windows, brute_force, max_gens;
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -112,5 +117,7 @@ int cmd_merge(sqz_ctx *ctx, const opts *o);
 int cmd_prune(sqz_ctx *ctx, const opts *o);
 int cmd_lowrank(sqz_ctx *ctx, const opts *o);
 int cmd_drop(sqz_ctx *ctx, const opts *o);
+int cmd_levels(sqz_ctx *ctx, const opts *o);
+int cmd_search(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -1,0 +1,550 @@
+/* search.c - sqz_search: EvoPress over a model's compression levels (include/sqz.h).
+ *
+ * Two spaces, each a row of `spaces` below:
+ *   quant  one gene per matrix (the head included): its level in the level database, cheapest
+ *          first. Seed: the multiple-choice knapsack on single-matrix KLs (quant/alloc.h) for
+ *          the same budget. Mutation: one matrix one level up; then, while the child is over
+ *          the budget, a random matrix one level down (EvoPress's rule for levels whose steps
+ *          differ in size; its same-size swap keeps the budget only when every step costs the
+ *          same bits, and the k-quants' steps do not: Q2_K..Q6_K cost 84, 110, 144, 176, 210
+ *          bytes per 256 weights). A child with more than 10 changes or that removes more
+ *          than 1.25x the bytes it adds is rejected, as in EvoPress.
+ *   depth  one gene per block: 1 dropped (its attention and MLP skipped). Seed: random n_drop
+ *          blocks. Mutation: a dropped block and a kept one trade places.
+ * Fitness: the mean KL divergence from the base model (quant/kl_probe.h: the base logits are
+ * kept for every pool window; a child runs from the first layer where it differs from its
+ * parent, on the parent's states there).
+ *
+ * Budget (quant): bits per weight = 8 x file bytes / the original model's parameters, so the
+ * file's bytes outside the searched matrices (metadata, tokenizer, norms) count; they are
+ * measured once by writing the cheapest configuration to a scratch file. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "math/rng.h"
+#include "quant/alloc.h"
+#include "quant/kl_probe.h"
+#include "quant/mixllm.h"
+#include "search/evopress.h"
+#include "search/levels_db.h"
+#include "sqz.h"
+
+enum { MAX_PATH = 4096 };
+
+/* ---------------------------------------------------------------- shared state */
+
+typedef struct space {
+    sqz_ctx *ctx;
+    const sqz_model *model;
+    const sqz_levels_db *db; /* quant */
+    sqz_kl_probe *probe;
+    int n;                   /* genes */
+    int L;
+    sqz_model pm, ref;       /* the child being scored; the parent (the probe's reference) */
+    int *at_pm, *at_ref;     /* the genes pm / ref hold now (-1: not yet set) */
+    int *parent;
+    uint64_t budget;         /* quant: bytes of the matrices */
+} space;
+
+static int gene_layer(const space *s, int i) {
+    if (!s->db) return i; /* depth: a gene per block */
+    const int layer = s->db->items[i].layer;
+    return layer >= 0 ? layer : s->model->cfg.tied_embeddings ? 0 : s->L;
+}
+
+/* ---------------------------------------------------------------- quant */
+
+static void quant_apply(space *s, sqz_model *m, int *at, const int *g) {
+    for (int i = 0; i < s->n; i++)
+        if (at[i] != g[i]) sqz_levels_db_apply(s->db, m, i, g[i]), at[i] = g[i];
+}
+
+static uint64_t quant_bytes(const space *s, const int *g) {
+    uint64_t b = 0;
+    for (int i = 0; i < s->n; i++) b += s->db->items[i].lv[g[i]].bytes;
+    return b;
+}
+
+static int quant_mutate(void *user, uint64_t *rng, int *g) {
+    space *s = user;
+    int can = 0;
+    for (int i = 0; i < s->n; i++) can += g[i] < s->db->items[i].n - 1;
+    if (!can) return 0;
+    int pick = (int)(sqz_splitmix64(rng) % (uint64_t)can);
+    for (int i = 0; i < s->n; i++)
+        if (g[i] < s->db->items[i].n - 1 && pick-- == 0) {
+            g[i]++;
+            break;
+        }
+    return 1;
+}
+
+static int quant_repair(void *user, uint64_t *rng, const int *parent, int *g) {
+    space *s = user;
+    uint64_t b = quant_bytes(s, g);
+    while (b > s->budget) {
+        int can = 0;
+        for (int i = 0; i < s->n; i++) can += g[i] > 0;
+        if (!can) return 0;
+        int pick = (int)(sqz_splitmix64(rng) % (uint64_t)can);
+        for (int i = 0; i < s->n; i++)
+            if (g[i] > 0 && pick-- == 0) {
+                b -= s->db->items[i].lv[g[i]].bytes - s->db->items[i].lv[g[i] - 1].bytes;
+                g[i]--;
+                break;
+            }
+    }
+    int changes = 0;
+    uint64_t added = 0, removed = 0;
+    for (int i = 0; i < s->n; i++) {
+        const sqz_db_level *a = &s->db->items[i].lv[parent[i]], *c = &s->db->items[i].lv[g[i]];
+        changes += abs(g[i] - parent[i]);
+        if (c->bytes > a->bytes) added += c->bytes - a->bytes;
+        else removed += a->bytes - c->bytes;
+    }
+    return changes <= 10 && (double)added >= 0.8 * (double)removed;
+}
+
+/* ---------------------------------------------------------------- depth */
+
+static void depth_apply(space *s, sqz_model *m, int *at, const int *g) {
+    for (int l = 0; l < s->n; l++) {
+        if (at[l] == g[l]) continue;
+        m->layers[l] = s->model->layers[l];
+        if (g[l]) m->layers[l].wo.data = NULL, m->layers[l].w_down.data = NULL;
+        at[l] = g[l];
+    }
+}
+
+static int depth_mutate(void *user, uint64_t *rng, int *g) {
+    space *s = user;
+    int nd = 0;
+    for (int l = 0; l < s->n; l++) nd += g[l];
+    if (nd == 0 || nd == s->n) return 0;
+    int a = (int)(sqz_splitmix64(rng) % (uint64_t)nd), b = (int)(sqz_splitmix64(rng) % (uint64_t)(s->n - nd));
+    for (int l = 0; l < s->n; l++) {
+        if (g[l] && a-- == 0) g[l] = 2; /* marked: leaves after the other moves in */
+        else if (!g[l] && b-- == 0) g[l] = 3;
+    }
+    for (int l = 0; l < s->n; l++) g[l] = g[l] == 2 ? 0 : g[l] == 3 ? 1 : g[l];
+    return 1;
+}
+
+/* ---------------------------------------------------------------- fitness (both spaces) */
+
+static void apply(space *s, sqz_model *m, int *at, const int *g) {
+    if (s->db) quant_apply(s, m, at, g);
+    else depth_apply(s, m, at, g);
+}
+
+static sqz_status set_parent(void *user, const int *g) {
+    space *s = user;
+    memcpy(s->parent, g, (size_t)s->n * sizeof *g);
+    apply(s, &s->ref, s->at_ref, g);
+    return sqz_kl_probe_set_ref(s->probe, &s->ref);
+}
+
+static sqz_status fitness(void *user, const int *g, const int *win, int n, double *kl) {
+    space *s = user;
+    int l0 = s->L + 1;
+    for (int i = 0; i < s->n; i++)
+        if (g[i] != s->parent[i] && gene_layer(s, i) < l0) l0 = gene_layer(s, i);
+    if (l0 > s->L) return sqz_kl_probe_ref_kl(s->probe, win, n, kl);
+    apply(s, &s->pm, s->at_pm, g);
+    return sqz_kl_probe_measure_windows(s->probe, &s->pm, l0, win, n, kl);
+}
+
+/* Mean KL of g on every pool window (from scratch: l0 = 0). */
+static sqz_status full_kl(space *s, const int *g, double *kl) {
+    const int nw = (int)sqz_kl_probe_windows(s->probe);
+    int *win = malloc((size_t)nw * sizeof *win);
+    if (!win) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    for (int i = 0; i < nw; i++) win[i] = i;
+    apply(s, &s->pm, s->at_pm, g);
+    sqz_status st = sqz_kl_probe_measure_windows(s->probe, &s->pm, 0, win, nw, kl);
+    free(win);
+    return st;
+}
+
+/* ---------------------------------------------------------------- checkpoint */
+
+static const char CK_MAGIC[8] = { 'S', 'Q', 'Z', 'S', 'R', 'C', 'H', '1' };
+
+typedef struct curve {
+    int n, cap;
+    double *f;
+} curve;
+
+typedef struct run {
+    space *s;
+    const sqz_search_opts *o;
+    sqz_ctx *ctx;
+    uint64_t key;
+    curve cv;
+    double t0;
+    int gens_run, stop_at;
+    sqz_status ck_status;
+} run;
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static sqz_status ck_write(run *r, int gen, uint64_t rng, const int *parent) {
+    char tmp[MAX_PATH];
+    snprintf(tmp, sizeof tmp, "%s.tmp", r->o->checkpoint);
+    FILE *f = fopen(tmp, "wb");
+    const int32_t hdr[2] = { gen, r->s->n };
+    const uint32_t nc = (uint32_t)r->cv.n;
+    int ok = f && fwrite(CK_MAGIC, 8, 1, f) == 1 && fwrite(&r->key, 8, 1, f) == 1 && fwrite(hdr, 4, 2, f) == 2 &&
+             fwrite(&rng, 8, 1, f) == 1 && fwrite(parent, sizeof *parent, (size_t)r->s->n, f) == (size_t)r->s->n &&
+             fwrite(&nc, 4, 1, f) == 1 && fwrite(r->cv.f, 8, nc, f) == nc;
+    if (f && fclose(f)) ok = 0;
+    if (!ok || rename(tmp, r->o->checkpoint)) {
+        unlink(tmp);
+        return sqz_fail(r->ctx, SQZ_ERR_IO, "%s: cannot write the checkpoint", r->o->checkpoint);
+    }
+    return SQZ_OK;
+}
+
+static sqz_status ck_read(run *r, int *gen, uint64_t *rng, int *parent) {
+    const char *path = r->o->checkpoint;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sqz_fail(r->ctx, SQZ_ERR_IO, "%s: cannot open the checkpoint", path);
+    char m[8];
+    uint64_t key;
+    int32_t hdr[2];
+    uint32_t nc = 0;
+    int ok = fread(m, 8, 1, f) == 1 && !memcmp(m, CK_MAGIC, 8) && fread(&key, 8, 1, f) == 1 &&
+             fread(hdr, 4, 2, f) == 2 && fread(rng, 8, 1, f) == 1;
+    sqz_status st = SQZ_OK;
+    if (!ok) st = sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: not a sqz search checkpoint", path);
+    else if (key != r->key || hdr[1] != r->s->n)
+        st = sqz_fail(r->ctx, SQZ_ERR_ARG, "%s: the checkpoint of another search (model, budget or options)", path);
+    else if (fread(parent, sizeof *parent, (size_t)r->s->n, f) != (size_t)r->s->n || fread(&nc, 4, 1, f) != 1 ||
+             nc > 10000000 || !(r->cv.f = realloc(r->cv.f, (nc + 1) * sizeof *r->cv.f)) ||
+             fread(r->cv.f, 8, nc, f) != nc)
+        st = sqz_fail(r->ctx, SQZ_ERR_FORMAT, "%s: a truncated checkpoint", path);
+    fclose(f);
+    if (!st) *gen = hdr[0], r->cv.n = (int)nc, r->cv.cap = (int)nc + 1;
+    return st;
+}
+
+static void on_gen(void *user, int gen, double f, const int *parent) {
+    run *r = user;
+    (void)parent;
+    if (r->cv.n == r->cv.cap) {
+        const int cap = r->cv.cap ? 2 * r->cv.cap : 64;
+        double *p = realloc(r->cv.f, (size_t)cap * sizeof *p);
+        if (!p) return; /* the curve misses a point; the search goes on */
+        r->cv.f = p, r->cv.cap = cap;
+    }
+    r->cv.f[r->cv.n++] = f;
+    if (r->o->on_generation) r->o->on_generation(r->o->user, gen, f, sqz_now() - r->t0);
+}
+
+static int after(void *user, int gen, uint64_t rng, const int *parent) {
+    run *r = user;
+    r->gens_run++;
+    const int every = r->o->checkpoint_every > 0 ? r->o->checkpoint_every : 10;
+    const int stop = r->stop_at > 0 && r->gens_run >= r->stop_at;
+    if (r->o->checkpoint && (gen % every == 0 || stop || gen == r->o->generations))
+        if ((r->ck_status = ck_write(r, gen, rng, parent))) return 1;
+    return stop;
+}
+
+/* ---------------------------------------------------------------- outputs */
+
+static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, const int *best, const run *r,
+                             const sqz_search_result *res, const char *space_name) {
+    cJSON *j = cJSON_CreateObject(), *choice = cJSON_CreateObject(), *cv = cJSON_CreateArray();
+    cJSON_AddStringToObject(j, "space", space_name);
+    cJSON_AddNumberToObject(j, "budget_bytes", (double)res->budget_bytes);
+    cJSON_AddNumberToObject(j, "file_bytes", (double)res->file_bytes);
+    cJSON_AddNumberToObject(j, "n_params", (double)res->n_params);
+    cJSON_AddNumberToObject(j, "bits_per_weight", res->bits_per_weight);
+    cJSON_AddNumberToObject(j, "seed_kl", res->seed_kl);
+    cJSON_AddNumberToObject(j, "best_kl", res->best_kl);
+    if (s->db) {
+        cJSON_AddNumberToObject(j, "seed_sum_kl", res->seed_sum_kl);
+        cJSON_AddNumberToObject(j, "best_sum_kl", res->best_sum_kl);
+        for (int i = 0; i < s->n; i++)
+            cJSON_AddStringToObject(choice, s->db->items[i].name, sqz_type_name(s->db->items[i].lv[best[i]].type));
+    } else {
+        cJSON *d = cJSON_CreateArray();
+        for (int l = 0; l < s->n; l++)
+            if (best[l]) cJSON_AddItemToArray(d, cJSON_CreateNumber(l));
+        cJSON_AddItemToObject(choice, "dropped", d);
+    }
+    cJSON_AddItemToObject(j, "choice", choice);
+    for (int i = 0; i < r->cv.n; i++) cJSON_AddItemToArray(cv, cJSON_CreateNumber(r->cv.f[i]));
+    cJSON_AddItemToObject(j, "fitness_curve", cv);
+    cJSON_AddNumberToObject(j, "evaluations", (double)res->evaluations);
+    cJSON_AddNumberToObject(j, "seconds", res->seconds);
+    char *txt = cJSON_Print(j);
+    cJSON_Delete(j);
+    char tmp[MAX_PATH];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = txt ? fopen(tmp, "w") : NULL;
+    int ok = f && fputs(txt, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f)) ok = 0;
+    free(txt);
+    if (!ok || rename(tmp, path)) {
+        unlink(tmp);
+        return sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot write", path);
+    }
+    return SQZ_OK;
+}
+
+/* The quant configuration g written as GGUF (per-tensor types kept). */
+static sqz_status write_quant(space *s, const int *g, const char *path, const sqz_search_opts *o,
+                              sqz_convert_result *cr) {
+    sqz_model m = *s->model;
+    m.layers = malloc((size_t)s->L * sizeof *m.layers);
+    int *at = malloc((size_t)s->n * sizeof *at);
+    sqz_status st;
+    if (!m.layers || !at) st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    else {
+        memcpy(m.layers, s->model->layers, (size_t)s->L * sizeof *m.layers);
+        for (int i = 0; i < s->n; i++) at[i] = -1;
+        quant_apply(s, &m, at, g);
+        const sqz_convert_opts co = { .type = o->embd_type ? o->embd_type : "q4_k", .pure = 1, .keep_types = 1 };
+        st = sqz_convert(s->ctx, &m, path, &co, cr);
+    }
+    free(m.layers), free(at);
+    return st;
+}
+
+/* ---------------------------------------------------------------- the search */
+
+static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int *g,
+                             sqz_search_result *res) {
+    const sqz_levels_db *db = s->db;
+    /* the bytes outside the matrices, from the cheapest configuration written to scratch */
+    char probe[MAX_PATH];
+    snprintf(probe, sizeof probe, "%s.size-probe", out_path);
+    for (int i = 0; i < s->n; i++) g[i] = 0;
+    sqz_convert_result cr;
+    sqz_status st = write_quant(s, g, probe, o, &cr);
+    unlink(probe);
+    if (st) return st;
+    const uint64_t fixed = cr.file_bytes - quant_bytes(s, g);
+    res->n_params = cr.n_params;
+    res->budget_bytes = o->bytes ? o->bytes : (uint64_t)(o->bpw * (double)cr.n_params / 8.0);
+    if (res->budget_bytes < cr.file_bytes)
+        return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: a budget of %llu bytes (%.3f bpw) is below the smallest "
+                        "configuration, %llu bytes (%.3f bpw)", (unsigned long long)res->budget_bytes,
+                        8.0 * (double)res->budget_bytes / (double)cr.n_params, (unsigned long long)cr.file_bytes,
+                        8.0 * (double)cr.file_bytes / (double)cr.n_params);
+    s->budget = res->budget_bytes - fixed;
+    /* the knapsack on single-matrix KLs */
+    int *n_opt = malloc((size_t)s->n * sizeof *n_opt);
+    uint64_t(*bytes)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->n * sizeof *bytes);
+    double(*cost)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->n * sizeof *cost);
+    if (!n_opt || !bytes || !cost) st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    for (int i = 0; !st && i < s->n; i++) {
+        n_opt[i] = db->items[i].n;
+        for (int k = 0; k < db->items[i].n; k++) bytes[i][k] = db->items[i].lv[k].bytes, cost[i][k] = db->items[i].lv[k].kl;
+    }
+    if (!st && sqz_alloc_knapsack(s->n, n_opt, (const uint64_t(*)[SQZ_ALLOC_MAX_TYPES])bytes,
+                                  (const double(*)[SQZ_ALLOC_MAX_TYPES])cost, s->budget, g))
+        st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory for the knapsack");
+    /* the knapsack may round over by a unit per matrix: step down until within the budget */
+    while (!st && quant_bytes(s, g) > s->budget) {
+        int worst = -1;
+        double dk = HUGE_VAL;
+        for (int i = 0; i < s->n; i++)
+            if (g[i] > 0 && db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl < dk)
+                dk = db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl, worst = i;
+        if (worst < 0) break;
+        g[worst]--;
+    }
+    free(n_opt), free(bytes), free(cost);
+    return st;
+}
+
+static double sum_kl(const space *s, const int *g) {
+    double k = 0;
+    for (int i = 0; s->db && i < s->n; i++) k += s->db->items[i].lv[g[i]].kl;
+    return k;
+}
+
+/* depth by enumeration: every subset of n_drop blocks, on every pool window */
+static sqz_status brute_depth(space *s, int n_drop, int *best, long *evals) {
+    const int L = s->L;
+    int idx[64];
+    for (int i = 0; i < n_drop; i++) idx[i] = i;
+    int *g = calloc((size_t)L, sizeof *g);
+    if (!g) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    double bk = HUGE_VAL;
+    sqz_status st = SQZ_OK;
+    for (;;) {
+        memset(g, 0, (size_t)L * sizeof *g);
+        for (int i = 0; i < n_drop; i++) g[idx[i]] = 1;
+        double kl;
+        if ((st = full_kl(s, g, &kl))) break;
+        ++*evals;
+        if (kl < bk) bk = kl, memcpy(best, g, (size_t)L * sizeof *g);
+        int i = n_drop - 1; /* the next subset in lexicographic order */
+        while (i >= 0 && idx[i] == L - n_drop + i) i--;
+        if (i < 0) break;
+        idx[i]++;
+        for (int j = i + 1; j < n_drop; j++) idx[j] = idx[j - 1] + 1;
+    }
+    free(g);
+    return st;
+}
+
+sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_search_opts *o,
+                      sqz_search_result *res) {
+    sqz_search_result dummy;
+    if (!res) res = &dummy;
+    memset(res, 0, sizeof *res);
+    if (!model || !out_path || !*out_path || !o) return sqz_fail(ctx, SQZ_ERR_ARG, "search: missing model, output or options");
+    const char *space_name = o->space ? o->space : "quant";
+    const int is_quant = !strcmp(space_name, "quant");
+    if (!is_quant && strcmp(space_name, "depth"))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: quant, depth)", space_name);
+    const int L = model->cfg.n_layers;
+    if (is_quant && !o->db) return sqz_fail(ctx, SQZ_ERR_ARG, "search: the quant space needs a level database (sqz levels)");
+    if (is_quant && !(o->bpw > 0) && !o->bytes) return sqz_fail(ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
+    if (!is_quant && (o->n_drop < 1 || o->n_drop >= L || o->n_drop > 64))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: drop 1..%d of the %d blocks, not %d", L - 1 < 64 ? L - 1 : 64, L, o->n_drop);
+    sqz_evo_opts eo = { .generations = o->generations < 0 ? 200 : o->generations,
+                        .offspring = o->offspring > 0 ? o->offspring : 32, .seed = o->seed };
+    if (sqz_evo_parse_stages(o->stages ? o->stages : "8x1,2x4,1x16", &eo))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: stages '%s': want SURVIVORSxWINDOWS,... (non-increasing, the last 1x..)",
+                        o->stages);
+    if (o->resume && !o->checkpoint) return sqz_fail(ctx, SQZ_ERR_ARG, "search: resume needs a checkpoint path");
+    const int C = o->calib_ctx > 0 ? o->calib_ctx : 512, want = o->pool_windows > 0 ? o->pool_windows : 32;
+    const double t0 = sqz_now();
+
+    sqz_levels_db db;
+    memset(&db, 0, sizeof db);
+    space s = { .ctx = ctx, .model = model, .L = L, .pm = *model, .ref = *model };
+    run r = { .o = o, .ctx = ctx, .t0 = t0, .stop_at = o->max_generations_this_run };
+    int32_t *pool = NULL;
+    int *seed = NULL, *best = NULL;
+    sqz_status st = SQZ_OK;
+    if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) return st;
+    s.db = is_quant ? &db : NULL;
+    s.n = is_quant ? db.n_items : L;
+    s.pm.layers = malloc((size_t)L * sizeof *s.pm.layers);
+    s.ref.layers = malloc((size_t)L * sizeof *s.ref.layers);
+    s.at_pm = malloc((size_t)s.n * sizeof *s.at_pm);
+    s.at_ref = malloc((size_t)s.n * sizeof *s.at_ref);
+    s.parent = malloc((size_t)s.n * sizeof *s.parent);
+    seed = malloc((size_t)s.n * sizeof *seed);
+    best = malloc((size_t)s.n * sizeof *best);
+    pool = malloc((size_t)want * C * sizeof *pool);
+    if (!s.pm.layers || !s.ref.layers || !s.at_pm || !s.at_ref || !s.parent || !seed || !best || !pool) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "search: out of memory");
+        goto done;
+    }
+    memcpy(s.pm.layers, model->layers, (size_t)L * sizeof *s.pm.layers);
+    memcpy(s.ref.layers, model->layers, (size_t)L * sizeof *s.ref.layers);
+    for (int i = 0; i < s.n; i++) s.at_pm[i] = s.at_ref[i] = is_quant ? -1 : 0;
+    if (o->calib)
+        for (size_t i = 0; i < o->n_calib; i++)
+            if (o->calib[i] < 0 || o->calib[i] >= model->cfg.vocab_size) {
+                st = sqz_fail(ctx, SQZ_ERR_RANGE, "calibration token %d outside the vocabulary", o->calib[i]);
+                goto done;
+            }
+    const size_t n_pool = o->calib ? sqz_calib_spread(o->calib, o->n_calib, (size_t)want * C, C, pool) / (size_t)C : 0;
+    if (n_pool < 1) {
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "search: needs at least one window of %d calibration tokens", C);
+        goto done;
+    }
+    if ((st = sqz_kl_probe_new(ctx, model, pool, n_pool, C, &s.probe))) goto done;
+
+    /* the seed */
+    if (is_quant) st = seed_quant(&s, o, out_path, seed, res);
+    else {
+        uint64_t rng = o->seed ^ 0x5851f42d4c957f2dull;
+        for (int l = 0; l < L; l++) seed[l] = 0;
+        for (int k = 0; k < o->n_drop;) {
+            const int l = (int)(sqz_splitmix64(&rng) % (uint64_t)L);
+            if (!seed[l]) seed[l] = 1, k++;
+        }
+    }
+    if (st) goto done;
+    memcpy(best, seed, (size_t)s.n * sizeof *best);
+
+    /* the search (or the enumeration) */
+    const sqz_evo_space sp = { .n_genes = s.n, .n_windows = (int)n_pool, .user = &s,
+                               .mutate = is_quant ? quant_mutate : depth_mutate,
+                               .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .fitness = fitness };
+    {
+        const char *names[2] = { space_name, o->stages ? o->stages : "" };
+        uint64_t h = fnv(0xcbf29ce484222325ull, names[0], strlen(names[0]));
+        h = fnv(h, names[1], strlen(names[1]));
+        const double nums[8] = { (double)res->budget_bytes, o->n_drop, (double)o->seed, eo.offspring,
+                                 eo.generations, C, (double)n_pool, s.n };
+        h = fnv(h, nums, sizeof nums);
+        r.key = fnv(h, pool, n_pool * C * sizeof *pool);
+    }
+    r.s = &s;
+    eo.on_generation = on_gen, eo.user = &r, eo.after = after;
+    if (o->brute_force && !is_quant) {
+        st = brute_depth(&s, o->n_drop, best, &res->evaluations);
+        res->finished = 1;
+    } else {
+        if (o->resume) {
+            int gen = 0;
+            if ((st = ck_read(&r, &gen, &eo.rng, best))) goto done;
+            eo.start_gen = gen;
+        }
+        st = sqz_evo_run(ctx, &sp, &eo, best, &res->evaluations);
+        if (!st) st = r.ck_status;
+        res->generations = r.gens_run;
+        res->finished = eo.start_gen + r.gens_run >= eo.generations || eo.generations == 0;
+    }
+    if (st) goto done;
+
+    if ((st = full_kl(&s, seed, &res->seed_kl)) || (st = full_kl(&s, best, &res->best_kl))) goto done;
+    res->seed_sum_kl = sum_kl(&s, seed), res->best_sum_kl = sum_kl(&s, best);
+    for (int l = 0; !is_quant && l < L; l++)
+        if (best[l] && res->n_dropped < 256) res->dropped[res->n_dropped++] = l;
+
+    if (res->finished) { /* the model */
+        sqz_convert_result cr;
+        if (is_quant) st = write_quant(&s, best, out_path, o, &cr);
+        else {
+            const sqz_drop_opts d = { .blocks = res->dropped, .n_blocks = res->n_dropped, .type = "f16" };
+            sqz_drop_result dr;
+            st = sqz_drop(ctx, model, out_path, &d, &dr);
+            cr = dr.convert;
+            res->budget_bytes = cr.file_bytes;
+            /* bpw's denominator is the original's parameters: the dropped blocks' count too */
+            res->n_params = cr.n_params;
+            for (int i = 0; i < res->n_dropped; i++) {
+                sqz_layer_weights w = model->layers[res->dropped[i]];
+                for (int k = 0; k < 7; k++) {
+                    const sqz_tensor *t = sqz_mixllm_matrix(&w, k, NULL);
+                    res->n_params += (uint64_t)t->rows * (uint64_t)t->cols;
+                }
+                res->n_params += 2 * (uint64_t)model->cfg.dim; /* its two norms */
+            }
+        }
+        if (!st) {
+            res->file_bytes = cr.file_bytes;
+            res->bits_per_weight = 8.0 * (double)cr.file_bytes / (double)res->n_params;
+        }
+    }
+    res->seconds = sqz_now() - t0;
+    if (!st && o->json_path) st = write_json(ctx, o->json_path, &s, best, &r, res, space_name);
+done:
+    sqz_kl_probe_free(s.probe);
+    sqz_levels_db_free(&db);
+    free(s.pm.layers), free(s.ref.layers), free(s.at_pm), free(s.at_ref), free(s.parent);
+    free(seed), free(best), free(pool), free(r.cv.f);
+    return st;
+}

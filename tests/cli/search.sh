@@ -1,0 +1,81 @@
+#!/bin/sh
+# CLI: `sqz levels` and `sqz search` on the embedded model (assets/stories260K): bad arguments
+# are one line on stderr, exit 2 (usage) or 1 (the library's error), nothing on stdout and no
+# output; a depth search writes a GGUF with fewer blocks and OUT.json with the choice and the
+# fitness curve; one stopped with --stop-after and resumed from its checkpoint ends with the
+# choice and the curve of one that never stopped. (The quant space needs k-quant-sized rows,
+# which this model lacks: tests/test_search.c covers it on sqz-llama-26m.)
+SQZ=${SQZ:-build/sqz}
+MODEL=assets/stories260K/stories260K.bin
+TEXT=assets/tinystories-valid-slice.txt
+if [ ! -x "$SQZ" ]; then
+    echo "not ok - no CLI at $SQZ"
+    exit 1
+fi
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+ok() { echo "ok - $1"; }
+no() { echo "not ok - $1"; fails=$((fails + 1)); }
+
+# bad CMD WANT_STATUS MUST_CONTAIN ARGS...
+bad() {
+    cmd=$1 want=$2 msg=$3
+    shift 3
+    "$SQZ" "$cmd" "$MODEL" -o "$tmp/out.gguf" --no-progress "$@" > "$tmp/stdout" 2> "$tmp/stderr"
+    st=$?
+    lines=$(wc -l < "$tmp/stderr")
+    if [ "$st" -eq "$want" ] && [ "$lines" -eq 1 ] && grep -q -- "$msg" "$tmp/stderr" && [ ! -s "$tmp/stdout" ] &&
+        [ ! -e "$tmp/out.gguf" ] && [ ! -e "$tmp/out.gguf.json" ]; then
+        ok "$cmd $*: $(cat "$tmp/stderr")"
+    else
+        no "$cmd $*: status $st (want $want), $lines stderr lines: $(cat "$tmp/stderr")"
+    fi
+}
+
+bad levels 1 "calibration text" 
+bad search 1 "needs a level database" --calib "$TEXT" --bpw 3
+bad search 1 "needs a budget" --calib "$TEXT" --db "$tmp/none.db"
+bad search 1 "cannot open the level database" --calib "$TEXT" --db "$tmp/none.db" --bpw 3
+bad search 1 "needs --blocks" --calib "$TEXT" --levels depth
+bad search 1 "drop 1..4" --calib "$TEXT" --levels depth --blocks 5
+bad search 1 "unknown space" --calib "$TEXT" --levels colour --db x --bpw 3
+bad search 1 "stages" --calib "$TEXT" --levels depth --blocks 1 --stages 2x1,2x2
+bad search 1 "cannot open the checkpoint" --calib "$TEXT" --levels depth --blocks 1 --resume "$tmp/none.ckpt"
+bad search 2 "invalid value" --calib "$TEXT" --bpw -1 --db x
+
+common="--levels depth --blocks 2 --calib $TEXT --calib-ctx 64 --pool 8 --generations 8 --offspring 4 --stages 2x2,1x8 --seed 5 --no-progress -t 1"
+if "$SQZ" search "$MODEL" -o "$tmp/a.gguf" $common --json > "$tmp/a.out" 2> "$tmp/a.err"; then
+    ok "depth search: $(cat "$tmp/a.out")"
+else
+    no "depth search: $(cat "$tmp/a.err")"
+fi
+if grep -q '"dropped":\[' "$tmp/a.out" && grep -q '"fitness_curve"' "$tmp/a.gguf.json" &&
+    "$SQZ" info "$tmp/a.gguf" 2>/dev/null | grep -q "^layers *3"; then
+    ok "the GGUF has 3 of 5 blocks; a.gguf.json has the choice and the curve"
+else
+    no "depth search output: $(cat "$tmp/a.out") / $("$SQZ" info "$tmp/a.gguf" 2>&1 | grep layers)"
+fi
+"$SQZ" search "$MODEL" -o "$tmp/b.gguf" $common --checkpoint "$tmp/b.ckpt" --checkpoint-every 2 --stop-after 3 \
+    > /dev/null 2> "$tmp/b.err"
+if [ -e "$tmp/b.ckpt" ] && [ ! -e "$tmp/b.gguf" ] && grep -q "resume with --resume" "$tmp/b.err"; then
+    ok "--stop-after 3: a checkpoint, no model yet"
+else
+    no "--stop-after 3: $(cat "$tmp/b.err")"
+fi
+"$SQZ" search "$MODEL" -o "$tmp/b.gguf" $common --resume "$tmp/b.ckpt" > /dev/null 2> "$tmp/b.err"
+strip() { grep -v -e '"seconds"' -e '"evaluations"' "$1"; } # this run's own
+if [ -e "$tmp/b.gguf" ] && strip "$tmp/a.gguf.json" > "$tmp/a.j" && strip "$tmp/b.gguf.json" > "$tmp/b.j" &&
+    cmp -s "$tmp/a.j" "$tmp/b.j" && cmp -s "$tmp/a.gguf" "$tmp/b.gguf"; then
+    ok "resumed: the same choice, curve and file as the uninterrupted search"
+else
+    no "resumed search differs: $(diff "$tmp/a.j" "$tmp/b.j" | head -5) $(cat "$tmp/b.err")"
+fi
+"$SQZ" search "$MODEL" -o "$tmp/c.gguf" --levels depth --blocks 1 --calib "$TEXT" --calib-ctx 64 --pool 4 \
+    --generations 2 --offspring 2 --stages 1x1 --seed 6 --no-progress --resume "$tmp/b.ckpt" > /dev/null 2> "$tmp/c.err"
+if [ $? -eq 1 ] && grep -q "another search" "$tmp/c.err" && [ ! -e "$tmp/c.gguf" ]; then
+    ok "another search's checkpoint is refused: $(cat "$tmp/c.err")"
+else
+    no "another search's checkpoint: $(cat "$tmp/c.err")"
+fi
+[ "$fails" -eq 0 ]

@@ -1,0 +1,89 @@
+/* cmd_search.c - sqz search MODEL -o OUT.gguf --db DB --bpw B | --bytes N --calib FILE, or
+ * --levels depth --blocks N: EvoPress over per-matrix types or dropped blocks (include/sqz.h,
+ * sqz_search). OUT.json gets the choice and the fitness curve. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void on_gen(void *user, int gen, double fitness, double seconds) {
+    const opts *o = user;
+    if (o->json || o->no_progress) return;
+    (void)seconds;
+    fprintf(stderr, "\r\033[K  generation %d: fitness (KL) %.6f", gen, fitness);
+}
+
+int cmd_search(sqz_ctx *ctx, const opts *o) {
+    if (!o->out) return cli_die("search needs an output file: -o OUT.gguf");
+    if (!o->calib) return cli_die("search scores candidates on calibration text: --calib FILE");
+    const char *space = o->space ? o->space : "quant";
+    const int quant = !strcmp(space, "quant");
+    if (!quant && strcmp(space, "depth")) return cli_die("--levels %s: unknown space (known: quant, depth)", space);
+    if (quant && !o->db) return cli_die("search --levels quant needs a level database: --db DB (sqz levels)");
+    if (quant && (o->bpw > 0) == (o->bytes > 0)) return cli_die("search needs a budget: --bpw B or --bytes N, one of them");
+    if (!quant && o->drop_n < 1) return cli_die("search --levels depth needs --blocks N");
+    if (o->checkpoint && o->resume) return cli_die("--checkpoint FILE or --resume FILE, one of them");
+    sqz_model *mdl;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (cli_load_model_text(ctx, o, o->calib, 0, &mdl, &ids, &n_ids, NULL)) return 1;
+    size_t n = n_ids;
+    if (o->calib_tokens > 0 && (size_t)o->calib_tokens < n) n = (size_t)o->calib_tokens;
+    char json_path[4096];
+    snprintf(json_path, sizeof json_path, "%s.json", o->out);
+    const sqz_search_opts so = {
+        .space = space, .db = o->db, .bpw = o->bpw, .bytes = o->bytes, .n_drop = o->drop_n,
+        .embd_type = o->embd_type, .calib = ids, .n_calib = n, .calib_ctx = o->calib_ctx,
+        .pool_windows = o->pool_windows, .generations = o->generations_set ? o->generations : -1,
+        .offspring = o->offspring, .stages = o->stages, .seed = o->seed, .brute_force = o->brute_force,
+        .checkpoint = o->resume ? o->resume : o->checkpoint, .checkpoint_every = o->checkpoint_every,
+        .resume = o->resume != NULL, .max_generations_this_run = o->max_gens, .json_path = json_path,
+        .on_generation = on_gen, .user = (void *)o,
+    };
+    sqz_search_result *r = malloc(sizeof *r);
+    const sqz_status st = r ? sqz_search(ctx, mdl, o->out, &so, r) : SQZ_ERR_NOMEM;
+    sqz_free(ids);
+    sqz_model_free(mdl);
+    if (!o->json && !o->no_progress) fprintf(stderr, "\n");
+    if (st) {
+        free(r);
+        return r ? cli_fail(ctx) : cli_die("out of memory");
+    }
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "out", o->out);
+        cJSON_AddStringToObject(j, "space", space);
+        cJSON_AddBoolToObject(j, "finished", r->finished);
+        cJSON_AddNumberToObject(j, "generations", r->generations);
+        cJSON_AddNumberToObject(j, "evaluations", (double)r->evaluations);
+        cJSON_AddNumberToObject(j, "seed_kl", r->seed_kl);
+        cJSON_AddNumberToObject(j, "best_kl", r->best_kl);
+        if (quant) {
+            cJSON_AddNumberToObject(j, "seed_sum_kl", r->seed_sum_kl);
+            cJSON_AddNumberToObject(j, "best_sum_kl", r->best_sum_kl);
+            cJSON_AddNumberToObject(j, "budget_bytes", (double)r->budget_bytes);
+        } else {
+            cJSON *d = cJSON_CreateArray();
+            for (int i = 0; i < r->n_dropped; i++) cJSON_AddItemToArray(d, cJSON_CreateNumber(r->dropped[i]));
+            cJSON_AddItemToObject(j, "dropped", d);
+        }
+        cJSON_AddNumberToObject(j, "file_bytes", (double)r->file_bytes);
+        cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);
+        cJSON_AddNumberToObject(j, "bits_per_weight", r->bits_per_weight);
+        cJSON_AddStringToObject(j, "choice_json", json_path);
+        cJSON_AddNumberToObject(j, "seconds", r->seconds);
+        cli_print_json(j);
+    } else if (!r->finished) {
+        fprintf(stderr, "sqz: stopped after %d generations; resume with --resume %s\n", r->generations,
+                so.checkpoint ? so.checkpoint : "(no checkpoint)");
+    } else {
+        fprintf(stderr, "sqz: wrote %s: %.3f MB, %.3f bits per weight; KL on the calibration pool %.6f (seed %.6f)%s; "
+                "%d generations, %ld evaluations, %.1f s; the choice in %s\n", o->out, (double)r->file_bytes / 1e6,
+                r->bits_per_weight, r->best_kl, r->seed_kl, quant ? "" : "", r->generations, r->evaluations,
+                r->seconds, json_path);
+    }
+    free(r);
+    return 0;
+}

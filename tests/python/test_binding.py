@@ -32,6 +32,37 @@ def cli_json(*args: str) -> dict:
     return json.loads(out)
 
 
+class Layout(unittest.TestCase):
+    """First: a ctypes struct that does not match sqz.h would corrupt memory in the others."""
+
+    def test_struct_layouts(self) -> None:
+        """The ctypes mirrors have the C compiler's sizes and offsets."""
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            self.skipTest("no C compiler")
+        lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "sqz.h"',
+                 'int main(void) {']
+        from sqz import _lib
+        for cname, py in _lib.STRUCTS.items():
+            lines.append('printf("%s %%zu\\n", sizeof(%s));' % (cname, cname))
+            for f in py._fields_:
+                lines.append('printf("%s.%s %%zu\\n", offsetof(%s, %s));'
+                             % (cname, f[0], cname, f[0]))
+        lines.append("return 0; }")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        src, exe = os.path.join(tmp, "layout.c"), os.path.join(tmp, "layout")
+        open(src, "w").write("\n".join(lines))
+        subprocess.run([cc, "-I", os.path.join(ROOT, "include"), "-o", exe, src], check=True)
+        want = dict(l.split() for l in subprocess.run([exe], capture_output=True, text=True,
+                                                     check=True).stdout.splitlines())
+        for cname, py in _lib.STRUCTS.items():
+            self.assertEqual(int(want[cname]), __import__("ctypes").sizeof(py), cname)
+            for f in py._fields_:
+                self.assertEqual(int(want[cname + "." + f[0]]), getattr(py, f[0]).offset,
+                                 cname + "." + f[0])
+
+
 class Stories(unittest.TestCase):
     """The embedded llama2.c model: every entry point of the binding, quickly."""
 
@@ -139,32 +170,6 @@ class Stories(unittest.TestCase):
             self.m.logits([0, 512])
         self.assertIn("512", e.exception.message)
 
-    def test_struct_layouts(self) -> None:
-        """The ctypes mirrors have the C compiler's sizes and offsets."""
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if not cc:
-            self.skipTest("no C compiler")
-        lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "sqz.h"',
-                 'int main(void) {']
-        from sqz import _lib
-        for cname, py in _lib.STRUCTS.items():
-            lines.append('printf("%s %%zu\\n", sizeof(%s));' % (cname, cname))
-            for f in py._fields_:
-                lines.append('printf("%s.%s %%zu\\n", offsetof(%s, %s));'
-                             % (cname, f[0], cname, f[0]))
-        lines.append("return 0; }")
-        src, exe = os.path.join(self.tmp, "layout.c"), os.path.join(self.tmp, "layout")
-        open(src, "w").write("\n".join(lines))
-        subprocess.run([cc, "-I", os.path.join(ROOT, "include"), "-o", exe, src], check=True)
-        want = dict(l.split() for l in subprocess.run([exe], capture_output=True, text=True,
-                                                     check=True).stdout.splitlines())
-        for cname, py in _lib.STRUCTS.items():
-            self.assertEqual(int(want[cname]), __import__("ctypes").sizeof(py), cname)
-            for f in py._fields_:
-                self.assertEqual(int(want[cname + "." + f[0]]), getattr(py, f[0]).offset,
-                                 cname + "." + f[0])
-
-
 @unittest.skipUnless(os.path.isdir(M26), "../shared/models/sqz-llama-26m is absent")
 class Llama26m(unittest.TestCase):
     """The main benchmark model against PyTorch's numbers and the CLI."""
@@ -216,7 +221,8 @@ class Tap(unittest.TextTestResult):
 
 
 if __name__ == "__main__":
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
+    load = unittest.defaultTestLoader.loadTestsFromTestCase
+    suite = unittest.TestSuite(load(c) for c in (Layout, Stories, Llama26m))
     res = unittest.TextTestRunner(resultclass=Tap, stream=open(os.devnull, "w"),
                                   verbosity=0).run(suite)
     sys.exit(0 if res.wasSuccessful() else 1)

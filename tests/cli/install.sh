@@ -6,7 +6,7 @@
 # the Python package is installed; make uninstall leaves no file behind.
 BUILD=${BUILD:-build}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-check() { if [ "$1" = 0 ]; then echo "ok - $2"; else echo "not ok - $2"; fi; }
+check() { if [ "$1" = 0 ]; then echo "ok - $2"; else echo "not ok - $2"; return 1; fi; }
 P=$tmp/prefix
 M="assets/stories260K/stories260K.bin assets/stories260K/tok512.bin"
 

@@ -1,5 +1,7 @@
-# sqz - build, test, demo.  `make` builds build/sqz; `make test` runs every test;
-# `make demo` installs what is missing, builds and runs the embedded model.
+# sqz - build, test, demo, install.  `make` builds build/sqz; `make test` runs every test;
+# `make demo` installs what is missing, builds and runs the embedded model;
+# `make install PREFIX=/usr/local DESTDIR=` installs the CLI, the libraries, sqz.h, sqz.pc, the
+# man page and the Python package; `make uninstall` removes them.
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
@@ -14,6 +16,15 @@ ifneq ($(MPI_CFLAGS),)
 CFLAGS  += -DSQZ_MPI $(MPI_CFLAGS)
 LDLIBS  += $(shell mpicc --showme:link)
 endif
+# The version lives in include/sqz.h alone (SQZ_VERSION_MAJOR/MINOR/PATCH).
+sqz_ver = $(shell sed -n 's/^\#define SQZ_VERSION_$(1)  *\([0-9][0-9]*\).*/\1/p' include/sqz.h)
+MAJOR   := $(call sqz_ver,MAJOR)
+MINOR   := $(call sqz_ver,MINOR)
+PATCH   := $(call sqz_ver,PATCH)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+SONAME  := libsqz.so.$(MAJOR)
+SOFILE  := libsqz.so.$(MAJOR).$(MINOR)
+MPI_LIBS := $(if $(MPI_CFLAGS),$(shell mpicc --showme:link))
 SAN     ?=
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -36,7 +47,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%_replay)
 
-.PHONY: all test test-asan demo deps bench fuzz clean
+.PHONY: all test test-asan demo deps bench fuzz clean install uninstall
 all: $(BUILD)/sqz $(BUILD)/libsqz.a $(BUILD)/libsqz.so
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h)
@@ -63,8 +74,20 @@ $(BUILD)/libsqz.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libsqz.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+# The shared library exports exactly the functions sqz.h declares: a linker version script
+# made from the header (scripts/exports.sh) makes every other symbol local. libsqz.a keeps
+# them all (the CLI, tests and benchmarks call internal functions).
+$(BUILD)/sqz.map: include/sqz.h scripts/exports.sh
+	@mkdir -p $(dir $@)
+	sh scripts/exports.sh "$(CC)" include/sqz.h > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/$(SOFILE): $(LIB_OBJ) $(BUILD)/sqz.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(BUILD)/sqz.map -Wl,-z,defs \
+	    -o $@ $(LIB_OBJ) $(LDLIBS)
+
+$(BUILD)/libsqz.so: $(BUILD)/$(SOFILE)
+	ln -sf $(SOFILE) $(BUILD)/$(SONAME)
+	ln -sf $(SOFILE) $@
 
 $(BUILD)/sqz: $(CLI_OBJ) $(BUILD)/libsqz.a
 	$(CC) -o $@ $^ $(LDLIBS)
@@ -112,3 +135,44 @@ demo:
 
 clean:
 	rm -rf build build-asan
+
+# ---- install: PREFIX (default /usr/local), DESTDIR for staging.
+# The Python package goes where Debian's python3 looks for that prefix:
+# PREFIX/lib/python3.X/dist-packages (/usr/local/lib/python3.11/dist-packages for /usr/local,
+# /usr/lib/python3.11/dist-packages for /usr); PYTHON_SITEDIR overrides, PYTHON= skips it.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+PYTHON  ?= /usr/bin/python3
+PYVER    = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHON_SITEDIR ?= $(if $(PYVER),$(PREFIX)/lib/python$(PYVER)/dist-packages)
+I := $(DESTDIR)$(PREFIX)
+PY_SRC := $(sort $(wildcard python/sqz/*.py))
+
+$(BUILD)/sqz.pc: sqz.pc.in include/sqz.h Makefile
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@MPI_LIBS@|$(MPI_LIBS)|' \
+	    sqz.pc.in > $@.tmp && mv $@.tmp $@
+
+# sqz.pc depends on PREFIX: remade on every install
+install: $(BUILD)/sqz $(BUILD)/libsqz.a $(BUILD)/libsqz.so
+	@rm -f $(BUILD)/sqz.pc
+	$(MAKE) --no-print-directory $(BUILD)/sqz.pc
+	install -d $(I)/bin $(I)/lib/pkgconfig $(I)/include $(I)/share/man/man1
+	install -m 755 $(BUILD)/sqz $(I)/bin/sqz
+	install -m 755 $(BUILD)/$(SOFILE) $(I)/lib/$(SOFILE)
+	ln -sf $(SOFILE) $(I)/lib/$(SONAME)
+	ln -sf $(SONAME) $(I)/lib/libsqz.so
+	install -m 644 $(BUILD)/libsqz.a $(I)/lib/libsqz.a
+	install -m 644 include/sqz.h $(I)/include/sqz.h
+	install -m 644 $(BUILD)/sqz.pc $(I)/lib/pkgconfig/sqz.pc
+	sed 's/@VERSION@/$(VERSION)/' docs/sqz.1 > $(I)/share/man/man1/sqz.1
+	if [ -n "$(PYTHON_SITEDIR)" ]; then \
+	    install -d $(DESTDIR)$(PYTHON_SITEDIR)/sqz && \
+	    install -m 644 $(PY_SRC) $(DESTDIR)$(PYTHON_SITEDIR)/sqz/; fi
+	-if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig 2>/dev/null; fi
+
+uninstall:
+	rm -f $(I)/bin/sqz $(I)/lib/$(SOFILE) $(I)/lib/$(SONAME) $(I)/lib/libsqz.so \
+	    $(I)/lib/libsqz.a $(I)/include/sqz.h $(I)/lib/pkgconfig/sqz.pc \
+	    $(I)/share/man/man1/sqz.1
+	if [ -n "$(PYTHON_SITEDIR)" ]; then rm -rf $(DESTDIR)$(PYTHON_SITEDIR)/sqz; fi

@@ -20,7 +20,15 @@
 extern "C" {
 #endif
 
-#define SQZ_VERSION "0.1.0"
+/* The version, in this one place: the Makefile reads these three lines (the shared library's
+ * file name and soname, sqz.pc, the Python package's check). */
+#define SQZ_VERSION_MAJOR 0
+#define SQZ_VERSION_MINOR 1
+#define SQZ_VERSION_PATCH 0
+#define SQZ_VERSION_STR_(x) #x
+#define SQZ_VERSION_XSTR_(x) SQZ_VERSION_STR_(x)
+#define SQZ_VERSION SQZ_VERSION_XSTR_(SQZ_VERSION_MAJOR) "." SQZ_VERSION_XSTR_(SQZ_VERSION_MINOR) \
+    "." SQZ_VERSION_XSTR_(SQZ_VERSION_PATCH)
 
 /* ---------------------------------------------------------------- status */
 
@@ -34,6 +42,10 @@ typedef enum sqz_status {
     SQZ_ERR_RANGE,       /* a request exceeds a limit (context length, token id) */
     SQZ_ERR_INTERNAL     /* a bug in sqz: please report */
 } sqz_status;
+
+/* The library's version ("MAJOR.MINOR.PATCH"), which may differ from the SQZ_VERSION a caller
+ * was compiled with (e.g. a binding that loads the installed libsqz.so.MAJOR). */
+const char *sqz_version(void);
 
 /* A static, human-readable name for a status ("ok", "i/o error", ...). Never NULL. */
 const char *sqz_status_str(sqz_status st);

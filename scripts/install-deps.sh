@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages sqz builds and tests with, if any is missing.
 set -e
-PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev libyaml-dev libopenmpi-dev openmpi-bin python3"
+# pkg-config, g++, man-db: tests/cli/install.sh uses the install as a user would; python3-numpy,
+# -venv, -pip, -setuptools: the Python binding and its pip install (tests/cli/python.sh)
+PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev libyaml-dev libopenmpi-dev openmpi-bin python3 python3-numpy python3-venv python3-pip python3-setuptools pkg-config g++ man-db"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+const char *sqz_version(void) { return SQZ_VERSION; }
+
 const char *sqz_status_str(sqz_status st) {
     switch (st) {
     case SQZ_OK: return "ok";

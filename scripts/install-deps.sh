@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the Debian packages sqz builds and tests with, if any is missing.
+# Installs the Debian packages sqz builds and tests with, if any is missing (chromium: the
+# test that renders sqz report's HTML headless).
 set -e
-PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev libyaml-dev libopenmpi-dev openmpi-bin python3"
+PKGS="build-essential libcjson-dev libopenblas-dev liblapacke-dev libpcre2-dev libyaml-dev libopenmpi-dev openmpi-bin python3 chromium"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -59,6 +59,7 @@ typedef struct opts {
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
     float lr_params, rank_frac, energy;     /* lowrank: the target */
     int drop_n; const char *drop_list;      /* drop: how many blocks, or which */
+    const char *inputs[64]; int n_inputs;   /* report: the result files (its operands) */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -112,5 +113,6 @@ int cmd_merge(sqz_ctx *ctx, const opts *o);
 int cmd_prune(sqz_ctx *ctx, const opts *o);
 int cmd_lowrank(sqz_ctx *ctx, const opts *o);
 int cmd_drop(sqz_ctx *ctx, const opts *o);
+int cmd_report(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -1,9 +1,32 @@
 /* cmd_ppl.c - sqz ppl MODEL -f FILE: perplexity (sqz's windows or llama.cpp's chunks). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
+
+/* Bytes the model takes on disk: the file, or a folder's weight files (*.safetensors, else every
+ * regular file in it); 0 when it cannot be read. */
+static double model_disk_bytes(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    if (!S_ISDIR(sb.st_mode)) return (double)sb.st_size;
+    DIR *d = opendir(path);
+    double all = 0, weights = 0;
+    struct dirent *e;
+    char p[4096];
+    while (d && (e = readdir(d))) {
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        all += (double)sb.st_size;
+        const size_t n = strlen(e->d_name);
+        if (n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) weights += (double)sb.st_size;
+    }
+    if (d) closedir(d);
+    return weights > 0 ? weights : all;
+}
 
 int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     if (!o->file) return cli_die("%s", "ppl needs a text file: -f FILE");
@@ -17,6 +40,8 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
         return 1;
     sqz_model_info info;
     sqz_model_get_info(m, &info);
+    char wtype[32]; /* info's strings live in the model, freed before the output */
+    snprintf(wtype, sizeof wtype, "%s", info.weight_type ? info.weight_type : "");
     sqz_ppl_opts po = { .n_ctx = o->n_ctx ? o->n_ctx : (info.max_seq_len > 0 ? info.max_seq_len : 1024),
                         .max_tokens = (size_t)o->max_tokens,
                         .mode = o->compat_llamacpp ? SQZ_PPL_LLAMACPP : SQZ_PPL_SQZ,
@@ -46,11 +71,19 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     sqz_model_free(m);
     sqz_model_free(base);
     if (st) return cli_fail(ctx);
+    /* what the model costs, so that a result joins its quantize / convert run in sqz report:
+     * bits per weight as sqz convert counts them (8 x bytes of the weights as stored / weights) */
+    const double bpw = info.n_params ? 8.0 * (double)info.weight_bytes / (double)info.n_params : 0;
     const double tps = r.seconds > 0 ? (double)r.tokens / r.seconds : 0;
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", o->model);
         cJSON_AddStringToObject(j, "file", o->file);
+        cJSON_AddNumberToObject(j, "file_bytes", model_disk_bytes(o->model));
+        cJSON_AddNumberToObject(j, "weight_bytes", (double)info.weight_bytes);
+        cJSON_AddNumberToObject(j, "n_params", (double)info.n_params);
+        cJSON_AddNumberToObject(j, "bits_per_weight", bpw);
+        cJSON_AddStringToObject(j, "weight_type", wtype);
         cJSON_AddNumberToObject(j, "ppl", r.ppl);
         cJSON_AddNumberToObject(j, "ppl_stderr", r.ppl_stderr);
         cJSON_AddNumberToObject(j, "nll", r.nll);

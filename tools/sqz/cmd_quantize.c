@@ -107,7 +107,9 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         cJSON_AddStringToObject(j, "method", method);
         cJSON_AddStringToObject(j, "type", type);
         cJSON_AddNumberToObject(j, "file_bytes", (double)r.convert.file_bytes);
+        cJSON_AddNumberToObject(j, "n_params", (double)r.convert.n_params);
         cJSON_AddNumberToObject(j, "bits_per_weight", r.convert.bits_per_weight);
+        if (o->calib) cJSON_AddStringToObject(j, "calib", o->calib);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)r.calib_tokens);
         cJSON_AddNumberToObject(j, "calib_seconds", r.calib_seconds);
         cJSON_AddNumberToObject(j, "quant_seconds", r.quant_seconds);

@@ -41,7 +41,7 @@ check $? "ppl --json has the model's file bytes, parameters and bits per weight"
 
 $SQZ report "$tmp"/*.json -o "$tmp/report.html" > "$tmp/table" 2> "$tmp/e"
 check $? "report writes report.html ($(cat "$tmp/e"))"
-grep -q "^gptq q4_0 " "$tmp/table" && grep -q "^gptq q4_0 + KV q8 " "$tmp/table" && grep -q "^stories260K.bin " "$tmp/table"
+grep -q "^gptq q4_0  *f32 " "$tmp/table" && grep -q "^gptq q4_0  *q8 " "$tmp/table" && grep -q "^stories260K.bin  *f32 " "$tmp/table"
 check $? "report prints the models' table, labelled by the runs that made them"
 # self-contained: nothing fetched (the only URL is SVG's namespace name), no script
 ! grep -v 'xmlns="http://www.w3.org/2000/svg"' "$tmp/report.html" | grep -qiE '<script|src=|href=|url\(|https?:'

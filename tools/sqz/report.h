@@ -12,7 +12,8 @@
 
 /* One perplexity run (sqz ppl --json), with what made its model when the inputs say. */
 typedef struct rp_model {
-    char label[160];  /* "gptq q4_0" (from the quantize/convert run), else the model's name */
+    char name[128];   /* "gptq q4_0" (from the quantize/convert run), else the model's file name */
+    char label[240];  /* name, and " + KV policy" when not the exact cache */
     char model[512];  /* the model path as ppl printed it */
     char eval[256];   /* the scored text's file name */
     char kv[96];      /* KV cache policy ("f32": exact) */

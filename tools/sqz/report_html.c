@@ -326,13 +326,18 @@ int rp_write_html(rp_data *d, const char *out) {
 
 void rp_print_table(FILE *f, const rp_data *d) {
     if (!d->n_models) return;
-    fprintf(f, "%-30s %-12s %10s %7s %10s %9s %9s\n", "model", "KV cache", "bytes", "bits/w", "ppl",
-            "KL", "tokens/s");
+    int wn = 5, wk = 8; /* the columns as wide as their longest entry */
+    for (int i = 0; i < d->n_models; i++) {
+        const int a = (int)strlen(d->models[i].name), b = (int)strlen(d->models[i].kv);
+        wn = a > wn ? a : wn, wk = b > wk ? b : wk;
+    }
+    fprintf(f, "%-*s  %-*s %10s %7s %9s %9s %9s  %s\n", wn, "model", wk, "KV cache", "bytes", "bits/w",
+            "ppl", "KL", "tokens/s", "text");
     for (int i = 0; i < d->n_models; i++) {
         const rp_model *m = &d->models[i];
         char kl[32] = "-";
         if (m->has_kld) snprintf(kl, sizeof kl, "%.5f", m->kld);
-        fprintf(f, "%-30.30s %-12.12s %10.0f %7.2f %10.4f %9s %9.0f\n", m->label, m->kv, m->bytes,
-                m->bpw, m->ppl, kl, m->tps);
+        fprintf(f, "%-*s  %-*s %10.0f %7.2f %9.4f %9s %9.0f  %s\n", wn, m->name, wk, m->kv, m->bytes, m->bpw,
+                m->ppl, kl, m->tps, m->eval);
     }
 }

@@ -189,14 +189,12 @@ static void join(rp_data *d) {
             copy(m->calib, sizeof m->calib, a->calib);
             if (!m->bytes) m->bytes = a->bytes;
             if (!m->bpw) m->bpw = a->bpw;
-            snprintf(m->label, sizeof m->label, "%.63s %.31s", a->method, a->type);
+            snprintf(m->name, sizeof m->name, "%.63s %.31s", a->method, a->type);
         } else {
-            copy(m->label, sizeof m->label, base_name(m->model));
+            copy(m->name, sizeof m->name, base_name(m->model));
         }
-        if (strcmp(m->kv, "f32")) {
-            const size_t n = strlen(m->label);
-            snprintf(m->label + n, sizeof m->label - n, " + KV %s", m->kv);
-        }
+        if (strcmp(m->kv, "f32")) snprintf(m->label, sizeof m->label, "%s + KV %s", m->name, m->kv);
+        else copy(m->label, sizeof m->label, m->name);
     }
     /* a KV policy's change is measured from the same model's cache at full precision: the
      * kvbench's own f16 row (the same windows; its KL to f32 is ~1e-6), else a ppl run of the

@@ -50,7 +50,7 @@ check $? "the page loads nothing and runs no script"
 command -v chromium > /dev/null
 check $? "chromium is installed (scripts/install-deps.sh)"
 prof=$(mktemp -d)
-CHROME="timeout 60 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=$prof"
+CHROME="timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --user-data-dir=$prof"
 $CHROME --dump-dom "file://$tmp/report.html" > "$tmp/dom" 2> /dev/null
 missing=""
 for id in plot-ppl plot-kld plot-kv plot-speed-decode plot-speed-prefill; do

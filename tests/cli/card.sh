@@ -1,5 +1,5 @@
 #!/bin/sh
-# CLI: model cards. A GGUF file sqz quantize or finetune writes says how it was made in the
+# CLI: model cards. A GGUF file sqz quantize, finetune, prune, drop or merge writes says how it was made in the
 # general.* keys llama.cpp shows (general.description with the method, its calibration text and
 # a measured perplexity; general.quantized_by; general.base_model.*; general.tags), the existing
 # keys kept; a Hugging Face folder (merge, finetune) gets a README.md with YAML front matter
@@ -55,6 +55,13 @@ assert d.startswith("finetune, 2 steps of 2 windows x 64 tokens") and "perplexit
     and "on tinystories-valid-slice.txt" in d, d
 EOF
 check $? "finetune's general.description: the recipe and the held-out perplexity it measured"
+
+$SQZ prune $M -o "$tmp/p.gguf" --method magnitude --density 0.5 $R 2> /dev/null &&
+    $SQZ info "$tmp/p.gguf" > "$tmp/info" && has general.description '"prune:magnitude, density 0.5; from' &&
+    has general.tags '\[2 x str\] "sqz" "prune"' &&
+    $SQZ drop $M -o "$tmp/d.gguf" --block-list 1,3 $R 2> /dev/null &&
+    $SQZ info "$tmp/d.gguf" > "$tmp/info" && has general.description '"drop:blocks, 2 of 5 blocks dropped: 1 3;'
+check $? "prune and drop say what they removed (general.description, general.tags)"
 
 $SQZ convert $M -o "$tmp/c.gguf" --type q8_0 $R 2> /dev/null && $SQZ info "$tmp/c.gguf" > "$tmp/info"
 ! has general.description

@@ -108,23 +108,19 @@ static void quality_section(FILE *f, rp_data *d) {
                        .pareto = 1 };
         rp_svg_scatter(f, &pl, p, n);
         for (int k = 0; k < n; k++) d->models[which[k]].front = p[k].front;
-        /* the same points at their KL divergence, for those that measured it */
+        /* the same points at their KL divergence, for those that measured it (p[m], tips[m]
+         * with m <= k: the ppl plot is drawn, and p[k] is read before anything overwrites it) */
         int m = 0;
         double mn = INFINITY, mx = 0;
         for (int k = 0; k < n; k++) {
             const rp_model *r = &d->models[which[k]];
             if (!r->has_kld || !(r->kld > 0)) continue;
             p[m] = p[k], p[m].y = r->kld;
+            snprintf(tips[m], sizeof tips[0], "%s on %s: KL %.5f nats (p99 %.4f, top-1 %.1f%%), %.3f bits/weight, ppl %.4f; %.200s",
+                     r->label, r->eval, r->kld, r->kld_p99, 100 * r->top1, r->bpw, r->ppl, r->model);
+            p[m].tip = tips[m];
             mn = fmin(mn, r->kld), mx = fmax(mx, r->kld);
             m++;
-        }
-        /* (the tips of the KL points are the ppl points' text: rebuilt to lead with the KL) */
-        for (int k = 0, j = 0; k < n && j < m; k++) {
-            const rp_model *r = &d->models[which[k]];
-            if (!r->has_kld || !(r->kld > 0)) continue;
-            snprintf(tips[j], sizeof tips[0], "%s on %s: KL %.5f nats (p99 %.4f, top-1 %.1f%%), %.3f bits/weight, ppl %.4f; %.200s",
-                     r->label, r->eval, r->kld, r->kld_p99, 100 * r->top1, r->bpw, r->ppl, r->model);
-            p[j].tip = tips[j], j++;
         }
         if (m) {
             rp_plot kl = { .id = "plot-kld", .title = "KL divergence to the base model against bits per weight",

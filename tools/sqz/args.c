@@ -327,9 +327,10 @@ void cli_usage(FILE *f) {
 }
 
 static void command_usage(FILE *f, const cli_command *cmd) {
-    fprintf(f, "usage: sqz %s MODEL [options]\n", cmd->name);
+    const int results = command_bit(cmd) == C_REPORT; /* its operands are result files */
+    fprintf(f, "usage: sqz %s %s [options]\n", cmd->name, results ? "RESULT.json..." : "MODEL");
     fputs(cmd->usage, f);
-    fputs(model_help, f);
+    if (!results) fputs(model_help, f);
     fprintf(f, "options of %s:\n", cmd->name);
     for (int i = 0; i < N_OPTIONS; i++)
         if (options[i].cmds & command_bit(cmd)) print_option(f, &options[i], 0);

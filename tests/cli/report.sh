@@ -38,6 +38,12 @@ d = json.load(open(sys.argv[1]))
 assert d["file_bytes"] == 1056540 and abs(d["bits_per_weight"] - 32) < 1e-9 and d["n_params"] > 0, d
 assert d["model"].endswith("stories260K.bin"), d' "$tmp/base.json"
 check $? "ppl --json has the model's file bytes, parameters and bits per weight"
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["kv"] == "q8" and d["kv_positions"] == 256 and d["kv_bytes"] > 0 and d["kv_ratio_vs_f16"] > 1, d
+' "$tmp/gptq-kv.ppl.json"
+check $? "ppl --kv --json has the cache bytes after a window and the ratio to f16"
 
 $SQZ report "$tmp"/*.json -o "$tmp/report.html" > "$tmp/table" 2> "$tmp/e"
 check $? "report writes report.html ($(cat "$tmp/e"))"
@@ -61,8 +67,8 @@ for id in table-models table-kv table-speed; do
 done
 [ -s "$tmp/dom" ] && [ -z "$missing" ]
 check $? "the rendered DOM has every plot's svg and every table${missing:+ (missing:$missing)}"
-# each point / bar has its hover title: 5 models + 4 with KL + 3 KV policies + 2x2 bars
-[ "$(grep -o '<g class="\(pt\|bar\)"><title>' "$tmp/dom" | wc -l)" -eq 16 ]
+# each point / bar has its hover title: 5 models + 4 with KL + 3 KV policies (kvbench) + 1 (ppl --kv) + 2x2 bars
+[ "$(grep -o '<g class="\(pt\|bar\)"><title>' "$tmp/dom" | wc -l)" -eq 17 ]
 check $? "every point and bar has a <title> ($(grep -o '<g class="\(pt\|bar\)"><title>' "$tmp/dom" | wc -l))"
 grep -q 'class="ring"' "$tmp/dom"
 check $? "the Pareto front is marked"

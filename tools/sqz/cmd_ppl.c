@@ -28,6 +28,21 @@ static double model_disk_bytes(const char *path) {
     return weights > 0 ? weights : all;
 }
 
+/* The bytes policy kv's cache holds after one window of n positions run as ppl runs it
+ * (prefill tokens batched, the rest one at a time; prefill <= 0: all batched); 0 on failure,
+ * the message in ctx. */
+static size_t kv_window_bytes(sqz_ctx *ctx, const sqz_model *m, const char *kv, const int32_t *ids,
+                              int n, int prefill) {
+    sqz_session *s;
+    if (sqz_session_new_kv(ctx, m, n, kv, &s)) return 0;
+    const int first = prefill > 0 && prefill < n ? prefill : n;
+    sqz_status st = sqz_session_eval(s, ids, first, NULL, 0);
+    for (int p = first; p < n && !st; p++) st = sqz_session_eval(s, ids + p, 1, NULL, 0);
+    const size_t bytes = st ? 0 : sqz_session_kv_bytes(s);
+    sqz_session_free(s);
+    return bytes;
+}
+
 int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     if (!o->file) return cli_die("%s", "ppl needs a text file: -f FILE");
     sqz_model *m;
@@ -67,6 +82,12 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
     po.kld_cache = o->kld_cache;
     sqz_ppl_result r;
     sqz_status st = sqz_perplexity(ctx, m, ids, n_ids, &po, &r);
+    /* a KV policy's cache size against f16's over one window, so that sqz report can plot the
+     * policy's compression against its perplexity change */
+    const int win = n_ids < (size_t)po.n_ctx ? (int)n_ids : po.n_ctx;
+    const size_t kv_bytes = !st && po.kv && win > 0 ? kv_window_bytes(ctx, m, po.kv, ids, win, po.kv_prefill) : 0;
+    const double kv_f16 = 2.0 * info.n_layers * info.n_kv_heads * info.head_dim * 2 * win;
+    if (!st && po.kv && !kv_bytes) st = SQZ_ERR_ARG; /* the session's message is in ctx */
     free(ids);
     sqz_model_free(m);
     sqz_model_free(base);
@@ -92,6 +113,11 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "ctx", po.n_ctx);
         cJSON_AddStringToObject(j, "method", o->compat_llamacpp ? "llama.cpp" : "sqz");
         cJSON_AddStringToObject(j, "kv", po.kv ? po.kv : "f32");
+        if (kv_bytes) {
+            cJSON_AddNumberToObject(j, "kv_bytes", (double)kv_bytes);
+            cJSON_AddNumberToObject(j, "kv_positions", win);
+            cJSON_AddNumberToObject(j, "kv_ratio_vs_f16", kv_f16 / (double)kv_bytes);
+        }
         if (r.has_kld) {
             if (o->kld_base) cJSON_AddStringToObject(j, "kld_base", o->kld_base);
             if (o->kld_cache) cJSON_AddStringToObject(j, "kld_cache", o->kld_cache);
@@ -110,6 +136,9 @@ int cmd_ppl(sqz_ctx *ctx, const opts *o) {
                    100.0 * r.top1_agree, o->kld_base ? o->kld_base : o->kld_cache);
         printf("ppl %.4f +/- %.4f  (%zu tokens in %zu windows of %d, %.1f s, %.0f tokens/s)\n",
                r.ppl, r.ppl_stderr, r.tokens, r.windows, po.n_ctx, r.seconds, tps);
+        if (kv_bytes)
+            printf("KV cache %s: %zu bytes after %d positions, %.2fx smaller than f16\n", po.kv, kv_bytes, win,
+                   kv_f16 / (double)kv_bytes);
     }
     return 0;
 }

@@ -20,15 +20,16 @@ typedef struct rp_model {
     char method[64], type[32], calib[256];
     double bytes, bpw; /* file bytes and bits per weight; 0: unknown */
     double ppl, ppl_stderr, kld, kld_p99, top1, tps;
+    double kv_ratio;  /* with a KV policy: f16 cache bytes / the policy's (0: not given) */
     int has_kld;
     int front;        /* on its series' Pareto front (set by the plots) */
 } rp_model;
 
-/* One KV cache policy (a kvbench --json row). */
+/* One KV cache policy (a kvbench --json row, or a ppl --json run with --kv). */
 typedef struct rp_kv {
     char policy[96], model[512], eval[256];
     double ratio;     /* cache bytes of f16 / the policy's, at the context measured */
-    double ppl, kld;
+    double ppl, kld;  /* kld < 0: not measured against the exact cache (a ppl run's row) */
     double base_ppl;  /* the reference its change is measured from; 0: none */
     char base[96];    /* what that reference is ("f32 (ppl run)", "f16 row") */
 } rp_kv;

@@ -185,9 +185,11 @@ static void kv_section(FILE *f, const rp_data *d) {
     if (!p || !tips) goto done;
     for (int i = 0; i < d->n_kvs; i++) {
         const rp_kv *k = &d->kvs[i];
-        snprintf(tips[i], sizeof tips[0], "%s: %.3f× smaller than f16, ppl %.4f (%+.2f%% vs %s), KL %.5f nats; %.200s",
+        char kl[48] = "";
+        if (k->kld >= 0) snprintf(kl, sizeof kl, ", KL %.5f nats", k->kld);
+        snprintf(tips[i], sizeof tips[0], "%s: %.3f× smaller than f16, ppl %.4f (%+.2f%% vs %s)%s; %.200s",
                  k->policy, k->ratio, k->ppl, k->base_ppl > 0 ? kv_change(k) : 0.0,
-                 k->base_ppl > 0 ? k->base : "no reference", k->kld, k->model);
+                 k->base_ppl > 0 ? k->base : "no reference", kl, k->model);
         p[i] = (rp_point){ .x = k->ratio, .y = have_base ? kv_change(k) : k->ppl,
                            .series = name_index(&s, base_name(k->model)), .label = k->policy, .tip = tips[i] };
     }
@@ -197,8 +199,8 @@ static void kv_section(FILE *f, const rp_data *d) {
                                         : "perplexity (lower is better)",
                    .series = s.v, .n_series = s.n, .pareto = 2 };
     rp_svg_scatter(f, &pl, p, d->n_kvs);
-    fputs("<p class=\"note\">From <code>sqz kvbench --json</code>; the change is measured against the same "
-          "model's f16 cache on the same windows (the kvbench's f16 row), else a ppl run of the model with the exact cache. Ringed: the "
+    fputs("<p class=\"note\">From <code>sqz kvbench --json</code> and <code>sqz ppl --kv --json</code>; the change is measured against the same "
+          "model's f16 cache on the same windows (the kvbench's f16 row); a ppl run's against the same model's ppl run with the exact cache. KL: to the exact cache (kvbench). Ringed: the "
           "policies no other beats on both compression and perplexity.</p>\n<table id=\"table-kv\">\n", f);
     static const char *const cols[] = { "policy", "model", "compression vs f16", "perplexity",
                                         "change", "reference", "KL (nats)", NULL };
@@ -212,7 +214,7 @@ static void kv_section(FILE *f, const rp_data *d) {
         td_num(f, 1, "%.4f", k->ppl);
         td_num(f, k->base_ppl > 0, "%+.2f%%", kv_change(k));
         td_text(f, k->base);
-        td_num(f, 1, "%.5f", k->kld);
+        td_num(f, k->kld >= 0, "%.5f", k->kld);
         fputs("</tr>\n", f);
     }
     fputs("</table>\n", f);

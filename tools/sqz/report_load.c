@@ -56,6 +56,7 @@ static int add_ppl(rp_data *d, const cJSON *o) {
     m->kld = num(o, "kld", 0);
     m->kld_p99 = num(o, "kld_p99", 0);
     m->top1 = num(o, "top1_agree", 0);
+    m->kv_ratio = num(o, "kv_ratio_vs_f16", 0);
     return 1;
 }
 
@@ -179,7 +180,8 @@ static const struct rp_artifact *artifact_of(const rp_data *d, const char *model
     return NULL;
 }
 
-static void join(rp_data *d) {
+/* Returns 1; 0 out of memory. */
+static int join(rp_data *d) {
     for (int i = 0; i < d->n_models; i++) {
         rp_model *m = &d->models[i];
         const struct rp_artifact *a = artifact_of(d, m->model);
@@ -196,6 +198,23 @@ static void join(rp_data *d) {
         if (strcmp(m->kv, "f32")) snprintf(m->label, sizeof m->label, "%s + KV %s", m->name, m->kv);
         else copy(m->label, sizeof m->label, m->name);
     }
+    /* a ppl run with a KV policy is a point of the KV plot too, measured from the same model's
+     * run with the exact cache on the same text */
+    for (int i = 0, n = d->n_models; i < n; i++) {
+        const rp_model *m = &d->models[i];
+        if (!(m->kv_ratio > 0) || !strcmp(m->kv, "f32")) continue;
+        rp_kv *k = grow((void **)&d->kvs, &d->n_kvs, sizeof *k);
+        if (!k) return 0;
+        m = &d->models[i];
+        copy(k->policy, sizeof k->policy, m->kv);
+        copy(k->model, sizeof k->model, m->model);
+        copy(k->eval, sizeof k->eval, m->eval);
+        k->ratio = m->kv_ratio, k->ppl = m->ppl, k->kld = -1;
+        for (int j = 0; j < d->n_models && !k->base_ppl; j++)
+            if (!strcmp(d->models[j].model, m->model) && !strcmp(d->models[j].kv, "f32") &&
+                !strcmp(d->models[j].eval, m->eval))
+                k->base_ppl = d->models[j].ppl, copy(k->base, sizeof k->base, "f32 cache (ppl run)");
+    }
     /* a KV policy's change is measured from the same model's cache at full precision: the
      * kvbench's own f16 row (the same windows; its KL to f32 is ~1e-6), else a ppl run of the
      * model on the same text with the exact cache (its windows may differ: noted) */
@@ -209,6 +228,7 @@ static void join(rp_data *d) {
                 !strcmp(d->models[j].eval, k->eval))
                 k->base_ppl = d->models[j].ppl, copy(k->base, sizeof k->base, "f32 cache (ppl run)");
     }
+    return 1;
 }
 
 int rp_load(rp_data *d, const char *const *paths, int n) {
@@ -217,8 +237,7 @@ int rp_load(rp_data *d, const char *const *paths, int n) {
     d->n_inputs = n;
     for (int i = 0; i < n; i++)
         if (load_file(d, paths[i])) return 1;
-    join(d);
-    return 0;
+    return join(d) ? 0 : cli_die("out of memory");
 }
 
 void rp_free(rp_data *d) {

@@ -272,6 +272,22 @@ typedef struct sqz_ppl_result {
 sqz_status sqz_perplexity(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                           size_t n_tokens, const sqz_ppl_opts *opts, sqz_ppl_result *result);
 
+/* ---------------------------------------------------------------- model cards */
+
+/* How a model that sqz writes was made, told to whoever opens it: a Hugging Face folder gets it
+ * as its model card (README.md, YAML front matter as the Hub reads it: base_model, tags,
+ * library_name: sqz), a GGUF file as general.* metadata that llama.cpp shows (general.description,
+ * general.base_model.*, general.tags, general.quantized_by). Every field is optional (NULL, 0). */
+typedef struct sqz_model_card {
+    const char *base_model;   /* what it was made from (a path or a hub id); NULL: the source's name */
+    const char *method;       /* "gptq", "ties", "finetune", ... with its parameters as a spec */
+    const char *parameters;   /* the rest of the recipe as text: "type q4_0, 512-token windows" */
+    const char *calib;        /* the calibration (or training) text */
+    size_t calib_tokens;
+    const char *eval_text;    /* the text of the measurements below */
+    double ppl, kld;          /* measured by the command that wrote the model (> 0), else unknown */
+} sqz_model_card;
+
 /* ---------------------------------------------------------------- conversion to GGUF */
 
 typedef struct sqz_convert_opts {
@@ -290,6 +306,9 @@ typedef struct sqz_convert_opts {
     int keep_types;
     /* A matrix whose rows do not fit the chosen type's block (e.g. 384 columns for a 256-block
      * k-quant) gets llama.cpp's fallback type; the result counts them. */
+    /* general.* metadata of how it was made (NULL: general.quantized_by and the source as
+     * general.base_model.0.name only) */
+    const sqz_model_card *card;
 } sqz_convert_opts;
 
 typedef struct sqz_convert_result {
@@ -359,6 +378,9 @@ typedef struct sqz_quantize_opts {
     int calib_ctx;         /* tokens per calibration window (e.g. 512) */
     sqz_tensor_report_fn report;
     void *report_user;
+    /* the file's general.* metadata (as sqz_convert_opts.card); the method, type and
+     * calibration tokens are filled in where the card leaves them NULL / 0 */
+    const sqz_model_card *card;
 } sqz_quantize_opts;
 
 typedef struct sqz_quantize_result {
@@ -464,6 +486,10 @@ typedef struct sqz_finetune_opts {
     const char *resume;
     sqz_train_step_fn on_step;
     void *user;
+    /* the written model's card (README.md of a folder, general.* keys of a GGUF file; not an
+     * adapter's): the caller's (base model, training text), the recipe and the held-out
+     * perplexity after training filled in by the run; NULL: a folder's card says sqz wrote it */
+    const sqz_model_card *card;
 } sqz_finetune_opts;
 
 typedef struct sqz_finetune_result {

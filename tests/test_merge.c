@@ -221,9 +221,19 @@ static void test_export(sqz_ctx *ctx, const char *tok) {
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/tiny0", tmp_root);
     CHECK(write_tiny(ctx, dir, TINY, 1, tok) == SQZ_OK, "export: a tiny model written: %s", sqz_ctx_error(ctx));
-    CHECK(count_entries(dir) == (tok ? 3 : 2), "the folder holds config.json, model.safetensors%s",
+    CHECK(count_entries(dir) == (tok ? 4 : 3), "the folder holds config.json, model.safetensors, README.md%s",
           tok ? ", tokenizer.json" : "");
     CHECK(count_entries(tmp_root) >= 1, "no temporary folder beside it");
+    { /* without a card from the caller the folder still says who wrote it */
+        char card[600], text[400] = "";
+        snprintf(card, sizeof card, "%s/README.md", dir);
+        FILE *f = fopen(card, "r");
+        const size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+        if (f) fclose(f);
+        text[n] = 0;
+        CHECK(!strncmp(text, "---\nlibrary_name: sqz\ntags:\n- sqz\n---\n\n# tiny0\n", 46),
+              "its README.md: front matter with library_name: sqz, the folder's name as title");
+    }
     sqz_model *m = NULL;
     CHECK(sqz_model_load(ctx, dir, NULL, &m) == SQZ_OK, "sqz loads the exported folder: %s", sqz_ctx_error(ctx));
     if (m) {
@@ -768,7 +778,7 @@ static void test_driver(sqz_ctx *ctx, const char *tok) {
     CHECK(count_entries(tmp_root) == before + 1 && count_entries(out) == -1, "no output, no temporary left");
     /* an existing output is not touched */
     snprintf(yaml, sizeof yaml, "merge_method: linear\nmodels:\n  - model: in0\n    parameters: {weight: 1}\n");
-    CHECK(merge_yaml(ctx, yaml, m[1], NULL, 0) == SQZ_ERR_IO && count_entries(m[1]) == (tok ? 3 : 2),
+    CHECK(merge_yaml(ctx, yaml, m[1], NULL, 0) == SQZ_ERR_IO && count_entries(m[1]) == (tok ? 4 : 3),
           "a non-empty output folder is refused and left as it was");
     if (tok) {
         snprintf(out, sizeof out, "%s/q.gguf", tmp_root);

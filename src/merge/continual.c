@@ -42,10 +42,10 @@ typedef struct opcm_state {
     cJSON *models;   /* their paths (an array) */
 } opcm_state;
 
-/* Removes a state folder we wrote: its four files, then the folder. */
+/* Removes a state folder we wrote: its files, then the folder. */
 static void remove_state_dir(const char *dir) {
-    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json", STATE_FILE };
-    for (int i = 0; i < 4; i++) {
+    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json", "README.md", STATE_FILE };
+    for (int i = 0; i < 5; i++) {
         char *p = sqz_path_join(dir, files[i]);
         if (p) unlink(p);
         free(p);
@@ -172,6 +172,10 @@ static sqz_status step(merge_run *r, const sqz_model *prev, int xi, opcm_state *
         st = sqz_hf_export_config(e, &c);
     }
     if (!st) st = sqz_hf_export_tokenizer(e, tok);
+    char params[600];
+    snprintf(params, sizeof params, "model %d of the running merge: %.500s", s->n + 1, r->paths[xi]);
+    const sqz_model_card card = { .base_model = r->paths[0], .method = r->method->name, .parameters = params };
+    if (!st) st = sqz_hf_export_card(e, &card);
     for (int k = 0; k < r->n_list && !st; k++) {
         const out_tensor *o = &r->list[k];
         const int64_t shape[2] = { o->rows, o->cols };

@@ -138,8 +138,8 @@ static int ends_with(const char *s, const char *suf) {
 
 /* Removes a folder this merge wrote (the three files an HF export holds, then the folder). */
 static void remove_hf_folder(const char *dir) {
-    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json" };
-    for (int i = 0; i < 3; i++) {
+    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json", "README.md" };
+    for (int i = 0; i < 4; i++) {
         char *p = sqz_path_join(dir, files[i]);
         if (p) unlink(p);
         free(p);
@@ -216,6 +216,20 @@ static void extract_tensor(const merge_run *r, const out_tensor *o, const float 
 }
 
 /* The merged HF folder at dir, in type; the work itself. */
+/* The merged model's card: the method, the base, the models merged (their file or folder names)
+ * in params (cap bytes). */
+static sqz_model_card merge_card(const merge_run *r, char *params, size_t cap) {
+    size_t n = 0;
+    params[0] = 0;
+    for (int i = r->method->takes_base ? 1 : 0; i < r->n_in && n < cap; i++) {
+        const char *p = r->paths[i], *s = strrchr(p, '/');
+        const int w = snprintf(params + n, cap - n, "%s%s", n ? ", " : "models merged: ", s && s[1] ? s + 1 : p);
+        if (w > 0) n += (size_t)w;
+    }
+    return (sqz_model_card){ .base_model = r->method->takes_base ? r->paths[0] : NULL,
+                             .method = r->method->name, .parameters = params };
+}
+
 static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uint64_t seed,
                                sqz_merge_result *res) {
     sqz_ctx *ctx = r->ctx;
@@ -247,6 +261,9 @@ static sqz_status write_merged(merge_run *r, const char *dir, sqz_type type, uin
         st = sqz_hf_export_config(e, &c);
     }
     if (!st) st = sqz_hf_export_tokenizer(e, tok);
+    char params[1024];
+    const sqz_model_card card = merge_card(r, params, sizeof params);
+    if (!st) st = sqz_hf_export_card(e, &card);
     for (int k = 0; k < r->n_list && !st; k++) {
         const out_tensor *o = &r->list[k];
         const int64_t shape[2] = { o->rows, o->cols };
@@ -460,7 +477,9 @@ static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_
                               : write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
     for (int i = 0; i < r->n_in && !st; i++) sqz_model_free(r->models[i]), r->models[i] = NULL;
     if (!st) st = sqz_model_load(ctx, tmp_dir, NULL, &merged);
-    const sqz_convert_opts co = { .type = p->type, .pure = opts->pure };
+    char params[1024];
+    const sqz_model_card card = merge_card(r, params, sizeof params);
+    const sqz_convert_opts co = { .type = p->type, .pure = opts->pure, .card = &card };
     sqz_convert_result cr;
     if (!st && !(st = sqz_convert(ctx, merged, p->path, &co, &cr))) res->out_bytes = cr.file_bytes;
     sqz_model_free(merged);

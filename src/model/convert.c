@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/card.h"
 #include "io/file.h"
 #include "io/gguf.h"
 #include "model/model.h"
@@ -418,7 +419,7 @@ static void model_name(const sqz_model *m, char *buf, size_t cap) {
 
 /* The metadata, keys in the order llama.cpp's converter and llama-quantize write them. */
 static sqz_status write_meta(sqz_gguf_writer *w, const sqz_model *m, const char *arch,
-                             const sqz_tok_gguf *tk, int ftype) {
+                             const sqz_tok_gguf *tk, int ftype, const sqz_model_card *card) {
     const sqz_config *c = &m->cfg;
     char name[256], k[128];
     model_name(m, name, sizeof name);
@@ -428,6 +429,9 @@ static sqz_status write_meta(sqz_gguf_writer *w, const sqz_model *m, const char 
     TRY(sqz_gguf_writer_add_str(w, "general.architecture", arch, strlen(arch)));
     TRY(sqz_gguf_writer_add_str(w, "general.type", "model", 5));
     TRY(sqz_gguf_writer_add_str(w, "general.name", name, strlen(name)));
+    /* how it was made, only when told: without a card the file stays key for key what
+     * llama-quantize writes (tests compare the bytes) */
+    if (card) TRY(sqz_card_gguf(w, card, name));
     TRY(sqz_gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)c->n_layers));
     /* llama.cpp requires a training context; sqz's sessions default to 2048 when unknown */
     TRY(sqz_gguf_writer_add_u32(w, KEY("context_length"),
@@ -561,7 +565,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     if ((st = sqz_gguf_writer_new(ctx, &w))) goto done;
     for (int i = 0; i < l.n; i++) /* mixllm's matrices exist only in sqz's container */
         if (l.t[i].src->type == SQZ_TYPE_MIXLLM || l.t[i].type >= SQZ_TYPE_SQZ_FIRST) sqz_gguf_writer_set_sqzf(w, 1);
-    if ((st = write_meta(w, model, arch, &tk, preset.ftype))) goto done;
+    if ((st = write_meta(w, model, arch, &tk, preset.ftype, opts->card))) goto done;
     /* every tensor's name, shape and type: the whole header, before any data */
     uint64_t n_params = 0, data_bytes = 0;
     for (int i = 0; i < l.n; i++) {

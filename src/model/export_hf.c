@@ -18,6 +18,7 @@
 
 #include "io/file.h"
 #include "io/safetensors.h"
+#include "model/card.h"
 
 #define HF_MAX_JSON ((size_t)256 << 20) /* bytes of a tokenizer.json we agree to copy */
 
@@ -30,6 +31,7 @@ struct sqz_hf_export {
     int has_cfg;
     char *tokenizer;    /* path to copy, or NULL */
     sqz_st_writer *st;
+    char *readme;       /* the model card (README.md) once given; NULL: a card of sqz alone */
     size_t n_mat[3];    /* declared matrices per dtype (f32, f16, bf16): torch_dtype */
     int finished;
 };
@@ -100,7 +102,22 @@ void sqz_hf_export_free(sqz_hf_export *e) {
     free(e->out);
     free(e->config_json);
     free(e->tokenizer);
+    free(e->readme);
     free(e);
+}
+
+/* The folder's name, as the card's title. */
+static const char *folder_name(const sqz_hf_export *e) {
+    const char *s = strrchr(e->out, '/');
+    return s && s[1] ? s + 1 : e->out;
+}
+
+sqz_status sqz_hf_export_card(sqz_hf_export *e, const sqz_model_card *card) {
+    char *text = sqz_card_readme(card, folder_name(e));
+    if (!text) return sqz_fail(e->ctx, SQZ_ERR_NOMEM, "out of memory");
+    free(e->readme);
+    e->readme = text;
+    return SQZ_OK;
 }
 
 sqz_status sqz_hf_export_config_json(sqz_hf_export *e, const char *json, size_t len) {
@@ -251,6 +268,9 @@ sqz_status sqz_hf_export_put(sqz_hf_export *e, const void *data, size_t n) {
 sqz_status sqz_hf_export_finish(sqz_hf_export *e) {
     if (!e->tmp) return sqz_fail(e->ctx, SQZ_ERR_ARG, "%s: finish before begin", e->out);
     sqz_status st = sqz_st_writer_finish(e->st);
+    /* the card goes in with the weights: a folder without its README.md is never renamed in */
+    if (!st && !e->readme) st = sqz_hf_export_card(e, &(sqz_model_card){ 0 });
+    if (!st) st = write_file(e, "README.md", e->readme, strlen(e->readme));
     if (!st && chmod(e->tmp, 0755) != 0) /* mkdtemp made it 0700 */
         st = sqz_fail(e->ctx, SQZ_ERR_IO, "%s: chmod failed: %s", e->out, strerror(errno));
     if (!st && sqz_path_exists(e->out) && rmdir(e->out) != 0) /* an empty folder: replaced */

@@ -16,6 +16,7 @@
 #include "core/ctx.h"
 #include "formats/types.h"
 #include "io/config.h"
+#include "sqz.h"
 
 typedef struct sqz_hf_export sqz_hf_export;
 
@@ -32,6 +33,10 @@ sqz_status sqz_hf_export_config(sqz_hf_export *e, const sqz_config *cfg);
 /* A tokenizer.json to copy into the folder (optional; read at begin). */
 sqz_status sqz_hf_export_tokenizer(sqz_hf_export *e, const char *tokenizer_json_path);
 
+/* The model card: README.md (card.h) written into the folder with the rest at finish; without
+ * one, the folder still gets a card saying sqz wrote it. The card is rendered now (its strings
+ * need not outlive the call). */
+sqz_status sqz_hf_export_card(sqz_hf_export *e, const sqz_model_card *card);
 /* A tensor of model.safetensors (as sqz_st_writer_declare). */
 sqz_status sqz_hf_export_declare(sqz_hf_export *e, const char *name, sqz_type type, int n_dims,
                                  const int64_t *shape);

@@ -9,6 +9,7 @@
  * is the input's views with the kept blocks renumbered 0..L-n-1, written by sqz_convert as a
  * llama GGUF (block_count L - n), which llama.cpp loads as it loads any llama model. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,7 +111,14 @@ sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, 
     r.n_layers_in = L;
     r.n_layers_out = kept;
     for (int l = 0; l < L && l < 256; l++) r.influence[l] = bi[l], r.dropped[l] = drop[l];
-    const sqz_convert_opts co = { .type = o->type ? o->type : "f16" };
+    /* the file's card (general.* keys): which blocks went */
+    char params[600];
+    size_t n = (size_t)snprintf(params, sizeof params, "%d of %d blocks dropped:", L - kept, L);
+    for (int l = 0; l < L && n < sizeof params; l++)
+        if (drop[l]) n += (size_t)snprintf(params + n, sizeof params - n, " %d", l);
+    const sqz_model_card card = { .method = o->n_drop ? "drop:block_influence" : "drop:blocks",
+                                  .parameters = params, .calib_tokens = o->n_calib };
+    const sqz_convert_opts co = { .type = o->type ? o->type : "f16", .card = &card };
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
 done:
     if (qm) {

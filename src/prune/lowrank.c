@@ -527,7 +527,15 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     memcpy(qm->layers, model->layers, (size_t)L * sizeof *qm->layers);
     if ((st = factor_layers(&p, model, have_calib))) goto done;
     r.mean_rel_err = p.n_err ? p.err_sum / p.n_err : -1;
-    const sqz_convert_opts co = { .type = tname, .pure = 1 };
+    /* the file's card (general.* keys): the factorization and its target */
+    char card_method[96], card_params[96];
+    snprintf(card_method, sizeof card_method, "lowrank:%s", o->method ? o->method : "asvd");
+    if (o->params > 0) snprintf(card_params, sizeof card_params, "factors hold %g of the weights", o->params);
+    else if (o->rank_frac > 0) snprintf(card_params, sizeof card_params, "rank %g x min(rows, cols)", o->rank_frac);
+    else if (o->energy > 0) snprintf(card_params, sizeof card_params, "energy %g", o->energy);
+    else snprintf(card_params, sizeof card_params, "per-matrix levels");
+    const sqz_model_card card = { .method = card_method, .parameters = card_params, .calib_tokens = o->n_calib };
+    const sqz_convert_opts co = { .type = tname, .pure = 1, .card = &card };
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
 done:
     if (qm) {

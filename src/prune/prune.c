@@ -19,6 +19,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -324,7 +325,14 @@ sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
     if ((st = prune_layers(&p, model, have_calib))) goto done;
     r.mean_rel_err = p.n_err ? p.err_sum / p.n_err : -1;
     /* sp8: the pruned matrices stay sp8 (sqzf); the rest (embeddings, head) is q8_0 */
-    const sqz_convert_opts co = { .type = sp8 ? "q8_0" : o->type ? o->type : "f16", .pure = 1 };
+    /* the file's card (general.* keys): the pruner and its level */
+    char method[96], params[96];
+    snprintf(method, sizeof method, "prune:%s", o->method ? o->method : "sparsegpt");
+    if (o->nm_n > 0) snprintf(params, sizeof params, "%d:%d", o->nm_n, o->nm_m);
+    else if (o->density > 0) snprintf(params, sizeof params, "density %g", o->density);
+    else snprintf(params, sizeof params, "per-matrix levels");
+    const sqz_model_card card = { .method = method, .parameters = params, .calib_tokens = o->n_calib };
+    const sqz_convert_opts co = { .type = sp8 ? "q8_0" : o->type ? o->type : "f16", .pure = 1, .card = &card };
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
 done:
     if (qm) {

@@ -26,6 +26,7 @@
  * Peak memory: one layer's statistics and quantized weights plus X, plus what a plan holds. */
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,6 +310,17 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     memset(&r, 0, sizeof r);
     if (res) *res = r;
     if (!o || !o->method || !o->type) return sqz_fail(ctx, SQZ_ERR_ARG, "quantize: method and type are required");
+    /* the file's card: the caller's, with the recipe filled in where it says nothing */
+    sqz_model_card card = o->card ? *o->card : (sqz_model_card){ 0 };
+    char params[160];
+    snprintf(params, sizeof params, "type %s%s%s%s", o->type, o->pure ? " (pure)" : "",
+             o->embd_type ? ", token_embd " : "", o->embd_type ? o->embd_type : "");
+    if (!card.method) card.method = o->method;
+    if (!card.parameters) card.parameters = params;
+    if (!card.calib_tokens) card.calib_tokens = o->n_calib;
+    sqz_quantize_opts with_card = *o;
+    with_card.card = o->card ? &card : NULL;
+    o = &with_card;
     const sqz_quant_method *meth;
     void *state;
     sqz_status st = sqz_quant_method_open(ctx, o->method, &meth, &state);
@@ -319,7 +331,8 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         return st;
     }
     sqz_quant_run run = { .ctx = ctx, .model = model, .o = o, .out_path = out_path, .r = &r,
-                          .co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type } };
+                          .co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type,
+                                  .card = o->card } };
     st = meth->begin ? meth->begin(state, &run) : SQZ_OK;
     if (!st) st = run_calibrated(meth, state, &run, &r);
     meth->destroy(state);

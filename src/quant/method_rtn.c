@@ -34,7 +34,7 @@ static sqz_status run(void *state, sqz_ctx *ctx, const sqz_model *model, const c
                             out_path);
         return sqz_dq2_fake_rtn(ctx, model, out_path, res);
     }
-    sqz_convert_opts co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type };
+    sqz_convert_opts co = { .type = o->type, .pure = o->pure, .embd_type = o->embd_type, .card = o->card };
     return sqz_convert(ctx, model, out_path, &co, res ? &res->convert : NULL);
 }
 

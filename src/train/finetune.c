@@ -328,13 +328,26 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
 
 /* The adapters, or the trained f32 weights (through sqz_convert as any model, or a folder). */
 static sqz_status write_out(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const char *out_path,
-                            const char *out_type) {
+                            const char *out_type, const sqz_finetune_result *res) {
     if (R->use_lora) return sqz_train_lora_write(ctx, &R->lo, model, out_path);
-    if (R->hf) return write_hf(ctx, R->hf, R->o.tokenizer_json, &R->tp, out_type);
+    /* the card: the caller's, with the recipe and the held-out perplexity after training */
+    sqz_model_card card = R->o.card ? *R->o.card : (sqz_model_card){ 0 };
+    char params[200];
+    snprintf(params, sizeof params, "%d steps of %d windows x %d tokens, AdamW, peak lr %g%s, weight decay %g",
+             R->o.steps, R->o.batch, R->o.ctx, (double)R->o.lr, R->o.cosine ? " (cosine)" : "",
+             (double)R->o.weight_decay);
+    if (!card.method) card.method = "finetune";
+    if (!card.parameters) card.parameters = params;
+    if (!(card.ppl > 0) && res->eval_ppl_after > 0) card.ppl = res->eval_ppl_after;
+    if (R->hf) {
+        sqz_status st = R->o.card ? sqz_hf_export_card(R->hf, &card) : SQZ_OK;
+        return st ? st : write_hf(ctx, R->hf, R->o.tokenizer_json, &R->tp, out_type);
+    }
     sqz_model view;
     sqz_train_model_view(model, &R->tp, R->tp.p, R->layers, &view);
     sqz_convert_opts co = { 0 };
     co.type = out_type ? out_type : "f16";
+    co.card = R->o.card ? &card : NULL;
     sqz_convert_result cr;
     return sqz_convert(ctx, &view, out_path, &co, &cr);
 }
@@ -375,7 +388,7 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
                           "(every rank must run the same command)", R.comm.size);
     }
     if (!st) st = train(ctx, &R, tokens, n_tokens, result);
-    if (!st && R.comm.rank == 0) st = write_out(ctx, &R, model, out_path, out_type);
+    if (!st && R.comm.rank == 0) st = write_out(ctx, &R, model, out_path, out_type, result);
     release(&R);
     sqz_comm_close(&R.comm);
     return st;

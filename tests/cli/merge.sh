@@ -53,9 +53,9 @@ d = json.load(open(sys.argv[1]))
 assert d['method'] == 'ties' and d['n_models'] == 4 and d['n_tensors'] == 74, d
 assert d['out_bytes'] == os.path.getsize(sys.argv[2] + '/model.safetensors'), d
 assert 0 < d['peak_rss_mib'] < float(sys.argv[3]), d
-assert sorted(os.listdir(sys.argv[2])) == ['config.json', 'model.safetensors', 'tokenizer.json']
+assert sorted(os.listdir(sys.argv[2])) == ['README.md', 'config.json', 'model.safetensors', 'tokenizer.json']
 assert json.load(open(sys.argv[2] + '/config.json'))['torch_dtype'] == 'float16'" "$tmp/j" "$tmp/ties" $rss_max
-check $? "--json: one object (ties of 4 models, 74 tensors, out_bytes, peak_rss_mib < $rss_max); an f16 HF folder"
+check $? "--json: one object (ties of 4 models, 74 tensors, out_bytes, peak_rss_mib < $rss_max); an f16 HF folder with its model card"
 $SQZ ppl "$tmp/ties" -f "$M/bible.test.txt" --ctx 256 --max-tokens 600 --no-progress > /dev/null 2>&1
 check $? "the merged folder runs (sqz ppl)"
 

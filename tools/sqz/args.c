@@ -17,8 +17,9 @@ enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
     C_MERGE = 1 << 8, C_PRUNE = 1 << 9, C_LOWRANK = 1 << 10, C_DROP = 1 << 11,
-    C_LEVELS = 1 << 12, C_SEARCH = 1 << 13,
-    C_ALL = (1 << 14) - 1
+    C_LEVELS = 1 << 12, C_SEARCH = 1 << 13, C_REPORT = 1 << 14,
+    C_ALL = (1 << 15) - 1,
+    C_MODEL = C_ALL & ~C_REPORT /* the commands that load a model (report reads results) */
 };
 
 /* Each command's lines at the top of `sqz --help`, in this order (the order of the bits). */
@@ -66,6 +67,9 @@ static const cli_command commands[] = {
       "  search MODEL -o OUT.gguf --levels depth --blocks N --calib FILE [--brute-force]\n"
       "                                      EvoPress: per-matrix types (or blocks to drop) by\n"
       "                                      evolutionary search on KL to the model\n" },
+    { "report", cmd_report,
+      "  report RESULT.json... -o OUT.html   plots and tables of the --json results of ppl,\n"
+      "                                      quantize, convert, kvbench (one HTML file)\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -113,7 +117,7 @@ static const char *const compat_choices[] = { "sqz", "llama.cpp", NULL };
 
 /* In the usage text's order; --tokenizer first, the options of every run last. */
 static const option_row options[] = {
-    { "--tokenizer", NULL, STR(tokenizer, "FILE"), .cmds = C_ALL,
+    { "--tokenizer", NULL, STR(tokenizer, "FILE"), .cmds = C_MODEL,
       .help = "tokenizer (llama2.c tokenizer.bin, or a tokenizer.json)" },
     { "--prompt", "-p", STR(prompt, "TEXT"), .cmds = C_GENERATE, .help = "prompt" },
     { "--n-predict", "-n", INT(n_predict, "N", 0, 1 << 24), .cmds = C_GENERATE,
@@ -154,7 +158,7 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH | C_REPORT,
       .help = "output file" },
     { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
@@ -218,10 +222,10 @@ static const option_row options[] = {
       .help = "held-out tokens scored (30000)" },
     { "--eval-every", NULL, INT(eval_every, "N", 1, 1 << 30), .cmds = C_FINETUNE,
       .help = "steps between held-out evaluations (only before and after)" },
-    { "--lora", NULL, STR(lora, "ADAPTER"), .cmds = C_ALL & ~(C_FINETUNE | C_MERGE),
+    { "--lora", NULL, STR(lora, "ADAPTER"), .cmds = C_MODEL & ~(C_FINETUNE | C_MERGE),
       .help = "a LoRA adapter (llama.cpp's GGUF format) merged into the model" },
     { "--lora-scale", NULL, FLOAT(lora_scale, "S", -INFINITY, INFINITY, 0), .set_at = AT(lora_scale_set),
-      .cmds = C_ALL & ~(C_FINETUNE | C_MERGE), .help = "the adapter's scale (1; llama.cpp's --lora-scaled)" },
+      .cmds = C_MODEL & ~(C_FINETUNE | C_MERGE), .help = "the adapter's scale (1; llama.cpp's --lora-scaled)" },
     { "--lora", NULL, INT(lora_rank, "RANK", 1, 4096), .cmds = C_FINETUNE,
       .help = "train LoRA adapters of this rank on the frozen model (which may be\n"
               "quantized); -o gets llama.cpp's GGUF adapter" },
@@ -288,7 +292,7 @@ static const option_row options[] = {
       .help = "depth: score every subset of --blocks N blocks instead" },
     { "--stop-after", NULL, INT(max_gens, "N", 1, 1 << 24), .cmds = C_SEARCH,
       .help = "stop after N generations of this run (with --checkpoint: resume later)" },
-    { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_ALL,
+    { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_MODEL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },
     { "--no-progress", NULL, FLAG(no_progress), .cmds = C_ALL, .help = "no progress bar" },
@@ -350,9 +354,10 @@ void cli_usage(FILE *f) {
 }
 
 static void command_usage(FILE *f, const cli_command *cmd) {
-    fprintf(f, "usage: sqz %s MODEL [options]\n", cmd->name);
+    const int results = command_bit(cmd) == C_REPORT; /* its operands are result files */
+    fprintf(f, "usage: sqz %s %s [options]\n", cmd->name, results ? "RESULT.json..." : "MODEL");
     fputs(cmd->usage, f);
-    fputs(model_help, f);
+    if (!results) fputs(model_help, f);
     fprintf(f, "options of %s:\n", cmd->name);
     for (int i = 0; i < N_OPTIONS; i++)
         if (options[i].cmds & command_bit(cmd)) print_option(f, &options[i], 0);
@@ -432,6 +437,11 @@ int cli_parse_args(const cli_command *cmd, int argc, char **argv, opts *o) {
         if (!r && a[0] == '-' && a[1]) {
             fprintf(stderr, "sqz: unknown option %s (see sqz --help)\n", a);
             return 2;
+        }
+        if (!r && command_bit(cmd) == C_REPORT) { /* its operands: any number of files */
+            if (o->n_inputs == 64) { fprintf(stderr, "sqz: at most 64 result files\n"); return 2; }
+            o->inputs[o->n_inputs++] = a;
+            continue;
         }
         if (!r) {
             if (o->model) { fprintf(stderr, "sqz: unexpected argument '%s'\n", a); return 2; }

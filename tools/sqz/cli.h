@@ -64,6 +64,7 @@ typedef struct opts {
     float bpw;
     unsigned long long bytes;
     int generations, generations_set, offspring, pool_windows, brute_force, max_gens;
+    const char *inputs[64]; int n_inputs;   /* report: the result files (its operands) */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -119,5 +120,6 @@ int cmd_lowrank(sqz_ctx *ctx, const opts *o);
 int cmd_drop(sqz_ctx *ctx, const opts *o);
 int cmd_levels(sqz_ctx *ctx, const opts *o);
 int cmd_search(sqz_ctx *ctx, const opts *o);
+int cmd_report(sqz_ctx *ctx, const opts *o);
 
 #endif

@@ -118,6 +118,9 @@ int cmd_finetune(sqz_ctx *ctx, const opts *o) {
     step_log L = { o->json ? cJSON_CreateArray() : NULL, o->steps > 0 ? o->steps : 150, o->json, cli_now() };
     fo.on_step = on_step;
     fo.user = &L;
+    /* the written model's card: where it came from and what it was trained and measured on */
+    const sqz_model_card card = { .base_model = o->model, .calib = o->file, .eval_text = o->eval_file };
+    fo.card = &card;
     sqz_finetune_result r;
     const sqz_status st = sqz_finetune(ctx, m, ids, n_ids, &fo, o->out, o->type, &r);
     sqz_free(ids);

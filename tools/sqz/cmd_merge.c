@@ -14,9 +14,9 @@
 #include "cli.h"
 
 static void remove_folder(const char *dir) {
-    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json" };
+    const char *files[] = { "config.json", "model.safetensors", "tokenizer.json", "README.md" };
     char p[4200];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
         unlink(p);
     }

@@ -86,9 +86,11 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     int32_t *spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
     const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
+    /* the file says how it was made (general.* keys; the library adds method, type, tokens) */
+    const sqz_model_card card = { .base_model = o->model, .calib = needs_calib ? o->calib : NULL };
     sqz_quantize_opts qo = { .method = spec, .type = type, .pure = o->pure, .embd_type = o->embd_type,
                              .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
-                             .report = on_tensor, .report_user = &rep };
+                             .report = on_tensor, .report_user = &rep, .card = &card };
     if (needs_calib && n_ids < want)
         fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
     sqz_quantize_result r;
@@ -107,7 +109,9 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
         cJSON_AddStringToObject(j, "method", method);
         cJSON_AddStringToObject(j, "type", type);
         cJSON_AddNumberToObject(j, "file_bytes", (double)r.convert.file_bytes);
+        cJSON_AddNumberToObject(j, "n_params", (double)r.convert.n_params);
         cJSON_AddNumberToObject(j, "bits_per_weight", r.convert.bits_per_weight);
+        if (o->calib) cJSON_AddStringToObject(j, "calib", o->calib);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)r.calib_tokens);
         cJSON_AddNumberToObject(j, "calib_seconds", r.calib_seconds);
         cJSON_AddNumberToObject(j, "quant_seconds", r.quant_seconds);

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     opts o = { .n_predict = 128, .temp = 0.8f, .top_p = 0.9f, .seed = 42 };
     int rc = cli_parse_args(cmd, argc - 2, argv + 2, &o);
     if (rc) return rc < 0 ? 0 : rc;
-    if (!o.model) {
+    if (!o.model && cmd->run != cmd_report) { /* report's operands are result files */
         fprintf(stderr, "sqz: %s needs a MODEL (see sqz --help)\n", cmd->name);
         return 2;
     }

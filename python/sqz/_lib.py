@@ -105,9 +105,16 @@ class PplResult(Structure):
                 ("top1_agree", c_double)]
 
 
+class ModelCard(Structure):
+    """sqz_model_card: how a written model was made (its README.md / general.* keys)."""
+    _fields_ = [("base_model", c_char_p), ("method", c_char_p), ("parameters", c_char_p),
+                ("calib", c_char_p), ("calib_tokens", c_size_t), ("eval_text", c_char_p),
+                ("ppl", c_double), ("kld", c_double)]
+
+
 class ConvertOpts(Structure):
     _fields_ = [("type", c_char_p), ("pure", c_int), ("embd_type", c_char_p),
-                ("keep_types", c_int)]
+                ("keep_types", c_int), ("card", POINTER(ModelCard))]
 
 
 class ConvertResult(Structure):
@@ -123,7 +130,8 @@ REPORT_FN = ctypes.CFUNCTYPE(None, c_void_p, c_char_p, c_char_p, c_double)
 class QuantizeOpts(Structure):
     _fields_ = [("method", c_char_p), ("type", c_char_p), ("pure", c_int),
                 ("embd_type", c_char_p), ("calib", POINTER(c_int32)), ("n_calib", c_size_t),
-                ("calib_ctx", c_int), ("report", REPORT_FN), ("report_user", c_void_p)]
+                ("calib_ctx", c_int), ("report", REPORT_FN), ("report_user", c_void_p),
+                ("card", POINTER(ModelCard))]
 
 
 class QuantizeResult(Structure):

@@ -866,9 +866,14 @@ typedef struct sqz_search_result {
     int n_dropped;
     int dropped[256];                 /* depth: the dropped blocks, ascending */
     double seconds;
+    int mpi_ranks, mpi_rank;          /* under mpirun: the world (1: alone) and this rank */
+    uint64_t mpi_bytes_sent;          /* what this rank sent (the fitnesses it scored) */
 } sqz_search_result;
 
-/* EvoPress (src/search/evopress.h) over the space, seeded by the knapsack on single-matrix KLs
+/* Started by mpirun -np N (Open MPI), the ranks split each selection stage's candidates and sum
+ * their fitnesses: the same answer as one process with the same seed; rank 0 writes. The
+ * caller ends MPI with sqz_finetune_dp_shutdown() before exiting.
+ * EvoPress (src/search/evopress.h) over the space, seeded by the knapsack on single-matrix KLs
  * (quant) or a random subset (depth), fitness = mean KL to model on calibration windows; writes
  * out_path: GGUF with the chosen per-tensor types (quant) or without the dropped blocks
  * (depth; f16), through a temporary name. Errors: SQZ_ERR_ARG (unknown space, no budget or

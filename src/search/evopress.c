@@ -63,8 +63,9 @@ sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts
         return sqz_fail(ctx, SQZ_ERR_ARG, "search: offspring and stages (the last keeps 1) must be set");
     cand *c = calloc((size_t)lam + 1, sizeof *c);
     int *pool = malloc(((size_t)lam + 1) * G * sizeof *pool), *win = malloc((size_t)sp->n_windows * sizeof *win);
-    if (!c || !pool || !win) {
-        free(c), free(pool), free(win);
+    double *fs = malloc(((size_t)lam + 1) * sizeof *fs);
+    if (!c || !pool || !win || !fs) {
+        free(c), free(pool), free(win), free(fs);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "search: out of memory");
     }
     for (int i = 0; i <= lam; i++) c[i].g = pool + (size_t)i * G;
@@ -96,7 +97,18 @@ sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts
                 n++;
             }
             const int nw = draw_windows(&rng, sp->n_windows, o->windows[s], win);
-            for (int i = 0; i < n && !st; i++, n_eval++) st = sp->fitness(sp->user, c[i].g, win, nw, &c[i].f);
+            const int size = o->size > 1 ? o->size : 1, rank = size > 1 ? o->rank : 0;
+            for (int i = 0; i < n && !st; i++) {
+                c[i].f = 0;
+                if (i % size != rank) continue;
+                st = sp->fitness(sp->user, c[i].g, win, nw, &c[i].f);
+                n_eval++;
+            }
+            if (!st && size > 1) {
+                for (int i = 0; i < n; i++) fs[i] = c[i].f;
+                if (!(st = o->share(o->user, fs, n)))
+                    for (int i = 0; i < n; i++) c[i].f = fs[i];
+            }
             qsort(c, (size_t)n, sizeof *c, by_fitness);
             if (n > o->survivors[s]) n = o->survivors[s];
             best = c[0].f;
@@ -113,6 +125,6 @@ sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts
         if (o->after && o->after(o->user, gen + 1, rng, parent)) break;
     }
     if (evals) *evals = n_eval;
-    free(c), free(pool), free(win);
+    free(c), free(pool), free(win), free(fs);
     return st;
 }

@@ -52,6 +52,11 @@ typedef struct sqz_evo_opts {
     uint64_t rng;     /* the generator's state at start_gen (used when start_gen > 0) */
     /* stop early when this returns non-zero (checkpoint every K generations and stop) */
     int (*after)(void *user, int gen, uint64_t rng, const int *parent);
+    /* Spread over ranks (Open MPI): every rank makes the same offspring and draws the same
+     * windows; rank r scores candidates r, r + size, ...; share then sums the n fitnesses
+     * (zero where a rank did not score) so that every rank selects alike. size <= 1: alone. */
+    int rank, size;
+    sqz_status (*share)(void *user, double *f, int n);
 } sqz_evo_opts;
 
 /* Parses "8x1,2x4,1x16" (survivors x windows per stage) into o. -1: malformed. */

@@ -34,6 +34,7 @@
 #include "search/evopress.h"
 #include "search/levels_db.h"
 #include "sqz.h"
+#include "train/comm.h"
 
 enum { MAX_PATH = 4096 };
 
@@ -190,7 +191,11 @@ typedef struct run {
     double t0;
     int gens_run, stop_at;
     sqz_status ck_status;
+    sqz_comm comm;          /* size 1: one process */
 } run;
+
+/* The ranks' fitnesses summed (each scored its share; the rest are 0). */
+static sqz_status share(void *user, double *f, int n) { return sqz_comm_ctl_sum(&((run *)user)->comm, f, n); }
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
@@ -256,7 +261,7 @@ static int after(void *user, int gen, uint64_t rng, const int *parent) {
     r->gens_run++;
     const int every = r->o->checkpoint_every > 0 ? r->o->checkpoint_every : 10;
     const int stop = r->stop_at > 0 && r->gens_run >= r->stop_at;
-    if (r->o->checkpoint && (gen % every == 0 || stop || gen == r->o->generations))
+    if (r->o->checkpoint && r->comm.rank == 0 && (gen % every == 0 || stop || gen == r->o->generations))
         if ((r->ck_status = ck_write(r, gen, rng, parent))) return 1;
     return stop;
 }
@@ -325,12 +330,12 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
 
 /* ---------------------------------------------------------------- the search */
 
-static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int *g,
+static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int rank, int *g,
                              sqz_search_result *res) {
     const sqz_levels_db *db = s->db;
     /* the bytes outside the matrices, from the cheapest configuration written to scratch */
     char probe[MAX_PATH];
-    snprintf(probe, sizeof probe, "%s.size-probe", out_path);
+    snprintf(probe, sizeof probe, "%s.size-probe-%d", out_path, rank);
     for (int i = 0; i < s->n; i++) g[i] = 0;
     sqz_convert_result cr;
     sqz_status st = write_quant(s, g, probe, o, &cr);
@@ -430,11 +435,15 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     sqz_levels_db db;
     memset(&db, 0, sizeof db);
     space s = { .ctx = ctx, .model = model, .L = L, .pm = *model, .ref = *model };
-    run r = { .o = o, .ctx = ctx, .t0 = t0, .stop_at = o->max_generations_this_run };
+    run r = { .o = o, .ctx = ctx, .t0 = t0, .stop_at = o->max_generations_this_run, .comm = { .size = 1 } };
     int32_t *pool = NULL;
     int *seed = NULL, *best = NULL;
     sqz_status st = SQZ_OK;
-    if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) return st;
+    s.pm.layers = s.ref.layers = NULL; /* their own, allocated below (done: frees them) */
+    int world = 1;
+    if (sqz_comm_launched(&world, NULL, NULL) && world > 1 && (st = sqz_comm_open(ctx, &r.comm))) return st;
+    res->mpi_ranks = r.comm.size, res->mpi_rank = r.comm.rank;
+    if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) goto done;
     s.db = is_quant ? &db : NULL;
     s.n = is_quant ? db.n_items : L;
     s.pm.layers = malloc((size_t)L * sizeof *s.pm.layers);
@@ -466,7 +475,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if ((st = sqz_kl_probe_new(ctx, model, pool, n_pool, C, &s.probe))) goto done;
 
     /* the seed */
-    if (is_quant) st = seed_quant(&s, o, out_path, seed, res);
+    if (is_quant) st = seed_quant(&s, o, out_path, r.comm.rank, seed, res);
     else {
         uint64_t rng = o->seed ^ 0x5851f42d4c957f2dull;
         for (int l = 0; l < L; l++) seed[l] = 0;
@@ -475,8 +484,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
             if (!seed[l]) seed[l] = 1, k++;
         }
     }
-    if (st) goto done;
-    memcpy(best, seed, (size_t)s.n * sizeof *best);
+    if (st && r.comm.size == 1) goto done;
+    if (!st) memcpy(best, seed, (size_t)s.n * sizeof *best);
 
     /* the search (or the enumeration) */
     const sqz_evo_space sp = { .n_genes = s.n, .n_windows = (int)n_pool, .user = &s,
@@ -493,6 +502,21 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     }
     r.s = &s;
     eo.on_generation = on_gen, eo.user = &r, eo.after = after;
+    eo.rank = r.comm.rank, eo.size = r.comm.size, eo.share = share;
+    if (r.comm.size > 1) { /* every rank learns whether any failed to start, and that all run the same search */
+        double failed = st != SQZ_OK;
+        int same = 0;
+        sqz_status cs = sqz_comm_ctl_sum(&r.comm, &failed, 1);
+        if (!cs) cs = sqz_comm_ctl_same(&r.comm, r.key, &same);
+        if (!st && cs) st = cs;
+        else if (!st && failed > 0)
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "search: rank %d of %d stops: %g other rank(s) failed to start",
+                          r.comm.rank, r.comm.size, failed);
+        else if (!st && !same)
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "search: the %d ranks were given different options, models or text",
+                          r.comm.size);
+        if (st) goto done;
+    }
     if (o->brute_force && !is_quant) {
         st = brute_depth(&s, o->n_drop, best, &res->evaluations);
         res->finished = 1;
@@ -514,7 +538,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     for (int l = 0; !is_quant && l < L; l++)
         if (best[l] && res->n_dropped < 256) res->dropped[res->n_dropped++] = l;
 
-    if (res->finished) { /* the model */
+    res->mpi_bytes_sent = r.comm.ctl_bytes;
+    if (res->finished && r.comm.rank == 0) { /* the model (rank 0 writes) */
         sqz_convert_result cr;
         if (is_quant) st = write_quant(&s, best, out_path, o, &cr);
         else {
@@ -540,8 +565,9 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
         }
     }
     res->seconds = sqz_now() - t0;
-    if (!st && o->json_path) st = write_json(ctx, o->json_path, &s, best, &r, res, space_name);
+    if (!st && o->json_path && r.comm.rank == 0) st = write_json(ctx, o->json_path, &s, best, &r, res, space_name);
 done:
+    sqz_comm_close(&r.comm);
     sqz_kl_probe_free(s.probe);
     sqz_levels_db_free(&db);
     free(s.pm.layers), free(s.ref.layers), free(s.at_pm), free(s.at_ref), free(s.parent);

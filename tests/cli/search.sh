@@ -78,4 +78,19 @@ if [ $? -eq 1 ] && grep -q "another search" "$tmp/c.err" && [ ! -e "$tmp/c.gguf"
 else
     no "another search's checkpoint: $(cat "$tmp/c.err")"
 fi
+# mpirun -np 2: the ranks split each stage's candidates; the same answer as one process
+if command -v mpirun > /dev/null; then
+    export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 # Open MPI's own allocations
+    mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS -np 2 \
+        "$SQZ" search "$MODEL" -o "$tmp/m.gguf" $common --json > "$tmp/m.out" 2> "$tmp/m.err"
+    strip "$tmp/m.gguf.json" > "$tmp/m.j" 2>/dev/null
+    if [ "$(grep -c '"mpi_ranks":2' "$tmp/m.out")" -eq 1 ] && cmp -s "$tmp/a.j" "$tmp/m.j" && cmp -s "$tmp/a.gguf" "$tmp/m.gguf"; then
+        ok "mpirun -np 2: one report, the same choice, curve and file as one process ($(grep -o '"mpi_bytes_per_generation":[0-9.]*' "$tmp/m.out"))"
+    else
+        no "mpirun -np 2: $(cat "$tmp/m.out" "$tmp/m.err" | head -5) $(diff "$tmp/a.j" "$tmp/m.j" | head -4)"
+    fi
+else
+    echo "not ok - no mpirun: install-deps.sh installs openmpi-bin"
+    fails=$((fails + 1))
+fi
 [ "$fails" -eq 0 ]

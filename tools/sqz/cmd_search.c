@@ -4,12 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
+static int quiet_rank; /* under mpirun, ranks other than 0 print nothing */
+
 static void on_gen(void *user, int gen, double fitness, double seconds) {
     const opts *o = user;
-    if (o->json || o->no_progress) return;
+    if (o->json || o->no_progress || quiet_rank) return;
     (void)seconds;
     fprintf(stderr, "\r\033[K  generation %d: fitness (KL) %.6f", gen, fitness);
 }
@@ -24,6 +27,14 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     if (quant && (o->bpw > 0) == (o->bytes > 0)) return cli_die("search needs a budget: --bpw B or --bytes N, one of them");
     if (!quant && o->drop_n < 1) return cli_die("search --levels depth needs --blocks N");
     if (o->checkpoint && o->resume) return cli_die("--checkpoint FILE or --resume FILE, one of them");
+    /* under mpirun: ranks share the cores, and only rank 0 reports */
+    int world = 1, local = 1, rank = 0;
+    const int launched = sqz_finetune_dp_launched(&world, &local, &rank);
+    quiet_rank = rank != 0;
+    if (launched && o->threads <= 0) {
+        const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        sqz_ctx_set_threads(ctx, ncpu / local > 1 ? (int)(ncpu / local) : 1);
+    }
     sqz_model *mdl;
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -45,10 +56,15 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     const sqz_status st = r ? sqz_search(ctx, mdl, o->out, &so, r) : SQZ_ERR_NOMEM;
     sqz_free(ids);
     sqz_model_free(mdl);
-    if (!o->json && !o->no_progress) fprintf(stderr, "\n");
+    if (launched) sqz_finetune_dp_shutdown();
+    if (!o->json && !o->no_progress && rank == 0) fprintf(stderr, "\n");
     if (st) {
         free(r);
         return r ? cli_fail(ctx) : cli_die("out of memory");
+    }
+    if (rank != 0) {
+        free(r);
+        return 0;
     }
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
@@ -73,6 +89,9 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);
         cJSON_AddNumberToObject(j, "bits_per_weight", r->bits_per_weight);
         cJSON_AddStringToObject(j, "choice_json", json_path);
+        cJSON_AddNumberToObject(j, "mpi_ranks", r->mpi_ranks);
+        if (r->mpi_ranks > 1 && r->generations > 0)
+            cJSON_AddNumberToObject(j, "mpi_bytes_per_generation", (double)r->mpi_bytes_sent / r->generations);
         cJSON_AddNumberToObject(j, "seconds", r->seconds);
         cli_print_json(j);
     } else if (!r->finished) {

@@ -841,7 +841,9 @@ typedef struct sqz_search_opts {
     int pool_windows;      /* windows in the pool stages draw from (<= 0: 32) */
     int generations;       /* (< 0: 200); 0: the seed alone (quant: the knapsack's answer) */
     int offspring;         /* children per generation (<= 0: 32) */
-    const char *stages;    /* survivors x windows per stage (NULL: "8x1,2x4,1x16") */
+    const char *stages;    /* survivors x windows per stage (NULL: "8x1,2x4,1x32": the last on the
+                            * whole default pool, so the parent is replaced only by a child better
+                            * there, and the fitness curve never rises) */
     uint64_t seed;
     int brute_force;       /* depth: every subset of n_drop blocks instead of the search */
     const char *checkpoint; /* state written every checkpoint_every generations (NULL: none) */

@@ -425,7 +425,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
         return sqz_fail(ctx, SQZ_ERR_ARG, "search: drop 1..%d of the %d blocks, not %d", L - 1 < 64 ? L - 1 : 64, L, o->n_drop);
     sqz_evo_opts eo = { .generations = o->generations < 0 ? 200 : o->generations,
                         .offspring = o->offspring > 0 ? o->offspring : 32, .seed = o->seed };
-    if (sqz_evo_parse_stages(o->stages ? o->stages : "8x1,2x4,1x16", &eo))
+    if (sqz_evo_parse_stages(o->stages ? o->stages : "8x1,2x4,1x32", &eo))
         return sqz_fail(ctx, SQZ_ERR_ARG, "search: stages '%s': want SURVIVORSxWINDOWS,... (non-increasing, the last 1x..)",
                         o->stages);
     if (o->resume && !o->checkpoint) return sqz_fail(ctx, SQZ_ERR_ARG, "search: resume needs a checkpoint path");

@@ -285,7 +285,7 @@ static const option_row options[] = {
       .help = "EvoPress generations (200; 0: the knapsack's seed alone)" },
     { "--offspring", NULL, INT(offspring, "N", 1, 1 << 16), .cmds = C_SEARCH, .help = "children per generation (32)" },
     { "--stages", NULL, STR(stages, "S"), .cmds = C_SEARCH,
-      .help = "selection stages, survivors x windows (8x1,2x4,1x16)" },
+      .help = "selection stages, survivors x windows (8x1,2x4,1x32)" },
     { "--pool", NULL, INT(pool_windows, "N", 1, 1 << 20), .cmds = C_SEARCH,
       .help = "calibration windows the stages draw from (32)" },
     { "--brute-force", NULL, FLAG(brute_force), .cmds = C_SEARCH,

@@ -309,7 +309,7 @@ static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, con
     return SQZ_OK;
 }
 
-/* The quant configuration g written as GGUF (per-tensor types kept). */
+/* The quant configuration g written as GGUF (per-tensor types kept), its card saying how. */
 static sqz_status write_quant(space *s, const int *g, const char *path, const sqz_search_opts *o,
                               sqz_convert_result *cr) {
     sqz_model m = *s->model;
@@ -321,7 +321,18 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
         memcpy(m.layers, s->model->layers, (size_t)s->L * sizeof *m.layers);
         for (int i = 0; i < s->n; i++) at[i] = -1;
         quant_apply(s, &m, at, g);
-        const sqz_convert_opts co = { .type = o->embd_type ? o->embd_type : "q4_k", .pure = 1, .keep_types = 1 };
+        /* the same text for the size probe and the file: the probe measures the metadata's bytes */
+        char params[512], budget[64];
+        if (o->bytes) snprintf(budget, sizeof budget, "%llu bytes", (unsigned long long)o->bytes);
+        else snprintf(budget, sizeof budget, "%.4g bits per weight", o->bpw);
+        snprintf(params, sizeof params, "per-matrix types Q2_K..Q6_K from the level database %s, within %s; "
+                 "%d generations of %d offspring, stages %s, seed %llu", o->db, budget,
+                 o->generations < 0 ? 200 : o->generations, o->offspring > 0 ? o->offspring : 32,
+                 o->stages ? o->stages : "8x1,2x4,1x32", (unsigned long long)o->seed);
+        const sqz_model_card card = { .method = o->generations == 0 ? "knapsack (single-matrix KL)" : "evopress",
+                                      .parameters = params, .calib_tokens = o->n_calib };
+        const sqz_convert_opts co = { .type = o->embd_type ? o->embd_type : "q4_k", .pure = 1, .keep_types = 1,
+                                      .card = &card };
         st = sqz_convert(s->ctx, &m, path, &co, cr);
     }
     free(m.layers), free(at);

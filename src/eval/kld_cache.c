@@ -1,5 +1,6 @@
 /* kld_cache.c - see kld_cache.h. */
 #include "eval/kld_cache.h"
+#include "core/hash.h"
 
 #include <errno.h>
 #include <math.h>
@@ -22,10 +23,7 @@ struct sqz_kld_cache {
 };
 
 uint64_t sqz_kld_tokens_hash(const int32_t *tokens, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const unsigned char *p = (const unsigned char *)tokens;
-    for (size_t i = 0; i < n * sizeof *tokens; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
+    return sqz_fnv1a(sqz_fnv1a_init(), tokens, n * sizeof *tokens);
 }
 
 static size_t row_bytes(const sqz_kld_key *k) { return 8 + 2 * (size_t)k->n_vocab; }

@@ -1,5 +1,6 @@
 /* levels_db.c - the level database: build (resumable), load, apply (levels_db.h). */
 #include "search/levels_db.h"
+#include "core/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,27 +31,21 @@ void sqz_db_item_name(const sqz_model *model, int item, char *name) {
         snprintf(name, 64, "blk.%d.%s.weight", item / SQZ_MIX_N_MATS, mat_names[item % SQZ_MIX_N_MATS]);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 uint64_t sqz_levels_db_key(const sqz_model *model, const int32_t *tokens, size_t n_tokens, int C,
                            const sqz_alloc_opts *o) {
     const sqz_config *c = &model->cfg;
     const int shape[6] = { c->n_layers, c->dim, c->hidden_dim, c->vocab_size, c->n_heads, c->n_kv_heads };
-    uint64_t h = fnv(0xcbf29ce484222325ull, shape, sizeof shape);
+    uint64_t h = sqz_fnv1a(sqz_fnv1a_init(), shape, sizeof shape);
     /* a sample of the weights: the first row of every block matrix */
     for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < SQZ_MIX_N_MATS; k++) {
             const sqz_tensor *t = sqz_mixllm_matrix(&model->layers[l], k, NULL);
-            h = fnv(h, t->data, sqz_type_row_size(t->type, t->cols));
+            h = sqz_fnv1a(h, t->data, sqz_type_row_size(t->type, t->cols));
         }
-    h = fnv(h, tokens, n_tokens * sizeof *tokens);
+    h = sqz_fnv1a(h, tokens, n_tokens * sizeof *tokens);
     const double opt[4] = { (double)C, o->damp, (double)o->eval_windows, (double)o->plain_gptq };
-    h = fnv(h, opt, sizeof opt);
-    return fnv(h, &o->act_order, sizeof o->act_order);
+    h = sqz_fnv1a(h, opt, sizeof opt);
+    return sqz_fnv1a(h, &o->act_order, sizeof o->act_order);
 }
 
 void sqz_levels_db_free(sqz_levels_db *db) {

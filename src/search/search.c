@@ -19,6 +19,7 @@
  * file's bytes outside the searched matrices (metadata, tokenizer, norms) count; they are
  * measured once by writing the cheapest configuration to a scratch file. */
 #include <math.h>
+#include "core/hash.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,12 +197,6 @@ typedef struct run {
 
 /* The ranks' fitnesses summed (each scored its share; the rest are 0). */
 static sqz_status share(void *user, double *f, int n) { return sqz_comm_ctl_sum(&((run *)user)->comm, f, n); }
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
 
 static sqz_status ck_write(run *r, int gen, uint64_t rng, const int *parent) {
     char tmp[MAX_PATH];
@@ -504,12 +499,12 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
                                .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .fitness = fitness };
     {
         const char *names[2] = { space_name, o->stages ? o->stages : "" };
-        uint64_t h = fnv(0xcbf29ce484222325ull, names[0], strlen(names[0]));
-        h = fnv(h, names[1], strlen(names[1]));
+        uint64_t h = sqz_fnv1a(sqz_fnv1a_init(), names[0], strlen(names[0]));
+        h = sqz_fnv1a(h, names[1], strlen(names[1]));
         const double nums[8] = { (double)res->budget_bytes, o->n_drop, (double)o->seed, eo.offspring,
                                  eo.generations, C, (double)n_pool, s.n };
-        h = fnv(h, nums, sizeof nums);
-        r.key = fnv(h, pool, n_pool * C * sizeof *pool);
+        h = sqz_fnv1a(h, nums, sizeof nums);
+        r.key = sqz_fnv1a(h, pool, n_pool * C * sizeof *pool);
     }
     r.s = &s;
     eo.on_generation = on_gen, eo.user = &r, eo.after = after;

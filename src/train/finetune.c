@@ -1,6 +1,7 @@
 /* finetune.c - sqz_finetune: the training loop (sampling, schedule, clipping, AdamW),
  * held-out perplexity, and writing the result. */
 #include <math.h>
+#include "core/hash.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,27 +17,22 @@ int sqz_finetune_dp_launched(int *world, int *local, int *rank) {
     return sqz_comm_launched(world, local, rank);
 }
 
-/* FNV-1a over the options every rank must share */
-static uint64_t mix(uint64_t h, const void *p, size_t n) {
-    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
-    return h;
-}
 /* what a checkpoint must have been made with (the step count may change on resume) */
 static uint64_t recipe_hash(const sqz_finetune_opts *o, size_t n_params) {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = sqz_fnv1a_init();
     const int iv[] = { o->batch, o->ctx, o->warmup, o->cosine, o->lora_rank };
     const float fv[] = { o->lr, o->min_lr, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip, o->lora_alpha };
-    h = mix(h, iv, sizeof iv);
-    h = mix(h, fv, sizeof fv);
-    h = mix(h, &o->seed, sizeof o->seed);
-    return mix(h, &n_params, sizeof n_params);
+    h = sqz_fnv1a(h, iv, sizeof iv);
+    h = sqz_fnv1a(h, fv, sizeof fv);
+    h = sqz_fnv1a(h, &o->seed, sizeof o->seed);
+    return sqz_fnv1a(h, &n_params, sizeof n_params);
 }
 /* what every rank must share */
 static uint64_t opts_hash(const sqz_finetune_opts *o, size_t n_params) {
     uint64_t h = recipe_hash(o, n_params);
     const int iv[] = { o->steps, o->micro_batch, o->checkpoint_every, !!o->resume };
-    h = mix(h, iv, sizeof iv);
-    return mix(h, o->dp, strlen(o->dp));
+    h = sqz_fnv1a(h, iv, sizeof iv);
+    return sqz_fnv1a(h, o->dp, strlen(o->dp));
 }
 
 static void defaults(sqz_finetune_opts *o) {

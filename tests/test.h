@@ -13,6 +13,19 @@
 
 static int test_failed_, test_passed_;
 
+/* KL(base || model) of two logit rows in long double: a reference written apart from
+ * sqz_kl_logits and the KL probe, for the tests that check them. */
+static inline double test_kl_ref(const float *b, const float *m, int V) {
+    long double mb = b[0], mm = m[0], sb = 0, sm = 0, kl = 0;
+    for (int i = 1; i < V; i++) mb = b[i] > mb ? b[i] : mb, mm = m[i] > mm ? m[i] : mm;
+    for (int i = 0; i < V; i++) sb += expl(b[i] - mb), sm += expl(m[i] - mm);
+    for (int i = 0; i < V; i++) {
+        const long double lp = b[i] - mb - logl(sb), lq = m[i] - mm - logl(sm);
+        kl += expl(lp) * (lp - lq);
+    }
+    return (double)kl;
+}
+
 #define CHECK(cond, ...)                                                                   \
     do {                                                                                   \
         if (cond) {                                                                        \

@@ -83,18 +83,6 @@ static void test_knapsack(void) {
     CHECK(refused_ok, "a budget below the cheapest combination is refused");
 }
 
-/* KL(base || model) of two logit rows, in long double (independent of kl_probe.c). */
-static double kl_ref(const float *b, const float *m, int V) {
-    long double mb = b[0], mm = m[0], sb = 0, sm = 0, kl = 0;
-    for (int i = 1; i < V; i++) mb = b[i] > mb ? b[i] : mb, mm = m[i] > mm ? m[i] : mm;
-    for (int i = 0; i < V; i++) sb += expl(b[i] - mb), sm += expl(m[i] - mm);
-    for (int i = 0; i < V; i++) {
-        const long double lp = b[i] - mb - logl(sb), lq = m[i] - mm - logl(sm);
-        kl += expl(lp) * (lp - lq);
-    }
-    return (double)kl;
-}
-
 /* Mean KL over n_win windows of C tokens, from whole-window evaluations of both models. */
 static double kl_full(sqz_ctx *ctx, const sqz_model *a, const sqz_model *b, const int32_t *tok, int n_win, int C) {
     const int V = a->cfg.vocab_size;
@@ -105,7 +93,7 @@ static double kl_full(sqz_ctx *ctx, const sqz_model *a, const sqz_model *b, cons
     for (int w = 0; w < n_win && sum == sum; w++) {
         sqz_session_reset(sa), sqz_session_reset(sb);
         if (sqz_session_eval(sa, tok + w * C, C, la, 1) || sqz_session_eval(sb, tok + w * C, C, lb, 1)) sum = NAN;
-        for (int i = 0; i < C && sum == sum; i++) sum += kl_ref(la + (size_t)i * V, lb + (size_t)i * V, V);
+        for (int i = 0; i < C && sum == sum; i++) sum += test_kl_ref(la + (size_t)i * V, lb + (size_t)i * V, V);
     }
     sqz_session_free(sa), sqz_session_free(sb);
     free(la), free(lb);

@@ -253,18 +253,6 @@ static void copy_cut(const char *from, const char *to, double frac) {
     free(x);
 }
 
-/* KL(base || model) of two logit rows, in long double (independent of the probe). */
-static double kl_ref(const float *b, const float *m, int V) {
-    long double mb = b[0], mm = m[0], sb = 0, sm = 0, kl = 0;
-    for (int i = 1; i < V; i++) mb = b[i] > mb ? b[i] : mb, mm = m[i] > mm ? m[i] : mm;
-    for (int i = 0; i < V; i++) sb += expl(b[i] - mb), sm += expl(m[i] - mm);
-    for (int i = 0; i < V; i++) {
-        const long double lp = b[i] - mb - logl(sb), lq = m[i] - mm - logl(sm);
-        kl += expl(lp) * (lp - lq);
-    }
-    return (double)kl;
-}
-
 static void test_quant(void) {
     const char *mp = test_shared("models/sqz-llama-26m");
     if (!mp || test_quick()) {
@@ -351,7 +339,7 @@ static void test_quant(void) {
         for (size_t w = 0; w < np; w++) {
             logits_of(ctx, m, pool + w * C, C, lb);
             logits_of(ctx, q, pool + w * C, C, lq);
-            for (int i = 0; i < C; i++) sum += kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+            for (int i = 0; i < C; i++) sum += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
         }
         CHECK_CLOSE(sum / (double)(np * C), sr.best_kl, 1e-9, 1e-4, "the file's KL = the search's (%zu windows)", np);
         free(lb), free(lq);

@@ -17,12 +17,24 @@
 #include "formats/quant.h"
 #include "kernels/x16.h"
 
-enum { PF = 1536 };
+enum { PF = 3072 };
 
 static inline __m512i bcast(const int8_t *p) { return _mm512_set1_epi32(*(const int32_t *)(const void *)p); }
 
-/* the 8 unsigned weight vectors of block x (Q4_0: nibbles; Q8_0: bytes ^ 0x80) */
+/* the 8 unsigned weight vectors of block x (Q8_0: bytes ^ 0x80; Q4_0: the low nibbles, and the
+ * high nibbles left in place, i.e. 16 q: block_isum divides their sums by 16, one shift a block
+ * instead of one a vector - decode of Q4_0 is bound by these instructions, not by memory) */
 static inline __attribute__((always_inline)) void unpack_q4(const block_q4_0x16 *x, __m512i u[8]) {
+    const __m512i lo = _mm512_set1_epi8(0x0F), hi = _mm512_set1_epi8((char)0xF0);
+    #pragma GCC unroll 8
+    for (int j = 0; j < 4; j++) {
+        const __m512i v = _mm512_loadu_si512(x->qs + 64 * j);
+        u[2 * j] = _mm512_and_si512(v, lo);
+        u[2 * j + 1] = _mm512_and_si512(v, hi);
+    }
+}
+/* prefill's: the high nibbles shifted down once, as the block serves up to 8 tokens */
+static inline __attribute__((always_inline)) void unpack_q4_shifted(const block_q4_0x16 *x, __m512i u[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     #pragma GCC unroll 8
     for (int j = 0; j < 4; j++) {
@@ -37,8 +49,11 @@ static inline __attribute__((always_inline)) void unpack_q8(const block_q8_0x16 
     for (int j = 0; j < 8; j++) u[j] = _mm512_xor_si512(_mm512_loadu_si512(x->qs + 64 * j), off);
 }
 
-/* the 16 rows' integer sums for one block: sum_j u[j] . a's bytes 4j..4j+3, minus the offset */
-static inline __attribute__((always_inline)) __m512i block_isum(const __m512i u[8], const block_q8_0s *a, int q4) {
+/* the 16 rows' integer sums for one block: sum_j u[j] . a's bytes 4j..4j+3, minus the offset.
+ * The odd vectors go to s1: with hi16 (decode's Q4_0) they are the high nibbles times 16, so s1 is
+ * a multiple of 16 (|s1| <= 16 * 15 * 128 * 16 per block, far inside int32) and s1 >> 4 exact. */
+static inline __attribute__((always_inline)) __m512i block_isum(const __m512i u[8], const block_q8_0s *a, int q4,
+                                                                int hi16) {
     __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], bcast(a->qs + 0));
     __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], bcast(a->qs + 4));
     s0 = _mm512_dpbusd_epi32(s0, u[2], bcast(a->qs + 8));
@@ -47,6 +62,7 @@ static inline __attribute__((always_inline)) __m512i block_isum(const __m512i u[
     s1 = _mm512_dpbusd_epi32(s1, u[5], bcast(a->qs + 20));
     s0 = _mm512_dpbusd_epi32(s0, u[6], bcast(a->qs + 24));
     s1 = _mm512_dpbusd_epi32(s1, u[7], bcast(a->qs + 28));
+    if (hi16) s1 = _mm512_srai_epi32(s1, 4);
     return _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(q4 ? a->s8 : a->s128));
 }
 
@@ -63,7 +79,7 @@ static inline __attribute__((always_inline)) __m512 group_dot(const char *w, int
             __m512i u[8];
             if (q4) unpack_q4((const block_q4_0x16 *)x, u);
             else unpack_q8((const block_q8_0x16 *)x, u);
-            const __m512i s = block_isum(u, &a[b + k], q4);
+            const __m512i s = block_isum(u, &a[b + k], q4, q4);
             const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x)),
                                            _mm512_set1_ps(a[b + k].d));
             if (k == 0) acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc0);
@@ -75,7 +91,7 @@ static inline __attribute__((always_inline)) __m512 group_dot(const char *w, int
         __m512i u[8];
         if (q4) unpack_q4((const block_q4_0x16 *)x, u);
         else unpack_q8((const block_q8_0x16 *)x, u);
-        const __m512i s = block_isum(u, &a[b], q4);
+        const __m512i s = block_isum(u, &a[b], q4, q4);
         const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x)),
                                        _mm512_set1_ps(a[b].d));
         acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc0);
@@ -108,13 +124,13 @@ static inline __attribute__((always_inline)) void group_gemm(const char *w, int6
     for (int64_t b = 0; b < nb; b++) {
         const char *x = w + (size_t)b * bs;
         __m512i u[8];
-        if (q4) unpack_q4((const block_q4_0x16 *)x, u);
+        if (q4) unpack_q4_shifted((const block_q4_0x16 *)x, u);
         else unpack_q8((const block_q8_0x16 *)x, u);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x));
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
             const block_q8_0s *at = &a[(size_t)t * (size_t)nb + (size_t)b];
-            const __m512i s = block_isum(u, at, q4);
+            const __m512i s = block_isum(u, at, q4, 0);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(at->d)), acc[t]);
         }
     }

@@ -357,10 +357,57 @@ static void test_errors(sqz_ctx *ctx) {
     }
 }
 
+/* Long contexts: the SIMD kernels walk the rows in tiles of ~32 KB and prefetch ahead (attn_avx512.c);
+ * P spans several tiles and ends inside one, rows contiguous (the f16 policy's layout) and
+ * strided, and the results must still be the reference's. */
+static void test_long_rows(void) {
+    static const struct { sqz_kvrow_type t; int n, group; size_t pad; } fmts[] = {
+        { SQZ_KVROW_F16, 64, 64, 0 }, { SQZ_KVROW_F16, 128, 128, 384 }, { SQZ_KVROW_Q4, 64, 32, 0 },
+        { SQZ_KVROW_F32, 64, 64, 0 },
+    };
+    enum { P = 1337, NQ = 8 };
+    const sqz_attn_kernels ref = sqz_attn_kernels_ref();
+    uint64_t rng = 7;
+    float *x = malloc(128 * sizeof *x), *q = malloc((size_t)NQ * 128 * sizeof *q);
+    float *w = malloc((size_t)NQ * P * sizeof *w), *s_ref = malloc((size_t)NQ * P * sizeof *s_ref);
+    float *s_simd = malloc((size_t)NQ * P * sizeof *s_simd);
+    float *y_ref = malloc((size_t)NQ * 128 * sizeof *y_ref), *y_simd = malloc((size_t)NQ * 128 * sizeof *y_simd);
+    uint8_t *rows = malloc((size_t)P * (128 * 4 + 384));
+    for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++) {
+        const sqz_kvrow_fmt f = { fmts[fi].t, fmts[fi].n, fmts[fi].group };
+        const size_t ld = sqz_kvrow_bytes(&f) + fmts[fi].pad;
+        for (int p = 0; p < P; p++) {
+            for (int i = 0; i < f.n; i++) x[i] = test_frand(&rng);
+            sqz_kvrow_encode(&f, x, rows + (size_t)p * ld);
+        }
+        for (int i = 0; i < NQ * f.n; i++) q[i] = test_frand(&rng);
+        for (int i = 0; i < NQ * P; i++) w[i] = test_frand(&rng) * 0.5f + 0.5f;
+        for (int nq = 3; nq <= NQ; nq += NQ - 3) {
+            memset(y_ref, 0, (size_t)NQ * 128 * sizeof *y_ref);
+            ref.scores(&f, nq, q, rows, ld, P, 0.125f, s_ref, P);
+            ref.accum(&f, nq, w, P, rows, ld, P, y_ref);
+            for (int isa = SQZ_ISA_AVX2; isa <= (int)sqz_isa_best(); isa++) {
+                const sqz_attn_kernels simd = sqz_attn_kernels_get((sqz_isa)isa);
+                memset(y_simd, 0, (size_t)NQ * 128 * sizeof *y_simd);
+                simd.scores(&f, nq, q, rows, ld, P, 0.125f, s_simd, P);
+                simd.accum(&f, nq, w, P, rows, ld, P, y_simd);
+                double es = 0, ey = 0;
+                for (int k = 0; k < nq * P; k++) es = fmax(es, fabs(s_simd[k] - s_ref[k]));
+                for (int k = 0; k < nq * f.n; k++) ey = fmax(ey, fabs(y_simd[k] - y_ref[k]) / (1 + fabs(y_ref[k])));
+                CHECK(es < 1e-5 && ey < 1e-5, "%d rows of format %zu (type %d, n %d, stride %zu), %d queries: %s = reference (scores %.2g, outputs %.2g)",
+                      P, fi, f.type, f.n, ld, nq, sqz_isa_name((sqz_isa)isa), es, ey);
+            }
+        }
+    }
+    if (sqz_isa_best() < SQZ_ISA_AVX2) SKIP("no AVX2: the SIMD tiers were not compared on long rows");
+    free(x), free(q), free(w), free(s_ref), free(s_simd), free(y_ref), free(y_simd), free(rows);
+}
+
 int main(void) {
     test_softmax();
     sqz_ctx *ctx = sqz_ctx_new();
     test_formats_and_kernels();
+    test_long_rows();
     test_rotation();
     test_streaming_q4(ctx, 0);
     test_streaming_q4(ctx, 1);

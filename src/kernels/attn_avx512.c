@@ -6,7 +6,13 @@
  *   accum:  a block of 64 channels x 4 queries of y (16 registers) stays in registers over all
  *           rows, so y is loaded and stored once per call instead of once per row tile.
  * Rows whose channel count is not a multiple of 16, and batches of more than 8 queries
- * (prefill, where the AVX2 tier's decoded tile serves every query), go to the AVX2 tier. */
+ * (prefill, where the AVX2 tier's decoded tile serves every query), go to the AVX2 tier.
+ *
+ * Long contexts: the rows stream from DRAM (4096 positions of a 1B model's f16 cache are 92 MB a
+ * token, more than its Q4 weights' 1/6), so both kernels walk the rows in tiles of ~32 KB - every
+ * pass of 4 queries over a tile after the first finds it in cache - and the first pass
+ * prefetches PF_ROWS rows ahead (measured at 4096 positions: a third of decode's time went to
+ * attention at ~5 GB/s before). */
 #include <immintrin.h>
 
 #include "kernels/attn.h"
@@ -50,39 +56,84 @@ static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
+enum { TILE_BYTES = 32768, PF_BYTES = 2048 };
+
+/* rows per tile, and how many rows ahead the first pass prefetches (ld 0: P = 1 row, as
+ * minicache passes a single row) */
+static inline int tile_rows(size_t ld) { return ld >= TILE_BYTES ? 1 : ld ? (int)(TILE_BYTES / ld) : 1 << 30; }
+static inline int pf_rows(size_t ld) { return ld >= PF_BYTES ? 1 : ld ? (int)(PF_BYTES / ld) : 1 << 30; }
+
+/* every line of the row pf rows after row (its bytes rb) */
+static inline void prefetch_row(const uint8_t *row, size_t ld, int pf, size_t rb) {
+    const uint8_t *r = row + (size_t)pf * ld;
+    for (size_t l = 0; l < rb; l += 64) _mm_prefetch((const char *)r + l, _MM_HINT_T0);
+}
+
 static inline __attribute__((always_inline)) void
 scores_t(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *q, const void *rows,
          size_t ld, int P, float scale, float *s, size_t sld) {
-    const int n = f->n, bits = sqz_kvrow_bits(type);
+    const int n = f->n, bits = sqz_kvrow_bits(type), pt = tile_rows(ld), pf = pf_rows(ld);
+    const size_t rb = sqz_kvrow_bytes(f);
     const __m128 sc = _mm_set1_ps(scale);
-    int j0 = 0;
-    for (; j0 + 4 <= nq; j0 += 4) {
-        const float *q0 = q + (size_t)j0 * n, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n;
-        for (int p = 0; p < P; p++) {
-            const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
-            const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int c = 0; c < n; c += 16) {
-                const __m512 x = decode16(type, row, par, f->group, c);
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + c), x, a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + c), x, a1);
-                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + c), x, a2);
-                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + c), x, a3);
+    for (int p0 = 0; p0 < P; p0 += pt) {
+        const int p1 = P - p0 < pt ? P : p0 + pt;
+        int j0 = 0;
+        if (nq == 8) { /* GQA's common group: one pass, each row decoded once for all 8 */
+            const float *q0 = q, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n;
+            const float *q4 = q3 + n, *q5 = q4 + n, *q6 = q5 + n, *q7 = q6 + n;
+            for (int p = p0; p < p1; p++) {
+                const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
+                if (p + pf < P) prefetch_row(row, ld, pf, rb);
+                const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+                for (int c = 0; c < n; c += 16) {
+                    const __m512 x = decode16(type, row, par, f->group, c);
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + c), x, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + c), x, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + c), x, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + c), x, a3);
+                    a4 = _mm512_fmadd_ps(_mm512_loadu_ps(q4 + c), x, a4);
+                    a5 = _mm512_fmadd_ps(_mm512_loadu_ps(q5 + c), x, a5);
+                    a6 = _mm512_fmadd_ps(_mm512_loadu_ps(q6 + c), x, a6);
+                    a7 = _mm512_fmadd_ps(_mm512_loadu_ps(q7 + c), x, a7);
+                }
+                float o[8];
+                _mm_storeu_ps(o, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
+                _mm_storeu_ps(o + 4, _mm_mul_ps(hsum4(a4, a5, a6, a7), sc));
+                for (int r = 0; r < 8; r++) s[(size_t)r * sld + p] = o[r];
             }
-            float o[4];
-            _mm_storeu_ps(o, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
-            for (int r = 0; r < 4; r++) s[(size_t)(j0 + r) * sld + p] = o[r];
+            j0 = 8;
         }
-    }
-    for (; j0 < nq; j0++) {
-        const float *qj = q + (size_t)j0 * n;
-        for (int p = 0; p < P; p++) {
-            const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
-            const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
-            __m512 a = _mm512_setzero_ps();
-            for (int c = 0; c < n; c += 16)
-                a = _mm512_fmadd_ps(_mm512_loadu_ps(qj + c), decode16(type, row, par, f->group, c), a);
-            s[(size_t)j0 * sld + p] = _mm512_reduce_add_ps(a) * scale;
+        for (; j0 + 4 <= nq; j0 += 4) {
+            const float *q0 = q + (size_t)j0 * n, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n;
+            for (int p = p0; p < p1; p++) {
+                const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
+                if (j0 == 0 && p + pf < P) prefetch_row(row, ld, pf, rb);
+                const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int c = 0; c < n; c += 16) {
+                    const __m512 x = decode16(type, row, par, f->group, c);
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + c), x, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + c), x, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + c), x, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + c), x, a3);
+                }
+                float o[4];
+                _mm_storeu_ps(o, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
+                for (int r = 0; r < 4; r++) s[(size_t)(j0 + r) * sld + p] = o[r];
+            }
+        }
+        for (; j0 < nq; j0++) {
+            const float *qj = q + (size_t)j0 * n;
+            for (int p = p0; p < p1; p++) {
+                const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
+                if (j0 == 0 && p + pf < P) prefetch_row(row, ld, pf, rb);
+                const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
+                __m512 a = _mm512_setzero_ps();
+                for (int c = 0; c < n; c += 16)
+                    a = _mm512_fmadd_ps(_mm512_loadu_ps(qj + c), decode16(type, row, par, f->group, c), a);
+                s[(size_t)j0 * sld + p] = _mm512_reduce_add_ps(a) * scale;
+            }
         }
     }
 }
@@ -90,15 +141,18 @@ scores_t(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *q, co
 /* y[M queries][c0 .. c0 + 16 NC) += sum_p w . row_p, the block held in registers over all rows. */
 static inline __attribute__((always_inline)) void
 accum_block(sqz_kvrow_type type, const int M, const int NC, const sqz_kvrow_fmt *f,
-            const float *w, size_t wld, const void *rows, size_t ld, int P, float *y, int c0) {
+            const float *w, size_t wld, const void *rows, size_t ld, int p0, int p1, int P, int pf,
+            float *y, int c0) {
     const int n = f->n, bits = sqz_kvrow_bits(type);
+    const size_t rb = sqz_kvrow_bytes(f);
     __m512 acc[4][4];
     #pragma GCC unroll 4
     for (int r = 0; r < M; r++)
         #pragma GCC unroll 4
         for (int k = 0; k < NC; k++) acc[r][k] = _mm512_loadu_ps(y + (size_t)r * n + c0 + 16 * k);
-    for (int p = 0; p < P; p++) {
+    for (int p = p0; p < p1; p++) {
         const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
+        if (pf && p + pf < P) prefetch_row(row, ld, pf, rb);
         const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
         __m512 x[4];
         #pragma GCC unroll 4
@@ -119,21 +173,28 @@ accum_block(sqz_kvrow_type type, const int M, const int NC, const sqz_kvrow_fmt 
 static inline __attribute__((always_inline)) void
 accum_t(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *w, size_t wld,
         const void *rows, size_t ld, int P, float *y) {
-    const int n = f->n;
-    int j0 = 0;
-    for (; j0 + 4 <= nq; j0 += 4) {
-        const float *wj = w + (size_t)j0 * wld;
-        float *yj = y + (size_t)j0 * n;
-        int c = 0;
-        for (; c + 64 <= n; c += 64) accum_block(type, 4, 4, f, wj, wld, rows, ld, P, yj, c);
-        for (; c < n; c += 16) accum_block(type, 4, 1, f, wj, wld, rows, ld, P, yj, c);
-    }
-    for (; j0 < nq; j0++) {
-        const float *wj = w + (size_t)j0 * wld;
-        float *yj = y + (size_t)j0 * n;
-        int c = 0;
-        for (; c + 64 <= n; c += 64) accum_block(type, 1, 4, f, wj, wld, rows, ld, P, yj, c);
-        for (; c < n; c += 16) accum_block(type, 1, 1, f, wj, wld, rows, ld, P, yj, c);
+    const int n = f->n, pt = tile_rows(ld), pf = pf_rows(ld);
+    for (int p0 = 0; p0 < P; p0 += pt) {
+        const int p1 = P - p0 < pt ? P : p0 + pt;
+        int j0 = 0, first = 1; /* the tile's first pass prefetches the next rows */
+        for (; j0 + 4 <= nq; j0 += 4) {
+            const float *wj = w + (size_t)j0 * wld;
+            float *yj = y + (size_t)j0 * n;
+            int c = 0;
+            for (; c + 64 <= n; c += 64, first = 0)
+                accum_block(type, 4, 4, f, wj, wld, rows, ld, p0, p1, P, first ? pf : 0, yj, c);
+            for (; c < n; c += 16, first = 0)
+                accum_block(type, 4, 1, f, wj, wld, rows, ld, p0, p1, P, first ? pf : 0, yj, c);
+        }
+        for (; j0 < nq; j0++) {
+            const float *wj = w + (size_t)j0 * wld;
+            float *yj = y + (size_t)j0 * n;
+            int c = 0;
+            for (; c + 64 <= n; c += 64, first = 0)
+                accum_block(type, 1, 4, f, wj, wld, rows, ld, p0, p1, P, first ? pf : 0, yj, c);
+            for (; c < n; c += 16, first = 0)
+                accum_block(type, 1, 1, f, wj, wld, rows, ld, p0, p1, P, first ? pf : 0, yj, c);
+        }
     }
 }
 

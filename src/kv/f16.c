@@ -1,7 +1,9 @@
 /* kv/f16.c - KV cache policy "f16": keys and values stored as IEEE half precision (as most
- * inference engines keep their cache), [layer][pos][Hkv*hd]. Attention runs on the f16 rows
- * with the kernels of kernels/attn.h (F16C conversion fused into the dot products), so no f32
- * copy of the cache exists. */
+ * inference engines keep their cache), [layer][kv head][pos][hd]: one head's rows are contiguous,
+ * so a decode step streams them (at long contexts the cache is read from DRAM every token; rows
+ * interleaved by head made every read a strided one). Attention runs on the f16 rows with the
+ * kernels of kernels/attn.h (F16C conversion fused into the dot products), so no f32 copy of the
+ * cache exists. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,12 +47,14 @@ static void reset(void *state) { ((kv_f16 *)state)->d.n_pos = 0; }
 /* Position pos's keys and values of KV heads [g0, g1) (k, v: the whole row [Hkv*hd]). */
 static void store_heads(kv_f16 *c, int layer, int pos, const float *k, const float *v, int g0,
                         int g1) {
-    const size_t hd = (size_t)c->d.shape.head_dim, row = (size_t)c->d.shape.n_kv_heads * hd;
-    const size_t o = (size_t)layer * c->d.layer_elems + (size_t)pos * row;
+    const size_t hd = (size_t)c->d.shape.head_dim, head = (size_t)c->d.shape.max_pos * hd;
     uint16_t *K = c->d.k, *V = c->d.v;
-    for (size_t i = (size_t)g0 * hd; i < (size_t)g1 * hd; i++) {
-        K[o + i] = sqz_f32_to_f16(k[i]);
-        V[o + i] = sqz_f32_to_f16(v[i]);
+    for (int g = g0; g < g1; g++) {
+        const size_t o = (size_t)layer * c->d.layer_elems + (size_t)g * head + (size_t)pos * hd;
+        for (size_t i = 0; i < hd; i++) {
+            K[o + i] = sqz_f32_to_f16(k[(size_t)g * hd + i]);
+            V[o + i] = sqz_f32_to_f16(v[(size_t)g * hd + i]);
+        }
     }
 }
 
@@ -68,16 +72,15 @@ static sqz_status store(void *state, int layer, int pos, int n, const float *k, 
  * (each row converted once for all of them), the queries in order with g's scratch. */
 static void attend_group(kv_f16 *c, int layer, int pos, int n, const float *q, float *out, int g) {
     const int Hq = c->d.shape.n_heads, Hkv = c->d.shape.n_kv_heads, hd = c->d.shape.head_dim;
-    const int group = Hq / Hkv, row = Hkv * hd;
-    const uint16_t *K = (const uint16_t *)c->d.k + (size_t)layer * c->d.layer_elems;
-    const uint16_t *V = (const uint16_t *)c->d.v + (size_t)layer * c->d.layer_elems;
+    const int group = Hq / Hkv;
+    const size_t head = (size_t)layer * c->d.layer_elems + (size_t)g * c->d.shape.max_pos * hd;
+    const uint16_t *K = (const uint16_t *)c->d.k + head, *V = (const uint16_t *)c->d.v + head;
     const float scale = 1.0f / sqrtf((float)hd);
     float *s = c->d.scratch + (size_t)g * group * c->d.shape.max_pos;
     for (int t = 0; t < n; t++) {
         const size_t qo = (size_t)t * Hq * hd + (size_t)g * group * hd;
-        sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K + (size_t)g * hd,
-                           V + (size_t)g * hd, (size_t)row * sizeof(uint16_t), pos + t + 1, scale,
-                           s, out + qo);
+        sqz_kv_attend_rows(&c->kr, &c->codec, &c->fmt, group, q + qo, K, V, (size_t)hd * sizeof(uint16_t),
+                           pos + t + 1, scale, s, out + qo);
     }
 }
 

@@ -189,6 +189,17 @@ static sqz_status window_end(void *user) {
     return c->meth->window_end(c->state, c->run);
 }
 
+/* Layer l of the original is not read again (sqz_convert re-reads from the file what it copies):
+ * its mapped pages go back, so the peak holds one layer of the source, not the whole model
+ * (a 1.1B bf16 model is 2 GB). Weights that are not file pages (rsq's scratch, a model built in
+ * memory) are left alone by sqz_model_release. */
+static void release_layer(const sqz_model *m, const sqz_layer_weights *w) {
+    const sqz_tensor *t[] = { &w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk, &w->bv,
+                              &w->bo, &w->ffn_norm, &w->w_gate, &w->w_up, &w->w_down };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (t[i]->data) sqz_model_release(m, t[i]->data, sqz_tensor_nbytes(t[i]));
+}
+
 /* The layer loop and the head, for a method with calibration; run->qm already holds the
  * original's views. */
 static sqz_status quantize_layers(const sqz_quant_method *meth, void *state, sqz_quant_run *run,
@@ -239,6 +250,7 @@ static sqz_status quantize_layers(const sqz_quant_method *meth, void *state, sqz
         if ((st = quantize_layer(meth, state, run, l, &acc))) break;
         st = sqz_calib_layer_pass(s, meth->sequential ? &qm->layers[l] : &model->layers[l], l, X, n_win, C, -1,
                                   NULL, NULL, NULL, NULL, NULL);
+        release_layer(model, &model->layers[l]);
         sqz_progress(ctx, "quantize", (uint64_t)l + 1, (uint64_t)L);
     }
     if (!st) st = quantize_head(meth, state, run, X, N, &site[SQZ_SITE_QKV], &acc);

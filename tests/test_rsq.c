@@ -197,11 +197,31 @@ static void test_importance(sqz_ctx *ctx) {
     for (int t = 0; t < N; t++)
         for (int i = 0; i < d; i++)
             for (int j = 0; j < d; j++) Hn[i * d + j] += (double)w[t] * x0[t * d + i] * x0[t * d + j];
-    sqz_rsq_hessian_add(H, tmp, x, w, N, d);
+    sqz_rsq_hessian_add(H, tmp, x, w, N, d, 1);
     double herr = 0;
     for (int i = 0; i < d; i++)
         for (int j = i; j < d; j++) herr = fmax(herr, fabs(H[i * d + j] - Hn[i * d + j]));
     CHECK(herr < 1e-5, "H = sum r_t x_t x_t^T (upper triangle; max diff %.2e)", herr);
+    /* wider than one of the GEMM's 96-row blocks (the last one partial), 1 and 2 threads, added
+     * twice onto what H held */
+    enum { N2 = 37, D2 = 203 };
+    float *x2 = malloc(sizeof(float) * N2 * D2), *tmp2 = malloc(sizeof(float) * D2 * D2);
+    double *H2 = malloc(sizeof(double) * D2 * D2), *R2 = calloc((size_t)D2 * D2, sizeof(double));
+    for (int i = 0; i < N2 * D2; i++) x2[i] = frand();
+    for (int t = 0; t < N2; t++)
+        for (int i = 0; i < D2; i++)
+            for (int j = i; j < D2; j++) R2[i * D2 + j] += 2.0 * x2[t * D2 + i] * x2[t * D2 + j];
+    for (int nt = 1; nt <= 2; nt++) {
+        for (int i = 0; i < D2 * D2; i++) H2[i] = 0;
+        sqz_rsq_hessian_add(H2, tmp2, x2, NULL, N2, D2, nt);
+        sqz_rsq_hessian_add(H2, tmp2, x2, NULL, N2, D2, nt);
+        double e2 = 0;
+        for (int i = 0; i < D2; i++)
+            for (int j = i; j < D2; j++) e2 = fmax(e2, fabs(H2[i * D2 + j] - R2[i * D2 + j]));
+        CHECK(e2 < 1e-4, "H of %d tokens x %d channels on %d thread(s) = double reference (max diff %.2e)", N2, D2,
+              nt, e2);
+    }
+    free(x2), free(tmp2), free(H2), free(R2);
 }
 
 typedef struct errs {

@@ -73,7 +73,7 @@ void sqz_alloc_plan_free(sqz_alloc_plan *p) {
 }
 
 typedef struct site_h {
-    int dim;
+    int dim, threads;
     double *H;
     float *tmp;
 } site_h;
@@ -82,7 +82,7 @@ static void capture(void *user, int layer, int site, const float *x, int T, int 
     (void)layer;
     if (site >= SQZ_N_SITES) return;
     site_h *h = &((site_h *)user)[site];
-    sqz_rsq_hessian_add(h->H, h->tmp, (float *)x, NULL, T, dim);
+    sqz_rsq_hessian_add(h->H, h->tmp, (float *)x, NULL, T, dim, h->threads);
 }
 
 static void symmetrize(site_h *h) {
@@ -205,6 +205,7 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
     if (ok) ok = (plan->types = malloc((size_t)L * NM * sizeof *plan->types)) != NULL;
     for (int k = 0; ok && k < SQZ_N_SITES; k++) {
         h[k].dim = dims[k];
+        h[k].threads = ctx->n_threads;
         ok = (h[k].H = malloc((size_t)dims[k] * dims[k] * sizeof(double))) &&
              (h[k].tmp = malloc((size_t)dims[k] * dims[k] * sizeof(float)));
     }
@@ -262,7 +263,7 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
         memset(hh->H, 0, (size_t)D * D * sizeof(double));
         for (size_t w = 0; w < n_win && !st; w++) {
             sqz_rmsnorm(xn, X + w * (size_t)C * D, model->out_norm.data, C, D, c->norm_eps);
-            sqz_rsq_hessian_add(hh->H, hh->tmp, xn, NULL, C, D);
+            sqz_rsq_hessian_add(hh->H, hh->tmp, xn, NULL, C, D, ctx->n_threads);
         }
         free(xn);
         symmetrize(hh);

@@ -107,7 +107,7 @@ static sqz_status window_end(void *state, sqz_quant_run *run) {
     sqz_rsq_normalize(s->r, C, s->rmin, SQZ_RSQ_RMAX);
     for (int k = 0; k < SQZ_N_SITES; k++) {
         sqz_quant_stats *ss = &run->site[k];
-        sqz_rsq_hessian_add(ss->H, ss->tmp, s->win[k], s->r, C, ss->dim);
+        sqz_rsq_hessian_add(ss->H, ss->tmp, s->win[k], s->r, C, ss->dim, run->ctx->n_threads);
         ss->n += (size_t)C;
     }
     return SQZ_OK;

@@ -78,7 +78,7 @@ sqz_status sqz_rsq_attn_concentration(sqz_ctx *ctx, const float *q, const float 
 void sqz_rsq_normalize(float *r, int T, float rmin, float rmax);
 
 /* H [dim][dim] (upper triangle) += sum_t r[t] x_t x_t^T over the T rows of x (scaled in place
- * by sqrt(r); r NULL: unweighted). tmp: dim*dim floats of scratch. */
-void sqz_rsq_hessian_add(double *H, float *tmp, float *x, const float *r, int T, int dim);
+ * by sqrt(r); r NULL: unweighted), x^T x on n_threads threads. tmp: dim*dim floats of scratch. */
+void sqz_rsq_hessian_add(double *H, float *tmp, float *x, const float *r, int T, int dim, int n_threads);
 
 #endif

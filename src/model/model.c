@@ -116,6 +116,13 @@ void sqz_model_free(sqz_model *m) {
     free(m);
 }
 
+void sqz_layer_tensors(const sqz_layer_weights *w, const sqz_tensor *out[SQZ_LAYER_N_TENSORS]) {
+    const sqz_tensor *t[SQZ_LAYER_N_TENSORS] = { &w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo,
+                                                 &w->bq, &w->bk, &w->bv, &w->bo, &w->ffn_norm,
+                                                 &w->w_gate, &w->w_up, &w->w_down };
+    memcpy(out, t, sizeof t);
+}
+
 size_t sqz_model_release(const sqz_model *m, const void *p, size_t n) {
     return sqz_st_release(m->st, p, n) + sqz_gguf_release(m->gguf, p, n) + sqz_file_release(&m->map, p, n);
 }
@@ -160,10 +167,9 @@ void sqz_model_get_info(const sqz_model *m, sqz_model_info *info) {
     }
     for (int l = 0; l < c->n_layers; l++) {
         const sqz_layer_weights *w = &m->layers[l];
-        const sqz_tensor *ts[] = { &w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq,
-                                   &w->bk, &w->bv, &w->bo, &w->ffn_norm, &w->w_gate, &w->w_up,
-                                   &w->w_down };
-        for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
+        const sqz_tensor *ts[SQZ_LAYER_N_TENSORS];
+        sqz_layer_tensors(w, ts);
+        for (size_t i = 0; i < SQZ_LAYER_N_TENSORS; i++) {
             np += tensor_elems(ts[i]);
             nb += tensor_bytes(ts[i]);
         }

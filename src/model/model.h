@@ -82,6 +82,11 @@ const sqz_tensor *sqz_model_run_output(const sqz_model *m);
  * given back. */
 size_t sqz_model_release(const sqz_model *m, const void *p, size_t n);
 
+/* A layer's tensors in the file's order: attn_norm, wq, wk, wv, wo, bq, bk, bv, bo, ffn_norm,
+ * w_gate, w_up, w_down (the biases, 5..8, have data NULL where the model has none). */
+enum { SQZ_LAYER_N_TENSORS = 13 };
+void sqz_layer_tensors(const sqz_layer_weights *w, const sqz_tensor *out[SQZ_LAYER_N_TENSORS]);
+
 /* For tests: the elements sqz_convert converts, writes and gives back at a time (default
  * 2^24; n <= 0 restores it). Small values make the test models' tensors span many slabs.
  * Not thread-safe: set it while no conversion runs. */

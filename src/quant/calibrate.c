@@ -204,9 +204,9 @@ static sqz_status window_end(void *user) {
  * (a 1.1B bf16 model is 2 GB). Weights that are not file pages (rsq's scratch, a model built in
  * memory) are left alone by sqz_model_release. */
 static void release_layer(const sqz_model *m, const sqz_layer_weights *w) {
-    const sqz_tensor *t[] = { &w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk, &w->bv,
-                              &w->bo, &w->ffn_norm, &w->w_gate, &w->w_up, &w->w_down };
-    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+    const sqz_tensor *t[SQZ_LAYER_N_TENSORS];
+    sqz_layer_tensors(w, t);
+    for (size_t i = 0; i < SQZ_LAYER_N_TENSORS; i++)
         if (t[i]->data) sqz_model_release(m, t[i]->data, sqz_tensor_nbytes(t[i]));
 }
 

@@ -101,9 +101,9 @@ sqz_status sqz_train_params_from_model(sqz_ctx *ctx, const sqz_model *m, int fro
     sqz_status st = copy_in(ctx, &tp->t[i++], &m->tok_embd, frozen, tp->p + tp->tok_embd);
     for (int l = 0; l < c->n_layers && st == SQZ_OK; l++) {
         const sqz_layer_weights *w = &m->layers[l];
-        const sqz_tensor *src[] = { &w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk,
-                                    &w->bv, &w->bo, &w->ffn_norm, &w->w_gate, &w->w_up, &w->w_down };
-        for (size_t k = 0; k < sizeof src / sizeof *src && st == SQZ_OK; k++) {
+        const sqz_tensor *src[SQZ_LAYER_N_TENSORS];
+        sqz_layer_tensors(w, src);
+        for (size_t k = 0; k < SQZ_LAYER_N_TENSORS && st == SQZ_OK; k++) {
             if (!src[k]->data && (k >= 5 && k <= 8)) continue; /* absent bias */
             st = copy_in(ctx, &tp->t[i], src[k], frozen, tp->p + tp->t[i].off);
             i++;

@@ -50,6 +50,15 @@ const char *sqz_version(void);
 /* A static, human-readable name for a status ("ok", "i/o error", ...). Never NULL. */
 const char *sqz_status_str(sqz_status st);
 
+/* OpenBLAS (Debian's 0.3.21) picks its kernels once, when it loads, from the CPU's model; on a
+ * CPU newer than it knows it can fall back to far older ones (seen: SSE3 "Prescott" kernels on
+ * an AVX-512 Xeon, 3.5x slower in the double-precision Cholesky of GPTQ's Hessians). Returns
+ * the OPENBLAS_CORETYPE value this CPU's instruction set supports and that is better than the
+ * loaded choice ("SkylakeX" or "Haswell"), or NULL when the choice is fine or
+ * OPENBLAS_CORETYPE is set already. A program sets it and re-executes itself before any work
+ * (sqz's CLI does); it cannot take effect in a running process. */
+const char *sqz_blas_coretype_hint(void);
+
 /* ---------------------------------------------------------------- context */
 
 typedef struct sqz_ctx sqz_ctx;

@@ -1,6 +1,7 @@
 /* test_kernels.c - every kernel tier against the portable reference, half conversions against
  * the CPU's own F16C instructions, batched attention against token-by-token attention. */
 #include <immintrin.h>
+#include <string.h>
 #include <stdint.h>
 
 #include "kernels/kernels.h"
@@ -216,6 +217,27 @@ static void test_row_ops(void) {
         for (int i = 0; i < n; i++) emax = fmax(emax, fabs((double)g2[i] - g[i]) / (fabs(g[i]) + 1e-30));
         CHECK(emax < 1e-6 && (n == 1539 || g2[n] == 12345.0f),
               "swiglu avx2 n=%d: max relative error %.2g vs libm", n, emax);
+    }
+    /* axpy: bit for bit a rounded product then a rounded sum, modelled in double (a float
+     * product is exact in double); an FMA would round once and differ on many elements */
+    const int an[] = { 1, 7, 8, 9, 100, 1539 };
+    for (size_t k = 0; k < sizeof an / sizeof *an; k++) {
+        const int n = an[k];
+        const float a = frand() * 3.0f - 1.5f;
+        int bad_ref = 0, bad_avx2 = 0, fused_differs = 0;
+        for (int i = 0; i < n; i++) g[i] = g2[i] = frand() * 2.0f - 1.0f, u[i] = frand() * 2.0f - 1.0f;
+        float keep[1539];
+        memcpy(keep, g, (size_t)n * sizeof *g);
+        sqz_axpy_ref(g, a, u, n);
+        sqz_axpy_avx2(g2, a, u, n);
+        for (int i = 0; i < n; i++) {
+            const float want = (float)((double)keep[i] + (double)(float)((double)a * u[i]));
+            const float fused = (float)((double)keep[i] + (double)a * u[i]);
+            bad_ref += g[i] != want, bad_avx2 += g2[i] != want, fused_differs += fused != want;
+        }
+        CHECK(!bad_ref && !bad_avx2 && (n < 100 || fused_differs > 0),
+              "axpy n=%d: %d / %d elements off the unfused result (ref / avx2); an FMA would differ on %d",
+              n, bad_ref, bad_avx2, fused_differs);
     }
     /* softmax: lengths around the 8-wide steps, a row of equal values, huge spreads */
     const int sn[] = { 1, 7, 8, 9, 15, 16, 17, 100, 513, 1536 };

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,30 @@ const char *sqz_status_str(sqz_status st) {
 static int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* OpenBLAS's names for the kernel sets that use AVX-512 / at least AVX2 + FMA */
+static int core_in(const char *core, const char *const *set) {
+    for (; *set; set++)
+        if (!strcasecmp(core, *set)) return 1;
+    return 0;
+}
+
+const char *sqz_blas_coretype_hint(void) {
+#if defined(__x86_64__)
+    static const char *const avx512[] = { "SkylakeX", "Cooperlake", "SapphireRapids", NULL };
+    static const char *const avx2[] = { "Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids", NULL };
+    const char *core = openblas_get_corename();
+    if (getenv("OPENBLAS_CORETYPE") || !core) return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512cd"))
+        return core_in(core, avx512) ? NULL : "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return core_in(core, avx2) ? NULL : "Haswell";
+#endif
+    return NULL;
 }
 
 sqz_ctx *sqz_ctx_new(void) {

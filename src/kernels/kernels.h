@@ -166,6 +166,11 @@ void sqz_sgemm_avx512_ex(int T, int nr, int64_t K, const float *x, size_t ldx, i
 /* The same with the reference f32 dot and one thread: the yardstick for the tests. */
 void sqz_matmul_ref(const sqz_tensor *w, const float *x, int T, float *y);
 
+/* 1 when OpenBLAS runs the best kernels it has for this CPU (sqz_blas_coretype_hint() is NULL:
+ * its AVX-512 sgemm / ssyrk beat sqz_sgemm_avx512_ex by 1.5-2.5x on GPTQ's shapes), 0 when it
+ * fell back to old ones and sqz's own AVX-512 GEMM is the faster choice. */
+int sqz_blas_is_best(void);
+
 /* One-time process setup: OpenBLAS runs single-threaded inside sqz's own threads. */
 void sqz_kernels_init(void);
 

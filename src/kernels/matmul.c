@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "sqz.h" /* sqz_blas_coretype_hint */
 
 /* MATVEC_MAX_T: up to this many tokens, a loop of f32-x matvecs beats converting panels for
  * sgemm. QMATVEC_MAX_T: the same for the quantized dot products, which read the weights once
@@ -23,6 +24,12 @@
 enum { PANEL = 64, MATVEC_MAX_T = 3, QMATVEC_MAX_T = 32 };
 
 void sqz_kernels_init(void) { openblas_set_num_threads(1); }
+
+int sqz_blas_is_best(void) {
+    static volatile int cached = -1; /* racing first calls compute the same value */
+    if (cached < 0) cached = sqz_blas_coretype_hint() == NULL;
+    return cached;
+}
 
 const char *sqz_isa_name(sqz_isa isa) {
     return isa == SQZ_ISA_AVX512 ? "avx512" : isa == SQZ_ISA_AVX2 ? "avx2" : "ref";

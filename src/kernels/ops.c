@@ -66,6 +66,18 @@ void sqz_swiglu(float *gate, const float *up, int64_t n) {
     else sqz_swiglu_ref(gate, up, n);
 }
 
+void sqz_axpy_ref(float *y, float a, const float *x, int64_t n) {
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void sqz_axpy(float *y, float a, const float *x, int64_t n) {
+    if (n >= 8 && sqz_isa_best() >= SQZ_ISA_AVX2) sqz_axpy_avx2(y, a, x, n);
+    else sqz_axpy_ref(y, a, x, n);
+}
+
 void sqz_softmax(float *x, int n) {
     if (sqz_isa_best() >= SQZ_ISA_AVX2) sqz_softmax_avx2(x, n);
     else sqz_softmax_ref(x, n);

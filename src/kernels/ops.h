@@ -32,6 +32,13 @@ void sqz_softmax(float *x, int n);
 void sqz_softmax_ref(float *x, int n);
 void sqz_softmax_avx2(float *x, int n); /* AVX2 CPUs only */
 
+/* y[i] += a * x[i] for i < n, each a rounded product then a rounded sum (never one FMA), so
+ * every tier gives the reference's floats bit for bit: GPTQ's error feedback (gptq.c), whose
+ * tests replay it against a textbook loop, spends much of its time here. */
+void sqz_axpy(float *y, float a, const float *x, int64_t n);
+void sqz_axpy_ref(float *y, float a, const float *x, int64_t n);
+void sqz_axpy_avx2(float *y, float a, const float *x, int64_t n); /* AVX2 CPUs only */
+
 /* log(sum(exp(x))) over n values, stable. */
 double sqz_logsumexp(const float *x, int n);
 

@@ -6,6 +6,19 @@
 #include "kernels/exp_avx2.h"
 #include "kernels/ops.h"
 
+/* 8 at a time, a multiply then an add; the tail as the reference does it. Never fused into an
+ * FMA: GCC's ISO C mode (-std=c11) does not contract, clang is told so here. */
+void sqz_axpy_avx2(float *y, float a, const float *x, int64_t n) {
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 /* silu(g) * u = g / (1 + e^-g) * u, 8 at a time; the tail through masked loads and stores. */
 void sqz_swiglu_avx2(float *gate, const float *up, int64_t n) {
     const __m256 one = _mm256_set1_ps(1.0f);

@@ -35,8 +35,29 @@
 #include "formats/blocks.h"
 #include "math/hessian.h"
 #include "formats/quant.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
 
 enum { CHUNK_ROWS = 64 };
+
+/* y[R x n] (+= with acc) x[R x K] . w(K x n), w(k, j) = w[k * ldw + j]; row-major, one
+ * thread (GPTQ's chunks are the parallel work). wp: K * 32 floats for sqz's own AVX-512 GEMM
+ * (gemm_avx512.c), 2-3x an OpenBLAS that fell back to old kernels on a CPU it does not know;
+ * NULL: OpenBLAS. */
+static void gemm_rows(int64_t R, int64_t n, int64_t K, const float *x, int64_t ldx, const float *w,
+                      int64_t ldw, float *y, int64_t ldy, int acc, float *wp) {
+    if (wp)
+        sqz_sgemm_avx512_ex((int)R, (int)n, K, x, (size_t)ldx, 0, w, (size_t)ldw, 1, y, (size_t)ldy, acc, wp);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)n, (int)K, 1.0f, x, (int)ldx, w,
+                    (int)ldw, acc ? 1.0f : 0.0f, y, (int)ldy);
+}
+
+/* gemm_rows' scratch for products of depth K: NULL without AVX-512 (or memory) */
+static float *gemm_scratch(int64_t K) {
+    if (sqz_isa_best() != SQZ_ISA_AVX512 || sqz_blas_is_best()) return NULL;
+    return aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
+}
 
 sqz_gptq_opts sqz_gptq_default_opts(void) {
     sqz_gptq_opts o = { .percdamp = 0.1, .block = 128, .act_order = 0, .threads = 0,
@@ -399,8 +420,7 @@ static int sub_moves(const gptq_plan *p, uint8_t *row, float *q, float *g, float
         }
         for (int j = 0; j < n; j++) /* g += H[:, S] dv (rows S of the symmetric H) */
             if (dv[j] != 0) {
-                const float *h = p->Hf + (s0 + j) * cols;
-                for (int64_t c = 0; c < cols; c++) g[c] += dv[j] * h[c];
+                sqz_axpy(g, dv[j], p->Hf + (s0 + j) * cols, cols);
             }
         moved = 1;
     }
@@ -422,8 +442,9 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
     float *q = malloc(n * sizeof *q), *d = malloc(n * sizeof *d), *g = malloc(n * sizeof *g);
     float *half = malloc(n * sizeof *half); /* each element's skip_radius */
     float dv[32];                           /* sub_moves' scratch (a sub-block) */
+    float *wp = gemm_scratch(cols);
     if (!q || !d || !g || !half) {
-        free(q), free(d), free(g), free(half);
+        free(q), free(d), free(g), free(half), free(wp);
         return -1;
     }
     const sqz_type_traits *tr = sqz_type_get(p->type);
@@ -440,8 +461,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
         for (int64_t r = 0; r < R; r++)
             for (int64_t c = 0; c < cols; c++)
                 d[r * cols + c] = q[r * cols + c] - (p->dead && p->dead[c] ? 0.0f : W[r * cols + c]);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)cols, (int)cols, 1.0f, d,
-                    (int)cols, p->Hf, (int)cols, 0.0f, g, (int)cols);
+        gemm_rows(R, cols, cols, d, cols, p->Hf, cols, g, cols, 0, wp);
         int moved = 0;
         for (int64_t r = 0; r < R; r++) {
             uint8_t *row = out + r * p->row_size;
@@ -460,14 +480,14 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
                     continue;
                 }
                 qr[j] = nq;
-                for (int64_t k = 0; k < cols; k++) gr[k] += delta * h[k];
+                sqz_axpy(gr, delta, h, cols);
                 moved = 1;
             }
             if (sqz_gptq_sub_size(p->type)) moved |= sub_moves(p, row, qr, gr, half + r * cols, dv);
         }
         if (!moved) break;
     }
-    free(q), free(d), free(g), free(half);
+    free(q), free(d), free(g), free(half), free(wp);
     return 0;
 }
 
@@ -488,6 +508,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
     float *x0 = malloc((size_t)(R * cols) * sizeof *x0); /* values the scales were chosen from,
                                                             original order */
     float *err = malloc((size_t)(R * B) * sizeof *err);  /* E [R x B] of the current batch */
+    float *wp = gemm_scratch(B);                         /* the lazy update's GEMM scratch */
     /* refit: the block's columns at its start, the values they were rounded from, and each
      * row's best pass (block bytes, errors, loss) */
     const size_t rq = (size_t)R * (size_t)qk;
@@ -498,6 +519,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
     double *loss = passes > 1 ? malloc((size_t)R * 2 * sizeof *loss) : NULL;
     if (!wc || !x0 || !err || (passes > 1 && (!save || !seen || !best_err || !best_blk || !loss))) {
         free(wc), free(x0), free(err), free(save), free(seen), free(best_err), free(best_blk), free(loss);
+        free(wp);
         return -1;
     }
     for (int64_t r = 0; r < R; r++)
@@ -556,7 +578,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
                         const float e = (w - q) / uii;
                         err[r * B + (i - i1)] = e;
                         if (passes > 1) loss[2 * r + 1] = (i == u0 ? 0 : loss[2 * r + 1]) + (double)e * e;
-                        for (int64_t j = i + 1; j < u1; j++) wr[j] -= e * u[j];
+                        sqz_axpy(wr + i + 1, -e, u + i + 1, u1 - i - 1); /* w_j -= e u_j */
                     }
                 }
                 if (passes > 1 && p->U) /* each row keeps its least-loss pass */
@@ -579,15 +601,16 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
                     float *wr = wc + r * cols;
                     for (int64_t i = u0; i < u1; i++) {
                         const float e = err[r * B + (i - i1)];
-                        const float *u = p->U + i * cols;
-                        for (int64_t j = u1; j < i2; j++) wr[j] -= e * u[j];
+                        sqz_axpy(wr + u1, -e, p->U + i * cols + u1, i2 - u1);
                     }
                 }
         }
         if (p->U && i2 < cols)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(cols - i2),
-                        (int)(i2 - i1), -1.0f, err, B, p->U + i1 * cols + i2, (int)cols, 1.0f,
-                        wc + i2, (int)cols);
+        {
+            /* W[:, i2:] -= E U[i1:i2, i2:]: E negated in place (the next batch rewrites it) */
+            for (int64_t k = 0; k < R * B; k++) err[k] = -err[k];
+            gemm_rows(R, cols - i2, i2 - i1, err, B, p->U + i1 * cols + i2, cols, wc + i2, cols, 1, wp);
+        }
     }
     int rc = p->cd_sweeps > 0 && p->Hf ? coordinate_descent(p, W, R, out) : 0;
     if (deq && !rc) {
@@ -595,6 +618,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
         for (int64_t r = 0; r < R; r++) tr->to_float(out + r * p->row_size, deq + r * cols, cols);
     }
     free(wc), free(x0), free(err), free(save), free(seen), free(best_err), free(best_blk), free(loss);
+    free(wp);
     return rc;
 }
 

@@ -227,13 +227,15 @@ void sqz_rsq_normalize(float *r, int T, float rmin, float rmax) {
     for (int t = 0; t < T; t++) r[t] = (float)(r[t] * f);
 }
 
-/* tmp's upper triangle (and a little below the diagonal) = x^T x. On AVX-512 sqz's own GEMM
- * kernel, threaded over blocks of rows, each block only from its diagonal rightwards: this VM's
- * OpenBLAS runs its SSE3 kernels single-threaded inside sqz (~30 GFLOP/s), which made the
- * Hessians of a 1.1B model with 32K calibration tokens (32 TFLOP) take longer than the rest of
- * GPTQ together. Elsewhere OpenBLAS's ssyrk. */
+/* tmp's upper triangle (and a little below the diagonal) = x^T x, threaded over blocks of
+ * rows, each block only from its diagonal rightwards (OpenBLAS runs single-threaded inside
+ * sqz); one thread: OpenBLAS's ssyrk. The blocks go through OpenBLAS's sgemm, or sqz's own
+ * AVX-512 GEMM where OpenBLAS fell back to old kernels (kernels.h, sqz_blas_is_best): its SSE3
+ * ones (~30 GFLOP/s) made the Hessians of a 1.1B model with 32K calibration tokens (32 TFLOP)
+ * take longer than the rest of GPTQ together. */
 static void gram_upper(float *tmp, const float *x, int T, int dim, int n_threads) {
-    if (sqz_isa_best() != SQZ_ISA_AVX512) {
+    const int own = sqz_isa_best() == SQZ_ISA_AVX512 && !sqz_blas_is_best(); /* see kernels.h */
+    if (!own && n_threads <= 1) {
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, dim, T, 1.0f, x, dim, 0.0f, tmp, dim);
         return;
     }
@@ -242,14 +244,14 @@ static void gram_upper(float *tmp, const float *x, int T, int dim, int n_threads
     if (n_threads > nb) n_threads = nb;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
-        float *wp = aligned_alloc(64, ((size_t)T * 32 * sizeof(float) + 63) & ~(size_t)63);
+        float *wp = own ? aligned_alloc(64, ((size_t)T * 32 * sizeof(float) + 63) & ~(size_t)63) : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < nb; b++) {
             const int i0 = b * BI, ni = dim - i0 < BI ? dim - i0 : BI;
             if (wp)
                 sqz_sgemm_avx512_ex(ni, dim - i0, T, x + i0, (size_t)dim, 1, x + i0, (size_t)dim, 1,
                                     tmp + (size_t)i0 * dim + i0, (size_t)dim, 0, wp);
-            else /* no scratch: the same block through OpenBLAS */
+            else /* OpenBLAS's block (or no scratch) */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, dim - i0, T, 1.0f, x + i0, dim, x + i0,
                             dim, 0.0f, tmp + (size_t)i0 * dim + i0, dim);
         }

@@ -3,6 +3,7 @@
  * with --json) on stdout; logs, progress and errors go to stderr. Every failure prints one line
  * "sqz: <message>" and exits with status 1 (2 for a usage error). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -31,7 +32,18 @@ static void progress_bar(void *user, const char *what, uint64_t done, uint64_t t
     p->shown = 1;
 }
 
+/* Debian's OpenBLAS chose its kernels when it loaded; where it chose far worse ones than this
+ * CPU runs, start again with the right ones (sqz_blas_coretype_hint). SQZ_NO_REEXEC=1 keeps
+ * the first choice. If the exec fails, go on as loaded. */
+static void reexec_for_blas(char **argv) {
+    const char *core = sqz_blas_coretype_hint();
+    if (!core || getenv("SQZ_NO_REEXEC") || setenv("OPENBLAS_CORETYPE", core, 1)) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
 int main(int argc, char **argv) {
+    reexec_for_blas(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         cli_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -69,72 +69,52 @@ static inline void prefetch_row(const uint8_t *row, size_t ld, int pf, size_t rb
     for (size_t l = 0; l < rb; l += 64) _mm_prefetch((const char *)r + l, _MM_HINT_T0);
 }
 
+/* s[r][p] = scale * q_r . row_p for M queries (8: GQA's common group, each row decoded once
+ * for all of them; 4; 1) over rows [p0, p1); pf: prefetch distance in rows (0: none). */
+static inline __attribute__((always_inline)) void
+score_rows(sqz_kvrow_type type, const int M, const sqz_kvrow_fmt *f, const float *q, const void *rows,
+           size_t ld, int p0, int p1, int P, int pf, float scale, float *s, size_t sld) {
+    const int n = f->n, bits = sqz_kvrow_bits(type);
+    const size_t rb = sqz_kvrow_bytes(f);
+    const __m128 sc = _mm_set1_ps(scale);
+    for (int p = p0; p < p1; p++) {
+        const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
+        if (pf && p + pf < P) prefetch_row(row, ld, pf, rb);
+        const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
+        __m512 a[8];
+        #pragma GCC unroll 8
+        for (int r = 0; r < M; r++) a[r] = _mm512_setzero_ps();
+        for (int c = 0; c < n; c += 16) {
+            const __m512 x = decode16(type, row, par, f->group, c);
+            #pragma GCC unroll 8
+            for (int r = 0; r < M; r++) a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)r * n + c), x, a[r]);
+        }
+        if (M == 1) {
+            s[p] = _mm512_reduce_add_ps(a[0]) * scale;
+            continue;
+        }
+        float o[8];
+        #pragma GCC unroll 2
+        for (int r = 0; r < M; r += 4) _mm_storeu_ps(o + r, _mm_mul_ps(hsum4(a[r], a[r + 1], a[r + 2], a[r + 3]), sc));
+        #pragma GCC unroll 8
+        for (int r = 0; r < M; r++) s[(size_t)r * sld + p] = o[r];
+    }
+}
+
 static inline __attribute__((always_inline)) void
 scores_t(sqz_kvrow_type type, const sqz_kvrow_fmt *f, int nq, const float *q, const void *rows,
          size_t ld, int P, float scale, float *s, size_t sld) {
-    const int n = f->n, bits = sqz_kvrow_bits(type), pt = tile_rows(ld), pf = pf_rows(ld);
-    const size_t rb = sqz_kvrow_bytes(f);
-    const __m128 sc = _mm_set1_ps(scale);
+    const int n = f->n, pt = tile_rows(ld), pf = pf_rows(ld);
     for (int p0 = 0; p0 < P; p0 += pt) {
         const int p1 = P - p0 < pt ? P : p0 + pt;
-        int j0 = 0;
-        if (nq == 8) { /* GQA's common group: one pass, each row decoded once for all 8 */
-            const float *q0 = q, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n;
-            const float *q4 = q3 + n, *q5 = q4 + n, *q6 = q5 + n, *q7 = q6 + n;
-            for (int p = p0; p < p1; p++) {
-                const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
-                if (p + pf < P) prefetch_row(row, ld, pf, rb);
-                const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-                for (int c = 0; c < n; c += 16) {
-                    const __m512 x = decode16(type, row, par, f->group, c);
-                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + c), x, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + c), x, a1);
-                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + c), x, a2);
-                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + c), x, a3);
-                    a4 = _mm512_fmadd_ps(_mm512_loadu_ps(q4 + c), x, a4);
-                    a5 = _mm512_fmadd_ps(_mm512_loadu_ps(q5 + c), x, a5);
-                    a6 = _mm512_fmadd_ps(_mm512_loadu_ps(q6 + c), x, a6);
-                    a7 = _mm512_fmadd_ps(_mm512_loadu_ps(q7 + c), x, a7);
-                }
-                float o[8];
-                _mm_storeu_ps(o, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
-                _mm_storeu_ps(o + 4, _mm_mul_ps(hsum4(a4, a5, a6, a7), sc));
-                for (int r = 0; r < 8; r++) s[(size_t)r * sld + p] = o[r];
-            }
-            j0 = 8;
-        }
-        for (; j0 + 4 <= nq; j0 += 4) {
-            const float *q0 = q + (size_t)j0 * n, *q1 = q0 + n, *q2 = q1 + n, *q3 = q2 + n;
-            for (int p = p0; p < p1; p++) {
-                const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
-                if (j0 == 0 && p + pf < P) prefetch_row(row, ld, pf, rb);
-                const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                for (int c = 0; c < n; c += 16) {
-                    const __m512 x = decode16(type, row, par, f->group, c);
-                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + c), x, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + c), x, a1);
-                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + c), x, a2);
-                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + c), x, a3);
-                }
-                float o[4];
-                _mm_storeu_ps(o, _mm_mul_ps(hsum4(a0, a1, a2, a3), sc));
-                for (int r = 0; r < 4; r++) s[(size_t)(j0 + r) * sld + p] = o[r];
-            }
-        }
-        for (; j0 < nq; j0++) {
-            const float *qj = q + (size_t)j0 * n;
-            for (int p = p0; p < p1; p++) {
-                const uint8_t *row = (const uint8_t *)rows + (size_t)p * ld;
-                if (j0 == 0 && p + pf < P) prefetch_row(row, ld, pf, rb);
-                const uint16_t *par = (const uint16_t *)(row + (size_t)n * bits / 8);
-                __m512 a = _mm512_setzero_ps();
-                for (int c = 0; c < n; c += 16)
-                    a = _mm512_fmadd_ps(_mm512_loadu_ps(qj + c), decode16(type, row, par, f->group, c), a);
-                s[(size_t)j0 * sld + p] = _mm512_reduce_add_ps(a) * scale;
-            }
-        }
+        int j0 = 0; /* the tile's first pass prefetches the next rows */
+        if (nq == 8) score_rows(type, 8, f, q, rows, ld, p0, p1, P, pf, scale, s, sld), j0 = 8;
+        for (; j0 + 4 <= nq; j0 += 4)
+            score_rows(type, 4, f, q + (size_t)j0 * n, rows, ld, p0, p1, P, j0 ? 0 : pf, scale,
+                       s + (size_t)j0 * sld, sld);
+        for (; j0 < nq; j0++)
+            score_rows(type, 1, f, q + (size_t)j0 * n, rows, ld, p0, p1, P, j0 ? 0 : pf, scale,
+                       s + (size_t)j0 * sld, sld);
     }
 }
 

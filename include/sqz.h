@@ -364,7 +364,10 @@ typedef struct sqz_quantize_opts {
      *              Hessian diagonal), alloc=0|1 (each matrix's type, Q2_K..Q6_K, chosen by
      *              measured KL so that the matrices take no more bytes than the mix's own types,
      *              src/quant/alloc.h; minutes, not seconds), windows=N (alloc: calibration
-     *              windows the KLs are measured on, 1..2^20, default 4)
+     *              windows the KLs are measured on, 1..2^20, default 4), bytes=N or bpw=B
+     *              (alloc: the whole file within N bytes, or B = 8 x bytes / the model's
+     *              parameters, instead of the mix's own size; every matrix may then take any
+     *              type of the ladder)
      *   rsq        random Hadamard rotations folded into the weights, tokens weighted by the
      *              attention they receive, then GPTQ; the output has its own output.weight even
      *              when the model ties it to the embeddings. damp=D, act_order=0|1 (as gptq),

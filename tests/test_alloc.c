@@ -216,6 +216,25 @@ static void test_end_to_end(void) {
             const double kl = kl_full(ctx, m, q, cids + nc - 512, 2, 256);
             CHECK(kl > 0 && kl < 1, "its KL from the f16 model on calibration text is sane (%.4f)", kl);
         }
+        /* a file budget: a tenth of the matrices' bytes more than the mix's file, as bytes and
+         * as bits per weight; one below every matrix's lowest type is refused before any work */
+        const uint64_t target = r.convert.file_bytes + r.alloc_budget / 10;
+        char spec[128];
+        snprintf(spec, sizeof spec, "gptq:alloc=1,windows=2,bytes=%llu", (unsigned long long)target);
+        o.method = spec;
+        sqz_quantize_result rb;
+        sqz_status sb2 = sqz_quantize(ctx, m, out, &o, &rb);
+        CHECK(sb2 == SQZ_OK && rb.convert.file_bytes <= target && rb.alloc_bytes > r.alloc_bytes &&
+                  rb.alloc_kl_chosen < r.alloc_kl_chosen,
+              "bytes=%llu: file %llu bytes, matrices %llu > %llu, summed KL %.5f < %.5f (%s)",
+              (unsigned long long)target, (unsigned long long)rb.convert.file_bytes,
+              (unsigned long long)rb.alloc_bytes, (unsigned long long)r.alloc_bytes, rb.alloc_kl_chosen,
+              r.alloc_kl_chosen, sb2 ? sqz_ctx_error(ctx) : "ok");
+        unlink(out);
+        snprintf(spec, sizeof spec, "gptq:alloc=1,windows=2,bpw=0.5");
+        sb2 = sqz_quantize(ctx, m, out, &o, &rb);
+        CHECK(sb2 == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "below the smallest choice") && stat(out, &sb) != 0,
+              "bpw=0.5: a clear error, nothing written (%s)", sqz_ctx_error(ctx));
     }
     sqz_model_free(q);
     sqz_model_free(m);

@@ -229,7 +229,8 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
             const int x = ladder_index(sqz_preset_tensor_type(o->preset, o->pm, roles[k], l, t->cols, NULL));
             if (x >= 0 && x < lowest) lowest = x;
         }
-    P.lo = hook ? 0 : lowest > 0 ? lowest - 1 : 0;
+    /* a file budget may lie anywhere: the whole ladder */
+    P.lo = hook || o->file_budget ? 0 : lowest > 0 ? lowest - 1 : 0;
     for (int l = 0; l < L; l++)
         for (int k = 0; k < NM; k++) {
             const sqz_tensor *t = sqz_mixllm_matrix(&P.pm.layers[l], k, NULL);
@@ -238,6 +239,22 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
         }
     item_init(&P, n_items - 1, head, head_t0);
     for (int i = 0; i < n_items; i++) P.total += P.items[i].n_opt > 1 || hook ? P.items[i].n_opt : 0;
+
+    /* a file budget moves the matrices' by as much (what is outside them stays); checked before
+     * the minutes of measuring */
+    uint64_t budget = 0;
+    if (o->file_budget && !hook) {
+        uint64_t least = 0, mix = 0;
+        for (int i = 0; i < n_items; i++) least += P.bytes[i][0], mix += P.bytes[i][P.items[i].mix_opt];
+        const int64_t b = (int64_t)mix + ((int64_t)o->file_budget - (int64_t)o->mix_file_bytes);
+        if (b < (int64_t)least) {
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "alloc: a budget of %llu bytes is below the smallest choice, %llu bytes "
+                          "(every matrix at its lowest type)", (unsigned long long)o->file_budget,
+                          (unsigned long long)(o->mix_file_bytes - (mix - least)));
+            goto done;
+        }
+        budget = (uint64_t)b;
+    }
 
     /* eval windows spread over the calibration windows */
     for (size_t i = 0; i < n_eval; i++)
@@ -281,10 +298,24 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
         plan->budget += P.bytes[i][it->mix_opt];
         plan->kl_mix += P.kl[i][it->mix_opt];
     }
+    if (o->file_budget) plan->budget = budget;
     const int r = sqz_alloc_knapsack(n_items, n_opt, (const uint64_t(*)[SQZ_ALLOC_MAX_TYPES])P.bytes,
                                      (const double(*)[SQZ_ALLOC_MAX_TYPES])P.kl, plan->budget, choice);
     free(n_opt);
     if (r) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "alloc: out of memory for the knapsack"); goto done; }
+    /* a file budget is a hard limit: the knapsack's rounding (a unit per matrix at most) is taken
+     * back one step down at a time, where it costs the least KL */
+    for (uint64_t sum = 0;; sum = 0) {
+        for (int i = 0; i < n_items; i++) sum += P.bytes[i][choice[i]];
+        if (!o->file_budget || sum <= plan->budget) break;
+        int worst = -1;
+        double dk = HUGE_VAL;
+        for (int i = 0; i < n_items; i++)
+            if (choice[i] > 0 && P.kl[i][choice[i] - 1] - P.kl[i][choice[i]] < dk)
+                dk = P.kl[i][choice[i] - 1] - P.kl[i][choice[i]], worst = i;
+        if (worst < 0) break;
+        choice[worst]--;
+    }
     plan->n_layers = L;
     for (int i = 0; i < n_items; i++) {
         const sqz_type t = P.items[i].type[choice[i]];

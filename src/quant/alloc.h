@@ -48,7 +48,8 @@ typedef struct sqz_alloc_plan {
     int n_layers;
     sqz_type *types;   /* [n_layers * 7] (q, k, v, o, gate, up, down): the chosen types */
     sqz_type head;     /* the head's type (token_embd when tied) */
-    uint64_t budget;   /* bytes of these matrices at the mix's types */
+    uint64_t budget;   /* bytes these matrices may take: the mix's types' bytes, moved by
+                        * file_budget - mix_file_bytes when a file budget is given */
     uint64_t bytes;    /* bytes at the chosen types */
     double kl_mix;     /* sum of single-matrix KLs at the mix's types */
     double kl_chosen;  /* the same at the chosen types */
@@ -63,6 +64,10 @@ typedef struct sqz_alloc_opts {
     int eval_windows;              /* windows for the KLs (<= 0: 4) */
     int plain_gptq;                /* 1: the paper's GPTQ, without sqz's refit passes and
                                     * coordinate descent (several times faster; tests) */
+    uint64_t file_budget;          /* > 0: the whole file's bytes instead of the mix's (the
+                                    * matrices' budget moves by file_budget - mix_file_bytes,
+                                    * where mix_file_bytes is the file the mix itself writes) */
+    uint64_t mix_file_bytes;
 } sqz_alloc_opts;
 
 /* Plans the types of model's matrices on n_win calibration windows of C tokens (inside the

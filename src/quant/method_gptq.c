@@ -4,7 +4,9 @@
  * gptq:alloc=1 first chooses every matrix's type by measured KL within the mix's bytes
  * (quant/alloc.h); sqz_convert then keeps those types. Its matrix quantizer is shared with
  * rsq. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "quant/alloc.h"
 #include "quant/gptq.h"
@@ -34,6 +36,8 @@ typedef struct gptq_state {
     int act_order;
     int alloc;     /* types by measured KL (quant/alloc.h) */
     int windows;   /* alloc: windows the KLs are measured on */
+    double bytes;  /* alloc: the file's bytes at most (0: the mix's own) */
+    double bpw;    /* alloc: the same as 8 x bytes / the model's parameters */
     sqz_alloc_plan *plan;
 } gptq_state;
 
@@ -57,11 +61,17 @@ static int params(void *state, sqz_param *p) {
     p[1] = (sqz_param){ "act_order", 'i', &s->act_order, 0, 1 };
     p[2] = (sqz_param){ "alloc", 'i', &s->alloc, 0, 1 };
     p[3] = (sqz_param){ "windows", 'i', &s->windows, 1, 1 << 20 };
-    return 4;
+    p[4] = (sqz_param){ "bytes", 'd', &s->bytes, 0, 1e18 };
+    p[5] = (sqz_param){ "bpw", 'd', &s->bpw, 0, 64 };
+    return 6;
 }
 
 static sqz_status begin(void *state, sqz_quant_run *run) {
     gptq_state *s = state;
+    if ((s->bytes > 0 || s->bpw > 0) && !s->alloc)
+        return sqz_fail(run->ctx, SQZ_ERR_ARG, "method gptq: a budget (bytes, bpw) needs alloc=1");
+    if (s->bytes > 0 && s->bpw > 0)
+        return sqz_fail(run->ctx, SQZ_ERR_ARG, "method gptq: give bytes or bpw, not both");
     if (s->alloc) run->co.keep_types = 1; /* sqz_convert keeps the chosen types */
     return sqz_quant_check_preset_type(run);
 }
@@ -73,11 +83,27 @@ static sqz_status plan(void *state, sqz_quant_run *run) {
     const sqz_quantize_opts *o = run->o;
     sqz_preset ep;
     const int own_embd = o->embd_type && sqz_preset_find(o->embd_type, 1, &ep) == 0;
-    const sqz_alloc_opts ao = { .preset = &run->preset, .head_preset = own_embd ? &ep : &run->preset,
-                                .pm = &run->pm, .damp = s->damp, .act_order = s->act_order,
-                                .eval_windows = s->windows };
+    sqz_alloc_opts ao = { .preset = &run->preset, .head_preset = own_embd ? &ep : &run->preset,
+                          .pm = &run->pm, .damp = s->damp, .act_order = s->act_order,
+                          .eval_windows = s->windows };
     const double ta = sqz_now();
-    sqz_status st = sqz_alloc_plan_new(run->ctx, run->model, run->calib, run->n_win, run->C, &ao, &s->plan);
+    sqz_status st = SQZ_OK;
+    if (s->bytes > 0 || s->bpw > 0) {
+        /* what lies outside the matrices (the embedding, norms, metadata): from the file the
+         * mix itself writes, converted to a scratch name beside the output */
+        char probe[4096];
+        if (snprintf(probe, sizeof probe, "%s.size-probe", run->out_path) >= (int)sizeof probe)
+            return sqz_fail(run->ctx, SQZ_ERR_ARG, "%s: path too long", run->out_path);
+        sqz_convert_opts co = run->co;
+        co.keep_types = 0;
+        sqz_convert_result cr;
+        st = sqz_convert(run->ctx, run->model, probe, &co, &cr);
+        unlink(probe);
+        if (st) return st;
+        ao.mix_file_bytes = cr.file_bytes;
+        ao.file_budget = s->bytes > 0 ? (uint64_t)s->bytes : (uint64_t)(s->bpw * (double)cr.n_params / 8.0);
+    }
+    st = sqz_alloc_plan_new(run->ctx, run->model, run->calib, run->n_win, run->C, &ao, &s->plan);
     if (st) return st;
     run->r->alloc_seconds = sqz_now() - ta;
     run->r->alloc_budget = s->plan->budget;

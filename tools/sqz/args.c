@@ -277,10 +277,10 @@ static const option_row options[] = {
     { "--levels", NULL, STR(space, "SPACE"), .cmds = C_SEARCH,
       .help = "what the search chooses: quant (each matrix's type; default) or\n"
               "depth (which --blocks N blocks to drop)" },
-    { "--bpw", NULL, FLOAT(bpw, "B", 0, 64, LO_OPEN), .cmds = C_SEARCH,
-      .help = "budget: 8 x file bytes / the model's parameters" },
+    { "--bpw", NULL, FLOAT(bpw, "B", 0, 64, LO_OPEN), .cmds = C_SEARCH | C_QUANTIZE,
+      .help = "budget: 8 x file bytes / the model's parameters (quantize: with --alloc, bpw=B)" },
     { "--bytes", NULL, .kind = OPT_ULLONG, .at = AT(bytes), .meta = "N", .lo = 1, .hi = (long long)1 << 62,
-      .cmds = C_SEARCH, .help = "budget: the file's bytes" },
+      .cmds = C_SEARCH | C_QUANTIZE, .help = "budget: the file's bytes (quantize: with --alloc, bytes=N)" },
     { "--generations", NULL, INT(generations, "N", 0, 1 << 24), .set_at = AT(generations_set), .cmds = C_SEARCH,
       .help = "EvoPress generations (200; 0: the knapsack's seed alone)" },
     { "--offspring", NULL, INT(offspring, "N", 1, 1 << 16), .cmds = C_SEARCH, .help = "children per generation (32)" },

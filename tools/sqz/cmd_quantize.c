@@ -46,6 +46,8 @@ static int method_spec(const opts *o, const char *method, char *spec, size_t len
     if (o->mix_frac_set) ok &= add_key(spec, len, "frac", "%.17g", (double)o->mix_frac);
     if (o->alloc) ok &= add_key(spec, len, "alloc", "%.0f", 1);
     if (o->alloc_windows > 0) ok &= add_key(spec, len, "windows", "%.0f", o->alloc_windows);
+    if (o->bpw > 0) ok &= add_key(spec, len, "bpw", "%.17g", (double)o->bpw);
+    if (o->bytes) ok &= add_key(spec, len, "bytes", "%.0f", (double)o->bytes);
     if (sqz_quant_method_takes(method, "seed") == 1 && !strstr(method, "seed=")) {
         char val[32];
         snprintf(val, sizeof val, "%llu", (unsigned long long)o->seed);

@@ -917,7 +917,7 @@ typedef struct sqz_bitstack_result {
 
 /* Decomposes model's block matrices and writes the stack to out_path (a temporary name renamed
  * when complete). Errors: SQZ_ERR_ARG (rank or iters out of range, too little calibration, a
- * matrix whose row length is not a multiple of 8), I/O and memory errors. */
+ * rank above a matrix's smaller side), I/O and memory errors. */
 sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_bitstack_opts *opts,
                         sqz_bitstack_result *result);
 

@@ -9,9 +9,9 @@
 #include "formats/types.h"
 
 void sqz_bs_pack_signs(const float *x, int64_t n, uint8_t *bits) {
-    for (int64_t c = 0; c < n / 8; c++) {
+    for (int64_t c = 0; c < (n + 7) / 8; c++) {
         uint8_t b = 0;
-        for (int e = 0; e < 8; e++) b |= (uint8_t)((x[8 * c + e] < 0) << e);
+        for (int e = 0; e < 8 && 8 * c + e < n; e++) b |= (uint8_t)((x[8 * c + e] < 0) << e);
         bits[c] = b;
     }
 }
@@ -46,11 +46,12 @@ int sqz_bs_add_block(const sqz_bs_tensor *b, int64_t rows, int64_t cols, int64_t
     const int64_t r = b->rank;
     float *v = block_v(b, cols, k);
     if (!v) return -1;
-    const uint8_t *sign = b->sign + (size_t)(k * rows * (cols / 8));
+    const int64_t rb = sqz_bs_row_bytes(cols);
+    const uint8_t *sign = b->sign + (size_t)(k * rows * rb);
     const uint16_t *u = b->u + (size_t)(k * rows * r);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < rows; i++)
-        add_row(sign + (size_t)(i * (cols / 8)), u + (size_t)(i * r), v, r, cols, acc + (size_t)(i * cols));
+        add_row(sign + (size_t)(i * rb), u + (size_t)(i * r), v, r, cols, acc + (size_t)(i * cols));
     free(v);
     return 0;
 }
@@ -64,7 +65,7 @@ void sqz_bs_row(const sqz_bs_tensor *b, int64_t rows, int64_t cols, int64_t i, f
             for (int64_t j = 0; j < cols; j++) out[j] = 0.0f / 0.0f;
             return;
         }
-        add_row(b->sign + (size_t)((k * rows + i) * (cols / 8)), b->u + (size_t)((k * rows + i) * r), v, r, cols, out);
+        add_row(b->sign + (size_t)((k * rows + i) * sqz_bs_row_bytes(cols)), b->u + (size_t)((k * rows + i) * r), v, r, cols, out);
         free(v);
     }
     for (int64_t j = 0; j < cols; j++) out[j] /= b->scale[j];

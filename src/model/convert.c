@@ -377,7 +377,7 @@ static sqz_status declare_bs(sqz_gguf_writer *w, const out_tensor *t, uint64_t *
     const int64_t rows = t->src->rows, cols = t->src->cols, K = b->n_blocks, r = b->rank;
     const struct { const char *sfx; int n_dims; int64_t ne0, ne1; int type; } part[5] = {
         { SQZ_BS_SUFFIX_SCALE, 1, cols, 1, SQZ_TYPE_F32 },  { SQZ_BS_SUFFIX_ORDER, 1, K, 1, 26 /* i32 */ },
-        { SQZ_BS_SUFFIX_SIGN, 2, cols / 8, rows * K, 24 /* i8 */ }, { SQZ_BS_SUFFIX_U, 2, r, rows * K, SQZ_TYPE_F16 },
+        { SQZ_BS_SUFFIX_SIGN, 2, sqz_bs_row_bytes(cols), rows * K, 24 /* i8 */ }, { SQZ_BS_SUFFIX_U, 2, r, rows * K, SQZ_TYPE_F16 },
         { SQZ_BS_SUFFIX_V, 2, cols, r * K, SQZ_TYPE_F16 },
     };
     for (int i = 0; i < 5; i++) {
@@ -401,7 +401,8 @@ static sqz_status write_bs(sqz_gguf_writer *w, const out_tensor *t) {
     for (int64_t k = 0; k < K && !st; k++) /* signs, row by row in the written order */
         for (int64_t i = 0; i < rows && !st; i++) {
             const int64_t src = hd ? rope_src_row(i, hd) : i;
-            st = sqz_gguf_writer_put(w, b->sign + (size_t)((k * rows + src) * (cols / 8)), (size_t)(cols / 8));
+            const int64_t rb = sqz_bs_row_bytes(cols);
+            st = sqz_gguf_writer_put(w, b->sign + (size_t)((k * rows + src) * rb), (size_t)rb);
         }
     for (int64_t k = 0; k < K && !st; k++)
         for (int64_t i = 0; i < rows && !st; i++) {

@@ -188,7 +188,7 @@ static sqz_status get_lr(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t r
 }
 
 /* A BitStack matrix (formats/bitstack.h, docs/bitstack.md): NAME.bs_scale f32 [cols],
- * NAME.bs_order i32 [K], NAME.bs_sign i8 [cols/8, rows*K], NAME.bs_u f16 [r, rows*K],
+ * NAME.bs_order i32 [K], NAME.bs_sign i8 [ceil(cols/8), rows*K], NAME.bs_u f16 [r, rows*K],
  * NAME.bs_v f16 [cols, r*K]; the order increasing. Registered with the model, whose load ends
  * by summing every block (sqz_model_bitstack_fit). */
 static sqz_status get_bs(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows, int64_t cols,
@@ -207,8 +207,8 @@ static sqz_status get_bs(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t r
                             pn, i ? "a matrix" : "a vector", sqz_type_name(types[i]));
     }
     const int64_t K = p[0]->ne[0], r = p[2]->ne[0];
-    if (sc->type != SQZ_TYPE_F32 || sc->n_dims != 1 || sc->ne[0] != cols || cols % 8 || K <= 0 || K > 4096 ||
-        r <= 0 || r > SQZ_BS_MAX_RANK || p[1]->ne[0] != cols / 8 || p[1]->ne[1] != rows * K ||
+    if (sc->type != SQZ_TYPE_F32 || sc->n_dims != 1 || sc->ne[0] != cols || K <= 0 || K > 4096 ||
+        r <= 0 || r > SQZ_BS_MAX_RANK || p[1]->ne[0] != sqz_bs_row_bytes(cols) || p[1]->ne[1] != rows * K ||
         p[2]->ne[0] != r || p[2]->ne[1] != rows * K || p[3]->ne[0] != cols || p[3]->ne[1] != r * K)
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BitStack matrix %s: its tensors do not make %lld x %lld blocks",
                         path, name, (long long)rows, (long long)cols);

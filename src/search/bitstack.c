@@ -27,9 +27,10 @@
 
 sqz_status sqz_bs_decompose(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, const float *s, int K, int r,
                             uint8_t *sign, uint16_t *u, uint16_t *v, double *rel) {
-    if (n % 8 || r < 1 || r > SQZ_BS_MAX_RANK || r > m || r > n || K < 1)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "bitstack: %lld x %lld at rank %d: the row length must be a multiple of 8 "
-                        "and 1 <= rank <= min(rows, cols, %d)", (long long)m, (long long)n, r, SQZ_BS_MAX_RANK);
+    if (r < 1 || r > SQZ_BS_MAX_RANK || r > m || r > n || K < 1)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "bitstack: %lld x %lld at rank %d: 1 <= rank <= min(rows, cols, %d) is needed",
+                        (long long)m, (long long)n, r, SQZ_BS_MAX_RANK);
+    const int64_t rb = sqz_bs_row_bytes(n);
     float *R = malloc((size_t)(m * n) * sizeof *R), *A = malloc((size_t)(m * n) * sizeof *A);
     float *a = malloc((size_t)(r * n) * sizeof *a), *b = malloc((size_t)(m * r) * sizeof *b);
     if (!R || !A || !a || !b) {
@@ -46,9 +47,9 @@ sqz_status sqz_bs_decompose(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, 
     norm0 = sqrt(norm0);
     sqz_status st = SQZ_OK;
     for (int k = 0; k < K && !st; k++) {
-        uint8_t *sk = sign + (size_t)((int64_t)k * m * (n / 8));
+        uint8_t *sk = sign + (size_t)((int64_t)k * m * rb);
         uint16_t *uk = u + (size_t)((int64_t)k * m * r), *vk = v + (size_t)((int64_t)k * r * n);
-        for (int64_t i = 0; i < m; i++) sqz_bs_pack_signs(R + i * n, n, sk + i * (n / 8));
+        for (int64_t i = 0; i < m; i++) sqz_bs_pack_signs(R + i * n, n, sk + i * rb);
         for (int64_t i = 0; i < m * n; i++) A[i] = fabsf(R[i]);
         sqz_lr_svd d;
         if ((st = sqz_lr_svd_compute(ctx, A, m, n, NULL, 0, &d))) break;
@@ -63,7 +64,7 @@ sqz_status sqz_bs_decompose(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, 
                 float mag = 0;
                 for (int t = 0; t < r; t++) mag += b[i * r + t] * a[(int64_t)t * n + j];
                 float *x = &R[i * n + j];
-                *x -= (sk[i * (n / 8) + (j >> 3)] >> (j & 7)) & 1 ? -mag : mag;
+                *x -= (sk[i * rb + (j >> 3)] >> (j & 7)) & 1 ? -mag : mag;
                 norm += (double)*x * *x;
             }
         if (rel) rel[k] = norm0 > 0 ? sqrt(norm) / norm0 : 0;
@@ -159,10 +160,9 @@ sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     for (int l = 0; l < L; l++)
         for (int k = 0; k < NM; k++) {
             const sqz_tensor *t = sqz_mixllm_matrix(&model->layers[l], k, NULL);
-            if (t->cols % 8 || rank > t->rows || rank > t->cols)
-                return sqz_fail(ctx, SQZ_ERR_ARG, "bitstack: layer %d matrix %d (%lld x %lld): rows of a multiple of 8 "
-                                "and rank %d <= min(rows, cols) are needed", l, k, (long long)t->rows,
-                                (long long)t->cols, rank);
+            if (rank > t->rows || rank > t->cols)
+                return sqz_fail(ctx, SQZ_ERR_ARG, "bitstack: layer %d matrix %d (%lld x %lld): rank %d is above "
+                                "min(rows, cols)", l, k, (long long)t->rows, (long long)t->cols, rank);
         }
     const int off[SQZ_N_SITES] = { 0, c->dim, c->dim + c->n_heads * c->head_dim,
                                    2 * c->dim + c->n_heads * c->head_dim };
@@ -204,7 +204,7 @@ sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         sqz_bs_tensor *bs = sqz_model_own(qm, calloc(1, sizeof *bs));
         float *sc = sqz_model_own(qm, malloc((size_t)n * sizeof *sc));
         int32_t *ord = sqz_model_own(qm, calloc((size_t)K, sizeof *ord));
-        uint8_t *sign = sqz_model_own(qm, malloc((size_t)K * (size_t)(m * n / 8)));
+        uint8_t *sign = sqz_model_own(qm, malloc((size_t)K * (size_t)(m * sqz_bs_row_bytes(n))));
         uint16_t *u = sqz_model_own(qm, malloc((size_t)K * (size_t)(m * rank) * sizeof *u));
         uint16_t *v = sqz_model_own(qm, malloc((size_t)K * (size_t)(rank * n) * sizeof *v));
         if (!W || !bs || !sc || !ord || !sign || !u || !v) {

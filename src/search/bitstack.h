@@ -15,8 +15,8 @@
 /* Iterative absolute-value decomposition of W diag(s): R_0 = W diag(s); for k = 1..K:
  * sign_k = sign(R_{k-1}), |R_{k-1}| ~ u_k v_k (its rank-r truncated SVD, u = U_r S_r^1/2,
  * v = S_r^1/2 V_r^T, each rounded to f16 as stored), R_k = R_{k-1} - sign_k (.) (u_k v_k).
- * Fills sign [K][m][n/8], u [K][m][r], v [K][r][n] (f16) and, when not NULL, rel[K] =
- * ||R_k||_F / ||R_0||_F. n must be a multiple of 8; 1 <= r <= min(m, n, SQZ_BS_MAX_RANK). */
+ * Fills sign [K][m][ceil(n/8)], u [K][m][r], v [K][r][n] (f16) and, when not NULL, rel[K] =
+ * ||R_k||_F / ||R_0||_F; sign rows take ceil(n/8) bytes. 1 <= r <= min(m, n, SQZ_BS_MAX_RANK). */
 sqz_status sqz_bs_decompose(sqz_ctx *ctx, const float *W, int64_t m, int64_t n, const float *s, int K, int r,
                             uint8_t *sign, uint16_t *u, uint16_t *v, double *rel);
 

@@ -907,7 +907,8 @@ typedef struct sqz_bitstack_result {
     int n_matrices, n_blocks;
     int rank, iters;
     size_t calib_tokens;
-    uint64_t fixed_bytes;       /* what every size holds: embeddings, norms, scales, orders */
+    uint64_t fixed_bytes;       /* what every size holds besides blocks: embeddings, norms, scales, orders */
+    uint64_t min_bytes;         /* the smallest size: fixed_bytes + every matrix's first block */
     uint64_t block_bytes;       /* every block of every matrix */
     uint64_t file_bytes;
     double rel_err_first;       /* mean over matrices of ||R_1 diag(s)|| / ||W diag(s)|| ... */
@@ -924,7 +925,8 @@ sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
 typedef struct sqz_bitstack_fit_info {
     uint64_t memory;       /* the budget asked (0: every block) */
     uint64_t bytes;        /* weight bytes loaded: fixed_bytes + the blocks taken (<= memory) */
-    uint64_t fixed_bytes;  /* what every size holds */
+    uint64_t fixed_bytes;  /* what every size holds besides blocks: embeddings, norms, scales */
+    uint64_t min_bytes;    /* the smallest size: fixed_bytes + every matrix's first block */
     uint64_t all_bytes;    /* with every block */
     int n_blocks, n_loaded;
 } sqz_bitstack_fit_info;
@@ -933,8 +935,10 @@ typedef struct sqz_bitstack_fit_info {
 int sqz_model_is_bitstack(const sqz_model *model);
 /* Loads the prefix of the universal order that fits memory bytes (0: every block): each
  * BitStack matrix becomes the f32 sum of its blocks taken. sqz_model_load loads every block;
- * call this before the model's first session. Errors: SQZ_ERR_ARG (not a BitStack model, a
- * session already made), SQZ_ERR_RANGE (memory below fixed_bytes), SQZ_ERR_NOMEM. */
+ * call this before the model's first session. The smallest size holds every matrix's first
+ * block (as the paper's: below it some matrices would be zero). Errors: SQZ_ERR_ARG (not a
+ * BitStack model, a session already made), SQZ_ERR_RANGE (memory below min_bytes),
+ * SQZ_ERR_NOMEM. */
 sqz_status sqz_model_bitstack_fit(sqz_ctx *ctx, sqz_model *model, uint64_t memory, sqz_bitstack_fit_info *info);
 
 #ifdef __cplusplus

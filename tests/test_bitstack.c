@@ -183,13 +183,14 @@ static void test_model(void) {
                   all.all_bytes == r.fixed_bytes + r.block_bytes,
               "no budget: every block, %llu bytes (fixed %llu)", (unsigned long long)all.bytes,
               (unsigned long long)all.fixed_bytes);
-        CHECK(sqz_model_bitstack_fit(ctx, bm, all.fixed_bytes - 1, NULL) == SQZ_ERR_RANGE,
-              "a budget below what every size holds: %s", sqz_ctx_error(ctx));
+        CHECK(all.min_bytes == r.min_bytes && all.min_bytes > all.fixed_bytes &&
+                  sqz_model_bitstack_fit(ctx, bm, all.min_bytes - 1, NULL) == SQZ_ERR_RANGE,
+              "a budget below the smallest size (every first block): %s", sqz_ctx_error(ctx));
         int mono = 1, within = 1, steps = 0;
         uint64_t prev_bytes = 0;
         int prev_loaded = -1, prev_use[64] = { 0 };
         for (int t = 0; t <= 23; t++) {
-            const uint64_t mem = all.fixed_bytes + (all.all_bytes - all.fixed_bytes) * (uint64_t)t / 23;
+            const uint64_t mem = all.min_bytes + (all.all_bytes - all.min_bytes) * (uint64_t)t / 23;
             if (sqz_model_bitstack_fit(ctx, bm, mem, &fi)) {
                 mono = 0;
                 break;
@@ -204,7 +205,7 @@ static void test_model(void) {
             steps++;
         }
         CHECK(mono && within && prev_loaded == 140 && steps == 24,
-              "%d budgets from fixed to all: bytes, blocks and every stack only grow, never past the budget", steps);
+              "%d budgets from the smallest to all: bytes, blocks and every stack only grow, never past the budget", steps);
         /* every block loaded: the matrices are the stored sums; a session runs */
         sqz_model_bitstack_fit(ctx, bm, 0, NULL);
         sqz_ppl_opts po = { .n_ctx = 128, .max_tokens = 257 };

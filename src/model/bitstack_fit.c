@@ -76,16 +76,18 @@ sqz_status sqz_model_bitstack_fit(sqz_ctx *ctx, sqz_model *m, uint64_t memory, s
         return sqz_fail(ctx, SQZ_ERR_ARG, "bitstack: the memory size must be set before the model's first session");
     const uint64_t fixed = fixed_bytes(m);
     size_t n = 0;
-    uint64_t all = fixed;
+    uint64_t all = fixed, min = fixed;
     for (int i = 0; i < m->n_bs; i++) {
+        const uint64_t bb = sqz_bs_block_bytes(m->bs[i].t->rows, m->bs[i].t->cols, m->bs[i].view.rank);
         n += (size_t)m->bs[i].view.n_blocks;
-        all += (uint64_t)m->bs[i].view.n_blocks *
-               sqz_bs_block_bytes(m->bs[i].t->rows, m->bs[i].t->cols, m->bs[i].view.rank);
+        all += (uint64_t)m->bs[i].view.n_blocks * bb;
+        min += bb;
     }
-    if (memory && memory < fixed)
+    if (memory && memory < min)
         return sqz_fail(ctx, SQZ_ERR_RANGE,
-                        "--memory %llu bytes is below the %llu bytes every size holds (embeddings, norms, scales)",
-                        (unsigned long long)memory, (unsigned long long)fixed);
+                        "--memory %llu bytes is below the smallest size, %llu bytes (every matrix's first block, "
+                        "embeddings, norms, scales)",
+                        (unsigned long long)memory, (unsigned long long)min);
     blk *b = malloc((n ? n : 1) * sizeof *b);
     int *take = calloc((size_t)(unsigned)m->n_bs, sizeof *take);
     if (!b || !take) {
@@ -127,7 +129,7 @@ sqz_status sqz_model_bitstack_fit(sqz_ctx *ctx, sqz_model *m, uint64_t memory, s
     free(take);
     if (st) return st;
     m->bs_bytes = used;
-    if (info) *info = (sqz_bitstack_fit_info){ .memory = memory, .bytes = used, .fixed_bytes = fixed, .all_bytes = all,
+    if (info) *info = (sqz_bitstack_fit_info){ .memory = memory, .bytes = used, .fixed_bytes = fixed, .min_bytes = min, .all_bytes = all,
                                                .n_blocks = (int)n, .n_loaded = n_loaded };
     return SQZ_OK;
 }

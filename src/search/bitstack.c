@@ -223,6 +223,7 @@ sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
         mats[i] = t, lay[i] = l, kind[i] = k, order[i] = ord;
         r.block_bytes += (uint64_t)K * sqz_bs_block_bytes(m, n, rank);
         r.fixed_bytes += sqz_bs_fixed_bytes(n, K);
+        r.min_bytes += sqz_bs_block_bytes(m, n, rank);
         sqz_progress(ctx, "bitstack", (uint64_t)i + 1, (uint64_t)n_mats);
     }
     if (st) goto done;
@@ -250,6 +251,7 @@ sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
             if (ts2[i]->data && ts2[i]->rows == 1) r.fixed_bytes += (uint64_t)ts2[i]->cols * 4;
     }
     r.fixed_bytes += (uint64_t)c->vocab_size * sqz_type_row_size(SQZ_TYPE_Q8_0, c->dim) * (c->tied_embeddings ? 1 : 2);
+    r.min_bytes += r.fixed_bytes;
     r.n_matrices = n_mats, r.n_blocks = n_mats * K, r.rank = rank, r.iters = K;
     r.seconds = sqz_now() - t0;
 done:

@@ -113,9 +113,8 @@ int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model) {
             *model = NULL;
             return cli_fail(ctx);
         }
-        fprintf(stderr, "sqz: BitStack %s: %d of %d blocks, %.2f MiB of weights (%.2f MiB whatever the size, %.2f MiB "
-                        "with every block)\n",
-                o->model, fi.n_loaded, fi.n_blocks, (double)fi.bytes / 1048576.0, (double)fi.fixed_bytes / 1048576.0,
+        fprintf(stderr, "sqz: BitStack %s: %d of %d blocks, %.2f MiB of weights (sizes from %.2f MiB to %.2f MiB)\n",
+                o->model, fi.n_loaded, fi.n_blocks, (double)fi.bytes / 1048576.0, (double)fi.min_bytes / 1048576.0,
                 (double)fi.all_bytes / 1048576.0);
     }
     if (o->lora && sqz_model_apply_lora(ctx, *model, o->lora, o->lora_scale_set ? o->lora_scale : 1.0f)) {

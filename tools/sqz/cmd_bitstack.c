@@ -39,6 +39,7 @@ int cmd_bitstack(sqz_ctx *ctx, const opts *o) {
         cJSON_AddNumberToObject(j, "blocks", r.n_blocks);
         cJSON_AddNumberToObject(j, "file_bytes", (double)r.file_bytes);
         cJSON_AddNumberToObject(j, "fixed_bytes", (double)r.fixed_bytes);
+        cJSON_AddNumberToObject(j, "min_bytes", (double)r.min_bytes);
         cJSON_AddNumberToObject(j, "block_bytes", (double)r.block_bytes);
         cJSON_AddNumberToObject(j, "rel_err_first", r.rel_err_first);
         cJSON_AddNumberToObject(j, "rel_err_last", r.rel_err_last);
@@ -49,10 +50,10 @@ int cmd_bitstack(sqz_ctx *ctx, const opts *o) {
         cli_print_json(j);
     } else {
         fprintf(stderr,
-                "sqz: wrote %s: %.2f MB, %d matrices x %d blocks of rank %d; sizes from %.2f MiB (every size) to "
+                "sqz: wrote %s: %.2f MB, %d matrices x %d blocks of rank %d; sizes from %.2f MiB (every matrix's first block) to "
                 "%.2f MiB (every block); mean rel. error of the scaled matrices %.4f after one block, %.4f after %d; "
                 "%zu calibration tokens; decomposition %.1f s, sort %.1f s; peak RSS %.0f MiB\n",
-                o->out, (double)r.file_bytes / 1e6, r.n_matrices, r.iters, r.rank, (double)r.fixed_bytes / 1048576.0,
+                o->out, (double)r.file_bytes / 1e6, r.n_matrices, r.iters, r.rank, (double)r.min_bytes / 1048576.0,
                 (double)(r.fixed_bytes + r.block_bytes) / 1048576.0, r.rel_err_first, r.rel_err_last, r.iters,
                 r.calib_tokens, r.decompose_seconds, r.sort_seconds, cli_peak_rss_mib());
     }

@@ -896,6 +896,63 @@ typedef struct sqz_search_result {
 sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_search_opts *opts,
                       sqz_search_result *result);
 
+/* ---------------------------------------------------------------- BitStack (issue 18) */
+
+/* BitStack (Wang et al. 2024, "BitStack: Any-Size Compression of Large Language Models", ICLR
+ * 2025; docs/bitstack.md): every block matrix W, scaled by its input's activation scale s
+ * (W diag(s)), is decomposed iteratively into K residual blocks, each the packed signs of the
+ * residual times a rank-r SVD of its absolute value; all blocks of all matrices are put in one
+ * universal order by their measured effect on the model's calibration KL, and a model is loaded
+ * at any memory size M by taking the prefix of that order that fits M. The file is sqzf
+ * (docs/sqzf.md) with the blocks of each matrix as NAME.bs_*; the token embedding and an untied
+ * head are q8_0, norms f32, and count against M like the blocks. */
+typedef struct sqz_bitstack_opts {
+    const int32_t *calib;  /* calibration tokens: the activation scales and the sort's KLs */
+    size_t n_calib;
+    int calib_ctx;         /* tokens per window (<= 0: 512) */
+    int rank;              /* r of every block (<= 0: 4; at most 64) */
+    int iters;             /* K blocks per matrix (<= 0: 16) */
+    int sort_windows;      /* windows the sort measures KLs on (<= 0: 2) */
+} sqz_bitstack_opts;
+
+typedef struct sqz_bitstack_result {
+    int n_matrices, n_blocks;
+    int rank, iters;
+    size_t calib_tokens;
+    uint64_t fixed_bytes;       /* what every size holds besides blocks: embeddings, norms, scales, orders */
+    uint64_t min_bytes;         /* the smallest size: fixed_bytes + every matrix's first block */
+    uint64_t block_bytes;       /* every block of every matrix */
+    uint64_t file_bytes;
+    double rel_err_first;       /* mean over matrices of ||R_1 diag(s)|| / ||W diag(s)|| ... */
+    double rel_err_last;        /* ... and of ||R_K diag(s)|| / ||W diag(s)|| */
+    double decompose_seconds, sort_seconds, seconds;
+} sqz_bitstack_result;
+
+/* Decomposes model's block matrices and writes the stack to out_path (a temporary name renamed
+ * when complete). Errors: SQZ_ERR_ARG (rank or iters out of range, too little calibration, a
+ * rank above a matrix's smaller side), I/O and memory errors. */
+sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_bitstack_opts *opts,
+                        sqz_bitstack_result *result);
+
+typedef struct sqz_bitstack_fit_info {
+    uint64_t memory;       /* the budget asked (0: every block) */
+    uint64_t bytes;        /* weight bytes loaded: fixed_bytes + the blocks taken (<= memory) */
+    uint64_t fixed_bytes;  /* what every size holds besides blocks: embeddings, norms, scales */
+    uint64_t min_bytes;    /* the smallest size: fixed_bytes + every matrix's first block */
+    uint64_t all_bytes;    /* with every block */
+    int n_blocks, n_loaded;
+} sqz_bitstack_fit_info;
+
+/* 1 if model was loaded from a BitStack file. */
+int sqz_model_is_bitstack(const sqz_model *model);
+/* Loads the prefix of the universal order that fits memory bytes (0: every block): each
+ * BitStack matrix becomes the f32 sum of its blocks taken. sqz_model_load loads every block;
+ * call this before the model's first session. The smallest size holds every matrix's first
+ * block (as the paper's: below it some matrices would be zero). Errors: SQZ_ERR_ARG (not a
+ * BitStack model, a session already made), SQZ_ERR_RANGE (memory below min_bytes),
+ * SQZ_ERR_NOMEM. */
+sqz_status sqz_model_bitstack_fit(sqz_ctx *ctx, sqz_model *model, uint64_t memory, sqz_bitstack_fit_info *info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,6 +2,7 @@
  * activation type of its quantized dot product) and half-precision conversions (portable
  * reference). */
 #include "formats/types.h"
+#include "formats/bitstack.h"
 #include "formats/dq2.h"
 #include "formats/mx.h" /* sqz's own types' rows */
 #include "formats/quant.h" /* the quantized types' rows below */
@@ -170,6 +171,8 @@ static const sqz_type_traits sqz_traits[SQZ_TYPE_SQZ_END - SQZ_TYPE_SQZ_FIRST] =
     /* a low-rank matrix (two plain factors, types.h): no row layout; its products take x as
      * f32 (kernels/lowrank.h) */
     [SQZ_TYPE_LOWRANK - SQZ_TYPE_SQZ_FIRST] = { .name = "lowrank", .block_size = 1, .type_size = 0 },
+    /* a BitStack matrix (bitstack.h): read row by row (sqz_tensor_row_f32), never run */
+    [SQZ_TYPE_BITSTACK - SQZ_TYPE_SQZ_FIRST] = { .name = "bitstack", .block_size = 8, .type_size = 0 },
 };
 
 const sqz_type_traits *sqz_type_get(int t) {
@@ -215,6 +218,11 @@ size_t sqz_tensor_nbytes(const sqz_tensor *t) {
         const sqz_lr_tensor *lr = t->data;
         return sqz_tensor_nbytes(&lr->a) + sqz_tensor_nbytes(&lr->b);
     }
+    if (t->type == SQZ_TYPE_BITSTACK) { /* the blocks in use and what every budget holds */
+        const sqz_bs_tensor *b = t->data;
+        return (size_t)(sqz_bs_fixed_bytes(t->cols, b->n_blocks) +
+                        (uint64_t)b->n_use * sqz_bs_block_bytes(t->rows, t->cols, b->rank));
+    }
     return (size_t)t->rows * sqz_type_row_size(t->type, t->cols);
 }
 
@@ -248,6 +256,10 @@ void sqz_tensor_row_f32(const sqz_tensor *t, int64_t r, float *out) {
             for (int64_t j = 0; j < n; j++) out[j] += br[i] * ar[j];
         }
         free(br);
+        return;
+    }
+    if (t->type == SQZ_TYPE_BITSTACK) {
+        sqz_bs_row(t->data, t->rows, t->cols, r, out);
         return;
     }
     const sqz_type_traits *tr = sqz_type_get(t->type);

@@ -61,6 +61,11 @@ typedef enum sqz_type {
      * sqz_lr_tensor; run as two products (kernels/lowrank.h). In sqzf: NAME.lr_a and NAME.lr_b,
      * two plain matrices of any row type (docs/lowrank.md). */
     SQZ_TYPE_LOWRANK = 1042,
+    /* In memory: a BitStack matrix (formats/bitstack.h: residual blocks of signs times a rank-r
+     * magnitude); its sqz_tensor.data points to a sqz_bs_tensor. Not run as it is: a model
+     * loaded from one sums its blocks into f32 weights (model/bitstack_fit.c). In sqzf: five
+     * tensors NAME.bs_* (docs/bitstack.md). */
+    SQZ_TYPE_BITSTACK = 1043,
     SQZ_TYPE_SQZ_END = 1056 /* end of the second table */
 } sqz_type;
 

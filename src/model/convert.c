@@ -369,6 +369,50 @@ static sqz_status write_lr(sqz_ctx *ctx, sqz_gguf_writer *w, const sqz_model *m,
     return st ? st : write_matrix(ctx, w, m, out_path, &part[1]);
 }
 
+/* A BitStack matrix (SQZ_TYPE_BITSTACK) goes to sqzf as NAME.bs_scale, .bs_order, .bs_sign,
+ * .bs_u, .bs_v (formats/bitstack.h, docs/bitstack.md); a RoPE permutation of the output rows
+ * moves the rows of every block's signs and u. */
+static sqz_status declare_bs(sqz_gguf_writer *w, const out_tensor *t, uint64_t *data_bytes) {
+    const sqz_bs_tensor *b = t->src->data;
+    const int64_t rows = t->src->rows, cols = t->src->cols, K = b->n_blocks, r = b->rank;
+    const struct { const char *sfx; int n_dims; int64_t ne0, ne1; int type; } part[5] = {
+        { SQZ_BS_SUFFIX_SCALE, 1, cols, 1, SQZ_TYPE_F32 },  { SQZ_BS_SUFFIX_ORDER, 1, K, 1, 26 /* i32 */ },
+        { SQZ_BS_SUFFIX_SIGN, 2, sqz_bs_row_bytes(cols), rows * K, 24 /* i8 */ }, { SQZ_BS_SUFFIX_U, 2, r, rows * K, SQZ_TYPE_F16 },
+        { SQZ_BS_SUFFIX_V, 2, cols, r * K, SQZ_TYPE_F16 },
+    };
+    for (int i = 0; i < 5; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", t->name, part[i].sfx);
+        int64_t ne[2] = { part[i].ne0, part[i].ne1 };
+        size_t nb;
+        sqz_status st = sqz_gguf_writer_declare_tensor(w, name, part[i].n_dims, ne, part[i].type, &nb);
+        if (st) return st;
+        *data_bytes += nb;
+    }
+    return SQZ_OK;
+}
+
+static sqz_status write_bs(sqz_gguf_writer *w, const out_tensor *t) {
+    const sqz_bs_tensor *b = t->src->data;
+    const int64_t rows = t->src->rows, cols = t->src->cols, K = b->n_blocks, r = b->rank;
+    const int64_t hd = t->rope_heads > 0 ? rows / t->rope_heads : 0;
+    sqz_status st = sqz_gguf_writer_put(w, b->scale, (size_t)cols * sizeof *b->scale);
+    if (!st) st = sqz_gguf_writer_put(w, b->order, (size_t)K * sizeof *b->order);
+    for (int64_t k = 0; k < K && !st; k++) /* signs, row by row in the written order */
+        for (int64_t i = 0; i < rows && !st; i++) {
+            const int64_t src = hd ? rope_src_row(i, hd) : i;
+            const int64_t rb = sqz_bs_row_bytes(cols);
+            st = sqz_gguf_writer_put(w, b->sign + (size_t)((k * rows + src) * rb), (size_t)rb);
+        }
+    for (int64_t k = 0; k < K && !st; k++)
+        for (int64_t i = 0; i < rows && !st; i++) {
+            const int64_t src = hd ? rope_src_row(i, hd) : i;
+            st = sqz_gguf_writer_put(w, b->u + (size_t)((k * rows + src) * r), (size_t)r * sizeof *b->u);
+        }
+    if (!st) st = sqz_gguf_writer_put(w, b->v, (size_t)(K * r * cols) * sizeof *b->v);
+    return st;
+}
+
 static sqz_status write_mixed(sqz_gguf_writer *w, const sqz_model *m, const out_tensor *t) {
     const sqz_tensor *s = t->src;
     const sqz_mix_tensor *mx = s->data;
@@ -552,7 +596,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
         /* a matrix already in one of sqz's own types (dq2, mx*) stays in it: only sqzf holds it */
         if (!t->is_vec && t->src->type >= SQZ_TYPE_SQZ_FIRST && sqz_type_get(t->src->type) &&
             (sqz_type_get(t->src->type)->type_size || t->src->type == SQZ_TYPE_SP8 ||
-             t->src->type == SQZ_TYPE_LOWRANK))
+             t->src->type == SQZ_TYPE_LOWRANK || t->src->type == SQZ_TYPE_BITSTACK))
             t->type = t->src->type, t->fallback = 0;
         /* quantize's per-tensor choices (--alloc): a quantized GGUF type stays (an untied
          * token_embd is not one of them: it gets the mix's type whatever it came in) */
@@ -583,6 +627,10 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
             if ((st = declare_lr(w, t, &data_bytes))) goto done;
             continue;
         }
+        if (!t->is_vec && t->src->type == SQZ_TYPE_BITSTACK) {
+            if ((st = declare_bs(w, t, &data_bytes))) goto done;
+            continue;
+        }
         int64_t ne[2] = { t->src->cols, t->src->rows };
         size_t nb;
         if ((st = sqz_gguf_writer_declare_tensor(w, t->name, t->is_vec ? 1 : 2, ne, t->type, &nb)))
@@ -597,6 +645,7 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
              : t->src->type == SQZ_TYPE_MIXLLM ? write_mixed(w, model, t)
              : t->src->type == SQZ_TYPE_SP8    ? write_sp8(w, model, t)
              : t->src->type == SQZ_TYPE_LOWRANK ? write_lr(ctx, w, model, out_path, t)
+             : t->src->type == SQZ_TYPE_BITSTACK ? write_bs(w, t)
                                                : write_matrix(ctx, w, model, out_path, t);
         if (st) goto done;
         sqz_progress(ctx, "convert", (uint64_t)i + 1, (uint64_t)l.n);

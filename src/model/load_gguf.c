@@ -187,6 +187,47 @@ static sqz_status get_lr(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t r
     return SQZ_OK;
 }
 
+/* A BitStack matrix (formats/bitstack.h, docs/bitstack.md): NAME.bs_scale f32 [cols],
+ * NAME.bs_order i32 [K], NAME.bs_sign i8 [ceil(cols/8), rows*K], NAME.bs_u f16 [r, rows*K],
+ * NAME.bs_v f16 [cols, r*K]; the order increasing. Registered with the model, whose load ends
+ * by summing every block (sqz_model_bitstack_fit). */
+static sqz_status get_bs(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows, int64_t cols,
+                         const sqz_gguf_tensor *sc, sqz_tensor *t) {
+    const sqz_gguf *g = m->gguf;
+    const char *path = sqz_gguf_path(g);
+    static const char *sfx[4] = { SQZ_BS_SUFFIX_ORDER, SQZ_BS_SUFFIX_SIGN, SQZ_BS_SUFFIX_U, SQZ_BS_SUFFIX_V };
+    static const int types[4] = { 26 /* i32 */, 24 /* i8 */, SQZ_TYPE_F16, SQZ_TYPE_F16 };
+    const sqz_gguf_tensor *p[4];
+    for (int i = 0; i < 4; i++) {
+        char pn[128];
+        snprintf(pn, sizeof pn, "%s%s", name, sfx[i]);
+        p[i] = sqz_gguf_find_tensor(g, pn);
+        if (!p[i] || p[i]->type != types[i] || p[i]->n_dims != (i ? 2 : 1))
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BitStack matrix %s: %s is missing or not %s of %s", path, name,
+                            pn, i ? "a matrix" : "a vector", sqz_type_name(types[i]));
+    }
+    const int64_t K = p[0]->ne[0], r = p[2]->ne[0];
+    if (sc->type != SQZ_TYPE_F32 || sc->n_dims != 1 || sc->ne[0] != cols || K <= 0 || K > 4096 ||
+        r <= 0 || r > SQZ_BS_MAX_RANK || p[1]->ne[0] != sqz_bs_row_bytes(cols) || p[1]->ne[1] != rows * K ||
+        p[2]->ne[0] != r || p[2]->ne[1] != rows * K || p[3]->ne[0] != cols || p[3]->ne[1] != r * K)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BitStack matrix %s: its tensors do not make %lld x %lld blocks",
+                        path, name, (long long)rows, (long long)cols);
+    const int32_t *order = p[0]->data;
+    const float *scale = sc->data;
+    for (int64_t k = 0; k < K; k++)
+        if (order[k] < 0 || (k && order[k] <= order[k - 1]))
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BitStack matrix %s: its block order is not increasing", path,
+                            name);
+    for (int64_t j = 0; j < cols; j++)
+        if (!(scale[j] > 0) || scale[j] > 1e30f)
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: BitStack matrix %s: scale %lld is not a positive number", path,
+                            name, (long long)j);
+    const sqz_bs_tensor v = { .n_blocks = K, .rank = r, .n_use = K, .scale = scale, .order = order,
+                              .sign = p[1]->data, .u = p[2]->data, .v = p[3]->data };
+    *t = (sqz_tensor){ .type = SQZ_TYPE_BITSTACK, .rows = rows, .cols = cols, .data = NULL };
+    return sqz_model_add_bs(ctx, m, name, t, &v);
+}
+
 /* Tensor name with ggml shape (cols, rows) or a vector of cols (rows = 0). */
 static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t rows,
                              int64_t cols, int optional, sqz_tensor *t) {
@@ -205,6 +246,9 @@ static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64
         snprintf(pn, sizeof pn, "%s%s", name, SQZ_LR_SUFFIX_A);
         const sqz_gguf_tensor *lt = plain ? NULL : sqz_gguf_find_tensor(m->gguf, pn);
         if (lt) return get_lr(ctx, m, name, rows, cols, lt, t);
+        snprintf(pn, sizeof pn, "%s%s", name, SQZ_BS_SUFFIX_SCALE);
+        const sqz_gguf_tensor *bt = plain ? NULL : sqz_gguf_find_tensor(m->gguf, pn);
+        if (bt) return get_bs(ctx, m, name, rows, cols, bt, t);
     }
     if (optional && !sqz_gguf_find_tensor(m->gguf, name)) return SQZ_OK;
     const sqz_gguf_tensor *gt;

@@ -94,6 +94,10 @@ sqz_status sqz_model_load(sqz_ctx *ctx, const char *path, const char *tokenizer_
         sqz_model_free(m);
         return st;
     }
+    if (m->n_bs && (st = sqz_model_bitstack_fit(ctx, m, 0, NULL)) != SQZ_OK) { /* every block */
+        sqz_model_free(m);
+        return st;
+    }
     m->src = NULL; /* the caller's string may not outlive the model */
     m->self = m;
     *out = m;
@@ -109,6 +113,7 @@ void sqz_model_free(sqz_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    sqz_model_free_bs(m);
     if (m->run_owner == m) {
         free(m->run_layers);
         free(m->run_mem);
@@ -175,7 +180,8 @@ void sqz_model_get_info(const sqz_model *m, sqz_model_info *info) {
         }
     }
     info->n_params = np;
-    info->weight_bytes = nb;
+    info->weight_bytes = m->n_bs ? m->bs_bytes : nb;
+    if (m->n_bs) info->weight_type = "bitstack";
 }
 
 sqz_status sqz_tokenize(sqz_ctx *ctx, const sqz_model *m, const char *text, size_t len,

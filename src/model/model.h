@@ -5,6 +5,7 @@
 #define SQZ_MODEL_MODEL_H
 
 #include "core/ctx.h"
+#include "formats/bitstack.h"
 #include "formats/types.h"
 #include "io/file.h"
 #include "io/safetensors.h"
@@ -26,6 +27,15 @@ typedef struct sqz_layer_weights {
     sqz_tensor w_up;      /* (F, D) */
     sqz_tensor w_down;    /* (D, F) */
 } sqz_layer_weights;
+
+/* A BitStack matrix of a loaded model (model/bitstack_fit.c): the file's blocks (view) and the
+ * f32 weights summed from the blocks the memory budget takes (dense), which *t points at. */
+typedef struct sqz_bs_slot {
+    char name[64];
+    sqz_tensor *t;
+    sqz_bs_tensor view;
+    float *dense;
+} sqz_bs_slot;
 
 struct sqz_model {
     sqz_ctx *ctx;
@@ -53,6 +63,10 @@ struct sqz_model {
     sqz_layer_weights *run_layers;
     sqz_tensor run_output;
     void *run_mem;
+    /* BitStack matrices (a file written by sqz bitstack), their blocks and what is loaded */
+    sqz_bs_slot *bs;
+    int n_bs, cap_bs;
+    uint64_t bs_bytes; /* weight bytes at the last fit: everything else + the blocks taken */
 };
 
 /* Loaders (one per format); they fill cfg, views and tok. */
@@ -96,6 +110,11 @@ void sqz_convert_set_slab_elems(int64_t n);
  * same matrix in llama.cpp's GGUF layout (interleaved pairs) holds: within each head of hd
  * rows, GGUF row 2j + s is HF row s * hd/2 + j (convert_hf_to_gguf.py's permute). */
 int64_t sqz_rope_gguf_src_row(int64_t r, int64_t hd);
+
+/* Registers a BitStack matrix of the model being loaded (load_gguf.c): *t (inside m's layers)
+ * becomes f32 weights at sqz_model_bitstack_fit. */
+sqz_status sqz_model_add_bs(sqz_ctx *ctx, sqz_model *m, const char *name, sqz_tensor *t, const sqz_bs_tensor *view);
+void sqz_model_free_bs(sqz_model *m);
 
 /* Keeps p (malloc'ed) until the model is freed; frees p and returns NULL on failure. */
 void *sqz_model_own(sqz_model *m, void *p);

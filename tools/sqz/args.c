@@ -17,8 +17,8 @@ enum {
     C_INFO = 1 << 0, C_GENERATE = 1 << 1, C_PPL = 1 << 2, C_CONVERT = 1 << 3,
     C_QUANTIZE = 1 << 4, C_KVBENCH = 1 << 5, C_KVCALIB = 1 << 6, C_FINETUNE = 1 << 7,
     C_MERGE = 1 << 8, C_PRUNE = 1 << 9, C_LOWRANK = 1 << 10, C_DROP = 1 << 11,
-    C_LEVELS = 1 << 12, C_SEARCH = 1 << 13, C_REPORT = 1 << 14,
-    C_ALL = (1 << 15) - 1,
+    C_LEVELS = 1 << 12, C_SEARCH = 1 << 13, C_REPORT = 1 << 14, C_BITSTACK = 1 << 15,
+    C_ALL = (1 << 16) - 1,
     C_MODEL = C_ALL & ~C_REPORT /* the commands that load a model (report reads results) */
 };
 
@@ -70,6 +70,10 @@ static const cli_command commands[] = {
     { "report", cmd_report,
       "  report RESULT.json... -o OUT.html   plots and tables of the --json results of ppl,\n"
       "                                      quantize, convert, kvbench (one HTML file)\n" },
+    { "bitstack", cmd_bitstack,
+      "  bitstack MODEL -o OUT.sqzf --calib FILE [--rank R] [--iters K]\n"
+      "                                      BitStack: residual sign x low-rank blocks in one\n"
+      "                                      order; load at any size with --memory M\n" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -158,7 +162,7 @@ static const option_row options[] = {
               "kvbench: the f32 cache's logits, computed once)" },
     { "--no-decode", NULL, FLAG(no_decode), .cmds = C_KVBENCH,
       .help = "bytes, ppl and kld only, no decode timing" },
-    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH | C_REPORT,
+    { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH | C_REPORT | C_BITSTACK,
       .help = "output file" },
     { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
@@ -175,11 +179,11 @@ static const option_row options[] = {
               "(merge: quantize the merged OUT.gguf in the same run;\n"
               "prune: magnitude, wanda, sparsegpt[:damp,block], default sparsegpt;\n"
               "lowrank: svd, lord, asvd[:damp], default asvd)" },
-    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH,
+    { "--calib", NULL, STR(calib, "FILE"), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH | C_BITSTACK,
       .help = "calibration text (kvcalib: as -f)" },
     { "--calib-tokens", NULL, LLONG(calib_tokens, "N", 1, (long long)1 << 40),
-      .cmds = C_LEVELS | C_SEARCH | C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP, .help = "calibration tokens (default 32768; kvcalib: all)" },
-    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH,
+      .cmds = C_LEVELS | C_SEARCH | C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_BITSTACK, .help = "calibration tokens (default 32768; kvcalib: all)" },
+    { "--calib-ctx", NULL, INT(calib_ctx, "N", 2, 1 << 20), .cmds = C_QUANTIZE | C_KVCALIB | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH | C_BITSTACK,
       .help = "tokens per calibration window (default 512; kvcalib: the\n"
               "model's trained context, at most 1024)" },
     { "--act-order", NULL, FLAG(act_order), .cmds = C_QUANTIZE,
@@ -292,6 +296,14 @@ static const option_row options[] = {
       .help = "depth: score every subset of --blocks N blocks instead" },
     { "--stop-after", NULL, INT(max_gens, "N", 1, 1 << 24), .cmds = C_SEARCH,
       .help = "stop after N generations of this run (with --checkpoint: resume later)" },
+    { "--rank", NULL, INT(bs_rank, "R", 1, 64), .cmds = C_BITSTACK,
+      .help = "rank of each block's magnitude (4)" },
+    { "--iters", NULL, INT(bs_iters, "K", 1, 1024), .cmds = C_BITSTACK, .help = "blocks per matrix (16)" },
+    { "--sort-windows", NULL, INT(bs_sort_windows, "N", 1, 1 << 20), .cmds = C_BITSTACK,
+      .help = "calibration windows the block order's KLs are measured on (2)" },
+    { "--memory", NULL, STR(memory, "M"), .cmds = C_MODEL & ~C_MERGE,
+      .help = "a BitStack MODEL loaded at this size: the weights' bytes, e.g. 12MiB,\n"
+              "12MB, 800KiB or a plain byte count (default: every block)" },
     { "--threads", "-t", INT(threads, "N", 1, 1024), .cmds = C_MODEL,
       .help = "threads (default: all cores)" },
     { "--json", NULL, FLAG(json), .cmds = C_ALL, .help = "print one JSON object on stdout" },

@@ -65,6 +65,8 @@ typedef struct opts {
     unsigned long long bytes;
     int generations, generations_set, offspring, pool_windows, brute_force, max_gens;
     const char *inputs[64]; int n_inputs;   /* report: the result files (its operands) */
+    int bs_rank, bs_iters, bs_sort_windows; /* bitstack */
+    const char *memory;                     /* a BitStack model's size (--memory) */
 } opts;
 
 /* "sqz: <message>" on stderr; returns 1. */
@@ -81,8 +83,8 @@ double cli_now(void);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL after printing the error. */
 char *cli_read_file(const char *path, size_t *len);
 
-/* Loads the model (o->model, o->tokenizer) and merges the adapter of --lora into it. Returns 0;
- * 1 after printing the error. */
+/* Loads the model (o->model, o->tokenizer), sets a BitStack model's size (--memory) and merges
+ * the adapter of --lora into it. Returns 0; 1 after printing the error. */
 int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model);
 /* Loads the model (as cli_load_model), reads the text file at path and tokenizes it
  * (add_bos as sqz_tokenize takes it; *tok_seconds, when not NULL: the tokenization's time).
@@ -121,5 +123,10 @@ int cmd_drop(sqz_ctx *ctx, const opts *o);
 int cmd_levels(sqz_ctx *ctx, const opts *o);
 int cmd_search(sqz_ctx *ctx, const opts *o);
 int cmd_report(sqz_ctx *ctx, const opts *o);
+int cmd_bitstack(sqz_ctx *ctx, const opts *o);
+
+/* "12MiB", "12MB", "800KiB", "1.5GiB", "12345": bytes (K/M/G B: 1000^n, KiB/MiB/GiB: 1024^n).
+ * Returns 0; -1 when malformed or not positive. */
+int cli_parse_size(const char *s, unsigned long long *out);
 
 #endif

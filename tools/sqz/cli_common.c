@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -80,9 +81,42 @@ char *cli_read_file(const char *path, size_t *len) {
     return text;
 }
 
+int cli_parse_size(const char *s, unsigned long long *out) {
+    static const struct { const char *sfx; double mul; } units[] = {
+        { "", 1 }, { "b", 1 }, { "kb", 1e3 }, { "mb", 1e6 }, { "gb", 1e9 },
+        { "kib", 1024.0 }, { "mib", 1048576.0 }, { "gib", 1073741824.0 },
+    };
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0)) return -1;
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
+        if (!strcasecmp(end, units[i].sfx)) {
+            const double b = v * units[i].mul;
+            if (b >= 1.8e19) return -1;
+            *out = (unsigned long long)b;
+            return *out ? 0 : -1;
+        }
+    return -1;
+}
+
 int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model) {
     *model = NULL;
+    unsigned long long mem = 0;
+    if (o->memory && cli_parse_size(o->memory, &mem))
+        return cli_die("--memory: '%s' is not a size (bytes, or a number with KB, MB, GB, KiB, MiB, GiB)", o->memory);
     if (sqz_model_load(ctx, o->model, o->tokenizer, model)) return cli_fail(ctx);
+    if (o->memory || sqz_model_is_bitstack(*model)) {
+        sqz_bitstack_fit_info fi;
+        if (sqz_model_bitstack_fit(ctx, *model, mem, &fi)) {
+            sqz_model_free(*model);
+            *model = NULL;
+            return cli_fail(ctx);
+        }
+        fprintf(stderr, "sqz: BitStack %s: %d of %d blocks, %.2f MiB of weights (sizes from %.2f MiB to %.2f MiB)\n",
+                o->model, fi.n_loaded, fi.n_blocks, (double)fi.bytes / 1048576.0, (double)fi.min_bytes / 1048576.0,
+                (double)fi.all_bytes / 1048576.0);
+    }
     if (o->lora && sqz_model_apply_lora(ctx, *model, o->lora, o->lora_scale_set ? o->lora_scale : 1.0f)) {
         sqz_model_free(*model);
         *model = NULL;

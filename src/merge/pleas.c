@@ -26,8 +26,9 @@
  *    in this block: q/k/v, then o, then gate/up, then down), X_i W_i^T model i's own output on
  *    its own activations (permuted), W_avg the permuted models' average, lambda = damp x mean
  *    diag(X_m^T X_m) (damp, default 0.01; a pull towards the average where the calibration
- *    text leaves directions unseen). With one calibration text for all models the sum is
- *    N ||X_m W^T - mean_i X_i W_i^T||^2 (math/ridge.h: normal equations, Cholesky). Norm gains,
+ *    text leaves directions unseen), the sum over each model's own calibration windows (the
+ *    paper's setting; one shared text makes it N ||X_m W^T - mean_i X_i W_i^T||^2); normal
+ *    equations, Cholesky (math/ridge.h). Norm gains,
  *    the embedding and an untied lm_head are the permuted average (the least-squares answer for
  *    a lookup table; a gain is a column scale the next matrix's solve absorbs).
  *    Width budget: the merged FFN has m = budget x F hidden units (budget 1 .. N, default 1).
@@ -36,12 +37,17 @@
  *    models); merged unit n's gate/up target is the mean of its contributors' units, down's
  *    target every model's output. The output's config.json then says intermediate_size m.
  *
- * Memory (T calibration tokens, N models, D, F, m, qd = Hq hd, kvd = Hkv hd; f32 unless said):
- * T x D per model for the residual streams (N + 1 of them while solving); matching holds two
- * models' activations, 2 x T x (2 kvd + qd + F), and the correlation matrices (F x F doubles);
- * solving holds the summed targets T x (qd + 2 kvd + 2 D + 2 m), one merged site T x max(D, m),
- * X^T X as m x m doubles, and the N models' current block in f32. 14M models, T = 8192, m = F:
- * about 250 MB. Nothing is held for the whole model but the streams.
+ * Calibration: each distinct text (a model's --task-calib text, else the shared --calib) gives
+ * calib_tokens tokens in windows spread over it; a window's targets are the outputs of the
+ * models that calibrate on its text (its owners, 1 / |owners| each), every model runs every
+ * window (the matching's correlations need all models on the same tokens).
+ *
+ * Memory (T calibration tokens over all texts, N models, D, m, qd = Hq hd, kvd = Hkv hd; f32):
+ * the residual streams, (N + 1) x T x D; the summed targets and one merged site,
+ * T x (qd + 2 kvd + 2 D + 2 m + max(D, m)); the matching's activations of two models,
+ * 2 x T x (2 kvd + qd + F), freed before solving; X^T X as m x m doubles; the N models' current
+ * block in f32. Nothing of the whole model but the streams: the merge holds activations, not
+ * weights. 14M models, 3 texts x 4096 tokens (T = 12288), m = F: peak RSS 389 MiB.
  */
 #include <cblas.h>
 #include <cjson/cJSON.h>

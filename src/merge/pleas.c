@@ -523,7 +523,10 @@ static sqz_status merge_block(pleas *P, int l, sqz_layer_weights *ws, sqz_layer_
         }
     }
     float *h = malloc(T * D * sizeof *h);
-    if (!h) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    if (!h) {
+        free(w0);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
     cap c = { .P = P, .mode = CAP_SITE, .dst = xm };
     /* q, k, v on the merged block's normed input */
     memcpy(h, P->Hm, T * D * sizeof *h);
@@ -775,10 +778,19 @@ static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_m
     if (!st) st = sqz_hf_export_new(ctx, dir, &e);
     if (!st) st = write_config(&P, e);
     if (!st) st = sqz_hf_export_tokenizer(e, tok);
-    char params[256];
-    snprintf(params, sizeof params, "budget %g (FFN width %d), damp %g, %zu calibration tokens from %.100s%s",
+    /* how far from the identity the matching went (fine-tunes of one base: not far) */
+    long fix_res = 0, fix_ffn = 0, fix_q = 0;
+    for (int i = 1; i < N && !st; i++) {
+        for (int j = 0; j < D; j++) fix_res += P.res[i][j] == j;
+        for (int j = 0; j < L * P.F; j++) fix_ffn += P.ffn[i][j] == j % P.F;
+        for (int j = 0; j < L * P.Hq; j++) fix_q += P.qh[i][j] == j % P.Hq;
+    }
+    char params[512];
+    snprintf(params, sizeof params, "budget %g (FFN width %d), damp %g, %zu calibration tokens from %.100s%s; "
+             "units matched to themselves: residual %ld of %d, FFN %ld of %d, query heads %ld of %d",
              P.budget, m, P.damp, P.T, r->opts && r->opts->calib ? r->opts->calib : "each model's text",
-             r->opts && r->opts->calib && r->opts->n_task_calib ? " and the models' own texts" : "");
+             r->opts && r->opts->calib && r->opts->n_task_calib ? " and the models' own texts" : "",
+             fix_res, (N - 1) * D, fix_ffn, (N - 1) * L * P.F, fix_q, (N - 1) * L * P.Hq);
     const sqz_model_card card = { .method = r->method->name, .parameters = params };
     if (!st) st = sqz_hf_export_card(e, &card);
     for (int k = 0; k < r->n_list && !st; k++) {

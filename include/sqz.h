@@ -552,6 +552,20 @@ typedef struct sqz_merge_opts {
     const char *const *tune_domain, *const *tune_text;
     int tune_ctx;
     size_t tune_tokens;
+    /* pleas (and any method that needs activations): the calibration text's path, tokenized
+     * with the first model's tokenizer; calib_tokens of it (0: 8192) in windows of calib_ctx
+     * (0: 256) spread evenly over the text. Give train texts, never test texts. A method that
+     * takes no calibration refuses it. */
+    const char *calib;
+    size_t calib_tokens;
+    int calib_ctx;
+    int calib_shared; /* 1: calib also serves something else (sqz merge --method's quantizer): a
+                       * method without calibration ignores it instead of refusing it */
+    /* pleas: per-model calibration texts, the paper's setting (each model's outputs on its own
+     * data are the targets): the model whose folder or file name contains task_calib_domain[k]
+     * calibrates on task_calib_text[k] (calib_tokens of it); models without one, on calib. */
+    int n_task_calib;
+    const char *const *task_calib_domain, *const *task_calib_text;
 } sqz_merge_opts;
 
 typedef struct sqz_merge_result {

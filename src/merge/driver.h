@@ -45,6 +45,7 @@ typedef struct merge_run {
      * tune_lambda (the method's extract()); 0: a merge */
     int tune_task;
     double tune_lambda;
+    const sqz_merge_opts *opts; /* the caller's options (pleas: the calibration text) */
 } merge_run;
 
 /* The view of tensor o in model m. */

@@ -454,6 +454,7 @@ static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_
     sqz_status st;
     if (!p->gguf) {
         if ((st = r->method->continual ? merge_continual_run(r, p->path, p->hf_type, res)
+                  : r->method->whole   ? r->method->whole(r, p->path, p->hf_type, res)
                                        : write_merged(r, p->path, p->hf_type, opts->seed, res)))
             return st;
         char *w = sqz_path_join(p->path, "model.safetensors");
@@ -474,6 +475,7 @@ static sqz_status write_output(merge_run *r, const out_plan *p, const sqz_merge_
     }
     sqz_model *merged = NULL;
     st = r->method->continual ? merge_continual_run(r, tmp_dir, SQZ_TYPE_F32, res)
+       : r->method->whole     ? r->method->whole(r, tmp_dir, SQZ_TYPE_F32, res)
                               : write_merged(r, tmp_dir, SQZ_TYPE_F32, opts->seed, res);
     for (int i = 0; i < r->n_in && !st; i++) sqz_model_free(r->models[i]), r->models[i] = NULL;
     if (!st) st = sqz_model_load(ctx, tmp_dir, NULL, &merged);
@@ -540,9 +542,23 @@ sqz_status sqz_merge_models(sqz_ctx *ctx, const char *config_path, const char *o
     const sqz_merge_opts defaults = { 0 };
     if (!opts) opts = &defaults;
     const double t0 = sqz_now();
-    merge_run r = { .ctx = ctx, .extract = -1 };
+    merge_run r = { .ctx = ctx, .extract = -1, .opts = opts };
     out_plan plan;
     sqz_status st = begin_run(&r, config_path);
+    if (!st && opts->n_task_calib && !r.method->calib)
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s takes no calibration text (--task-calib)", r.cfg->path, r.method->name);
+    if (!st && opts->calib && !r.method->calib && !opts->calib_shared)
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s takes no calibration text (--calib goes with a merge_method that "
+                      "needs one, such as pleas, or with --method)", r.cfg->path, r.method->name);
+    if (!st && r.method->calib && !opts->calib && !opts->n_task_calib)
+        st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: %s needs calibration text (sqz merge --calib FILE or --task-calib "
+                      "DOMAIN=TEXT)", r.cfg->path, r.method->name);
+    if (!st && r.method->calib && opts->calib && !sqz_path_exists(opts->calib))
+        st = sqz_fail(ctx, SQZ_ERR_IO, "%s: no such file (the calibration text)", opts->calib);
+    for (int k = 0; !st && r.method->calib && k < opts->n_task_calib; k++)
+        if (!sqz_path_exists(opts->task_calib_text[k]))
+            st = sqz_fail(ctx, SQZ_ERR_IO, "%s: no such file (--task-calib %s)", opts->task_calib_text[k],
+                          opts->task_calib_domain[k]);
     if (!st) st = plan_output(&r, out_path, opts, &plan);
     if (!st) st = merge_load_inputs(&r);
     if (!st && opts->n_tune) st = tune_masks(&r, out_path, opts, &res);

@@ -16,6 +16,10 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
+#include "formats/types.h"
+
+struct merge_run;         /* driver.h */
+struct sqz_merge_result;  /* sqz.h */
 
 /* mergekit's parameter names, and sqz's k and mask_lambda (consensus). Per-model ones (weight,
  * density, gamma, epsilon, mask_lambda) come from the
@@ -35,6 +39,8 @@ typedef enum sqz_merge_param {
     SQZ_MP_K,          /* consensus: tasks whose TALL masks must select a weight */
     SQZ_MP_MASK_LAMBDA,/* per model: consensus' TALL-mask threshold lambda_t */
     SQZ_MP_ALPHA,      /* opcm: share of the singular values' sum whose subspace is kept clear */
+    SQZ_MP_BUDGET,     /* pleas: the merged FFN's width as a multiple of the models' (1 .. N) */
+    SQZ_MP_DAMP,       /* pleas: least squares' pull towards the permuted average, x mean diag(X^T X) */
     SQZ_MP_COUNT
 } sqz_merge_param;
 
@@ -83,6 +89,12 @@ typedef struct sqz_merge_method {
      * running state by continual.c (sqz_merge_models over the config's list in order, or
      * sqz_merge_continual adding one model to a saved state). */
     int continual;
+    /* Optional: a method that needs the whole model at once (pleas: activations layer by layer
+     * through the merged model as it is built): merge is NULL and this writes the HF folder at
+     * dir (absent or empty) in type from r's loaded, checked inputs (driver.h), r->opts holding
+     * the calibration text; it fills res->n_params and max_tensor_elems. */
+    sqz_status (*whole)(struct merge_run *r, const char *dir, sqz_type type, struct sqz_merge_result *res);
+    int calib;                 /* 1: whole() needs calibration text (sqz_merge_opts.calib) */
 } sqz_merge_method;
 
 /* The table (methods.c): the method called name, or NULL; row i (NULL past the last). */
@@ -92,6 +104,6 @@ const sqz_merge_method *sqz_merge_method_at(int i);
 extern const sqz_merge_method sqz_merge_linear, sqz_merge_task_arithmetic, sqz_merge_ties,
     sqz_merge_dare_linear, sqz_merge_dare_ties, sqz_merge_breadcrumbs, sqz_merge_breadcrumbs_ties,
     sqz_merge_della, sqz_merge_della_linear, sqz_merge_slerp, sqz_merge_model_stock,
-    sqz_merge_consensus, sqz_merge_tall_masks, sqz_merge_opcm;
+    sqz_merge_consensus, sqz_merge_tall_masks, sqz_merge_opcm, sqz_merge_pleas;
 
 #endif

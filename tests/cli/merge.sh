@@ -120,7 +120,7 @@ $SQZ merge "$tmp/dare.yml" -o "$tmp/g.gguf" --type q4_0 --method gptq 2> "$tmp/e
 check $? "--method gptq without --calib: exit 1 before any work"
 $SQZ merge "$tmp/dare.yml" -o "$tmp/g.gguf" --calib "$M/bible.train.txt" 2> /dev/null
 [ $? = 1 ] && [ ! -e "$tmp/g.gguf" ]
-check $? "--calib without --method: exit 1"
+check $? "--calib without --method for a merge_method that takes none (dare_ties): exit 1, nothing written"
 
 # tall_masks, then one task rebuilt from the base, the merge and its mask
 cat > "$tmp/tall.yml" <<YAML

@@ -56,6 +56,8 @@ typedef struct opts {
     int n_eval;
     const char *tune[64];     /* merge --tune DOMAIN=TRAIN: tall_masks' mask_lambda per task */
     int n_tune;
+    const char *task_calib[64]; /* merge --task-calib DOMAIN=TEXT: pleas' per-model calibration */
+    int n_task_calib;
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
     float lr_params, rank_frac, energy;     /* lowrank: the target */
     int drop_n; const char *drop_list;      /* drop: how many blocks, or which */

@@ -2,6 +2,7 @@
  * sqz_merge_models; OUT is a Hugging Face folder, or a GGUF file when it ends in .gguf.
  * With --extract TASK --from DIR: task TASK rebuilt from the tall_masks merge in DIR.
  * With --continual STATE MODEL: MODEL added to the running opcm merge in folder STATE.
+ * --calib FILE [--calib-tokens N] [--calib-ctx C]: a merge method's calibration text (pleas).
  * With --method M [--calib FILE]: merge and quantize in one command - the merge goes to an f32
  * folder beside OUT.gguf, which sqz_quantize then quantizes with calibration data, and the
  * folder is removed. (The two library calls are composed here, at the top, because merge and
@@ -190,8 +191,8 @@ int cmd_merge(sqz_ctx *ctx, const opts *o) {
     if (o->continual) return merge_continual(ctx, o);
     if (!o->out) return cli_die("merge needs an output: -o OUT (a folder, or OUT.gguf)");
     if (o->tokenizer) return cli_die("merge takes its tokenizer from the config (tokenizer_source)");
-    if ((o->calib || o->calib_tokens || o->calib_ctx) && !o->method)
-        return cli_die("--calib goes with --method (merge and quantize)");
+    if ((o->calib_tokens || o->calib_ctx) && !o->calib && !o->n_task_calib)
+        return cli_die("--calib-tokens and --calib-ctx go with --calib or --task-calib");
     if (o->method && o->extract_set) return cli_die("--method and --extract: one at a time");
     if (o->n_eval && o->extract_set) return cli_die("--eval goes with a merge, not --extract");
     if ((o->n_ctx || o->max_tokens) && !o->n_eval && !o->n_tune)
@@ -206,9 +207,23 @@ int cmd_merge(sqz_ctx *ctx, const opts *o) {
         tdom[d] = tbuf[d], ttxt[d] = eq + 1;
     }
     if (o->n_tune && (o->extract_set || o->method)) return cli_die("--tune goes with a tall_masks merge");
+    const char *cdom[64], *ctxt[64];
+    char cbuf[64][128];
+    for (int d = 0; d < o->n_task_calib; d++) {
+        const char *eq = strchr(o->task_calib[d], '=');
+        if (!eq || eq == o->task_calib[d] || !eq[1] || (size_t)(eq - o->task_calib[d]) >= sizeof cbuf[d])
+            return cli_die("--task-calib %s: want DOMAIN=TEXT", o->task_calib[d]);
+        snprintf(cbuf[d], sizeof cbuf[d], "%.*s", (int)(eq - o->task_calib[d]), o->task_calib[d]);
+        cdom[d] = cbuf[d], ctxt[d] = eq + 1;
+    }
     const sqz_merge_opts mo = { .type = o->type, .pure = o->pure, .seed = o->seed, .n_tune = o->n_tune,
                                 .tune_domain = tdom, .tune_text = ttxt, .tune_ctx = o->n_ctx,
-                                .tune_tokens = o->max_tokens > 0 ? (size_t)o->max_tokens : 0 };
+                                .tune_tokens = o->max_tokens > 0 ? (size_t)o->max_tokens : 0,
+                                /* a merge method that needs activations (pleas) reads it too */
+                                .calib = o->calib, .calib_shared = o->method != NULL,
+                                .calib_tokens = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 0,
+                                .calib_ctx = o->calib_ctx, .n_task_calib = o->n_task_calib,
+                                .task_calib_domain = cdom, .task_calib_text = ctxt };
     sqz_merge_result r;
     sqz_quantize_result qr = { 0 };
     if (o->from && !o->extract_set) return cli_die("--from goes with --extract TASK");

@@ -1,0 +1,860 @@
+/* pleas.c - PLeaS (Nasery et al., "PLeaS: Merging Models with Permutations and Least Squares",
+ * CVPR 2025) for llama-shaped models (RMSNorm, RoPE attention with GQA, SwiGLU FFN, residual
+ * stream). The config's models are merged without a base (base_model, if given, is only the
+ * --eval baseline); model 0 is the anchor the others are permuted to. Two steps:
+ *
+ * 1. Permutations. Every model runs the calibration text (T tokens in windows of C, as
+ *    quantization's calibration pass: eval/calib_pass.h); features are matched to the anchor's
+ *    by the Pearson correlation of their activations, one linear assignment each
+ *    (math/lap.h, maximizing the summed correlation), carried consistently through the model:
+ *    - the residual stream: ONE permutation of its D features for the whole model (residual
+ *      connections tie every block's input and output together), matched on the sum over the
+ *      L + 1 stream states (embeddings, each block's output) of the D x D correlations; it
+ *      permutes the embedding's and lm_head's columns, both RMSNorm gains (RMSNorm is
+ *      permutation-equivariant: the mean square does not depend on the order), the input
+ *      columns of q, k, v, gate, up and the output rows of o and down;
+ *    - per block, the FFN's F hidden units, matched on the SwiGLU output (down's input):
+ *      rows of gate and up, columns of down;
+ *    - per block, attention heads as whole heads, GQA-aware: the Hkv key/value heads matched on
+ *      their keys' and values' correlations (the head's hd dimensions summed, dimension by
+ *      dimension), then within each matched group the query heads on their attention outputs;
+ *      rows of q (query heads), k and v (kv heads), columns of o (query heads). Dimensions
+ *      inside a head are not permuted: RoPE rotates fixed pairs (i, i + hd/2) of q and k.
+ * 2. Least squares, block by block through the merged model as it is built: each of the seven
+ *    matrices gets W = argmin sum_i ||X_m W^T - X_i W_i^T||^2 + lambda ||W - W_avg||^2, X_m its
+ *    input in the merged model (the merged blocks before it, and the merged matrices before it
+ *    in this block: q/k/v, then o, then gate/up, then down), X_i W_i^T model i's own output on
+ *    its own activations (permuted), W_avg the permuted models' average, lambda = damp x mean
+ *    diag(X_m^T X_m) (damp, default 0.01; a pull towards the average where the calibration
+ *    text leaves directions unseen), the sum over each model's own calibration windows (the
+ *    paper's setting; one shared text makes it N ||X_m W^T - mean_i X_i W_i^T||^2); normal
+ *    equations, Cholesky (math/ridge.h). Norm gains,
+ *    the embedding and an untied lm_head are the permuted average (the least-squares answer for
+ *    a lookup table; a gain is a column scale the next matrix's solve absorbs).
+ *    Width budget: the merged FFN has m = budget x F hidden units (budget 1 .. N, default 1).
+ *    The m - F matched pairs (model i > 0's unit, anchor unit) of lowest correlation are not
+ *    merged: model i's unit keeps its own row (the paper's partial merging, generalized to N
+ *    models); merged unit n's gate/up target is the mean of its contributors' units, down's
+ *    target every model's output. The output's config.json then says intermediate_size m.
+ *
+ * Calibration: each distinct text (a model's --task-calib text, else the shared --calib) gives
+ * calib_tokens tokens in windows spread over it; a window's targets are the outputs of the
+ * models that calibrate on its text (its owners, 1 / |owners| each), every model runs every
+ * window (the matching's correlations need all models on the same tokens).
+ *
+ * Memory (T calibration tokens over all texts, N models, D, m, qd = Hq hd, kvd = Hkv hd; f32):
+ * the residual streams, (N + 1) x T x D; the summed targets and one merged site,
+ * T x (qd + 2 kvd + 2 D + 2 m + max(D, m)); the matching's activations of two models,
+ * 2 x T x (2 kvd + qd + F), freed before solving; X^T X as m x m doubles; the N models' current
+ * block in f32. Nothing of the whole model but the streams: the merge holds activations, not
+ * weights. 14M models, 3 texts x 4096 tokens (T = 12288), m = F: peak RSS 389 MiB.
+ */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/calib_pass.h"
+#include "io/file.h"
+#include "kernels/kernels.h"
+#include "math/lap.h"
+#include "math/ridge.h"
+#include "merge/driver.h"
+#include "model/export_hf.h"
+#include "model/session.h"
+#include "sqz.h"
+
+/* y[i * ldy + j] (+= with acc) sum_k x(i, k) w(j, k), i < M, j < N, k < K; x(i, k) =
+ * x[i * ldx + k] (x_t = 0) or x[k * ldx + i] (x_t = 1), w(j, k) likewise: sqz's AVX-512 GEMM
+ * over nt threads in blocks of 64 columns x 384 rows (Debian's OpenBLAS runs SSE3 kernels on
+ * CPUs it does not know), OpenBLAS single-threaded elsewhere. */
+static void gemm(int nt, int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t, const float *w,
+                 size_t ldw, int w_t, float *y, size_t ldy, int acc) {
+    if (M <= 0 || N <= 0) return;
+    if (sqz_isa_best() != SQZ_ISA_AVX512) {
+        cblas_sgemm(CblasRowMajor, x_t ? CblasTrans : CblasNoTrans, w_t ? CblasNoTrans : CblasTrans, (int)M, (int)N,
+                    (int)K, 1.0f, x, (int)ldx, w, (int)ldw, acc ? 1.0f : 0.0f, y, (int)ldy);
+        return;
+    }
+    enum { BN = 64, BM = 384 };
+    const int64_t nb_n = (N + BN - 1) / BN, nb_m = (M + BM - 1) / BM, n_tasks = nb_n * nb_m;
+    if (nt > n_tasks) nt = (int)n_tasks;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *strip = aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < n_tasks; task++) {
+            const int64_t i0 = task / nb_n * BM, j0 = task % nb_n * BN;
+            const int64_t mi = M - i0 < BM ? M - i0 : BM, nj = N - j0 < BN ? N - j0 : BN;
+            if (strip)
+                sqz_sgemm_avx512_ex((int)mi, (int)nj, K, x_t ? x + i0 : x + (size_t)i0 * ldx, ldx, x_t,
+                                    w_t ? w + j0 : w + (size_t)j0 * ldw, ldw, w_t, y + (size_t)i0 * ldy + j0, ldy,
+                                    acc, strip);
+        }
+        free(strip);
+    }
+}
+
+typedef struct pleas {
+    merge_run *r;
+    sqz_ctx *ctx;
+    int N, L, D, F, Hq, Hkv, hd, qd, kvd, V, C, m;
+    size_t n_win, T;
+    int32_t *ids;          /* [T] calibration tokens */
+    uint64_t *own;         /* [n_win] the models whose outputs are a window's targets (their text) */
+    double budget, damp;
+    /* per model i: the index in model i of the feature matched to the anchor's feature j */
+    int **res;             /* [N][D] */
+    int **ffn;             /* [N][L * F] */
+    int **qh, **kvh;       /* [N][L * Hq], [N][L * Hkv] */
+    float **ffn_corr;      /* [N][L * F] the matched pairs' correlations */
+    int **map;             /* [N][L * F] merged FFN unit of model i's (permuted) unit j */
+    uint64_t *cmask;       /* [L * m] the models merged into each merged unit */
+    sqz_model run_m, run_mm; /* struct copies of model 0 that run f32 blocks: width F, width m */
+    sqz_session *s, *sm;
+    float *H;              /* [N][T][D] the models' residual streams */
+    float *Hm;             /* [T][D] the merged model's */
+} pleas;
+
+/* ------------------------------------------------------------------ f32 blocks */
+
+static sqz_tensor *field(sqz_layer_weights *w, const out_tensor *o) {
+    return (sqz_tensor *)((char *)w + o->spec->at);
+}
+
+static void free_layer(sqz_layer_weights *w) {
+    const sqz_tensor *t[SQZ_LAYER_N_TENSORS];
+    sqz_layer_tensors(w, t);
+    for (int k = 0; k < SQZ_LAYER_N_TENSORS; k++) free((void *)t[k]->data);
+    memset(w, 0, sizeof *w);
+}
+
+/* New[r][c] = Old[rp[r / rb] * rb + r % rb][cp[c / cb] * cb + c % cb] (NULL: identity). */
+static int permute_matrix(float *W, int64_t rows, int64_t cols, const int *rp, int rb, const int *cp, int cb) {
+    float *t = malloc((size_t)(rows * cols) * sizeof *t);
+    if (!t) return -1;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t sr = rp ? (int64_t)rp[r / rb] * rb + r % rb : r;
+        for (int64_t c = 0; c < cols; c++)
+            t[r * cols + c] = W[sr * cols + (cp ? (int64_t)cp[c / cb] * cb + c % cb : c)];
+    }
+    memcpy(W, t, (size_t)(rows * cols) * sizeof *t);
+    free(t);
+    return 0;
+}
+
+/* Model i's block l as f32 tensors it owns (HF row order), permuted to the anchor when perm. */
+static sqz_status load_layer(pleas *P, int i, int l, int perm, sqz_layer_weights *w) {
+    merge_run *r = P->r;
+    memset(w, 0, sizeof *w);
+    for (int k = 0; k < r->n_list; k++) {
+        const out_tensor *o = &r->list[k];
+        if (o->layer != l || !o->spec) continue;
+        sqz_tensor *t = field(w, o);
+        float *d = malloc((size_t)(o->rows * o->cols) * sizeof *d);
+        if (!d || merge_load_slab(r, i, o, d)) {
+            free(d);
+            free_layer(w);
+            return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory");
+        }
+        *t = (sqz_tensor){ .type = SQZ_TYPE_F32, .rows = o->rows, .cols = o->cols, .data = d };
+    }
+    if (!perm || i == 0) return SQZ_OK;
+    const int *pr = P->res[i], *pf = P->ffn[i] + (size_t)l * P->F, *pq = P->qh[i] + (size_t)l * P->Hq,
+              *pk = P->kvh[i] + (size_t)l * P->Hkv;
+    const int D = P->D, F = P->F, hd = P->hd;
+    int bad = 0;
+    bad |= permute_matrix((float *)w->attn_norm.data, 1, D, NULL, 1, pr, 1);
+    bad |= permute_matrix((float *)w->ffn_norm.data, 1, D, NULL, 1, pr, 1);
+    bad |= permute_matrix((float *)w->wq.data, P->qd, D, pq, hd, pr, 1);
+    bad |= permute_matrix((float *)w->wk.data, P->kvd, D, pk, hd, pr, 1);
+    bad |= permute_matrix((float *)w->wv.data, P->kvd, D, pk, hd, pr, 1);
+    bad |= permute_matrix((float *)w->wo.data, D, P->qd, pr, 1, pq, hd);
+    bad |= permute_matrix((float *)w->w_gate.data, F, D, pf, 1, pr, 1);
+    bad |= permute_matrix((float *)w->w_up.data, F, D, pf, 1, pr, 1);
+    bad |= permute_matrix((float *)w->w_down.data, D, F, pr, 1, pf, 1);
+    if (bad) {
+        free_layer(w);
+        return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory");
+    }
+    return SQZ_OK;
+}
+
+/* A tensor outside the blocks (embedding, final norm, lm_head) of model i as f32, its columns
+ * permuted to the anchor's residual order when perm. */
+static float *load_outer(pleas *P, int i, const out_tensor *o, int perm) {
+    float *d = malloc((size_t)(o->rows * o->cols) * sizeof *d);
+    if (!d || merge_load_slab(P->r, i, o, d) ||
+        (perm && i > 0 && permute_matrix(d, o->rows, o->cols, NULL, 1, P->res[i], 1))) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* ------------------------------------------------------------------ statistics */
+
+/* Pearson correlation of A's columns with B's, A [T][a], B [T][b] -> out [a][b]. */
+static int correlate(int nt, const float *A, int a, const float *B, int b, size_t T, float *out) {
+    double *ma = calloc((size_t)a * 2, sizeof *ma), *mb = calloc((size_t)b * 2, sizeof *mb);
+    if (!ma || !mb) {
+        free(ma), free(mb);
+        return -1;
+    }
+    for (size_t t = 0; t < T; t++) {
+        for (int j = 0; j < a; j++) ma[j] += A[t * a + j], ma[a + j] += (double)A[t * a + j] * A[t * a + j];
+        for (int j = 0; j < b; j++) mb[j] += B[t * b + j], mb[b + j] += (double)B[t * b + j] * B[t * b + j];
+    }
+    for (int j = 0; j < a; j++) ma[j] /= T, ma[a + j] = sqrt(fmax(ma[a + j] / T - ma[j] * ma[j], 0)) + 1e-8;
+    for (int j = 0; j < b; j++) mb[j] /= T, mb[b + j] = sqrt(fmax(mb[b + j] / T - mb[j] * mb[j], 0)) + 1e-8;
+    gemm(nt, a, b, (int64_t)T, A, (size_t)a, 1, B, (size_t)b, 1, out, (size_t)b, 0);
+    for (int j = 0; j < a; j++)
+        for (int k = 0; k < b; k++)
+            out[(size_t)j * b + k] = (float)((out[(size_t)j * b + k] / T - ma[j] * mb[k]) / (ma[a + j] * mb[b + k]));
+    free(ma), free(mb);
+    return 0;
+}
+
+/* The assignment of largest summed similarity sim [n][n] (float): col_of_row. */
+static int match(const float *sim, int n, int *col_of_row) {
+    double *c = malloc((size_t)n * n * sizeof *c);
+    if (!c) return -1;
+    for (size_t k = 0; k < (size_t)n * n; k++) c[k] = -(double)sim[k];
+    const int rc = sqz_lap_solve(c, n, col_of_row);
+    free(c);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the layer passes */
+
+enum { CAP_MATCH, CAP_TARGET, CAP_SITE };
+
+typedef struct cap {
+    pleas *P;
+    int mode, site;                /* CAP_SITE: the site copied */
+    const sqz_layer_weights *w;    /* the block run (targets: its matrices) */
+    int model;                     /* CAP_TARGET: model i (its FFN map) */
+    size_t win;
+    int row0;
+    float *kv, *att, *z;           /* CAP_MATCH: [T][2 kvd], [T][qd], [T][F] */
+    float *yqkv, *yo, *ygu, *yd;   /* CAP_TARGET: [T][qd + 2 kvd], [T][D], [T][2 m], [T][D] */
+    float *tmp;                    /* [B][F] */
+    float *dst;                    /* CAP_SITE: [T][dim] */
+} cap;
+
+static sqz_status next_window(void *user) {
+    ((cap *)user)->win++;
+    return SQZ_OK;
+}
+
+/* y[Tb][n] = x[Tb][K] W^T, W [n][K] */
+static void mul_wt(const pleas *P, const float *x, int Tb, int K, const sqz_tensor *W, float *y, size_t ldy) {
+    gemm(P->ctx->n_threads, Tb, W->rows, K, x, (size_t)K, 0, W->data, (size_t)K, 0, y, ldy, 0);
+}
+
+static int popcount64(uint64_t v) {
+    int n = 0;
+    for (; v; v &= v - 1) n++;
+    return n;
+}
+
+/* y[Tb][ldy] += a * t[Tb][n] */
+static void add_scaled(float *y, size_t ldy, const float *t, int Tb, int n, float a) {
+    for (int r = 0; r < Tb; r++)
+        for (int j = 0; j < n; j++) y[(size_t)r * ldy + j] += a * t[(size_t)r * n + j];
+}
+
+static void capture(void *user, int layer, int site, const float *x, int Tb, int dim) {
+    cap *c = user;
+    pleas *P = c->P;
+    const size_t row = c->win * (size_t)P->C + (size_t)c->row0;
+    const int qkv = P->qd + 2 * P->kvd;
+    if (c->mode == CAP_SITE) {
+        if (site == c->site) memcpy(c->dst + row * dim, x, (size_t)Tb * dim * sizeof *x);
+        return;
+    }
+    if (c->mode == CAP_MATCH) {
+        if (site == SQZ_SITE_QKV) {
+            mul_wt(P, x, Tb, dim, &c->w->wk, c->kv + row * 2 * P->kvd, 2 * P->kvd);
+            mul_wt(P, x, Tb, dim, &c->w->wv, c->kv + row * 2 * P->kvd + P->kvd, 2 * P->kvd);
+        } else if (site == SQZ_SITE_O) {
+            memcpy(c->att + row * dim, x, (size_t)Tb * dim * sizeof *x);
+        } else if (site == SQZ_SITE_DOWN) {
+            memcpy(c->z + row * dim, x, (size_t)Tb * dim * sizeof *x);
+        }
+        return;
+    }
+    /* CAP_TARGET: model i's outputs on its inputs, weighted by the window's owners O: 1 / |O|
+     * for an owner; a merged FFN unit none of O feeds takes its own models' mean instead */
+    const int i = c->model;
+    const uint64_t O = P->own[c->win], me = (uint64_t)1 << i;
+    const float a = O & me ? 1.0f / (float)popcount64(O) : 0.0f;
+    if (site == SQZ_SITE_QKV && a != 0) {
+        const sqz_tensor *W[3] = { &c->w->wq, &c->w->wk, &c->w->wv };
+        for (int k = 0, at = 0; k < 3; at += (int)W[k]->rows, k++) {
+            mul_wt(P, x, Tb, dim, W[k], c->tmp, (size_t)W[k]->rows);
+            add_scaled(c->yqkv + row * qkv + at, (size_t)qkv, c->tmp, Tb, (int)W[k]->rows, a);
+        }
+    } else if (site == SQZ_SITE_O && a != 0) {
+        mul_wt(P, x, Tb, dim, &c->w->wo, c->tmp, (size_t)P->D);
+        add_scaled(c->yo + row * P->D, (size_t)P->D, c->tmp, Tb, P->D, a);
+    } else if (site == SQZ_SITE_GATE_UP) {
+        const int F = P->F, m = P->m;
+        const int *map = P->map[i] + (size_t)layer * F;
+        const uint64_t *cm = P->cmask + (size_t)layer * m;
+        for (int h = 0; h < 2; h++) {
+            mul_wt(P, x, Tb, dim, h ? &c->w->w_up : &c->w->w_gate, c->tmp, (size_t)F);
+            for (int j = 0; j < F; j++) {
+                const int n = map[j];
+                const uint64_t S = cm[n], A = S & O;
+                const float wj = A ? (A & me ? 1.0f / (float)popcount64(A) : 0.0f) : 1.0f / (float)popcount64(S);
+                if (wj == 0) continue;
+                float *y = c->ygu + row * 2 * m + (size_t)h * m + n;
+                for (int t = 0; t < Tb; t++) y[(size_t)t * 2 * m] += wj * c->tmp[(size_t)t * F + j];
+            }
+        }
+    } else if (site == SQZ_SITE_DOWN && a != 0) {
+        mul_wt(P, x, Tb, dim, &c->w->w_down, c->tmp, (size_t)P->D);
+        add_scaled(c->yd + row * P->D, (size_t)P->D, c->tmp, Tb, P->D, a);
+    }
+}
+
+/* Block l (weights w) over the stream X [T][D] of session s: last_site < 0 the whole block (X
+ * advanced), else up to that site. */
+static sqz_status pass(pleas *P, sqz_session *s, const sqz_layer_weights *w, int l, float *X, int last_site, cap *c) {
+    if (c) c->win = 0;
+    return sqz_calib_layer_pass(s, w, l, X, P->n_win, P->C, last_site, c ? capture : NULL, c, c ? &c->row0 : NULL,
+                                c ? next_window : NULL, c);
+}
+
+/* ------------------------------------------------------------------ step 1: permutations */
+
+static sqz_status find_permutations(pleas *P) {
+    sqz_ctx *ctx = P->ctx;
+    const int N = P->N, L = P->L, D = P->D, F = P->F, hd = P->hd, qd = P->qd, kvd = P->kvd;
+    const int G = P->Hq / P->Hkv, nt = ctx->n_threads;
+    const size_t T = P->T;
+    sqz_status st = SQZ_OK;
+    float *kv[2] = { 0 }, *att[2] = { 0 }, *z[2] = { 0 };
+    float *corr = malloc((size_t)F * F * sizeof *corr), *sim = NULL;
+    double *res_sum = calloc((size_t)(N > 1 ? N - 1 : 1) * D * D, sizeof *res_sum);
+    for (int k = 0; k < 2; k++) {
+        kv[k] = malloc(T * 2 * kvd * sizeof(float));
+        att[k] = malloc(T * qd * sizeof(float));
+        z[k] = malloc(T * F * sizeof(float));
+    }
+    if (!corr || !res_sum || !kv[0] || !kv[1] || !att[0] || !att[1] || !z[0] || !z[1] ||
+        !(sim = malloc((size_t)(D > qd ? D : qd) * (D > qd ? D : qd) * sizeof *sim))) {
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for the matching's activations (%zu tokens)", T);
+        goto done;
+    }
+    for (int l = 0; l <= L && !st; l++) {
+        /* the stream states: block l's input (l = L: the last block's output) */
+        for (int i = 1; i < N && !st; i++) {
+            if (correlate(nt, P->H, D, P->H + (size_t)i * T * D, D, T, sim)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            for (size_t k = 0; k < (size_t)D * D; k++) res_sum[(size_t)(i - 1) * D * D + k] += sim[k];
+        }
+        if (l == L) break;
+        for (int i = 0; i < N && !st; i++) {
+            const int b = i ? 1 : 0;
+            sqz_layer_weights w;
+            if ((st = load_layer(P, i, l, 0, &w))) break;
+            cap c = { .P = P, .mode = CAP_MATCH, .w = &w, .kv = kv[b], .att = att[b], .z = z[b] };
+            st = pass(P, P->s, &w, l, P->H + (size_t)i * T * D, -1, &c);
+            free_layer(&w);
+            if (st || i == 0) continue;
+            int *pf = P->ffn[i] + (size_t)l * F, *pq = P->qh[i] + (size_t)l * P->Hq, *pk = P->kvh[i] + (size_t)l * P->Hkv;
+            /* FFN units */
+            if (correlate(nt, z[0], F, z[1], F, T, corr) || match(corr, F, pf)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            for (int j = 0; j < F; j++) P->ffn_corr[i][(size_t)l * F + j] = corr[(size_t)j * F + pf[j]];
+            /* kv heads: keys' and values' correlations, dimension by dimension */
+            if (correlate(nt, kv[0], 2 * kvd, kv[1], 2 * kvd, T, corr)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            float hs[64 * 64];
+            for (int g = 0; g < P->Hkv; g++)
+                for (int g2 = 0; g2 < P->Hkv; g2++) {
+                    double s = 0;
+                    for (int j = 0; j < hd; j++)
+                        s += corr[(size_t)(g * hd + j) * 2 * kvd + g2 * hd + j] +
+                             corr[(size_t)(kvd + g * hd + j) * 2 * kvd + kvd + g2 * hd + j];
+                    hs[g * P->Hkv + g2] = (float)s;
+                }
+            if (match(hs, P->Hkv, pk)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            /* query heads within each matched group, on their attention outputs */
+            if (correlate(nt, att[0], qd, att[1], qd, T, corr)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            for (int g = 0; g < P->Hkv && !st; g++) {
+                int sub[64];
+                for (int a = 0; a < G; a++)
+                    for (int b2 = 0; b2 < G; b2++) {
+                        const int h = g * G + a, h2 = pk[g] * G + b2;
+                        double s = 0;
+                        for (int j = 0; j < hd; j++) s += corr[(size_t)(h * hd + j) * qd + h2 * hd + j];
+                        hs[a * G + b2] = (float)s;
+                    }
+                if (match(hs, G, sub)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+                for (int a = 0; a < G; a++) pq[g * G + a] = pk[g] * G + sub[a];
+            }
+        }
+        sqz_progress(ctx, "pleas", (uint64_t)l + 1, (uint64_t)2 * L);
+    }
+    for (int i = 1; i < N && !st; i++) { /* the residual stream, over all its states */
+        for (size_t k = 0; k < (size_t)D * D; k++) sim[k] = (float)res_sum[(size_t)(i - 1) * D * D + k];
+        if (match(sim, D, P->res[i])) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+done:
+    for (int k = 0; k < 2; k++) free(kv[k]), free(att[k]), free(z[k]);
+    free(corr), free(sim), free(res_sum);
+    return st;
+}
+
+/* The budget's m - F least correlated matched pairs (model i > 0) keep model i's unit apart:
+ * map and cnt. */
+static sqz_status plan_width(pleas *P) {
+    const int N = P->N, L = P->L, F = P->F, m = P->m, extra = m - F;
+    const size_t n = (size_t)(N - 1) * F;
+    float *key = malloc((n ? n : 1) * sizeof *key);
+    if (!key) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < L; l++) {
+        uint64_t *cm = P->cmask + (size_t)l * m;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < F; j++) P->map[i][(size_t)l * F + j] = j;
+        int next = F;
+        if (extra > 0) { /* the threshold: the extra-th smallest correlation */
+            for (int i = 1; i < N; i++) memcpy(key + (size_t)(i - 1) * F, P->ffn_corr[i] + (size_t)l * F, F * sizeof *key);
+            for (int e = 0; e < extra; e++) { /* selection: repeatedly the smallest not yet taken */
+                size_t best = 0;
+                for (size_t k = 1; k < n; k++)
+                    if (key[k] < key[best]) best = k;
+                P->map[1 + best / F][(size_t)l * F + best % F] = next++;
+                key[best] = INFINITY;
+            }
+        }
+        memset(cm, 0, (size_t)m * sizeof *cm);
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < F; j++) cm[P->map[i][(size_t)l * F + j]] |= (uint64_t)1 << i;
+    }
+    free(key);
+    return SQZ_OK;
+}
+
+/* ------------------------------------------------------------------ step 2: least squares */
+
+/* W [rows][K] = argmin ||X W^T - Y||^2 + lambda ||W - W0||^2 with X [T][K] (the merged
+ * model's input), Y [T][ldy] from column y0 (the targets), lambda = damp x mean diag(X^T X). */
+static sqz_status solve(pleas *P, const float *X, int K, const float *Y, int ldy, int y0, int rows,
+                        const float *W0, float *W) {
+    const size_t T = P->T;
+    float *g = malloc((size_t)K * K * sizeof *g), *b = malloc((size_t)rows * K * sizeof *b);
+    double *G = malloc((size_t)K * K * sizeof *G), *B = malloc((size_t)rows * K * sizeof *B);
+    if (!g || !b || !G || !B) {
+        free(g), free(b), free(G), free(B);
+        return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory for a %d x %d solve", K, K);
+    }
+    const int nt = P->ctx->n_threads;
+    gemm(nt, K, K, (int64_t)T, X, (size_t)K, 1, X, (size_t)K, 1, g, (size_t)K, 0);
+    gemm(nt, rows, K, (int64_t)T, Y + y0, (size_t)ldy, 1, X, (size_t)K, 1, b, (size_t)K, 0);
+    double mean = 0;
+    for (int i = 0; i < K; i++) {
+        for (int j = 0; j <= i; j++) G[(size_t)i * K + j] = G[(size_t)j * K + i] = g[(size_t)i * K + j];
+        mean += G[(size_t)i * K + i];
+    }
+    mean /= K;
+    for (size_t k = 0; k < (size_t)rows * K; k++) B[k] = b[k];
+    const int rc = sqz_ridge_solve(G, K, B, rows, W0, P->damp * mean, NULL);
+    for (size_t k = 0; rc == 0 && k < (size_t)rows * K; k++) W[k] = (float)B[k];
+    free(g), free(b), free(G), free(B);
+    if (rc < 0) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory");
+    if (rc > 0) return sqz_fail(P->ctx, SQZ_ERR_RANGE, "pleas: least squares failed (X^T X not positive definite)");
+    return SQZ_OK;
+}
+
+static float *alloc_tensor(sqz_tensor *t, int64_t rows, int64_t cols) {
+    float *d = calloc((size_t)(rows * cols), sizeof *d);
+    *t = (sqz_tensor){ .type = SQZ_TYPE_F32, .rows = rows, .cols = cols, .data = d };
+    return d;
+}
+
+/* The merged block l from the models' permuted blocks ws[N]: streams advanced. */
+static sqz_status merge_block(pleas *P, int l, sqz_layer_weights *ws, sqz_layer_weights *mw, float *big) {
+    sqz_ctx *ctx = P->ctx;
+    const int N = P->N, D = P->D, F = P->F, m = P->m, qd = P->qd, kvd = P->kvd, qkv = qd + 2 * kvd;
+    const size_t T = P->T;
+    const float invN = 1.0f / (float)N;
+    sqz_status st = SQZ_OK;
+    /* targets, averaged over the models: [qkv | o | gate up | down] */
+    float *yqkv = big, *yo = yqkv + T * qkv, *ygu = yo + T * D, *yd = ygu + T * 2 * m, *xm = yd + T * D;
+    memset(big, 0, T * (size_t)(qkv + 2 * D + 2 * m) * sizeof *big);
+    const int wid = F > qd ? (F > D ? F : D) : (qd > D ? qd : D);
+    float *tmp = malloc((size_t)P->s->max_batch * wid * sizeof *tmp);
+    if (!tmp) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < N && !st; i++) {
+        cap c = { .P = P, .mode = CAP_TARGET, .w = &ws[i], .model = i, .yqkv = yqkv, .yo = yo, .ygu = ygu, .yd = yd,
+                  .tmp = tmp };
+        st = pass(P, P->s, &ws[i], l, P->H + (size_t)i * T * D, -1, &c);
+    }
+    free(tmp);
+    /* the merged block, all averages to start with (norm gains stay so) */
+    float *an = alloc_tensor(&mw->attn_norm, 1, D), *fn = alloc_tensor(&mw->ffn_norm, 1, D);
+    float *wq = alloc_tensor(&mw->wq, qd, D), *wk = alloc_tensor(&mw->wk, kvd, D), *wv = alloc_tensor(&mw->wv, kvd, D);
+    float *wo = alloc_tensor(&mw->wo, D, qd);
+    float *wg = alloc_tensor(&mw->w_gate, m, D), *wu = alloc_tensor(&mw->w_up, m, D), *wd = alloc_tensor(&mw->w_down, D, m);
+    float *w0 = malloc((size_t)(qkv > 2 * m ? qkv : 2 * m) * (D > m ? D : m) * sizeof *w0);
+    if (st || !an || !fn || !wq || !wk || !wv || !wo || !wg || !wu || !wd || !w0) {
+        free(w0);
+        return st ? st : sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+    const uint64_t *cm = P->cmask + (size_t)l * m;
+    for (int i = 0; i < N; i++) {
+        const sqz_layer_weights *w = &ws[i];
+        const int *map = P->map[i] + (size_t)l * F;
+        for (int j = 0; j < D; j++) an[j] += invN * ((const float *)w->attn_norm.data)[j], fn[j] += invN * ((const float *)w->ffn_norm.data)[j];
+        for (size_t k = 0; k < (size_t)qd * D; k++) wq[k] += invN * ((const float *)w->wq.data)[k];
+        for (size_t k = 0; k < (size_t)kvd * D; k++) wk[k] += invN * ((const float *)w->wk.data)[k], wv[k] += invN * ((const float *)w->wv.data)[k];
+        for (size_t k = 0; k < (size_t)D * qd; k++) wo[k] += invN * ((const float *)w->wo.data)[k];
+        for (int j = 0; j < F; j++) {
+            const int n = map[j];
+            const float a = 1.0f / (float)popcount64(cm[n]);
+            for (int k = 0; k < D; k++) {
+                wg[(size_t)n * D + k] += a * ((const float *)w->w_gate.data)[(size_t)j * D + k];
+                wu[(size_t)n * D + k] += a * ((const float *)w->w_up.data)[(size_t)j * D + k];
+                wd[(size_t)k * m + n] += invN * ((const float *)w->w_down.data)[(size_t)k * F + j];
+            }
+        }
+    }
+    float *h = malloc(T * D * sizeof *h);
+    if (!h) {
+        free(w0);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+    cap c = { .P = P, .mode = CAP_SITE, .dst = xm };
+    /* q, k, v on the merged block's normed input */
+    memcpy(h, P->Hm, T * D * sizeof *h);
+    c.site = SQZ_SITE_QKV;
+    if (!(st = pass(P, P->sm, mw, l, h, SQZ_SITE_QKV, &c))) {
+        memcpy(w0, wq, (size_t)qd * D * sizeof *w0);
+        memcpy(w0 + (size_t)qd * D, wk, (size_t)kvd * D * sizeof *w0);
+        memcpy(w0 + (size_t)(qd + kvd) * D, wv, (size_t)kvd * D * sizeof *w0);
+        float *sol = malloc((size_t)qkv * D * sizeof *sol);
+        if (!sol) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        if (!st && !(st = solve(P, xm, D, yqkv, qkv, 0, qkv, w0, sol))) {
+            memcpy(wq, sol, (size_t)qd * D * sizeof *sol);
+            memcpy(wk, sol + (size_t)qd * D, (size_t)kvd * D * sizeof *sol);
+            memcpy(wv, sol + (size_t)(qd + kvd) * D, (size_t)kvd * D * sizeof *sol);
+        }
+        free(sol);
+    }
+    /* o on the merged attention's output */
+    c.site = SQZ_SITE_O;
+    if (!st) memcpy(h, P->Hm, T * D * sizeof *h);
+    if (!st && !(st = pass(P, P->sm, mw, l, h, SQZ_SITE_O, &c))) {
+        memcpy(w0, wo, (size_t)D * qd * sizeof *w0);
+        st = solve(P, xm, qd, yo, D, 0, D, w0, wo);
+    }
+    /* gate and up on the merged FFN's normed input */
+    c.site = SQZ_SITE_GATE_UP;
+    if (!st) memcpy(h, P->Hm, T * D * sizeof *h);
+    if (!st && !(st = pass(P, P->sm, mw, l, h, SQZ_SITE_GATE_UP, &c))) {
+        memcpy(w0, wg, (size_t)m * D * sizeof *w0);
+        memcpy(w0 + (size_t)m * D, wu, (size_t)m * D * sizeof *w0);
+        float *sol = malloc((size_t)2 * m * D * sizeof *sol);
+        if (!sol) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        if (!st && !(st = solve(P, xm, D, ygu, 2 * m, 0, 2 * m, w0, sol))) {
+            memcpy(wg, sol, (size_t)m * D * sizeof *sol);
+            memcpy(wu, sol + (size_t)m * D, (size_t)m * D * sizeof *sol);
+        }
+        free(sol);
+    }
+    /* down on the merged SwiGLU output */
+    c.site = SQZ_SITE_DOWN;
+    if (!st) memcpy(h, P->Hm, T * D * sizeof *h);
+    if (!st && !(st = pass(P, P->sm, mw, l, h, SQZ_SITE_DOWN, &c))) {
+        memcpy(w0, wd, (size_t)D * m * sizeof *w0);
+        st = solve(P, xm, m, yd, D, 0, D, w0, wd);
+    }
+    free(h);
+    free(w0);
+    if (!st) st = pass(P, P->sm, mw, l, P->Hm, -1, NULL); /* the merged stream, one block on */
+    return st;
+}
+
+/* ------------------------------------------------------------------ the run */
+
+static double param(const merge_run *r, int p) {
+    double v;
+    if (merge_value_eval(r->cfg->g[p], "", 0, &v)) return v;
+    return r->method->defaults[p];
+}
+
+/* Windows of C tokens, n of them spread evenly over ids[0..len), appended to P->ids with owners
+ * O. */
+static sqz_status add_windows(pleas *P, const int32_t *ids, size_t len, size_t n, uint64_t O) {
+    int32_t *t = realloc(P->ids, (P->T + n * P->C) * sizeof *t);
+    uint64_t *o = realloc(P->own, (P->n_win + n) * sizeof *o);
+    if (t) P->ids = t;
+    if (o) P->own = o;
+    if (!t || !o) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "out of memory");
+    for (size_t w = 0; w < n; w++) {
+        const size_t at = n > 1 ? w * (len - (size_t)P->C) / (n - 1) : 0;
+        memcpy(P->ids + P->T + w * P->C, ids + at, (size_t)P->C * sizeof *ids);
+        P->own[P->n_win + w] = O;
+    }
+    P->T += n * P->C, P->n_win += n;
+    return SQZ_OK;
+}
+
+/* The calibration windows: for each distinct text (a model's --task-calib text, else the
+ * shared one), calib_tokens (default 8192) in windows of C spread evenly over it, owned by the
+ * models that calibrate on it. */
+static sqz_status calib_tokens(pleas *P) {
+    const sqz_merge_opts *o = P->r->opts;
+    sqz_ctx *ctx = P->ctx;
+    const char *text_of[64];
+    for (int i = 0; i < P->N; i++) {
+        text_of[i] = o->calib;
+        for (int k = 0; k < o->n_task_calib; k++)
+            if (merge_path_names(P->r->paths[i], o->task_calib_domain[k])) text_of[i] = o->task_calib_text[k];
+        if (!text_of[i])
+            return sqz_fail(ctx, SQZ_ERR_ARG, "%s: no calibration text for model %s (--calib FILE, or --task-calib "
+                            "DOMAIN=TEXT naming it)", P->r->cfg->path, P->r->paths[i]);
+    }
+    const size_t want = o->calib_tokens ? o->calib_tokens : 8192;
+    P->C = o->calib_ctx > 0 ? o->calib_ctx : 256;
+    const int max_ctx = P->r->models[0]->cfg.max_seq_len;
+    if (max_ctx > 0 && P->C > max_ctx) P->C = max_ctx;
+    sqz_status st = SQZ_OK;
+    uint64_t done = 0;
+    for (int i = 0; i < P->N && !st; i++) {
+        if (done >> i & 1) continue;
+        uint64_t O = 0;
+        for (int k = i; k < P->N; k++)
+            if (!strcmp(text_of[k], text_of[i])) O |= (uint64_t)1 << k;
+        done |= O;
+        char *text = NULL;
+        size_t len = 0, n = 0;
+        int32_t *ids = NULL;
+        if ((st = sqz_file_read_all(ctx, text_of[i], (size_t)1 << 31, &text, &len))) break;
+        st = sqz_tokenize(ctx, P->r->models[0], text, len, 0, &ids, &n);
+        free(text);
+        size_t nw = want / (size_t)P->C;
+        if (nw > n / (size_t)P->C) nw = n / (size_t)P->C;
+        if (!st && nw == 0)
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: %zu tokens, less than one calibration window of %d (calib tokens %zu)",
+                          text_of[i], n, P->C, want);
+        if (!st) st = add_windows(P, ids, n, nw, O);
+        sqz_free(ids);
+    }
+    return st;
+}
+
+/* Every model's residual stream from its (permuted when perm) embedding; with merged, the
+ * merged stream from their average too, the average written to emb (V x D) if not NULL. */
+static sqz_status start_streams(pleas *P, int perm, float *emb) {
+    const out_tensor *o = &P->r->list[0]; /* model.embed_tokens.weight */
+    const int D = P->D;
+    if (emb) memset(emb, 0, (size_t)P->V * D * sizeof *emb);
+    for (int i = 0; i < P->N; i++) {
+        float *e = load_outer(P, i, o, perm);
+        if (!e) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "out of memory");
+        for (size_t t = 0; t < P->T; t++) memcpy(P->H + ((size_t)i * P->T + t) * D, e + (size_t)P->ids[t] * D, D * sizeof *e);
+        for (size_t k = 0; emb && k < (size_t)P->V * D; k++) emb[k] += e[k] / P->N;
+        free(e);
+    }
+    for (size_t t = 0; emb && t < P->T; t++) memcpy(P->Hm + t * D, emb + (size_t)P->ids[t] * D, D * sizeof *emb);
+    return SQZ_OK;
+}
+
+/* config.json of the output: the source's, intermediate_size set to m when it differs. */
+static sqz_status write_config(pleas *P, sqz_hf_export *e) {
+    merge_run *r = P->r;
+    size_t len = 0;
+    char *js = merge_source_config_json(P->ctx, r->paths[0], &len);
+    sqz_status st;
+    if (js && P->m != P->F) {
+        cJSON *j = cJSON_ParseWithLength(js, len);
+        cJSON *f = j ? cJSON_GetObjectItem(j, "intermediate_size") : NULL;
+        char *out = NULL;
+        if (f) cJSON_SetNumberValue(f, P->m);
+        if (f && (out = cJSON_Print(j))) {
+            free(js);
+            js = out, len = strlen(out);
+        } else {
+            free(out);
+            free(js), js = NULL;
+        }
+        cJSON_Delete(j);
+    }
+    if (js) st = sqz_hf_export_config_json(e, js, len);
+    else {
+        sqz_config c = r->models[0]->cfg;
+        c.rope_interleaved = 0;
+        c.hidden_dim = P->m;
+        st = sqz_hf_export_config(e, &c);
+    }
+    free(js);
+    return st;
+}
+
+static void free_pleas(pleas *P) {
+    for (int i = 0; i < P->N; i++) {
+        if (P->res) free(P->res[i]);
+        if (P->ffn) free(P->ffn[i]);
+        if (P->qh) free(P->qh[i]);
+        if (P->kvh) free(P->kvh[i]);
+        if (P->ffn_corr) free(P->ffn_corr[i]);
+        if (P->map) free(P->map[i]);
+    }
+    free(P->res), free(P->ffn), free(P->qh), free(P->kvh), free(P->ffn_corr), free(P->map), free(P->cmask);
+    free(P->ids), free(P->own), free(P->H), free(P->Hm);
+    sqz_session_free(P->s);
+    sqz_session_free(P->sm);
+}
+
+/* The shapes, the parameters, the calibration text, the state's arrays and the two sessions. */
+static sqz_status setup(pleas *P, merge_run *r) {
+    sqz_ctx *ctx = r->ctx;
+    const sqz_config *c = &r->models[0]->cfg;
+    P->r = r, P->ctx = ctx, P->N = r->n_in, P->L = c->n_layers, P->D = c->dim, P->F = c->hidden_dim;
+    P->Hq = c->n_heads, P->Hkv = c->n_kv_heads, P->hd = c->head_dim, P->V = c->vocab_size;
+    P->qd = P->Hq * P->hd, P->kvd = P->Hkv * P->hd;
+    P->budget = param(r, SQZ_MP_BUDGET), P->damp = param(r, SQZ_MP_DAMP);
+    if (!(P->budget >= 1 && P->budget <= P->N))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: budget = %g (the merged FFN's width as a multiple of the models': 1 .. %d)",
+                        r->cfg->path, P->budget, P->N);
+    if (!(P->damp >= 0 && P->damp <= 1e6)) return sqz_fail(ctx, SQZ_ERR_ARG, "%s: damp = %g (want >= 0)", r->cfg->path, P->damp);
+    P->m = (int)lround(P->budget * P->F);
+    if (c->has_qkv_bias || r->models[0]->layers[0].bo.data || P->Hkv > 64 || P->Hq / P->Hkv > 64)
+        return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED, "%s: pleas merges llama-shaped blocks without attention biases "
+                        "(at most 64 kv heads and 64 query heads a group)", r->paths[0]);
+    if (!r->opts || (!r->opts->calib && !r->opts->n_task_calib))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "%s: pleas needs calibration text (sqz merge --calib FILE)", r->cfg->path);
+    if (P->N > 64) return sqz_fail(ctx, SQZ_ERR_ARG, "%s: pleas merges at most 64 models", r->cfg->path);
+    sqz_status st = calib_tokens(P);
+    if (st) return st;
+    const int N = P->N;
+    P->res = calloc(N, sizeof *P->res), P->ffn = calloc(N, sizeof *P->ffn), P->qh = calloc(N, sizeof *P->qh);
+    P->kvh = calloc(N, sizeof *P->kvh), P->ffn_corr = calloc(N, sizeof *P->ffn_corr), P->map = calloc(N, sizeof *P->map);
+    P->cmask = malloc((size_t)P->L * P->m * sizeof *P->cmask);
+    P->H = malloc((size_t)N * P->T * P->D * sizeof *P->H);
+    P->Hm = malloc(P->T * P->D * sizeof *P->Hm);
+    if (!P->res || !P->ffn || !P->qh || !P->kvh || !P->ffn_corr || !P->map || !P->cmask || !P->H || !P->Hm)
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for %zu calibration tokens", P->T);
+    for (int i = 0; i < N; i++) {
+        P->res[i] = malloc((size_t)P->D * sizeof(int));
+        P->ffn[i] = malloc((size_t)P->L * P->F * sizeof(int));
+        P->qh[i] = malloc((size_t)P->L * P->Hq * sizeof(int));
+        P->kvh[i] = malloc((size_t)P->L * P->Hkv * sizeof(int));
+        P->ffn_corr[i] = malloc((size_t)P->L * P->F * sizeof(float));
+        P->map[i] = malloc((size_t)P->L * P->F * sizeof(int));
+        if (!P->res[i] || !P->ffn[i] || !P->qh[i] || !P->kvh[i] || !P->ffn_corr[i] || !P->map[i])
+            return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        for (int j = 0; j < P->D; j++) P->res[i][j] = j;
+        for (int j = 0; j < P->L * P->F; j++) P->ffn[i][j] = j % P->F, P->ffn_corr[i][j] = 1;
+        for (int j = 0; j < P->L * P->Hq; j++) P->qh[i][j] = j % P->Hq;
+        for (int j = 0; j < P->L * P->Hkv; j++) P->kvh[i][j] = j % P->Hkv;
+    }
+    P->run_m = *r->models[0];
+    P->run_m.cfg.rope_interleaved = 0; /* the f32 blocks are in HF's row order */
+    P->run_mm = P->run_m;
+    P->run_mm.cfg.hidden_dim = P->m;
+    if ((st = sqz_session_new(ctx, &P->run_m, P->C, &P->s))) return st;
+    return sqz_session_new(ctx, &P->run_mm, P->C, &P->sm);
+}
+
+static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_merge_result *res) {
+    sqz_ctx *ctx = r->ctx;
+    pleas P = { 0 };
+    sqz_hf_export *e = NULL;
+    sqz_layer_weights *ws = NULL, mw = { 0 };
+    float *emb = NULL, *big = NULL;
+    char *tok = NULL;
+    sqz_status st = setup(&P, r);
+    const int N = P.N, L = P.L, D = P.D, m = P.m;
+    /* 1: permutations from the models' own activations */
+    if (!st && N > 1 && !(st = start_streams(&P, 0, NULL))) st = find_permutations(&P);
+    if (!st) st = plan_width(&P);
+    /* the output: everything declared before any block is solved */
+    if (!st && !(tok = merge_pick_tokenizer(r))) st = SQZ_ERR_ARG;
+    if (!st) st = sqz_hf_export_new(ctx, dir, &e);
+    if (!st) st = write_config(&P, e);
+    if (!st) st = sqz_hf_export_tokenizer(e, tok);
+    /* how far from the identity the matching went (fine-tunes of one base: not far) */
+    long fix_res = 0, fix_ffn = 0, fix_q = 0;
+    for (int i = 1; i < N && !st; i++) {
+        for (int j = 0; j < D; j++) fix_res += P.res[i][j] == j;
+        for (int j = 0; j < L * P.F; j++) fix_ffn += P.ffn[i][j] == j % P.F;
+        for (int j = 0; j < L * P.Hq; j++) fix_q += P.qh[i][j] == j % P.Hq;
+    }
+    char params[512];
+    snprintf(params, sizeof params, "budget %g (FFN width %d), damp %g, %zu calibration tokens from %.100s%s; "
+             "units matched to themselves: residual %ld of %d, FFN %ld of %d, query heads %ld of %d",
+             P.budget, m, P.damp, P.T, r->opts && r->opts->calib ? r->opts->calib : "each model's text",
+             r->opts && r->opts->calib && r->opts->n_task_calib ? " and the models' own texts" : "",
+             fix_res, (N - 1) * D, fix_ffn, (N - 1) * L * P.F, fix_q, (N - 1) * L * P.Hq);
+    const sqz_model_card card = { .method = r->method->name, .parameters = params };
+    if (!st) st = sqz_hf_export_card(e, &card);
+    for (int k = 0; k < r->n_list && !st; k++) {
+        const out_tensor *o = &r->list[k];
+        int64_t shape[2] = { o->rows, o->cols };
+        if (o->spec && (o->spec->at == offsetof(sqz_layer_weights, w_gate) || o->spec->at == offsetof(sqz_layer_weights, w_up))) shape[0] = m;
+        if (o->spec && o->spec->at == offsetof(sqz_layer_weights, w_down)) shape[1] = m;
+        const int v = merge_is_vec(o);
+        st = sqz_hf_export_declare(e, o->name, type, v ? 1 : 2, v ? shape + 1 : shape);
+        res->n_params += (uint64_t)(shape[0] * shape[1]);
+        if ((uint64_t)(shape[0] * shape[1]) > res->max_tensor_elems) res->max_tensor_elems = (uint64_t)(shape[0] * shape[1]);
+    }
+    const int qkv = P.qd + 2 * P.kvd;
+    if (!st) {
+        emb = malloc((size_t)P.V * D * sizeof *emb);
+        big = malloc(P.T * (size_t)(qkv + 2 * D + 2 * m + (D > m ? D : m)) * sizeof *big);
+        ws = calloc((size_t)N, sizeof *ws);
+        if (!emb || !big || !ws) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for %zu calibration tokens", P.T);
+    }
+    /* 2: the streams again, in the anchor's order, and the merged one */
+    if (!st) st = start_streams(&P, 1, emb);
+    if (!st) st = sqz_hf_export_begin(e);
+    int k = 0;
+    if (!st) st = sqz_hf_export_put_f32(e, emb, (size_t)P.V * D), k = 1;
+    for (int l = 0; l < L && !st; l++) {
+        for (int i = 0; i < N && !st; i++) st = load_layer(&P, i, l, 1, &ws[i]);
+        if (!st) st = merge_block(&P, l, ws, &mw, big);
+        for (; k < r->n_list && !st && r->list[k].layer == l; k++) {
+            const sqz_tensor *t = field(&mw, &r->list[k]);
+            st = sqz_hf_export_put_f32(e, t->data, (size_t)(t->rows * t->cols));
+        }
+        for (int i = 0; i < N; i++) free_layer(&ws[i]);
+        free_layer(&mw);
+        sqz_progress(ctx, "pleas", (uint64_t)(L + l + 1), (uint64_t)2 * L);
+    }
+    for (; k < r->n_list && !st; k++) { /* the final norm, an untied lm_head: averages */
+        const out_tensor *o = &r->list[k];
+        const size_t n = (size_t)(o->rows * o->cols);
+        float *acc = calloc(n, sizeof *acc);
+        if (!acc) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+        for (int i = 0; i < N && !st; i++) {
+            float *x = load_outer(&P, i, o, 1);
+            if (!x) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+            for (size_t j = 0; x && j < n; j++) acc[j] += x[j] / N;
+            free(x);
+        }
+        if (!st) st = sqz_hf_export_put_f32(e, acc, n);
+        free(acc);
+    }
+    if (!st) st = sqz_hf_export_finish(e);
+    sqz_hf_export_free(e);
+    free(ws), free(emb), free(big), free(tok);
+    free_pleas(&P);
+    return st;
+}
+
+const sqz_merge_method sqz_merge_pleas = {
+    .name = "pleas",
+    .help = "PLeaS: features matched by activation correlation (residual stream, heads, FFN units), "
+            "then each block's matrices solved by least squares on the merged model's activations; "
+            "keys budget (FFN width x, 1..N), damp; needs --calib",
+    .takes_base = 0, .min_models = 1,
+    .params = SQZ_MP_BIT(SQZ_MP_BUDGET) | SQZ_MP_BIT(SQZ_MP_DAMP),
+    .defaults = { [SQZ_MP_BUDGET] = 1, [SQZ_MP_DAMP] = 0.01 },
+    .whole = run,
+    .calib = 1,
+};

@@ -1,0 +1,322 @@
+/* test_merge_pleas.c - PLeaS (src/merge/pleas.c) and its numerics: the linear assignment
+ * solver (math/lap.h) against brute force over every permutation of small random cost
+ * matrices, the damped least squares (math/ridge.h) against a naive Gaussian elimination, and
+ * the method end to end: sqz-llama-14m merged with a copy of itself whose residual stream, FFN
+ * units and attention heads (kv groups, query heads within them) are shuffled gives the model
+ * back (every permutation found), at FFN width 1 and 1.5 x, while the linear merge of the same
+ * pair is ruined; a config without calibration text is refused. */
+#include <math.h>
+#include <sys/stat.h>
+
+#include "test.h"
+
+#include "io/safetensors.h"
+#include "math/lap.h"
+#include "math/ridge.h"
+#include "merge/gta.h"
+#include "model/export_hf.h"
+#include "sqz.h"
+
+static uint64_t rng = 777;
+static double urand(void) { return merge_rng_uniform(&rng); }
+
+/* ------------------------------------------------------------------ LAP */
+
+static double best_brute(const double *c, int n, int *perm, int k, int *used) {
+    if (k == n) {
+        double s = 0;
+        for (int i = 0; i < n; i++) s += c[i * n + perm[i]];
+        return s;
+    }
+    double best = INFINITY;
+    for (int j = 0; j < n; j++) {
+        if (used[j]) continue;
+        used[j] = 1, perm[k] = j;
+        const double v = best_brute(c, n, perm, k + 1, used);
+        if (v < best) best = v;
+        used[j] = 0;
+    }
+    return best;
+}
+
+static void test_lap(void) {
+    int bad = 0, bad_perm = 0, trials = 0;
+    for (int n = 1; n <= 7; n++)
+        for (int t = 0; t < 40; t++) {
+            double c[49];
+            for (int k = 0; k < n * n; k++) /* some with ties (small integers), some real */
+                c[k] = t % 2 ? floor(urand() * 4) : urand() * 10 - 5;
+            int col[7], perm[7], used[7] = { 0 }, seen[7] = { 0 };
+            if (sqz_lap_solve(c, n, col) != 0) { bad++; continue; }
+            double s = 0;
+            for (int i = 0; i < n; i++) {
+                if (col[i] < 0 || col[i] >= n || seen[col[i]]++) bad_perm++;
+                else s += c[i * n + col[i]];
+            }
+            if (fabs(s - best_brute(c, n, perm, 0, used)) > 1e-9) bad++;
+            trials++;
+        }
+    CHECK(bad == 0 && bad_perm == 0, "LAP: the optimum of all %d random cost matrices n = 1..7 (brute force), "
+          "each a permutation (%d wrong, %d not permutations)", trials, bad, bad_perm);
+    /* a large one whose optimum is a known permutation: cost 0 on it, 1 + noise elsewhere */
+    enum { N = 300 };
+    double *c = malloc(sizeof(double) * N * N);
+    int p[N], col[N];
+    for (int i = 0; i < N; i++) p[i] = i;
+    for (int i = N - 1; i > 0; i--) {
+        const int j = (int)(urand() * (i + 1)), t = p[i];
+        p[i] = p[j], p[j] = t;
+    }
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) c[i * N + j] = j == p[i] ? 0 : 1 + urand();
+    int ok = sqz_lap_solve(c, N, col) == 0;
+    for (int i = 0; i < N && ok; i++) ok = col[i] == p[i];
+    CHECK(ok, "LAP n = %d: the planted permutation", N);
+    free(c);
+}
+
+/* ------------------------------------------------------------------ ridge */
+
+static void test_ridge(void) {
+    enum { n = 12, k = 3, T = 40 };
+    double X[T][n], G[n * n], B[k * n], A[n][n + 1];
+    float W0[k * n];
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < n; j++) X[t][j] = urand() * 2 - 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += X[t][i] * X[t][j];
+            G[i * n + j] = s;
+        }
+    for (int r = 0; r < k * n; r++) B[r] = urand() * 4 - 2, W0[r] = (float)(urand() - 0.5);
+    const double lambda = 0.7;
+    double worst = 0;
+    for (int r = 0; r < k; r++) { /* naive: Gaussian elimination with partial pivoting */
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < n; j++) A[i][j] = G[i * n + j] + (i == j ? lambda : 0);
+            A[i][n] = B[r * n + i] + lambda * W0[r * n + i];
+        }
+        for (int c = 0; c < n; c++) {
+            int piv = c;
+            for (int i = c + 1; i < n; i++)
+                if (fabs(A[i][c]) > fabs(A[piv][c])) piv = i;
+            for (int j = 0; j <= n; j++) {
+                const double t = A[c][j];
+                A[c][j] = A[piv][j], A[piv][j] = t;
+            }
+            for (int i = 0; i < n; i++) {
+                if (i == c) continue;
+                const double f = A[i][c] / A[c][c];
+                for (int j = c; j <= n; j++) A[i][j] -= f * A[c][j];
+            }
+        }
+        double Bs[n];
+        for (int i = 0; i < n; i++) Bs[i] = A[i][n] / A[i][i];
+        static double Gc[n * n], Bc[k * n];
+        memcpy(Gc, G, sizeof G);
+        memcpy(Bc, B, sizeof B);
+        double used = -1;
+        if (sqz_ridge_solve(Gc, n, Bc, k, W0, lambda, &used) != 0 || used != lambda) worst = INFINITY;
+        for (int i = 0; i < n; i++) worst = fmax(worst, fabs(Bc[r * n + i] - Bs[i]));
+    }
+    CHECK(worst < 1e-10, "ridge: (G + lambda I) w = b + lambda w0 as Gaussian elimination solves it (worst %.2g)", worst);
+    /* a singular G without damping: raised until it factors */
+    double S[4] = { 1, 1, 1, 1 }, b[2] = { 1, 1 }, used = 0;
+    CHECK(sqz_ridge_solve(S, 2, b, 1, NULL, 0, &used) == 0 && used > 0 && isfinite(b[0]),
+          "ridge: a singular G is damped until it factors (lambda %g)", used);
+}
+
+/* ------------------------------------------------------------------ end to end */
+
+static char tmp_root[256];
+
+static void rm_tree(const char *p) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p);
+    if (system(cmd) != 0) printf("# could not remove %s\n", p);
+}
+
+static void shuffle(int *p, int n) {
+    for (int i = 0; i < n; i++) p[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        const int j = (int)(urand() * (i + 1)), t = p[i];
+        p[i] = p[j], p[j] = t;
+    }
+}
+
+/* New[r][c] = Old[rp[r / rb] * rb + r % rb][cp[c / cb] * cb + c % cb] */
+static void permuted(const float *W, float *out, int64_t rows, int64_t cols, const int *rp, int rb, const int *cp, int cb) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            out[r * cols + c] = W[(rp ? (int64_t)rp[r / rb] * rb + r % rb : r) * cols + (cp ? (int64_t)cp[c / cb] * cb + c % cb : c)];
+}
+
+/* sqz-llama-14m with every symmetry of its blocks shuffled, as f32, at dst. */
+static int write_shuffled(sqz_ctx *ctx, const char *src, const char *dst) {
+    enum { D = 384, F = 1024, L = 8, Hq = 6, Hkv = 2, hd = 64, V = 4096 };
+    int pr[D], pf[F], pk[Hkv], pq[Hq];
+    shuffle(pr, D);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/model.safetensors", src);
+    sqz_safetensors *st = NULL;
+    sqz_hf_export *e = NULL;
+    if (sqz_st_open(ctx, path, &st) || sqz_hf_export_new(ctx, dst, &e)) return -1;
+    snprintf(path, sizeof path, "%s/config.json", src);
+    size_t len = 0;
+    uint8_t *cfg = test_read_file(path, &len);
+    snprintf(path, sizeof path, "%s/tokenizer.json", src);
+    int ok = cfg && sqz_hf_export_config_json(e, (const char *)cfg, len) == SQZ_OK &&
+             sqz_hf_export_tokenizer(e, path) == SQZ_OK;
+    free(cfg);
+    const char *blk[] = { "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                          "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                          "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight" };
+    char names[2 + L * 9][96];
+    int n = 0;
+    snprintf(names[n++], 96, "model.embed_tokens.weight");
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 9; k++) snprintf(names[n++], 96, "model.layers.%d.%s", l, blk[k]);
+    snprintf(names[n++], 96, "model.norm.weight");
+    for (int k = 0; k < n && ok; k++) {
+        const sqz_st_tensor *t = sqz_st_find(st, names[k]);
+        ok = t && sqz_hf_export_declare(e, names[k], SQZ_TYPE_F32, t->n_dims, t->shape) == SQZ_OK;
+    }
+    ok = ok && sqz_hf_export_begin(e) == SQZ_OK;
+    float *w = malloc(sizeof(float) * V * D), *o = malloc(sizeof(float) * V * D);
+    for (int k = 0; k < n && ok; k++) {
+        const sqz_st_tensor *t = sqz_st_find(st, names[k]);
+        const int64_t rows = t->n_dims == 2 ? t->shape[0] : 1, cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
+        for (int64_t j = 0; j < rows * cols; j++) w[j] = sqz_f16_to_f32(((const uint16_t *)t->data)[j]);
+        const char *s = strrchr(names[k], '.') ? names[k] : names[k];
+        if (strstr(s, "layers.") && strstr(s, "input_layernorm")) { /* a new block: its own shuffles */
+            shuffle(pf, F), shuffle(pk, Hkv);
+            for (int g = 0; g < Hkv; g++) { /* query heads follow their kv head, shuffled within it */
+                int sub[Hq / Hkv];
+                shuffle(sub, Hq / Hkv);
+                for (int a = 0; a < Hq / Hkv; a++) pq[g * (Hq / Hkv) + a] = pk[g] * (Hq / Hkv) + sub[a];
+            }
+        }
+        if (strstr(s, "norm")) permuted(w, o, 1, cols, NULL, 1, pr, 1);
+        else if (strstr(s, "embed")) permuted(w, o, rows, cols, NULL, 1, pr, 1);
+        else if (strstr(s, "q_proj")) permuted(w, o, rows, cols, pq, hd, pr, 1);
+        else if (strstr(s, "k_proj") || strstr(s, "v_proj")) permuted(w, o, rows, cols, pk, hd, pr, 1);
+        else if (strstr(s, "o_proj")) permuted(w, o, rows, cols, pr, 1, pq, hd);
+        else if (strstr(s, "gate_proj") || strstr(s, "up_proj")) permuted(w, o, rows, cols, pf, 1, pr, 1);
+        else permuted(w, o, rows, cols, pr, 1, pf, 1); /* down */
+        ok = sqz_hf_export_put_f32(e, o, (size_t)(rows * cols)) == SQZ_OK;
+    }
+    ok = ok && sqz_hf_export_finish(e) == SQZ_OK;
+    free(w), free(o);
+    sqz_hf_export_free(e);
+    sqz_st_close(st);
+    return ok ? 0 : -1;
+}
+
+static double ppl_of(sqz_ctx *ctx, const char *model, const int32_t *ids, size_t n) {
+    sqz_model *m = NULL;
+    sqz_ppl_result pr = { 0 };
+    const sqz_ppl_opts po = { .n_ctx = 128, .max_tokens = n };
+    const int ok = sqz_model_load(ctx, model, NULL, &m) == SQZ_OK && sqz_perplexity(ctx, m, ids, n, &po, &pr) == SQZ_OK;
+    sqz_model_free(m);
+    return ok ? pr.ppl : NAN;
+}
+
+static int write_text(const char *path, const char *s) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(s, f);
+    return fclose(f);
+}
+
+static void test_self_merge(sqz_ctx *ctx) {
+    const char *src = test_shared("models/sqz-llama-14m");
+    const char *text = test_shared("models/merge/shakespeare.train.txt");
+    if (!src || !text) {
+        SKIP("pleas on a shuffled copy: needs ../shared");
+        return;
+    }
+    char base[1024], calib[1024], shuf[600], out[600], yaml[3000], cfg[600];
+    snprintf(base, sizeof base, "%s", src);
+    snprintf(calib, sizeof calib, "%s", text);
+    snprintf(shuf, sizeof shuf, "%s/shuffled", tmp_root);
+    CHECK(write_shuffled(ctx, base, shuf) == 0, "a shuffled copy of sqz-llama-14m: %s", sqz_ctx_error(ctx));
+    /* the eval text: sotu test, which calibration never sees */
+    const char *ev = test_shared("data/domains/sotu.test.txt");
+    size_t len = 0, n = 0;
+    uint8_t *t = ev ? test_read_file(ev, &len) : NULL;
+    sqz_model *bm = NULL;
+    int32_t *ids = NULL;
+    if (!t || sqz_model_load(ctx, base, NULL, &bm) || sqz_tokenize(ctx, bm, (const char *)t, len < 60000 ? len : 60000, 0, &ids, &n)) {
+        CHECK(0, "eval text: %s", sqz_ctx_error(ctx));
+        free(t), sqz_model_free(bm);
+        return;
+    }
+    sqz_model_free(bm);
+    free(t);
+    if (n > 2049) n = 2049;
+    const double p_base = ppl_of(ctx, base, ids, n), p_shuf = ppl_of(ctx, shuf, ids, n);
+    CHECK(fabs(p_shuf - p_base) < 1e-3 * p_base, "the shuffled copy computes the same function (ppl %.4f vs %.4f)",
+          p_shuf, p_base);
+    snprintf(cfg, sizeof cfg, "%s/pleas.yaml", tmp_root);
+    const char *budgets[] = { "", "parameters: {budget: 1.5}\n" };
+    for (int b = 0; b < 2; b++) {
+        snprintf(yaml, sizeof yaml, "merge_method: pleas\nmodels:\n  - model: %s\n  - model: %s\n%s", base, shuf, budgets[b]);
+        write_text(cfg, yaml);
+        snprintf(out, sizeof out, "%s/merged%d", tmp_root, b);
+        const sqz_merge_opts o = { .calib = calib, .calib_tokens = 2048, .calib_ctx = 128 };
+        sqz_merge_result r;
+        CHECK(sqz_merge_models(ctx, cfg, out, &o, &r) == SQZ_OK, "pleas of the model and its shuffled copy%s: %s",
+              b ? " at budget 1.5" : "", sqz_ctx_error(ctx));
+        const double p = ppl_of(ctx, out, ids, n);
+        CHECK(fabs(p - p_base) < (b ? 5e-3 : 1e-3) * p_base, "%s: the model back (ppl %.4f vs %.4f): every "
+              "permutation found", b ? "budget 1.5 (FFN 1536 wide)" : "budget 1", p, p_base);
+        if (b) {
+            size_t cl = 0;
+            char cp[700];
+            snprintf(cp, sizeof cp, "%s/config.json", out);
+            uint8_t *cj = test_read_file(cp, &cl);
+            CHECK(cj && strstr((const char *)cj, "\"intermediate_size\":\t1536"), "budget 1.5: config.json says "
+                  "intermediate_size 1536");
+            free(cj);
+        }
+        rm_tree(out);
+    }
+    /* the same pair averaged without matching: ruined */
+    snprintf(yaml, sizeof yaml, "merge_method: linear\nmodels:\n  - model: %s\n  - model: %s\nparameters: {weight: 1}\n", base, shuf);
+    write_text(cfg, yaml);
+    snprintf(out, sizeof out, "%s/linear", tmp_root);
+    const sqz_merge_opts none = { 0 };
+    CHECK(sqz_merge_models(ctx, cfg, out, &none, NULL) == SQZ_OK, "linear of the same pair");
+    const double pl = ppl_of(ctx, out, ids, n);
+    CHECK(pl > 3 * p_base, "linear of the same pair without matching is ruined (ppl %.1f vs %.1f)", pl, p_base);
+    /* no calibration text: refused before any work, nothing written */
+    snprintf(yaml, sizeof yaml, "merge_method: pleas\nmodels:\n  - model: %s\n  - model: %s\n", base, shuf);
+    write_text(cfg, yaml);
+    snprintf(out, sizeof out, "%s/nocalib", tmp_root);
+    struct stat sb;
+    CHECK(sqz_merge_models(ctx, cfg, out, &none, NULL) == SQZ_ERR_ARG && stat(out, &sb) != 0,
+          "pleas without calibration text refused, nothing written: %s", sqz_ctx_error(ctx));
+    const sqz_merge_opts lin_calib = { .calib = calib };
+    snprintf(yaml, sizeof yaml, "merge_method: linear\nmodels:\n  - model: %s\n", base);
+    write_text(cfg, yaml);
+    CHECK(sqz_merge_models(ctx, cfg, out, &lin_calib, NULL) == SQZ_ERR_ARG, "calibration text for linear refused");
+    sqz_free(ids);
+}
+
+int main(void) {
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/sqz-test-pleas-XXXXXX");
+    if (!mkdtemp(tmp_root)) {
+        printf("not ok - mkdtemp\n");
+        return 1;
+    }
+    sqz_ctx *ctx = sqz_ctx_new();
+    sqz_ctx_set_threads(ctx, 2);
+    test_lap();
+    test_ridge();
+    if (getenv("SQZ_QUICK")) SKIP("pleas end to end (SQZ_QUICK)");
+    else test_self_merge(ctx);
+    sqz_ctx_free(ctx);
+    rm_tree(tmp_root);
+    return test_done();
+}

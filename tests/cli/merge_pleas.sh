@@ -25,13 +25,15 @@ printf 'merge_method: linear\nmodels:\n  - model: %s/ft-bible\n  - model: %s/ft-
 $SQZ merge "$tmp/p.yml" -o "$tmp/p" --task-calib bible="$M/bible.train.txt" --task-calib pydoc="$M/pydoc.train.txt" \
     --calib-tokens 1024 --calib-ctx 128 --json --threads 2 > "$tmp/j" 2> "$tmp/err"
 check $? "pleas with --task-calib runs"
+# sanitizer builds (SQZ_QUICK=1, make test-asan) carry shadow memory: the bound is for plain builds
+rss_cap=400; [ "${SQZ_QUICK:-0}" != 0 ] && rss_cap=4000
 python3 -c "
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j['method'] == 'pleas' and j['n_models'] == 2 and j['n_tensors'] == 74, j
-assert 0 < j['peak_rss_mib'] < 400, j['peak_rss_mib']
-" "$tmp/j" 2>> "$tmp/err"
-check $? "--json: method pleas, 2 models, 74 tensors, peak RSS under 400 MiB"
+assert 0 < j['peak_rss_mib'] < int(sys.argv[2]), j['peak_rss_mib']
+" "$tmp/j" "$rss_cap" 2>> "$tmp/err"
+check $? "--json: method pleas, 2 models, 74 tensors, peak RSS under $rss_cap MiB"
 $SQZ merge "$tmp/l.yml" -o "$tmp/l" --no-progress 2> "$tmp/err"
 # held out: the train texts' last 40 KB (the calibration windows are spread over the whole
 # file, so a slice overlaps at most one of them)

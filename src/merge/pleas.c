@@ -49,61 +49,23 @@
  * block in f32. Nothing of the whole model but the streams: the merge holds activations, not
  * weights. 14M models, 3 texts x 4096 tokens (T = 12288), m = F: peak RSS 389 MiB.
  */
-#include <cblas.h>
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eval/calib_pass.h"
-#include "io/file.h"
-#include "kernels/kernels.h"
-#include "math/lap.h"
 #include "math/ridge.h"
-#include "merge/driver.h"
+#include "merge/align.h"
 #include "model/export_hf.h"
 #include "model/session.h"
 #include "sqz.h"
 
-/* y[i * ldy + j] (+= with acc) sum_k x(i, k) w(j, k), i < M, j < N, k < K; x(i, k) =
- * x[i * ldx + k] (x_t = 0) or x[k * ldx + i] (x_t = 1), w(j, k) likewise: sqz's AVX-512 GEMM
- * over nt threads in blocks of 64 columns x 384 rows (Debian's OpenBLAS runs SSE3 kernels on
- * CPUs it does not know), OpenBLAS single-threaded elsewhere. */
-static void gemm(int nt, int64_t M, int64_t N, int64_t K, const float *x, size_t ldx, int x_t, const float *w,
-                 size_t ldw, int w_t, float *y, size_t ldy, int acc) {
-    if (M <= 0 || N <= 0) return;
-    if (sqz_isa_best() != SQZ_ISA_AVX512) {
-        cblas_sgemm(CblasRowMajor, x_t ? CblasTrans : CblasNoTrans, w_t ? CblasNoTrans : CblasTrans, (int)M, (int)N,
-                    (int)K, 1.0f, x, (int)ldx, w, (int)ldw, acc ? 1.0f : 0.0f, y, (int)ldy);
-        return;
-    }
-    enum { BN = 64, BM = 384 };
-    const int64_t nb_n = (N + BN - 1) / BN, nb_m = (M + BM - 1) / BM, n_tasks = nb_n * nb_m;
-    if (nt > n_tasks) nt = (int)n_tasks;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        float *strip = aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < n_tasks; task++) {
-            const int64_t i0 = task / nb_n * BM, j0 = task % nb_n * BN;
-            const int64_t mi = M - i0 < BM ? M - i0 : BM, nj = N - j0 < BN ? N - j0 : BN;
-            if (strip)
-                sqz_sgemm_avx512_ex((int)mi, (int)nj, K, x_t ? x + i0 : x + (size_t)i0 * ldx, ldx, x_t,
-                                    w_t ? w + j0 : w + (size_t)j0 * ldw, ldw, w_t, y + (size_t)i0 * ldy + j0, ldy,
-                                    acc, strip);
-        }
-        free(strip);
-    }
-}
-
 typedef struct pleas {
     merge_run *r;
     sqz_ctx *ctx;
-    int N, L, D, F, Hq, Hkv, hd, qd, kvd, V, C, m;
-    size_t n_win, T;
-    int32_t *ids;          /* [T] calibration tokens */
-    uint64_t *own;         /* [n_win] the models whose outputs are a window's targets (their text) */
+    int N, L, D, F, Hq, Hkv, hd, qd, kvd, V, m;
+    align_calib cal;       /* the calibration windows, each owned by the models whose outputs are its targets */
     double budget, damp;
     /* per model i: the index in model i of the feature matched to the anchor's feature j */
     int **res;             /* [N][D] */
@@ -120,63 +82,26 @@ typedef struct pleas {
 
 /* ------------------------------------------------------------------ f32 blocks */
 
-static sqz_tensor *field(sqz_layer_weights *w, const out_tensor *o) {
-    return (sqz_tensor *)((char *)w + o->spec->at);
-}
-
-static void free_layer(sqz_layer_weights *w) {
-    const sqz_tensor *t[SQZ_LAYER_N_TENSORS];
-    sqz_layer_tensors(w, t);
-    for (int k = 0; k < SQZ_LAYER_N_TENSORS; k++) free((void *)t[k]->data);
-    memset(w, 0, sizeof *w);
-}
-
-/* New[r][c] = Old[rp[r / rb] * rb + r % rb][cp[c / cb] * cb + c % cb] (NULL: identity). */
-static int permute_matrix(float *W, int64_t rows, int64_t cols, const int *rp, int rb, const int *cp, int cb) {
-    float *t = malloc((size_t)(rows * cols) * sizeof *t);
-    if (!t) return -1;
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t sr = rp ? (int64_t)rp[r / rb] * rb + r % rb : r;
-        for (int64_t c = 0; c < cols; c++)
-            t[r * cols + c] = W[sr * cols + (cp ? (int64_t)cp[c / cb] * cb + c % cb : c)];
-    }
-    memcpy(W, t, (size_t)(rows * cols) * sizeof *t);
-    free(t);
-    return 0;
-}
-
 /* Model i's block l as f32 tensors it owns (HF row order), permuted to the anchor when perm. */
 static sqz_status load_layer(pleas *P, int i, int l, int perm, sqz_layer_weights *w) {
-    merge_run *r = P->r;
-    memset(w, 0, sizeof *w);
-    for (int k = 0; k < r->n_list; k++) {
-        const out_tensor *o = &r->list[k];
-        if (o->layer != l || !o->spec) continue;
-        sqz_tensor *t = field(w, o);
-        float *d = malloc((size_t)(o->rows * o->cols) * sizeof *d);
-        if (!d || merge_load_slab(r, i, o, d)) {
-            free(d);
-            free_layer(w);
-            return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory");
-        }
-        *t = (sqz_tensor){ .type = SQZ_TYPE_F32, .rows = o->rows, .cols = o->cols, .data = d };
-    }
+    const sqz_status st = align_load_layer(P->r, i, l, "pleas", w);
+    if (st) return st;
     if (!perm || i == 0) return SQZ_OK;
     const int *pr = P->res[i], *pf = P->ffn[i] + (size_t)l * P->F, *pq = P->qh[i] + (size_t)l * P->Hq,
               *pk = P->kvh[i] + (size_t)l * P->Hkv;
     const int D = P->D, F = P->F, hd = P->hd;
     int bad = 0;
-    bad |= permute_matrix((float *)w->attn_norm.data, 1, D, NULL, 1, pr, 1);
-    bad |= permute_matrix((float *)w->ffn_norm.data, 1, D, NULL, 1, pr, 1);
-    bad |= permute_matrix((float *)w->wq.data, P->qd, D, pq, hd, pr, 1);
-    bad |= permute_matrix((float *)w->wk.data, P->kvd, D, pk, hd, pr, 1);
-    bad |= permute_matrix((float *)w->wv.data, P->kvd, D, pk, hd, pr, 1);
-    bad |= permute_matrix((float *)w->wo.data, D, P->qd, pr, 1, pq, hd);
-    bad |= permute_matrix((float *)w->w_gate.data, F, D, pf, 1, pr, 1);
-    bad |= permute_matrix((float *)w->w_up.data, F, D, pf, 1, pr, 1);
-    bad |= permute_matrix((float *)w->w_down.data, D, F, pr, 1, pf, 1);
+    bad |= align_permute_matrix((float *)w->attn_norm.data, 1, D, NULL, 1, pr, 1);
+    bad |= align_permute_matrix((float *)w->ffn_norm.data, 1, D, NULL, 1, pr, 1);
+    bad |= align_permute_matrix((float *)w->wq.data, P->qd, D, pq, hd, pr, 1);
+    bad |= align_permute_matrix((float *)w->wk.data, P->kvd, D, pk, hd, pr, 1);
+    bad |= align_permute_matrix((float *)w->wv.data, P->kvd, D, pk, hd, pr, 1);
+    bad |= align_permute_matrix((float *)w->wo.data, D, P->qd, pr, 1, pq, hd);
+    bad |= align_permute_matrix((float *)w->w_gate.data, F, D, pf, 1, pr, 1);
+    bad |= align_permute_matrix((float *)w->w_up.data, F, D, pf, 1, pr, 1);
+    bad |= align_permute_matrix((float *)w->w_down.data, D, F, pr, 1, pf, 1);
     if (bad) {
-        free_layer(w);
+        align_free_layer(w);
         return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory");
     }
     return SQZ_OK;
@@ -185,51 +110,17 @@ static sqz_status load_layer(pleas *P, int i, int l, int perm, sqz_layer_weights
 /* A tensor outside the blocks (embedding, final norm, lm_head) of model i as f32, its columns
  * permuted to the anchor's residual order when perm. */
 static float *load_outer(pleas *P, int i, const out_tensor *o, int perm) {
-    float *d = malloc((size_t)(o->rows * o->cols) * sizeof *d);
-    if (!d || merge_load_slab(P->r, i, o, d) ||
-        (perm && i > 0 && permute_matrix(d, o->rows, o->cols, NULL, 1, P->res[i], 1))) {
+    float *d = align_load_outer(P->r, i, o);
+    if (d && perm && i > 0 && align_permute_matrix(d, o->rows, o->cols, NULL, 1, P->res[i], 1)) {
         free(d);
         return NULL;
     }
     return d;
 }
 
-/* ------------------------------------------------------------------ statistics */
-
-/* Pearson correlation of A's columns with B's, A [T][a], B [T][b] -> out [a][b]. */
-static int correlate(int nt, const float *A, int a, const float *B, int b, size_t T, float *out) {
-    double *ma = calloc((size_t)a * 2, sizeof *ma), *mb = calloc((size_t)b * 2, sizeof *mb);
-    if (!ma || !mb) {
-        free(ma), free(mb);
-        return -1;
-    }
-    for (size_t t = 0; t < T; t++) {
-        for (int j = 0; j < a; j++) ma[j] += A[t * a + j], ma[a + j] += (double)A[t * a + j] * A[t * a + j];
-        for (int j = 0; j < b; j++) mb[j] += B[t * b + j], mb[b + j] += (double)B[t * b + j] * B[t * b + j];
-    }
-    for (int j = 0; j < a; j++) ma[j] /= T, ma[a + j] = sqrt(fmax(ma[a + j] / T - ma[j] * ma[j], 0)) + 1e-8;
-    for (int j = 0; j < b; j++) mb[j] /= T, mb[b + j] = sqrt(fmax(mb[b + j] / T - mb[j] * mb[j], 0)) + 1e-8;
-    gemm(nt, a, b, (int64_t)T, A, (size_t)a, 1, B, (size_t)b, 1, out, (size_t)b, 0);
-    for (int j = 0; j < a; j++)
-        for (int k = 0; k < b; k++)
-            out[(size_t)j * b + k] = (float)((out[(size_t)j * b + k] / T - ma[j] * mb[k]) / (ma[a + j] * mb[b + k]));
-    free(ma), free(mb);
-    return 0;
-}
-
-/* The assignment of largest summed similarity sim [n][n] (float): col_of_row. */
-static int match(const float *sim, int n, int *col_of_row) {
-    double *c = malloc((size_t)n * n * sizeof *c);
-    if (!c) return -1;
-    for (size_t k = 0; k < (size_t)n * n; k++) c[k] = -(double)sim[k];
-    const int rc = sqz_lap_solve(c, n, col_of_row);
-    free(c);
-    return rc;
-}
-
 /* ------------------------------------------------------------------ the layer passes */
 
-enum { CAP_MATCH, CAP_TARGET, CAP_SITE };
+enum { CAP_TARGET, CAP_SITE };
 
 typedef struct cap {
     pleas *P;
@@ -238,7 +129,6 @@ typedef struct cap {
     int model;                     /* CAP_TARGET: model i (its FFN map) */
     size_t win;
     int row0;
-    float *kv, *att, *z;           /* CAP_MATCH: [T][2 kvd], [T][qd], [T][F] */
     float *yqkv, *yo, *ygu, *yd;   /* CAP_TARGET: [T][qd + 2 kvd], [T][D], [T][2 m], [T][D] */
     float *tmp;                    /* [B][F] */
     float *dst;                    /* CAP_SITE: [T][dim] */
@@ -251,7 +141,7 @@ static sqz_status next_window(void *user) {
 
 /* y[Tb][n] = x[Tb][K] W^T, W [n][K] */
 static void mul_wt(const pleas *P, const float *x, int Tb, int K, const sqz_tensor *W, float *y, size_t ldy) {
-    gemm(P->ctx->n_threads, Tb, W->rows, K, x, (size_t)K, 0, W->data, (size_t)K, 0, y, ldy, 0);
+    align_gemm(P->ctx->n_threads, Tb, W->rows, K, x, (size_t)K, 0, W->data, (size_t)K, 0, y, ldy, 0);
 }
 
 static int popcount64(uint64_t v) {
@@ -269,27 +159,16 @@ static void add_scaled(float *y, size_t ldy, const float *t, int Tb, int n, floa
 static void capture(void *user, int layer, int site, const float *x, int Tb, int dim) {
     cap *c = user;
     pleas *P = c->P;
-    const size_t row = c->win * (size_t)P->C + (size_t)c->row0;
+    const size_t row = c->win * (size_t)P->cal.C + (size_t)c->row0;
     const int qkv = P->qd + 2 * P->kvd;
     if (c->mode == CAP_SITE) {
         if (site == c->site) memcpy(c->dst + row * dim, x, (size_t)Tb * dim * sizeof *x);
         return;
     }
-    if (c->mode == CAP_MATCH) {
-        if (site == SQZ_SITE_QKV) {
-            mul_wt(P, x, Tb, dim, &c->w->wk, c->kv + row * 2 * P->kvd, 2 * P->kvd);
-            mul_wt(P, x, Tb, dim, &c->w->wv, c->kv + row * 2 * P->kvd + P->kvd, 2 * P->kvd);
-        } else if (site == SQZ_SITE_O) {
-            memcpy(c->att + row * dim, x, (size_t)Tb * dim * sizeof *x);
-        } else if (site == SQZ_SITE_DOWN) {
-            memcpy(c->z + row * dim, x, (size_t)Tb * dim * sizeof *x);
-        }
-        return;
-    }
     /* CAP_TARGET: model i's outputs on its inputs, weighted by the window's owners O: 1 / |O|
      * for an owner; a merged FFN unit none of O feeds takes its own models' mean instead */
     const int i = c->model;
-    const uint64_t O = P->own[c->win], me = (uint64_t)1 << i;
+    const uint64_t O = P->cal.own[c->win], me = (uint64_t)1 << i;
     const float a = O & me ? 1.0f / (float)popcount64(O) : 0.0f;
     if (site == SQZ_SITE_QKV && a != 0) {
         const sqz_tensor *W[3] = { &c->w->wq, &c->w->wk, &c->w->wv };
@@ -325,7 +204,7 @@ static void capture(void *user, int layer, int site, const float *x, int Tb, int
  * advanced), else up to that site. */
 static sqz_status pass(pleas *P, sqz_session *s, const sqz_layer_weights *w, int l, float *X, int last_site, cap *c) {
     if (c) c->win = 0;
-    return sqz_calib_layer_pass(s, w, l, X, P->n_win, P->C, last_site, c ? capture : NULL, c, c ? &c->row0 : NULL,
+    return sqz_calib_layer_pass(s, w, l, X, P->cal.n_win, P->cal.C, last_site, c ? capture : NULL, c, c ? &c->row0 : NULL,
                                 c ? next_window : NULL, c);
 }
 
@@ -335,7 +214,7 @@ static sqz_status find_permutations(pleas *P) {
     sqz_ctx *ctx = P->ctx;
     const int N = P->N, L = P->L, D = P->D, F = P->F, hd = P->hd, qd = P->qd, kvd = P->kvd;
     const int G = P->Hq / P->Hkv, nt = ctx->n_threads;
-    const size_t T = P->T;
+    const size_t T = P->cal.T;
     sqz_status st = SQZ_OK;
     float *kv[2] = { 0 }, *att[2] = { 0 }, *z[2] = { 0 };
     float *corr = malloc((size_t)F * F * sizeof *corr), *sim = NULL;
@@ -353,7 +232,7 @@ static sqz_status find_permutations(pleas *P) {
     for (int l = 0; l <= L && !st; l++) {
         /* the stream states: block l's input (l = L: the last block's output) */
         for (int i = 1; i < N && !st; i++) {
-            if (correlate(nt, P->H, D, P->H + (size_t)i * T * D, D, T, sim)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            if (align_correlate(nt, P->H, D, P->H + (size_t)i * T * D, D, T, sim)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
             for (size_t k = 0; k < (size_t)D * D; k++) res_sum[(size_t)(i - 1) * D * D + k] += sim[k];
         }
         if (l == L) break;
@@ -361,38 +240,24 @@ static sqz_status find_permutations(pleas *P) {
             const int b = i ? 1 : 0;
             sqz_layer_weights w;
             if ((st = load_layer(P, i, l, 0, &w))) break;
-            cap c = { .P = P, .mode = CAP_MATCH, .w = &w, .kv = kv[b], .att = att[b], .z = z[b] };
-            st = pass(P, P->s, &w, l, P->H + (size_t)i * T * D, -1, &c);
-            free_layer(&w);
+            st = align_block_acts(ctx, P->s, &w, l, P->H + (size_t)i * T * D, &P->cal, kv[b], att[b], z[b]);
+            align_free_layer(&w);
             if (st || i == 0) continue;
             int *pf = P->ffn[i] + (size_t)l * F, *pq = P->qh[i] + (size_t)l * P->Hq, *pk = P->kvh[i] + (size_t)l * P->Hkv;
             /* FFN units */
-            if (correlate(nt, z[0], F, z[1], F, T, corr) || match(corr, F, pf)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            if (align_correlate(nt, z[0], F, z[1], F, T, corr) || align_match(corr, F, pf)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
             for (int j = 0; j < F; j++) P->ffn_corr[i][(size_t)l * F + j] = corr[(size_t)j * F + pf[j]];
             /* kv heads: keys' and values' correlations, dimension by dimension */
-            if (correlate(nt, kv[0], 2 * kvd, kv[1], 2 * kvd, T, corr)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            if (align_correlate(nt, kv[0], 2 * kvd, kv[1], 2 * kvd, T, corr)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
             float hs[64 * 64];
-            for (int g = 0; g < P->Hkv; g++)
-                for (int g2 = 0; g2 < P->Hkv; g2++) {
-                    double s = 0;
-                    for (int j = 0; j < hd; j++)
-                        s += corr[(size_t)(g * hd + j) * 2 * kvd + g2 * hd + j] +
-                             corr[(size_t)(kvd + g * hd + j) * 2 * kvd + kvd + g2 * hd + j];
-                    hs[g * P->Hkv + g2] = (float)s;
-                }
-            if (match(hs, P->Hkv, pk)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            align_kv_head_sims(corr, P->Hkv, hd, hs);
+            if (align_match(hs, P->Hkv, pk)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
             /* query heads within each matched group, on their attention outputs */
-            if (correlate(nt, att[0], qd, att[1], qd, T, corr)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+            if (align_correlate(nt, att[0], qd, att[1], qd, T, corr)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
             for (int g = 0; g < P->Hkv && !st; g++) {
                 int sub[64];
-                for (int a = 0; a < G; a++)
-                    for (int b2 = 0; b2 < G; b2++) {
-                        const int h = g * G + a, h2 = pk[g] * G + b2;
-                        double s = 0;
-                        for (int j = 0; j < hd; j++) s += corr[(size_t)(h * hd + j) * qd + h2 * hd + j];
-                        hs[a * G + b2] = (float)s;
-                    }
-                if (match(hs, G, sub)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
+                align_q_head_sims(corr, P->Hq, P->Hkv, hd, g, pk[g], hs);
+                if (align_match(hs, G, sub)) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); break; }
                 for (int a = 0; a < G; a++) pq[g * G + a] = pk[g] * G + sub[a];
             }
         }
@@ -400,7 +265,7 @@ static sqz_status find_permutations(pleas *P) {
     }
     for (int i = 1; i < N && !st; i++) { /* the residual stream, over all its states */
         for (size_t k = 0; k < (size_t)D * D; k++) sim[k] = (float)res_sum[(size_t)(i - 1) * D * D + k];
-        if (match(sim, D, P->res[i])) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        if (align_match(sim, D, P->res[i])) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
     }
 done:
     for (int k = 0; k < 2; k++) free(kv[k]), free(att[k]), free(z[k]);
@@ -444,7 +309,7 @@ static sqz_status plan_width(pleas *P) {
  * model's input), Y [T][ldy] from column y0 (the targets), lambda = damp x mean diag(X^T X). */
 static sqz_status solve(pleas *P, const float *X, int K, const float *Y, int ldy, int y0, int rows,
                         const float *W0, float *W) {
-    const size_t T = P->T;
+    const size_t T = P->cal.T;
     float *g = malloc((size_t)K * K * sizeof *g), *b = malloc((size_t)rows * K * sizeof *b);
     double *G = malloc((size_t)K * K * sizeof *G), *B = malloc((size_t)rows * K * sizeof *B);
     if (!g || !b || !G || !B) {
@@ -452,8 +317,8 @@ static sqz_status solve(pleas *P, const float *X, int K, const float *Y, int ldy
         return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "pleas: out of memory for a %d x %d solve", K, K);
     }
     const int nt = P->ctx->n_threads;
-    gemm(nt, K, K, (int64_t)T, X, (size_t)K, 1, X, (size_t)K, 1, g, (size_t)K, 0);
-    gemm(nt, rows, K, (int64_t)T, Y + y0, (size_t)ldy, 1, X, (size_t)K, 1, b, (size_t)K, 0);
+    align_gemm(nt, K, K, (int64_t)T, X, (size_t)K, 1, X, (size_t)K, 1, g, (size_t)K, 0);
+    align_gemm(nt, rows, K, (int64_t)T, Y + y0, (size_t)ldy, 1, X, (size_t)K, 1, b, (size_t)K, 0);
     double mean = 0;
     for (int i = 0; i < K; i++) {
         for (int j = 0; j <= i; j++) G[(size_t)i * K + j] = G[(size_t)j * K + i] = g[(size_t)i * K + j];
@@ -479,7 +344,7 @@ static float *alloc_tensor(sqz_tensor *t, int64_t rows, int64_t cols) {
 static sqz_status merge_block(pleas *P, int l, sqz_layer_weights *ws, sqz_layer_weights *mw, float *big) {
     sqz_ctx *ctx = P->ctx;
     const int N = P->N, D = P->D, F = P->F, m = P->m, qd = P->qd, kvd = P->kvd, qkv = qd + 2 * kvd;
-    const size_t T = P->T;
+    const size_t T = P->cal.T;
     const float invN = 1.0f / (float)N;
     sqz_status st = SQZ_OK;
     /* targets, averaged over the models: [qkv | o | gate up | down] */
@@ -580,73 +445,6 @@ static sqz_status merge_block(pleas *P, int l, sqz_layer_weights *ws, sqz_layer_
 
 /* ------------------------------------------------------------------ the run */
 
-static double param(const merge_run *r, int p) {
-    double v;
-    if (merge_value_eval(r->cfg->g[p], "", 0, &v)) return v;
-    return r->method->defaults[p];
-}
-
-/* Windows of C tokens, n of them spread evenly over ids[0..len), appended to P->ids with owners
- * O. */
-static sqz_status add_windows(pleas *P, const int32_t *ids, size_t len, size_t n, uint64_t O) {
-    int32_t *t = realloc(P->ids, (P->T + n * P->C) * sizeof *t);
-    uint64_t *o = realloc(P->own, (P->n_win + n) * sizeof *o);
-    if (t) P->ids = t;
-    if (o) P->own = o;
-    if (!t || !o) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "out of memory");
-    for (size_t w = 0; w < n; w++) {
-        const size_t at = n > 1 ? w * (len - (size_t)P->C) / (n - 1) : 0;
-        memcpy(P->ids + P->T + w * P->C, ids + at, (size_t)P->C * sizeof *ids);
-        P->own[P->n_win + w] = O;
-    }
-    P->T += n * P->C, P->n_win += n;
-    return SQZ_OK;
-}
-
-/* The calibration windows: for each distinct text (a model's --task-calib text, else the
- * shared one), calib_tokens (default 8192) in windows of C spread evenly over it, owned by the
- * models that calibrate on it. */
-static sqz_status calib_tokens(pleas *P) {
-    const sqz_merge_opts *o = P->r->opts;
-    sqz_ctx *ctx = P->ctx;
-    const char *text_of[64];
-    for (int i = 0; i < P->N; i++) {
-        text_of[i] = o->calib;
-        for (int k = 0; k < o->n_task_calib; k++)
-            if (merge_path_names(P->r->paths[i], o->task_calib_domain[k])) text_of[i] = o->task_calib_text[k];
-        if (!text_of[i])
-            return sqz_fail(ctx, SQZ_ERR_ARG, "%s: no calibration text for model %s (--calib FILE, or --task-calib "
-                            "DOMAIN=TEXT naming it)", P->r->cfg->path, P->r->paths[i]);
-    }
-    const size_t want = o->calib_tokens ? o->calib_tokens : 8192;
-    P->C = o->calib_ctx > 0 ? o->calib_ctx : 256;
-    const int max_ctx = P->r->models[0]->cfg.max_seq_len;
-    if (max_ctx > 0 && P->C > max_ctx) P->C = max_ctx;
-    sqz_status st = SQZ_OK;
-    uint64_t done = 0;
-    for (int i = 0; i < P->N && !st; i++) {
-        if (done >> i & 1) continue;
-        uint64_t O = 0;
-        for (int k = i; k < P->N; k++)
-            if (!strcmp(text_of[k], text_of[i])) O |= (uint64_t)1 << k;
-        done |= O;
-        char *text = NULL;
-        size_t len = 0, n = 0;
-        int32_t *ids = NULL;
-        if ((st = sqz_file_read_all(ctx, text_of[i], (size_t)1 << 31, &text, &len))) break;
-        st = sqz_tokenize(ctx, P->r->models[0], text, len, 0, &ids, &n);
-        free(text);
-        size_t nw = want / (size_t)P->C;
-        if (nw > n / (size_t)P->C) nw = n / (size_t)P->C;
-        if (!st && nw == 0)
-            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: %zu tokens, less than one calibration window of %d (calib tokens %zu)",
-                          text_of[i], n, P->C, want);
-        if (!st) st = add_windows(P, ids, n, nw, O);
-        sqz_free(ids);
-    }
-    return st;
-}
-
 /* Every model's residual stream from its (permuted when perm) embedding; with merged, the
  * merged stream from their average too, the average written to emb (V x D) if not NULL. */
 static sqz_status start_streams(pleas *P, int perm, float *emb) {
@@ -656,43 +454,12 @@ static sqz_status start_streams(pleas *P, int perm, float *emb) {
     for (int i = 0; i < P->N; i++) {
         float *e = load_outer(P, i, o, perm);
         if (!e) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "out of memory");
-        for (size_t t = 0; t < P->T; t++) memcpy(P->H + ((size_t)i * P->T + t) * D, e + (size_t)P->ids[t] * D, D * sizeof *e);
+        for (size_t t = 0; t < P->cal.T; t++) memcpy(P->H + ((size_t)i * P->cal.T + t) * D, e + (size_t)P->cal.ids[t] * D, D * sizeof *e);
         for (size_t k = 0; emb && k < (size_t)P->V * D; k++) emb[k] += e[k] / P->N;
         free(e);
     }
-    for (size_t t = 0; emb && t < P->T; t++) memcpy(P->Hm + t * D, emb + (size_t)P->ids[t] * D, D * sizeof *emb);
+    for (size_t t = 0; emb && t < P->cal.T; t++) memcpy(P->Hm + t * D, emb + (size_t)P->cal.ids[t] * D, D * sizeof *emb);
     return SQZ_OK;
-}
-
-/* config.json of the output: the source's, intermediate_size set to m when it differs. */
-static sqz_status write_config(pleas *P, sqz_hf_export *e) {
-    merge_run *r = P->r;
-    size_t len = 0;
-    char *js = merge_source_config_json(P->ctx, r->paths[0], &len);
-    sqz_status st;
-    if (js && P->m != P->F) {
-        cJSON *j = cJSON_ParseWithLength(js, len);
-        cJSON *f = j ? cJSON_GetObjectItem(j, "intermediate_size") : NULL;
-        char *out = NULL;
-        if (f) cJSON_SetNumberValue(f, P->m);
-        if (f && (out = cJSON_Print(j))) {
-            free(js);
-            js = out, len = strlen(out);
-        } else {
-            free(out);
-            free(js), js = NULL;
-        }
-        cJSON_Delete(j);
-    }
-    if (js) st = sqz_hf_export_config_json(e, js, len);
-    else {
-        sqz_config c = r->models[0]->cfg;
-        c.rope_interleaved = 0;
-        c.hidden_dim = P->m;
-        st = sqz_hf_export_config(e, &c);
-    }
-    free(js);
-    return st;
 }
 
 static void free_pleas(pleas *P) {
@@ -705,7 +472,8 @@ static void free_pleas(pleas *P) {
         if (P->map) free(P->map[i]);
     }
     free(P->res), free(P->ffn), free(P->qh), free(P->kvh), free(P->ffn_corr), free(P->map), free(P->cmask);
-    free(P->ids), free(P->own), free(P->H), free(P->Hm);
+    align_calib_free(&P->cal);
+    free(P->H), free(P->Hm);
     sqz_session_free(P->s);
     sqz_session_free(P->sm);
 }
@@ -717,7 +485,7 @@ static sqz_status setup(pleas *P, merge_run *r) {
     P->r = r, P->ctx = ctx, P->N = r->n_in, P->L = c->n_layers, P->D = c->dim, P->F = c->hidden_dim;
     P->Hq = c->n_heads, P->Hkv = c->n_kv_heads, P->hd = c->head_dim, P->V = c->vocab_size;
     P->qd = P->Hq * P->hd, P->kvd = P->Hkv * P->hd;
-    P->budget = param(r, SQZ_MP_BUDGET), P->damp = param(r, SQZ_MP_DAMP);
+    P->budget = align_param(r, SQZ_MP_BUDGET), P->damp = align_param(r, SQZ_MP_DAMP);
     if (!(P->budget >= 1 && P->budget <= P->N))
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: budget = %g (the merged FFN's width as a multiple of the models': 1 .. %d)",
                         r->cfg->path, P->budget, P->N);
@@ -729,16 +497,16 @@ static sqz_status setup(pleas *P, merge_run *r) {
     if (!r->opts || (!r->opts->calib && !r->opts->n_task_calib))
         return sqz_fail(ctx, SQZ_ERR_ARG, "%s: pleas needs calibration text (sqz merge --calib FILE)", r->cfg->path);
     if (P->N > 64) return sqz_fail(ctx, SQZ_ERR_ARG, "%s: pleas merges at most 64 models", r->cfg->path);
-    sqz_status st = calib_tokens(P);
+    sqz_status st = align_calib_windows(r, &P->cal);
     if (st) return st;
     const int N = P->N;
     P->res = calloc(N, sizeof *P->res), P->ffn = calloc(N, sizeof *P->ffn), P->qh = calloc(N, sizeof *P->qh);
     P->kvh = calloc(N, sizeof *P->kvh), P->ffn_corr = calloc(N, sizeof *P->ffn_corr), P->map = calloc(N, sizeof *P->map);
     P->cmask = malloc((size_t)P->L * P->m * sizeof *P->cmask);
-    P->H = malloc((size_t)N * P->T * P->D * sizeof *P->H);
-    P->Hm = malloc(P->T * P->D * sizeof *P->Hm);
+    P->H = malloc((size_t)N * P->cal.T * P->D * sizeof *P->H);
+    P->Hm = malloc(P->cal.T * P->D * sizeof *P->Hm);
     if (!P->res || !P->ffn || !P->qh || !P->kvh || !P->ffn_corr || !P->map || !P->cmask || !P->H || !P->Hm)
-        return sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for %zu calibration tokens", P->T);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for %zu calibration tokens", P->cal.T);
     for (int i = 0; i < N; i++) {
         P->res[i] = malloc((size_t)P->D * sizeof(int));
         P->ffn[i] = malloc((size_t)P->L * P->F * sizeof(int));
@@ -757,8 +525,8 @@ static sqz_status setup(pleas *P, merge_run *r) {
     P->run_m.cfg.rope_interleaved = 0; /* the f32 blocks are in HF's row order */
     P->run_mm = P->run_m;
     P->run_mm.cfg.hidden_dim = P->m;
-    if ((st = sqz_session_new(ctx, &P->run_m, P->C, &P->s))) return st;
-    return sqz_session_new(ctx, &P->run_mm, P->C, &P->sm);
+    if ((st = sqz_session_new(ctx, &P->run_m, P->cal.C, &P->s))) return st;
+    return sqz_session_new(ctx, &P->run_mm, P->cal.C, &P->sm);
 }
 
 static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_merge_result *res) {
@@ -776,7 +544,7 @@ static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_m
     /* the output: everything declared before any block is solved */
     if (!st && !(tok = merge_pick_tokenizer(r))) st = SQZ_ERR_ARG;
     if (!st) st = sqz_hf_export_new(ctx, dir, &e);
-    if (!st) st = write_config(&P, e);
+    if (!st) st = align_write_config(r, m, P.F, e);
     if (!st) st = sqz_hf_export_tokenizer(e, tok);
     /* how far from the identity the matching went (fine-tunes of one base: not far) */
     long fix_res = 0, fix_ffn = 0, fix_q = 0;
@@ -788,7 +556,7 @@ static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_m
     char params[512];
     snprintf(params, sizeof params, "budget %g (FFN width %d), damp %g, %zu calibration tokens from %.100s%s; "
              "units matched to themselves: residual %ld of %d, FFN %ld of %d, query heads %ld of %d",
-             P.budget, m, P.damp, P.T, r->opts && r->opts->calib ? r->opts->calib : "each model's text",
+             P.budget, m, P.damp, P.cal.T, r->opts && r->opts->calib ? r->opts->calib : "each model's text",
              r->opts && r->opts->calib && r->opts->n_task_calib ? " and the models' own texts" : "",
              fix_res, (N - 1) * D, fix_ffn, (N - 1) * L * P.F, fix_q, (N - 1) * L * P.Hq);
     const sqz_model_card card = { .method = r->method->name, .parameters = params };
@@ -806,9 +574,9 @@ static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_m
     const int qkv = P.qd + 2 * P.kvd;
     if (!st) {
         emb = malloc((size_t)P.V * D * sizeof *emb);
-        big = malloc(P.T * (size_t)(qkv + 2 * D + 2 * m + (D > m ? D : m)) * sizeof *big);
+        big = malloc(P.cal.T * (size_t)(qkv + 2 * D + 2 * m + (D > m ? D : m)) * sizeof *big);
         ws = calloc((size_t)N, sizeof *ws);
-        if (!emb || !big || !ws) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for %zu calibration tokens", P.T);
+        if (!emb || !big || !ws) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "pleas: out of memory for %zu calibration tokens", P.cal.T);
     }
     /* 2: the streams again, in the anchor's order, and the merged one */
     if (!st) st = start_streams(&P, 1, emb);
@@ -819,11 +587,11 @@ static sqz_status run(merge_run *r, const char *dir, sqz_type type, struct sqz_m
         for (int i = 0; i < N && !st; i++) st = load_layer(&P, i, l, 1, &ws[i]);
         if (!st) st = merge_block(&P, l, ws, &mw, big);
         for (; k < r->n_list && !st && r->list[k].layer == l; k++) {
-            const sqz_tensor *t = field(&mw, &r->list[k]);
+            const sqz_tensor *t = align_field(&mw, &r->list[k]);
             st = sqz_hf_export_put_f32(e, t->data, (size_t)(t->rows * t->cols));
         }
-        for (int i = 0; i < N; i++) free_layer(&ws[i]);
-        free_layer(&mw);
+        for (int i = 0; i < N; i++) align_free_layer(&ws[i]);
+        align_free_layer(&mw);
         sqz_progress(ctx, "pleas", (uint64_t)(L + l + 1), (uint64_t)2 * L);
     }
     for (; k < r->n_list && !st; k++) { /* the final norm, an untied lm_head: averages */

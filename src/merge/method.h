@@ -41,6 +41,8 @@ typedef enum sqz_merge_param {
     SQZ_MP_ALPHA,      /* opcm: share of the singular values' sum whose subspace is kept clear */
     SQZ_MP_BUDGET,     /* pleas: the merged FFN's width as a multiple of the models' (1 .. N) */
     SQZ_MP_DAMP,       /* pleas: least squares' pull towards the permuted average, x mean diag(X^T X) */
+    SQZ_MP_REG,        /* otfusion: Sinkhorn's entropy weight as a multiple of the cost's mean */
+    SQZ_MP_EXACT,      /* otfusion: 1: exact OT (linear assignment, a permutation merge) instead of Sinkhorn */
     SQZ_MP_COUNT
 } sqz_merge_param;
 
@@ -104,6 +106,6 @@ const sqz_merge_method *sqz_merge_method_at(int i);
 extern const sqz_merge_method sqz_merge_linear, sqz_merge_task_arithmetic, sqz_merge_ties,
     sqz_merge_dare_linear, sqz_merge_dare_ties, sqz_merge_breadcrumbs, sqz_merge_breadcrumbs_ties,
     sqz_merge_della, sqz_merge_della_linear, sqz_merge_slerp, sqz_merge_model_stock,
-    sqz_merge_consensus, sqz_merge_tall_masks, sqz_merge_opcm, sqz_merge_pleas;
+    sqz_merge_consensus, sqz_merge_tall_masks, sqz_merge_opcm, sqz_merge_pleas, sqz_merge_otfusion;
 
 #endif

@@ -10,6 +10,7 @@ static const sqz_merge_method *const methods[] = {
     &sqz_merge_breadcrumbs_ties, &sqz_merge_della,      &sqz_merge_della_linear,
     &sqz_merge_slerp,       &sqz_merge_model_stock,     &sqz_merge_consensus,
     &sqz_merge_tall_masks,  &sqz_merge_opcm,            &sqz_merge_pleas,
+    &sqz_merge_otfusion,
 };
 
 static const char *const param_names[SQZ_MP_COUNT] = {
@@ -20,7 +21,8 @@ static const char *const param_names[SQZ_MP_COUNT] = {
     [SQZ_MP_INT8_MASK] = "int8_mask", [SQZ_MP_FILTER_WISE] = "filter_wise",
     [SQZ_MP_K] = "k",                 [SQZ_MP_MASK_LAMBDA] = "mask_lambda",
     [SQZ_MP_ALPHA] = "alpha",         [SQZ_MP_BUDGET] = "budget",
-    [SQZ_MP_DAMP] = "damp",
+    [SQZ_MP_DAMP] = "damp",           [SQZ_MP_REG] = "reg",
+    [SQZ_MP_EXACT] = "exact",
 };
 
 const char *sqz_merge_param_name(int p) { return p >= 0 && p < SQZ_MP_COUNT ? param_names[p] : NULL; }

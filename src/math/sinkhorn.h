@@ -9,10 +9,11 @@
 /* cost [n][m] row-major, finite; a [n], b [m] the marginals (positive, equal sums; NULL:
  * uniform 1/n, 1/m); eps > 0 the entropy's weight in the cost's units. Stabilized: the scalings
  * are absorbed into log-domain potentials whenever they grow past 1e30 (or under 1e-30), so any
- * eps works, though small ones need more iterations (about max C / eps). Stops once every row
- * sum of the plan is within tol of a (column sums are exact after each iteration), or after
- * max_iter iterations. plan [n][m] gets the plan; *iters (may be NULL) the iterations run.
- * Returns 0 converged, 1 not converged within max_iter (plan still the last iterate), -1
+ * eps works; eps scaling (stages from the cost's range down to eps by halves, each warm-started
+ * from the last, at most 50 iterations each) keeps small ones cheap. Stops once every row sum
+ * of the plan is within tol of a (column sums are exact after each iteration), or after
+ * max_iter iterations in all. plan [n][m] gets the plan; *iters (may be NULL) the iterations
+ * run. Returns 0 converged, 1 not converged within max_iter (plan still the last iterate), -1
  * without memory or on bad arguments. */
 int sqz_sinkhorn(const double *cost, int n, int m, const double *a, const double *b, double eps, int max_iter,
                  double tol, double *plan, int *iters);

@@ -34,7 +34,7 @@ assert j['method'] == 'otfusion' and j['n_models'] == 2 and j['n_tensors'] == 74
 assert 0 < j['peak_rss_mib'] < int(sys.argv[2]), j['peak_rss_mib']
 " "$tmp/j" "$rss_cap" 2>> "$tmp/err"
 check $? "--json: method otfusion, 2 models, 74 tensors, peak RSS under $rss_cap MiB"
-grep -q 'Sinkhorn, reg 0.05' "$tmp/o/README.md"
+grep -q 'Sinkhorn, reg 0.01' "$tmp/o/README.md"
 check $? "the model card names Sinkhorn and the default reg"
 $SQZ merge "$tmp/l.yml" -o "$tmp/l" --no-progress 2> "$tmp/err"
 # held out: the train texts' last 40 KB (the calibration windows are spread over the whole
@@ -44,8 +44,8 @@ ppl() { $SQZ ppl "$1" -f "$2" --ctx 128 --max-tokens 4000 --json --no-progress 2
         python3 -c "import json, sys; print(json.load(sys.stdin)['ppl'])"; }
 for d in bible pydoc; do
     po=$(ppl "$tmp/o" "$tmp/$d.txt"); pl=$(ppl "$tmp/l" "$tmp/$d.txt")
-    python3 -c "import math, sys; o, l = map(float, sys.argv[1:]); sys.exit(0 if math.isfinite(o) and o <= 1.01 * l else 1)" "$po" "$pl"
-    check $? "otfusion finite and matches or beats linear on held-out $d train text (ppl $po vs $pl)"
+    python3 -c "import math, sys; o, l = map(float, sys.argv[1:]); sys.exit(0 if math.isfinite(o) and o <= 1.02 * l else 1)" "$po" "$pl"
+    check $? "otfusion finite and within 2 % of linear on held-out $d train text (ppl $po vs $pl)"
 done
 printf 'parameters: {exact: 1}\n' >> "$tmp/o.yml"
 # shellcheck disable=SC2086

@@ -259,8 +259,8 @@ static const option_row options[] = {
                                "(the task whose model's name contains DOMAIN; repeatable)" },
     { "--task-calib", NULL, .kind = OPT_LIST, .at = AT(task_calib), .count_at = AT(n_task_calib),
       .meta = "DOMAIN=TEXT", .cmds = C_MERGE,
-      .help = "pleas: the model whose name contains DOMAIN calibrates on TEXT, its own\n"
-              "data (others on --calib; repeatable)" },
+      .help = "pleas, otfusion: the model whose name contains DOMAIN calibrates on\n"
+              "TEXT, its own data (others on --calib; repeatable)" },
     { "--continual", NULL, STR(continual, "STATE"), .cmds = C_MERGE,
       .help = "add MODEL (given in place of CONFIG) to the running opcm merge in\n"
               "folder STATE (made by a merge_method: opcm config's -o STATE)" },

@@ -132,24 +132,79 @@ static sqz_status transport(otf *O, int n, float *A) {
     return SQZ_OK;
 }
 
-/* W [rows][cols] = B W (B [rows][rows]) */
-static int xform_rows(int nt, float *W, int64_t rows, int64_t cols, const float *B) {
+/* B [n][n]'s entries above 1e-7 (rows of A sum to 1: what is dropped is noise) as compressed
+ * rows, when they are few (a near-permutation: n of n^2); 1 with them, 0 when dense is cheaper,
+ * -1 without memory. */
+typedef struct csr {
+    int *start, *col;
+    float *val;
+} csr;
+
+static int to_csr(const float *B, int64_t n, csr *c) {
+    size_t nnz = 0;
+    for (size_t k = 0; k < (size_t)(n * n); k++) nnz += B[k] > 1e-7f || B[k] < -1e-7f;
+    if (nnz > (size_t)(n * n) / 8) return 0;
+    c->start = malloc((size_t)(n + 1) * sizeof *c->start);
+    c->col = malloc((nnz ? nnz : 1) * sizeof *c->col);
+    c->val = malloc((nnz ? nnz : 1) * sizeof *c->val);
+    if (!c->start || !c->col || !c->val) {
+        free(c->start), free(c->col), free(c->val);
+        return -1;
+    }
+    size_t at = 0;
+    for (int64_t r = 0; r < n; r++) {
+        c->start[r] = (int)at;
+        for (int64_t k = 0; k < n; k++)
+            if (B[r * n + k] > 1e-7f || B[r * n + k] < -1e-7f) c->col[at] = (int)k, c->val[at++] = B[r * n + k];
+    }
+    c->start[n] = (int)at;
+    return 1;
+}
+
+/* W [rows][cols] = B W (B [rows][rows]); W B^T (B [cols][cols]) with cols_side */
+static int xform(int nt, float *W, int64_t rows, int64_t cols, const float *B, int cols_side) {
+    const int64_t n = cols_side ? cols : rows;
     float *y = malloc((size_t)(rows * cols) * sizeof *y);
-    if (!y) return -1;
-    align_gemm(nt, rows, cols, rows, B, (size_t)rows, 0, W, (size_t)cols, 1, y, (size_t)cols, 0);
+    csr c = { 0 };
+    const int sp = y ? to_csr(B, n, &c) : -1;
+    if (sp < 0) {
+        free(y);
+        return -1;
+    }
+    if (!sp && cols_side)
+        align_gemm(nt, rows, cols, cols, W, (size_t)cols, 0, B, (size_t)cols, 0, y, (size_t)cols, 0);
+    else if (!sp)
+        align_gemm(nt, rows, cols, rows, B, (size_t)rows, 0, W, (size_t)cols, 1, y, (size_t)cols, 0);
+    else if (cols_side) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * cols > 65536)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++) {
+                float s = 0;
+                for (int k = c.start[j]; k < c.start[j + 1]; k++) s += c.val[k] * W[i * cols + c.col[k]];
+                y[i * cols + j] = s;
+            }
+    } else {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * cols > 65536)
+        for (int64_t i = 0; i < rows; i++) {
+            float *yi = y + i * cols;
+            for (int64_t j = 0; j < cols; j++) yi[j] = 0;
+            for (int k = c.start[i]; k < c.start[i + 1]; k++) {
+                const float a = c.val[k], *x = W + (int64_t)c.col[k] * cols;
+                for (int64_t j = 0; j < cols; j++) yi[j] += a * x[j];
+            }
+        }
+    }
     memcpy(W, y, (size_t)(rows * cols) * sizeof *y);
-    free(y);
+    free(y), free(c.start), free(c.col), free(c.val);
     return 0;
 }
 
-/* W [rows][cols] = W B^T (B [cols][cols]) */
+static int xform_rows(int nt, float *W, int64_t rows, int64_t cols, const float *B) {
+    return xform(nt, W, rows, cols, B, 0);
+}
+
 static int xform_cols(int nt, float *W, int64_t rows, int64_t cols, const float *B) {
-    float *y = malloc((size_t)(rows * cols) * sizeof *y);
-    if (!y) return -1;
-    align_gemm(nt, rows, cols, cols, W, (size_t)cols, 0, B, (size_t)cols, 0, y, (size_t)cols, 0);
-    memcpy(W, y, (size_t)(rows * cols) * sizeof *y);
-    free(y);
-    return 0;
+    return xform(nt, W, rows, cols, B, 1);
 }
 
 /* ------------------------------------------------------------------ the maps of one block */

@@ -57,7 +57,8 @@
  * merged one. The weights are streamed block by block; the activations and streams dominate
  * (14M models, 3 texts x 8192 tokens, T = 24576: 113 + 327 MB of them, peak RSS 495 MiB).
  * Time: the models run the calibration text twice (the stream's map needs every state before
- * any block is aligned), each map a Sinkhorn of at most a few thousand n^2 iterations.
+ * any block is aligned); each map is a Sinkhorn of a few hundred O(n^2) iterations at most (eps
+ * scaling), and a near-permutation map is applied as sparse rows, not a dense product.
  */
 #include <math.h>
 #include <stdio.h>

@@ -65,6 +65,11 @@ $(BUILD)/src/kernels/%_avx512.o: src/kernels/%_avx512.c $(wildcard include/*.h s
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
 
+# the AVX-512 half of a format's reference quantizer (formats/qkx3_avx512.c), dispatched on cpuid
+$(BUILD)/src/formats/%_avx512.o: src/formats/%_avx512.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
+
 # AVX512-VBMI2 kernels (vpexpandb): the AVX-512 flags plus VBMI2; dispatched on a cpuid check
 $(BUILD)/src/kernels/%_vbmi2.o: src/kernels/%_vbmi2.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)

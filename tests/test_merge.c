@@ -579,6 +579,36 @@ static void test_methods(void) {
     }
     CHECK(ok && ones > 0 && ones < RN * RNN, "tall_masks: task arithmetic and each task's mask bits (%d of %d set)",
           ones, RN * RNN);
+
+    /* tall_masks with use_ties: tau_MTL is TIES' (trimmed, elected signs, disjoint mean), the
+     * masks compare the untrimmed task vectors with it */
+    const double TD[RN] = { 0.5, 0.7, 1.0 };
+    for (int m = 0; m < RN; m++) c.mp[m][SQZ_MP_DENSITY] = TD[m];
+    c.g[SQZ_MP_USE_TIES] = 1, c.g[SQZ_MP_NORMALIZE] = 1;
+    double ties_want[RNN];
+    ref_gta(&c, 0, 1, ties_want);
+    run_method(&sqz_merge_tall_masks, &c, 0, out);
+    sqz_merge_tall_masks.masks(NULL, &job, bits);
+    ok = close_all(out, ties_want, RNN, 1e-6);
+    int ones_ties = 0, differs = 0;
+    for (int j = 0; j < RNN; j++) {
+        const double mtl = (ties_want[j] - c.base[j]) / 0.7;
+        double ta = 0;
+        for (int m = 0; m < RN; m++) ta += W[m] * ((double)c.x[m][j] - c.base[j]);
+        differs += fabs(mtl - ta) > 1e-6;
+        for (int m = 0; m < RN; m++) {
+            const double t = W[m] * ((double)c.x[m][j] - c.base[j]);
+            const int want_bit = fabs(t) >= ML[m] * fabs(mtl - t), got = bits[m][j / 8] >> (j % 8) & 1;
+            /* values where |t| and the threshold tie within rounding are not checked */
+            if (fabs(fabs(t) - ML[m] * fabs(mtl - t)) > 1e-9) ok &= want_bit == got;
+            ones_ties += got;
+        }
+    }
+    CHECK(ok && differs > 0 && ones_ties > 0 && ones_ties < RN * RNN,
+          "tall_masks use_ties: TIES' merge and masks against it (%d values differ from task arithmetic, %d bits set)",
+          differs, ones_ties);
+    c.g[SQZ_MP_USE_TIES] = 0, c.g[SQZ_MP_NORMALIZE] = 0;
+    for (int m = 0; m < RN; m++) c.mp[m][SQZ_MP_DENSITY] = 1;
 }
 
 /* ------------------------------------------------------------------ the driver */

@@ -29,6 +29,7 @@
 
 #include "formats/types.h"
 #include "formats/blocks.h"
+#include "formats/qkx3.h"
 #include "formats/quant.h"
 
 #define GROUP_MAX_EPS 1e-15f /* a (sub-)block whose max |x| is below this is all zero */
@@ -358,9 +359,8 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
 /* The same search with optional weights (NULL: x^2) and ggml's guard on the level
  * computation (min may have moved close to max): ggml's make_qkx3_quants, used with an
  * importance matrix. */
-static float make_qkx3_quants(int n, int nmax, const float *x, const float *weights,
-                              uint8_t *L, float *the_min, uint8_t *Laux, float rmin,
-                              float rdelta, int nstep, bool use_mad) {
+float sqz_qkx3_ref(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                   uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
 #define W(i) (weights ? weights[i] : x[i] * x[i])
     float min = x[0], max = x[0];
     float sum_w = W(0);
@@ -429,6 +429,16 @@ static float make_qkx3_quants(int n, int nmax, const float *x, const float *weig
     *the_min = -min;
     return scale;
 #undef W
+}
+
+/* The search as ggml does it; 16 candidates at a time where the CPU has AVX-512 (the same bits,
+ * qkx3.h). */
+static float make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                              float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                              bool use_mad) {
+    if (n <= 32 && sqz_qkx3_has_avx512())
+        return sqz_qkx3_avx512(n, nmax, x, weights, L, the_min, rmin, rdelta, nstep, use_mad);
+    return sqz_qkx3_ref(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 /* Quantizes the (non-negative) sub-block scales or mins x[0..n) of a super-block to levels

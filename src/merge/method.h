@@ -41,6 +41,7 @@ typedef enum sqz_merge_param {
     SQZ_MP_ALPHA,      /* opcm: share of the singular values' sum whose subspace is kept clear */
     SQZ_MP_BUDGET,     /* pleas: the merged FFN's width as a multiple of the models' (1 .. N) */
     SQZ_MP_DAMP,       /* pleas: least squares' pull towards the permuted average, x mean diag(X^T X) */
+    SQZ_MP_USE_TIES,   /* tall_masks, consensus: tau_MTL by TIES instead of task arithmetic (tall.h) */
     SQZ_MP_REG,        /* otfusion: Sinkhorn's entropy weight as a multiple of the cost's mean */
     SQZ_MP_EXACT,      /* otfusion: 1: exact OT (linear assignment, a permutation merge) instead of Sinkhorn */
     SQZ_MP_COUNT

@@ -21,8 +21,8 @@ static const char *const param_names[SQZ_MP_COUNT] = {
     [SQZ_MP_INT8_MASK] = "int8_mask", [SQZ_MP_FILTER_WISE] = "filter_wise",
     [SQZ_MP_K] = "k",                 [SQZ_MP_MASK_LAMBDA] = "mask_lambda",
     [SQZ_MP_ALPHA] = "alpha",         [SQZ_MP_BUDGET] = "budget",
-    [SQZ_MP_DAMP] = "damp",           [SQZ_MP_REG] = "reg",
-    [SQZ_MP_EXACT] = "exact",
+    [SQZ_MP_DAMP] = "damp",           [SQZ_MP_USE_TIES] = "use_ties",
+    [SQZ_MP_REG] = "reg",             [SQZ_MP_EXACT] = "exact",
 };
 
 const char *sqz_merge_param_name(int p) { return p >= 0 && p < SQZ_MP_COUNT ? param_names[p] : NULL; }

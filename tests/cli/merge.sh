@@ -1,7 +1,9 @@
 #!/bin/sh
 # CLI: `sqz merge CONFIG.yaml -o OUT [--type T] [--seed S] [--json]` on ../shared/models/merge
 # (the base sqz-llama-14m and its three fine-tunes): mergekit's own example configs for ties,
-# dare_ties and gradient slerp (model paths and the layer range replaced) run; --json prints
+# dare_ties and gradient slerp (model paths and the layer range replaced) and a task_arithmetic
+# config run, the last at merge_baselines.json's perplexity; merge + GPTQ in one command gives
+# the model that merging and then quantizing gives; --json prints
 # one object with peak_rss_mib, which stays about a few slabs of the largest tensor (6 MB);
 # a merge straight to a q4_0 GGUF loads; bad input fails with one line on stderr and nothing
 # written; opcm's running merge grows by --continual, and --eval tables a merge per domain.
@@ -59,6 +61,38 @@ check $? "--json: one object (ties of 4 models, 74 tensors, out_bytes, peak_rss_
 $SQZ ppl "$tmp/ties" -f "$M/bible.test.txt" --ctx 256 --max-tokens 600 --no-progress > /dev/null 2>&1
 check $? "the merged folder runs (sqz ppl)"
 
+# task_arithmetic as mergekit's merge-method guide writes it (mergekit ships no example file
+# for it): per-model weight, global lambda; lambda 0.3 in f32 is merge_baselines.json's row
+# (test_merge.c checks the linear one)
+cat > "$tmp/ta.yml" <<YAML
+merge_method: task_arithmetic
+base_model: $SHARED/models/sqz-llama-14m
+models:
+  - model: $M/ft-shakespeare
+    parameters:
+      weight: 1.0
+  - model: $M/ft-bible
+    parameters:
+      weight: 1.0
+  - model: $M/ft-pydoc
+    parameters:
+      weight: 1.0
+parameters:
+  lambda: 0.3
+  normalize: false
+dtype: float32
+YAML
+$SQZ merge "$tmp/ta.yml" -o "$tmp/ta" --no-progress 2> "$tmp/err"
+check $? "a mergekit task_arithmetic config runs ($(cat "$tmp/err"))"
+ppl() { $SQZ ppl "$1" -f "$2" --ctx "$3" --max-tokens "$4" --json --no-progress 2>/dev/null |
+        python3 -c "import json, sys; print(json.load(sys.stdin)['ppl'])"; }
+pt=$(ppl "$tmp/ta" "$M/bible.test.txt" 256 30000)
+python3 -c "
+import json, sys
+ref = json.load(open(sys.argv[1]))['ppl']['task_arithmetic lambda=0.3']['bible']
+sys.exit(0 if abs(float(sys.argv[2]) / ref - 1) < 1e-3 else 1)" "$M/merge_baselines.json" "$pt" 2>> "$tmp/err"
+check $? "task_arithmetic lambda 0.3: bible ppl $pt within 0.1 % of merge_baselines.json's"
+
 # mergekit examples/gradient-slerp.yml, paths and layer_range replaced
 cat > "$tmp/slerp.yml" <<YAML
 slices:
@@ -115,6 +149,19 @@ d = json.load(open(sys.argv[1]))
 assert d['quant_method'] == 'rtn' and d['out_bytes'] == os.path.getsize(sys.argv[2]), d" "$tmp/j" "$tmp/r.gguf" &&
     [ "$(ls "$tmp" | grep -c '\.merge\.')" = 0 ]
 check $? "--json has quant_method and the file's size; the f32 folder is gone"
+# merge + GPTQ in one command against merging first (f32, as the one command's own
+# intermediate folder) and quantizing after: the same model
+head -c 60000 "$M/bible.train.txt" > "$tmp/cal.txt"
+$SQZ merge "$tmp/ta.yml" -o "$tmp/g1.gguf" --type q4_0 --method gptq --calib "$tmp/cal.txt" \
+    --calib-tokens 1024 --calib-ctx 128 --no-progress 2> "$tmp/err" &&
+    $SQZ quantize "$tmp/ta" -o "$tmp/g2.gguf" --type q4_0 --method gptq --calib "$tmp/cal.txt" \
+        --calib-tokens 1024 --calib-ctx 128 --no-progress 2> "$tmp/err"
+check $? "merge --method gptq, and quantize --method gptq of the merged folder, run"
+p1=$(ppl "$tmp/g1.gguf" "$M/pydoc.test.txt" 128 600)
+p2=$(ppl "$tmp/g2.gguf" "$M/pydoc.test.txt" 128 600)
+p0=$(ppl "$tmp/ta" "$M/pydoc.test.txt" 128 600)
+[ -n "$p1" ] && [ "$p1" = "$p2" ] && [ "$p1" != "$p0" ]
+check $? "one pass = merge first, quantize after (ppl $p1 vs $p2; unquantized $p0)"
 $SQZ merge "$tmp/dare.yml" -o "$tmp/g.gguf" --type q4_0 --method gptq 2> "$tmp/err"
 [ $? = 1 ] && [ ! -e "$tmp/g.gguf" ] && grep -q "needs calibration text" "$tmp/err"
 check $? "--method gptq without --calib: exit 1 before any work"

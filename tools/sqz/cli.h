@@ -94,6 +94,13 @@ int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model);
 int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_bos,
                         sqz_model **model, int32_t **ids, size_t *n_ids, double *tok_seconds);
 
+/* The model and --calib's windows: --calib-tokens tokens (32768) in windows of --calib-ctx
+ * (*calib_ctx: 512 by default) spread over the whole text (sqz_calib_spread), a warning when
+ * the text holds fewer. Returns 0 (*model, *calib: free with sqz_model_free / free); 1 after
+ * printing the error, with nothing left to free. */
+int cli_load_model_calib(sqz_ctx *ctx, const opts *o, sqz_model **model, int32_t **calib, size_t *n_calib,
+                         int *calib_ctx);
+
 /* A command: its name, what runs it, and its lines in the usage text. */
 typedef struct cli_command {
     const char *name;

@@ -10,22 +10,16 @@ int cmd_bitstack(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("bitstack needs an output file: -o OUT.sqzf");
     if (!o->calib) return cli_die("bitstack needs calibration text: --calib FILE");
     sqz_model *mdl;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (cli_load_model_text(ctx, o, o->calib, 0, &mdl, &ids, &n_ids, NULL)) return 1;
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */
-    int32_t *spread = malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1);
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
-    if (n_ids < want) fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
+    int32_t *spread;
+    size_t n_spread;
+    int calib_ctx;
+    if (cli_load_model_calib(ctx, o, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     const sqz_bitstack_opts bo = { .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx, .rank = o->bs_rank,
                                    .iters = o->bs_iters, .sort_windows = o->bs_sort_windows };
     sqz_bitstack_result r;
     const double t0 = cli_now();
     const sqz_status st = sqz_bitstack(ctx, mdl, o->out, &bo, &r);
     const double secs = cli_now() - t0;
-    sqz_free(ids);
     free(spread);
     sqz_model_free(mdl);
     if (st) return cli_fail(ctx);

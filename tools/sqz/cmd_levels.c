@@ -8,21 +8,17 @@ int cmd_levels(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("levels needs an output file: -o DB");
     if (!o->calib) return cli_die("levels quantizes with calibration text: --calib FILE");
     sqz_model *mdl;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (cli_load_model_text(ctx, o, o->calib, 0, &mdl, &ids, &n_ids, NULL)) return 1;
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    int32_t *spread = malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1);
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
+    int32_t *spread;
+    size_t n_spread;
+    int calib_ctx;
+    if (cli_load_model_calib(ctx, o, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     const sqz_levels_opts lo = { .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
                                  .eval_windows = o->alloc_windows, .damp = o->damp };
     sqz_levels_result r;
-    const sqz_status st = spread ? sqz_levels_build(ctx, mdl, o->out, &lo, &r) : SQZ_ERR_NOMEM;
-    sqz_free(ids);
+    const sqz_status st = sqz_levels_build(ctx, mdl, o->out, &lo, &r);
     free(spread);
     sqz_model_free(mdl);
-    if (st) return spread ? cli_fail(ctx) : cli_die("out of memory");
+    if (st) return cli_fail(ctx);
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", o->model);

@@ -97,7 +97,7 @@ $(BUILD)/libsqz.so: $(BUILD)/$(SOFILE)
 $(BUILD)/sqz: $(CLI_OBJ) $(BUILD)/libsqz.a
 	$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libsqz.a
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libsqz.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libsqz.a $(LDLIBS)
 

@@ -5,17 +5,12 @@
  * units and attention heads (kv groups, query heads within them) are shuffled gives the model
  * back (every permutation found), at FFN width 1 and 1.5 x, while the linear merge of the same
  * pair is ruined; a config without calibration text is refused. */
-#include <math.h>
 #include <sys/stat.h>
 
-#include "test.h"
+#include "merge_shuffled.h"
 
-#include "io/safetensors.h"
 #include "math/lap.h"
 #include "math/ridge.h"
-#include "merge/gta.h"
-#include "model/export_hf.h"
-#include "sqz.h"
 
 static uint64_t rng = 777;
 static double urand(void) { return merge_rng_uniform(&rng); }
@@ -131,104 +126,6 @@ static void test_ridge(void) {
 
 static char tmp_root[256];
 
-static void rm_tree(const char *p) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p);
-    if (system(cmd) != 0) printf("# could not remove %s\n", p);
-}
-
-static void shuffle(int *p, int n) {
-    for (int i = 0; i < n; i++) p[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        const int j = (int)(urand() * (i + 1)), t = p[i];
-        p[i] = p[j], p[j] = t;
-    }
-}
-
-/* New[r][c] = Old[rp[r / rb] * rb + r % rb][cp[c / cb] * cb + c % cb] */
-static void permuted(const float *W, float *out, int64_t rows, int64_t cols, const int *rp, int rb, const int *cp, int cb) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++)
-            out[r * cols + c] = W[(rp ? (int64_t)rp[r / rb] * rb + r % rb : r) * cols + (cp ? (int64_t)cp[c / cb] * cb + c % cb : c)];
-}
-
-/* sqz-llama-14m with every symmetry of its blocks shuffled, as f32, at dst. */
-static int write_shuffled(sqz_ctx *ctx, const char *src, const char *dst) {
-    enum { D = 384, F = 1024, L = 8, Hq = 6, Hkv = 2, hd = 64, V = 4096 };
-    int pr[D], pf[F], pk[Hkv], pq[Hq];
-    shuffle(pr, D);
-    char path[1200];
-    snprintf(path, sizeof path, "%s/model.safetensors", src);
-    sqz_safetensors *st = NULL;
-    sqz_hf_export *e = NULL;
-    if (sqz_st_open(ctx, path, &st) || sqz_hf_export_new(ctx, dst, &e)) return -1;
-    snprintf(path, sizeof path, "%s/config.json", src);
-    size_t len = 0;
-    uint8_t *cfg = test_read_file(path, &len);
-    snprintf(path, sizeof path, "%s/tokenizer.json", src);
-    int ok = cfg && sqz_hf_export_config_json(e, (const char *)cfg, len) == SQZ_OK &&
-             sqz_hf_export_tokenizer(e, path) == SQZ_OK;
-    free(cfg);
-    const char *blk[] = { "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                          "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-                          "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight" };
-    char names[2 + L * 9][96];
-    int n = 0;
-    snprintf(names[n++], 96, "model.embed_tokens.weight");
-    for (int l = 0; l < L; l++)
-        for (int k = 0; k < 9; k++) snprintf(names[n++], 96, "model.layers.%d.%s", l, blk[k]);
-    snprintf(names[n++], 96, "model.norm.weight");
-    for (int k = 0; k < n && ok; k++) {
-        const sqz_st_tensor *t = sqz_st_find(st, names[k]);
-        ok = t && sqz_hf_export_declare(e, names[k], SQZ_TYPE_F32, t->n_dims, t->shape) == SQZ_OK;
-    }
-    ok = ok && sqz_hf_export_begin(e) == SQZ_OK;
-    float *w = malloc(sizeof(float) * V * D), *o = malloc(sizeof(float) * V * D);
-    for (int k = 0; k < n && ok; k++) {
-        const sqz_st_tensor *t = sqz_st_find(st, names[k]);
-        const int64_t rows = t->n_dims == 2 ? t->shape[0] : 1, cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
-        for (int64_t j = 0; j < rows * cols; j++) w[j] = sqz_f16_to_f32(((const uint16_t *)t->data)[j]);
-        const char *s = strrchr(names[k], '.') ? names[k] : names[k];
-        if (strstr(s, "layers.") && strstr(s, "input_layernorm")) { /* a new block: its own shuffles */
-            shuffle(pf, F), shuffle(pk, Hkv);
-            for (int g = 0; g < Hkv; g++) { /* query heads follow their kv head, shuffled within it */
-                int sub[Hq / Hkv];
-                shuffle(sub, Hq / Hkv);
-                for (int a = 0; a < Hq / Hkv; a++) pq[g * (Hq / Hkv) + a] = pk[g] * (Hq / Hkv) + sub[a];
-            }
-        }
-        if (strstr(s, "norm")) permuted(w, o, 1, cols, NULL, 1, pr, 1);
-        else if (strstr(s, "embed")) permuted(w, o, rows, cols, NULL, 1, pr, 1);
-        else if (strstr(s, "q_proj")) permuted(w, o, rows, cols, pq, hd, pr, 1);
-        else if (strstr(s, "k_proj") || strstr(s, "v_proj")) permuted(w, o, rows, cols, pk, hd, pr, 1);
-        else if (strstr(s, "o_proj")) permuted(w, o, rows, cols, pr, 1, pq, hd);
-        else if (strstr(s, "gate_proj") || strstr(s, "up_proj")) permuted(w, o, rows, cols, pf, 1, pr, 1);
-        else permuted(w, o, rows, cols, pr, 1, pf, 1); /* down */
-        ok = sqz_hf_export_put_f32(e, o, (size_t)(rows * cols)) == SQZ_OK;
-    }
-    ok = ok && sqz_hf_export_finish(e) == SQZ_OK;
-    free(w), free(o);
-    sqz_hf_export_free(e);
-    sqz_st_close(st);
-    return ok ? 0 : -1;
-}
-
-static double ppl_of(sqz_ctx *ctx, const char *model, const int32_t *ids, size_t n) {
-    sqz_model *m = NULL;
-    sqz_ppl_result pr = { 0 };
-    const sqz_ppl_opts po = { .n_ctx = 128, .max_tokens = n };
-    const int ok = sqz_model_load(ctx, model, NULL, &m) == SQZ_OK && sqz_perplexity(ctx, m, ids, n, &po, &pr) == SQZ_OK;
-    sqz_model_free(m);
-    return ok ? pr.ppl : NAN;
-}
-
-static int write_text(const char *path, const char *s) {
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fputs(s, f);
-    return fclose(f);
-}
-
 static void test_self_merge(sqz_ctx *ctx) {
     const char *src = test_shared("models/sqz-llama-14m");
     const char *text = test_shared("models/merge/shakespeare.train.txt");
@@ -240,7 +137,7 @@ static void test_self_merge(sqz_ctx *ctx) {
     snprintf(base, sizeof base, "%s", src);
     snprintf(calib, sizeof calib, "%s", text);
     snprintf(shuf, sizeof shuf, "%s/shuffled", tmp_root);
-    CHECK(write_shuffled(ctx, base, shuf) == 0, "a shuffled copy of sqz-llama-14m: %s", sqz_ctx_error(ctx));
+    CHECK(ms_write_shuffled(ctx, base, shuf, &rng, 0) == 0, "a shuffled copy of sqz-llama-14m: %s", sqz_ctx_error(ctx));
     /* the eval text: sotu test, which calibration never sees */
     const char *ev = test_shared("data/domains/sotu.test.txt");
     size_t len = 0, n = 0;
@@ -255,20 +152,20 @@ static void test_self_merge(sqz_ctx *ctx) {
     sqz_model_free(bm);
     free(t);
     if (n > 2049) n = 2049;
-    const double p_base = ppl_of(ctx, base, ids, n), p_shuf = ppl_of(ctx, shuf, ids, n);
+    const double p_base = ms_ppl(ctx, base, ids, n), p_shuf = ms_ppl(ctx, shuf, ids, n);
     CHECK(fabs(p_shuf - p_base) < 1e-3 * p_base, "the shuffled copy computes the same function (ppl %.4f vs %.4f)",
           p_shuf, p_base);
     snprintf(cfg, sizeof cfg, "%s/pleas.yaml", tmp_root);
     const char *budgets[] = { "", "parameters: {budget: 1.5}\n" };
     for (int b = 0; b < 2; b++) {
         snprintf(yaml, sizeof yaml, "merge_method: pleas\nmodels:\n  - model: %s\n  - model: %s\n%s", base, shuf, budgets[b]);
-        write_text(cfg, yaml);
+        ms_write_text(cfg, yaml);
         snprintf(out, sizeof out, "%s/merged%d", tmp_root, b);
         const sqz_merge_opts o = { .calib = calib, .calib_tokens = 2048, .calib_ctx = 128 };
         sqz_merge_result r;
         CHECK(sqz_merge_models(ctx, cfg, out, &o, &r) == SQZ_OK, "pleas of the model and its shuffled copy%s: %s",
               b ? " at budget 1.5" : "", sqz_ctx_error(ctx));
-        const double p = ppl_of(ctx, out, ids, n);
+        const double p = ms_ppl(ctx, out, ids, n);
         CHECK(fabs(p - p_base) < (b ? 5e-3 : 1e-3) * p_base, "%s: the model back (ppl %.4f vs %.4f): every "
               "permutation found", b ? "budget 1.5 (FFN 1536 wide)" : "budget 1", p, p_base);
         if (b) {
@@ -280,26 +177,26 @@ static void test_self_merge(sqz_ctx *ctx) {
                   "intermediate_size 1536");
             free(cj);
         }
-        rm_tree(out);
+        ms_rm_tree(out);
     }
     /* the same pair averaged without matching: ruined */
     snprintf(yaml, sizeof yaml, "merge_method: linear\nmodels:\n  - model: %s\n  - model: %s\nparameters: {weight: 1}\n", base, shuf);
-    write_text(cfg, yaml);
+    ms_write_text(cfg, yaml);
     snprintf(out, sizeof out, "%s/linear", tmp_root);
     const sqz_merge_opts none = { 0 };
     CHECK(sqz_merge_models(ctx, cfg, out, &none, NULL) == SQZ_OK, "linear of the same pair");
-    const double pl = ppl_of(ctx, out, ids, n);
+    const double pl = ms_ppl(ctx, out, ids, n);
     CHECK(pl > 3 * p_base, "linear of the same pair without matching is ruined (ppl %.1f vs %.1f)", pl, p_base);
     /* no calibration text: refused before any work, nothing written */
     snprintf(yaml, sizeof yaml, "merge_method: pleas\nmodels:\n  - model: %s\n  - model: %s\n", base, shuf);
-    write_text(cfg, yaml);
+    ms_write_text(cfg, yaml);
     snprintf(out, sizeof out, "%s/nocalib", tmp_root);
     struct stat sb;
     CHECK(sqz_merge_models(ctx, cfg, out, &none, NULL) == SQZ_ERR_ARG && stat(out, &sb) != 0,
           "pleas without calibration text refused, nothing written: %s", sqz_ctx_error(ctx));
     const sqz_merge_opts lin_calib = { .calib = calib };
     snprintf(yaml, sizeof yaml, "merge_method: linear\nmodels:\n  - model: %s\n", base);
-    write_text(cfg, yaml);
+    ms_write_text(cfg, yaml);
     CHECK(sqz_merge_models(ctx, cfg, out, &lin_calib, NULL) == SQZ_ERR_ARG, "calibration text for linear refused");
     sqz_free(ids);
 }
@@ -317,6 +214,6 @@ int main(void) {
     if (getenv("SQZ_QUICK")) SKIP("pleas end to end (SQZ_QUICK)");
     else test_self_merge(ctx);
     sqz_ctx_free(ctx);
-    rm_tree(tmp_root);
+    ms_rm_tree(tmp_root);
     return test_done();
 }

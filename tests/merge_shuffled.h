@@ -118,6 +118,25 @@ static double ms_ppl(sqz_ctx *ctx, const char *model, const int32_t *ids, size_t
     return ok ? pr.ppl : NAN;
 }
 
+/* The eval tokens the shuffled-copy tests score on: the model at `model`'s tokens of the text
+ * file ev's first 60000 bytes, at most 2049. 0, or -1 after a failed CHECK naming the error. */
+static int ms_eval_ids(sqz_ctx *ctx, const char *model, const char *ev, int32_t **ids, size_t *n) {
+    size_t len = 0;
+    uint8_t *t = ev ? test_read_file(ev, &len) : NULL;
+    sqz_model *bm = NULL;
+    *ids = NULL, *n = 0;
+    if (!t || sqz_model_load(ctx, model, NULL, &bm) ||
+        sqz_tokenize(ctx, bm, (const char *)t, len < 60000 ? len : 60000, 0, ids, n)) {
+        CHECK(0, "eval text: %s", sqz_ctx_error(ctx));
+        free(t), sqz_model_free(bm);
+        return -1;
+    }
+    sqz_model_free(bm);
+    free(t);
+    if (*n > 2049) *n = 2049;
+    return 0;
+}
+
 static int ms_write_text(const char *path, const char *s) {
     FILE *f = fopen(path, "w");
     if (!f) return -1;

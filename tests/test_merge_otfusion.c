@@ -54,18 +54,9 @@ static void test_self_merge(sqz_ctx *ctx) {
     snprintf(shuf, sizeof shuf, "%s/shuffled", tmp_root);
     CHECK(ms_write_shuffled(ctx, base, shuf, &rng, 1) == 0, "a shuffled copy of sqz-llama-14m: %s", sqz_ctx_error(ctx));
     /* the eval text: sotu test, which calibration never sees */
-    size_t len = 0, n = 0;
-    uint8_t *t = test_read_file(ev, &len);
-    sqz_model *bm = NULL;
+    size_t n = 0;
     int32_t *ids = NULL;
-    if (!t || sqz_model_load(ctx, base, NULL, &bm) || sqz_tokenize(ctx, bm, (const char *)t, len < 60000 ? len : 60000, 0, &ids, &n)) {
-        CHECK(0, "eval text: %s", sqz_ctx_error(ctx));
-        free(t), sqz_model_free(bm);
-        return;
-    }
-    sqz_model_free(bm);
-    free(t);
-    if (n > 2049) n = 2049;
+    if (ms_eval_ids(ctx, base, ev, &ids, &n)) return;
     const double p_base = ms_ppl(ctx, base, ids, n), p_shuf = ms_ppl(ctx, shuf, ids, n);
     CHECK(fabs(p_shuf - p_base) < 1e-3 * p_base, "the shuffled copy computes the same function (ppl %.4f vs %.4f)",
           p_shuf, p_base);

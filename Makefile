@@ -73,7 +73,7 @@ $(BUILD)/src/formats/%_avx512.o: src/formats/%_avx512.c $(wildcard include/*.h s
 # AVX512-VBMI2 kernels (vpexpandb): the AVX-512 flags plus VBMI2; dispatched on a cpuid check
 $(BUILD)/src/kernels/%_vbmi2.o: src/kernels/%_vbmi2.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX512_FLAGS) -mavx512vbmi2 -c $< -o $@
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -mavx512vbmi2 -mbmi2 -c $< -o $@
 
 $(BUILD)/libsqz.a: $(LIB_OBJ)
 	@rm -f $@

@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
     sqz_kernels_init();
     fprintf(stderr, "sp8 kernel: %s\n", sqz_sp8_has_vbmi2() ? "avx512-vbmi2" : "reference");
     float *x = malloc(5632 * sizeof *x), *y = malloc(5632 * sizeof *y);
-    void *xq = malloc(5632 / 32 * 34);
+    void *xq = malloc(sqz_sp8_act_bytes(5632));
     for (int k = 0; k < 5632; k++) x[k] = urand();
     cJSON *out = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(out, "results");
     cJSON_AddStringToObject(out, "shape", "1.1B layer (2048, ffn 5632, kv 256)");

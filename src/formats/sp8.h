@@ -1,17 +1,22 @@
 /* sp8.h - sqz's sparse int8 weight format: a pruned matrix stored as its nonzeros only, so that
  * a matrix-vector product reads (about) density x the bytes of an int8 matrix (docs/sparse.md).
  *
- * Each row of n weights (n a multiple of 32) is a stream of n / 32 blocks; block b covers the
- * row's elements 32b .. 32b+31 and is
- *     u32 mask      bit j set: element 32b + j is kept (a nonzero of the pruned matrix)
- *     f16 d         the block's scale
- *     i8  q[k]      k = popcount(mask): the kept elements in order, w = d * q, q in [-127, 127]
- * (6 + k bytes, little-endian, no padding: the next block follows at once). Element 32b + j
- * with a clear bit is exactly 0. The blocks of a row follow one another; rows follow one
- * another; row r starts at byte row_off[r] of the data, row_off[rows] = the data's size. A
- * matrix-vector kernel streams a row front to back: read the mask, expand the k bytes into the
- * 32 lanes the mask names (AVX512-VBMI2's vpexpandb), one integer dot product with the block
- * of quantized activations (Q8_0: f16 scale + 32 i8), one scale.
+ * Each row of n weights (n a multiple of 32) is nb = n / 32 blocks, block b covering the row's
+ * elements 32b .. 32b+31, stored in three parts, one after the other:
+ *     u32 mask[nb]   bit j of mask[b] set: element 32b + j is kept (a nonzero of the pruned matrix)
+ *     f16 d[nb]      block b's scale
+ *     u8  u[]        the kept elements of the row in order, popcount(mask[b]) for block b,
+ *                    u = q + 128 with w = d[b] * q, q in [-127, 127] (u in [1, 255])
+ * (6 nb + nonzeros bytes, little-endian, no padding). Element 32b + j with a clear bit is exactly
+ * 0. Rows follow one another; row r starts at byte row_off[r] of the data, row_off[rows] = the
+ * data's size. Why masks and scales ahead of the values, not each block's head before its
+ * values: a kernel then knows every block's mask and scale without first walking the values
+ * (the position of block b's values is a running sum of popcounts, not a chain of dependent
+ * loads), and converts the scales many at a time. Why q + 128: VNNI's integer product takes one
+ * operand unsigned; with the unkept lanes filled with 128 (q = 0), expanded bytes go to it as
+ * they are (kernels/sp8.h). A matrix-vector kernel expands block b's k
+ * bytes into the 32 lanes its mask names (AVX512-VBMI2's vpexpandb), takes one integer dot
+ * product with the block of quantized activations, and scales it once.
  * Bytes per 32 weights: 6 + 32 x density - 22 at 50 % (5.5 bits per weight), 15.6 at 30 %,
  * against Q8_0's 34 (8.5). */
 #ifndef SQZ_FORMATS_SP8_H

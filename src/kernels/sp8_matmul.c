@@ -7,6 +7,9 @@
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "formats/blocks.h"
 
 #include "kernels/sp8.h"
 
@@ -23,10 +26,35 @@ sqz_sp8_matvec_fn sqz_sp8_matvec_get(sqz_isa isa) {
     return isa >= SQZ_ISA_AVX512 && sqz_sp8_has_vbmi2() ? sqz_sp8_matvec_vbmi2 : sqz_sp8_matvec_ref;
 }
 
+size_t sqz_sp8_act_bytes(int64_t cols) {
+    const int64_t nb = cols / SQZ_SP8_BLOCK;
+    return (size_t)(sqz_sp8_act_qs_at(nb) + 68 * nb);
+}
+
+void sqz_sp8_act_finish_ref(void *xq, int64_t cols) {
+    const int64_t nb = cols / SQZ_SP8_BLOCK;
+    const block_q8_0 *a = xq;
+    int8_t *qs = sqz_sp8_act_qs(xq, nb);
+    float *d = sqz_sp8_act_d(xq, nb);
+    int32_t *corr = sqz_sp8_act_corr(xq, nb);
+    for (int64_t b = 0; b < nb; b++) {
+        memcpy(qs + b * SQZ_SP8_BLOCK, a[b].qs, SQZ_SP8_BLOCK);
+        d[b] = sqz_f16_to_f32(a[b].d);
+        for (int l = 0; l < 8; l++)
+            corr[b * 8 + l] = -128 * (a[b].qs[4 * l] + a[b].qs[4 * l + 1] + a[b].qs[4 * l + 2] + a[b].qs[4 * l + 3]);
+    }
+}
+
+void sqz_sp8_act_quantize(const float *x, void *xq, int64_t cols) {
+    sqz_quantize_act_get(SQZ_TYPE_Q8_0, sqz_isa_best())(x, xq, cols);
+    if (sqz_sp8_has_vbmi2()) sqz_sp8_act_finish_vbmi2(xq, cols);
+    else sqz_sp8_act_finish_ref(xq, cols);
+}
+
 void sqz_sp8_matvec(const sqz_sp8_tensor *m, int64_t rows, int64_t cols, const float *x, void *xq, float *y,
                     int n_threads) {
     const sqz_isa isa = sqz_isa_best();
-    sqz_quantize_act_get(SQZ_TYPE_Q8_0, isa)(x, xq, cols);
+    sqz_sp8_act_quantize(x, xq, cols);
     const sqz_sp8_matvec_fn f = sqz_sp8_matvec_get(isa);
     if (n_threads <= 1 || rows < 64) {
         f(m, cols, xq, y, 0, rows);
@@ -39,11 +67,9 @@ void sqz_sp8_matvec(const sqz_sp8_tensor *m, int64_t rows, int64_t cols, const f
     }
 }
 
-static size_t act_bytes(int64_t n) { return sqz_type_row_size(SQZ_TYPE_Q8_0, n); }
+static size_t act_bytes(int64_t n) { return sqz_sp8_act_bytes(n); }
 
-static void act_quantize(const float *x, void *xq, int64_t n) {
-    sqz_quantize_act_get(SQZ_TYPE_Q8_0, sqz_isa_best())(x, xq, n);
-}
+static void act_quantize(const float *x, void *xq, int64_t n) { sqz_sp8_act_quantize(x, xq, n); }
 
 static void matvec_rows(const sqz_tensor *w, const void *xq, float *y, int64_t r0, int64_t r1, sqz_isa isa) {
     sqz_sp8_matvec_get(isa)(w->data, w->cols, xq, y, r0, r1);

@@ -1,96 +1,150 @@
 /* sp8_vbmi2.c - the AVX512-VBMI2 sp8 matrix-vector product (kernels/sp8.h; compiled with the
  * AVX-512 flags plus -mavx512vbmi2, handed out only when the CPU has VBMI2: sqz_sp8_matvec_get).
  *
- * Per block of 32: the u32 mask and f16 d; vpexpandb spreads the popcount(mask) packed q bytes
- * into the lanes the mask names, zeros elsewhere; the integer dot with the Q8_0 activation
- * block is VNNI's vpdpbusd on |w| (u8) and the activations signed like w (s8), 8 lanes of i32,
- * then one FMA by d_w * d_x into the row's f32 accumulator.
- * Why four rows at a time: where a block's bytes end depends on its mask (load, popcount, add),
- * a chain of dependent loads through the whole row; four rows are four independent chains the
- * core overlaps, and each activation block is loaded once for the four.
- * Why vpexpandb from a register: its memory form is far slower on Intel cores, so the 32 bytes
- * are loaded plainly (an over-read within the row's own stream) and expanded in a register;
- * within 32 bytes of the row's end (whose next bytes may lie past the data) the memory form,
- * which reads only the kept bytes, is used instead. */
+ * Two blocks of a row at a time (64 weights, one zmm): the two masks are one u64 (they lie side
+ * by side, formats/sp8.h), vpexpandb spreads the popcount packed bytes (q + 128, u8) into the
+ * 64 lanes the masks name, 128 (q = 0) elsewhere: VNNI's vpdpbusd with the activations (s8)
+ * then sums (q + 128) x, starting from the
+ * activations' corr (-128 x the sums of x, kernels/sp8.h), so each i32 lane holds the exact sum
+ * of q x over its 4 weights. One convert and one FMA by d_w * d_x (per block: its 8 lanes)
+ * into the row's f32 accumulator. Four rows at a time, so that each activation load serves
+ * four rows and four independent streams of values are in flight.
+ * The products d_w * d_x are made 16 blocks at a time (vcvtph2ps of a row's f16 scales times
+ * the activations' f32 scales) and spread to the lanes by vpermps.
+ * Why: a block at a time (ymm) spent ~4 cycles per block in vpexpandb alone on AMD Zen 4; the
+ * zmm form costs about the same per instruction, so two blocks per instruction halve it, and
+ * the stored q + 128 saves the |w| / sign(x, w) pair a signed product would need (AVX-512 has
+ * no vpsignb).
+ * Why the register form of vpexpandb, behind an empty asm: the compiler otherwise folds the
+ * load into vpexpandb's memory form, which is microcoded on Zen 4 (~100x slower). The 64-byte
+ * load may read past the block's bytes (into the rest of the row or the next row); within 64
+ * bytes of the row's end a masked load of exactly the kept bytes is used instead, which never
+ * reads past the row (the matrix's last row has no bytes after it). */
 #include <immintrin.h>
 #include <string.h>
 
 #include "formats/blocks.h"
 #include "kernels/sp8.h"
 
-/* One block of one row: its i32 dot lanes with aq, its d; *pp moves past the block. */
-static inline __m256i block_dot(const uint8_t **pp, const uint8_t *end, __m256i x, float *dw) {
-    const uint8_t *p = *pp;
-    uint32_t mask;
-    uint16_t dh;
-    memcpy(&mask, p, 4);
-    memcpy(&dh, p + 4, 2);
-    *dw = _cvtsh_ss(dh);
-    const uint8_t *q = p + SQZ_SP8_HEAD;
-    const __m256i w = end - q >= 32 ? _mm256_maskz_expand_epi8(mask, _mm256_loadu_si256((const __m256i *)q))
-                                    : _mm256_maskz_expandloadu_epi8(mask, q);
-    *pp = q + __builtin_popcount(mask);
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+enum { CHUNK = 16, ROWS = 4 };
+
+static inline float hsum512(__m512 acc) { return _mm512_reduce_add_ps(acc); }
+
+/* The bytes of blocks b, b+1 of a row (their u64 mask m, k = popcount bytes at q) expanded
+ * (q + 128 in u8; unkept lanes 128). */
+static inline __m512i expand2(const uint8_t *q, const uint8_t *end, uint64_t m, unsigned k) {
+    __m512i raw = end - q >= 64 ? _mm512_loadu_si512(q) : _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, k), q);
+    __asm__("" : "+v"(raw)); /* keep vpexpandb's register form (see above) */
+    return _mm512_mask_expand_epi8(_mm512_set1_epi8((char)0x80), m, raw);
 }
 
-static inline float hsum(__m256 acc) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+/* The same for the one block b (a row whose block count is odd: its last block). */
+static inline __m256i expand1(const uint8_t *q, uint32_t m) {
+    __m256i raw = _mm256_maskz_loadu_epi8(_bzhi_u32(~0u, (unsigned)__builtin_popcount(m)), q);
+    __asm__("" : "+v"(raw));
+    return _mm256_mask_expand_epi8(_mm256_set1_epi8((char)0x80), m, raw);
+}
+
+/* s[0..16) = d_w * d_x for the row's blocks b0 .. b0+n (n <= 16; the rest 0) */
+static inline __m512 scales(const uint8_t *row, int64_t nb, const float *dx, int64_t b0, int n) {
+    const __mmask16 km = (__mmask16)((1u << n) - 1);
+    const __m512 w = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km, row + 4 * nb + 2 * b0));
+    return _mm512_mul_ps(w, _mm512_maskz_loadu_ps(km, dx + b0));
+}
+
+void sqz_sp8_act_finish_vbmi2(void *xq, int64_t cols) {
+    const int64_t nb = cols / SQZ_SP8_BLOCK;
+    const block_q8_0 *a = xq;
+    int8_t *qs = sqz_sp8_act_qs(xq, nb);
+    float *d = sqz_sp8_act_d(xq, nb);
+    int32_t *corr = sqz_sp8_act_corr(xq, nb);
+    const __m256i c80 = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+        _mm256_storeu_si256((__m256i *)(qs + b * SQZ_SP8_BLOCK), x);
+        /* 128 x the sums of 4, negated: dpbusd(0, 128, x) summed then 0 - it */
+        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c80, x);
+        _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), s));
+        d[b] = _cvtsh_ss(a[b].d);
+    }
 }
 
 void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst) {
-    const uint8_t *p = src;
-    for (int64_t b = 0; b < n; b += SQZ_SP8_BLOCK) {
+    const int64_t nb = n / SQZ_SP8_BLOCK;
+    const uint8_t *q = src + nb * SQZ_SP8_HEAD;
+    for (int64_t b = 0; b < nb; b++) {
         uint32_t mask;
         uint16_t dh;
-        memcpy(&mask, p, 4);
-        memcpy(&dh, p + 4, 2);
+        memcpy(&mask, src + 4 * b, 4);
+        memcpy(&dh, src + 4 * nb + 2 * b, 2);
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(dh));
-        /* the memory form: reads only the kept bytes (the row's end is not known here) */
-        const __m256i w = _mm256_maskz_expandloadu_epi8(mask, p + SQZ_SP8_HEAD);
-        p += SQZ_SP8_HEAD + __builtin_popcount(mask);
+        /* back from q + 128 to q */
+        const __m256i w = _mm256_xor_si256(expand1(q, mask), _mm256_set1_epi8((char)0x80));
+        q += __builtin_popcount(mask);
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(w)));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(w, 1)));
-        _mm512_storeu_ps(dst + b, _mm512_mul_ps(lo, d));
-        _mm512_storeu_ps(dst + b + 16, _mm512_mul_ps(hi, d));
+        _mm512_storeu_ps(dst + b * SQZ_SP8_BLOCK, _mm512_mul_ps(lo, d));
+        _mm512_storeu_ps(dst + b * SQZ_SP8_BLOCK + 16, _mm512_mul_ps(hi, d));
     }
 }
 
-void sqz_sp8_matvec_vbmi2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1) {
-    const block_q8_0 *a = xq;
-    const int64_t nb = cols / SQZ_SP8_BLOCK;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint8_t *p[4], *end[4];
-        __m256 acc[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            p[i] = m->data + m->row_off[r + i];
-            end[i] = m->data + m->row_off[r + i + 1];
-            acc[i] = _mm256_setzero_ps();
-        }
-        for (int64_t b = 0; b < nb; b++) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
-            const float dx = _cvtsh_ss(a[b].d);
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                float dw;
-                const __m256i s = block_dot(&p[i], end[i], x, &dw);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * dx), acc[i]);
+/* rows r .. r+NR-1 (NR <= ROWS) of the product */
+static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *qs, const float *dx,
+                            const int32_t *corr, float *y, int64_t r, int NR) {
+    const uint8_t *row[ROWS], *q[ROWS], *end[ROWS];
+    __m512 acc[ROWS];
+    for (int i = 0; i < NR; i++) {
+        row[i] = m->data + m->row_off[r + i];
+        q[i] = row[i] + nb * SQZ_SP8_HEAD;
+        end[i] = m->data + m->row_off[r + i + 1];
+        acc[i] = _mm512_setzero_ps();
+    }
+    /* lane l of pair p takes the scale of block 2p + l / 8 */
+    const __m512i lane_block = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
+        const int n = nb - b0 < CHUNK ? (int)(nb - b0) : CHUNK;
+        __m512 s[ROWS];
+        for (int i = 0; i < NR; i++) s[i] = scales(row[i], nb, dx, b0, n);
+        int k = 0;
+        for (; k + 2 <= n; k += 2) {
+            const int64_t b = b0 + k;
+            const __m512i x = _mm512_loadu_si512(qs + b * SQZ_SP8_BLOCK);
+            const __m512i c = _mm512_loadu_si512(corr + b * 8);
+            const __m512i idx = _mm512_add_epi32(lane_block, _mm512_set1_epi32(k));
+            for (int i = 0; i < NR; i++) {
+                uint64_t mk;
+                memcpy(&mk, row[i] + 4 * b, 8);
+                const unsigned kept = (unsigned)__builtin_popcountll(mk);
+                const __m512i sum = _mm512_dpbusd_epi32(c, expand2(q[i], end[i], mk, kept), x);
+                q[i] += kept;
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_permutexvar_ps(idx, s[i]), acc[i]);
             }
         }
-        for (int i = 0; i < 4; i++) y[r + i] = hsum(acc[i]);
-    }
-    for (; r < r1; r++) {
-        const uint8_t *p = m->data + m->row_off[r], *end = m->data + m->row_off[r + 1];
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            float dw;
-            const __m256i s = block_dot(&p, end, _mm256_loadu_si256((const __m256i *)a[b].qs), &dw);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * _cvtsh_ss(a[b].d)), acc);
+        if (k < n) { /* the odd last block */
+            const int64_t b = b0 + k;
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * SQZ_SP8_BLOCK));
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(corr + b * 8));
+            for (int i = 0; i < NR; i++) {
+                uint32_t mk;
+                memcpy(&mk, row[i] + 4 * b, 4);
+                const __m256i sum = _mm256_dpbusd_epi32(c, expand1(q[i], mk), x);
+                q[i] += __builtin_popcount(mk);
+                const __m512 v = _mm512_castps256_ps512(_mm256_cvtepi32_ps(sum));
+                acc[i] = _mm512_fmadd_ps(_mm512_maskz_mov_ps(0xff, v), _mm512_permutexvar_ps(_mm512_set1_epi32(k), s[i]),
+                                         acc[i]);
+            }
         }
-        y[r] = hsum(acc);
     }
+    for (int i = 0; i < NR; i++) y[r + i] = hsum512(acc[i]);
+}
+
+void sqz_sp8_matvec_vbmi2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1) {
+    const int64_t nb = cols / SQZ_SP8_BLOCK;
+    void *a = (void *)(uintptr_t)xq;
+    const int8_t *qs = sqz_sp8_act_qs(a, nb);
+    const float *dx = sqz_sp8_act_d(a, nb);
+    const int32_t *corr = sqz_sp8_act_corr(a, nb);
+    int64_t r = r0;
+    for (; r + ROWS <= r1; r += ROWS) rows_dot(m, nb, qs, dx, corr, y, r, ROWS);
+    for (; r < r1; r++) rows_dot(m, nb, qs, dx, corr, y, r, 1);
 }

@@ -797,6 +797,16 @@ typedef struct sqz_drop_opts {
     const int32_t *calib; /* calibration tokens: needed to rank (n_drop), optional with blocks */
     size_t n_calib;
     int calib_ctx;        /* tokens per calibration window (<= 0: 512) */
+    /* Sub-blocks instead of whole blocks (docs/drop-subblocks.md): a layer's attention or its
+     * MLP, ranked by the sub-block's influence (1 - cos of its input x and x + its output). One
+     * way at a time, instead of n_drop / blocks: */
+    int sub;              /* 1: drop sub-blocks, by n_attn / n_mlp, n_sub or the lists */
+    int n_attn, n_mlp;    /* the n_attn attention and n_mlp MLP sub-blocks of least influence */
+    int n_sub;            /* or the n_sub sub-blocks of least influence, of either kind */
+    const int *attn_list; /* or exactly these layers' attention (n_attn_list) and MLP (n_mlp_list) */
+    int n_attn_list;
+    const int *mlp_list;
+    int n_mlp_list;
 } sqz_drop_opts;
 
 typedef struct sqz_drop_result {
@@ -806,13 +816,25 @@ typedef struct sqz_drop_result {
     int dropped[256];      /* 1 for the dropped blocks */
     size_t calib_tokens;
     double calib_seconds;
+    /* sub-blocks: the influence of each layer's attention and MLP (-1: no calibration, or the
+     * input already lacks it), and which were dropped (1) or were already absent (2) */
+    double attn_influence[256], mlp_influence[256];
+    int attn_dropped[256], mlp_dropped[256];
+    int n_attn_dropped, n_mlp_dropped; /* by this call */
+    int sqzf;              /* 1: the output is sqzf (a layer keeps only one of its sub-blocks) */
 } sqz_drop_result;
 
 /* Ranks the blocks (with calibration: the hidden states of the full model, each block's input
  * and output on the same tokens) and writes the model without the dropped ones to out_path
  * (GGUF, a temporary name renamed at the end). Errors: SQZ_ERR_ARG for n_drop outside
  * (0, n_layers), a block list with a block out of range, repeated, or all of them, n_drop
- * without enough calibration tokens for one window, an unknown type; I/O and memory errors. */
+ * without enough calibration tokens for one window, an unknown type; I/O and memory errors.
+ * With sub: the influence of every block and sub-block comes from the same single pass (each
+ * layer's attention, then its MLP); a layer that loses both is removed as a whole block; the
+ * output is sqzf (docs/sqzf.md: sqz.subblocks) when some layer keeps one of its two, else
+ * GGUF; an out_path ending in .gguf is refused. SQZ_ERR_ARG also for a negative count, more
+ * sub-blocks than the model has (or all of them), a layer out of range or listed twice, a
+ * ranked count without calibration. */
 sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_drop_opts *opts,
                     sqz_drop_result *result);
 

@@ -178,6 +178,7 @@ static sqz_status quantize_layer(const sqz_quant_method *meth, void *state, sqz_
     };
     sqz_status st = SQZ_OK;
     for (int k = 0; k < (int)(sizeof mats / sizeof *mats) && !st; k++) {
+        if (!mats[k].t->data) continue; /* a dropped sub-block's matrix (model/model.h) */
         const sqz_type type = meth->matrix_type
                                   ? meth->matrix_type(state, run, l, k, mats[k].role, mats[k].t->cols)
                                   : sqz_preset_tensor_type(&run->preset, &run->pm, mats[k].role, l, mats[k].t->cols, NULL);

@@ -38,7 +38,7 @@ int cmd_drop(sqz_ctx *ctx, const opts *o) {
     const int sub = by_count || by_sub || by_which;
     const int ways = (o->drop_n > 0) + (o->drop_list != NULL) + by_count + by_sub + by_which;
     if (ways != 1)
-        return cli_die("drop takes one of --blocks N, --block-list LIST, --attn N / --mlp M, --sub N, --which LIST");
+        return cli_die("drop takes --blocks N, --block-list LIST, --attn N / --mlp M, --sub N or --which LIST: one of them");
     if (by_count && o->drop_attn + o->drop_mlp == 0) return cli_die("--attn 0 --mlp 0: nothing to drop");
     if ((o->drop_n > 0 || by_count || by_sub) && !o->calib)
         return cli_die("%s ranks the %s on calibration text: --calib FILE",

@@ -106,6 +106,7 @@ typedef struct sqz_model_info {
     uint64_t n_params;
     uint64_t weight_bytes;   /* bytes of all weight tensors as stored */
     const char *tokenizer;   /* "bpe" (tokenizer.json), "llama2c", "none" */
+    int absent_subblocks;    /* attention / MLP sub-blocks the model lacks (sqz drop --attn/--mlp) */
 } sqz_model_info;
 
 /* Loads a model from

@@ -135,6 +135,14 @@ int sqz_model_n_absent_subblocks(const sqz_model *m) {
     return n;
 }
 
+sqz_status sqz_model_require_subblocks(sqz_ctx *ctx, const sqz_model *m, const char *what) {
+    const int n = m ? sqz_model_n_absent_subblocks(m) : 0;
+    if (!n) return SQZ_OK;
+    return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
+                    "%s: %d attention / MLP sub-blocks are dropped from this model (sqz drop), and %s needs them all",
+                    m->gguf ? sqz_gguf_path(m->gguf) : "model", n, what);
+}
+
 size_t sqz_model_release(const sqz_model *m, const void *p, size_t n) {
     return sqz_st_release(m->st, p, n) + sqz_gguf_release(m->gguf, p, n) + sqz_file_release(&m->map, p, n);
 }
@@ -192,6 +200,7 @@ void sqz_model_get_info(const sqz_model *m, sqz_model_info *info) {
         }
     }
     info->n_params = np;
+    info->absent_subblocks = sqz_model_n_absent_subblocks(m);
     info->weight_bytes = m->n_bs ? m->bs_bytes : nb;
     if (m->n_bs) info->weight_type = "bitstack";
 }

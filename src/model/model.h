@@ -82,6 +82,9 @@ static inline int sqz_layer_has_ffn(const sqz_layer_weights *w) { return w->w_do
 #define SQZ_KEY_SUBBLOCKS "sqz.subblocks"
 /* Sub-blocks absent from m (0: a complete model). */
 int sqz_model_n_absent_subblocks(const sqz_model *m);
+/* SQZ_OK for a complete model; else SQZ_ERR_UNSUPPORTED naming what (a command or method) needs
+ * every sub-block. */
+sqz_status sqz_model_require_subblocks(sqz_ctx *ctx, const sqz_model *m, const char *what);
 
 /* Loaders (one per format); they fill cfg, views and tok. */
 sqz_status sqz_load_hf(sqz_ctx *ctx, sqz_model *m, const char *path, const char *tokenizer_path);

@@ -190,6 +190,11 @@ sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, 
             goto done;
         }
     } else {
+        if (sqz_model_n_absent_subblocks(model) && ends_with(out_path, ".gguf")) {
+            st = sqz_fail(ctx, SQZ_ERR_ARG, "%s: the model lacks some sub-blocks, so the output is sqzf: name it .sqzf",
+                          out_path);
+            goto done;
+        }
         if ((o->n_drop != 0) == (o->n_blocks != 0)) {
             st = sqz_fail(ctx, SQZ_ERR_ARG, "drop: a number of blocks or a list of blocks, one of them");
             goto done;

@@ -420,6 +420,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if (!res) res = &dummy;
     memset(res, 0, sizeof *res);
     if (!model || !out_path || !*out_path || !o) return sqz_fail(ctx, SQZ_ERR_ARG, "search: missing model, output or options");
+    sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "search");
+    if (sub_st) return sub_st;
     const char *space_name = o->space ? o->space : "quant";
     const int is_quant = !strcmp(space_name, "quant");
     if (!is_quant && strcmp(space_name, "depth"))

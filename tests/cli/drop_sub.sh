@@ -43,7 +43,7 @@ check() {
     fi
 }
 
-C="--calib $X --calib-ctx 128"
+C="--calib $X --calib-ctx 128 --calib-tokens 8192"
 bad 2 "invalid value" --attn -1 $C
 bad 2 "invalid value" --sub 0 $C
 bad 1 "6 attention sub-blocks of 5" --attn 6 $C
@@ -105,6 +105,22 @@ check "convert to q8_0 keeps the sub-blocks" sh -c "'$SQZ' convert '$tmp/s.sqzf'
     '$SQZ' info '$tmp/c.sqzf' | grep -q 'sqz.subblocks' && '$SQZ' ppl '$tmp/c.sqzf' -f $X --max-tokens 600 --ctx 256 --no-progress"
 check "quantize gptq runs it" sh -c "'$SQZ' quantize '$tmp/s.sqzf' -o '$tmp/q.sqzf' --type q8_0 --method gptq $C --no-progress &&
     '$SQZ' info '$tmp/q.sqzf' | grep -q 'sqz.subblocks' && '$SQZ' ppl '$tmp/q.sqzf' -f $X --max-tokens 600 --ctx 256 --no-progress"
+# what needs every sub-block refuses the model with one line, and writes nothing
+for c in "prune --method magnitude --density 0.5" "lowrank --method svd --params 0.5" \
+         "quantize --method rsq --type q4_0 $C" "bitstack $C --iters 2" "levels $C" "finetune -f $X --steps 1"; do
+    set -- $c
+    cmd=$1
+    shift
+    "$SQZ" $cmd "$tmp/s.sqzf" -o "$tmp/r.out" --no-progress "$@" > "$tmp/stdout" 2> "$tmp/stderr"
+    st=$?
+    if [ "$st" -eq 1 ] && [ "$(grep -c . "$tmp/stderr")" -eq 1 ] && grep -q "sub-blocks are dropped" "$tmp/stderr" &&
+        [ ! -e "$tmp/r.out" ]; then
+        echo "ok - $cmd refuses it: $(cat "$tmp/stderr")"
+    else
+        echo "not ok - $cmd on the sqzf: status $st: $(cat "$tmp/stderr")"
+        fails=$((fails + 1))
+    fi
+done
 # --sub and --which; both of a layer is the whole block
 check "drop --sub 3" "$SQZ" drop "$MODEL" -o "$tmp/u.sqzf" --sub 3 $C --no-progress
 if "$SQZ" drop "$MODEL" -o "$tmp/w.sqzf" --which attn:2,mlp:2 --json --no-progress > "$tmp/j" 2> /dev/null &&

@@ -895,6 +895,8 @@ typedef struct sqz_search_opts {
                             * there, and the fitness curve never rises) */
     uint64_t seed;
     int brute_force;       /* depth: every subset of n_drop blocks instead of the search */
+    int sub;               /* depth: each layer's attention and MLP are separate units, n_drop of
+                            * the 2 n_layers go (the output is then sqzf: out_path not .gguf) */
     const char *checkpoint; /* state written every checkpoint_every generations (NULL: none) */
     int checkpoint_every;  /* (<= 0: 10) */
     int resume;            /* 1: continue from checkpoint (which must exist and match) */
@@ -915,7 +917,9 @@ typedef struct sqz_search_result {
     uint64_t n_params;                /* the original model's parameters (bpw's denominator) */
     double bits_per_weight;           /* 8 x file_bytes / n_params */
     int n_dropped;
-    int dropped[256];                 /* depth: the dropped blocks, ascending */
+    int dropped[256];                 /* depth: the dropped blocks, ascending (sub: both halves gone) */
+    int n_dropped_attn, n_dropped_mlp;
+    int dropped_attn[256], dropped_mlp[256]; /* depth with sub: the layers whose attention / MLP went */
     double seconds;
     int mpi_ranks, mpi_rank;          /* under mpirun: the world (1: alone) and this rank */
     uint64_t mpi_bytes_sent;          /* what this rank sent (the fitnesses it scored) */

@@ -10,7 +10,9 @@
  *     sub-block's 1 - cos computed with the other sub-block's output matrix zeroed;
  *   - the file round-trips: converted again it has the same sub-blocks and the same ppl;
  *     quantization (rtn, gptq) runs on it;
- *   - bad counts, lists, paths and files are refused with one error and no file. */
+ *   - bad counts, lists, paths and files are refused with one error and no file;
+ *   - search --levels depth with sub-blocks as the units: EvoPress finds the brute-force optimum
+ *     for 2 of the 10 sub-blocks, and the sqzf it writes lacks them. */
 #include <string.h>
 #include <unistd.h>
 
@@ -326,6 +328,48 @@ int main(void) {
               strstr(sqz_ctx_error(ctx), "blk.1.attn_norm.weight"),
           "load refused (a missing tensor): %s", sqz_ctx_error(ctx));
 
+    /* the depth search over sub-blocks (as test_search.c's over blocks) */
+    {
+        const int V = m->cfg.vocab_size;
+        int32_t tok[6 * 64];
+        uint64_t rs = 5;
+        for (int i = 0; i < 6 * 64; i++) rs = rs * 6364136223846793005ull + 1442695040888963407ull, tok[i] = 1 + (int)((rs >> 33) % (uint64_t)(V - 1));
+        char so[600];
+        snprintf(so, sizeof so, "%s/search.sqzf", dir);
+        sqz_search_opts sopt = { .space = "depth", .sub = 1, .n_drop = 2, .calib = tok, .n_calib = 6 * 64, .calib_ctx = 64,
+                                 .pool_windows = 6, .generations = 16, .offspring = 6, .stages = "2x2,1x6", .seed = 3,
+                                 .brute_force = 1 };
+        static sqz_search_result bf, ev;
+        CHECK(sqz_search(ctx, m, so, &sopt, &bf) == SQZ_OK && bf.evaluations == 45, "2 of 10 sub-blocks by brute force: %ld subsets", bf.evaluations);
+        sopt.brute_force = 0;
+        CHECK(sqz_search(ctx, m, so, &sopt, &ev) == SQZ_OK, "by EvoPress");
+        int same = ev.n_dropped_attn == bf.n_dropped_attn && ev.n_dropped_mlp == bf.n_dropped_mlp &&
+                   ev.n_dropped_attn + ev.n_dropped_mlp == 2;
+        for (int i = 0; same && i < ev.n_dropped_attn; i++) same &= ev.dropped_attn[i] == bf.dropped_attn[i];
+        for (int i = 0; same && i < ev.n_dropped_mlp; i++) same &= ev.dropped_mlp[i] == bf.dropped_mlp[i];
+        CHECK(same && ev.best_kl == bf.best_kl, "EvoPress finds the brute-force optimum: KL %.6f = %.6f (%d attention, %d MLP)",
+              ev.best_kl, bf.best_kl, ev.n_dropped_attn, ev.n_dropped_mlp);
+        sqz_model *sm = NULL;
+        CHECK(sqz_model_load(ctx, so, NULL, &sm) == SQZ_OK &&
+                  sqz_model_n_absent_subblocks(sm) + 2 * (L - sm->cfg.n_layers) == 2,
+              "its sqzf lacks those 2 sub-blocks");
+        if (sm) { /* the written model's KL is the search's */
+            const sqz_ppl_opts po = { .n_ctx = 64, .kld_base = m };
+            sqz_ppl_result pr;
+            CHECK(sqz_perplexity(ctx, sm, tok, 6 * 64, &po, &pr) == SQZ_OK && pr.has_kld, "it runs");
+            CHECK_CLOSE(pr.kld, ev.best_kl, 0, 0.01, "its KL to the original on the pool's tokens = the search's (f16 written)");
+        }
+        sqz_model_free(sm);
+        char gg[600];
+        snprintf(gg, sizeof gg, "%s/search.gguf", dir);
+        CHECK(sqz_search(ctx, m, gg, &sopt, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), ".sqzf"), "search to .gguf refused: %s",
+              sqz_ctx_error(ctx));
+        sopt.n_drop = 10;
+        CHECK(sqz_search(ctx, m, so, &sopt, NULL) == SQZ_ERR_ARG, "10 of 10 refused: %s", sqz_ctx_error(ctx));
+        unlink(so);
+        snprintf(gg, sizeof gg, "%s/search.sqzf.json", dir);
+        unlink(gg);
+    }
     unlink(full), unlink(sub), unlink(both), unlink(blk), unlink(again), unlink(ranked), unlink(patched);
     rmdir(dir);
     free(zo), free(zd);

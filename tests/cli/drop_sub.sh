@@ -134,4 +134,21 @@ else
     echo "not ok - --which attn:2,mlp:2: $(cat "$tmp/j") $(cat "$tmp/p1" "$tmp/p2")"
     fails=$((fails + 1))
 fi
+# search --levels depth --sub N: sub-blocks as EvoPress's units, into sqzf
+if "$SQZ" search "$MODEL" -o "$tmp/e.sqzf" --levels depth --sub 2 $C --generations 3 --offspring 4 --pool 4 \
+    --json --no-progress > "$tmp/j" 2> /dev/null &&
+    python3 -c "import json, sys; j = json.load(open(sys.argv[1])); assert len(j['dropped_attn']) + len(j['dropped_mlp']) == 2, j" \
+    "$tmp/j" && "$SQZ" ppl "$tmp/e.sqzf" -f $X --max-tokens 600 --ctx 256 --no-progress > /dev/null 2>&1; then
+    echo "ok - search --levels depth --sub 2: two sub-blocks dropped, the sqzf scores"
+else
+    echo "not ok - search --sub: $(cat "$tmp/j")"
+    fails=$((fails + 1))
+fi
+"$SQZ" search "$MODEL" -o "$tmp/e2.sqzf" --levels depth --sub 2 --blocks 1 $C --no-progress > /dev/null 2> "$tmp/stderr"
+if [ $? -eq 1 ] && grep -q "one of them" "$tmp/stderr"; then
+    echo "ok - search --sub and --blocks: $(cat "$tmp/stderr")"
+else
+    echo "not ok - search --sub --blocks: $(cat "$tmp/stderr")"
+    fails=$((fails + 1))
+fi
 [ "$fails" -eq 0 ]

@@ -67,6 +67,7 @@ static const cli_command commands[] = {
     { "search", cmd_search,
       "  search MODEL -o OUT.gguf --db DB --bpw B|--bytes N --calib FILE\n"
       "  search MODEL -o OUT.gguf --levels depth --blocks N --calib FILE [--brute-force]\n"
+      "  search MODEL -o OUT.sqzf --levels depth --sub N --calib FILE [--brute-force]\n"
       "                                      EvoPress: per-matrix types (or blocks to drop) by\n"
       "                                      evolutionary search on KL to the model\n" },
     { "report", cmd_report,
@@ -288,8 +289,9 @@ static const option_row options[] = {
               "both; OUT is sqzf; needs --calib)" },
     { "--mlp", NULL, INT(drop_mlp, "N", 0, 1 << 20), .set_at = AT(drop_mlp_set), .cmds = C_DROP,
       .help = "drop the N MLP sub-blocks of least influence" },
-    { "--sub", NULL, INT(drop_sub, "N", 1, 1 << 20), .cmds = C_DROP,
-      .help = "drop the N sub-blocks of least influence, attention or MLP" },
+    { "--sub", NULL, INT(drop_sub, "N", 1, 1 << 20), .cmds = C_DROP | C_SEARCH,
+      .help = "drop the N sub-blocks of least influence, attention or MLP\n"
+              "(search --levels depth: which N sub-blocks, by EvoPress)" },
     { "--which", NULL, STR(drop_which, "LIST"), .cmds = C_DROP,
       .help = "drop exactly these sub-blocks: attn:L and mlp:L, comma-separated" },
     { "--db", NULL, STR(db, "DB"), .cmds = C_SEARCH, .help = "the level database (sqz levels)" },

@@ -106,6 +106,7 @@ typedef struct sqz_model_info {
     uint64_t n_params;
     uint64_t weight_bytes;   /* bytes of all weight tensors as stored */
     const char *tokenizer;   /* "bpe" (tokenizer.json), "llama2c", "none" */
+    int absent_subblocks;    /* attention / MLP sub-blocks the model lacks (sqz drop --attn/--mlp) */
 } sqz_model_info;
 
 /* Loads a model from
@@ -797,6 +798,16 @@ typedef struct sqz_drop_opts {
     const int32_t *calib; /* calibration tokens: needed to rank (n_drop), optional with blocks */
     size_t n_calib;
     int calib_ctx;        /* tokens per calibration window (<= 0: 512) */
+    /* Sub-blocks instead of whole blocks (docs/drop-subblocks.md): a layer's attention or its
+     * MLP, ranked by the sub-block's influence (1 - cos of its input x and x + its output). One
+     * way at a time, instead of n_drop / blocks: */
+    int sub;              /* 1: drop sub-blocks, by n_attn / n_mlp, n_sub or the lists */
+    int n_attn, n_mlp;    /* the n_attn attention and n_mlp MLP sub-blocks of least influence */
+    int n_sub;            /* or the n_sub sub-blocks of least influence, of either kind */
+    const int *attn_list; /* or exactly these layers' attention (n_attn_list) and MLP (n_mlp_list) */
+    int n_attn_list;
+    const int *mlp_list;
+    int n_mlp_list;
 } sqz_drop_opts;
 
 typedef struct sqz_drop_result {
@@ -806,13 +817,25 @@ typedef struct sqz_drop_result {
     int dropped[256];      /* 1 for the dropped blocks */
     size_t calib_tokens;
     double calib_seconds;
+    /* sub-blocks: the influence of each layer's attention and MLP (-1: no calibration, or the
+     * input already lacks it), and which were dropped (1) or were already absent (2) */
+    double attn_influence[256], mlp_influence[256];
+    int attn_dropped[256], mlp_dropped[256];
+    int n_attn_dropped, n_mlp_dropped; /* by this call */
+    int sqzf;              /* 1: the output is sqzf (a layer keeps only one of its sub-blocks) */
 } sqz_drop_result;
 
 /* Ranks the blocks (with calibration: the hidden states of the full model, each block's input
  * and output on the same tokens) and writes the model without the dropped ones to out_path
  * (GGUF, a temporary name renamed at the end). Errors: SQZ_ERR_ARG for n_drop outside
  * (0, n_layers), a block list with a block out of range, repeated, or all of them, n_drop
- * without enough calibration tokens for one window, an unknown type; I/O and memory errors. */
+ * without enough calibration tokens for one window, an unknown type; I/O and memory errors.
+ * With sub: the influence of every block and sub-block comes from the same single pass (each
+ * layer's attention, then its MLP); a layer that loses both is removed as a whole block; the
+ * output is sqzf (docs/sqzf.md: sqz.subblocks) when some layer keeps one of its two, else
+ * GGUF; an out_path ending in .gguf is refused. SQZ_ERR_ARG also for a negative count, more
+ * sub-blocks than the model has (or all of them), a layer out of range or listed twice, a
+ * ranked count without calibration. */
 sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_drop_opts *opts,
                     sqz_drop_result *result);
 
@@ -872,6 +895,8 @@ typedef struct sqz_search_opts {
                             * there, and the fitness curve never rises) */
     uint64_t seed;
     int brute_force;       /* depth: every subset of n_drop blocks instead of the search */
+    int sub;               /* depth: each layer's attention and MLP are separate units, n_drop of
+                            * the 2 n_layers go (the output is then sqzf: out_path not .gguf) */
     const char *checkpoint; /* state written every checkpoint_every generations (NULL: none) */
     int checkpoint_every;  /* (<= 0: 10) */
     int resume;            /* 1: continue from checkpoint (which must exist and match) */
@@ -892,7 +917,9 @@ typedef struct sqz_search_result {
     uint64_t n_params;                /* the original model's parameters (bpw's denominator) */
     double bits_per_weight;           /* 8 x file_bytes / n_params */
     int n_dropped;
-    int dropped[256];                 /* depth: the dropped blocks, ascending */
+    int dropped[256];                 /* depth: the dropped blocks, ascending (sub: both halves gone) */
+    int n_dropped_attn, n_dropped_mlp;
+    int dropped_attn[256], dropped_mlp[256]; /* depth with sub: the layers whose attention / MLP went */
     double seconds;
     int mpi_ranks, mpi_rank;          /* under mpirun: the world (1: alone) and this rank */
     uint64_t mpi_bytes_sent;          /* what this rank sent (the fitnesses it scored) */

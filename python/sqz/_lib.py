@@ -70,7 +70,7 @@ class ModelInfo(Structure):
                 ("rope_interleaved", c_int), ("tied_embeddings", c_int),
                 ("has_qkv_bias", c_int), ("bos_id", c_int), ("eos_id", c_int),
                 ("add_bos", c_int), ("n_params", c_uint64), ("weight_bytes", c_uint64),
-                ("tokenizer", c_char_p)]
+                ("tokenizer", c_char_p), ("absent_subblocks", c_int)]
 
 
 class TensorInfo(Structure):

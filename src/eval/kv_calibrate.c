@@ -76,7 +76,7 @@ static const sqz_kv_policy calib_policy = {
 sqz_status sqz_kv_calibrate_proj(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens,
                                  size_t n_tokens, int n_ctx, int rank, const char *out_path) {
     const sqz_config *cf = &model->cfg;
-    const int L = cf->n_layers, Hkv = cf->n_kv_heads, hd = cf->head_dim;
+    const int Hkv = cf->n_kv_heads, hd = cf->head_dim;
     if (rank <= 0) rank = hd;
     if (rank > hd)
         return sqz_fail(ctx, SQZ_ERR_ARG, "kvcalib: rank %d exceeds head_dim %d", rank, hd);
@@ -87,6 +87,8 @@ sqz_status sqz_kv_calibrate_proj(sqz_ctx *ctx, const sqz_model *model, const int
     sqz_session *s = NULL;
     sqz_status st = sqz_session_new_kv(ctx, model, n_ctx, "f32", &s);
     if (st) return st;
+    /* the cache's layers: those with attention (a model with dropped sub-blocks has fewer) */
+    const int L = s->kv->shape.n_layers;
     kv_calib c = { 0 };
     c.shape = s->kv->shape;
     const size_t lf = (size_t)n_ctx * Hkv * hd, mm = (size_t)L * Hkv * hd * hd;

@@ -137,6 +137,10 @@ sqz_status merge_pick_inputs(merge_run *r) {
 /* Every input like input 0: architecture and sizes, computable tensor types, vocabulary. */
 sqz_status merge_check_inputs(merge_run *r) {
     const sqz_config *a = &r->models[0]->cfg;
+    for (int i = 0; i < r->n_in; i++) { /* dropped sub-blocks (sqz drop --attn/--mlp): no tensors to merge */
+        sqz_status st = sqz_model_require_subblocks(r->ctx, r->models[i], "merge");
+        if (st) return st;
+    }
     for (int i = 1; i < r->n_in; i++) {
         const sqz_config *b = &r->models[i]->cfg;
         const struct { const char *what; long x, y; } f[] = {

@@ -129,6 +129,8 @@ static int build_list(const sqz_model *m, int permute, out_list *l) {
         };
         int first = l->n;
         for (size_t k = 0; k < sizeof spec / sizeof *spec; k++) {
+            /* a dropped sub-block: none of its tensors (its norm included) */
+            if (k < 9 ? !sqz_layer_has_attn(w) : !sqz_layer_has_ffn(w)) continue;
             char name[64];
             snprintf(name, sizeof name, "blk.%d.%s", i, spec[k].name);
             if (add_tensor(l, name, spec[k].role, i, spec[k].t, spec[k].rope_heads, spec[k].is_vec))
@@ -518,6 +520,15 @@ static sqz_status write_meta(sqz_gguf_writer *w, const sqz_model *m, const char 
     /* llama-quantize appends these two (GGML_QNT_VERSION is 2) */
     TRY(sqz_gguf_writer_add_u32(w, "general.quantization_version", 2));
     TRY(sqz_gguf_writer_add_u32(w, "general.file_type", (uint32_t)ftype));
+    if (sqz_model_n_absent_subblocks(m)) { /* sqzf only (docs/sqzf.md): which sub-blocks each layer has */
+        int32_t *parts = malloc((size_t)c->n_layers * sizeof *parts);
+        if (!parts) return SQZ_ERR_NOMEM;
+        for (int l = 0; l < c->n_layers; l++)
+            parts[l] = sqz_layer_has_attn(&m->layers[l]) | sqz_layer_has_ffn(&m->layers[l]) << 1;
+        st = sqz_gguf_writer_add_arr(w, SQZ_KEY_SUBBLOCKS, SQZ_GGUF_I32, parts, (uint64_t)c->n_layers);
+        free(parts);
+        if (st) return st;
+    }
 #undef TRY
 #undef KEY
     return SQZ_OK;
@@ -609,6 +620,8 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     if ((st = sqz_gguf_writer_new(ctx, &w))) goto done;
     for (int i = 0; i < l.n; i++) /* mixllm's matrices exist only in sqz's container */
         if (l.t[i].src->type == SQZ_TYPE_MIXLLM || l.t[i].type >= SQZ_TYPE_SQZ_FIRST) sqz_gguf_writer_set_sqzf(w, 1);
+    /* so do layers without their attention or MLP (llama.cpp wants every block whole) */
+    if (sqz_model_n_absent_subblocks(model)) sqz_gguf_writer_set_sqzf(w, 1);
     if ((st = write_meta(w, model, arch, &tk, preset.ftype, opts->card))) goto done;
     /* every tensor's name, shape and type: the whole header, before any data */
     uint64_t n_params = 0, data_bytes = 0;

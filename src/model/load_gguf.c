@@ -272,6 +272,45 @@ static sqz_status get_tensor(sqz_ctx *ctx, sqz_model *m, const char *name, int64
     return is_vec ? sqz_model_vector_f32(ctx, m, t) : SQZ_OK;
 }
 
+/* Whether the file holds tensor name in any form (plain, or the parts of an sqzf matrix). */
+static int tensor_present(const sqz_gguf *g, const char *name) {
+    const size_t n = strlen(name);
+    for (size_t i = 0; i < sqz_gguf_n_tensors(g); i++) {
+        const char *tn = sqz_gguf_get_tensor(g, i)->name;
+        if (!strncmp(tn, name, n) && (tn[n] == 0 || tn[n] == '.')) return 1;
+    }
+    return 0;
+}
+
+/* The optional key sqz.subblocks (sqzf): an integer per layer, bit 0 = the layer has its
+ * attention, bit 1 = its MLP (values 0..3). *out: malloc'ed [n_layers], NULL when the key is
+ * absent (every sub-block present). */
+static sqz_status get_subblocks(sqz_ctx *ctx, sqz_model *m, int32_t **out) {
+    *out = NULL;
+    const sqz_gguf *g = m->gguf;
+    const int64_t k = sqz_gguf_find_key(g, SQZ_KEY_SUBBLOCKS);
+    if (k < 0) return SQZ_OK;
+    int et;
+    uint64_t n;
+    const void *data;
+    if (!sqz_gguf_kv_arr(g, (size_t)k, &et, &n, &data) || (et != SQZ_GGUF_I32 && et != SQZ_GGUF_U32) ||
+        n != (uint64_t)m->cfg.n_layers)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s must be an array of %d integers (one per layer)",
+                        sqz_gguf_path(g), SQZ_KEY_SUBBLOCKS, m->cfg.n_layers);
+    int32_t *p = malloc((size_t)n * sizeof *p);
+    if (!p) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    memcpy(p, data, (size_t)n * sizeof *p); /* unaligned in the file */
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i] < 0 || p[i] > 3) {
+            const int v = p[i];
+            free(p);
+            return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s[%llu] = %d (want 0..3: bit 0 attention, bit 1 MLP)",
+                            sqz_gguf_path(g), SQZ_KEY_SUBBLOCKS, (unsigned long long)i, v);
+        }
+    *out = p;
+    return SQZ_OK;
+}
+
 /* The pre-tokenizer regex llama.cpp's tokenizer.ggml.pre names. */
 static const char *pre_regex(const char *pre, size_t len) {
     static const struct { const char *name, *re; } table[] = {
@@ -516,8 +555,11 @@ sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path) {
     else if ((st = get_tensor(ctx, m, "output.weight", V, D, 0, &m->output))) return st;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    int32_t *parts = NULL; /* per layer: bit 0 attention, bit 1 MLP (docs/sqzf.md) */
+    if ((st = get_subblocks(ctx, m, &parts))) return st;
     for (int l = 0; l < c->n_layers; l++) {
         sqz_layer_weights *w = &m->layers[l];
+        const int has[2] = { parts ? parts[l] & 1 : 1, parts ? parts[l] >> 1 & 1 : 1 };
         struct { const char *name; int64_t rows, cols; int optional; sqz_tensor *t; } spec[] = {
             { "attn_norm.weight", 0, D, 0, &w->attn_norm },
             { "attn_q.weight", qd, D, 0, &w->wq },
@@ -536,11 +578,22 @@ sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path) {
         for (size_t i = 0; i < sizeof spec / sizeof *spec; i++) {
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", l, spec[i].name);
-            if ((st = get_tensor(ctx, m, name, spec[i].rows, spec[i].cols, spec[i].optional, spec[i].t)))
+            if (!has[i < 9 ? 0 : 1]) { /* a dropped sub-block: none of its tensors, in any form */
+                if (tensor_present(m->gguf, name)) {
+                    free(parts);
+                    return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: tensor %s is present, but %s says layer %d has no %s",
+                                    path, name, SQZ_KEY_SUBBLOCKS, l, i < 9 ? "attention" : "MLP");
+                }
+                continue;
+            }
+            if ((st = get_tensor(ctx, m, name, spec[i].rows, spec[i].cols, spec[i].optional, spec[i].t))) {
+                free(parts);
                 return st;
+            }
         }
         if (w->bq.data) c->has_qkv_bias = 1;
     }
+    free(parts);
     if ((st = load_tokenizer(ctx, m))) return st;
     if (m->tok) {
         c->bos_id = sqz_tokenizer_bos(m->tok);

@@ -128,6 +128,21 @@ void sqz_layer_tensors(const sqz_layer_weights *w, const sqz_tensor *out[SQZ_LAY
     memcpy(out, t, sizeof t);
 }
 
+int sqz_model_n_absent_subblocks(const sqz_model *m) {
+    int n = 0;
+    for (int l = 0; m->layers && l < m->cfg.n_layers; l++)
+        n += !sqz_layer_has_attn(&m->layers[l]) + !sqz_layer_has_ffn(&m->layers[l]);
+    return n;
+}
+
+sqz_status sqz_model_require_subblocks(sqz_ctx *ctx, const sqz_model *m, const char *what) {
+    const int n = m ? sqz_model_n_absent_subblocks(m) : 0;
+    if (!n) return SQZ_OK;
+    return sqz_fail(ctx, SQZ_ERR_UNSUPPORTED,
+                    "%s: %d attention / MLP sub-blocks are dropped from this model (sqz drop), and %s needs them all",
+                    m->gguf ? sqz_gguf_path(m->gguf) : "model", n, what);
+}
+
 size_t sqz_model_release(const sqz_model *m, const void *p, size_t n) {
     return sqz_st_release(m->st, p, n) + sqz_gguf_release(m->gguf, p, n) + sqz_file_release(&m->map, p, n);
 }
@@ -145,7 +160,12 @@ void sqz_model_get_info(const sqz_model *m, sqz_model_info *info) {
     memset(info, 0, sizeof *info);
     info->arch = sqz_arch_name(c->arch);
     info->format = m->format;
-    info->weight_type = c->n_layers ? sqz_type_name(m->layers[0].wq.type) : "?";
+    info->weight_type = "?";
+    for (int l = 0; l < c->n_layers; l++) /* the first layer's q (or gate: no attention) */
+        if (m->layers[l].wq.data || m->layers[l].w_gate.data) {
+            info->weight_type = sqz_type_name(m->layers[l].wq.data ? m->layers[l].wq.type : m->layers[l].w_gate.type);
+            break;
+        }
     info->dim = c->dim;
     info->hidden_dim = c->hidden_dim;
     info->n_layers = c->n_layers;
@@ -180,6 +200,7 @@ void sqz_model_get_info(const sqz_model *m, sqz_model_info *info) {
         }
     }
     info->n_params = np;
+    info->absent_subblocks = sqz_model_n_absent_subblocks(m);
     info->weight_bytes = m->n_bs ? m->bs_bytes : nb;
     if (m->n_bs) info->weight_type = "bitstack";
 }

@@ -69,6 +69,23 @@ struct sqz_model {
     uint64_t bs_bytes; /* weight bytes at the last fit: everything else + the blocks taken */
 };
 
+/* Dropped sub-blocks (sqz drop --attn / --mlp, docs/drop-subblocks.md): a layer's attention
+ * is absent when its output matrix wo has no data, its MLP when w_down has none; an absent
+ * sub-block passes the residual stream unchanged (the batch and the decode paths skip it, and
+ * a layer without attention has no KV cache). A loaded model with absent sub-blocks has every
+ * tensor of them absent (attention: attn_norm, wq, wk, wv, wo and the biases; MLP: ffn_norm,
+ * w_gate, w_up, w_down); a depth search's working copies clear only wo / w_down. */
+static inline int sqz_layer_has_attn(const sqz_layer_weights *w) { return w->wo.data != NULL; }
+static inline int sqz_layer_has_ffn(const sqz_layer_weights *w) { return w->w_down.data != NULL; }
+/* The sqzf metadata key of the per-layer sub-blocks (an i32 per layer: bit 0 attention, bit 1
+ * MLP), written only when some sub-block is absent. */
+#define SQZ_KEY_SUBBLOCKS "sqz.subblocks"
+/* Sub-blocks absent from m (0: a complete model). */
+int sqz_model_n_absent_subblocks(const sqz_model *m);
+/* SQZ_OK for a complete model; else SQZ_ERR_UNSUPPORTED naming what (a command or method) needs
+ * every sub-block. */
+sqz_status sqz_model_require_subblocks(sqz_ctx *ctx, const sqz_model *m, const char *what);
+
 /* Loaders (one per format); they fill cfg, views and tok. */
 sqz_status sqz_load_hf(sqz_ctx *ctx, sqz_model *m, const char *path, const char *tokenizer_path);
 sqz_status sqz_load_gguf(sqz_ctx *ctx, sqz_model *m, const char *path);

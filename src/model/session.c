@@ -65,7 +65,15 @@ sqz_status sqz_session_new_kv(sqz_ctx *ctx, const sqz_model *m, int max_ctx, con
             s->rope_sin[(size_t)p * half + i] = (float)sin((double)a);
         }
     }
-    sqz_kv_shape shape = { c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, max_ctx,
+    /* only the layers with attention have a cache (dropped sub-blocks: model.h) */
+    s->kv_layer = malloc((size_t)c->n_layers * sizeof *s->kv_layer);
+    if (!s->kv_layer) {
+        sqz_session_free(s);
+        return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    }
+    int n_kv = 0;
+    for (int l = 0; l < c->n_layers; l++) s->kv_layer[l] = sqz_layer_has_attn(&m->layers[l]) ? n_kv++ : -1;
+    sqz_kv_shape shape = { n_kv > 0 ? n_kv : 1, c->n_heads, c->n_kv_heads, c->head_dim, max_ctx,
                            c->rope_interleaved };
     sqz_status st = sqz_kv_new(ctx, &shape, kv_spec, &s->kv);
     if (st) {
@@ -94,6 +102,7 @@ void sqz_session_free(sqz_session *s) {
     free(s->last_logits);
     free(s->rope_cos);
     free(s->rope_sin);
+    free(s->kv_layer);
     team_free(s);
     free(s);
 }
@@ -148,11 +157,14 @@ sqz_status sqz_session_layer_until(sqz_session *s, const sqz_layer_weights *w, i
     const int nt = s->ctx->n_threads;
     const int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    /* A sub-block whose output matrix has no data is absent (dropped by a depth search,
-     * search/evopress.h): the residual stream passes it unchanged. Only this batch path knows
-     * it; the decode team never sees such weights. */
-    const int has_attn = w->wo.data != NULL, has_ffn = w->w_down.data != NULL;
+    /* A sub-block whose output matrix has no data is absent (dropped: sqz drop --attn/--mlp,
+     * or a depth search's working copy, search/evopress.h): the residual stream passes it
+     * unchanged, and a layer without attention stores no keys and values. */
+    const int has_attn = sqz_layer_has_attn(w), has_ffn = sqz_layer_has_ffn(w);
     if (!has_attn) goto ffn;
+    const int kl = s->kv_layer[l];
+    if (kl < 0)
+        return sqz_fail(s->ctx, SQZ_ERR_ARG, "layer %d: these weights have attention, the session's model does not", l);
     /* attention */
     rmsnorm_rows(s->xb, s->x, w->attn_norm.data, T, D, c->norm_eps, nt);
     if (capture) capture(user, l, SQZ_SITE_QKV, s->xb, T, D);
@@ -170,9 +182,9 @@ sqz_status sqz_session_layer_until(sqz_session *s, const sqz_layer_weights *w, i
         capture(user, l, SQZ_SITE_Q_ROPE, s->q, T, qd);
         capture(user, l, SQZ_SITE_K_ROPE, s->k, T, kvd);
     }
-    sqz_status st = s->kv->policy->store(s->kv->state, l, s->pos, T, s->k, s->v);
+    sqz_status st = s->kv->policy->store(s->kv->state, kl, s->pos, T, s->k, s->v);
     if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", s->kv->policy->name);
-    s->kv->policy->attend(s->kv->state, l, s->pos, T, s->q, s->att, nt);
+    s->kv->policy->attend(s->kv->state, kl, s->pos, T, s->q, s->att, nt);
     if (capture) capture(user, l, SQZ_SITE_O, s->att, T, qd);
     if (last_site == SQZ_SITE_O) return SQZ_OK;
     sqz_matmul(&w->wo, s->att, T, s->xb, nt);
@@ -224,7 +236,9 @@ static sqz_status forward_batch(sqz_session *s, const int32_t *tokens, int T) {
  *   its rows of down; x += them                                              -> barrier
  * (A matrix that writes its outputs permuted, mixllm's, adds a barrier right after it.)
  * A KV policy without store_attend_heads ends the region before attention; store and attend
- * run as in the batch path and a new region continues with wo. */
+ * run as in the batch path and a new region continues with wo. A dropped sub-block (model.h)
+ * is skipped with its barriers: no q/k/v, store, attention or wo without attention, no
+ * gate/up/down without MLP. */
 
 typedef struct sqz_team_buf {
     float *xn;   /* [D] the normed residual */
@@ -391,15 +405,18 @@ static void team_after_attention(sqz_session *s, const sqz_layer_weights *w,
     share(D, ROW_UNIT, tid, nth, &r0, &r1);
     share(F, ROW_UNIT, tid, nth, &f0, &f1);
     const void *xq[2];
-    /* wo: this thread's rows of the residual (bias first, as the batch path adds it) */
-    const sqz_tensor *wo[1] = { &w->wo };
-    if (att_parts) xq[0] = s->team_xq; /* quantized by parts before the barrier */
-    else team_prepare(wo, 1, s->att, b, xq);
-    sqz_matvec_rows(&w->wo, s->att, xq[0], s->xb, r0, r1);
-    sync_unless_in_place(s, &w->wo);
-    add_bias_rows(s->xb, &w->bo, r0, r1);
-    for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
-    team_sync(s);
+    if (sqz_layer_has_attn(w)) { /* (every thread tests the same w: all or none meet below) */
+        /* wo: this thread's rows of the residual (bias first, as the batch path adds it) */
+        const sqz_tensor *wo[1] = { &w->wo };
+        if (att_parts) xq[0] = s->team_xq; /* quantized by parts before the barrier */
+        else team_prepare(wo, 1, s->att, b, xq);
+        sqz_matvec_rows(&w->wo, s->att, xq[0], s->xb, r0, r1);
+        sync_unless_in_place(s, &w->wo);
+        add_bias_rows(s->xb, &w->bo, r0, r1);
+        for (int64_t i = r0; i < r1; i++) s->x[i] += s->xb[i];
+        team_sync(s);
+    }
+    if (!sqz_layer_has_ffn(w)) return; /* a dropped MLP: x passes unchanged */
     /* gate and up: the same rows of both, so SwiGLU of them needs no other thread */
     sqz_rmsnorm(b->xn, s->x, w->ffn_norm.data, 1, (int)D, c->norm_eps);
     const sqz_tensor *gu[2] = { &w->w_gate, &w->w_up };
@@ -444,7 +461,7 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
         /* the attention output of this thread's KV heads is its own: wo's input by parts */
         const int group = c->n_heads / c->n_kv_heads, gd = group * c->head_dim;
         int att_parts = 0;
-        if (!(l == l0 && after_attention)) {
+        if (!(l == l0 && after_attention) && sqz_layer_has_attn(w)) { /* (a dropped attention: none) */
             team_qkv(s, w, b, &th);
             if (!pol->store_attend_heads) {
                 if (tid == 0) stop->layer = l; /* the region's end is the barrier */
@@ -452,7 +469,7 @@ static void team_run(sqz_session *s, int l0, int after_attention, float *logits,
             }
             if (!own_heads) team_sync(s);
             if (th.g0 < th.g1) {
-                sqz_status st = pol->store_attend_heads(s->kv->state, l, s->pos, s->k, s->v, s->q,
+                sqz_status st = pol->store_attend_heads(s->kv->state, s->kv_layer[l], s->pos, s->k, s->v, s->q,
                                                         s->att, (int)th.g0, (int)th.g1);
                 if (st) {
 #pragma omp critical(sqz_team_status)
@@ -493,9 +510,10 @@ static sqz_status forward_token_team(sqz_session *s, int32_t token, float *logit
         if (stop.layer == m->cfg.n_layers) break;
         /* the policy's own store and (threaded) attend, between two regions */
         const sqz_kv *kv = s->kv;
-        st = kv->policy->store(kv->state, stop.layer, s->pos, 1, s->k, s->v);
+        const int kl = s->kv_layer[stop.layer]; /* (the region stops only at layers with attention) */
+        st = kv->policy->store(kv->state, kl, s->pos, 1, s->k, s->v);
         if (st) return sqz_fail(s->ctx, st, "KV cache policy %s failed to store", kv->policy->name);
-        kv->policy->attend(kv->state, stop.layer, s->pos, 1, s->q, s->att, nt);
+        kv->policy->attend(kv->state, kl, s->pos, 1, s->q, s->att, nt);
         after_attention = 1;
     }
     if (stop.st)

@@ -27,6 +27,8 @@ struct sqz_session {
     int n_team;
     sqz_spin_barrier team_sync; /* where the decode team meets (n_team threads) */
     char *team_xq;              /* [2][xq_bytes] inputs of wo and down, quantized by parts */
+    int *kv_layer; /* [n_layers] each layer's layer in the KV cache; -1: the model's layer has
+                    * no attention (a dropped sub-block), so it has no cache */
 };
 
 /* Where a layer's matrices read their input, for calibration: the normed input of q/k/v

@@ -465,6 +465,8 @@ sqz_status sqz_lowrank(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     if (res) *res = r;
     if (!model || !out_path || !o || !o->method)
         return sqz_fail(ctx, SQZ_ERR_ARG, "lowrank: model, output and method are required");
+    sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "lowrank");
+    if (sub_st) return sub_st;
     const char *params;
     const lr_method *method = find_method(o->method, &params);
     if (!method) {

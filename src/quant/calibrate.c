@@ -178,6 +178,7 @@ static sqz_status quantize_layer(const sqz_quant_method *meth, void *state, sqz_
     };
     sqz_status st = SQZ_OK;
     for (int k = 0; k < (int)(sizeof mats / sizeof *mats) && !st; k++) {
+        if (!mats[k].t->data) continue; /* a dropped sub-block's matrix (model/model.h) */
         const sqz_type type = meth->matrix_type
                                   ? meth->matrix_type(state, run, l, k, mats[k].role, mats[k].t->cols)
                                   : sqz_preset_tensor_type(&run->preset, &run->pm, mats[k].role, l, mats[k].t->cols, NULL);
@@ -347,6 +348,16 @@ sqz_status sqz_quantize(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     void *state;
     sqz_status st = sqz_quant_method_open(ctx, o->method, &meth, &state);
     if (st) return st;
+    /* dropped sub-blocks (model/model.h): the layer loop skips their matrices; methods that
+     * plan over the whole model or rotate layers (rsq, mixllm, gptq's alloc) need them all */
+    if (!strcmp(meth->name, "rsq") || !strcmp(meth->name, "mixllm") || strstr(o->method, "alloc=1")) {
+        char what[96];
+        snprintf(what, sizeof what, "quantize --method %.60s", o->method);
+        if ((st = sqz_model_require_subblocks(ctx, model, what))) {
+            meth->destroy(state);
+            return st;
+        }
+    }
     if (!meth->calib) {
         st = meth->run(state, ctx, model, out_path, o, res);
         meth->destroy(state);

@@ -143,6 +143,8 @@ sqz_status sqz_bitstack(sqz_ctx *ctx, const sqz_model *model, const char *out_pa
     memset(&r, 0, sizeof r);
     if (res) *res = r;
     if (!model || !out_path || !*out_path || !o) return sqz_fail(ctx, SQZ_ERR_ARG, "bitstack: model, output and options are required");
+    sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "bitstack");
+    if (sub_st) return sub_st;
     const double t0 = sqz_now();
     const int rank = o->rank > 0 ? o->rank : 4, K = o->iters > 0 ? o->iters : 16;
     const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;

@@ -205,6 +205,8 @@ sqz_status sqz_levels_build(sqz_ctx *ctx, const sqz_model *model, const char *pa
     if (res) memset(res, 0, sizeof *res);
     if (!model || !path || !*path || !o)
         return sqz_fail(ctx, SQZ_ERR_ARG, "levels: missing model, database path or options");
+    sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "levels");
+    if (sub_st) return sub_st;
     const int C = o->calib_ctx > 0 ? o->calib_ctx : 512;
     const size_t n_win = o->n_calib / (size_t)C;
     if (n_win < 1 || !o->calib)

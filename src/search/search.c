@@ -10,7 +10,9 @@
  *          bytes per 256 weights). A child with more than 10 changes or that removes more
  *          than 1.25x the bytes it adds is rejected, as in EvoPress.
  *   depth  one gene per block: 1 dropped (its attention and MLP skipped). Seed: random n_drop
- *          blocks. Mutation: a dropped block and a kept one trade places.
+ *          blocks. Mutation: a dropped block and a kept one trade places. With sub, one gene per
+ *          sub-block (2 l: layer l's attention, 2 l + 1: its MLP), n_drop of them dropped, the
+ *          same seed and mutation; the file is sqzf (sqz_drop's sub-blocks).
  * Fitness: the mean KL divergence from the base model (quant/kl_probe.h: the base logits are
  * kept for every pool window; a child runs from the first layer where it differs from its
  * parent, on the parent's states there).
@@ -48,6 +50,7 @@ typedef struct space {
     sqz_kl_probe *probe;
     int n;                   /* genes */
     int L;
+    int sub;                 /* depth: a gene per sub-block */
     sqz_model pm, ref;       /* the child being scored; the parent (the probe's reference) */
     int *at_pm, *at_ref;     /* the genes pm / ref hold now (-1: not yet set) */
     int *parent;
@@ -55,7 +58,7 @@ typedef struct space {
 } space;
 
 static int gene_layer(const space *s, int i) {
-    if (!s->db) return i; /* depth: a gene per block */
+    if (!s->db) return s->sub ? i / 2 : i; /* depth: a gene per block, or per sub-block */
     const int layer = s->db->items[i].layer;
     return layer >= 0 ? layer : s->model->cfg.tied_embeddings ? 0 : s->L;
 }
@@ -116,11 +119,13 @@ static int quant_repair(void *user, uint64_t *rng, const int *parent, int *g) {
 /* ---------------------------------------------------------------- depth */
 
 static void depth_apply(space *s, sqz_model *m, int *at, const int *g) {
-    for (int l = 0; l < s->n; l++) {
-        if (at[l] == g[l]) continue;
+    for (int l = 0; l < s->L; l++) {
+        const int ga = s->sub ? 2 * l : l, gm = s->sub ? 2 * l + 1 : l; /* the genes of its attention, MLP */
+        if (at[ga] == g[ga] && at[gm] == g[gm]) continue;
         m->layers[l] = s->model->layers[l];
-        if (g[l]) m->layers[l].wo.data = NULL, m->layers[l].w_down.data = NULL;
-        at[l] = g[l];
+        if (g[ga]) m->layers[l].wo.data = NULL;
+        if (g[gm]) m->layers[l].w_down.data = NULL;
+        at[ga] = g[ga], at[gm] = g[gm];
     }
 }
 
@@ -278,11 +283,21 @@ static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, con
         cJSON_AddNumberToObject(j, "best_sum_kl", res->best_sum_kl);
         for (int i = 0; i < s->n; i++)
             cJSON_AddStringToObject(choice, s->db->items[i].name, sqz_type_name(s->db->items[i].lv[best[i]].type));
-    } else {
+    } else if (!s->sub) {
         cJSON *d = cJSON_CreateArray();
         for (int l = 0; l < s->n; l++)
             if (best[l]) cJSON_AddItemToArray(d, cJSON_CreateNumber(l));
         cJSON_AddItemToObject(choice, "dropped", d);
+    } else { /* the layers whose attention / MLP went */
+        cJSON *d = cJSON_CreateArray(), *da = cJSON_CreateArray(), *dm = cJSON_CreateArray();
+        for (int l = 0; l < s->L; l++) {
+            if (best[2 * l]) cJSON_AddItemToArray(da, cJSON_CreateNumber(l));
+            if (best[2 * l + 1]) cJSON_AddItemToArray(dm, cJSON_CreateNumber(l));
+            if (best[2 * l] && best[2 * l + 1]) cJSON_AddItemToArray(d, cJSON_CreateNumber(l));
+        }
+        cJSON_AddItemToObject(choice, "dropped", d);
+        cJSON_AddItemToObject(choice, "dropped_attn", da);
+        cJSON_AddItemToObject(choice, "dropped_mlp", dm);
     }
     cJSON_AddItemToObject(j, "choice", choice);
     for (int i = 0; i < r->cv.n; i++) cJSON_AddItemToArray(cv, cJSON_CreateNumber(r->cv.f[i]));
@@ -388,9 +403,9 @@ static double sum_kl(const space *s, const int *g) {
     return k;
 }
 
-/* depth by enumeration: every subset of n_drop blocks, on every pool window */
+/* depth by enumeration: every subset of n_drop blocks (or sub-blocks), on every pool window */
 static sqz_status brute_depth(space *s, int n_drop, int *best, long *evals) {
-    const int L = s->L;
+    const int L = s->n;
     int idx[64];
     for (int i = 0; i < n_drop; i++) idx[i] = i;
     int *g = calloc((size_t)L, sizeof *g);
@@ -420,6 +435,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if (!res) res = &dummy;
     memset(res, 0, sizeof *res);
     if (!model || !out_path || !*out_path || !o) return sqz_fail(ctx, SQZ_ERR_ARG, "search: missing model, output or options");
+    sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "search");
+    if (sub_st) return sub_st;
     const char *space_name = o->space ? o->space : "quant";
     const int is_quant = !strcmp(space_name, "quant");
     if (!is_quant && strcmp(space_name, "depth"))
@@ -427,8 +444,18 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     const int L = model->cfg.n_layers;
     if (is_quant && !o->db) return sqz_fail(ctx, SQZ_ERR_ARG, "search: the quant space needs a level database (sqz levels)");
     if (is_quant && !(o->bpw > 0) && !o->bytes) return sqz_fail(ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
-    if (!is_quant && (o->n_drop < 1 || o->n_drop >= L || o->n_drop > 64))
-        return sqz_fail(ctx, SQZ_ERR_ARG, "search: drop 1..%d of the %d blocks, not %d", L - 1 < 64 ? L - 1 : 64, L, o->n_drop);
+    const int units = o->sub ? 2 * L : L; /* depth's genes */
+    if (o->sub && is_quant) return sqz_fail(ctx, SQZ_ERR_ARG, "search: sub-blocks are a depth space's genes, not quant's");
+    if (!is_quant && (o->n_drop < 1 || o->n_drop >= units || o->n_drop > 64))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: drop 1..%d of the %d %s, not %d", units - 1 < 64 ? units - 1 : 64, units,
+                        o->sub ? "sub-blocks" : "blocks", o->n_drop);
+    {
+        const size_t n = strlen(out_path);
+        if (o->sub && n >= 5 && !strcmp(out_path + n - 5, ".gguf"))
+            return sqz_fail(ctx, SQZ_ERR_ARG,
+                            "%s: a model without some sub-blocks is an sqzf file, which llama.cpp does not run: name it .sqzf",
+                            out_path);
+    }
     sqz_evo_opts eo = { .generations = o->generations < 0 ? 200 : o->generations,
                         .offspring = o->offspring > 0 ? o->offspring : 32, .seed = o->seed };
     if (sqz_evo_parse_stages(o->stages ? o->stages : "8x1,2x4,1x32", &eo))
@@ -440,7 +467,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
 
     sqz_levels_db db;
     memset(&db, 0, sizeof db);
-    space s = { .ctx = ctx, .model = model, .L = L, .pm = *model, .ref = *model };
+    space s = { .ctx = ctx, .model = model, .L = L, .sub = !is_quant && o->sub, .pm = *model, .ref = *model };
     run r = { .o = o, .ctx = ctx, .t0 = t0, .stop_at = o->max_generations_this_run, .comm = { .size = 1 } };
     int32_t *pool = NULL;
     int *seed = NULL, *best = NULL;
@@ -451,7 +478,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     res->mpi_ranks = r.comm.size, res->mpi_rank = r.comm.rank;
     if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) goto done;
     s.db = is_quant ? &db : NULL;
-    s.n = is_quant ? db.n_items : L;
+    s.n = is_quant ? db.n_items : units;
     s.pm.layers = malloc((size_t)L * sizeof *s.pm.layers);
     s.ref.layers = malloc((size_t)L * sizeof *s.ref.layers);
     s.at_pm = malloc((size_t)s.n * sizeof *s.at_pm);
@@ -484,9 +511,9 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if (is_quant) st = seed_quant(&s, o, out_path, r.comm.rank, seed, res);
     else {
         uint64_t rng = o->seed ^ 0x5851f42d4c957f2dull;
-        for (int l = 0; l < L; l++) seed[l] = 0;
+        for (int l = 0; l < s.n; l++) seed[l] = 0;
         for (int k = 0; k < o->n_drop;) {
-            const int l = (int)(sqz_splitmix64(&rng) % (uint64_t)L);
+            const int l = (int)(sqz_splitmix64(&rng) % (uint64_t)s.n);
             if (!seed[l]) seed[l] = 1, k++;
         }
     }
@@ -541,28 +568,39 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
 
     if ((st = full_kl(&s, seed, &res->seed_kl)) || (st = full_kl(&s, best, &res->best_kl))) goto done;
     res->seed_sum_kl = sum_kl(&s, seed), res->best_sum_kl = sum_kl(&s, best);
-    for (int l = 0; !is_quant && l < L; l++)
+    for (int l = 0; !is_quant && !s.sub && l < L; l++)
         if (best[l] && res->n_dropped < 256) res->dropped[res->n_dropped++] = l;
+    for (int l = 0; s.sub && l < L && l < 256; l++) {
+        if (best[2 * l]) res->dropped_attn[res->n_dropped_attn++] = l;
+        if (best[2 * l + 1]) res->dropped_mlp[res->n_dropped_mlp++] = l;
+        if (best[2 * l] && best[2 * l + 1]) res->dropped[res->n_dropped++] = l; /* the whole block */
+    }
 
     res->mpi_bytes_sent = r.comm.ctl_bytes;
     if (res->finished && r.comm.rank == 0) { /* the model (rank 0 writes) */
         sqz_convert_result cr;
         if (is_quant) st = write_quant(&s, best, out_path, o, &cr);
         else {
-            const sqz_drop_opts d = { .blocks = res->dropped, .n_blocks = res->n_dropped, .type = "f16" };
-            sqz_drop_result dr;
-            st = sqz_drop(ctx, model, out_path, &d, &dr);
-            cr = dr.convert;
+            const sqz_drop_opts d = s.sub ? (sqz_drop_opts){ .type = "f16", .sub = 1,
+                                                              .attn_list = res->dropped_attn, .n_attn_list = res->n_dropped_attn,
+                                                              .mlp_list = res->dropped_mlp, .n_mlp_list = res->n_dropped_mlp }
+                                          : (sqz_drop_opts){ .blocks = res->dropped, .n_blocks = res->n_dropped, .type = "f16" };
+            sqz_drop_result *dr = malloc(sizeof *dr);
+            st = dr ? sqz_drop(ctx, model, out_path, &d, dr) : sqz_fail(ctx, SQZ_ERR_NOMEM, "search: out of memory");
+            cr = dr ? dr->convert : (sqz_convert_result){ 0 };
+            free(dr);
             res->budget_bytes = cr.file_bytes;
-            /* bpw's denominator is the original's parameters: the dropped blocks' count too */
+            /* bpw's denominator is the original's parameters: the dropped (sub-)blocks' count too */
             res->n_params = cr.n_params;
-            for (int i = 0; i < res->n_dropped; i++) {
-                sqz_layer_weights w = model->layers[res->dropped[i]];
-                for (int k = 0; k < 7; k++) {
-                    const sqz_tensor *t = sqz_mixllm_matrix(&w, k, NULL);
-                    res->n_params += (uint64_t)t->rows * (uint64_t)t->cols;
-                }
-                res->n_params += 2 * (uint64_t)model->cfg.dim; /* its two norms */
+            for (int i = 0; i < L; i++) {
+                const int da = s.sub ? best[2 * i] : best[i], dm = s.sub ? best[2 * i + 1] : best[i];
+                sqz_layer_weights w = model->layers[i];
+                for (int k = 0; k < 7; k++) /* q, k, v, o, gate, up, down */
+                    if (k < 4 ? da : dm) {
+                        const sqz_tensor *t = sqz_mixllm_matrix(&w, k, NULL);
+                        res->n_params += (uint64_t)t->rows * (uint64_t)t->cols;
+                    }
+                res->n_params += (uint64_t)(da + dm) * (uint64_t)model->cfg.dim; /* their norms */
             }
         }
         if (!st) {

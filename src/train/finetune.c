@@ -352,6 +352,8 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
                         size_t n_tokens, const sqz_finetune_opts *opts, const char *out_path,
                         const char *out_type, sqz_finetune_result *result) {
     memset(result, 0, sizeof *result);
+    sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "finetune");
+    if (sub_st) return sub_st;
     ft_run R;
     memset(&R, 0, sizeof R);
     R.o = *opts;

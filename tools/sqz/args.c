@@ -58,13 +58,16 @@ static const cli_command commands[] = {
       "                                      factor block matrices as B A (sqzf; asvd: --calib)\n" },
     { "drop", cmd_drop,
       "  drop MODEL -o OUT.gguf --blocks N --calib FILE | --block-list 3,5\n"
-      "                                      remove whole blocks (least block influence first)\n" },
+      "  drop MODEL -o OUT.sqzf --attn N --mlp M --calib FILE | --sub N ... | --which attn:3,mlp:5\n"
+      "                                      remove whole blocks or their attention / MLP\n"
+      "                                      sub-blocks (least influence first)\n" },
     { "levels", cmd_levels,
       "  levels MODEL -o DB --calib FILE     every matrix at every k-quant type by GPTQ, with its\n"
       "                                      KL: the database sqz search combines (resumable)\n" },
     { "search", cmd_search,
       "  search MODEL -o OUT.gguf --db DB --bpw B|--bytes N --calib FILE\n"
       "  search MODEL -o OUT.gguf --levels depth --blocks N --calib FILE [--brute-force]\n"
+      "  search MODEL -o OUT.sqzf --levels depth --sub N --calib FILE [--brute-force]\n"
       "                                      EvoPress: per-matrix types (or blocks to drop) by\n"
       "                                      evolutionary search on KL to the model\n" },
     { "report", cmd_report,
@@ -281,6 +284,16 @@ static const option_row options[] = {
       .help = "drop the N blocks of least block influence (needs --calib)" },
     { "--block-list", NULL, STR(drop_list, "LIST"), .cmds = C_DROP,
       .help = "drop exactly these blocks (0-based, comma-separated)" },
+    { "--attn", NULL, INT(drop_attn, "N", 0, 1 << 20), .set_at = AT(drop_attn_set), .cmds = C_DROP,
+      .help = "drop the N attention sub-blocks of least influence (with --mlp:\n"
+              "both; OUT is sqzf; needs --calib)" },
+    { "--mlp", NULL, INT(drop_mlp, "N", 0, 1 << 20), .set_at = AT(drop_mlp_set), .cmds = C_DROP,
+      .help = "drop the N MLP sub-blocks of least influence" },
+    { "--sub", NULL, INT(drop_sub, "N", 1, 1 << 20), .cmds = C_DROP | C_SEARCH,
+      .help = "drop the N sub-blocks of least influence, attention or MLP\n"
+              "(search --levels depth: which N sub-blocks, by EvoPress)" },
+    { "--which", NULL, STR(drop_which, "LIST"), .cmds = C_DROP,
+      .help = "drop exactly these sub-blocks: attn:L and mlp:L, comma-separated" },
     { "--db", NULL, STR(db, "DB"), .cmds = C_SEARCH, .help = "the level database (sqz levels)" },
     { "--levels", NULL, STR(space, "SPACE"), .cmds = C_SEARCH,
       .help = "what the search chooses: quant (each matrix's type; default) or\n"

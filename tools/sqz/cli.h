@@ -61,6 +61,8 @@ typedef struct opts {
     float density; const char *nm, *levels; /* prune: the level, or per-matrix levels (JSON) */
     float lr_params, rank_frac, energy;     /* lowrank: the target */
     int drop_n; const char *drop_list;      /* drop: how many blocks, or which */
+    int drop_attn, drop_mlp, drop_attn_set, drop_mlp_set, drop_sub; /* drop: sub-blocks by count */
+    const char *drop_which;                 /* drop: or which (attn:3,mlp:5) */
     /* search: the database, the space, the budget and EvoPress's settings */
     const char *db, *space, *stages;
     float bpw;

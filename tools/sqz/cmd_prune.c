@@ -54,6 +54,14 @@ int cmd_prune(sqz_ctx *ctx, const opts *o) {
     } else if (cli_load_model(ctx, o, &mdl)) {
         return 1;
     }
+    sqz_model_info mi;
+    sqz_model_get_info(mdl, &mi);
+    if (mi.absent_subblocks) { /* (sqz drop --attn / --mlp) */
+        sqz_free(ids);
+        sqz_model_free(mdl);
+        return cli_die("%s: %d attention / MLP sub-blocks are dropped from this model (sqz drop), and prune needs them all",
+                       o->model, mi.absent_subblocks);
+    }
     const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
     const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
     /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */

@@ -25,7 +25,9 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     if (!quant && strcmp(space, "depth")) return cli_die("--levels %s: unknown space (known: quant, depth)", space);
     if (quant && !o->db) return cli_die("search --levels quant needs a level database: --db DB (sqz levels)");
     if (quant && (o->bpw > 0) == (o->bytes > 0)) return cli_die("search needs a budget: --bpw B or --bytes N, one of them");
-    if (!quant && o->drop_n < 1) return cli_die("search --levels depth needs --blocks N");
+    if (!quant && (o->drop_n > 0) == (o->drop_sub > 0))
+        return cli_die("search --levels depth needs --blocks N or --sub N (sub-blocks), one of them");
+    if (quant && o->drop_sub > 0) return cli_die("--sub N chooses sub-blocks to drop: --levels depth");
     if (o->checkpoint && o->resume) return cli_die("--checkpoint FILE or --resume FILE, one of them");
     /* under mpirun: ranks share the cores, and only rank 0 reports */
     int world = 1, local = 1, rank = 0;
@@ -44,7 +46,8 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     char json_path[4096];
     snprintf(json_path, sizeof json_path, "%s.json", o->out);
     const sqz_search_opts so = {
-        .space = space, .db = o->db, .bpw = o->bpw, .bytes = o->bytes, .n_drop = o->drop_n,
+        .space = space, .db = o->db, .bpw = o->bpw, .bytes = o->bytes,
+        .n_drop = o->drop_sub > 0 ? o->drop_sub : o->drop_n, .sub = o->drop_sub > 0,
         .embd_type = o->embd_type, .calib = ids, .n_calib = n, .calib_ctx = o->calib_ctx,
         .pool_windows = o->pool_windows, .generations = o->generations_set ? o->generations : -1,
         .offspring = o->offspring, .stages = o->stages, .seed = o->seed, .brute_force = o->brute_force,
@@ -84,6 +87,13 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
             cJSON *d = cJSON_CreateArray();
             for (int i = 0; i < r->n_dropped; i++) cJSON_AddItemToArray(d, cJSON_CreateNumber(r->dropped[i]));
             cJSON_AddItemToObject(j, "dropped", d);
+            if (so.sub) {
+                cJSON *da = cJSON_CreateArray(), *dm = cJSON_CreateArray();
+                for (int i = 0; i < r->n_dropped_attn; i++) cJSON_AddItemToArray(da, cJSON_CreateNumber(r->dropped_attn[i]));
+                for (int i = 0; i < r->n_dropped_mlp; i++) cJSON_AddItemToArray(dm, cJSON_CreateNumber(r->dropped_mlp[i]));
+                cJSON_AddItemToObject(j, "dropped_attn", da);
+                cJSON_AddItemToObject(j, "dropped_mlp", dm);
+            }
         }
         cJSON_AddNumberToObject(j, "file_bytes", (double)r->file_bytes);
         cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);

@@ -91,6 +91,16 @@ int main(void) {
         }
         CHECK(dense_ok, "density %.1f: the reference kernel = dense math on the stored weights (f32 rounding aside)",
               dens[di]);
+        if (sqz_isa_best() >= SQZ_ISA_AVX2) {
+            for (int r = 0; r < rows; r++) y_v[r] = NAN;
+            sqz_sp8_matvec_avx2(&m, cols, xq, y_v, 3, rows - 2);
+            int ok = isnan(y_v[2]) && isnan(y_v[rows - 2]);
+            for (int r = 3; r < rows - 2; r++) ok &= fabsf(y_v[r] - y_ref[r]) <= 1e-5f * (fabsf(y_ref[r]) + 1);
+            CHECK(ok, "density %.1f: the AVX2 kernel = the reference on rows [3, %d) and writes nothing else", dens[di],
+                  rows - 2);
+        } else {
+            SKIP("no AVX2 on this CPU");
+        }
         if (sqz_sp8_has_vbmi2()) {
             for (int r = 0; r < rows; r++) y_v[r] = NAN;
             sqz_sp8_matvec_vbmi2(&m, cols, xq, y_v, 3, rows - 2); /* a row range */

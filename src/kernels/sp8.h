@@ -2,8 +2,9 @@
  * activations are quantized to Q8_0 blocks once (32 elements, f16 scale, i8; followed by the
  * scales again as f32, so that a kernel loads 16 of them at once), and each block of
  * a row is an exact integer dot product of its kept weights with the activations they meet,
- * scaled by d_w * d_x. Tiers: the reference (sp8_ref.c) and AVX512-VBMI2 (sp8_vbmi2.c: expand
- * the packed bytes by the mask with vpexpandb, then VNNI's vpdpbusd), chosen at run time
+ * scaled by d_w * d_x. Tiers: the reference (sp8_ref.c), AVX2 (sp8_avx2.c: vpshufb by 8-lane
+ * patterns from a table, vpmaddubsw) and AVX512-VBMI2 (sp8_vbmi2.c: expand the packed bytes by
+ * the mask with vpexpandb, then VNNI's vpdpbusd), chosen at run time
  * (sqz_sp8_matvec_get). The tiers compute the same integer sums and differ only in the order
  * of the f32 additions. */
 #ifndef SQZ_KERNELS_SP8_H
@@ -42,6 +43,7 @@ typedef void (*sqz_sp8_matvec_fn)(const sqz_sp8_tensor *m, int64_t cols, const v
                                   int64_t r1);
 
 void sqz_sp8_matvec_ref(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
+void sqz_sp8_matvec_avx2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
 void sqz_sp8_matvec_vbmi2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
 
 /* sqz_sp8_unpack_row (formats/sp8.h) with vpexpandb, the same floats (prefill's panels). */
@@ -50,8 +52,8 @@ void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst);
 /* 1 if this CPU has AVX512-VBMI2 (and the AVX-512 tier's other features: sqz_isa_best). */
 int sqz_sp8_has_vbmi2(void);
 
-/* The best kernel at most tier isa: VBMI2 when isa is SQZ_ISA_AVX512 and the CPU has it, else
- * the reference. */
+/* The best kernel at most tier isa: VBMI2 when isa is SQZ_ISA_AVX512 and the CPU has it, AVX2
+ * when isa allows AVX2, else the reference. */
 sqz_sp8_matvec_fn sqz_sp8_matvec_get(sqz_isa isa);
 
 /* y[0..rows) = m . x: x quantized (xq: scratch of sqz_sp8_act_bytes(cols) bytes), rows split

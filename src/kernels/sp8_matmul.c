@@ -23,7 +23,8 @@ int sqz_sp8_has_vbmi2(void) {
 }
 
 sqz_sp8_matvec_fn sqz_sp8_matvec_get(sqz_isa isa) {
-    return isa >= SQZ_ISA_AVX512 && sqz_sp8_has_vbmi2() ? sqz_sp8_matvec_vbmi2 : sqz_sp8_matvec_ref;
+    if (isa >= SQZ_ISA_AVX512 && sqz_sp8_has_vbmi2()) return sqz_sp8_matvec_vbmi2;
+    return isa >= SQZ_ISA_AVX2 && sqz_isa_best() >= SQZ_ISA_AVX2 ? sqz_sp8_matvec_avx2 : sqz_sp8_matvec_ref;
 }
 
 size_t sqz_sp8_act_bytes(int64_t cols) {

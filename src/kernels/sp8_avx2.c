@@ -125,10 +125,13 @@ static inline float hsum(__m256 acc) {
     return _mm_cvtss_f32(s);
 }
 
-static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *qs, const float *dx, float *y,
+/* always inlined: the two callers pass NR as a constant, so the row loops unroll and the
+ * accumulators stay in registers */
+static inline __attribute__((always_inline)) void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *qs, const float *dx, float *y,
                             int64_t r, int NR) {
     const uint8_t *row[ROWS], *q[ROWS], *end[ROWS];
     __m256 acc[ROWS];
+    #pragma GCC unroll 4
     for (int i = 0; i < NR; i++) {
         row[i] = m->data + m->row_off[r + i];
         q[i] = row[i] + nb * SQZ_SP8_HEAD;
@@ -137,6 +140,7 @@ static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *q
     }
     for (int64_t b = 0; b < nb; b++) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * SQZ_SP8_BLOCK));
+        #pragma GCC unroll 4
         for (int i = 0; i < NR; i++) {
             uint32_t mk;
             uint16_t dh;
@@ -146,6 +150,7 @@ static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *q
             acc[i] = block_fma(expand(&q[i], end[i], mk), x, s, acc[i]);
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < NR; i++) y[r + i] = hsum(acc[i]);
 }
 

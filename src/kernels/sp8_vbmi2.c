@@ -17,9 +17,10 @@
  * no vpsignb).
  * Why the register form of vpexpandb, behind an empty asm: the compiler otherwise folds the
  * load into vpexpandb's memory form, which is microcoded on Zen 4 (~100x slower). The 64-byte
- * load may read past the block's bytes (into the rest of the row or the next row); within 64
- * bytes of the row's end a masked load of exactly the kept bytes is used instead, which never
- * reads past the row (the matrix's last row has no bytes after it). */
+ * load may read past the block's bytes (into the rest of the row); within 64 bytes of the row's
+ * end a masked load of exactly the kept bytes is used instead, which never
+ * reads past the row (the matrix's last row has no bytes after it); which pairs are within 64
+ * bytes is found once per row, so the block loop tests one flag per pair for four rows. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -31,11 +32,27 @@ enum { CHUNK = 16, ROWS = 4 };
 static inline float hsum512(__m512 acc) { return _mm512_reduce_add_ps(acc); }
 
 /* The bytes of blocks b, b+1 of a row (their u64 mask m, k = popcount bytes at q) expanded
- * (q + 128 in u8; unkept lanes 128). */
-static inline __m512i expand2(const uint8_t *q, const uint8_t *end, uint64_t m, unsigned k) {
-    __m512i raw = end - q >= 64 ? _mm512_loadu_si512(q) : _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, k), q);
+ * (q + 128 in u8; unkept lanes 128). safe: the 64 bytes at q lie inside the row (else a masked
+ * load of exactly the k bytes). */
+static inline __m512i expand2(const uint8_t *q, int safe, uint64_t m, unsigned k) {
+    __m512i raw = safe ? _mm512_loadu_si512(q) : _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, k), q);
     __asm__("" : "+v"(raw)); /* keep vpexpandb's register form (see above) */
     return _mm512_mask_expand_epi8(_mm512_set1_epi8((char)0x80), m, raw);
+}
+
+/* How many of the row's first pairs of blocks have at least 64 of the row's bytes from their
+ * first value on: those take a plain load. Walks back from the row's last pair (an odd last
+ * block's bytes are not counted: fewer plain loads, never a wrong one). */
+static inline int64_t safe_pairs(const uint8_t *row, int64_t nb) {
+    int64_t tail = 0, p = nb / 2;
+    while (p > 0 && tail < 64) {
+        uint64_t mk;
+        memcpy(&mk, row + 8 * (p - 1), 8);
+        tail += __builtin_popcountll(mk);
+        p--;
+    }
+    if (tail < 64) return 0;
+    return p + 1; /* pair p starts tail >= 64 bytes before the end (odd last block: more) */
 }
 
 /* The same for the one block b (a row whose block count is odd: its last block). */
@@ -89,21 +106,27 @@ void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst) {
 }
 
 /* rows r .. r+NR-1 (NR <= ROWS) of the product */
-static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *qs, const float *dx,
+/* always inlined: the two callers pass NR as a constant, so the row loops unroll and the
+ * accumulators stay in registers */
+static inline __attribute__((always_inline)) void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *qs, const float *dx,
                             const int32_t *corr, float *y, int64_t r, int NR) {
-    const uint8_t *row[ROWS], *q[ROWS], *end[ROWS];
+    const uint8_t *row[ROWS], *q[ROWS];
     __m512 acc[ROWS];
+    int64_t safe = nb / 2; /* pairs below it: every row's 64-byte load stays in its row */
+    #pragma GCC unroll 4
     for (int i = 0; i < NR; i++) {
         row[i] = m->data + m->row_off[r + i];
         q[i] = row[i] + nb * SQZ_SP8_HEAD;
-        end[i] = m->data + m->row_off[r + i + 1];
         acc[i] = _mm512_setzero_ps();
+        const int64_t si = safe_pairs(row[i], nb);
+        if (si < safe) safe = si;
     }
     /* lane l of pair p takes the scale of block 2p + l / 8 */
     const __m512i lane_block = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
         const int n = nb - b0 < CHUNK ? (int)(nb - b0) : CHUNK;
         __m512 s[ROWS];
+        #pragma GCC unroll 4
         for (int i = 0; i < NR; i++) s[i] = scales(row[i], nb, dx, b0, n);
         int k = 0;
         for (; k + 2 <= n; k += 2) {
@@ -111,11 +134,13 @@ static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *q
             const __m512i x = _mm512_loadu_si512(qs + b * SQZ_SP8_BLOCK);
             const __m512i c = _mm512_loadu_si512(corr + b * 8);
             const __m512i idx = _mm512_add_epi32(lane_block, _mm512_set1_epi32(k));
+            const int plain = b / 2 < safe;
+            #pragma GCC unroll 4
             for (int i = 0; i < NR; i++) {
                 uint64_t mk;
                 memcpy(&mk, row[i] + 4 * b, 8);
                 const unsigned kept = (unsigned)__builtin_popcountll(mk);
-                const __m512i sum = _mm512_dpbusd_epi32(c, expand2(q[i], end[i], mk, kept), x);
+                const __m512i sum = _mm512_dpbusd_epi32(c, expand2(q[i], plain, mk, kept), x);
                 q[i] += kept;
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_permutexvar_ps(idx, s[i]), acc[i]);
             }
@@ -124,6 +149,7 @@ static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *q
             const int64_t b = b0 + k;
             const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * SQZ_SP8_BLOCK));
             const __m256i c = _mm256_loadu_si256((const __m256i *)(corr + b * 8));
+            #pragma GCC unroll 4
             for (int i = 0; i < NR; i++) {
                 uint32_t mk;
                 memcpy(&mk, row[i] + 4 * b, 4);
@@ -135,6 +161,7 @@ static inline void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *q
             }
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < NR; i++) y[r + i] = hsum512(acc[i]);
 }
 

@@ -4,16 +4,18 @@
  * 2048x2048, k and v 256x2048, gate and up 5632x2048, down 2048x5632), weights streamed from
  * memory (--layers layers' matrices, all visited in turn: far more than the last-level cache).
  *
- *   build/bench/bench_sparse [--layers 4] [--threads 1] [--densities 0.5,0.3] [--min-ms 300]
+ *   build/bench/bench_sparse [--layers 4] [--threads 1] [--densities 0.5,0.3] [--min-ms 300] [--isa avx2]
  *
  * Weights: iid uniform in [-1, 1], pruned by magnitude at density d by the threshold 1 - d
  * (exactly magnitude pruning for that distribution; speed does not depend on which weights);
  * Q8_0 holds the same pruned matrix (zeros and all). One "token" = one matvec with every
  * matrix; tokens/s and GB/s (bytes of the weights read) are the best of 3 timings of at least
- * --min-ms each. Human lines on stderr, one JSON object on stdout; other_processes_cores: the
- * CPU other processes took meanwhile (above ~0.1 the figures are noise). */
+ * --min-ms each (--isa avx2 or ref: that tier of sp8 instead of the best). Human lines on
+ * stderr, one JSON object on stdout; other_processes_cores: the CPU other processes took
+ * meanwhile (above ~0.1 the figures are noise). */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +108,19 @@ static void release(mats *m) {
     free(m->cols);
 }
 
+/* The sp8 tier measured (--isa: the best the CPU runs, or avx2 / ref), and its product as
+ * sqz_sp8_matvec runs it: x quantized once, rows split over the threads. */
+static sqz_sp8_matvec_fn sp8_fn;
+static void sp8_matvec(const sqz_sp8_tensor *m, int64_t rows, int64_t cols, const float *x, void *xq, float *y,
+                       int threads) {
+    sqz_sp8_act_quantize(x, xq, cols);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        sp8_fn(m, cols, xq, y, rows * t / nt, rows * (t + 1) / nt);
+    }
+}
+
 /* Seconds per token (best of 3 runs of >= min_ms), sp8 (sparse = 1) or Q8_0. */
 static double time_tokens(const mats *m, int sparse, int threads, double min_ms, const float *x, float *y, void *xq) {
     double best = INFINITY;
@@ -115,7 +130,7 @@ static double time_tokens(const mats *m, int sparse, int threads, double min_ms,
         double el;
         do {
             for (int i = 0; i < m->n; i++)
-                if (sparse) sqz_sp8_matvec(&m->sp[i], m->rows[i], m->cols[i], x, xq, y, threads);
+                if (sparse) sp8_matvec(&m->sp[i], m->rows[i], m->cols[i], x, xq, y, threads);
                 else sqz_matvec(&m->q8[i], x, y, threads);
             tokens++;
             el = now() - t0;
@@ -127,6 +142,7 @@ static double time_tokens(const mats *m, int sparse, int threads, double min_ms,
 
 int main(int argc, char **argv) {
     int layers = 4, threads = 1;
+    sqz_isa isa = SQZ_ISA_AVX512;
     double min_ms = 300, dens[8] = { 0.5, 0.3 };
     int n_dens = 2;
     for (int i = 1; i < argc; i++) {
@@ -134,6 +150,10 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--layers") && v) layers = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--min-ms") && v) min_ms = atof(argv[++i]);
+        else if (!strcmp(a, "--isa") && v) {
+            v = argv[++i];
+            isa = !strcmp(v, "ref") ? SQZ_ISA_REF : !strcmp(v, "avx2") ? SQZ_ISA_AVX2 : SQZ_ISA_AVX512;
+        }
         else if (!strcmp(a, "--densities") && v) {
             n_dens = 0;
             for (char *s = argv[++i]; *s && n_dens < 8;) {
@@ -142,12 +162,14 @@ int main(int argc, char **argv) {
                 else break;
             }
         } else {
-            fprintf(stderr, "usage: bench_sparse [--layers N] [--threads N] [--densities 0.5,0.3] [--min-ms MS]\n");
+            fprintf(stderr, "usage: bench_sparse [--layers N] [--threads N] [--densities 0.5,0.3] [--min-ms MS] [--isa avx512|avx2|ref]\n");
             return 2;
         }
     }
     sqz_kernels_init();
-    fprintf(stderr, "sp8 kernel: %s\n", sqz_sp8_has_vbmi2() ? "avx512-vbmi2" : "reference");
+    sp8_fn = sqz_sp8_matvec_get(isa);
+    const char *tier = sp8_fn == sqz_sp8_matvec_vbmi2 ? "avx512-vbmi2" : sp8_fn == sqz_sp8_matvec_avx2 ? "avx2" : "reference";
+    fprintf(stderr, "sp8 kernel: %s\n", tier);
     float *x = malloc(5632 * sizeof *x), *y = malloc(5632 * sizeof *y);
     void *xq = malloc(sqz_sp8_act_bytes(5632));
     for (int k = 0; k < 5632; k++) x[k] = urand();
@@ -155,7 +177,7 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(out, "shape", "1.1B layer (2048, ffn 5632, kv 256)");
     cJSON_AddNumberToObject(out, "layers", layers);
     cJSON_AddNumberToObject(out, "threads", threads);
-    cJSON_AddStringToObject(out, "sp8_kernel", sqz_sp8_has_vbmi2() ? "avx512-vbmi2" : "reference");
+    cJSON_AddStringToObject(out, "sp8_kernel", tier);
     for (int di = 0; di < n_dens; di++) {
         mats m;
         memset(&m, 0, sizeof m);

@@ -128,7 +128,9 @@ static inline float hsum(__m256 acc) {
 /* always inlined: the two callers pass NR as a constant, so the row loops unroll and the
  * accumulators stay in registers */
 static inline __attribute__((always_inline)) void rows_dot(const sqz_sp8_tensor *m, int64_t nb, const int8_t *qs, const float *dx, float *y,
-                            int64_t r, int NR) {
+                            int64_t r, int NR, const uint8_t *pf, const uint8_t *pf_end) {
+    /* prefetch [pf, pf_end) (rows ahead) evenly over this call's blocks, as sp8_vbmi2.c does */
+    const int64_t pf_step = (pf_end - pf + 64 * (nb + 1) - 1) / (64 * (nb + 1)) * 64;
     const uint8_t *row[ROWS], *q[ROWS], *end[ROWS];
     __m256 acc[ROWS];
     #pragma GCC unroll 4
@@ -139,8 +141,9 @@ static inline __attribute__((always_inline)) void rows_dot(const sqz_sp8_tensor 
         acc[i] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
+        for (int64_t o = 0; o < pf_step && pf < pf_end; o += 64, pf += 64) _mm_prefetch((const char *)pf, _MM_HINT_T1);
         const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + b * SQZ_SP8_BLOCK));
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < NR; i++) {
             uint32_t mk;
             uint16_t dh;
@@ -160,6 +163,9 @@ void sqz_sp8_matvec_avx2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, 
     const int8_t *qs = sqz_sp8_act_qs(a, nb);
     const float *dx = sqz_sp8_act_d(a, nb);
     int64_t r = r0;
-    for (; r + ROWS <= r1; r += ROWS) rows_dot(m, nb, qs, dx, y, r, ROWS);
-    for (; r < r1; r++) rows_dot(m, nb, qs, dx, y, r, 1);
+    for (; r + ROWS <= r1; r += ROWS) {
+        const int64_t p0 = r + 2 * ROWS < r1 ? r + 2 * ROWS : r1, p1 = r + 3 * ROWS < r1 ? r + 3 * ROWS : r1;
+        rows_dot(m, nb, qs, dx, y, r, ROWS, m->data + m->row_off[p0], m->data + m->row_off[p1]);
+    }
+    for (; r < r1; r++) rows_dot(m, nb, qs, dx, y, r, 1, NULL, NULL);
 }

@@ -12,11 +12,12 @@
  *   - mask: unstructured, at the start of each batch of B columns the rows x B weights of
  *     least saliency (floor((1 - density) rows B) of them) are removed, from the current
  *     weights (every update so far); N:M, per row, the m - n of least saliency of each group
- *     of m, chosen when the group's first QK block starts (its group scales need the mask);
+ *     of m at the group's first column (SparseGPT's timing), with a provisional choice for the
+ *     block's groups when a QK block starts (its scales need one);
  *   - scales: when a QK block starts, every row's block scales are fitted by the type's
  *     quantizer exactly as GPTQ fits them (sqz_gptq_block_init, importance 1 / U_jj^2,
- *     quant/gptq.h), from the kept weights only: removed weights enter the fit as 0 with
- *     importance 0;
+ *     quant/gptq.h), from the current weights with the removed ones as 0 (same importance: in
+ *     a type with a min, where 0 need not be a level, the fit pays for the level they get);
  *   - kept weight: q = the nearest level of its block's grid (sqz_gptq_block_quant, as GPTQ);
  *     removed weight: q = the level nearest 0 (exactly 0 for Q4_0, Q8_0, Q3_K, Q6_K; for the
  *     types with a min, Q2_K, Q4_K, Q5_K, a level may miss 0 by up to half a step: q is that

@@ -676,7 +676,10 @@ typedef struct sqz_prune_opts {
      * scale and the packed i8 nonzeros per 32 weights), written to sqzf, the other weights q8_0
      * (a matrix whose rows are not a multiple of 32 stays dense). Else the written type of every
      * 2-D weight (sqz_convert_opts.type, pure), a dense GGUF; NULL: "f16". The pruned zeros stay
-     * exact zeros in every type. */
+     * exact zeros in every type. With sparsegpt and a type GPTQ quantizes to (q4_0, q8_0,
+     * q2_k..q6_k) pruning and quantization are one pass (SparseGPT's joint sparsification and
+     * quantization, docs/prune-gptq.md), the head quantized by GPTQ; in the types with a min
+     * (q2_k, q4_k, q5_k) a removed weight is the level nearest 0. */
     const char *type;
     const int32_t *calib;  /* calibration tokens (wanda, sparsegpt; with magnitude they only give
                             * the error report) */

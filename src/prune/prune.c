@@ -14,6 +14,11 @@
  * Without: each matrix is pruned alone (magnitude).
  * The pruned model (the original's views, the pruned matrices as f32 copies it owns, or with
  * type sp8 as sparse int8 matrices, formats/sp8.h) is written by sqz_convert (sp8: to sqzf).
+ * Joint pass (a pruner with prune_quant - SparseGPT - and a type GPTQ quantizes to, e.g. q4_k,
+ * q8_0): each matrix is pruned and quantized to its type in one pass (prune/sgptq.h; a matrix
+ * at density 1 by GPTQ alone), its bytes kept as they are by sqz_convert, and after the layers
+ * the output projection (token_embd when tied) is quantized by GPTQ as `sqz quantize --method
+ * gptq` does; a matrix whose rows do not fit the type gets its fallback type, pruned alone.
  * Peak memory: the pruned matrices (f32 or sp8), the calibration activations, one layer's
  * statistics. */
 #include <cblas.h>
@@ -27,10 +32,13 @@
 #include "eval/calib_pass.h"
 #include "formats/presets.h"
 #include "formats/sp8.h"
+#include "kernels/ops.h"
 #include "model/model.h"
 #include "model/session.h"
 #include "prune/levels.h"
 #include "prune/pruner.h"
+#include "prune/sgptq.h"
+#include "quant/gptq.h"
 
 enum { N_MATS = 7 };
 
@@ -38,14 +46,15 @@ static const struct {
     const char *name;
     size_t off;
     int site;
+    sqz_tensor_role role;
 } mats[N_MATS] = {
-    { "attn_q", offsetof(sqz_layer_weights, wq), SQZ_SITE_QKV },
-    { "attn_k", offsetof(sqz_layer_weights, wk), SQZ_SITE_QKV },
-    { "attn_v", offsetof(sqz_layer_weights, wv), SQZ_SITE_QKV },
-    { "attn_output", offsetof(sqz_layer_weights, wo), SQZ_SITE_O },
-    { "ffn_gate", offsetof(sqz_layer_weights, w_gate), SQZ_SITE_GATE_UP },
-    { "ffn_up", offsetof(sqz_layer_weights, w_up), SQZ_SITE_GATE_UP },
-    { "ffn_down", offsetof(sqz_layer_weights, w_down), SQZ_SITE_DOWN },
+    { "attn_q", offsetof(sqz_layer_weights, wq), SQZ_SITE_QKV, SQZ_ROLE_ATTN_Q },
+    { "attn_k", offsetof(sqz_layer_weights, wk), SQZ_SITE_QKV, SQZ_ROLE_ATTN_K },
+    { "attn_v", offsetof(sqz_layer_weights, wv), SQZ_SITE_QKV, SQZ_ROLE_ATTN_V },
+    { "attn_output", offsetof(sqz_layer_weights, wo), SQZ_SITE_O, SQZ_ROLE_ATTN_OUTPUT },
+    { "ffn_gate", offsetof(sqz_layer_weights, w_gate), SQZ_SITE_GATE_UP, SQZ_ROLE_FFN_GATE },
+    { "ffn_up", offsetof(sqz_layer_weights, w_up), SQZ_SITE_GATE_UP, SQZ_ROLE_FFN_UP },
+    { "ffn_down", offsetof(sqz_layer_weights, w_down), SQZ_SITE_DOWN, SQZ_ROLE_FFN_DOWN },
 };
 
 static sqz_tensor *mat(sqz_layer_weights *w, int k) { return (sqz_tensor *)((char *)w + mats[k].off); }
@@ -131,6 +140,9 @@ typedef struct prune_run {
     site_stats *site;          /* [SQZ_N_SITES], NULL without calibration */
     sqz_prune_result *r;
     int sp8;                   /* write the pruned matrices as sp8 */
+    int joint;                 /* prune and quantize in one pass (pruner->prune_quant) */
+    const sqz_preset *preset;  /* joint: the output's types */
+    sqz_preset_model pm;
     double err_sum;
     int n_err;
 } prune_run;
@@ -149,11 +161,21 @@ static sqz_status prune_layer(prune_run *p, int l) {
         const sqz_prune_level *lv = &p->lv[l * N_MATS + k];
         const int64_t rows = t->rows, cols = t->cols, n = rows * cols;
         p->r->block_params += (uint64_t)n;
-        if (lv->n <= 0 && lv->density >= 1) continue;
+        if (lv->n <= 0 && lv->density >= 1 && !p->joint) continue; /* joint: GPTQ alone */
         char name[64], label[32];
         snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].name);
         if (lv->n > 0) snprintf(label, sizeof label, "%d:%d", lv->n, lv->m);
         else snprintf(label, sizeof label, "%g", lv->density);
+        const sqz_type qt = p->joint ? sqz_preset_tensor_type(p->preset, &p->pm, mats[k].role, l, cols, NULL)
+                                     : SQZ_TYPE_F32;
+        /* joint: this matrix's type; one whose rows do not fit it gets llama.cpp's fallback type
+         * (stories260K's 172-wide ffn_down: f16), which the joint pass may not quantize to: it is
+         * then pruned alone and written in that type (plain rounding) */
+        const int joint = p->joint && sqz_sgptq_supports(qt);
+        if (p->joint && !joint && lv->n <= 0 && lv->density >= 1) continue;
+        if (p->joint)
+            snprintf(label + strlen(label), sizeof label - strlen(label), " %s%s", sqz_type_name(qt),
+                     joint ? "" : " (pruned, then rounded)");
         float *P = malloc((size_t)n * sizeof *P);
         float *W0 = p->site ? malloc((size_t)n * sizeof *W0) : NULL;
         if (!P || (p->site && !W0)) {
@@ -164,14 +186,26 @@ static sqz_status prune_layer(prune_run *p, int l) {
         for (int64_t r = 0; r < rows; r++) sqz_tensor_row_f32(t, r, P + r * cols);
         if (W0) memcpy(W0, P, (size_t)n * sizeof *W0);
         const double *H = p->site ? p->site[mats[k].site].H : NULL;
-        sqz_status st = p->pruner->prune(p->state, p->ctx, P, rows, cols, H, lv);
+        void *qdata = NULL;
+        uint8_t *removed = NULL;
+        sqz_status st = SQZ_OK;
+        if (joint) { /* P becomes the dequantized result of the joint pass, qdata its bytes */
+            qdata = sqz_model_own(p->qm, malloc((size_t)rows * sqz_type_row_size(qt, cols)));
+            removed = malloc((size_t)n);
+            st = !qdata || !removed ? sqz_fail(p->ctx, SQZ_ERR_NOMEM, "out of memory pruning %s", name)
+                                    : p->pruner->prune_quant(p->state, p->ctx, qt, P, rows, cols, H, lv, qdata, removed);
+        } else {
+            st = p->pruner->prune(p->state, p->ctx, P, rows, cols, H, lv);
+        }
         if (st) {
             free(P);
             free(W0);
+            free(removed);
             return st;
         }
-        uint64_t zeros = 0;
-        for (int64_t i = 0; i < n; i++) zeros += P[i] == 0.0f;
+        uint64_t zeros = 0; /* joint: the removed weights (with a min, a level near 0 holds them) */
+        for (int64_t i = 0; i < n; i++) zeros += removed ? removed[i] : P[i] == 0.0f;
+        free(removed);
         p->r->pruned += zeros;
         double e = -1;
         if (W0) {
@@ -181,6 +215,11 @@ static sqz_status prune_layer(prune_run *p, int l) {
         }
         free(W0);
         if (p->o->report) p->o->report(p->o->report_user, name, label, e);
+        if (qdata) {
+            free(P);
+            *t = (sqz_tensor){ .type = qt, .rows = rows, .cols = cols, .data = qdata };
+            continue;
+        }
         if (p->sp8 && cols % SQZ_SP8_BLOCK == 0) { /* the sparse int8 format (formats/sp8.h) */
             sqz_sp8_tensor *sp = sqz_model_own(p->qm, calloc(1, sizeof *sp));
             uint64_t *off = sqz_model_own(p->qm, malloc((size_t)(rows + 1) * sizeof *off));
@@ -203,6 +242,50 @@ static sqz_status prune_layer(prune_run *p, int l) {
         *t = (sqz_tensor){ .type = SQZ_TYPE_F32, .rows = rows, .cols = cols, .data = P };
     }
     return SQZ_OK;
+}
+
+/* Joint pass: the output projection (token_embd when tied) by GPTQ to its type, as `sqz
+ * quantize --method gptq` does, with the Hessian of the final norm of the pruned model's last
+ * outputs X [N][D]; site: the statistics, site[SQZ_SITE_QKV] (dimension D) as scratch. Never pruned. */
+static sqz_status quantize_head(prune_run *p, const float *X, size_t N, site_stats *site) {
+    site_stats *s = &site[SQZ_SITE_QKV];
+    sqz_model *qm = p->qm;
+    const sqz_config *c = &qm->cfg;
+    const int D = c->dim, tied = c->tied_embeddings;
+    sqz_tensor *h = tied ? &qm->tok_embd : &qm->output;
+    const sqz_type type = sqz_preset_tensor_type(p->preset, &p->pm, tied ? SQZ_ROLE_TOKEN_EMBD : SQZ_ROLE_OUTPUT, -1,
+                                                 h->cols, NULL);
+    if (!h->data || !sqz_gptq_supports(type) || h->type == type) return SQZ_OK; /* sqz_convert's */
+    enum { ROWS = 256 };
+    const int64_t rows = h->rows, cols = h->cols, n = rows * cols;
+    float *xn = malloc((size_t)ROWS * D * sizeof *xn), *W = malloc((size_t)n * sizeof *W);
+    float *Q = malloc((size_t)n * sizeof *Q);
+    void *out = sqz_model_own(qm, malloc((size_t)rows * sqz_type_row_size(type, cols)));
+    if (!xn || !W || !Q || !out) {
+        free(xn), free(W), free(Q);
+        return sqz_fail(p->ctx, SQZ_ERR_NOMEM, "out of memory quantizing the output projection");
+    }
+    memset(s->H, 0, (size_t)D * D * sizeof *s->H);
+    for (size_t i = 0; i < N; i += ROWS) {
+        const int T = N - i < ROWS ? (int)(N - i) : ROWS;
+        sqz_rmsnorm(xn, X + i * (size_t)D, qm->out_norm.data, T, D, c->norm_eps);
+        capture(site, 0, SQZ_SITE_QKV, xn, T, D);
+    }
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < i; j++) s->H[(size_t)i * D + j] = s->H[(size_t)j * D + i];
+    for (int64_t r = 0; r < rows; r++) sqz_tensor_row_f32(h, r, W + r * cols);
+    sqz_gptq_opts g = sqz_gptq_default_opts();
+    g.threads = sqz_ctx_threads(p->ctx);
+    sqz_status st = sqz_gptq_quantize(p->ctx, type, W, rows, cols, s->H, &g, out, Q);
+    if (!st) {
+        const double e = rel_err(W, Q, rows, cols, s->H);
+        p->err_sum += e;
+        p->n_err++;
+        if (p->o->report) p->o->report(p->o->report_user, tied ? "token_embd.weight" : "output.weight", sqz_type_name(type), e);
+        *h = (sqz_tensor){ .type = type, .rows = rows, .cols = cols, .data = out };
+    }
+    free(xn), free(W), free(Q);
+    return st;
 }
 
 /* The layer loop; p->qm holds the original's views. calib: use the calibration tokens. */
@@ -258,6 +341,11 @@ static sqz_status prune_layers(prune_run *p, const sqz_model *model, int calib) 
         t_prune += sqz_now() - tp;
         st = sqz_calib_layer_pass(s, &p->qm->layers[l], l, X, n_win, C, -1, NULL, NULL, NULL, NULL, NULL);
         sqz_progress(ctx, "prune", (uint64_t)l + 1, (uint64_t)L);
+    }
+    if (!st && p->joint) {
+        const double tp = sqz_now();
+        st = quantize_head(p, X, N, site);
+        t_prune += sqz_now() - tp;
     }
     p->r->prune_seconds = t_prune;
     p->r->calib_seconds = sqz_now() - t0 - t_prune;
@@ -321,7 +409,14 @@ sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
     if (!qm->layers) { st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory"); goto done; }
     memcpy(qm->layers, model->layers, (size_t)L * sizeof *qm->layers);
     const int sp8 = o->type && !strcasecmp(o->type, "sp8");
-    prune_run p = { .ctx = ctx, .o = o, .pruner = pruner, .state = state, .qm = qm, .lv = lv, .r = &r, .sp8 = sp8 };
+    /* a pruner that can (SparseGPT) prunes and quantizes in one pass when the output type is one
+     * GPTQ quantizes to; other types are written from the pruned weights by plain rounding */
+    const int joint = !sp8 && o->type && pruner->prune_quant && have_calib && sqz_sgptq_supports(preset.base);
+    prune_run p = { .ctx = ctx, .o = o, .pruner = pruner, .state = state, .qm = qm, .lv = lv, .r = &r, .sp8 = sp8,
+                    .joint = joint, .preset = joint ? &preset : NULL,
+                    .pm = { .n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                            .tied = c->tied_embeddings,
+                            .is_70b = c->n_layers == 80 && (c->arch == SQZ_ARCH_QWEN2 || c->n_heads != c->n_kv_heads) } };
     if ((st = prune_layers(&p, model, have_calib))) goto done;
     r.mean_rel_err = p.n_err ? p.err_sum / p.n_err : -1;
     /* sp8: the pruned matrices stay sp8 (sqzf); the rest (embeddings, head) is q8_0 */
@@ -331,6 +426,8 @@ sqz_status sqz_prune(sqz_ctx *ctx, const sqz_model *model, const char *out_path,
     if (o->nm_n > 0) snprintf(params, sizeof params, "%d:%d", o->nm_n, o->nm_m);
     else if (o->density > 0) snprintf(params, sizeof params, "density %g", o->density);
     else snprintf(params, sizeof params, "per-matrix levels");
+    if (joint) /* the card says the weights were quantized in the same pass */
+        snprintf(params + strlen(params), sizeof params - strlen(params), ", quantized jointly (GPTQ) to %s", o->type);
     const sqz_model_card card = { .method = method, .parameters = params, .calib_tokens = o->n_calib };
     const sqz_convert_opts co = { .type = sp8 ? "q8_0" : o->type ? o->type : "f16", .pure = 1, .card = &card };
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);

@@ -17,13 +17,16 @@
  *   errors of the block's columns, Err [rows x Bs], reach the columns after it in one product
  *   W[:, i2:] -= Err U[i1:i2, i2:].
  * The pruned weights are exactly 0; the kept ones carry the updates. Rows are independent
- * within a block (one thread each); the result does not depend on the thread count. */
+ * within a block (one thread each); the result does not depend on the thread count.
+ * With a quantized output type the driver runs the joint pass instead (prune_quant: sgptq.h),
+ * which quantizes each column's kept weights in this same loop. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "math/hessian.h"
 #include "prune/pruner.h"
+#include "prune/sgptq.h"
 
 typedef struct sgpt_state {
     double damp; /* percdamp: damp * mean(diag H) is added to diag H (paper: 0.01) */
@@ -136,6 +139,13 @@ done:
     return st;
 }
 
+/* The joint pass (sgptq.h) with this pruner's damp and block. */
+static sqz_status prune_quant(void *state, sqz_ctx *ctx, sqz_type type, float *W, int64_t rows, int64_t cols,
+                              const double *H, const sqz_prune_level *lv, void *out, uint8_t *pruned) {
+    const sgpt_state *s = state;
+    return sqz_sgptq(ctx, type, W, rows, cols, H, lv, s->damp, s->block, out, W, pruned);
+}
+
 const sqz_pruner sqz_pruner_sparsegpt = {
     .name = "sparsegpt",
     .help = "SparseGPT: OBS column blocks with weight updates from the damped Hessian; damp=D (0.01), block=B (128)",
@@ -143,4 +153,5 @@ const sqz_pruner sqz_pruner_sparsegpt = {
     .create = create,
     .params = params,
     .prune = prune,
+    .prune_quant = prune_quant,
 };

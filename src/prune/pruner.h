@@ -20,6 +20,7 @@
 
 #include "core/ctx.h"
 #include "core/params.h"
+#include "formats/types.h"
 
 typedef struct sqz_prune_level {
     double density; /* unstructured: the fraction of weights kept, in (0, 1]; 1 = not pruned */
@@ -38,6 +39,12 @@ typedef struct sqz_pruner {
      * above, NULL when calib = 0; not modified. */
     sqz_status (*prune)(void *state, sqz_ctx *ctx, float *W, int64_t rows, int64_t cols, const double *H,
                         const sqz_prune_level *lv);
+    /* Optional (NULL: prune, then the writer quantizes the result by plain rounding): prunes W
+     * to lv and quantizes it to type in one pass (SparseGPT's joint pass, prune/sgptq.h). out:
+     * rows * sqz_type_row_size(type, cols) bytes; W becomes the dequantized result; pruned
+     * (rows x cols): 1 for the removed weights. SQZ_ERR_UNSUPPORTED for a type it cannot do. */
+    sqz_status (*prune_quant)(void *state, sqz_ctx *ctx, sqz_type type, float *W, int64_t rows, int64_t cols,
+                              const double *H, const sqz_prune_level *lv, void *out, uint8_t *pruned);
 } sqz_pruner;
 
 /* The table, NULL-terminated. */

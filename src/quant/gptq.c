@@ -38,14 +38,14 @@
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 
-enum { CHUNK_ROWS = 64 };
+enum { CHUNK_ROWS = SQZ_GPTQ_CHUNK_ROWS };
 
 /* y[R x n] (+= with acc) x[R x K] . w(K x n), w(k, j) = w[k * ldw + j]; row-major, one
  * thread (GPTQ's chunks are the parallel work). wp: K * 32 floats for sqz's own AVX-512 GEMM
  * (gemm_avx512.c), 2-3x an OpenBLAS that fell back to old kernels on a CPU it does not know;
  * NULL: OpenBLAS. */
-static void gemm_rows(int64_t R, int64_t n, int64_t K, const float *x, int64_t ldx, const float *w,
-                      int64_t ldw, float *y, int64_t ldy, int acc, float *wp) {
+void sqz_gptq_gemm_rows(int64_t R, int64_t n, int64_t K, const float *x, int64_t ldx, const float *w,
+                        int64_t ldw, float *y, int64_t ldy, int acc, float *wp) {
     if (wp)
         sqz_sgemm_avx512_ex((int)R, (int)n, K, x, (size_t)ldx, 0, w, (size_t)ldw, 1, y, (size_t)ldy, acc, wp);
     else
@@ -53,8 +53,8 @@ static void gemm_rows(int64_t R, int64_t n, int64_t K, const float *x, int64_t l
                     (int)ldw, acc ? 1.0f : 0.0f, y, (int)ldy);
 }
 
-/* gemm_rows' scratch for products of depth K: NULL without AVX-512 (or memory) */
-static float *gemm_scratch(int64_t K) {
+/* sqz_gptq_gemm_rows' scratch for products of depth K: NULL without AVX-512 (or memory) */
+float *sqz_gptq_gemm_scratch(int64_t K) {
     if (sqz_isa_best() != SQZ_ISA_AVX512 || sqz_blas_is_best()) return NULL;
     return aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
 }
@@ -285,6 +285,17 @@ float sqz_gptq_block_set(sqz_type type, void *blk, int j, float x) {
     return grid_value(&g, s);
 }
 
+float sqz_gptq_block_quant(sqz_type type, void *blk, int j, float w, float x0) {
+    return w == x0 ? sqz_gptq_block_get(type, blk, j) : sqz_gptq_block_set(type, blk, j, w);
+}
+
+void sqz_gptq_cond_imp(const double *Hp, int64_t cols, const int64_t *perm, float *imp) {
+    for (int64_t i = 0; i < cols; i++) {
+        const double uii = Hp[i * cols + i];
+        imp[perm ? perm[i] : i] = (float)(1.0 / (uii * uii));
+    }
+}
+
 /* ------------------------------------------------------------------ the algorithm */
 
 typedef struct {
@@ -442,7 +453,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
     float *q = malloc(n * sizeof *q), *d = malloc(n * sizeof *d), *g = malloc(n * sizeof *g);
     float *half = malloc(n * sizeof *half); /* each element's skip_radius */
     float dv[32];                           /* sub_moves' scratch (a sub-block) */
-    float *wp = gemm_scratch(cols);
+    float *wp = sqz_gptq_gemm_scratch(cols);
     if (!q || !d || !g || !half) {
         free(q), free(d), free(g), free(half), free(wp);
         return -1;
@@ -461,7 +472,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
         for (int64_t r = 0; r < R; r++)
             for (int64_t c = 0; c < cols; c++)
                 d[r * cols + c] = q[r * cols + c] - (p->dead && p->dead[c] ? 0.0f : W[r * cols + c]);
-        gemm_rows(R, cols, cols, d, cols, p->Hf, cols, g, cols, 0, wp);
+        sqz_gptq_gemm_rows(R, cols, cols, d, cols, p->Hf, cols, g, cols, 0, wp);
         int moved = 0;
         for (int64_t r = 0; r < R; r++) {
             uint8_t *row = out + r * p->row_size;
@@ -508,7 +519,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
     float *x0 = malloc((size_t)(R * cols) * sizeof *x0); /* values the scales were chosen from,
                                                             original order */
     float *err = malloc((size_t)(R * B) * sizeof *err);  /* E [R x B] of the current batch */
-    float *wp = gemm_scratch(B);                         /* the lazy update's GEMM scratch */
+    float *wp = sqz_gptq_gemm_scratch(B);                /* the lazy update's GEMM scratch */
     /* refit: the block's columns at its start, the values they were rounded from, and each
      * row's best pass (block bytes, errors, loss) */
     const size_t rq = (size_t)R * (size_t)qk;
@@ -572,8 +583,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
                          * result is then the type's quantizer byte for byte (Q4_0 / Q8_0 round
                          * with the unrounded f32 scale, so their levels can differ from
                          * nearest-on-the-stored-grid) */
-                        const float q = w == x0[r * cols + c] ? sqz_gptq_block_get(p->type, blk, jj)
-                                                              : sqz_gptq_block_set(p->type, blk, jj, w);
+                        const float q = sqz_gptq_block_quant(p->type, blk, jj, w, x0[r * cols + c]);
                         if (!u) continue;
                         const float e = (w - q) / uii;
                         err[r * B + (i - i1)] = e;
@@ -609,7 +619,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
         {
             /* W[:, i2:] -= E U[i1:i2, i2:]: E negated in place (the next batch rewrites it) */
             for (int64_t k = 0; k < R * B; k++) err[k] = -err[k];
-            gemm_rows(R, cols - i2, i2 - i1, err, B, p->U + i1 * cols + i2, cols, wc + i2, cols, 1, wp);
+            sqz_gptq_gemm_rows(R, cols - i2, i2 - i1, err, B, p->U + i1 * cols + i2, cols, wc + i2, cols, 1, wp);
         }
     }
     int rc = p->cd_sweeps > 0 && p->Hf ? coordinate_descent(p, W, R, out) : 0;
@@ -625,7 +635,7 @@ static int gptq_rows(const gptq_plan *p, const float *W, int64_t R, uint8_t *out
 /* The lazy batch: B >= qk rounded down to a multiple of qk; B < qk: qk without act-order (a
  * batch holds whole blocks), else a power of two (a divisor of qk), so that every block
  * starts a batch. */
-static int batch_size(int B, int qk, int act_order) {
+int sqz_gptq_batch_size(int B, int qk, int act_order) {
     if (B <= 0) B = 128;
     if (B >= qk) return B / qk * qk;
     if (!act_order) return qk;
@@ -659,7 +669,7 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
 
     gptq_plan p = { .type = type, .cols = cols, .qk = tr->block_size,
                     .type_size = tr->type_size, .row_size = sqz_type_row_size(type, cols),
-                    .B = batch_size(o.block, tr->block_size, H && o.act_order),
+                    .B = sqz_gptq_batch_size(o.block, tr->block_size, H && o.act_order),
                     .act_order = H && o.act_order, .refit = o.refit > 0 ? o.refit : 0,
                     .cd_sweeps = H && o.cd_sweeps > 0 ? o.cd_sweeps : 0 };
     double *Hd = NULL, *Hp = NULL;
@@ -703,11 +713,7 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
         }
         for (int64_t i = 0; i < cols; i++) imp[i] = (float)Hd[i * cols + i]; /* the damped diagonal */
         /* the cost of an error in column i, given the columns before it absorb what they can */
-        if (o.cond_imp)
-            for (int64_t i = 0; i < cols; i++) {
-                const double uii = Hp[i * cols + i];
-                imp[perm[i]] = (float)(1.0 / (uii * uii));
-            }
+        if (o.cond_imp) sqz_gptq_cond_imp(Hp, cols, perm, imp);
         if (p.cd_sweeps) { /* the damped H in f32 for the coordinate descent */
             if (!(Hf = malloc(nn * sizeof *Hf))) {
                 st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory for a %lld^2 Hessian", (long long)cols);

@@ -123,4 +123,29 @@ int sqz_gptq_sub_size(sqz_type t);
 void sqz_gptq_sub_get(sqz_type t, const void *blk, int k, int *sc, int *m, int *lo, int *hi, int *mhi);
 void sqz_gptq_sub_set(sqz_type t, void *blk, int k, int sc, int m);
 
+/* ---- the pieces of sqz_gptq_quantize that SparseGPT's joint pruning + quantization
+ * (prune/sgptq.h) runs too, so that at density 1 it gives GPTQ's bytes exactly. */
+
+/* Rows per unit of parallel work (sqz_gptq_quantize's chunks; the lazy update's GEMM is one
+ * product per chunk). */
+enum { SQZ_GPTQ_CHUNK_ROWS = 64 };
+
+/* Element j of blk quantized from w, its block's scales chosen from x0 (the value element j had
+ * then): w == x0 keeps the level the type's quantizer gave it, else sqz_gptq_block_set. Returns
+ * the dequantized value. */
+float sqz_gptq_block_quant(sqz_type type, void *blk, int j, float w, float x0);
+
+/* imp[perm[i]] = 1 / Hp_ii^2 (perm NULL: identity): the cost GPTQ charges an error in column i
+ * given the columns before it (cond_imp), from Hp = sqz_hessian_prepare's double factor. */
+void sqz_gptq_cond_imp(const double *Hp, int64_t cols, const int64_t *perm, float *imp);
+
+/* The lazy batch for block B and a type of QK elements per block (see sqz_gptq_quantize). */
+int sqz_gptq_batch_size(int B, int qk, int act_order);
+
+/* y[R x n] (+= with acc) x[R x K] . w(K x n), w(k, j) = w[k * ldw + j], row-major, one thread;
+ * wp = sqz_gptq_gemm_scratch(K) (may be NULL; free() it). */
+void sqz_gptq_gemm_rows(int64_t R, int64_t n, int64_t K, const float *x, int64_t ldx, const float *w,
+                        int64_t ldw, float *y, int64_t ldy, int acc, float *wp);
+float *sqz_gptq_gemm_scratch(int64_t K);
+
 #endif

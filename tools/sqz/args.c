@@ -52,7 +52,8 @@ static const cli_command commands[] = {
     { "prune", cmd_prune,
       "  prune MODEL -o OUT.gguf --method magnitude|wanda|sparsegpt --density D|--nm N:M [--calib FILE]\n"
       "                                      remove weights (--type sp8: sparse int8 in sqzf;\n"
-      "                                      else a dense GGUF holding the zeros, default f16)\n" },
+      "                                      else a dense GGUF holding the zeros, default f16;\n"
+      "                                      sparsegpt --type q4_0..q6_k: one joint pass)\n" },
     { "lowrank", cmd_lowrank,
       "  lowrank MODEL -o OUT.sqzf --params P|--rank-frac F|--energy E [--method svd|lord|asvd]\n"
       "                                      factor block matrices as B A (sqzf; asvd: --calib)\n" },

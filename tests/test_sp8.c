@@ -33,10 +33,11 @@ int main(void) {
     /* 256 columns: 8 blocks, whole pairs; 1184: 37 blocks, two chunks of 16 and an odd last
      * block (the VBMI2 tier's three paths) */
     enum { MAXC = 1184 };
-    const int rows = 67;
     const double dens[] = { 0.5, 0.3, 0.9, 0, 0.5 };
     for (int di = 0; di < 5; di++) {
         const int cols = di < 4 ? 256 : MAXC;
+        /* 64 rows: prefill's packed path (groups of 16); 67: the panels and the row tails */
+        const int rows = di < 4 ? 64 : 67;
         float *W = malloc((size_t)rows * cols * sizeof *W), *U = malloc((size_t)rows * cols * sizeof *U);
         make(W, rows, cols, dens[di]);
         uint64_t *off = malloc((size_t)(rows + 1) * sizeof *off);
@@ -121,25 +122,59 @@ int main(void) {
             free(V);
             CHECK(same, "density %.1f: the VBMI2 unpack = the reference's floats", dens[di]);
         }
-        { /* whole-matrix products through matmul.c (the type's ops): 1 token (quantized), 40
-           * (unpacked panels) against the yardstick (f32 dense dot of the stored weights) */
+        { /* a row as Q8_0 (prefill's blocks): the same d and q, 0 where pruned; both tiers */
+            const size_t rs = sqz_type_row_size(SQZ_TYPE_Q8_0, cols);
+            unsigned char *q8 = malloc(rs), *q8v = malloc(rs);
+            float *D = malloc((size_t)cols * sizeof *D);
+            int same = 1, vsame = 1;
+            for (int r = 0; r < rows; r++) {
+                sqz_sp8_unpack_row_q8_0(data + off[r], cols, q8);
+                sqz_type_get(SQZ_TYPE_Q8_0)->to_float(q8, D, cols);
+                same &= !memcmp(D, U + (size_t)r * cols, (size_t)cols * sizeof *D);
+                if (sqz_sp8_has_vbmi2()) {
+                    sqz_sp8_unpack_row_q8_0_vbmi2(data + off[r], cols, q8v);
+                    vsame &= !memcmp(q8, q8v, rs);
+                }
+            }
+            CHECK(same, "density %.1f: a row as Q8_0 dequantizes to the row's floats exactly", dens[di]);
+            CHECK(vsame, "density %.1f: the VBMI2 Q8_0 unpack = the reference's bytes", dens[di]);
+            free(q8), free(q8v), free(D);
+        }
+        { /* whole-matrix products through matmul.c (the type's ops): 40 tokens (prefill: Q8_0
+           * blocks of rows) = the reference kernel token by token (the same integer sums), and
+           * with 1 token within Q8_0's activation rounding of the f32 yardstick */
             enum { T = 40 };
             const sqz_tensor t = { .type = SQZ_TYPE_SP8, .rows = rows, .cols = cols, .data = &m };
             float *X = malloc((size_t)T * cols * sizeof *X), *Y = malloc((size_t)T * rows * sizeof *Y);
-            float *YR = malloc((size_t)T * rows * sizeof *YR);
+            float *YR = malloc((size_t)T * rows * sizeof *YR), *YK = malloc((size_t)T * rows * sizeof *YK);
+            unsigned char *xa = malloc(sqz_sp8_act_bytes(cols));
             for (int i = 0; i < T * cols; i++) X[i] = (float)(urand() * 2 - 1);
             sqz_matmul(&t, X, T, Y, 2);
             sqz_matmul_ref(&t, X, T, YR);
+            for (int k = 0; k < T; k++) {
+                sqz_sp8_act_quantize(X + (size_t)k * cols, xa, cols);
+                sqz_sp8_matvec_ref(&m, cols, xa, YK + (size_t)k * rows, 0, rows);
+            }
+            /* AVX-512 and rows in 16s: Q8_0 activations through the packed kernels, the same
+             * integer sums as the reference kernel; else f32 panels, the yardstick's math */
+            const int packed = sqz_isa_best() == SQZ_ISA_AVX512 && rows % 16 == 0;
+            const float *want = packed ? YK : YR;
             int ok = 1;
-            for (int i = 0; i < T * rows; i++) ok &= fabsf(Y[i] - YR[i]) <= 1e-4f * (fabsf(YR[i]) + 1);
-            CHECK(ok, "density %.1f: sqz_matmul of %d tokens (panels) = the f32 yardstick", dens[di], T);
-            sqz_matmul(&t, X, 1, Y, 2);
             double worst = 0;
+            for (int i = 0; i < T * rows; i++) {
+                ok &= fabsf(Y[i] - want[i]) <= (packed ? 1e-5f : 1e-4f) * (fabsf(want[i]) + 1);
+                worst = fmax(worst, fabs(Y[i] - YR[i]) / (fabs(YR[i]) + 1));
+            }
+            CHECK(ok, "density %.1f: sqz_matmul of %d tokens (%s) = %s", dens[di], T,
+                  packed ? "packed Q8_0" : "f32 panels", packed ? "the reference kernel token by token" : "the yardstick");
+            CHECK(worst < 0.2, "density %.1f: and within %.3f of the f32 yardstick", dens[di], worst);
+            sqz_matmul(&t, X, 1, Y, 2);
+            worst = 0;
             for (int r = 0; r < rows; r++) worst = fmax(worst, fabs(Y[r] - YR[r]) / (fabs(YR[r]) + 1));
             CHECK(worst < 0.05, "density %.1f: one token (Q8_0 activations) within %.3f of it", dens[di], worst);
             CHECK(sqz_matvec_rows_in_place(&t) && sqz_act_bytes(SQZ_TYPE_SP8, cols) == sqz_sp8_act_bytes(cols),
                   "the type's ops: rows in place, sp8's activations");
-            free(X), free(Y), free(YR);
+            free(X), free(Y), free(YR), free(YK), free(xa);
         }
         void *scratch = malloc(sizeof xbuf);
         sqz_sp8_matvec(&m, rows, cols, x, scratch, y_mt, 3);

@@ -60,6 +60,18 @@ size_t sqz_sp8_unpack_row(const uint8_t *src, int64_t n, float *dst) {
     return (size_t)(p - src);
 }
 
+void sqz_sp8_unpack_row_q8_0(const uint8_t *src, int64_t n, void *dst) {
+    const int64_t nb = n / SQZ_SP8_BLOCK;
+    const uint8_t *p = src + values_at(n);
+    uint8_t *o = dst;
+    for (int64_t b = 0; b < nb; b++, o += 2 + SQZ_SP8_BLOCK) {
+        uint32_t mask;
+        memcpy(&mask, src + 4 * b, 4);
+        memcpy(o, src + 4 * nb + 2 * b, 2);
+        for (int j = 0; j < SQZ_SP8_BLOCK; j++) o[2 + j] = mask >> j & 1 ? (uint8_t)(*p++ ^ 0x80) : 0;
+    }
+}
+
 void sqz_sp8_pack(const float *W, int64_t rows, int64_t cols, uint64_t *row_off, uint8_t *data) {
     row_off[0] = 0;
     for (int64_t r = 0; r < rows; r++) {

@@ -45,6 +45,10 @@ size_t sqz_sp8_pack_row(const float *w, int64_t n, uint8_t *dst);
  * the row takes. */
 size_t sqz_sp8_unpack_row(const uint8_t *src, int64_t n, float *dst);
 
+/* dst = the sp8 row at src as a Q8_0 row (n / 32 blocks of f16 d + 32 i8, ggml's block_q8_0):
+ * the same d, q where the mask is set, 0 elsewhere - the same weights exactly. */
+void sqz_sp8_unpack_row_q8_0(const uint8_t *src, int64_t n, void *dst);
+
 /* Packs W [rows x cols] (row-major f32, zeros = pruned): row_off [rows + 1] and data
  * (row_off[rows] bytes; pass data = NULL to get only the offsets, i.e. the size). */
 void sqz_sp8_pack(const float *W, int64_t rows, int64_t cols, uint64_t *row_off, uint8_t *data);

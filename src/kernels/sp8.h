@@ -46,8 +46,10 @@ void sqz_sp8_matvec_ref(const sqz_sp8_tensor *m, int64_t cols, const void *xq, f
 void sqz_sp8_matvec_avx2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
 void sqz_sp8_matvec_vbmi2(const sqz_sp8_tensor *m, int64_t cols, const void *xq, float *y, int64_t r0, int64_t r1);
 
-/* sqz_sp8_unpack_row (formats/sp8.h) with vpexpandb, the same floats (prefill's panels). */
+/* sqz_sp8_unpack_row (formats/sp8.h) with vpexpandb, the same floats; and
+ * sqz_sp8_unpack_row_q8_0's, the same bytes (prefill's Q8_0 blocks of rows). */
 void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst);
+void sqz_sp8_unpack_row_q8_0_vbmi2(const uint8_t *src, int64_t n, void *dst);
 
 /* 1 if this CPU has AVX512-VBMI2 (and the AVX-512 tier's other features: sqz_isa_best). */
 int sqz_sp8_has_vbmi2(void);

@@ -111,6 +111,19 @@ void sqz_sp8_unpack_row_vbmi2(const uint8_t *src, int64_t n, float *dst) {
     }
 }
 
+void sqz_sp8_unpack_row_q8_0_vbmi2(const uint8_t *src, int64_t n, void *dst) {
+    const int64_t nb = n / SQZ_SP8_BLOCK;
+    const uint8_t *q = src + nb * SQZ_SP8_HEAD;
+    uint8_t *o = dst;
+    for (int64_t b = 0; b < nb; b++, o += 2 + SQZ_SP8_BLOCK) {
+        uint32_t mask;
+        memcpy(&mask, src + 4 * b, 4);
+        memcpy(o, src + 4 * nb + 2 * b, 2);
+        _mm256_storeu_si256((__m256i *)(o + 2), _mm256_xor_si256(expand1(q, mask), _mm256_set1_epi8((char)0x80)));
+        q += __builtin_popcount(mask);
+    }
+}
+
 /* rows r .. r+NR-1 (NR <= ROWS) of the product */
 /* always inlined: the two callers pass NR as a constant, so the row loops unroll and the
  * accumulators stay in registers */

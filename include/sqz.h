@@ -797,7 +797,7 @@ typedef struct sqz_drop_opts {
     int n_drop;           /* drop the n_drop blocks of least influence (0 < n_drop < n_layers) */
     const int *blocks;    /* or exactly these blocks (0-based; n_blocks of them; n_drop 0) */
     int n_blocks;
-    const char *type;     /* the written type or mix (sqz_convert_opts.type); NULL: "f16" */
+    const char *type;     /* the written type or mix (sqz_convert_opts.type); NULL: quantized tensors keep their types, the rest f16 */
     const int32_t *calib; /* calibration tokens: needed to rank (n_drop), optional with blocks */
     size_t n_calib;
     int calib_ctx;        /* tokens per calibration window (<= 0: 512) */

@@ -277,7 +277,14 @@ sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, 
     const sqz_model_card card = { .method = o->sub ? (ranked ? "drop:subblock_influence" : "drop:subblocks")
                                           : o->n_drop ? "drop:block_influence" : "drop:blocks",
                                   .parameters = params, .calib_tokens = o->n_calib };
-    const sqz_convert_opts co = { .type = o->type ? o->type : "f16", .card = &card };
+    /* No type given: a quantized model stays as it is (every quantized tensor keeps its type,
+     * the token embedding too), the rest f16 - dropping blocks of a Q8_0 file must not write
+     * a bigger f16 one. */
+    const int keep = o->type == NULL;
+    const sqz_type et = model->tok_embd.type;
+    const int embd_q = keep && et != SQZ_TYPE_F32 && et != SQZ_TYPE_F16 && et != SQZ_TYPE_BF16;
+    const sqz_convert_opts co = { .type = o->type ? o->type : "f16", .keep_types = keep,
+                                  .embd_type = embd_q ? sqz_type_name(et) : NULL, .card = &card };
     st = sqz_convert(ctx, qm, out_path, &co, &r.convert);
 done:
     if (qm) {

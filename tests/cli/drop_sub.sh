@@ -151,4 +151,9 @@ else
     echo "not ok - search --sub --blocks: $(cat "$tmp/stderr")"
     fails=$((fails + 1))
 fi
+# no --type: a quantized model keeps its types (a Q8_0 file does not come back as a bigger f16)
+check "drop from a q8_0 GGUF keeps q8_0" sh -c "'$SQZ' convert '$MODEL' -o '$tmp/q8.gguf' --type q8_0 --no-progress &&
+    '$SQZ' drop '$tmp/q8.gguf' -o '$tmp/q8d.gguf' --block-list 1 --no-progress &&
+    '$SQZ' info '$tmp/q8d.gguf' | grep -q 'q8_0 weights' &&
+    [ \$(stat -c %s '$tmp/q8d.gguf') -lt \$(stat -c %s '$tmp/q8.gguf') ]"
 [ "$fails" -eq 0 ]

@@ -91,7 +91,7 @@ int cmd_drop(sqz_ctx *ctx, const opts *o) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", o->model);
         cJSON_AddStringToObject(j, "out", o->out);
-        cJSON_AddStringToObject(j, "type", o->type ? o->type : "f16");
+        cJSON_AddStringToObject(j, "type", o->type ? o->type : "types kept");
         cJSON_AddNumberToObject(j, "blocks_in", r->n_layers_in);
         cJSON_AddNumberToObject(j, "blocks_out", r->n_layers_out);
         cJSON *dr = cJSON_CreateArray(), *bi = cJSON_CreateArray();
@@ -146,12 +146,12 @@ int cmd_drop(sqz_ctx *ctx, const opts *o) {
         if (sub)
             fprintf(stderr, "sqz: wrote %s: %.2f MB (%s, %s), %d attention and %d MLP sub-blocks dropped, %d of %d blocks left; "
                             "%zu calibration tokens, %.1f s; peak RSS %.0f MiB\n",
-                    o->out, (double)r->convert.file_bytes / 1e6, o->type ? o->type : "f16", r->sqzf ? "sqzf" : "gguf",
+                    o->out, (double)r->convert.file_bytes / 1e6, o->type ? o->type : "types kept", r->sqzf ? "sqzf" : "gguf",
                     r->n_attn_dropped, r->n_mlp_dropped, r->n_layers_out, r->n_layers_in, r->calib_tokens,
                     r->calib_seconds, cli_peak_rss_mib());
         else
             fprintf(stderr, "sqz: wrote %s: %.2f MB (%s), %d of %d blocks; %zu calibration tokens, %.1f s; peak RSS %.0f MiB\n",
-                    o->out, (double)r->convert.file_bytes / 1e6, o->type ? o->type : "f16", r->n_layers_out,
+                    o->out, (double)r->convert.file_bytes / 1e6, o->type ? o->type : "types kept", r->n_layers_out,
                     r->n_layers_in, r->calib_tokens, r->calib_seconds, cli_peak_rss_mib());
     }
     free(r);

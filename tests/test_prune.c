@@ -9,47 +9,14 @@
 #include "sqz.h"
 #include "test.h"
 
-static uint64_t rng = 88172645463325252ull;
-static double urand(void) { /* xorshift64, [0, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void) { return sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
+#define PRUNE_REF_SEED 88172645463325252ull
+#include "prune_ref.h"
 
 static const sqz_pruner *get(const char *name, void **state) {
     const sqz_pruner *p = NULL;
     *state = NULL;
     sqz_pruner_open(NULL, name, &p, state);
     return p;
-}
-
-/* Calibration-like inputs: X [T x n] with correlated columns of very different scales, H = X^T X. */
-static void make_h(double *H, int n, int T, double spread) {
-    double *X = malloc((size_t)T * n * sizeof *X), *sc = malloc((size_t)n * sizeof *sc);
-    for (int j = 0; j < n; j++) sc[j] = exp(spread * nrand());
-    for (int t = 0; t < T; t++) {
-        const double common = nrand();
-        for (int j = 0; j < n; j++) X[t * n + j] = sc[j] * (nrand() + 0.5 * common);
-    }
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            double s = 0;
-            for (int t = 0; t < T; t++) s += X[t * n + i] * X[t * n + j];
-            H[i * n + j] = s;
-        }
-    free(X);
-    free(sc);
-}
-
-/* Reference removal of the n_zero smallest of score[0..n) by rank counting. */
-static void ref_smallest(const float *score, int n, int n_zero, uint8_t *pruned) {
-    for (int i = 0; i < n; i++) {
-        int rank = 0;
-        for (int j = 0; j < n; j++) rank += score[j] < score[i] || (score[j] == score[i] && j < i);
-        pruned[i] = rank < n_zero;
-    }
 }
 
 /* The reference for magnitude (group = matrix, or N:M groups) and Wanda (group = row). */
@@ -73,16 +40,6 @@ static int count_zero(const float *W, int n) {
     int z = 0;
     for (int i = 0; i < n; i++) z += W[i] == 0.0f;
     return z;
-}
-
-/* ||(W - P) X||^2 = sum over rows of e^T H e. */
-static double out_err(const float *W, const float *P, int rows, int cols, const double *H) {
-    double s = 0;
-    for (int r = 0; r < rows; r++)
-        for (int i = 0; i < cols; i++)
-            for (int j = 0; j < cols; j++)
-                s += ((double)W[r * cols + i] - P[r * cols + i]) * H[i * cols + j] * ((double)W[r * cols + j] - P[r * cols + j]);
-    return s;
 }
 
 static void test_helpers(void) {

@@ -12,41 +12,8 @@
 #include "sqz.h"
 #include "test.h"
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static double urand(void) { /* xorshift64, [0, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void) { return sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
-
-/* H = X^T X of calibration-like inputs X [T x n]: correlated columns of different scales. */
-static void make_h(double *H, int n, int T, double spread) {
-    double *X = malloc((size_t)T * n * sizeof *X), *sc = malloc((size_t)n * sizeof *sc);
-    for (int j = 0; j < n; j++) sc[j] = exp(spread * nrand());
-    for (int t = 0; t < T; t++) {
-        const double common = nrand();
-        for (int j = 0; j < n; j++) X[t * n + j] = sc[j] * (nrand() + 0.5 * common);
-    }
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            double s = 0;
-            for (int t = 0; t < T; t++) s += X[t * n + i] * X[t * n + j];
-            H[i * n + j] = s;
-        }
-    free(X);
-    free(sc);
-}
-
-/* The n_zero smallest of score[0..n) by rank counting (ties: lower index first). */
-static void ref_smallest(const float *score, int n, int n_zero, uint8_t *pruned) {
-    for (int i = 0; i < n; i++) {
-        int rank = 0;
-        for (int j = 0; j < n; j++) rank += score[j] < score[i] || (score[j] == score[i] && j < i);
-        pruned[i] = rank < n_zero;
-    }
-}
+#define PRUNE_REF_SEED 0x9E3779B97F4A7C15ull
+#include "prune_ref.h"
 
 /* The naive joint pass (see the file comment): Q [rows x cols] the dequantized result, mask 1
  * for the removed weights. B: the mask block (unstructured), as sqz_sgptq rounds it. */
@@ -157,18 +124,6 @@ static void ref_sgptq(sqz_type type, const float *Wf, int rows, int cols, const 
             for (int b = i + 1; b < n; b++) Hi[a * n + b] -= Hi[a * n + i] * Hi[i * n + b] / Hi[i * n + i];
     }
     free(H), free(A), free(Hi), free(dseq), free(W), free(Wb), free(blk);
-}
-
-/* ||(W - P) X||^2 = sum over rows of e^T H e. */
-static double out_err(const float *W, const float *P, int rows, int cols, const double *H) {
-    double s = 0;
-    for (int r = 0; r < rows; r++)
-        for (int i = 0; i < cols; i++) {
-            const double ei = (double)W[r * cols + i] - P[r * cols + i];
-            if (ei == 0) continue;
-            for (int j = 0; j < cols; j++) s += ei * H[i * cols + j] * ((double)W[r * cols + j] - P[r * cols + j]);
-        }
-    return s;
 }
 
 static const char *lv_name(const sqz_prune_level *lv, char *buf) {

@@ -200,6 +200,30 @@ int main(void) {
         const double p_sp = file_ppl(ctx, spp, ids, half);
         CHECK(p_sp > 0 && fabs(p_sp - ppl[0]) < 0.02 * ppl[0], "sp8 held-out ppl %.4f within 2%% of the f32 file's %.4f",
               p_sp, ppl[0]);
+        { /* the file says its sp8 row layout; one that says another (an older sqz's) is refused */
+            FILE *f = fopen(spp, "r+b");
+            char *buf = NULL;
+            long n = 0;
+            if (f && !fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 && (buf = malloc((size_t)n)) && !fseek(f, 0, SEEK_SET))
+                n = (long)fread(buf, 1, (size_t)n, f);
+            const char *key = "sqz.sp8.layout";
+            char *at = buf ? memmem(buf, (size_t)n, key, strlen(key)) : NULL;
+            uint32_t ty = 0, v = 0;
+            if (at) memcpy(&ty, at + strlen(key), 4), memcpy(&v, at + strlen(key) + 4, 4);
+            CHECK(at && ty == 4 /* u32 */ && v == 2, "the sqzf has %s = 2", key);
+            if (at && ty == 4) {
+                const uint32_t old = 1;
+                fseek(f, (long)(at - buf) + (long)strlen(key) + 4, SEEK_SET);
+                fwrite(&old, 4, 1, f);
+            }
+            if (f) fclose(f);
+            free(buf);
+            sqz_model *om = NULL;
+            const sqz_status ost = sqz_model_load(ctx, spp, NULL, &om);
+            CHECK(ost == SQZ_ERR_FORMAT && strstr(sqz_ctx_error(ctx), "row layout 1"),
+                  "an sqzf whose sp8 rows are layout 1 is refused: %s", sqz_ctx_error(ctx));
+            sqz_model_free(om);
+        }
         unlink(spp);
     }
     /* per-matrix levels: one matrix at 0.25, one 2:4, the rest dense */

@@ -27,6 +27,12 @@
 
 enum { SQZ_SP8_BLOCK = 32, SQZ_SP8_HEAD = 6 };
 
+/* The row layout above is layout 2 (2026-12-07; layout 1 put each block's mask and scale in
+ * front of its values and stored q as i8). An sqzf file with sp8 matrices says which in this
+ * key; the loader refuses any other. */
+#define SQZ_KEY_SP8_LAYOUT "sqz.sp8.layout"
+enum { SQZ_SP8_LAYOUT = 2 };
+
 /* A matrix in sp8 (rows x cols): what an sqz_tensor of type SQZ_TYPE_SP8 points to. */
 typedef struct sqz_sp8_tensor {
     const uint64_t *row_off; /* [rows + 1] */

@@ -623,6 +623,11 @@ sqz_status sqz_convert(sqz_ctx *ctx, const sqz_model *model, const char *out_pat
     /* so do layers without their attention or MLP (llama.cpp wants every block whole) */
     if (sqz_model_n_absent_subblocks(model)) sqz_gguf_writer_set_sqzf(w, 1);
     if ((st = write_meta(w, model, arch, &tk, preset.ftype, opts->card))) goto done;
+    for (int i = 0; i < l.n; i++) /* sp8's row layout (docs/sparse.md), which the loader checks */
+        if (l.t[i].type == SQZ_TYPE_SP8) {
+            if ((st = sqz_gguf_writer_add_u32(w, SQZ_KEY_SP8_LAYOUT, SQZ_SP8_LAYOUT))) goto done;
+            break;
+        }
     /* every tensor's name, shape and type: the whole header, before any data */
     uint64_t n_params = 0, data_bytes = 0;
     for (int i = 0; i < l.n; i++) {

@@ -141,6 +141,14 @@ static sqz_status get_sp8(sqz_ctx *ctx, sqz_model *m, const char *name, int64_t 
     if (cols % SQZ_SP8_BLOCK)
         return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s: sp8 rows of %lld weights (not a multiple of %d)", path, name,
                         (long long)cols, SQZ_SP8_BLOCK);
+    uint32_t layout = 1; /* files from before the key have layout 1 */
+    if (sqz_gguf_find_key(g, SQZ_KEY_SP8_LAYOUT) >= 0 && sqz_gguf_get_u32(ctx, g, SQZ_KEY_SP8_LAYOUT, &layout))
+        return sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: %s is not a u32", path, SQZ_KEY_SP8_LAYOUT);
+    if (layout != SQZ_SP8_LAYOUT)
+        return sqz_fail(ctx, SQZ_ERR_FORMAT,
+                        "%s: sparse int8 (sp8) matrices in row layout %u, which this sqz does not read (layout %d): "
+                        "prune the model again (docs/sparse.md)",
+                        path, layout, SQZ_SP8_LAYOUT);
     sqz_sp8_tensor *sp = sqz_model_own(m, calloc(1, sizeof *sp));
     uint64_t *off = sqz_model_own(m, malloc((size_t)(rows + 1) * sizeof *off));
     if (!sp || !off) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");

@@ -158,7 +158,8 @@ static void test_products(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) 
 /* the packed k-quants (Q2_K ... Q6_K, IQ4_XS): every group back to floats == the original rows' to_float; the packed rows
  * (reference and AVX-512) against ggml's reference Q4_K dot with Q8_K activations; sqz_matmul
  * of the packed tensor against the original's (T <= 4: the same quantized arithmetic; more
- * tokens: f32 panels, against the exact f32 product) */
+ * tokens: Q4_K and Q5_K's integer tiles against ggml's reference dot token by token (Q8_K
+ * activations), the other types' f32 panels against the exact f32 product) */
 static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
     const sqz_type pt = sqz_x16_type_of(t);
     const char *pn = sqz_type_name(pt);
@@ -178,7 +179,7 @@ static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
     CHECK(bad == 0, "%s %lldx%lld: every packed row as floats == the type's to_float (%d differ)",
           pn, (long long)rows, (long long)cols, bad);
 
-    enum { T = 7 };
+    enum { T = 13 }; /* prefill's tiles take 8 tokens, then 5 */
     const size_t qrs = sqz_type_row_size(SQZ_TYPE_Q8_K, cols);
     float *x = malloc((size_t)T * cols * sizeof *x);
     fill_x(x, T * cols);
@@ -213,14 +214,21 @@ static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
     }
     const sqz_tensor wt = { t, cols, rows, m }, wp = { pt, cols, rows, p };
     const int Ts[] = { 1, 4, T };
+    const int tiles = best == SQZ_ISA_AVX512 && (pt == SQZ_TYPE_Q4_KX16 || pt == SQZ_TYPE_Q5_KX16);
     for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
         if (Ts[i] <= 4) sqz_matmul(&wt, x, Ts[i], want, 2);
+        else if (tiles)
+            for (int k = 0; k < Ts[i]; k++) {
+                sqz_quantize_act_get(SQZ_TYPE_Q8_K, SQZ_ISA_REF)(x + (size_t)k * cols, a, cols);
+                for (int64_t r = 0; r < rows; r++) want[(size_t)k * rows + r] = vdq(cols, m + (size_t)r * rs, a);
+            }
         else sqz_matmul_ref(&wt, x, Ts[i], want);
         sqz_matmul(&wp, x, Ts[i], got, 2);
         double e = 0;
         for (int64_t j = 0; j < (int64_t)Ts[i] * rows; j++) e = fmax(e, fabs(got[j] - want[j]));
         CHECK(e <= tol, "%s %lldx%lld sqz_matmul T=%d packed == %s (max diff %.2g)", pn, (long long)rows,
-              (long long)cols, Ts[i], Ts[i] <= 4 ? "unpacked" : "the f32 reference", e);
+              (long long)cols, Ts[i],
+              Ts[i] <= 4 ? "unpacked" : tiles ? "ggml's reference dot token by token" : "the f32 reference", e);
     }
     free(m);
     free(p);

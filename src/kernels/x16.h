@@ -42,6 +42,13 @@ void sqz_x16k_matvec_ref(sqz_type t, const void *w, int64_t cols, const void *a,
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1);
 
+/* Prefill's product for the packed Q4_K and Q5_K (t = SQZ_TYPE_Q4_KX16, Q5_KX16): y[t * ldy + r]
+ * for the T tokens (a: T rows of cols / 256 block_q8_K) and the rows of groups [g0, g1), each
+ * sub-block's nibbles unpacked once for up to 8 tokens. Returns -1 (nothing done) for another
+ * type. */
+int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1, const void *a, int T,
+                         float *y, size_t ldy);
+
 /* The packed types' sqz_matrix_ops (their rows in qdot_ref.c's table): Q4_0X16 and Q8_0X16
  * take block_q8_0s activations, the packed k-quants Q8_K ones. */
 extern const sqz_matrix_ops sqz_x16_matrix_ops;

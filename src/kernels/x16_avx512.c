@@ -229,6 +229,103 @@ static inline __attribute__((always_inline)) __m512 k4_group(const char *xb, int
     return acc;
 }
 
+/* NT tokens through one group of Q4_K (q5 = 0) or Q5_K rows: as k4_group, each sub-block's
+ * nibbles unpacked once for all NT tokens (prefill), y[t * ldy + 0..15]. a: NT rows of Q8_K
+ * activations, nb blocks each. */
+static inline __attribute__((always_inline)) void k4_group_gemm(const char *xb, int64_t nb, const block_q8_K *a, int q5,
+                                                                int nt, float *y, size_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const size_t bs = q5 ? sizeof(block_q5_kx16) : sizeof(block_q4_kx16);
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, xb += bs) {
+        const block_q4_kx16 *x = (const void *)xb;
+        __m512i isum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = x->qs[j];
+            const __m512i h = q5 ? _mm512_loadu_si512(((const block_q5_kx16 *)(const void *)xb)->qh[j]) : _mm512_setzero_si512();
+            __m512i lo[4], hi[4];
+            #pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                const __m512i qv = _mm512_loadu_si512(q + 64 * v);
+                lo[v] = _mm512_and_si512(qv, m4);
+                hi[v] = _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4);
+                if (q5) {
+                    lo[v] = _mm512_or_si512(lo[v], bit_to_4(h, 2 * v));
+                    hi[v] = _mm512_or_si512(hi[v], bit_to_4(h, 2 * v + 1));
+                }
+            }
+            const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)x->sc[j]));
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                const int8_t *aq = a[(size_t)t * (size_t)nb + (size_t)b].qs + 32 * j;
+                __m512i s0 = _mm512_setzero_si512();
+                #pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) {
+                    s0 = _mm512_dpbusd_epi32(s0, lo[v], bcast(aq + 8 * v));
+                    s0 = _mm512_dpbusd_epi32(s0, hi[v], bcast(aq + 8 * v + 4));
+                }
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s0, sc));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
+        const __m512 dmw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->dmin));
+        __m512i mm[4];
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) mm[p] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->m[p]));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
+            __m512i msum = _mm512_setzero_si512();
+            #pragma GCC unroll 4
+            for (int p = 0; p < 4; p++) {
+                const int16_t *bsum = ab->bsums + 4 * p;
+                const uint32_t pair = (uint16_t)(bsum[0] + bsum[1]) | (uint32_t)(uint16_t)(bsum[2] + bsum[3]) << 16;
+                msum = _mm512_dpwssd_epi32(msum, mm[p], _mm512_set1_epi32((int32_t)pair));
+            }
+            const __m512 ad = _mm512_set1_ps(ab->d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, ad), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmw, ad), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+
+#define K4_GEMM_CASES(Q5)                                                                   \
+    switch (nt) {                                                                           \
+    case 8: k4_group_gemm(wg, nb, at, Q5, 8, yt, ldy); break;                               \
+    case 7: k4_group_gemm(wg, nb, at, Q5, 7, yt, ldy); break;                               \
+    case 6: k4_group_gemm(wg, nb, at, Q5, 6, yt, ldy); break;                               \
+    case 5: k4_group_gemm(wg, nb, at, Q5, 5, yt, ldy); break;                               \
+    case 4: k4_group_gemm(wg, nb, at, Q5, 4, yt, ldy); break;                               \
+    case 3: k4_group_gemm(wg, nb, at, Q5, 3, yt, ldy); break;                               \
+    case 2: k4_group_gemm(wg, nb, at, Q5, 2, yt, ldy); break;                               \
+    default: k4_group_gemm(wg, nb, at, Q5, 1, yt, ldy); break;                              \
+    }
+
+int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1, const void *a, int T,
+                         float *y, size_t ldy) {
+    if (t != SQZ_TYPE_Q4_KX16 && t != SQZ_TYPE_Q5_KX16) return -1;
+    const int q5 = t == SQZ_TYPE_Q5_KX16;
+    const int64_t nb = cols / 256;
+    const size_t gs = (size_t)nb * (q5 ? sizeof(block_q5_kx16) : sizeof(block_q4_kx16));
+    for (int64_t g = g0; g < g1; g++) {
+        const char *wg = (const char *)w + (size_t)g * gs;
+        for (int t0 = 0; t0 < T; t0 += 8) {
+            const int nt = T - t0 < 8 ? T - t0 : 8;
+            const block_q8_K *at = (const block_q8_K *)a + (size_t)t0 * (size_t)nb;
+            float *yt = y + (size_t)t0 * ldy + (size_t)g * 16;
+            if (q5) K4_GEMM_CASES(1)
+            else K4_GEMM_CASES(0)
+        }
+    }
+    return 0;
+}
+
 /* Q6_K packed: per sub-block of 16, the 4 vectors of 6-bit values are the low nibbles (2
  * loads) or'ed with the top 2 bits (1 load, shifted into bits 4-5); 4 vpdpbusd start from
  * -32 x the sub-block's activation sum (the weights' offset), then times the 16 rows' int8

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifndef PRUNE_REF_SEED
 #error "define PRUNE_REF_SEED before including prune_ref.h"
@@ -46,6 +47,39 @@ static void ref_smallest(const float *score, int n, int n_zero, uint8_t *pruned)
         int rank = 0;
         for (int j = 0; j < n; j++) rank += score[j] < score[i] || (score[j] == score[i] && j < i);
         pruned[i] = rank < n_zero;
+    }
+}
+
+/* The naive references' Hessian inverse and its sequential diagonal: Hi = H^-1 [n x n] by
+ * Gauss-Jordan with partial pivoting on [H | I] (A: scratch of 2 n^2 doubles), and dseq[i] =
+ * [H^-1]_ii once columns 0..i-1 are eliminated (SparseGPT's saliency denominator, GPTQ's d_i). */
+static void ref_inverse_seq(const double *H, int n, double *A, double *Hi, double *dseq) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 2 * n; j++) A[i * 2 * n + j] = j < n ? H[i * n + j] : (j - n == i);
+    for (int c = 0; c < n; c++) {
+        int piv = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(A[r * 2 * n + c]) > fabs(A[piv * 2 * n + c])) piv = r;
+        for (int j = 0; j < 2 * n; j++) {
+            const double t = A[c * 2 * n + j];
+            A[c * 2 * n + j] = A[piv * 2 * n + j];
+            A[piv * 2 * n + j] = t;
+        }
+        const double d = A[c * 2 * n + c];
+        for (int j = 0; j < 2 * n; j++) A[c * 2 * n + j] /= d;
+        for (int r = 0; r < n; r++)
+            if (r != c) {
+                const double f = A[r * 2 * n + c];
+                for (int j = 0; j < 2 * n; j++) A[r * 2 * n + j] -= f * A[c * 2 * n + j];
+            }
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) Hi[i * n + j] = A[i * 2 * n + n + j];
+    memcpy(A, Hi, (size_t)n * n * sizeof *A);
+    for (int i = 0; i < n; i++) {
+        dseq[i] = A[i * n + i];
+        for (int a = i + 1; a < n; a++)
+            for (int b = i + 1; b < n; b++) A[a * n + b] -= A[a * n + i] * A[i * n + b] / A[i * n + i];
     }
 }
 

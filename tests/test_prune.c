@@ -172,35 +172,8 @@ static void ref_sparsegpt(float *Wf, int rows, int cols, const double *H0, const
         tr += H[i * n + i];
     }
     for (int i = 0; i < n; i++) H[i * n + i] += percdamp * tr / n;
-    /* H^-1 by Gauss-Jordan with partial pivoting on [H | I] */
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < 2 * n; j++) A[i * 2 * n + j] = j < n ? H[i * n + j] : (j - n == i);
-    for (int c = 0; c < n; c++) {
-        int piv = c;
-        for (int r = c + 1; r < n; r++)
-            if (fabs(A[r * 2 * n + c]) > fabs(A[piv * 2 * n + c])) piv = r;
-        for (int j = 0; j < 2 * n; j++) {
-            const double t = A[c * 2 * n + j];
-            A[c * 2 * n + j] = A[piv * 2 * n + j];
-            A[piv * 2 * n + j] = t;
-        }
-        const double d = A[c * 2 * n + c];
-        for (int j = 0; j < 2 * n; j++) A[c * 2 * n + j] /= d;
-        for (int r = 0; r < n; r++)
-            if (r != c) {
-                const double f = A[r * 2 * n + c];
-                for (int j = 0; j < 2 * n; j++) A[r * 2 * n + j] -= f * A[c * 2 * n + j];
-            }
-    }
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) Hi[i * n + j] = A[i * 2 * n + n + j];
-    /* dseq[i]: [H^-1]_ii once columns 0..i-1 are eliminated (the saliency's denominator) */
-    memcpy(A, Hi, (size_t)n * n * sizeof *A);
-    for (int i = 0; i < n; i++) {
-        dseq[i] = A[i * n + i];
-        for (int a = i + 1; a < n; a++)
-            for (int b = i + 1; b < n; b++) A[a * n + b] -= A[a * n + i] * A[i * n + b] / A[i * n + i];
-    }
+    /* H^-1, and dseq[i]: [H^-1]_ii once columns 0..i-1 are eliminated (the saliency's denominator) */
+    ref_inverse_seq(H, n, A, Hi, dseq);
     uint8_t *mask = calloc((size_t)rows * n, 1);
     for (int i = 0; i < n; i++) {
         if (!lv->n && i % Bs == 0) { /* the block's mask from the current weights */

@@ -2,13 +2,16 @@
  * f16, per type.
  *
  *   build/bench/bench_qkernels [--threads-list 1,2] [--cold-mib 256] [--min-ms 40] [--quick]
- *                              [--types q4_0,q4_k,...]
+ *                              [--types q4_0,q4_k,...] [--packed-only]
  *
  * For each type (f16 as the yardstick, then llama.cpp's quantized types) and each shape
  * (rows x cols = 4096x4096, out of cache; 512x1536, sqz-llama-26m's down projection):
  *   ref/avx2/avx512 - one thread looping y[r] = vec_dot_q(row r, xq) with that tier's kernel
  *                     (x quantized once outside the loop; f16: the f32-x dot of the tier);
- *   matvec_Nt       - sqz_matvec with N threads (quantizes x itself, best tier).
+ *   matvec_Nt       - sqz_matvec with N threads (quantizes x itself, best tier);
+ *   packed_Nt       - the matrix repacked in 16-row groups (formats/x16.h) as the runtime runs
+ *                     it where sqz_x16_worth_it (else "-"): x quantized once, the groups split
+ *                     over N threads as decode's team splits them; GB/s of the packed bytes.
  * GB/s = weight bytes / time. Each is measured "cold" (calls rotate through copies filling
  * --cold-mib, so the weights stream from DRAM as in a real decode step) and, for the small
  * shape, "hot" too (the same matrix every call: the kernel's compute speed).
@@ -21,6 +24,7 @@
  */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +32,9 @@
 #include <time.h>
 
 #include "formats/types.h"
+#include "formats/x16.h"
 #include "kernels/kernels.h"
+#include "kernels/x16.h"
 
 #include "bench_util.h"
 
@@ -46,7 +52,8 @@ typedef struct shape {
     int rows, cols, hot;
     const char *what;
 } shape;
-static const shape SHAPES[] = { { 4096, 4096, 0, "large" }, { 512, 1536, 1, "down-26m" } };
+static const shape SHAPES[] = { { 4096, 4096, 0, "large" }, { 5632, 2048, 0, "up-1.1b" },
+                                { 2048, 5632, 0, "down-1.1b" }, { 512, 1536, 1, "down-26m" } };
 
 typedef struct opts {
     int threads[MAX_THREAD_COUNTS], n_threads;
@@ -55,6 +62,7 @@ typedef struct opts {
     size_t cold_bytes;
     double min_s;
     int reps;
+    int packed_only; /* --packed-only: only the packed_Nt columns */
 } opts;
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -101,6 +109,18 @@ static void fill_type(void *dst, size_t n, sqz_type t) {
     free(p);
 }
 
+/* copies of the rows x cols matrices of arena (n of them, bytes each) repacked in 16-row groups
+ * into a new arena; *xbytes the packed size of one; NULL where the runtime does not repack */
+static char *pack_arena(const char *arena, size_t bytes, int n, sqz_type t, int rows, int cols, size_t *xbytes) {
+    if (!sqz_x16_worth_it(t, rows, cols)) return NULL;
+    const sqz_type xt = sqz_x16_type_of(t);
+    *xbytes = (sqz_x16_bytes(xt, rows, cols) + 63) & ~(size_t)63;
+    char *p = aligned_alloc(64, *xbytes * (size_t)n);
+    if (!p) return NULL;
+    for (int c = 0; c < n; c++) sqz_x16_pack(t, arena + (size_t)c * bytes, rows, cols, p + (size_t)c * *xbytes);
+    return p;
+}
+
 typedef struct job {
     const char *arena;
     size_t bytes; /* one matrix */
@@ -113,6 +133,7 @@ typedef struct job {
     sqz_vec_dot_q_fn vdq; /* one of these two: a plain one-thread loop */
     sqz_dot_fn dot;
     int threads; /* else sqz_matvec with this many threads */
+    int team;    /* packed: rows split over the threads as decode's team does (x quantized once) */
 } job;
 
 static void call(const job *j, int copy) {
@@ -122,6 +143,15 @@ static void call(const job *j, int copy) {
         for (int r = 0; r < j->rows; r++) j->y[r] = j->vdq(j->cols, w + (size_t)r * rs, j->xq);
     } else if (j->dot) {
         for (int r = 0; r < j->rows; r++) j->y[r] = j->dot(w + (size_t)r * rs, j->x, j->cols);
+    } else if (j->team) {
+        const sqz_tensor t = { j->type, j->cols, j->rows, w };
+#pragma omp parallel num_threads(j->threads) if (j->threads > 1)
+        {
+            /* 16-row groups split evenly, as the session's team splits a matrix */
+            const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+            const int64_t g = j->rows / 16;
+            sqz_matvec_rows(&t, j->x, j->xq, j->y, g * id / nt * 16, g * (id + 1) / nt * 16);
+        }
     } else {
         const sqz_tensor t = { j->type, j->cols, j->rows, w };
         sqz_matvec(&t, j->x, j->y, j->threads);
@@ -180,6 +210,8 @@ static int parse_args(int argc, char **argv, opts *o) {
                 o->types[o->n_types++] = (sqz_type)found;
             }
             i++;
+        } else if (!strcmp(a, "--packed-only")) {
+            o->packed_only = 1;
         } else if (!strcmp(a, "--cold-mib") && v) {
             o->cold_bytes = (size_t)atol(v) << 20;
             i++;
@@ -194,10 +226,10 @@ static int parse_args(int argc, char **argv, opts *o) {
 }
 
 int main(int argc, char **argv) {
-    opts o;
+    opts o = { .reps = 3 };
     if (parse_args(argc, argv, &o)) {
         fprintf(stderr, "usage: bench_qkernels [--threads-list 1,2] [--cold-mib 256] [--min-ms 40] "
-                        "[--quick] [--types f16,q4_0,...]\n");
+                        "[--quick] [--types f16,q4_0,...] [--packed-only]\n");
         return 2;
     }
     sqz_kernels_init();
@@ -209,16 +241,16 @@ int main(int argc, char **argv) {
     }
     char *arena = malloc(o.cold_bytes);
     float *x = malloc(sizeof(float) * (size_t)maxk), *y = malloc(sizeof(float) * (size_t)maxr);
-    void *xq = malloc((size_t)maxk * 2 + 4096);
-    if (!arena || !x || !y || !xq) {
+    void *xq = malloc((size_t)maxk * 2 + 4096), *xqp = malloc((size_t)maxk * 2 + 4096);
+    if (!arena || !x || !y || !xq || !xqp) {
         fprintf(stderr, "bench_qkernels: out of memory\n");
         return 1;
     }
     for (int i = 0; i < maxk; i++) x[i] = (float)((int)(rnext() % 2001) - 1000) / 1000.0f;
 
     /* f16's seconds per call, [shape][hot][variant], for the speedups */
-    enum { N_VAR = N_TIERS + MAX_THREAD_COUNTS };
-    double f16_s[2][2][N_VAR] = { { { 0 } } };
+    enum { N_VAR = N_TIERS + 2 * MAX_THREAD_COUNTS, N_SHAPES = sizeof SHAPES / sizeof *SHAPES };
+    double f16_s[N_SHAPES][2][N_VAR] = { { { 0 } } };
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "isa_best", sqz_isa_name(best));
@@ -230,6 +262,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%-7s %-10s %-4s", "type", "shape", "");
     for (int t = 0; t < N_TIERS; t++) fprintf(stderr, " %13s", sqz_isa_name((sqz_isa)t));
     for (int i = 0; i < o.n_threads; i++) fprintf(stderr, "     matvec_%dt", o.threads[i]);
+    for (int i = 0; i < o.n_threads; i++) fprintf(stderr, "     packed_%dt", o.threads[i]);
     fprintf(stderr, "\n");
 
     for (int ti = 0; ti < o.n_types; ti++) {
@@ -247,17 +280,35 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(e, "cols", sh->cols);
             cJSON_AddNumberToObject(e, "bytes", (double)bytes);
             cJSON_AddNumberToObject(e, "bits_per_weight", r2(8.0 * (double)bytes / ((double)sh->rows * sh->cols)));
+            size_t xbytes = 0;
+            char *packed = pack_arena(arena, bytes, (int)(o.cold_bytes / bytes), type, sh->rows, sh->cols, &xbytes);
             for (int hot = sh->hot; hot >= 0; hot--) {
                 job j = { arena, bytes, hot ? 1 : (int)(o.cold_bytes / bytes), type, sh->rows,
-                          sh->cols, x, xq, y, NULL, NULL, 1 };
+                          sh->cols, x, xq, y, NULL, NULL, 1, 0 };
                 cJSON *c = cJSON_AddObjectToObject(e, hot ? "hot" : "cold");
                 cJSON *sp = cJSON_AddObjectToObject(c, "speedup_vs_f16");
                 char label[32];
                 snprintf(label, sizeof label, "%dx%d", sh->rows, sh->cols);
                 fprintf(stderr, "%-7s %-10s %-4s", sqz_type_name(type), label, hot ? "hot" : "cold");
-                for (int v = 0; v < N_TIERS + o.n_threads; v++) {
+                for (int v = 0; v < N_TIERS + 2 * o.n_threads; v++) {
                     char key[24];
-                    if (v < N_TIERS) {
+                    j.arena = arena, j.bytes = bytes, j.type = type, j.xq = xq;
+                    if (o.packed_only && v < N_TIERS + o.n_threads) {
+                        fprintf(stderr, " %13s", "-");
+                        continue;
+                    }
+                    if (v >= N_TIERS + o.n_threads) { /* packed, as the runtime runs it */
+                        if (!packed) {
+                            fprintf(stderr, " %13s", "-");
+                            continue;
+                        }
+                        j.vdq = NULL, j.dot = NULL, j.team = 1;
+                        j.arena = packed, j.bytes = xbytes, j.type = sqz_x16_type_of(type);
+                        sqz_act_quantize(j.type, x, xqp, sh->cols);
+                        j.xq = xqp;
+                        j.threads = o.threads[v - N_TIERS - o.n_threads];
+                        snprintf(key, sizeof key, "packed_%dt", j.threads);
+                    } else if ((j.team = 0), v < N_TIERS) {
                         if (v > (int)best) {
                             fprintf(stderr, " %13s", "-");
                             continue;
@@ -272,7 +323,7 @@ int main(int argc, char **argv) {
                     }
                     const double s = time_call(&j, &o);
                     if (type == SQZ_TYPE_F16) f16_s[si][hot][v] = s;
-                    const double gbs = (double)bytes / s * 1e-9;
+                    const double gbs = (double)j.bytes / s * 1e-9;
                     cJSON_AddNumberToObject(c, key, r2(gbs));
                     const double f = f16_s[si][hot][v];
                     if (f > 0) cJSON_AddNumberToObject(sp, key, r2(f / s));
@@ -280,6 +331,7 @@ int main(int argc, char **argv) {
                 }
                 fprintf(stderr, "\n");
             }
+            free(packed);
             cJSON_AddItemToArray(res, e);
         }
         const double others = others_cores(mark0, cpu_now());
@@ -293,6 +345,6 @@ int main(int argc, char **argv) {
     if (js) printf("%s\n", js);
     free(js);
     cJSON_Delete(root);
-    free(arena), free(x), free(y), free(xq);
+    free(arena), free(x), free(y), free(xq), free(xqp);
     return 0;
 }

@@ -19,7 +19,16 @@
 
 /* Q4_0 / Q8_0 prefetch 3 KB ahead (measured at 1.1B: 26 -> 29 GB/s over 1.5 KB); the k-quants
  * keep 1.5 KB: 3 KB gained nothing at 1.1B and cost sqz-llama-26m's in-cache Q4_K decode ~6 %. */
-enum { PF = 3072, PFK = 1536 };
+#ifndef X16_PF /* overridable to tune on another machine (-DX16_PF=...) */
+#define X16_PF 3072
+#endif
+#ifndef X16_PFK
+#define X16_PFK 1536
+#endif
+#ifndef X16_PF_HINT
+#define X16_PF_HINT _MM_HINT_T0
+#endif
+enum { PF = X16_PF, PFK = X16_PFK };
 
 static inline __m512i bcast(const int8_t *p) { return _mm512_set1_epi32(*(const int32_t *)(const void *)p); }
 
@@ -77,7 +86,7 @@ static inline __attribute__((always_inline)) __m512 group_dot(const char *w, int
         #pragma GCC unroll 8
         for (int k = 0; k < 2; k++) {
             const char *x = w + (size_t)(b + k) * bs;
-            for (size_t l = 0; l < bs; l += 64) _mm_prefetch(x + PF + l, _MM_HINT_T0);
+            for (size_t l = 0; l < bs; l += 64) _mm_prefetch(x + PF + l, X16_PF_HINT);
             __m512i u[8];
             if (q4) unpack_q4((const block_q4_0x16 *)x, u);
             else unpack_q8((const block_q8_0x16 *)x, u);
@@ -194,7 +203,7 @@ static inline __attribute__((always_inline)) __m512 k4_group(const char *xb, int
         #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             #pragma GCC unroll 6
-            for (int l = 0; l < lines; l++) _mm_prefetch(xb + PFK + 64 * (lines * j + l), _MM_HINT_T0);
+            for (int l = 0; l < lines; l++) _mm_prefetch(xb + PFK + 64 * (lines * j + l), X16_PF_HINT);
             const uint8_t *q = x->qs[j];
             const int8_t *aq = ab->qs + 32 * j;
             const __m512i h = q5 ? _mm512_loadu_si512(((const block_q5_kx16 *)(const void *)xb)->qh[j]) : _mm512_setzero_si512();
@@ -340,7 +349,7 @@ static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q
         for (int s = 0; s < 16; s++) {
             const q6_kx16_sub *q = &x->q[s];
             #pragma GCC unroll 3
-            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)q + PFK + 64 * l, _MM_HINT_T0);
+            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)q + PFK + 64 * l, X16_PF_HINT);
             const __m512i n0 = _mm512_loadu_si512(q->nib[0]), n1 = _mm512_loadu_si512(q->nib[1]);
             const __m512i h = _mm512_loadu_si512(q->hi);
             const __m512i q0 = _mm512_or_si512(_mm512_and_si512(n0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m30));
@@ -377,7 +386,7 @@ static inline __m512 q2k_group(const block_q2_kx16 *x, int64_t nb, const block_q
         #pragma GCC unroll 8
         for (int p = 0; p < 8; p++) {
             #pragma GCC unroll 3
-            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)x + PFK + 64 * (3 * p + l), _MM_HINT_T0);
+            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)x + PFK + 64 * (3 * p + l), X16_PF_HINT);
             const __m512i scp = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->sc[p]));
             __m512i t[2];
             #pragma GCC unroll 2
@@ -422,8 +431,8 @@ static inline __m512 q3k_group(const block_q3_kx16 *x, int64_t nb, const block_q
         __m512i isum = _mm512_setzero_si512();
         #pragma GCC unroll 16
         for (int s = 0; s < 16; s++) {
-            _mm_prefetch((const char *)x + PFK + 128 * s, _MM_HINT_T0);
-            _mm_prefetch((const char *)x + PFK + 128 * s + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)x + PFK + 128 * s, X16_PF_HINT);
+            _mm_prefetch((const char *)x + PFK + 128 * s + 64, X16_PF_HINT);
             const __m512i v = _mm512_loadu_si512(x->qs[s]);
             const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->hb[s]));
             const __m512i r = _mm512_or_si512(_mm512_and_si512(w, lo4), _mm512_slli_epi16(_mm512_and_si512(w, hi4), 4));
@@ -456,7 +465,7 @@ static inline __m512 iq4xs_group(const block_iq4_xsx16 *x, int64_t nb, const blo
         #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             #pragma GCC unroll 5
-            for (int l = 0; l < 5; l++) _mm_prefetch((const char *)x + PFK + 64 * (5 * k + l), _MM_HINT_T0);
+            for (int l = 0; l < 5; l++) _mm_prefetch((const char *)x + PFK + 64 * (5 * k + l), X16_PF_HINT);
             const int8_t *aq = ab->qs + 32 * k;
             const int16_t *bsum = ab->bsums + 2 * k;
             __m512i s0 = _mm512_set1_epi32(-128 * (bsum[0] + bsum[1])), s1 = _mm512_setzero_si512();

@@ -492,8 +492,10 @@ typedef struct sqz_finetune_opts {
     /* checkpoint: rank 0 saves the run's state there (temp file + rename) every checkpoint_every
      * steps (0: after the last only); resume: a checkpoint to continue from, written by a run
      * with the same model and recipe (steps may be raised): the result is bit-identical to an
-     * uninterrupted run. Under --dp every rank reads it, and the compressors' memory (error
-     * feedback, momentum, factors) starts afresh. */
+     * uninterrupted run. Under --dp every rank reads it, and a compressor with memory (error
+     * feedback, momentum, factors, levels) has each rank save it beside it (CHECKPOINT.rank<r>.gc)
+     * and read it back, so the resumed run is exact too; a resume with another spec or number of
+     * ranks, or one that would drop that memory, fails with SQZ_ERR_ARG. */
     const char *checkpoint;
     int checkpoint_every;
     const char *resume;

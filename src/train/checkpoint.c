@@ -4,7 +4,8 @@
  *
  * Layout (little-endian): "SQZCKPT1", u64 recipe hash, u64 n, i32 step, i32 reserved, u64 rng,
  * then n f32 values, n f32 first moments, n f32 second moments. Written to PATH.tmp, flushed
- * and renamed, so a crash mid-write leaves the last good checkpoint. */
+ * and renamed, so a crash mid-write leaves the last good checkpoint. Under --dp each rank's
+ * compressor state goes beside it (train/gc_state.c: PATH.rank<r>.gc). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,11 +15,16 @@
 
 static const char MAGIC[8] = { 'S', 'Q', 'Z', 'C', 'K', 'P', 'T', '1' };
 
+static sqz_status tmp_path(sqz_ctx *ctx, const char *path, char *tmp, size_t cap) {
+    if (snprintf(tmp, cap, "%s.tmp", path) >= (int)cap) return sqz_fail(ctx, SQZ_ERR_ARG, "checkpoint: path too long");
+    return SQZ_OK;
+}
+
 sqz_status sqz_train_ckpt_write(sqz_ctx *ctx, const char *path, const sqz_train_ckpt *c, const float *p,
                                 const float *m, const float *v) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return sqz_fail(ctx, SQZ_ERR_ARG, "checkpoint: path too long");
+    const sqz_status st = tmp_path(ctx, path, tmp, sizeof tmp);
+    if (st) return st;
     FILE *f = fopen(tmp, "wb");
     if (!f) return sqz_fail(ctx, SQZ_ERR_IO, "checkpoint %s: %s", tmp, strerror(errno));
     const int32_t step = c->step, zero = 0;
@@ -28,12 +34,21 @@ sqz_status sqz_train_ckpt_write(sqz_ctx *ctx, const char *path, const sqz_train_
     int e = errno;
     if (fflush(f) || fsync(fileno(f))) ok = 0, e = errno;
     if (fclose(f)) ok = 0, e = errno;
-    if (ok && rename(tmp, path)) ok = 0, e = errno;
     if (!ok) {
         remove(tmp);
         return sqz_fail(ctx, SQZ_ERR_IO, "checkpoint %s: %s", path, strerror(e));
     }
     return SQZ_OK;
+}
+
+sqz_status sqz_train_ckpt_commit(sqz_ctx *ctx, const char *path, int keep) {
+    char tmp[4096];
+    const sqz_status st = tmp_path(ctx, path, tmp, sizeof tmp);
+    if (st) return st;
+    if (keep && !rename(tmp, path)) return SQZ_OK;
+    const int e = errno;
+    remove(tmp);
+    return keep ? sqz_fail(ctx, SQZ_ERR_IO, "checkpoint %s: %s", path, strerror(e)) : SQZ_OK;
 }
 
 sqz_status sqz_train_ckpt_read(sqz_ctx *ctx, const char *path, sqz_train_ckpt *c, float *p, float *m,

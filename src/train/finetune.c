@@ -157,6 +157,35 @@ static void release(ft_run *R) {
     free(R->grad), free(R->m1), free(R->m2), free(R->x), free(R->y), free(R->offs), free(R->layers);
 }
 
+/* Every rank learns whether any failed (a collective: all ranks call it, with what each did):
+ * a rank that failed keeps its own error, the others get one that points to it. */
+static sqz_status agree(sqz_ctx *ctx, ft_run *R, sqz_status st, sqz_status others, const char *what) {
+    double failed = st != SQZ_OK;
+    const sqz_status cs = sqz_comm_ctl_sum(&R->comm, &failed, 1);
+    if (st || cs) return st ? st : cs;
+    if (failed > 0)
+        return sqz_fail(ctx, others, "finetune: rank %d of %d stops: %g other rank(s) failed to %s (see "
+                        "their message)", R->comm.rank, R->comm.size, failed, what);
+    return SQZ_OK;
+}
+
+/* What this rank's compressor state is saved with, and must be resumed with. */
+static sqz_gc_ckpt gc_header(const ft_run *R, size_t n_train, int step) {
+    return (sqz_gc_ckpt){ .hash = recipe_hash(&R->o, n_train), .n = n_train, .step = step,
+                          .rank = R->comm.rank, .world = R->comm.size, .spec = R->o.dp };
+}
+
+/* After the compressor is made, on --resume: its state from this rank's side file; or, where
+ * the run keeps none, a check that the checkpoint holds none it would drop (rank 0 looks). */
+static sqz_status resume_gc(sqz_ctx *ctx, ft_run *R, size_t n_train) {
+    if (R->gcm && R->gcm->state) {
+        const sqz_gc_ckpt h = gc_header(R, n_train, R->step0);
+        return sqz_gc_ckpt_read(ctx, R->o.resume, &h, R->gcm, R->gcs);
+    }
+    return R->comm.rank == 0 ? sqz_gc_ckpt_unused(ctx, R->o.resume, recipe_hash(&R->o, n_train), R->step0)
+                             : SQZ_OK;
+}
+
 /* Everything checked and allocated before the first step; no communication, so each rank may
  * fail here on its own (the ranks then agree on the outcome). */
 static sqz_status prepare(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const int32_t *tokens,
@@ -234,7 +263,33 @@ static sqz_status prepare(sqz_ctx *ctx, ft_run *R, const sqz_model *model, const
         };
         if ((st = R->gcm->create(&env, &R->gca, &R->gcs))) return st;
     }
-    return SQZ_OK;
+    return o->resume ? resume_gc(ctx, R, n_train) : SQZ_OK;
+}
+
+/* The checkpoint after `step` steps: rank 0's (weights, AdamW, sampler) and, for a compressor
+ * with state, every rank's side file. Each is written to a temporary file and renamed only once
+ * every rank has written its own, so a failure anywhere leaves the last whole set. (A crash
+ * between the renames leaves files of two steps, which a resume refuses by their step.) */
+static sqz_status save_checkpoint(sqz_ctx *ctx, ft_run *R, int step, uint64_t rng) {
+    const char *path = R->o.checkpoint;
+    const int lead = R->comm.rank == 0, side = R->gcm && R->gcm->state;
+    const size_t n_train = R->use_lora ? R->lo.n : R->tp.n;
+    sqz_status st = SQZ_OK, cs;
+    int wrote = 0, wrote_side = 0; /* temporaries of this rank's to rename or remove (a failed
+                                    * write removed its own; a name it could not open is not its) */
+    if (lead) {
+        const sqz_train_ckpt c = { .hash = recipe_hash(&R->o, n_train), .n = n_train, .rng = rng, .step = step };
+        wrote = !(st = sqz_train_ckpt_write(ctx, path, &c, R->use_lora ? R->lo.p : R->tp.p, R->m1, R->m2));
+    }
+    if (!st && side) {
+        const sqz_gc_ckpt h = gc_header(R, n_train, step);
+        wrote_side = !(st = sqz_gc_ckpt_write(ctx, path, &h, R->gcm, R->gcs));
+    }
+    if (R->gcm) st = agree(ctx, R, st, SQZ_ERR_IO, "write the checkpoint");
+    if (wrote_side && (cs = sqz_gc_ckpt_commit(ctx, path, R->comm.rank, !st)) && !st) st = cs;
+    if (wrote && (cs = sqz_train_ckpt_commit(ctx, path, !st)) && !st) st = cs;
+    if (!st && lead && !side) sqz_gc_ckpt_forget(path); /* no older run's state passes for this one's */
+    return st;
 }
 
 /* The training steps. */
@@ -295,11 +350,11 @@ static sqz_status train(sqz_ctx *ctx, ft_run *R, const int32_t *tokens, size_t n
         else sqz_train_adamw_step(tab, n_tab, train_p, grad, R->m1, R->m2, s + 1, &a, nt);
         const double dt = sqz_now() - t0;
         result->seconds += dt;
-        if (o->checkpoint && lead && isfinite(loss) && ((o->checkpoint_every > 0 && (s + 1) % o->checkpoint_every == 0) ||
-                                      s + 1 == o->steps)) {
-            const sqz_train_ckpt c = { .hash = recipe_hash(o, n_train), .n = n_train, .rng = rng, .step = s + 1 };
-            if ((st = sqz_train_ckpt_write(ctx, o->checkpoint, &c, train_p, R->m1, R->m2))) return st;
-        }
+        /* the same on every rank (the loss is the mean over ranks) */
+        if (o->checkpoint && isfinite(loss) &&
+            ((o->checkpoint_every > 0 && (s + 1) % o->checkpoint_every == 0) || s + 1 == o->steps) &&
+            (st = save_checkpoint(ctx, R, s + 1, rng)))
+            return st;
         if (s == R->step0) result->first_loss = loss;
         result->last_loss = loss;
         result->steps = s + 1;
@@ -373,14 +428,10 @@ sqz_status sqz_finetune(sqz_ctx *ctx, const sqz_model *model, const int32_t *tok
     }
     st = prepare(ctx, &R, model, tokens, n_tokens, out_path, result);
     if (R.gcm) { /* every rank learns whether any failed, and that all run the same options */
-        double failed = st != SQZ_OK;
         int same = 0;
-        sqz_status cs = sqz_comm_ctl_sum(&R.comm, &failed, 1);
-        if (!cs) cs = sqz_comm_ctl_same(&R.comm, opts_hash(&R.o, result->n_params), &same);
+        st = agree(ctx, &R, st, SQZ_ERR_ARG, "start");
+        const sqz_status cs = sqz_comm_ctl_same(&R.comm, opts_hash(&R.o, result->n_params), &same);
         if (!st && cs) st = cs;
-        else if (!st && failed > 0)
-            st = sqz_fail(ctx, SQZ_ERR_ARG, "finetune: rank %d of %d stops: %g other rank(s) failed to "
-                          "start (see their message)", R.comm.rank, R.comm.size, failed);
         else if (!st && !same)
             st = sqz_fail(ctx, SQZ_ERR_ARG, "finetune: the %d ranks were given different options or models "
                           "(every rank must run the same command)", R.comm.size);

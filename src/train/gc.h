@@ -38,6 +38,16 @@ typedef struct sqz_gc_env {
     int n_threads;
 } sqz_gc_env;
 
+/* A compressor's state moved to or from a checkpoint's side file (gc_state.c). A row's state()
+ * hands each buffer it keeps between steps to sqz_gc_io_bytes, in one fixed order: the same
+ * function saves and loads, so the two cannot drift apart. On load every buffer's size is
+ * checked against the file's. */
+typedef struct sqz_gc_io sqz_gc_io;
+sqz_status sqz_gc_io_bytes(sqz_gc_io *io, void *p, size_t bytes);
+/* 1 while loading: for a row whose later buffers' sizes follow from earlier ones (L-GreCo's
+ * levels set PowerSGD's factor shapes), to rebuild between reads. */
+int sqz_gc_io_loading(const sqz_gc_io *io);
+
 typedef struct sqz_gc_method {
     const char *name;
     const char *params;        /* "density=F,momentum=F,...": the keys it takes, for messages */
@@ -52,12 +62,42 @@ typedef struct sqz_gc_method {
      * 0-based. */
     sqz_status (*exchange)(void *state, float *grad, int step);
     void (*destroy)(void *state);
+    /* What a resumed run needs to continue bit for bit (error feedback, momentum, factors,
+     * chosen levels; not scratch), through sqz_gc_io_bytes. NULL: nothing is kept between
+     * steps (none, fp16), and a checkpoint has no side files. */
+    sqz_status (*state)(void *state, sqz_gc_io *io);
 } sqz_gc_method;
 
 /* A parsed spec: the row and its arguments; SQZ_ERR_ARG names an unknown method or key. */
 sqz_status sqz_gc_parse(sqz_ctx *ctx, const char *spec, const sqz_gc_method **m, sqz_gc_args *args);
 /* Names of every method, comma separated (for messages and --help). */
 const char *sqz_gc_names(void);
+
+/* ---- checkpoints (gc_state.c): beside the run's checkpoint CK, each rank r of a compressor
+ * with state writes CK.rank<r>.gc, headed by what it must be resumed with. */
+typedef struct sqz_gc_ckpt {
+    uint64_t hash;     /* the run's recipe, as in the checkpoint */
+    uint64_t n;        /* floats in a gradient */
+    int32_t step;      /* steps done */
+    int32_t rank, world;
+    const char *spec;  /* the --dp spec, as given */
+} sqz_gc_ckpt;
+/* This rank's side file to CK.rank<r>.gc.tmp; sqz_gc_ckpt_commit renames it into place
+ * (keep = 1) or removes it, once every rank knows that every file was written. */
+sqz_status sqz_gc_ckpt_write(sqz_ctx *ctx, const char *ckpt, const sqz_gc_ckpt *h, const sqz_gc_method *m,
+                             void *state);
+sqz_status sqz_gc_ckpt_commit(sqz_ctx *ctx, const char *ckpt, int rank, int keep);
+/* Loads this rank's side file into state: SQZ_ERR_ARG when it is missing or was written by
+ * another number of ranks, rank, spec, recipe or step than h says. */
+sqz_status sqz_gc_ckpt_read(sqz_ctx *ctx, const char *ckpt, const sqz_gc_ckpt *h, const sqz_gc_method *m,
+                            void *state);
+/* For a resume that keeps no compressor state (one process, none, fp16): SQZ_ERR_ARG when
+ * CK.rank0.gc holds a compressor's state saved with this checkpoint (the same recipe and
+ * step), which the run would drop. */
+sqz_status sqz_gc_ckpt_unused(sqz_ctx *ctx, const char *ckpt, uint64_t hash, int32_t step);
+/* After a checkpoint without compressor state was written at CK: removes CK.rank0.gc, so that
+ * an older run's state never passes for this one's. */
+void sqz_gc_ckpt_forget(const char *ckpt);
 
 /* ---- shared by the rows (gc_common.c) */
 /* k = max(1, ceil(density * n)) */

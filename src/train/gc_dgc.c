@@ -112,7 +112,18 @@ static sqz_status exchange(void *p, float *grad, int step) {
     return sqz_gc_sparse_exchange(s->env.comm, s->idx, s->val, n_pairs, grad, n, 1.0f / (float)N);
 }
 
+/* the momentum u, the accumulation v and (adam = 1) the second moment; the warm-up density
+ * follows from the step */
+static sqz_status state(void *p, sqz_gc_io *io) {
+    dgc_state *s = p;
+    const size_t bytes = s->env.n * sizeof(float);
+    sqz_status st = sqz_gc_io_bytes(io, s->u, bytes);
+    if (!st) st = sqz_gc_io_bytes(io, s->v, bytes);
+    if (!st && s->adam) st = sqz_gc_io_bytes(io, s->v2, bytes);
+    return st;
+}
+
 const sqz_gc_method sqz_gcm_dgc = {
     .name = "dgc", .params = "density=F,momentum=F,warmup=STEPS,adam=0|1", .owns_optimizer = 1,
-    .owns_clipping = 1, .create = create, .exchange = exchange, .destroy = destroy,
+    .owns_clipping = 1, .create = create, .exchange = exchange, .destroy = destroy, .state = state,
 };

@@ -73,7 +73,17 @@ static sqz_status exchange(void *p, float *grad, int step) {
     return SQZ_OK;
 }
 
+/* the error e, this rank's estimate h_i and the shared h (x is scratch) */
+static sqz_status state(void *p, sqz_gc_io *io) {
+    ec_state *s = p;
+    const size_t bytes = s->env.n * sizeof(float);
+    sqz_status st = sqz_gc_io_bytes(io, s->e, bytes);
+    if (!st) st = sqz_gc_io_bytes(io, s->hi, bytes);
+    if (!st) st = sqz_gc_io_bytes(io, s->h, bytes);
+    return st;
+}
+
 const sqz_gc_method sqz_gcm_econtrol = {
     .name = "econtrol", .params = "density=F,eta=F", .create = create, .exchange = exchange,
-    .destroy = destroy,
+    .destroy = destroy, .state = state,
 };

@@ -19,6 +19,8 @@ sqz_status sqz_gc_topk_run(sqz_gc_topk_state *s, float *grad, const double *dens
  * sqz_gc_topk_accumulate, which run() then uses instead of adding grad again. */
 float *sqz_gc_topk_accumulate(sqz_gc_topk_state *s, const float *grad);
 void sqz_gc_topk_free(sqz_gc_topk_state *s);
+/* The error e through a checkpoint (the rows' state()). */
+sqz_status sqz_gc_topk_state_io(sqz_gc_topk_state *s, sqz_gc_io *io);
 
 /* PowerSGD (gc_powersgd.c) with per-matrix ranks (0: the tensor goes dense). */
 typedef struct sqz_gc_psgd_state sqz_gc_psgd_state;
@@ -29,6 +31,9 @@ sqz_status sqz_gc_psgd_set_ranks(sqz_gc_psgd_state *s, const int *rank);
 float *sqz_gc_psgd_accumulate(sqz_gc_psgd_state *s, const float *grad);
 sqz_status sqz_gc_psgd_run(sqz_gc_psgd_state *s, float *grad, int step);
 void sqz_gc_psgd_free(sqz_gc_psgd_state *s);
+/* The error, the warm-start factors and the draw epoch through a checkpoint; the ranks must
+ * already be the saved ones (set first by the caller, e.g. L-GreCo's levels). */
+sqz_status sqz_gc_psgd_state_io(sqz_gc_psgd_state *s, sqz_gc_io *io);
 /* 1 when rank r factors rows x cols to fewer values than the matrix has */
 int sqz_gc_psgd_pays(int64_t rows, int64_t cols, int r);
 

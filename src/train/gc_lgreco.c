@@ -251,7 +251,36 @@ static sqz_status exchange(void *p, float *grad, int step) {
     return s->base_psgd ? sqz_gc_psgd_run(s->psgd, grad, step) : sqz_gc_topk_run(s->topk, grad, s->density);
 }
 
+/* A loaded choice of levels: each tensor keeps its kind (-1 where no level factors it, as
+ * create() found from the shapes) and names one of the levels. */
+static sqz_status check_choice(const lg_state *s, const int *loaded) {
+    for (int t = 0; t < s->env.n_tensors; t++)
+        if ((loaded[t] < 0) != (s->choice[t] < 0) || loaded[t] >= s->n_levels)
+            return sqz_fail(s->env.ctx, SQZ_ERR_FORMAT, "--resume: lgreco level %d of tensor %d does not fit "
+                            "the %d levels of this spec", loaded[t], t, s->n_levels);
+    return SQZ_OK;
+}
+
+/* The chosen levels first: loaded, they set the ranks (PowerSGD's factor shapes) or densities
+ * before the base compressor's buffers are read into them. */
+static sqz_status state(void *p, sqz_gc_io *io) {
+    lg_state *s = p;
+    const size_t bytes = (size_t)s->env.n_tensors * sizeof(int);
+    int *choice = sqz_gc_io_loading(io) ? malloc(bytes) : s->choice;
+    if (!choice) return sqz_fail(s->env.ctx, SQZ_ERR_NOMEM, "--dp lgreco: out of memory");
+    sqz_status st = sqz_gc_io_bytes(io, choice, bytes);
+    if (!st) st = sqz_gc_io_bytes(io, &s->n_choices, sizeof s->n_choices);
+    if (!st && choice != s->choice && !(st = check_choice(s, choice))) {
+        memcpy(s->choice, choice, bytes);
+        apply(s);
+        if (s->base_psgd) st = sqz_gc_psgd_set_ranks(s->psgd, s->rank);
+    }
+    if (choice != s->choice) free(choice);
+    if (st) return st;
+    return s->base_psgd ? sqz_gc_psgd_state_io(s->psgd, io) : sqz_gc_topk_state_io(s->topk, io);
+}
+
 const sqz_gc_method sqz_gcm_lgreco = {
     .name = "lgreco", .params = "base=powersgd|topk,levels=L1/L2/...,ref=L,every=STEPS,bins=N",
-    .create = create, .exchange = exchange, .destroy = destroy,
+    .create = create, .exchange = exchange, .destroy = destroy, .state = state,
 };

@@ -104,6 +104,15 @@ void sqz_gc_psgd_free(sqz_gc_psgd_state *s) {
     free(s);
 }
 
+/* epoch too: with warm = 0, and for the columns a later rank change adds, the draws depend on it */
+sqz_status sqz_gc_psgd_state_io(sqz_gc_psgd_state *s, sqz_gc_io *io) {
+    sqz_status st = sqz_gc_io_bytes(io, s->e, s->env.n * sizeof(float));
+    if (!st) st = sqz_gc_io_bytes(io, &s->epoch, sizeof s->epoch);
+    for (int t = 0; t < s->env.n_tensors && !st; t++)
+        if (s->rank[t]) st = sqz_gc_io_bytes(io, s->Q[t], (size_t)s->env.t[t].cols * s->rank[t] * sizeof(float));
+    return st;
+}
+
 float *sqz_gc_psgd_accumulate(sqz_gc_psgd_state *s, const float *grad) {
     for (size_t i = 0; i < s->env.n; i++) s->e[i] += grad[i];
     s->accumulated = 1;
@@ -207,8 +216,9 @@ static sqz_status create(const sqz_gc_env *env, const sqz_gc_args *a, void **sta
 
 static sqz_status exchange(void *p, float *grad, int step) { return sqz_gc_psgd_run(p, grad, step); }
 static void destroy(void *p) { sqz_gc_psgd_free(p); }
+static sqz_status state(void *p, sqz_gc_io *io) { return sqz_gc_psgd_state_io(p, io); }
 
 const sqz_gc_method sqz_gcm_powersgd = {
     .name = "powersgd", .params = "rank=R,warm=0|1", .create = create, .exchange = exchange,
-    .destroy = destroy,
+    .destroy = destroy, .state = state,
 };

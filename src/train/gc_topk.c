@@ -42,6 +42,10 @@ void sqz_gc_topk_free(sqz_gc_topk_state *s) {
     free(s);
 }
 
+sqz_status sqz_gc_topk_state_io(sqz_gc_topk_state *s, sqz_gc_io *io) {
+    return sqz_gc_io_bytes(io, s->e, s->env.n * sizeof(float));
+}
+
 float *sqz_gc_topk_accumulate(sqz_gc_topk_state *s, const float *grad) {
     for (size_t i = 0; i < s->env.n; i++) s->e[i] += grad[i];
     s->accumulated = 1;
@@ -96,7 +100,10 @@ static sqz_status exchange(void *p, float *grad, int step) {
     return sqz_gc_topk_run(r->k, grad, r->density);
 }
 
+/* the densities come from the spec: only the error is state */
+static sqz_status state(void *p, sqz_gc_io *io) { return sqz_gc_topk_state_io(((row_state *)p)->k, io); }
+
 const sqz_gc_method sqz_gcm_topk = {
     .name = "topk", .params = "density=F,ef=0|1", .create = create, .exchange = exchange,
-    .destroy = destroy,
+    .destroy = destroy, .state = state,
 };

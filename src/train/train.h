@@ -117,8 +117,11 @@ typedef struct sqz_train_ckpt {
     uint64_t hash, n, rng;
     int step;
 } sqz_train_ckpt;
+/* Writes PATH.tmp; sqz_train_ckpt_commit then renames it to PATH (keep = 1) or removes it: under
+ * --dp only once every rank has written its compressor state beside it (gc.h). */
 sqz_status sqz_train_ckpt_write(sqz_ctx *ctx, const char *path, const sqz_train_ckpt *c, const float *p,
                                 const float *m, const float *v);
+sqz_status sqz_train_ckpt_commit(sqz_ctx *ctx, const char *path, int keep);
 /* Checks c->n and c->hash against the file, then fills p, m, v (c->n floats each), c->step, c->rng. */
 sqz_status sqz_train_ckpt_read(sqz_ctx *ctx, const char *path, sqz_train_ckpt *c, float *p, float *m,
                                float *v);

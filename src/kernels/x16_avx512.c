@@ -25,8 +25,11 @@
 #ifndef X16_PFK
 #define X16_PFK 1536
 #endif
+/* Into L2, not L1: on AMD Zen 4 (2 threads, 1.1B shapes, 4 alternating rounds of bench_model,
+ * medians) T1 decoded Q4_K_M 40 -> 50 tokens/s, Q8_0 25 -> 30, Q6_K 32 -> 35 at the same
+ * distances; a shorter 1 KB distance did as well, 2-8 KB no better (bench_qkernels --packed-only) */
 #ifndef X16_PF_HINT
-#define X16_PF_HINT _MM_HINT_T0
+#define X16_PF_HINT _MM_HINT_T1
 #endif
 enum { PF = X16_PF, PFK = X16_PFK };
 

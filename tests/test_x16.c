@@ -214,7 +214,7 @@ static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
     }
     const sqz_tensor wt = { t, cols, rows, m }, wp = { pt, cols, rows, p };
     const int Ts[] = { 1, 4, T };
-    const int tiles = best == SQZ_ISA_AVX512 && (pt == SQZ_TYPE_Q4_KX16 || pt == SQZ_TYPE_Q5_KX16);
+    const int tiles = best == SQZ_ISA_AVX512 && (pt == SQZ_TYPE_Q4_KX16 || pt == SQZ_TYPE_Q5_KX16 || pt == SQZ_TYPE_Q6_KX16);
     for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
         if (Ts[i] <= 4) sqz_matmul(&wt, x, Ts[i], want, 2);
         else if (tiles)

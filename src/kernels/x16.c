@@ -90,7 +90,7 @@ const sqz_matrix_ops sqz_x16_matrix_ops = {
 };
 
 /* ---- the packed k-quants: Q8_K activations; decode's rows through the packed kernel; prefill
- * of Q4_K and Q5_K through their integer tiles (sqz_x16k_gemm_avx512: the tokens quantized to
+ * of Q4_K, Q5_K and Q6_K through their integer tiles (sqz_x16k_gemm_avx512: the tokens quantized to
  * Q8_K once, as decode does and llama.cpp's prefill does), of the others as f32 panels of 64
  * rows (16-row groups unpacked) through the AVX-512 panel product. Why the tiles: on AMD Zen 4
  * the f32 panels ran a 1.1B Q4_K model's prefill at 87 tokens/s (Q8_0's packed tiles: 260). */
@@ -124,7 +124,7 @@ static int x16k_matmul(const sqz_tensor *w, const float *x, int T, float *y, int
         free(a);
         return 0;
     }
-    if (w->type == SQZ_TYPE_Q4_KX16 || w->type == SQZ_TYPE_Q5_KX16) { /* integer tiles (x16_avx512.c) */
+    if (w->type == SQZ_TYPE_Q4_KX16 || w->type == SQZ_TYPE_Q5_KX16 || w->type == SQZ_TYPE_Q6_KX16) { /* integer tiles (x16_avx512.c) */
         const size_t qrs = x16k_act_bytes(K);
         char *a = malloc(qrs * (size_t)T);
         if (!a) return -1;

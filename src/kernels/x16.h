@@ -42,9 +42,9 @@ void sqz_x16k_matvec_ref(sqz_type t, const void *w, int64_t cols, const void *a,
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1);
 
-/* Prefill's product for the packed Q4_K and Q5_K (t = SQZ_TYPE_Q4_KX16, Q5_KX16): y[t * ldy + r]
- * for the T tokens (a: T rows of cols / 256 block_q8_K) and the rows of groups [g0, g1), each
- * sub-block's nibbles unpacked once for up to 8 tokens. Returns -1 (nothing done) for another
+/* Prefill's product for the packed Q4_K, Q5_K and Q6_K (t = SQZ_TYPE_Q4_KX16, Q5_KX16, Q6_KX16):
+ * y[t * ldy + r] for the T tokens (a: T rows of cols / 256 block_q8_K) and the rows of groups
+ * [g0, g1), each sub-block's values unpacked once for up to 8 tokens. Returns -1 (nothing done) for another
  * type. */
 int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1, const void *a, int T,
                          float *y, size_t ldy);

@@ -319,8 +319,16 @@ static inline __attribute__((always_inline)) void k4_group_gemm(const char *xb, 
     default: k4_group_gemm(wg, nb, at, Q5, 1, yt, ldy); break;                              \
     }
 
+/* Q6_K's prefill (below, beside its decode kernel) */
+static void q6k_gemm(const void *w, int64_t nb, int64_t g0, int64_t g1, const block_q8_K *a, int T, float *y,
+                     size_t ldy);
+
 int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1, const void *a, int T,
                          float *y, size_t ldy) {
+    if (t == SQZ_TYPE_Q6_KX16) {
+        q6k_gemm(w, cols / 256, g0, g1, a, T, y, ldy);
+        return 0;
+    }
     if (t != SQZ_TYPE_Q4_KX16 && t != SQZ_TYPE_Q5_KX16) return -1;
     const int q5 = t == SQZ_TYPE_Q5_KX16;
     const int64_t nb = cols / 256;
@@ -374,6 +382,75 @@ static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
     }
     return acc;
+}
+
+/* NT tokens through one group of Q6_K rows: as q6k_group, each sub-block's 6-bit values put
+ * together once for all NT tokens (prefill), y[t * ldy + 0..15]; a: NT rows of Q8_K
+ * activations, nb blocks each. */
+static inline __attribute__((always_inline)) void q6k_group_gemm(const block_q6_kx16 *x, int64_t nb, const block_q8_K *a,
+                                                                 int nt, float *y, size_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        __m512i isum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (int s = 0; s < 16; s++) {
+            const q6_kx16_sub *q = &x->q[s];
+            const __m512i n0 = _mm512_loadu_si512(q->nib[0]), n1 = _mm512_loadu_si512(q->nib[1]);
+            const __m512i h = _mm512_loadu_si512(q->hi);
+            const __m512i q0 = _mm512_or_si512(_mm512_and_si512(n0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m30));
+            const __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n0, 4), m4),
+                                               _mm512_and_si512(_mm512_slli_epi16(h, 2), m30));
+            const __m512i q2 = _mm512_or_si512(_mm512_and_si512(n1, m4), _mm512_and_si512(h, m30));
+            const __m512i q3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n1, 4), m4),
+                                               _mm512_and_si512(_mm512_srli_epi16(h, 2), m30));
+            const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[s]));
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
+                const int8_t *aq = ab->qs + 16 * s;
+                __m512i s0 = _mm512_set1_epi32(-32 * ab->bsums[s]);
+                s0 = _mm512_dpbusd_epi32(s0, q0, bcast(aq));
+                s0 = _mm512_dpbusd_epi32(s0, q1, bcast(aq + 4));
+                s0 = _mm512_dpbusd_epi32(s0, q2, bcast(aq + 8));
+                s0 = _mm512_dpbusd_epi32(s0, q3, bcast(aq + 12));
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s0, sc));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(ab->d)), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+
+static void q6k_gemm(const void *w, int64_t nb, int64_t g0, int64_t g1, const block_q8_K *a, int T, float *y,
+                     size_t ldy) {
+    for (int64_t g = g0; g < g1; g++) {
+        const block_q6_kx16 *wg = (const block_q6_kx16 *)w + (size_t)g * (size_t)nb;
+        for (int t0 = 0; t0 < T; t0 += 8) {
+            const int nt = T - t0 < 8 ? T - t0 : 8;
+            const block_q8_K *at = a + (size_t)t0 * (size_t)nb;
+            float *yt = y + (size_t)t0 * ldy + (size_t)g * 16;
+            switch (nt) {
+            case 8: q6k_group_gemm(wg, nb, at, 8, yt, ldy); break;
+            case 7: q6k_group_gemm(wg, nb, at, 7, yt, ldy); break;
+            case 6: q6k_group_gemm(wg, nb, at, 6, yt, ldy); break;
+            case 5: q6k_group_gemm(wg, nb, at, 5, yt, ldy); break;
+            case 4: q6k_group_gemm(wg, nb, at, 4, yt, ldy); break;
+            case 3: q6k_group_gemm(wg, nb, at, 3, yt, ldy); break;
+            case 2: q6k_group_gemm(wg, nb, at, 2, yt, ldy); break;
+            default: q6k_group_gemm(wg, nb, at, 1, yt, ldy); break;
+            }
+        }
+    }
 }
 
 /* Q2_K packed: per pair of sub-blocks p (2p, 2p+1), each one vector of 2-bit values -> 4

@@ -851,7 +851,10 @@ sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, 
  * the mean KL divergence of the model with that matrix alone at that level
  * (src/search/levels_db.h). Written to db_path + ".part" and renamed when complete; a build
  * that stopped resumes its part file when run again with the same model, calibration and
- * options (another's part file is an SQZ_ERR_ARG). */
+ * options (another's part file is an SQZ_ERR_ARG). Started by mpirun -np N (Open MPI), the
+ * ranks split the levels (round-robin, in a fixed order) and rank 0 writes them after each
+ * layer: the same bytes as one process (with the same threads per process); a stopped build
+ * resumes with any number of ranks. The caller ends MPI with sqz_finetune_dp_shutdown(). */
 typedef struct sqz_levels_opts {
     const int32_t *calib;  /* calibration tokens: the Hessians */
     size_t n_calib;
@@ -865,10 +868,11 @@ typedef struct sqz_levels_opts {
 typedef struct sqz_levels_result {
     int n_items;           /* matrices (the head included) */
     int n_measured;        /* levels quantized and measured by this call */
-    int n_resumed;         /* levels found in a part file */
+    int n_resumed;         /* levels found in a part file (rank 0's count under mpirun) */
     size_t calib_tokens;
-    uint64_t db_bytes;
+    uint64_t db_bytes;     /* rank 0's (the others write nothing: 0) */
     double seconds;
+    int mpi_ranks, mpi_rank; /* under mpirun: the world (1: alone) and this rank */
 } sqz_levels_result;
 
 sqz_status sqz_levels_build(sqz_ctx *ctx, const sqz_model *model, const char *db_path, const sqz_levels_opts *opts,

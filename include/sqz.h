@@ -932,8 +932,10 @@ typedef struct sqz_search_result {
     uint64_t mpi_bytes_sent;          /* what this rank sent (the fitnesses it scored) */
 } sqz_search_result;
 
-/* Started by mpirun -np N (Open MPI), the ranks split each selection stage's candidates and sum
- * their fitnesses: the same answer as one process with the same seed; rank 0 writes. The
+/* Started by mpirun -np N (Open MPI), the ranks split each selection stage's (candidate,
+ * window) pairs and sum their KLs in one process's order, and split the base model's pool
+ * windows and the final full-pool KLs too: the same answer as one process with the same seed
+ * (and threads per process); rank 0 writes. The
  * caller ends MPI with sqz_finetune_dp_shutdown() before exiting.
  * EvoPress (src/search/evopress.h) over the space, seeded by the knapsack on single-matrix KLs
  * (quant) or a random subset (depth), fitness = mean KL to model on calibration windows; writes

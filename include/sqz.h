@@ -853,7 +853,10 @@ sqz_status sqz_drop(sqz_ctx *ctx, const sqz_model *model, const char *out_path, 
  * the mean KL divergence of the model with that matrix alone at that level
  * (src/search/levels_db.h). Written to db_path + ".part" and renamed when complete; a build
  * that stopped resumes its part file when run again with the same model, calibration and
- * options (another's part file is an SQZ_ERR_ARG). */
+ * options (another's part file is an SQZ_ERR_ARG). Started by mpirun -np N (Open MPI), the
+ * ranks split the levels (round-robin, in a fixed order) and rank 0 writes them after each
+ * layer: the same bytes as one process (with the same threads per process); a stopped build
+ * resumes with any number of ranks. The caller ends MPI with sqz_finetune_dp_shutdown(). */
 typedef struct sqz_levels_opts {
     const int32_t *calib;  /* calibration tokens: the Hessians */
     size_t n_calib;
@@ -867,10 +870,11 @@ typedef struct sqz_levels_opts {
 typedef struct sqz_levels_result {
     int n_items;           /* matrices (the head included) */
     int n_measured;        /* levels quantized and measured by this call */
-    int n_resumed;         /* levels found in a part file */
+    int n_resumed;         /* levels found in a part file (rank 0's count under mpirun) */
     size_t calib_tokens;
-    uint64_t db_bytes;
+    uint64_t db_bytes;     /* rank 0's (the others write nothing: 0) */
     double seconds;
+    int mpi_ranks, mpi_rank; /* under mpirun: the world (1: alone) and this rank */
 } sqz_levels_result;
 
 sqz_status sqz_levels_build(sqz_ctx *ctx, const sqz_model *model, const char *db_path, const sqz_levels_opts *opts,
@@ -930,8 +934,10 @@ typedef struct sqz_search_result {
     uint64_t mpi_bytes_sent;          /* what this rank sent (the fitnesses it scored) */
 } sqz_search_result;
 
-/* Started by mpirun -np N (Open MPI), the ranks split each selection stage's candidates and sum
- * their fitnesses: the same answer as one process with the same seed; rank 0 writes. The
+/* Started by mpirun -np N (Open MPI), the ranks split each selection stage's (candidate,
+ * window) pairs and sum their KLs in one process's order, and split the base model's pool
+ * windows and the final full-pool KLs too: the same answer as one process with the same seed
+ * (and threads per process); rank 0 writes. The
  * caller ends MPI with sqz_finetune_dp_shutdown() before exiting.
  * EvoPress (src/search/evopress.h) over the space, seeded by the knapsack on single-matrix KLs
  * (quant) or a random subset (depth), fitness = mean KL to model on calibration windows; writes

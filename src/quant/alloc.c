@@ -272,6 +272,7 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
             sqz_tensor *t = sqz_mixllm_matrix(&P.pm.layers[l], k, &site);
             st = item_measure(&P, l * NM + k, t, NULL, h[site].H, l);
         }
+        if (!st && hook && hook->sync) st = hook->sync(hook->user, (l + 1) * NM);
     }
     if (!st) { /* the head: its input is the final norm of the last layer's outputs */
         site_h *hh = &h[SQZ_SITE_QKV];
@@ -287,6 +288,7 @@ static sqz_status plan_or_levels(sqz_ctx *ctx, const sqz_model *model, const int
         if (!st)
             st = c->tied_embeddings ? item_measure(&P, n_items - 1, &P.pm.tok_embd, &P.pm.output, hh->H, 0)
                                     : item_measure(&P, n_items - 1, &P.pm.output, NULL, hh->H, L);
+        if (!st && hook && hook->sync) st = hook->sync(hook->user, n_items);
     }
     if (st || hook) goto done;
 

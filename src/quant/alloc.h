@@ -82,9 +82,14 @@ void sqz_alloc_plan_free(sqz_alloc_plan *p);
  * layer-major (q, k, v, o, gate, up, down), the head last (n_layers * 7). o->preset is not used. */
 typedef struct sqz_alloc_hook {
     void *user;
-    /* non-zero: (item, t) is known already, its KL in *kl; it is not quantized again */
+    /* non-zero: (item, t) is not quantized here: known already (its KL in *kl) or measured by
+     * another process (an MPI rank; *kl then NAN) */
     int (*have)(void *user, int item, sqz_type t, double *kl);
     sqz_status (*got)(void *user, int item, sqz_type t, const void *data, size_t bytes, double kl);
+    /* NULL, or called once every item below `upto` has been handed to got (those measured
+     * here): after each layer's matrices and after the head. Processes that split the items
+     * exchange their levels there; an error stops the build. */
+    sqz_status (*sync)(void *user, int upto);
 } sqz_alloc_hook;
 sqz_status sqz_alloc_levels(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win, int C,
                             const sqz_alloc_opts *o, const sqz_alloc_hook *hook);

@@ -66,8 +66,38 @@ void sqz_kl_probe_free(sqz_kl_probe *p) {
     free(p);
 }
 
+/* Windows dealt round-robin (window w to rank w % size) and computed into arrays[a] (records
+ * of per[a] bytes, window w's at w * per[a]): every rank gets every window's, a round of one
+ * window per rank at a time (buffers of size records, not of the whole arrays). */
+static sqz_status share_windows(sqz_ctx *ctx, const sqz_kl_split *sp, size_t n_win, char *const *arrays,
+                                const size_t *per, int n_arrays) {
+    const int N = sp->size;
+    size_t most = 1;
+    for (int a = 0; a < n_arrays; a++) most = per[a] > most ? per[a] : most;
+    char *recv = malloc((size_t)N * most);
+    uint64_t *sizes = malloc((size_t)N * sizeof *sizes);
+    sqz_status st = recv && sizes ? SQZ_OK : sqz_fail(ctx, SQZ_ERR_NOMEM, "kl probe: out of memory");
+    /* a rank that fails here leaves the others waiting in allgather, as a failure inside any
+     * collective does: mpirun ends the job when that rank's process exits with an error */
+    for (size_t w0 = 0; w0 < n_win && !st; w0 += (size_t)N)
+        for (int a = 0; a < n_arrays && !st; a++) {
+            for (int r = 0; r < N; r++) sizes[r] = w0 + (size_t)r < n_win ? per[a] : 0;
+            const size_t mine = w0 + (size_t)sp->rank;
+            st = sp->allgather(sp->user, mine < n_win ? arrays[a] + mine * per[a] : recv, sizes, recv);
+            for (int r = 0; r < N && !st && w0 + (size_t)r < n_win; r++)
+                if (r != sp->rank) memcpy(arrays[a] + (w0 + (size_t)r) * per[a], recv + (size_t)r * per[a], per[a]);
+        }
+    free(recv), free(sizes);
+    return st;
+}
+
 sqz_status sqz_kl_probe_new(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win,
                             int C, sqz_kl_probe **out) {
+    return sqz_kl_probe_new_split(ctx, model, tokens, n_win, C, NULL, out);
+}
+
+sqz_status sqz_kl_probe_new_split(sqz_ctx *ctx, const sqz_model *model, const int32_t *tokens, size_t n_win,
+                                  int C, const sqz_kl_split *split, sqz_kl_probe **out) {
     *out = NULL;
     const sqz_config *c = &model->cfg;
     const int L = c->n_layers, V = c->vocab_size, D = c->dim;
@@ -89,12 +119,22 @@ sqz_status sqz_kl_probe_new(sqz_ctx *ctx, const sqz_model *model, const int32_t 
     sqz_status st = sqz_session_new(ctx, model, C, &p->s);
     float **cache = st ? NULL : malloc(((size_t)L + 1) * sizeof *cache);
     if (!st && !cache) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-    for (size_t w = 0; w < n_win && !st; w++) {
+    const int N = split && split->size > 1 ? split->size : 1, rank = N > 1 ? split->rank : 0;
+    for (size_t w = (size_t)rank; w < n_win && !st; w += (size_t)N) {
         for (int l = 0; l <= L; l++) cache[l] = p->X[l] + w * (size_t)C * D;
         embed(model, tokens + w * (size_t)C, C, p->emb);
         st = run_from(p->s, model, 0, p->emb, C, p->base + w * (size_t)C * V, cache);
     }
     free(cache);
+    if (!st && N > 1) { /* the other ranks' windows: every layer's states and the logits */
+        char **arrays = malloc(((size_t)L + 2) * sizeof *arrays);
+        size_t *per = malloc(((size_t)L + 2) * sizeof *per);
+        if (!arrays || !per) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+        for (int l = 0; !st && l <= L; l++) arrays[l] = (char *)p->X[l], per[l] = (size_t)C * D * sizeof(float);
+        if (!st) arrays[L + 1] = (char *)p->base, per[L + 1] = (size_t)C * V * sizeof(float);
+        if (!st) st = share_windows(ctx, split, n_win, arrays, per, L + 2);
+        free(arrays), free(per);
+    }
     if (st) {
         sqz_kl_probe_free(p);
         return st;
@@ -150,27 +190,50 @@ sqz_status sqz_kl_probe_set_ref(sqz_kl_probe *p, const sqz_model *ref) {
     return SQZ_OK;
 }
 
-sqz_status sqz_kl_probe_ref_kl(sqz_kl_probe *p, const int *win, int n, double *kl) {
-    *kl = 0;
-    if (!p->ref) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: no reference set");
+/* The mean of n window sums over their n C positions (summed in order: the bits of a split). */
+static double mean_of(const double *sums, int n, int C) {
     double sum = 0;
+    for (int i = 0; i < n; i++) sum += sums[i];
+    return sum / ((double)n * C);
+}
+
+sqz_status sqz_kl_probe_ref_sums(sqz_kl_probe *p, const int *win, int n, double *sums) {
+    if (!p->ref) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: no reference set");
     for (int i = 0; i < n; i++) {
         if (win[i] < 0 || (size_t)win[i] >= p->n_win) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: window %d", win[i]);
         sqz_status st = ref_window(p, (size_t)win[i]);
         if (st) return st;
-        sum += p->ref_kl[win[i]];
+        sums[i] = p->ref_kl[win[i]];
     }
-    *kl = sum / ((double)n * p->C);
     return SQZ_OK;
+}
+
+sqz_status sqz_kl_probe_ref_kl(sqz_kl_probe *p, const int *win, int n, double *kl) {
+    *kl = 0;
+    double *sums = malloc((size_t)(n > 0 ? n : 1) * sizeof *sums);
+    if (!sums) return sqz_fail(p->ctx, SQZ_ERR_NOMEM, "kl probe: out of memory");
+    const sqz_status st = sqz_kl_probe_ref_sums(p, win, n, sums);
+    if (!st) *kl = mean_of(sums, n, p->C);
+    free(sums);
+    return st;
 }
 
 sqz_status sqz_kl_probe_measure_windows(sqz_kl_probe *p, const sqz_model *changed, int l0, const int *win,
                                         int n, double *kl) {
+    *kl = 0;
+    double *sums = malloc((size_t)(n > 0 ? n : 1) * sizeof *sums);
+    if (!sums) return sqz_fail(p->ctx, SQZ_ERR_NOMEM, "kl probe: out of memory");
+    const sqz_status st = sqz_kl_probe_window_sums(p, changed, l0, win, n, sums);
+    if (!st) *kl = mean_of(sums, n, p->C);
+    free(sums);
+    return st;
+}
+
+sqz_status sqz_kl_probe_window_sums(sqz_kl_probe *p, const sqz_model *changed, int l0, const int *win, int n,
+                                    double *sums) {
     const sqz_config *c = &p->model->cfg;
     const int D = c->dim, C = p->C;
-    *kl = 0;
     if (l0 < 0 || l0 > c->n_layers) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: layer %d", l0);
-    double sum = 0;
     sqz_status st = SQZ_OK;
     for (int i = 0; i < n && !st; i++) {
         if (win[i] < 0 || (size_t)win[i] >= p->n_win) return sqz_fail(p->ctx, SQZ_ERR_ARG, "kl probe: window %d", win[i]);
@@ -185,9 +248,8 @@ sqz_status sqz_kl_probe_measure_windows(sqz_kl_probe *p, const sqz_model *change
             in = p->emb;
         }
         if ((st = run_from(p->s, changed, l0, in, C, p->lg, NULL))) break;
-        sum += window_kl(p, w);
+        sums[i] = window_kl(p, w);
     }
-    if (!st) *kl = sum / ((double)n * C);
     return st;
 }
 

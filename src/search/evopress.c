@@ -57,6 +57,61 @@ static int draw_windows(uint64_t *rng, int pool, int n, int *win) {
     return n;
 }
 
+/* Scratch for a stage's window terms: [(lambda + 1) x pool] terms, [pool] windows. */
+typedef struct terms_buf {
+    double *t, *sub_t;
+    int *sub, *pos;
+} terms_buf;
+
+/* The rank that scores candidate i on the stage's j-th of nw windows: by window when every
+ * rank gets one (each candidate's windows then split evenly, and each rank needs the parent's
+ * states on its windows alone), else pair by pair (one window: candidate by candidate). */
+static int pair_rank(int i, int j, int nw, int size) { return nw >= size ? j % size : (i * nw + j) % size; }
+
+/* Fitnesses of c[0..n) on win[0..nw) from per-window terms: this rank's pairs, every rank's
+ * summed by share, each candidate's terms added in window order (one process's bits). */
+static sqz_status score_terms(const sqz_evo_space *sp, const sqz_evo_opts *o, cand *c, int n, const int *win,
+                              int nw, terms_buf *b, long *n_eval) {
+    const int size = o->size > 1 ? o->size : 1, rank = size > 1 ? o->rank : 0;
+    memset(b->t, 0, (size_t)n * nw * sizeof *b->t);
+    sqz_status st = SQZ_OK;
+    for (int i = 0; i < n && !st; i++) {
+        int k = 0;
+        for (int j = 0; j < nw; j++)
+            if (pair_rank(i, j, nw, size) == rank) b->pos[k] = j, b->sub[k++] = win[j];
+        if (k == 0) continue;
+        st = sp->window_terms(sp->user, c[i].g, b->sub, k, b->sub_t);
+        for (int x = 0; x < k && !st; x++) b->t[(size_t)i * nw + b->pos[x]] = b->sub_t[x];
+        ++*n_eval;
+    }
+    if (!st && size > 1) st = o->share(o->user, b->t, n * nw);
+    for (int i = 0; i < n && !st; i++) {
+        double f = 0;
+        for (int j = 0; j < nw; j++) f += b->t[(size_t)i * nw + j];
+        c[i].f = f / ((double)nw * sp->per_window);
+    }
+    return st;
+}
+
+/* Fitnesses of c[0..n) from whole-candidate calls: rank r scores candidates r, r + size, ... */
+static sqz_status score_whole(const sqz_evo_space *sp, const sqz_evo_opts *o, cand *c, int n, const int *win,
+                              int nw, double *fs, long *n_eval) {
+    const int size = o->size > 1 ? o->size : 1, rank = size > 1 ? o->rank : 0;
+    sqz_status st = SQZ_OK;
+    for (int i = 0; i < n && !st; i++) {
+        c[i].f = 0;
+        if (i % size != rank) continue;
+        st = sp->fitness(sp->user, c[i].g, win, nw, &c[i].f);
+        ++*n_eval;
+    }
+    if (!st && size > 1) {
+        for (int i = 0; i < n; i++) fs[i] = c[i].f;
+        if (!(st = o->share(o->user, fs, n)))
+            for (int i = 0; i < n; i++) c[i].f = fs[i];
+    }
+    return st;
+}
+
 sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts *o, int *parent, long *evals) {
     const int G = sp->n_genes, lam = o->offspring;
     if (lam < 1 || o->n_stages < 1 || o->survivors[o->n_stages - 1] != 1 || sp->n_windows < 1)
@@ -64,8 +119,11 @@ sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts
     cand *c = calloc((size_t)lam + 1, sizeof *c);
     int *pool = malloc(((size_t)lam + 1) * G * sizeof *pool), *win = malloc((size_t)sp->n_windows * sizeof *win);
     double *fs = malloc(((size_t)lam + 1) * sizeof *fs);
-    if (!c || !pool || !win || !fs) {
-        free(c), free(pool), free(win), free(fs);
+    const size_t nwin = (size_t)sp->n_windows;
+    terms_buf tb = { .t = malloc(((size_t)lam + 1) * nwin * sizeof *tb.t), .sub_t = malloc(nwin * sizeof *tb.sub_t),
+                     .sub = malloc(nwin * sizeof *tb.sub), .pos = malloc(nwin * sizeof *tb.pos) };
+    if (!c || !pool || !win || !fs || !tb.t || !tb.sub_t || !tb.sub || !tb.pos) {
+        free(c), free(pool), free(win), free(fs), free(tb.t), free(tb.sub_t), free(tb.sub), free(tb.pos);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "search: out of memory");
     }
     for (int i = 0; i <= lam; i++) c[i].g = pool + (size_t)i * G;
@@ -97,18 +155,9 @@ sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts
                 n++;
             }
             const int nw = draw_windows(&rng, sp->n_windows, o->windows[s], win);
-            const int size = o->size > 1 ? o->size : 1, rank = size > 1 ? o->rank : 0;
-            for (int i = 0; i < n && !st; i++) {
-                c[i].f = 0;
-                if (i % size != rank) continue;
-                st = sp->fitness(sp->user, c[i].g, win, nw, &c[i].f);
-                n_eval++;
-            }
-            if (!st && size > 1) {
-                for (int i = 0; i < n; i++) fs[i] = c[i].f;
-                if (!(st = o->share(o->user, fs, n)))
-                    for (int i = 0; i < n; i++) c[i].f = fs[i];
-            }
+            st = sp->window_terms ? score_terms(sp, o, c, n, win, nw, &tb, &n_eval)
+                                  : score_whole(sp, o, c, n, win, nw, fs, &n_eval);
+            if (st) break;
             qsort(c, (size_t)n, sizeof *c, by_fitness);
             if (n > o->survivors[s]) n = o->survivors[s];
             best = c[0].f;
@@ -125,6 +174,6 @@ sqz_status sqz_evo_run(sqz_ctx *ctx, const sqz_evo_space *sp, const sqz_evo_opts
         if (o->after && o->after(o->user, gen + 1, rng, parent)) break;
     }
     if (evals) *evals = n_eval;
-    free(c), free(pool), free(win), free(fs);
+    free(c), free(pool), free(win), free(fs), free(tb.t), free(tb.sub_t), free(tb.sub), free(tb.pos);
     return st;
 }

@@ -33,8 +33,14 @@ typedef struct sqz_evo_space {
     int (*repair)(void *user, uint64_t *rng, const int *parent, int *child);
     /* the new parent: later fitness calls run children from its cached states */
     sqz_status (*set_parent)(void *user, const int *g);
-    /* mean KL of g over windows win[0..n) (g may be the parent) */
+    /* mean KL of g over windows win[0..n) (g may be the parent); not used with window_terms */
     sqz_status (*fitness)(void *user, const int *g, const int *win, int n, double *kl);
+    /* or (preferred when set) the same as one term per window: the fitness is (terms[0] + ...
+     * + terms[n-1]) / (n per_window), summed in window order. Ranks then split a stage's
+     * (candidate, window) pairs, not its candidates: the last stages hold few candidates on
+     * many windows, and a rank then runs the parent's states only on its own windows. */
+    sqz_status (*window_terms)(void *user, const int *g, const int *win, int n, double *terms);
+    double per_window;
 } sqz_evo_space;
 
 typedef struct sqz_evo_opts {
@@ -53,8 +59,10 @@ typedef struct sqz_evo_opts {
     /* stop early when this returns non-zero (checkpoint every K generations and stop) */
     int (*after)(void *user, int gen, uint64_t rng, const int *parent);
     /* Spread over ranks (Open MPI): every rank makes the same offspring and draws the same
-     * windows; rank r scores candidates r, r + size, ...; share then sums the n fitnesses
-     * (zero where a rank did not score) so that every rank selects alike. size <= 1: alone. */
+     * windows; rank r scores candidates r, r + size, ... (with window_terms: the stage's
+     * windows r, r + size, ... of every candidate, or with fewer windows than ranks every
+     * size-th (candidate, window) pair); share then sums the n fitnesses or terms (zero where a
+     * rank did not score) so that every rank selects alike. size <= 1: alone. */
     int rank, size;
     sqz_status (*share)(void *user, double *f, int n);
 } sqz_evo_opts;

@@ -2,6 +2,7 @@
 #include "search/levels_db.h"
 #include "core/hash.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "quant/mixllm.h"
 #include "sqz.h"
+#include "train/comm.h"
 
 static const char MAGIC[8] = { 'S', 'Q', 'Z', 'L', 'V', 'D', 'B', '1' };
 enum { REC_MAGIC = 0x4345524c /* "LREC" */, MAX_PATH = 4096 };
@@ -173,31 +175,237 @@ void sqz_levels_db_apply(const sqz_levels_db *db, sqz_model *m, int item, int k)
     }
 }
 
-/* ---------------------------------------------------------------- building */
+/* ---------------------------------------------------------------- building
+ *
+ * Under mpirun -np N the (item, type) levels still to measure are dealt round-robin, in the
+ * order one process measures them, so the split does not depend on timing. Every rank runs
+ * the Hessian passes (each layer's inputs need all windows) and measures its own levels; after
+ * each layer's matrices and after the head (the hook's sync) the ranks' records go to rank 0,
+ * which appends them in one process's order: the database is the same bytes as one process
+ * writes, and a stopped build leaves a part file of whole layers that resumes (with any number
+ * of ranks: rank 0 reads it and deals what is missing). Rank 0 alone touches the files. */
+
+/* The types sqz_alloc_levels measures, in its order (alloc.c's ladder). */
+static const sqz_type ladder[SQZ_ALLOC_MAX_TYPES] = { SQZ_TYPE_Q2_K, SQZ_TYPE_Q3_K, SQZ_TYPE_Q4_K,
+                                                      SQZ_TYPE_Q5_K, SQZ_TYPE_Q6_K };
+enum { KNOWN = -1 }; /* a level the part file holds */
+
+static int ladder_at(sqz_type t) {
+    for (int k = 0; k < SQZ_ALLOC_MAX_TYPES; k++)
+        if (ladder[k] == t) return k;
+    return -1;
+}
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
 
 typedef struct builder {
     sqz_ctx *ctx;
-    FILE *f;
+    FILE *f;             /* rank 0: the part file */
     const char *path;
-    sqz_levels_db *have; /* what the part file holds */
-    int written;
+    sqz_levels_db *have; /* rank 0: what the part file holds */
+    int (*who)[SQZ_ALLOC_MAX_TYPES]; /* [item][ladder type]: KNOWN or the rank that measures it */
+    sqz_comm comm;       /* size 1: one process, records written as they come */
+    buf mine, all;       /* ranks: this rank's records since the last sync; everyone's */
+    double *status;      /* [1 + size]: the exchange's failures and buffer lengths */
+    int written;         /* records this build measured (every rank's) */
+    int stopped;         /* the ranks know this build failed: no more collectives */
 } builder;
 
 static int have_level(void *user, int item, sqz_type t, double *kl) {
     const builder *b = user;
-    const sqz_db_item *it = &b->have->items[item];
-    for (int k = 0; k < it->n; k++)
-        if (it->lv[k].type == t) return *kl = it->lv[k].kl, 1;
-    return 0;
+    const int x = ladder_at(t), who = x < 0 ? 0 : b->who[item][x];
+    *kl = NAN;
+    if (who == KNOWN) {
+        const sqz_db_item *it = &b->have->items[item];
+        for (int k = 0; k < it->n; k++)
+            if (it->lv[k].type == t) *kl = it->lv[k].kl;
+        return 1;
+    }
+    return who != b->comm.rank; /* another rank's */
+}
+
+static sqz_status write_rec(builder *b, const rec_head *r, const void *data) {
+    if (fwrite(r, sizeof *r, 1, b->f) != 1 || fwrite(data, 1, r->bytes, b->f) != r->bytes)
+        return sqz_fail(b->ctx, SQZ_ERR_IO, "%s: write failed (disk full?)", b->path);
+    return SQZ_OK;
 }
 
 static sqz_status got_level(void *user, int item, sqz_type t, const void *data, size_t bytes, double kl) {
     builder *b = user;
     const rec_head r = { .magic = REC_MAGIC, .item = (uint32_t)item, .type = (uint32_t)t, .bytes = bytes, .kl = kl };
-    if (fwrite(&r, sizeof r, 1, b->f) != 1 || fwrite(data, 1, bytes, b->f) != bytes || fflush(b->f))
-        return sqz_fail(b->ctx, SQZ_ERR_IO, "%s: write failed (disk full?)", b->path);
-    b->written++;
+    if (b->comm.size > 1) { /* sent at the next sync; the buffer holds a whole layer's levels */
+        if (b->mine.len + sizeof r + bytes > b->mine.cap)
+            return sqz_fail(b->ctx, SQZ_ERR_INTERNAL, "levels: a layer's levels outgrew their buffer");
+        memcpy(b->mine.p + b->mine.len, &r, sizeof r);
+        memcpy(b->mine.p + b->mine.len + sizeof r, data, bytes);
+        b->mine.len += sizeof r + bytes;
+        return SQZ_OK;
+    }
+    sqz_status st = write_rec(b, &r, data);
+    if (!st && fflush(b->f)) st = sqz_fail(b->ctx, SQZ_ERR_IO, "%s: write failed (disk full?)", b->path);
+    if (!st) b->written++;
+    return st;
+}
+
+/* Every rank says whether it failed and how many record bytes it holds (status[1 + r]); the
+ * first collective of every sync, so that a rank that failed between syncs meets the others
+ * there with failed = 1 and all stop. A non-zero result: some rank failed (b->stopped). */
+static sqz_status exchange_status(builder *b, int failed, size_t len) {
+    const int N = b->comm.size;
+    memset(b->status, 0, (size_t)(N + 1) * sizeof *b->status);
+    b->status[0] = failed;
+    b->status[1 + b->comm.rank] = (double)len; /* exact: far below 2^53 */
+    sqz_status st = sqz_comm_ctl_sum(&b->comm, b->status, N + 1);
+    if (st || b->status[0] > 0) b->stopped = 1;
+    if (!st && b->status[0] > failed)
+        st = sqz_fail(b->ctx, SQZ_ERR_IO, "levels: rank %d of %d stops: %g other rank(s) failed", b->comm.rank, N,
+                      b->status[0] - failed);
+    return st;
+}
+
+static int rec_cmp(const void *a, const void *b) {
+    rec_head x, y;
+    memcpy(&x, *(const char *const *)a, sizeof x);
+    memcpy(&y, *(const char *const *)b, sizeof y);
+    if (x.item != y.item) return x.item < y.item ? -1 : 1;
+    return ladder_at((sqz_type)x.type) - ladder_at((sqz_type)y.type);
+}
+
+/* The gathered records (every rank's, back to back) in one process's order: item, then type;
+ * rank 0 appends them to the part file. */
+static sqz_status write_gathered(builder *b) {
+    size_t n = 0;
+    for (size_t o = 0; o < b->all.len; n++) {
+        rec_head r;
+        memcpy(&r, b->all.p + o, sizeof r);
+        o += sizeof r + r.bytes;
+    }
+    const char **rec = malloc((n ? n : 1) * sizeof *rec);
+    if (!rec) return sqz_fail(b->ctx, SQZ_ERR_NOMEM, "levels: out of memory");
+    for (size_t o = 0, i = 0; i < n; i++) {
+        rec_head r;
+        memcpy(&r, b->all.p + o, sizeof r);
+        rec[i] = b->all.p + o;
+        o += sizeof r + r.bytes;
+    }
+    qsort(rec, n, sizeof *rec, rec_cmp);
+    sqz_status st = SQZ_OK;
+    for (size_t i = 0; i < n && !st && b->comm.rank == 0; i++) {
+        rec_head r;
+        memcpy(&r, rec[i], sizeof r);
+        st = write_rec(b, &r, rec[i] + sizeof r);
+    }
+    if (!st && b->comm.rank == 0 && fflush(b->f))
+        st = sqz_fail(b->ctx, SQZ_ERR_IO, "%s: write failed (disk full?)", b->path);
+    if (!st) b->written += (int)n;
+    free(rec);
+    return st;
+}
+
+/* After every item below upto: the ranks' records of them to rank 0 (to everyone: the comm
+ * layer's allgather; a layer's levels are megabytes) and into the part file. */
+static sqz_status sync_levels(void *user, int upto) {
+    builder *b = user;
+    (void)upto;
+    if (b->comm.size == 1) return SQZ_OK;
+    sqz_status st = exchange_status(b, 0, b->mine.len);
+    if (st) return st;
+    uint64_t sizes[b->comm.size];
+    b->all.len = 0;
+    for (int r = 0; r < b->comm.size; r++) sizes[r] = (uint64_t)b->status[1 + r], b->all.len += sizes[r];
+    if (b->all.len > b->all.cap) { /* cannot happen: every rank's buffer is a layer's bound */
+        b->stopped = 1;
+        return sqz_fail(b->ctx, SQZ_ERR_INTERNAL, "levels: the ranks' levels outgrew their buffer");
+    }
+    st = sqz_comm_allgather(&b->comm, b->mine.p, sizes, b->all.p);
+    b->mine.len = 0;
+    if (st) b->stopped = 1; /* MPI itself failed: no collective is safe now */
+    return st ? st : write_gathered(b);
+}
+
+/* The bytes of one item's levels at every ladder type, with their record heads. */
+static size_t item_bound(const sqz_db_item *it) {
+    size_t n = 0;
+    for (int k = 0; k < SQZ_ALLOC_MAX_TYPES; k++)
+        n += sizeof(rec_head) + (size_t)it->rows * sqz_type_row_size(ladder[k], it->cols);
+    return n;
+}
+
+/* Ranks: buffers for the largest group of items between two syncs (a layer's, or the head). */
+static sqz_status alloc_buffers(builder *b, const sqz_levels_db *items) {
+    size_t most = 0;
+    for (int i = 0; i < items->n_items;) {
+        const int end = i + SQZ_MIX_N_MATS <= items->n_items - 1 ? i + SQZ_MIX_N_MATS : items->n_items;
+        size_t n = 0;
+        for (; i < end; i++) n += item_bound(&items->items[i]);
+        if (n > most) most = n;
+    }
+    b->mine.p = malloc(most), b->all.p = malloc(most);
+    b->mine.cap = b->all.cap = most;
+    b->status = malloc((size_t)(b->comm.size + 1) * sizeof *b->status);
+    if (!b->mine.p || !b->all.p || !b->status) return sqz_fail(b->ctx, SQZ_ERR_NOMEM, "levels: out of memory");
     return SQZ_OK;
+}
+
+/* Rank 0: who measures each level still missing from the part file (round-robin in the
+ * order they are measured). */
+static void deal(builder *b) {
+    int next = 0;
+    for (int i = 0; i < b->have->n_items; i++) {
+        const sqz_db_item *it = &b->have->items[i];
+        for (int k = 0; k < SQZ_ALLOC_MAX_TYPES; k++) {
+            int known = 0;
+            for (int j = 0; j < it->n; j++) known |= it->lv[j].type == ladder[k];
+            b->who[i][k] = known ? KNOWN : next++ % b->comm.size;
+        }
+    }
+}
+
+/* Rank 0: the part file resumed (whole records kept, a torn one cut) or started. */
+static sqz_status open_part(builder *b, const char *part, uint64_t key, int *n_resumed) {
+    sqz_status st = SQZ_OK;
+    if (access(part, F_OK) == 0) {
+        FILE *f = NULL;
+        long good = 0;
+        st = open_db(b->ctx, part, "rb", b->have->n_items, &key, &f);
+        if (!st) st = read_records(b->ctx, f, part, b->have, &good);
+        if (f) fclose(f);
+        if (!st && truncate(part, good)) st = sqz_fail(b->ctx, SQZ_ERR_IO, "%s: cannot cut a torn record", part);
+        if (!st && !(b->f = fopen(part, "ab"))) st = sqz_fail(b->ctx, SQZ_ERR_IO, "%s: cannot append", part);
+        for (int i = 0; !st && i < b->have->n_items; i++) *n_resumed += b->have->items[i].n;
+        return st;
+    }
+    b->f = fopen(part, "wb");
+    const uint32_t n = (uint32_t)b->have->n_items;
+    if (!b->f || fwrite(MAGIC, 8, 1, b->f) != 1 || fwrite(&key, 8, 1, b->f) != 1 || fwrite(&n, 4, 1, b->f) != 1)
+        st = sqz_fail(b->ctx, SQZ_ERR_IO, "%s: cannot write", part);
+    return st;
+}
+
+/* Ranks: whether any failed to start and whether all build the same database (key); then
+ * rank 0's deal to every rank. */
+static sqz_status start_ranks(builder *b, sqz_status st, uint64_t key) {
+    const sqz_status xs = exchange_status(b, st != SQZ_OK, 0);
+    if (st || xs) return st ? st : xs;
+    int same = 0;
+    if ((st = sqz_comm_ctl_same(&b->comm, key, &same))) return b->stopped = 1, st;
+    if (!same) {
+        b->stopped = 1;
+        return sqz_fail(b->ctx, SQZ_ERR_ARG, "levels: the %d ranks were given different models, calibration text "
+                        "or options", b->comm.size);
+    }
+    st = sqz_comm_ctl_bcast(&b->comm, b->who, (size_t)b->have->n_items * sizeof *b->who);
+    if (st) b->stopped = 1;
+    return st;
+}
+
+static void free_builder(builder *b) {
+    if (b->f) fclose(b->f);
+    free(b->who), free(b->mine.p), free(b->all.p), free(b->status);
+    sqz_comm_close(&b->comm);
 }
 
 sqz_status sqz_levels_build(sqz_ctx *ctx, const sqz_model *model, const char *path, const sqz_levels_opts *o,
@@ -224,38 +432,40 @@ sqz_status sqz_levels_build(sqz_ctx *ctx, const sqz_model *model, const char *pa
 
     sqz_levels_db have;
     memset(&have, 0, sizeof have);
-    builder b = { .ctx = ctx, .path = part, .have = &have };
-    sqz_status st = init_items(ctx, model, &have);
-    if (st) return st;
-    long good = 0;
-    FILE *f = NULL;
-    if (access(part, F_OK) == 0) { /* resume: keep the whole records, cut a torn one */
-        st = open_db(ctx, part, "rb", have.n_items, &key, &f);
-        if (!st) st = read_records(ctx, f, part, &have, &good);
-        if (f) fclose(f);
-        if (!st && truncate(part, good)) st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot cut a torn record", part);
-        if (!st && !(b.f = fopen(part, "ab"))) st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot append", part);
-        for (int i = 0; !st && res && i < have.n_items; i++) res->n_resumed += have.items[i].n;
-    } else {
-        b.f = fopen(part, "wb");
-        const uint32_t n = (uint32_t)have.n_items;
-        if (!b.f || fwrite(MAGIC, 8, 1, b.f) != 1 || fwrite(&key, 8, 1, b.f) != 1 || fwrite(&n, 4, 1, b.f) != 1)
-            st = sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot write", part);
-    }
-    const sqz_alloc_hook hook = { .user = &b, .have = have_level, .got = got_level };
+    builder b = { .ctx = ctx, .path = part, .have = &have, .comm = { .size = 1 } };
+    int world = 1, n_resumed = 0;
+    sqz_status st = SQZ_OK;
+    if (sqz_comm_launched(&world, NULL, NULL) && world > 1 && (st = sqz_comm_open(ctx, &b.comm))) return st;
+    /* from here on every rank reaches start_ranks, failed or not */
+    st = init_items(ctx, model, &have);
+    if (!st && !(b.who = malloc((size_t)have.n_items * sizeof *b.who)))
+        st = sqz_fail(ctx, SQZ_ERR_NOMEM, "levels: out of memory");
+    if (!st && b.comm.size > 1) st = alloc_buffers(&b, &have);
+    if (!st && b.comm.rank == 0) st = open_part(&b, part, key, &n_resumed);
+    if (!st && b.comm.rank == 0) deal(&b);
+    if (b.comm.size > 1) st = start_ranks(&b, st, key);
+    const sqz_alloc_hook hook = { .user = &b, .have = have_level, .got = got_level, .sync = sync_levels };
     if (!st) st = sqz_alloc_levels(ctx, model, o->calib, n_win, C, &ao, &hook);
+    if (b.comm.size > 1 && !b.stopped) { /* the last word: did every rank finish? */
+        const sqz_status xs = exchange_status(&b, st != SQZ_OK, 0);
+        if (!st) st = xs;
+    }
     if (b.f && fclose(b.f) && !st) st = sqz_fail(ctx, SQZ_ERR_IO, "%s: write failed", part);
-    const int n_items = have.n_items;
+    b.f = NULL;
+    const int n_items = have.n_items, rank = b.comm.rank, ranks = b.comm.size;
+    free_builder(&b);
     sqz_levels_db_free(&have);
     if (st) return st; /* the part file stays: the next build resumes it */
-    if (rename(part, path)) return sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot rename %s", path, part);
+    if (rank == 0 && rename(part, path)) return sqz_fail(ctx, SQZ_ERR_IO, "%s: cannot rename %s", path, part);
     if (res) {
         struct stat sb;
-        res->db_bytes = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        res->db_bytes = rank == 0 && stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
         res->n_items = n_items;
         res->n_measured = b.written;
+        res->n_resumed = n_resumed;
         res->calib_tokens = n_win * (size_t)C;
         res->seconds = sqz_now() - t0;
+        res->mpi_ranks = ranks, res->mpi_rank = rank;
     }
     return SQZ_OK;
 }

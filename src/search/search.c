@@ -55,6 +55,8 @@ typedef struct space {
     int *at_pm, *at_ref;     /* the genes pm / ref hold now (-1: not yet set) */
     int *parent;
     uint64_t budget;         /* quant: bytes of the matrices */
+    sqz_comm *comm;          /* the ranks (size 1: alone) */
+    int C;                   /* tokens per window */
 } space;
 
 static int gene_layer(const space *s, int i) {
@@ -157,25 +159,34 @@ static sqz_status set_parent(void *user, const int *g) {
     return sqz_kl_probe_set_ref(s->probe, &s->ref);
 }
 
-static sqz_status fitness(void *user, const int *g, const int *win, int n, double *kl) {
+/* g's KL summed over each window of win[0..n) (the fitness is their mean per position). */
+static sqz_status window_terms(void *user, const int *g, const int *win, int n, double *terms) {
     space *s = user;
     int l0 = s->L + 1;
     for (int i = 0; i < s->n; i++)
         if (g[i] != s->parent[i] && gene_layer(s, i) < l0) l0 = gene_layer(s, i);
-    if (l0 > s->L) return sqz_kl_probe_ref_kl(s->probe, win, n, kl);
+    if (l0 > s->L) return sqz_kl_probe_ref_sums(s->probe, win, n, terms);
     apply(s, &s->pm, s->at_pm, g);
-    return sqz_kl_probe_measure_windows(s->probe, &s->pm, l0, win, n, kl);
+    return sqz_kl_probe_window_sums(s->probe, &s->pm, l0, win, n, terms);
 }
 
-/* Mean KL of g on every pool window (from scratch: l0 = 0). */
+/* Mean KL of g on every pool window (from scratch: l0 = 0); ranks take windows r, r + size,
+ * ... and the sums are added in window order, as one process adds them. */
 static sqz_status full_kl(space *s, const int *g, double *kl) {
-    const int nw = (int)sqz_kl_probe_windows(s->probe);
+    const int nw = (int)sqz_kl_probe_windows(s->probe), N = s->comm->size, rank = s->comm->rank;
     int *win = malloc((size_t)nw * sizeof *win);
-    if (!win) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
-    for (int i = 0; i < nw; i++) win[i] = i;
-    apply(s, &s->pm, s->at_pm, g);
-    sqz_status st = sqz_kl_probe_measure_windows(s->probe, &s->pm, 0, win, nw, kl);
-    free(win);
+    double *t = calloc((size_t)nw, sizeof *t), *mine = malloc((size_t)nw * sizeof *mine);
+    sqz_status st = win && t && mine ? SQZ_OK : sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    int k = 0;
+    for (int i = rank; !st && i < nw; i += N) win[k++] = i;
+    if (!st) apply(s, &s->pm, s->at_pm, g);
+    if (!st) st = sqz_kl_probe_window_sums(s->probe, &s->pm, 0, win, k, mine);
+    for (int i = 0; !st && i < k; i++) t[win[i]] = mine[i];
+    if (!st) st = sqz_comm_ctl_sum(s->comm, t, nw);
+    double sum = 0;
+    for (int i = 0; !st && i < nw; i++) sum += t[i];
+    if (!st) *kl = sum / ((double)nw * s->C);
+    free(win), free(t), free(mine);
     return st;
 }
 
@@ -202,6 +213,25 @@ typedef struct run {
 
 /* The ranks' fitnesses summed (each scored its share; the rest are 0). */
 static sqz_status share(void *user, double *f, int n) { return sqz_comm_ctl_sum(&((run *)user)->comm, f, n); }
+
+/* The probe's windows, each rank's to every rank. */
+static sqz_status gather(void *user, const void *send, const uint64_t *sizes, void *recv) {
+    return sqz_comm_allgather(user, send, sizes, recv);
+}
+
+/* Under mpirun: every rank learns whether any has failed so far (a collective that every rank
+ * reaches, failed or not, so that none waits alone in the next); a rank that did not fail
+ * itself stops with a message that says why. */
+static sqz_status ranks_ok(run *r, sqz_status st) {
+    if (r->comm.size == 1) return st;
+    double failed = st != SQZ_OK;
+    const sqz_status cs = sqz_comm_ctl_sum(&r->comm, &failed, 1);
+    if (st || cs) return st ? st : cs;
+    if (failed > 0)
+        return sqz_fail(r->ctx, SQZ_ERR_ARG, "search: rank %d of %d stops: %g other rank(s) failed to start",
+                        r->comm.rank, r->comm.size, failed);
+    return SQZ_OK;
+}
 
 static sqz_status ck_write(run *r, int gen, uint64_t rng, const int *parent) {
     char tmp[MAX_PATH];
@@ -471,12 +501,15 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     run r = { .o = o, .ctx = ctx, .t0 = t0, .stop_at = o->max_generations_this_run, .comm = { .size = 1 } };
     int32_t *pool = NULL;
     int *seed = NULL, *best = NULL;
+    size_t n_pool = 0;
     sqz_status st = SQZ_OK;
     s.pm.layers = s.ref.layers = NULL; /* their own, allocated below (done: frees them) */
+    s.comm = &r.comm, s.C = C;
     int world = 1;
     if (sqz_comm_launched(&world, NULL, NULL) && world > 1 && (st = sqz_comm_open(ctx, &r.comm))) return st;
     res->mpi_ranks = r.comm.size, res->mpi_rank = r.comm.rank;
-    if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) goto done;
+    /* a failure from here to `started` goes there: the ranks then learn of it together */
+    if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) goto started;
     s.db = is_quant ? &db : NULL;
     s.n = is_quant ? db.n_items : units;
     s.pm.layers = malloc((size_t)L * sizeof *s.pm.layers);
@@ -489,7 +522,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     pool = malloc((size_t)want * C * sizeof *pool);
     if (!s.pm.layers || !s.ref.layers || !s.at_pm || !s.at_ref || !s.parent || !seed || !best || !pool) {
         st = sqz_fail(ctx, SQZ_ERR_NOMEM, "search: out of memory");
-        goto done;
+        goto started;
     }
     memcpy(s.pm.layers, model->layers, (size_t)L * sizeof *s.pm.layers);
     memcpy(s.ref.layers, model->layers, (size_t)L * sizeof *s.ref.layers);
@@ -498,14 +531,12 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
         for (size_t i = 0; i < o->n_calib; i++)
             if (o->calib[i] < 0 || o->calib[i] >= model->cfg.vocab_size) {
                 st = sqz_fail(ctx, SQZ_ERR_RANGE, "calibration token %d outside the vocabulary", o->calib[i]);
-                goto done;
+                goto started;
             }
-    const size_t n_pool = o->calib ? sqz_calib_spread(o->calib, o->n_calib, (size_t)want * C, C, pool) / (size_t)C : 0;
-    if (n_pool < 1) {
-        st = sqz_fail(ctx, SQZ_ERR_ARG, "search: needs at least one window of %d calibration tokens", C);
-        goto done;
-    }
-    if ((st = sqz_kl_probe_new(ctx, model, pool, n_pool, C, &s.probe))) goto done;
+    n_pool = o->calib ? sqz_calib_spread(o->calib, o->n_calib, (size_t)want * C, C, pool) / (size_t)C : 0;
+    if (n_pool < 1) st = sqz_fail(ctx, SQZ_ERR_ARG, "search: needs at least one window of %d calibration tokens", C);
+started:
+    if ((st = ranks_ok(&r, st))) goto done;
 
     /* the seed */
     if (is_quant) st = seed_quant(&s, o, out_path, r.comm.rank, seed, res);
@@ -523,7 +554,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     /* the search (or the enumeration) */
     const sqz_evo_space sp = { .n_genes = s.n, .n_windows = (int)n_pool, .user = &s,
                                .mutate = is_quant ? quant_mutate : depth_mutate,
-                               .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .fitness = fitness };
+                               .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .window_terms = window_terms,
+                               .per_window = C };
     {
         const char *names[2] = { space_name, o->stages ? o->stages : "" };
         uint64_t h = sqz_fnv1a(sqz_fnv1a_init(), names[0], strlen(names[0]));
@@ -537,18 +569,18 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     eo.on_generation = on_gen, eo.user = &r, eo.after = after;
     eo.rank = r.comm.rank, eo.size = r.comm.size, eo.share = share;
     if (r.comm.size > 1) { /* every rank learns whether any failed to start, and that all run the same search */
-        double failed = st != SQZ_OK;
         int same = 0;
-        sqz_status cs = sqz_comm_ctl_sum(&r.comm, &failed, 1);
-        if (!cs) cs = sqz_comm_ctl_same(&r.comm, r.key, &same);
-        if (!st && cs) st = cs;
-        else if (!st && failed > 0)
-            st = sqz_fail(ctx, SQZ_ERR_ARG, "search: rank %d of %d stops: %g other rank(s) failed to start",
-                          r.comm.rank, r.comm.size, failed);
-        else if (!st && !same)
+        if ((st = ranks_ok(&r, st))) goto done;
+        if ((st = sqz_comm_ctl_same(&r.comm, r.key, &same))) goto done;
+        if (!same) {
             st = sqz_fail(ctx, SQZ_ERR_ARG, "search: the %d ranks were given different options, models or text",
                           r.comm.size);
-        if (st) goto done;
+            goto done;
+        }
+    }
+    { /* the base model over the pool: under mpirun each rank runs its share of the windows */
+        const sqz_kl_split split = { .rank = r.comm.rank, .size = r.comm.size, .user = &r.comm, .allgather = gather };
+        if ((st = sqz_kl_probe_new_split(ctx, model, pool, n_pool, C, &split, &s.probe))) goto done;
     }
     if (o->brute_force && !is_quant) {
         st = brute_depth(&s, o->n_drop, best, &res->evaluations);
@@ -556,7 +588,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     } else {
         if (o->resume) {
             int gen = 0;
-            if ((st = ck_read(&r, &gen, &eo.rng, best))) goto done;
+            st = ck_read(&r, &gen, &eo.rng, best);
+            if ((st = ranks_ok(&r, st))) goto done;
             eo.start_gen = gen;
         }
         st = sqz_evo_run(ctx, &sp, &eo, best, &res->evaluations);

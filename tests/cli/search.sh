@@ -3,11 +3,15 @@
 # are one line on stderr, exit 2 (usage) or 1 (the library's error), nothing on stdout and no
 # output; a depth search writes a GGUF with fewer blocks and OUT.json with the choice and the
 # fitness curve; one stopped with --stop-after and resumed from its checkpoint ends with the
-# choice and the curve of one that never stopped. (The quant space needs k-quant-sized rows,
-# which this model lacks: tests/test_search.c covers it on sqz-llama-26m.)
+# choice and the curve of one that never stopped; mpirun -np 2 gives one process's answer. (The
+# quant space needs k-quant-sized rows, which this model lacks: tests/test_search.c covers it
+# on sqz-llama-26m.) With ../shared, `sqz levels` on sqz-llama-26m's first block (the head
+# included; 256 calibration tokens, plain GPTQ: seconds) under mpirun -np 2 writes the same
+# bytes as one process, and so does an MPI build resumed from a part file cut mid-record.
 SQZ=${SQZ:-build/sqz}
 MODEL=assets/stories260K/stories260K.bin
 TEXT=assets/tinystories-valid-slice.txt
+SHARED=${SQZ_SHARED:-../shared}
 if [ ! -x "$SQZ" ]; then
     echo "not ok - no CLI at $SQZ"
     exit 1
@@ -88,6 +92,31 @@ if command -v mpirun > /dev/null; then
         ok "mpirun -np 2: one report, the same choice, curve and file as one process ($(grep -o '"mpi_bytes_per_generation":[0-9.]*' "$tmp/m.out"))"
     else
         no "mpirun -np 2: $(cat "$tmp/m.out" "$tmp/m.err" | head -5) $(diff "$tmp/a.j" "$tmp/m.j" | head -4)"
+    fi
+    # the level database: 2 ranks split the levels, rank 0 writes one process's bytes
+    M26=$SHARED/models/sqz-llama-26m CALIB=$SHARED/data/calib/calib-1m.txt
+    if [ -d "$M26" ] && [ -f "$CALIB" ]; then
+        lv="--calib $CALIB --calib-tokens 256 --calib-ctx 64 --alloc-windows 1 --plain-gptq --no-progress --json"
+        mp="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS -np 2"
+        "$SQZ" drop "$M26" -o "$tmp/b1.gguf" --block-list 1,2,3,4,5,6,7 --type f16 --no-progress > /dev/null 2>&1
+        "$SQZ" levels "$tmp/b1.gguf" -o "$tmp/one.db" $lv -t 1 > "$tmp/l1.out" 2> "$tmp/l1.err"
+        $mp "$SQZ" levels "$tmp/b1.gguf" -o "$tmp/two.db" $lv > "$tmp/l2.out" 2> "$tmp/l2.err"
+        if [ -s "$tmp/one.db" ] && [ "$(grep -c '"mpi_ranks":2' "$tmp/l2.out")" -eq 1 ] &&
+            grep -q '"levels_measured":40' "$tmp/l2.out" && cmp -s "$tmp/one.db" "$tmp/two.db"; then
+            ok "levels under mpirun -np 2: one report, the same database bytes as one process"
+        else
+            no "levels under mpirun -np 2: $(cat "$tmp/l1.err" "$tmp/l2.out" "$tmp/l2.err" | head -5)"
+        fi
+        size=$(wc -c < "$tmp/one.db")
+        head -c $((size * 35 / 100)) "$tmp/one.db" > "$tmp/cut.db.part"
+        $mp "$SQZ" levels "$tmp/b1.gguf" -o "$tmp/cut.db" $lv > "$tmp/l3.out" 2> "$tmp/l3.err"
+        if grep -q '"levels_resumed":[1-9]' "$tmp/l3.out" && cmp -s "$tmp/one.db" "$tmp/cut.db"; then
+            ok "an MPI build resumed from a part file cut mid-record: the same bytes ($(grep -o '"levels_resumed":[0-9]*' "$tmp/l3.out"))"
+        else
+            no "resumed MPI build: $(cat "$tmp/l3.out" "$tmp/l3.err" | head -5)"
+        fi
+    else
+        echo "skip - no sqz-llama-26m or calib-1m.txt under $SHARED: the level database under mpirun"
     fi
 else
     echo "not ok - no mpirun: install-deps.sh installs openmpi-bin"

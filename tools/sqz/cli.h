@@ -34,6 +34,7 @@ typedef struct opts {
     float mix_frac; /* mixllm: share of weights at 8 bits */
     int mix_frac_set;
     int alloc, alloc_windows; /* quantize: types by measured KL for the mix's bytes */
+    int plain_gptq;           /* levels: the paper's GPTQ (quick databases) */
     /* finetune */
     int steps, batch, micro_batch, warmup, warmup_set, cosine, clip_set, eval_every;
     float lr, min_lr, weight_decay, clip;

@@ -350,8 +350,18 @@ int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, in
  * loads) or'ed with the top 2 bits (1 load, shifted into bits 4-5); 4 vpdpbusd start from
  * -32 x the sub-block's activation sum (the weights' offset), then times the 16 rows' int8
  * scales (vpmulld) into one int32 sum per super-block. */
-static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q8_K *a) {
+/* a sub-block's 4 vectors of 6-bit values (0..63): the low nibbles or'ed with the top 2 bits */
+static inline __attribute__((always_inline)) void q6k_unpack(const q6_kx16_sub *q, __m512i u[4]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i n0 = _mm512_loadu_si512(q->nib[0]), n1 = _mm512_loadu_si512(q->nib[1]);
+    const __m512i h = _mm512_loadu_si512(q->hi);
+    u[0] = _mm512_or_si512(_mm512_and_si512(n0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m30));
+    u[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n0, 4), m4), _mm512_and_si512(_mm512_slli_epi16(h, 2), m30));
+    u[2] = _mm512_or_si512(_mm512_and_si512(n1, m4), _mm512_and_si512(h, m30));
+    u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n1, 4), m4), _mm512_and_si512(_mm512_srli_epi16(h, 2), m30));
+}
+
+static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q8_K *a) {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, x++) {
         const block_q8_K *ab = &a[b];
@@ -361,20 +371,14 @@ static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q
             const q6_kx16_sub *q = &x->q[s];
             #pragma GCC unroll 3
             for (int l = 0; l < 3; l++) _mm_prefetch((const char *)q + PFK + 64 * l, X16_PF_HINT);
-            const __m512i n0 = _mm512_loadu_si512(q->nib[0]), n1 = _mm512_loadu_si512(q->nib[1]);
-            const __m512i h = _mm512_loadu_si512(q->hi);
-            const __m512i q0 = _mm512_or_si512(_mm512_and_si512(n0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m30));
-            const __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n0, 4), m4),
-                                               _mm512_and_si512(_mm512_slli_epi16(h, 2), m30));
-            const __m512i q2 = _mm512_or_si512(_mm512_and_si512(n1, m4), _mm512_and_si512(h, m30));
-            const __m512i q3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n1, 4), m4),
-                                               _mm512_and_si512(_mm512_srli_epi16(h, 2), m30));
+            __m512i u[4];
+            q6k_unpack(q, u);
             const int8_t *aq = ab->qs + 16 * s;
             __m512i s0 = _mm512_set1_epi32(-32 * ab->bsums[s]), s1 = _mm512_setzero_si512();
-            s0 = _mm512_dpbusd_epi32(s0, q0, bcast(aq));
-            s1 = _mm512_dpbusd_epi32(s1, q1, bcast(aq + 4));
-            s0 = _mm512_dpbusd_epi32(s0, q2, bcast(aq + 8));
-            s1 = _mm512_dpbusd_epi32(s1, q3, bcast(aq + 12));
+            s0 = _mm512_dpbusd_epi32(s0, u[0], bcast(aq));
+            s1 = _mm512_dpbusd_epi32(s1, u[1], bcast(aq + 4));
+            s0 = _mm512_dpbusd_epi32(s0, u[2], bcast(aq + 8));
+            s1 = _mm512_dpbusd_epi32(s1, u[3], bcast(aq + 12));
             const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[s]));
             isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
         }
@@ -389,7 +393,6 @@ static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q
  * activations, nb blocks each. */
 static inline __attribute__((always_inline)) void q6k_group_gemm(const block_q6_kx16 *x, int64_t nb, const block_q8_K *a,
                                                                  int nt, float *y, size_t ldy) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     __m512 acc[8];
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
@@ -399,24 +402,18 @@ static inline __attribute__((always_inline)) void q6k_group_gemm(const block_q6_
         for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
         for (int s = 0; s < 16; s++) {
             const q6_kx16_sub *q = &x->q[s];
-            const __m512i n0 = _mm512_loadu_si512(q->nib[0]), n1 = _mm512_loadu_si512(q->nib[1]);
-            const __m512i h = _mm512_loadu_si512(q->hi);
-            const __m512i q0 = _mm512_or_si512(_mm512_and_si512(n0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m30));
-            const __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n0, 4), m4),
-                                               _mm512_and_si512(_mm512_slli_epi16(h, 2), m30));
-            const __m512i q2 = _mm512_or_si512(_mm512_and_si512(n1, m4), _mm512_and_si512(h, m30));
-            const __m512i q3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n1, 4), m4),
-                                               _mm512_and_si512(_mm512_srli_epi16(h, 2), m30));
+            __m512i u[4];
+            q6k_unpack(q, u);
             const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[s]));
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
                 const int8_t *aq = ab->qs + 16 * s;
                 __m512i s0 = _mm512_set1_epi32(-32 * ab->bsums[s]);
-                s0 = _mm512_dpbusd_epi32(s0, q0, bcast(aq));
-                s0 = _mm512_dpbusd_epi32(s0, q1, bcast(aq + 4));
-                s0 = _mm512_dpbusd_epi32(s0, q2, bcast(aq + 8));
-                s0 = _mm512_dpbusd_epi32(s0, q3, bcast(aq + 12));
+                s0 = _mm512_dpbusd_epi32(s0, u[0], bcast(aq));
+                s0 = _mm512_dpbusd_epi32(s0, u[1], bcast(aq + 4));
+                s0 = _mm512_dpbusd_epi32(s0, u[2], bcast(aq + 8));
+                s0 = _mm512_dpbusd_epi32(s0, u[3], bcast(aq + 12));
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s0, sc));
             }
         }

@@ -214,7 +214,7 @@ static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
     }
     const sqz_tensor wt = { t, cols, rows, m }, wp = { pt, cols, rows, p };
     const int Ts[] = { 1, 4, T };
-    const int tiles = best == SQZ_ISA_AVX512 && (pt == SQZ_TYPE_Q4_KX16 || pt == SQZ_TYPE_Q5_KX16 || pt == SQZ_TYPE_Q6_KX16);
+    const int tiles = best == SQZ_ISA_AVX512; /* every packed k-quant's prefill runs integer tiles */
     for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
         if (Ts[i] <= 4) sqz_matmul(&wt, x, Ts[i], want, 2);
         else if (tiles)
@@ -229,6 +229,15 @@ static void test_k(sqz_type t, int64_t rows, int64_t cols, sqz_isa best) {
         CHECK(e <= tol, "%s %lldx%lld sqz_matmul T=%d packed == %s (max diff %.2g)", pn, (long long)rows,
               (long long)cols, Ts[i],
               Ts[i] <= 4 ? "unpacked" : tiles ? "ggml's reference dot token by token" : "the f32 reference", e);
+    }
+    if (tiles) { /* the unpacked matrix's prefill: packed on the fly, the same bits as the packed one */
+        float *un = malloc((size_t)T * rows * sizeof *un);
+        for (int64_t j = 0; j < (int64_t)T * rows; j++) un[j] = -12345.0f;
+        sqz_matmul(&wt, x, T, un, 2);
+        CHECK(memcmp(un, got, (size_t)T * rows * sizeof *un) == 0,
+              "%s %lldx%lld sqz_matmul T=%d unpacked == packed bit for bit", sqz_type_name(t), (long long)rows,
+              (long long)cols, T);
+        free(un);
     }
     free(m);
     free(p);

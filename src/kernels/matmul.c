@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/x16.h"
 #include "sqz.h" /* sqz_blas_coretype_hint */
 
 /* MATVEC_MAX_T: up to this many tokens, a loop of f32-x matvecs beats converting panels for
@@ -267,6 +268,7 @@ void sqz_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_thre
         if (m->matmul(w, x, T, y, n_threads) != 0) m->matmul_ref(w, x, T, y);
         return;
     }
+    if (sqz_x16k_matmul_unpacked(w, x, T, y, n_threads) == 0) return;
     if ((T <= QMATVEC_MAX_T || prefill_quantized(w->type)) && matmul_q(w, x, T, y, n_threads) == 0) return;
     if (T <= MATVEC_MAX_T) {
         for (int t = 0; t < T; t++) sqz_matvec(w, x + (size_t)t * K, y + (size_t)t * N, n_threads);

@@ -90,10 +90,11 @@ const sqz_matrix_ops sqz_x16_matrix_ops = {
 };
 
 /* ---- the packed k-quants: Q8_K activations; decode's rows through the packed kernel; prefill
- * of Q4_K, Q5_K and Q6_K through their integer tiles (sqz_x16k_gemm_avx512: the tokens quantized to
- * Q8_K once, as decode does and llama.cpp's prefill does), of the others as f32 panels of 64
- * rows (16-row groups unpacked) through the AVX-512 panel product. Why the tiles: on AMD Zen 4
- * the f32 panels ran a 1.1B Q4_K model's prefill at 87 tokens/s (Q8_0's packed tiles: 260). */
+ * through their integer tiles (sqz_x16k_gemm_avx512: the tokens quantized to Q8_K once, as
+ * decode does and llama.cpp's prefill does, each sub-block's values unpacked once for up to 8
+ * tokens). Why the tiles: on AMD Zen 4 the f32 panels (16-row groups unpacked to floats, the
+ * AVX-512 panel product) ran a 1.1B Q4_K model's prefill at 87 tokens/s, Q6_K's at 42, Q3_K's
+ * at 41 (Q8_0's packed tiles: 260). */
 
 static size_t x16k_act_bytes(int64_t n) { return sqz_type_row_size(SQZ_TYPE_Q8_K, n); }
 
@@ -124,40 +125,51 @@ static int x16k_matmul(const sqz_tensor *w, const float *x, int T, float *y, int
         free(a);
         return 0;
     }
-    if (w->type == SQZ_TYPE_Q4_KX16 || w->type == SQZ_TYPE_Q5_KX16 || w->type == SQZ_TYPE_Q6_KX16) { /* integer tiles (x16_avx512.c) */
-        const size_t qrs = x16k_act_bytes(K);
-        char *a = malloc(qrs * (size_t)T);
-        if (!a) return -1;
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
-        {
-#pragma omp for schedule(static)
-            for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
-                const int64_t g1 = g + K_PANEL_GROUPS < groups ? g + K_PANEL_GROUPS : groups;
-                sqz_x16k_gemm_avx512(w->type, w->data, K, g, g1, a, T, y, (size_t)N);
-            }
-        }
-        free(a);
-        return 0;
-    }
+    /* integer tiles (x16_avx512.c), every packed k-quant */
+    const size_t qrs = x16k_act_bytes(K);
+    char *a = malloc(qrs * (size_t)T);
+    if (!a) return -1;
     int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
     {
-        float *panel = malloc((size_t)K_PANEL_GROUPS * X16_ROWS * (size_t)K * sizeof(float));
-        float *strip = aligned_alloc(64, ((size_t)K * 32 * sizeof(float) + 63) & ~(size_t)63);
-        failed = !panel || !strip;
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
-            if (!panel || !strip) continue;
             const int64_t g1 = g + K_PANEL_GROUPS < groups ? g + K_PANEL_GROUPS : groups;
-            for (int64_t k = g; k < g1; k++)
-                sqz_x16_group_to_float(w->type, w->data, k, K, panel + (size_t)(k - g) * X16_ROWS * (size_t)K);
-            sqz_sgemm_panel_avx512(T, (int)((g1 - g) * X16_ROWS), K, x, panel, y + g * X16_ROWS, (size_t)N, strip);
+            failed |= sqz_x16k_gemm_avx512(w->type, w->data, K, g, g1, a, T, y, (size_t)N) != 0;
         }
-        free(panel);
-        free(strip);
     }
+    free(a);
+    return failed ? -1 : 0; /* -1: sqz_matmul runs the reference */
+}
+
+int sqz_x16k_matmul_unpacked(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
+    const int64_t K = w->cols, N = w->rows, groups = N / X16_ROWS;
+    const sqz_type pt = sqz_x16_type_of(w->type);
+    if (T <= K_MATVEC_MAX_T || pt == SQZ_TYPE_F32 || pt == SQZ_TYPE_Q4_0X16 || pt == SQZ_TYPE_Q8_0X16 ||
+        !sqz_x16_worth_it(w->type, N, K))
+        return -1;
+    const size_t qrs = x16k_act_bytes(K), rs = sqz_type_row_size(w->type, K);
+    const size_t chunk = sqz_x16_bytes(pt, (int64_t)K_PANEL_GROUPS * X16_ROWS, K);
+    char *a = malloc(qrs * (size_t)T);
+    if (!a) return -1;
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
+    {
+        char *packed = malloc(chunk); /* this thread's chunk of groups, packed */
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
+            const int64_t ng = g + K_PANEL_GROUPS < groups ? K_PANEL_GROUPS : groups - g;
+            if (!packed) { failed = 1; continue; }
+            sqz_x16_pack(w->type, (const char *)w->data + (size_t)(g * X16_ROWS) * rs, ng * X16_ROWS, K, packed);
+            failed |= sqz_x16k_gemm_avx512(pt, packed, K, 0, ng, a, T, y + g * X16_ROWS, (size_t)N) != 0;
+        }
+        free(packed);
+    }
+    free(a);
     return failed ? -1 : 0;
 }
 

@@ -42,12 +42,20 @@ void sqz_x16k_matvec_ref(sqz_type t, const void *w, int64_t cols, const void *a,
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1);
 
-/* Prefill's product for the packed Q4_K, Q5_K and Q6_K (t = SQZ_TYPE_Q4_KX16, Q5_KX16, Q6_KX16):
+/* Prefill's product for the packed k-quants (t = SQZ_TYPE_Q2_KX16 ... Q6_KX16, IQ4_XSX16):
  * y[t * ldy + r] for the T tokens (a: T rows of cols / 256 block_q8_K) and the rows of groups
  * [g0, g1), each sub-block's values unpacked once for up to 8 tokens. Returns -1 (nothing done) for another
  * type. */
 int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1, const void *a, int T,
                          float *y, size_t ldy);
+
+/* Prefill of an unpacked k-quant matrix (Q2_K ... Q6_K, IQ4_XS, w->rows a multiple of 16) on the
+ * packed types' integer tiles: each chunk of groups is packed on the fly into a thread's scratch,
+ * so the products are those of the same matrix loaded packed. Why: the search, GPTQ and the KL
+ * probes score unpacked rows, and the files they write load packed; on f32 panels their numbers
+ * differed from the file's by up to 1.7 % (Q2_K's KL). Returns -1 (nothing done) for T <= 4 (the
+ * packed matrices' own row path), another type or shape, a CPU without AVX-512, or no memory. */
+int sqz_x16k_matmul_unpacked(const sqz_tensor *w, const float *x, int T, float *y, int n_threads);
 
 /* The packed types' sqz_matrix_ops (their rows in qdot_ref.c's table): Q4_0X16 and Q8_0X16
  * take block_q8_0s activations, the packed k-quants Q8_K ones. */

@@ -319,15 +319,23 @@ static inline __attribute__((always_inline)) void k4_group_gemm(const char *xb, 
     default: k4_group_gemm(wg, nb, at, Q5, 1, yt, ldy); break;                              \
     }
 
-/* Q6_K's prefill (below, beside its decode kernel) */
-static void q6k_gemm(const void *w, int64_t nb, int64_t g0, int64_t g1, const block_q8_K *a, int T, float *y,
-                     size_t ldy);
+/* The other packed k-quants' prefill (below, beside their decode kernels) */
+#define X16K_GEMM_DECL(NAME) \
+    static void NAME(const void *w, int64_t nb, int64_t g0, int64_t g1, const block_q8_K *a, int T, float *y, size_t ldy);
+X16K_GEMM_DECL(q6k_gemm)
+X16K_GEMM_DECL(q3k_gemm)
+X16K_GEMM_DECL(q2k_gemm)
+X16K_GEMM_DECL(iq4xs_gemm)
 
 int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, int64_t g1, const void *a, int T,
                          float *y, size_t ldy) {
-    if (t == SQZ_TYPE_Q6_KX16) {
-        q6k_gemm(w, cols / 256, g0, g1, a, T, y, ldy);
-        return 0;
+    const int64_t nbk = cols / 256;
+    switch (t) {
+    case SQZ_TYPE_Q6_KX16: q6k_gemm(w, nbk, g0, g1, a, T, y, ldy); return 0;
+    case SQZ_TYPE_Q3_KX16: q3k_gemm(w, nbk, g0, g1, a, T, y, ldy); return 0;
+    case SQZ_TYPE_Q2_KX16: q2k_gemm(w, nbk, g0, g1, a, T, y, ldy); return 0;
+    case SQZ_TYPE_IQ4_XSX16: iq4xs_gemm(w, nbk, g0, g1, a, T, y, ldy); return 0;
+    default: break;
     }
     if (t != SQZ_TYPE_Q4_KX16 && t != SQZ_TYPE_Q5_KX16) return -1;
     const int q5 = t == SQZ_TYPE_Q5_KX16;
@@ -428,27 +436,32 @@ static inline __attribute__((always_inline)) void q6k_group_gemm(const block_q6_
     for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
 }
 
-static void q6k_gemm(const void *w, int64_t nb, int64_t g0, int64_t g1, const block_q8_K *a, int T, float *y,
-                     size_t ldy) {
-    for (int64_t g = g0; g < g1; g++) {
-        const block_q6_kx16 *wg = (const block_q6_kx16 *)w + (size_t)g * (size_t)nb;
-        for (int t0 = 0; t0 < T; t0 += 8) {
-            const int nt = T - t0 < 8 ? T - t0 : 8;
-            const block_q8_K *at = a + (size_t)t0 * (size_t)nb;
-            float *yt = y + (size_t)t0 * ldy + (size_t)g * 16;
-            switch (nt) {
-            case 8: q6k_group_gemm(wg, nb, at, 8, yt, ldy); break;
-            case 7: q6k_group_gemm(wg, nb, at, 7, yt, ldy); break;
-            case 6: q6k_group_gemm(wg, nb, at, 6, yt, ldy); break;
-            case 5: q6k_group_gemm(wg, nb, at, 5, yt, ldy); break;
-            case 4: q6k_group_gemm(wg, nb, at, 4, yt, ldy); break;
-            case 3: q6k_group_gemm(wg, nb, at, 3, yt, ldy); break;
-            case 2: q6k_group_gemm(wg, nb, at, 2, yt, ldy); break;
-            default: q6k_group_gemm(wg, nb, at, 1, yt, ldy); break;
-            }
-        }
+/* The prefill driver of a packed type whose NT-token group kernel is GROUP_GEMM (BLOCK: its
+ * packed super-block): groups [g0, g1), tokens 8 at a time (NT a constant in each call, so
+ * the token loops unroll and the accumulators stay in registers). */
+#define X16K_GEMM_DRIVER(NAME, BLOCK, GROUP_GEMM)                                                  \
+    static void NAME(const void *w, int64_t nb, int64_t g0, int64_t g1, const block_q8_K *a, int T, \
+                     float *y, size_t ldy) {                                                       \
+        for (int64_t g = g0; g < g1; g++) {                                                        \
+            const BLOCK *wg = (const BLOCK *)w + (size_t)g * (size_t)nb;                           \
+            for (int t0 = 0; t0 < T; t0 += 8) {                                                    \
+                const int nt = T - t0 < 8 ? T - t0 : 8;                                            \
+                const block_q8_K *at = a + (size_t)t0 * (size_t)nb;                                \
+                float *yt = y + (size_t)t0 * ldy + (size_t)g * 16;                                 \
+                switch (nt) {                                                                      \
+                case 8: GROUP_GEMM(wg, nb, at, 8, yt, ldy); break;                                 \
+                case 7: GROUP_GEMM(wg, nb, at, 7, yt, ldy); break;                                 \
+                case 6: GROUP_GEMM(wg, nb, at, 6, yt, ldy); break;                                 \
+                case 5: GROUP_GEMM(wg, nb, at, 5, yt, ldy); break;                                 \
+                case 4: GROUP_GEMM(wg, nb, at, 4, yt, ldy); break;                                 \
+                case 3: GROUP_GEMM(wg, nb, at, 3, yt, ldy); break;                                 \
+                case 2: GROUP_GEMM(wg, nb, at, 2, yt, ldy); break;                                 \
+                default: GROUP_GEMM(wg, nb, at, 1, yt, ldy); break;                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
     }
-}
+X16K_GEMM_DRIVER(q6k_gemm, block_q6_kx16, q6k_group_gemm)
 
 /* Q2_K packed: per pair of sub-blocks p (2p, 2p+1), each one vector of 2-bit values -> 4
  * vpdpbusd; the two int32 sums (|sum| <= 16 * 3 * 127, so int16 holds them) go side by side
@@ -490,6 +503,62 @@ static inline __m512 q2k_group(const block_q2_kx16 *x, int64_t nb, const block_q
     return acc;
 }
 
+/* NT tokens through one group of Q2_K rows: as q2k_group, each pair of sub-blocks' 2-bit
+ * values unpacked once for all NT tokens (prefill). */
+static inline __attribute__((always_inline)) void q2k_group_gemm(const block_q2_kx16 *x, int64_t nb, const block_q8_K *a,
+                                                                 int nt, float *y, size_t ldy) {
+    const __m512i m3 = _mm512_set1_epi8(3), lo16 = _mm512_set1_epi32(0xFFFF), m4w = _mm512_set1_epi16(0x0F);
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        __m512i isum[8], msum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = msum[t] = _mm512_setzero_si512();
+        for (int p = 0; p < 8; p++) {
+            const __m512i scp = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->sc[p]));
+            const __m512i sc = _mm512_and_si512(scp, m4w), mn = _mm512_srli_epi16(scp, 4);
+            __m512i u[2][4];
+            #pragma GCC unroll 2
+            for (int k = 0; k < 2; k++) {
+                const __m512i v = _mm512_loadu_si512(x->qs[2 * p + k]);
+                u[k][0] = _mm512_and_si512(v, m3);
+                u[k][1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), m3);
+                u[k][2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m3);
+                u[k][3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), m3);
+            }
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
+                __m512i tk[2];
+                #pragma GCC unroll 2
+                for (int k = 0; k < 2; k++) {
+                    const int8_t *aq = ab->qs + 16 * (2 * p + k);
+                    __m512i z = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[k][0], bcast(aq));
+                    z = _mm512_dpbusd_epi32(z, u[k][1], bcast(aq + 4));
+                    z = _mm512_dpbusd_epi32(z, u[k][2], bcast(aq + 8));
+                    tk[k] = _mm512_dpbusd_epi32(z, u[k][3], bcast(aq + 12));
+                }
+                const __m512i s01 = _mm512_or_si512(_mm512_and_si512(tk[0], lo16), _mm512_slli_epi32(tk[1], 16));
+                isum[t] = _mm512_dpwssd_epi32(isum[t], s01, sc);
+                const uint32_t pair = (uint16_t)ab->bsums[2 * p] | (uint32_t)(uint16_t)ab->bsums[2 * p + 1] << 16;
+                msum[t] = _mm512_dpwssd_epi32(msum[t], mn, _mm512_set1_epi32((int32_t)pair));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
+        const __m512 dmw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->dmin));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const __m512 ad = _mm512_set1_ps(a[(size_t)t * (size_t)nb + (size_t)b].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, ad), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmw, ad), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+X16K_GEMM_DRIVER(q2k_gemm, block_q2_kx16, q2k_group_gemm)
+
 /* Q3_K packed: per sub-block of 16, the 2-bit plane (1 load) and the 3rd bits (32 bytes of
  * nibbles, spread to one nibble a byte by vpmovzxbw + 3 ops) make 4 vectors of values 0..7;
  * 4 vpdpbusd start from -4 x the activation sum, then times the int8 scales (vpmulld). */
@@ -528,6 +597,50 @@ static inline __m512 q3k_group(const block_q3_kx16 *x, int64_t nb, const block_q
     return acc;
 }
 
+/* NT tokens through one group of Q3_K rows: as q3k_group, each sub-block's 3-bit values put
+ * together once for all NT tokens (prefill). */
+static inline __attribute__((always_inline)) void q3k_group_gemm(const block_q3_kx16 *x, int64_t nb, const block_q8_K *a,
+                                                                 int nt, float *y, size_t ldy) {
+    const __m512i m3 = _mm512_set1_epi8(3), lo4 = _mm512_set1_epi16(0x000F), hi4 = _mm512_set1_epi16(0x00F0);
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        __m512i isum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (int s = 0; s < 16; s++) {
+            const __m512i v = _mm512_loadu_si512(x->qs[s]);
+            const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)x->hb[s]));
+            const __m512i r = _mm512_or_si512(_mm512_and_si512(w, lo4), _mm512_slli_epi16(_mm512_and_si512(w, hi4), 4));
+            const __m512i u0 = _mm512_or_si512(_mm512_and_si512(v, m3), bit_to_2(r, 0));
+            const __m512i u1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 2), m3), bit_to_2(r, 1));
+            const __m512i u2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m3), bit_to_2(r, 2));
+            const __m512i u3 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 6), m3), bit_to_2(r, 3));
+            const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[s]));
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
+                const int8_t *aq = ab->qs + 16 * s;
+                __m512i z = _mm512_set1_epi32(-4 * ab->bsums[s]);
+                z = _mm512_dpbusd_epi32(z, u0, bcast(aq));
+                z = _mm512_dpbusd_epi32(z, u1, bcast(aq + 4));
+                z = _mm512_dpbusd_epi32(z, u2, bcast(aq + 8));
+                z = _mm512_dpbusd_epi32(z, u3, bcast(aq + 12));
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(z, sc));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(a[(size_t)t * (size_t)nb + (size_t)b].d)), acc[t]);
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+X16K_GEMM_DRIVER(q3k_gemm, block_q3_kx16, q3k_group_gemm)
+
 /* IQ4_XS packed: the nibbles index the 16 levels + 128 (unsigned: 1..241) with vpshufb; the
  * dot products start from -128 x the sub-block's activation sum, then times the int8 scales. */
 static inline __m512 iq4xs_group(const block_iq4_xsx16 *x, int64_t nb, const block_q8_K *a) {
@@ -562,6 +675,54 @@ static inline __m512 iq4xs_group(const block_iq4_xsx16 *x, int64_t nb, const blo
     }
     return acc;
 }
+
+/* NT tokens through one group of IQ4_XS rows: as iq4xs_group, each sub-block's levels looked
+ * up once for all NT tokens (prefill). */
+static inline __attribute__((always_inline)) void iq4xs_group_gemm(const block_iq4_xsx16 *x, int64_t nb, const block_q8_K *a,
+                                                                   int nt, float *y, size_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    int8_t lv[16];
+    for (int k = 0; k < 16; k++) lv[k] = (int8_t)(sqz_iq4nl_values[k] + 128);
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lv));
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        __m512i isum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (int k = 0; k < 8; k++) {
+            __m512i lo[4], hi[4];
+            #pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                const __m512i qv = _mm512_loadu_si512(x->qs[k] + 64 * v);
+                lo[v] = _mm512_shuffle_epi8(table, _mm512_and_si512(qv, m4));
+                hi[v] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4));
+            }
+            const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->sc[k]));
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                const block_q8_K *ab = &a[(size_t)t * (size_t)nb + (size_t)b];
+                const int8_t *aq = ab->qs + 32 * k;
+                __m512i z = _mm512_set1_epi32(-128 * (ab->bsums[2 * k] + ab->bsums[2 * k + 1]));
+                #pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) {
+                    z = _mm512_dpbusd_epi32(z, lo[v], bcast(aq + 8 * v));
+                    z = _mm512_dpbusd_epi32(z, hi[v], bcast(aq + 8 * v + 4));
+                }
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(z, sc));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(a[(size_t)t * (size_t)nb + (size_t)b].d)), acc[t]);
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+X16K_GEMM_DRIVER(iq4xs_gemm, block_iq4_xsx16, iq4xs_group_gemm)
 
 void sqz_x16k_matvec_avx512(sqz_type t, const void *w, int64_t cols, const void *a, float *y, int64_t r0,
                             int64_t r1) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/x16.h"
 #include "test.h"
 
 static uint64_t rng = 42;
@@ -58,11 +59,25 @@ static void check_matmul(sqz_type type, int64_t N, int64_t K, int T) {
     const sqz_tensor w = { type, K, N, data };
     float *y = malloc((size_t)T * N * sizeof *y), *yr = malloc((size_t)T * N * sizeof *yr);
     sqz_matmul(&w, x, T, y, 2);
-    sqz_matmul_ref(&w, x, T, yr);
+    /* k-quants run integer tiles with the tokens quantized to Q8_K (kernels/x16.h): their
+     * reference is ggml's quantized dot, token by token; the rest the f32 reference */
+    const int q8k = sqz_x16_worth_it(type, N, K) && sqz_x16_type_of(type) != SQZ_TYPE_Q4_0X16 &&
+                    sqz_x16_type_of(type) != SQZ_TYPE_Q8_0X16;
+    if (q8k) {
+        char *a = malloc(sqz_type_row_size(SQZ_TYPE_Q8_K, K));
+        const sqz_vec_dot_q_fn vdq = sqz_vec_dot_q_get(type, SQZ_ISA_REF);
+        for (int t = 0; t < T; t++) {
+            sqz_quantize_act_get(SQZ_TYPE_Q8_K, SQZ_ISA_REF)(x + (size_t)t * K, a, K);
+            for (int64_t r = 0; r < N; r++) yr[(size_t)t * N + r] = vdq(K, data + (size_t)r * rs, a);
+        }
+        free(a);
+    } else {
+        sqz_matmul_ref(&w, x, T, yr);
+    }
     double worst = 0;
     for (int64_t i = 0; i < T * N; i++) worst = fmax(worst, fabs(y[i] - yr[i]));
-    CHECK(worst <= 1e-5 * K, "sqz_matmul %s %lldx%lld T=%d == reference (max diff %.2g)", tr->name,
-          (long long)N, (long long)K, T, worst);
+    CHECK(worst <= 1e-5 * K, "sqz_matmul %s %lldx%lld T=%d == %s (max diff %.2g)", tr->name,
+          (long long)N, (long long)K, T, q8k ? "ggml's quantized dot (Q8_K tokens)" : "reference", worst);
     free(data);
     free(row);
     free(x);
@@ -84,5 +99,6 @@ int main(void) {
     check_matmul(SQZ_TYPE_F16, 200, 256, 40);
     check_matmul(SQZ_TYPE_BF16, 64, 512, 33);
     check_matmul(SQZ_TYPE_Q4_K, 96, 512, 64);
+    check_matmul(SQZ_TYPE_Q5_0, 96, 512, 64); /* f32 panels */
     return test_done();
 }

@@ -17,13 +17,20 @@
 #include "formats/quant.h"
 #include "kernels/x16.h"
 
-/* Q4_0 / Q8_0 prefetch 3 KB ahead (measured at 1.1B: 26 -> 29 GB/s over 1.5 KB); the k-quants
- * keep 1.5 KB: 3 KB gained nothing at 1.1B and cost sqz-llama-26m's in-cache Q4_K decode ~6 %. */
+/* Q4_0 / Q8_0 prefetch 3 KB ahead (measured at 1.1B: 26 -> 29 GB/s over 1.5 KB). The k-quants
+ * too, but Q6_K 1.5 KB: on AMD Zen 4 (bench_qkernels --packed-only, 2 threads, 1.1B shapes, 3
+ * alternating rounds, mean GB/s) 3 KB over 1.5 KB took Q2_K 26.7 -> 31.0, Q3_K 22.5 -> 25.0,
+ * Q5_K 22.0 -> 24.6, Q4_K 28.0 -> 30.3, IQ4_XS 27.1 -> 27.1, and Q6_K 31.0 -> 22.7 (its
+ * sub-blocks are 192 bytes apart in three streams). On the Xeon of sessions 12-14, 3 KB cost
+ * sqz-llama-26m's in-cache Q4_K decode ~6 %. */
 #ifndef X16_PF /* overridable to tune on another machine (-DX16_PF=...) */
 #define X16_PF 3072
 #endif
 #ifndef X16_PFK
-#define X16_PFK 1536
+#define X16_PFK 3072
+#endif
+#ifndef X16_PFK6
+#define X16_PFK6 1536
 #endif
 /* Into L2, not L1: on AMD Zen 4 (2 threads, 1.1B shapes, 4 alternating rounds of bench_model,
  * medians) T1 decoded Q4_K_M 40 -> 50 tokens/s, Q8_0 25 -> 30, Q6_K 32 -> 35 at the same
@@ -31,7 +38,7 @@
 #ifndef X16_PF_HINT
 #define X16_PF_HINT _MM_HINT_T1
 #endif
-enum { PF = X16_PF, PFK = X16_PFK };
+enum { PF = X16_PF, PFK = X16_PFK, PFK6 = X16_PFK6 };
 
 static inline __m512i bcast(const int8_t *p) { return _mm512_set1_epi32(*(const int32_t *)(const void *)p); }
 
@@ -378,7 +385,7 @@ static inline __m512 q6k_group(const block_q6_kx16 *x, int64_t nb, const block_q
         for (int s = 0; s < 16; s++) {
             const q6_kx16_sub *q = &x->q[s];
             #pragma GCC unroll 3
-            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)q + PFK + 64 * l, X16_PF_HINT);
+            for (int l = 0; l < 3; l++) _mm_prefetch((const char *)q + PFK6 + 64 * l, X16_PF_HINT);
             __m512i u[4];
             q6k_unpack(q, u);
             const int8_t *aq = ab->qs + 16 * s;

@@ -6,30 +6,10 @@
 #   compressor's formula, worked out here from the model's shapes (config.json);
 # - bad input: a batch that does not split over the ranks, ranks without --dp, ranks given
 #   different options, an unknown compressor: exit status 1, a clear message, nothing written.
-SQZ=${SQZ:-build/sqz}
-SHARED=${SQZ_SHARED:-../shared}
-BASE=$SHARED/models/sqz-llama-14m
-TXT=$SHARED/models/merge/shakespeare.train.txt
+DP_WHAT="data-parallel tests" DP_TRAIN_BYTES=60000
+. "$(dirname "$0")/lib/dp_env.sh"
 TEST=$SHARED/models/merge/shakespeare.test.txt
-if [ ! -f "$BASE/model.safetensors" ] || [ ! -f "$TXT" ]; then
-    echo "skip - sqz-llama-14m / merge texts missing (set SQZ_SHARED): data-parallel tests"
-    exit 0
-fi
-if ! command -v mpirun > /dev/null; then
-    echo "skip - no mpirun (Open MPI): data-parallel tests"
-    exit 0
-fi
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-head -c 60000 "$TXT" > "$tmp/train.txt"
 head -c 4000 "$TEST" > "$tmp/test.txt"
-if "$SQZ" finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/x.gguf" --dp none --steps 1 --ctx 16 --batch 2 \
-    --no-progress 2>&1 | grep -q "built without"; then
-    echo "skip - this sqz was built without Open MPI (its --dp message says so): data-parallel tests"
-    exit 0
-fi
-MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS"
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 # Open MPI's own allocations
 COMMON="-f $tmp/train.txt --steps 3 --batch 4 --ctx 32 --type f32 --eval-file $tmp/test.txt --json --no-progress"
 
 # one process vs two ranks

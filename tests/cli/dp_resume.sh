@@ -8,28 +8,8 @@
 #   holds a compressor's state, and a stateful one where it holds none.
 # LoRA adapters (rank 4) keep the compressors' work small: the state is saved and restored the
 # same way whatever tensors are trained.
-SQZ=${SQZ:-build/sqz}
-SHARED=${SQZ_SHARED:-../shared}
-BASE=$SHARED/models/sqz-llama-14m
-TXT=$SHARED/models/merge/shakespeare.train.txt
-if [ ! -f "$BASE/model.safetensors" ] || [ ! -f "$TXT" ]; then
-    echo "skip - sqz-llama-14m / merge texts missing (set SQZ_SHARED): data-parallel resume tests"
-    exit 0
-fi
-if ! command -v mpirun > /dev/null; then
-    echo "skip - no mpirun (Open MPI): data-parallel resume tests"
-    exit 0
-fi
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-head -c 20000 "$TXT" > "$tmp/train.txt"
-if "$SQZ" finetune "$BASE" -f "$tmp/train.txt" -o "$tmp/x.gguf" --dp none --steps 1 --ctx 16 --batch 2 \
-    --no-progress 2>&1 | grep -q "built without"; then
-    echo "skip - this sqz was built without Open MPI (its --dp message says so): data-parallel resume tests"
-    exit 0
-fi
-MPI="mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS"
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 # Open MPI's own allocations
+DP_WHAT="data-parallel resume tests" DP_TRAIN_BYTES=20000
+. "$(dirname "$0")/lib/dp_env.sh"
 R="$BASE -f $tmp/train.txt --batch 2 --ctx 16 --lora 4 --no-progress -t 1"
 
 # 3 steps = 2 steps + checkpoint + resume to 3, per compressor (lgreco re-chooses its levels

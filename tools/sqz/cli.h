@@ -97,12 +97,20 @@ int cli_load_model(sqz_ctx *ctx, const opts *o, sqz_model **model);
 int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_bos,
                         sqz_model **model, int32_t **ids, size_t *n_ids, double *tok_seconds);
 
-/* The model and --calib's windows: --calib-tokens tokens (32768) in windows of --calib-ctx
- * (*calib_ctx: 512 by default) spread over the whole text (sqz_calib_spread), a warning when
- * the text holds fewer. Returns 0 (*model, *calib: free with sqz_model_free / free); 1 after
- * printing the error, with nothing left to free. */
-int cli_load_model_calib(sqz_ctx *ctx, const opts *o, sqz_model **model, int32_t **calib, size_t *n_calib,
-                         int *calib_ctx);
+/* --calib's windows from its tokens ids[0..n_ids): --calib-tokens tokens (32768) in windows of
+ * --calib-ctx (*calib_ctx: 512 by default) spread over the whole text (sqz_calib_spread); with
+ * warn, a warning when the text holds fewer. Returns 0 (*calib: free with free); 1 after
+ * printing the error (*calib NULL). */
+int cli_calib_windows(const opts *o, const int32_t *ids, size_t n_ids, int warn, int32_t **calib,
+                      size_t *n_calib, int *calib_ctx);
+/* cli_load_model_calib's flags: load --calib and make its windows (without: the model alone,
+ * *calib NULL, *n_calib 0); no warning when the text is short (sqz drop and merge never had one). */
+enum { CLI_CALIB_TEXT = 1, CLI_CALIB_QUIET = 2 };
+/* The model (cli_load_model) and, with CLI_CALIB_TEXT, --calib's windows (cli_calib_windows);
+ * *calib_ctx is --calib-ctx or 512 either way. Returns 0 (*model, *calib: free with
+ * sqz_model_free / free); 1 after printing the error, with nothing left to free. */
+int cli_load_model_calib(sqz_ctx *ctx, const opts *o, unsigned flags, sqz_model **model, int32_t **calib,
+                         size_t *n_calib, int *calib_ctx);
 
 /* A command: its name, what runs it, and its lines in the usage text. */
 typedef struct cli_command {

@@ -147,20 +147,34 @@ int cli_load_model_text(sqz_ctx *ctx, const opts *o, const char *path, int add_b
     return 0;
 }
 
-int cli_load_model_calib(sqz_ctx *ctx, const opts *o, sqz_model **model, int32_t **calib, size_t *n_calib,
-                         int *calib_ctx) {
+/* --calib-ctx, or 512 */
+static int calib_window(const opts *o) { return o->calib_ctx > 0 ? o->calib_ctx : 512; }
+
+int cli_calib_windows(const opts *o, const int32_t *ids, size_t n_ids, int warn, int32_t **calib,
+                      size_t *n_calib, int *calib_ctx) {
+    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
+    *calib_ctx = calib_window(o);
+    if (warn && n_ids < want)
+        fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
+    *calib = malloc((want < n_ids ? want : n_ids) * sizeof **calib + 1);
+    *n_calib = *calib ? sqz_calib_spread(ids, n_ids, want, *calib_ctx, *calib) : 0;
+    return *calib ? 0 : cli_die("out of memory");
+}
+
+int cli_load_model_calib(sqz_ctx *ctx, const opts *o, unsigned flags, sqz_model **model, int32_t **calib,
+                         size_t *n_calib, int *calib_ctx) {
+    *calib = NULL;
+    *n_calib = 0;
+    *calib_ctx = calib_window(o);
+    if (!(flags & CLI_CALIB_TEXT)) return cli_load_model(ctx, o, model);
     int32_t *ids;
     size_t n_ids;
     if (cli_load_model_text(ctx, o, o->calib, 0, model, &ids, &n_ids, NULL)) return 1;
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    *calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    if (n_ids < want) fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
-    *calib = malloc((want < n_ids ? want : n_ids) * sizeof **calib + 1);
-    *n_calib = *calib ? sqz_calib_spread(ids, n_ids, want, *calib_ctx, *calib) : 0;
+    const int rc = cli_calib_windows(o, ids, n_ids, !(flags & CLI_CALIB_QUIET), calib, n_calib, calib_ctx);
     sqz_free(ids);
-    if (!*calib) {
+    if (rc) {
         sqz_model_free(*model);
-        return cli_die("out of memory");
+        *model = NULL;
     }
-    return 0;
+    return rc;
 }

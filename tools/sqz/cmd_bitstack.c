@@ -13,7 +13,7 @@ int cmd_bitstack(sqz_ctx *ctx, const opts *o) {
     int32_t *spread;
     size_t n_spread;
     int calib_ctx;
-    if (cli_load_model_calib(ctx, o, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
+    if (cli_load_model_calib(ctx, o, CLI_CALIB_TEXT, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     const sqz_bitstack_opts bo = { .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx, .rank = o->bs_rank,
                                    .iters = o->bs_iters, .sort_windows = o->bs_sort_windows };
     sqz_bitstack_result r;

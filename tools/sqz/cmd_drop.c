@@ -59,17 +59,11 @@ int cmd_drop(sqz_ctx *ctx, const opts *o) {
     }
     if (by_which && parse_which(o->drop_which, attn, &n_attn, mlp, &n_mlp)) return 1;
     sqz_model *mdl;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (o->calib) {
-        if (cli_load_model_text(ctx, o, o->calib, 0, &mdl, &ids, &n_ids, NULL)) return 1;
-    } else if (cli_load_model(ctx, o, &mdl)) {
-        return 1;
-    }
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    int32_t *spread = o->calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
+    int32_t *spread;
+    size_t n_spread;
+    int calib_ctx;
+    const unsigned calib = o->calib ? CLI_CALIB_TEXT | CLI_CALIB_QUIET : 0;
+    if (cli_load_model_calib(ctx, o, calib, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     sqz_drop_opts d = { .n_drop = o->drop_n, .blocks = n_list ? list : NULL, .n_blocks = n_list, .type = o->type,
                         .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
                         .sub = sub, .n_attn = o->drop_attn, .n_mlp = o->drop_mlp, .n_sub = o->drop_sub,
@@ -79,7 +73,6 @@ int cmd_drop(sqz_ctx *ctx, const opts *o) {
     const double t0 = cli_now();
     const sqz_status st = r ? sqz_drop(ctx, mdl, o->out, &d, r) : SQZ_ERR_NOMEM;
     const double secs = cli_now() - t0;
-    sqz_free(ids);
     free(spread);
     sqz_model_free(mdl);
     if (st) {

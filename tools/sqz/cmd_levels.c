@@ -21,7 +21,7 @@ int cmd_levels(sqz_ctx *ctx, const opts *o) {
     int32_t *spread;
     size_t n_spread;
     int calib_ctx;
-    if (cli_load_model_calib(ctx, o, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
+    if (cli_load_model_calib(ctx, o, CLI_CALIB_TEXT, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     const sqz_levels_opts lo = { .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
                                  .eval_windows = o->alloc_windows, .damp = o->damp,
                                  .plain_gptq = o->plain_gptq };

@@ -49,20 +49,10 @@ int cmd_lowrank(sqz_ctx *ctx, const opts *o) {
     if (n_targets == 0 && !o->levels) return cli_die("lowrank needs --params P, --rank-frac F, --energy E or --levels JSON");
     if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
     sqz_model *mdl;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (o->calib) {
-        if (cli_load_model_text(ctx, o, o->calib, 0, &mdl, &ids, &n_ids, NULL)) return 1;
-    } else if (cli_load_model(ctx, o, &mdl)) {
-        return 1;
-    }
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */
-    int32_t *spread = o->calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
-    if (o->calib && n_ids < want)
-        fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
+    int32_t *spread;
+    size_t n_spread;
+    int calib_ctx;
+    if (cli_load_model_calib(ctx, o, o->calib ? CLI_CALIB_TEXT : 0, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
     sqz_lowrank_opts lo = { .method = method,
                             .params = o->lr_params > 0 ? as_written(o->lr_params) : 0,
@@ -74,7 +64,6 @@ int cmd_lowrank(sqz_ctx *ctx, const opts *o) {
     const double t0 = cli_now();
     const sqz_status st = sqz_lowrank(ctx, mdl, o->out, &lo, &r);
     const double secs = cli_now() - t0;
-    sqz_free(ids);
     free(spread);
     sqz_model_free(mdl);
     if (st) {

@@ -56,10 +56,9 @@ static int merge_quantize(sqz_ctx *ctx, const opts *o, const sqz_merge_opts *mo,
         rc = cli_fail(ctx);
         goto done;
     }
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
+    size_t n_spread = 0;
+    int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
+    if (needs_calib && (rc = cli_calib_windows(o, ids, n_ids, 0, &spread, &n_spread, &calib_ctx))) goto done;
     sqz_quantize_opts qo = { .method = o->method, .type = type, .pure = o->pure, .calib = spread,
                              .n_calib = n_spread, .calib_ctx = calib_ctx };
     if (sqz_quantize(ctx, m, o->out, &qo, qr)) rc = cli_fail(ctx);

@@ -47,28 +47,18 @@ int cmd_prune(sqz_ctx *ctx, const opts *o) {
     if (!o->nm && !(o->density > 0) && !o->levels) return cli_die("prune needs --density D, --nm N:M or --levels JSON");
     if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
     sqz_model *mdl;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (o->calib) {
-        if (cli_load_model_text(ctx, o, o->calib, 0, &mdl, &ids, &n_ids, NULL)) return 1;
-    } else if (cli_load_model(ctx, o, &mdl)) {
-        return 1;
-    }
+    int32_t *spread;
+    size_t n_spread;
+    int calib_ctx;
+    if (cli_load_model_calib(ctx, o, o->calib ? CLI_CALIB_TEXT : 0, &mdl, &spread, &n_spread, &calib_ctx)) return 1;
     sqz_model_info mi;
     sqz_model_get_info(mdl, &mi);
     if (mi.absent_subblocks) { /* (sqz drop --attn / --mlp) */
-        sqz_free(ids);
+        free(spread);
         sqz_model_free(mdl);
         return cli_die("%s: %d attention / MLP sub-blocks are dropped from this model (sqz drop), and prune needs them all",
                        o->model, mi.absent_subblocks);
     }
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */
-    int32_t *spread = o->calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
-    if (o->calib && n_ids < want)
-        fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
     /* the float option as the decimal the user wrote (0.7f is 0.69999999) */
     char dbuf[32];
     snprintf(dbuf, sizeof dbuf, "%.7g", (double)o->density);
@@ -80,7 +70,6 @@ int cmd_prune(sqz_ctx *ctx, const opts *o) {
     const double t0 = cli_now();
     const sqz_status st = sqz_prune(ctx, mdl, o->out, &po, &r);
     const double secs = cli_now() - t0;
-    sqz_free(ids);
     free(spread);
     sqz_model_free(mdl);
     if (st) {

@@ -75,29 +75,18 @@ int cmd_quantize(sqz_ctx *ctx, const opts *o) {
     if (!method_spec(o, method, spec, sizeof spec)) return cli_die("--method %s: too long", method);
     if (needs_calib && !o->calib) return cli_die("--method %s needs calibration text: --calib FILE", method);
     sqz_model *m;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (needs_calib) {
-        if (cli_load_model_text(ctx, o, o->calib, 0, &m, &ids, &n_ids, NULL)) return 1;
-    } else if (cli_load_model(ctx, o, &m)) {
-        return 1;
-    }
-    const size_t want = o->calib_tokens > 0 ? (size_t)o->calib_tokens : 32768;
-    const int calib_ctx = o->calib_ctx > 0 ? o->calib_ctx : 512;
-    /* windows spread over the whole file, not its first tokens (see sqz_calib_spread) */
-    int32_t *spread = needs_calib ? malloc((want < n_ids ? want : n_ids) * sizeof *spread + 1) : NULL;
-    const size_t n_spread = spread ? sqz_calib_spread(ids, n_ids, want, calib_ctx, spread) : 0;
+    int32_t *spread;
+    size_t n_spread;
+    int calib_ctx;
+    if (cli_load_model_calib(ctx, o, needs_calib ? CLI_CALIB_TEXT : 0, &m, &spread, &n_spread, &calib_ctx)) return 1;
     report rep = { o->json ? cJSON_CreateArray() : NULL };
     /* the file says how it was made (general.* keys; the library adds method, type, tokens) */
     const sqz_model_card card = { .base_model = o->model, .calib = needs_calib ? o->calib : NULL };
     sqz_quantize_opts qo = { .method = spec, .type = type, .pure = o->pure, .embd_type = o->embd_type,
                              .calib = spread, .n_calib = n_spread, .calib_ctx = calib_ctx,
                              .report = on_tensor, .report_user = &rep, .card = &card };
-    if (needs_calib && n_ids < want)
-        fprintf(stderr, "sqz: %s holds %zu tokens, fewer than the %zu asked for\n", o->calib, n_ids, want);
     sqz_quantize_result r;
     sqz_status st = sqz_quantize(ctx, m, o->out, &qo, &r);
-    sqz_free(ids);
     free(spread);
     sqz_model_free(m);
     if (st) {

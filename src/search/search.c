@@ -2,8 +2,11 @@
  *
  * Two spaces, each a row of `spaces` below:
  *   quant  one gene per matrix (the head included): its level in the level database, cheapest
- *          first. Seed: the multiple-choice knapsack on single-matrix KLs (quant/alloc.h) for
- *          the same budget. Mutation: one matrix one level up; then, while the child is over
+ *          first. Seed: a row of `seeds` below (opts->alloc): the multiple-choice knapsack on
+ *          single-matrix KLs (quant/alloc.h) for the same budget (the default), Layer-Wise
+ *          Quantization's two adjacent types by block importance (LIM), or one type for every
+ *          matrix; with 0 generations the seed is the answer (the baselines of a Pareto
+ *          table, all from the same GPTQ levels). Mutation: one matrix one level up; then, while the child is over
  *          the budget, a random matrix one level down (EvoPress's rule for levels whose steps
  *          differ in size; its same-size swap keeps the budget only when every step costs the
  *          same bits, and the k-quants' steps do not: Q2_K..Q6_K cost 84, 110, 144, 176, 210
@@ -25,12 +28,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "math/rng.h"
+#include "prune/drop.h"
 #include "quant/alloc.h"
 #include "quant/kl_probe.h"
 #include "quant/mixllm.h"
@@ -43,7 +48,17 @@ enum { MAX_PATH = 4096 };
 
 /* ---------------------------------------------------------------- shared state */
 
-typedef struct space {
+typedef struct space space;
+
+/* a way to choose the quant space's seed (a row of `seeds`, below) */
+typedef struct seed_method {
+    const char *name;
+    const char *card;       /* the written model's method */
+    int budget_optional;    /* 1: without a budget, the seed's own bytes are the budget */
+    sqz_status (*seed)(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res);
+} seed_method;
+
+struct space {
     sqz_ctx *ctx;
     const sqz_model *model;
     const sqz_levels_db *db; /* quant */
@@ -57,7 +72,10 @@ typedef struct space {
     uint64_t budget;         /* quant: bytes of the matrices */
     sqz_comm *comm;          /* the ranks (size 1: alone) */
     int C;                   /* tokens per window */
-} space;
+    const int32_t *pool;     /* the calibration windows, n_pool x C tokens */
+    size_t n_pool;
+    const seed_method *seed_m; /* quant: how the seed is chosen */
+};
 
 static int gene_layer(const space *s, int i) {
     if (!s->db) return s->sub ? i / 2 : i; /* depth: a gene per block, or per sub-block */
@@ -309,6 +327,12 @@ static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, con
     cJSON_AddNumberToObject(j, "seed_kl", res->seed_kl);
     cJSON_AddNumberToObject(j, "best_kl", res->best_kl);
     if (s->db) {
+        cJSON_AddStringToObject(j, "alloc", s->seed_m->name);
+        if (res->n_importance) {
+            cJSON *imp = cJSON_CreateArray();
+            for (int l = 0; l < res->n_importance; l++) cJSON_AddItemToArray(imp, cJSON_CreateNumber(res->importance[l]));
+            cJSON_AddItemToObject(j, "importance_lim", imp);
+        }
         cJSON_AddNumberToObject(j, "seed_sum_kl", res->seed_sum_kl);
         cJSON_AddNumberToObject(j, "best_sum_kl", res->best_sum_kl);
         for (int i = 0; i < s->n; i++)
@@ -366,10 +390,14 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
         if (o->bytes) snprintf(budget, sizeof budget, "%llu bytes", (unsigned long long)o->bytes);
         else snprintf(budget, sizeof budget, "%.4g bits per weight", o->bpw);
         snprintf(params, sizeof params, "per-matrix types Q2_K..Q6_K from the level database %s, within %s; "
-                 "%d generations of %d offspring, stages %s, seed %llu", o->db, budget,
+                 "seed %s%s%s; %d generations of %d offspring, stages %s, seed %llu", o->db, budget, s->seed_m->name,
+                 o->type && !strcmp(s->seed_m->name, "uniform") ? " " : "",
+                 o->type && !strcmp(s->seed_m->name, "uniform") ? o->type : "",
                  o->generations < 0 ? 200 : o->generations, o->offspring > 0 ? o->offspring : 32,
                  o->stages ? o->stages : "8x1,2x4,1x32", (unsigned long long)o->seed);
-        const sqz_model_card card = { .method = o->generations == 0 ? "knapsack (single-matrix KL)" : "evopress",
+        char method[128];
+        snprintf(method, sizeof method, "%s%s", o->generations == 0 ? "" : "evopress from ", s->seed_m->card);
+        const sqz_model_card card = { .method = method,
                                       .parameters = params, .calib_tokens = o->n_calib };
         const sqz_convert_opts co = { .type = o->embd_type ? o->embd_type : "q4_k", .pure = 1, .keep_types = 1,
                                       .card = &card };
@@ -381,27 +409,14 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
 
 /* ---------------------------------------------------------------- the search */
 
-static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int rank, int *g,
-                             sqz_search_result *res) {
+/* Seeds: each fills g within s->budget (the bytes of the searched matrices; UINT64_MAX when
+ * the row's budget is optional and none was given). */
+
+/* the knapsack on single-matrix KLs */
+static sqz_status seed_knapsack(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res) {
+    (void)o, (void)res;
     const sqz_levels_db *db = s->db;
-    /* the bytes outside the matrices, from the cheapest configuration written to scratch */
-    char probe[MAX_PATH];
-    snprintf(probe, sizeof probe, "%s.size-probe-%d", out_path, rank);
-    for (int i = 0; i < s->n; i++) g[i] = 0;
-    sqz_convert_result cr;
-    sqz_status st = write_quant(s, g, probe, o, &cr);
-    unlink(probe);
-    if (st) return st;
-    const uint64_t fixed = cr.file_bytes - quant_bytes(s, g);
-    res->n_params = cr.n_params;
-    res->budget_bytes = o->bytes ? o->bytes : (uint64_t)(o->bpw * (double)cr.n_params / 8.0);
-    if (res->budget_bytes < cr.file_bytes)
-        return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: a budget of %llu bytes (%.3f bpw) is below the smallest "
-                        "configuration, %llu bytes (%.3f bpw)", (unsigned long long)res->budget_bytes,
-                        8.0 * (double)res->budget_bytes / (double)cr.n_params, (unsigned long long)cr.file_bytes,
-                        8.0 * (double)cr.file_bytes / (double)cr.n_params);
-    s->budget = res->budget_bytes - fixed;
-    /* the knapsack on single-matrix KLs */
+    sqz_status st = SQZ_OK;
     int *n_opt = malloc((size_t)s->n * sizeof *n_opt);
     uint64_t(*bytes)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->n * sizeof *bytes);
     double(*cost)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->n * sizeof *cost);
@@ -425,6 +440,125 @@ static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out
     }
     free(n_opt), free(bytes), free(cost);
     return st;
+}
+
+/* The levels of every item must be the same types in the same order (a database's are). */
+static sqz_status same_levels(const space *s) {
+    const sqz_db_item *a = &s->db->items[0];
+    for (int i = 1; i < s->n; i++) {
+        int same = s->db->items[i].n == a->n;
+        for (int k = 0; same && k < a->n; k++) same = s->db->items[i].lv[k].type == a->lv[k].type;
+        if (!same) return sqz_fail(s->ctx, SQZ_ERR_FORMAT, "search: %s's levels are not %s's types", s->db->items[i].name, a->name);
+    }
+    return SQZ_OK;
+}
+
+/* Layer-Wise Quantization (Dumitru et al. 2024): units = the head, then the blocks by LIM,
+ * most important first (ties: the earlier block). Configuration c = t U + n (U units, t the
+ * lower type's level, n units at t + 1, the first n of that order) costs more with every step
+ * of c, so the largest c within the budget is the answer; a larger budget never lowers a
+ * matrix. */
+static sqz_status seed_layerwise(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res) {
+    (void)o;
+    const int L = s->L, U = L + 1, T = s->db->items[0].n;
+    sqz_status st = same_levels(s);
+    if (st) return st;
+    double *bi = malloc((size_t)L * sizeof *bi);
+    int *order = malloc((size_t)U * sizeof *order), *rank = malloc((size_t)(L + 1) * sizeof *rank);
+    uint64_t(*ub)[SQZ_ALLOC_MAX_TYPES] = calloc((size_t)U, sizeof *ub);
+    if (!bi || !order || !rank || !ub) st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    if (!st) st = sqz_block_influence(s->ctx, s->model, s->pool, s->n_pool * (size_t)s->C, s->C, bi);
+    if (!st) {
+        order[0] = -1; /* the head */
+        for (int l = 0; l < L; l++) order[l + 1] = l;
+        for (int i = 2; i < U; i++) /* insertion sort, LIM descending, stable */
+            for (int j = i; j > 1 && bi[order[j]] > bi[order[j - 1]]; j--) {
+                const int t = order[j];
+                order[j] = order[j - 1], order[j - 1] = t;
+            }
+        for (int u = 0; u < U; u++) rank[order[u] + 1] = u; /* rank[layer + 1]: its unit */
+        for (int i = 0; i < s->n; i++) {
+            const int u = rank[s->db->items[i].layer < 0 ? 0 : s->db->items[i].layer + 1];
+            for (int k = 0; k < T; k++) ub[u][k] += s->db->items[i].lv[k].bytes;
+        }
+        int best = -1;
+        for (int c = 0; c <= (T - 1) * U; c++) {
+            const int t = c / U, n = c % U;
+            uint64_t b = 0;
+            for (int u = 0; u < U; u++) b += ub[u][u < n ? t + 1 : t];
+            if (b <= s->budget) best = c;
+        }
+        if (best < 0) best = 0; /* below the cheapest: the caller refuses the budget */
+        const int t = best / U, n = best % U;
+        for (int i = 0; i < s->n; i++) {
+            const int u = rank[s->db->items[i].layer < 0 ? 0 : s->db->items[i].layer + 1];
+            g[i] = u < n ? t + 1 : t;
+        }
+        res->n_importance = L < 256 ? L : 256;
+        for (int l = 0; l < res->n_importance; l++) res->importance[l] = bi[l];
+    }
+    free(bi), free(order), free(rank), free(ub);
+    return st;
+}
+
+/* every matrix at o->type */
+static sqz_status seed_uniform(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res) {
+    (void)res;
+    if (!o->type) return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: alloc uniform needs a type (q2_k..q6_k)");
+    for (int i = 0; i < s->n; i++) {
+        g[i] = -1;
+        for (int k = 0; k < s->db->items[i].n; k++)
+            if (!strcasecmp(sqz_type_name(s->db->items[i].lv[k].type), o->type)) g[i] = k;
+        if (g[i] < 0)
+            return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: the level database has no %s level for %s (it has Q2_K..Q6_K)",
+                            o->type, s->db->items[i].name);
+    }
+    return SQZ_OK;
+}
+
+static const seed_method seeds[] = {
+    { "knapsack", "knapsack (single-matrix KL)", 0, seed_knapsack },
+    { "layerwise", "layer-wise quantization (LIM: 1 - cos of each block's input and output)", 0, seed_layerwise },
+    { "uniform", "uniform type", 1, seed_uniform },
+};
+enum { N_SEEDS = sizeof seeds / sizeof *seeds };
+
+static const seed_method *find_seed(const char *name) {
+    for (int i = 0; i < N_SEEDS; i++)
+        if (!strcmp(seeds[i].name, name ? name : "knapsack")) return &seeds[i];
+    return NULL;
+}
+
+static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int rank, int *g,
+                             sqz_search_result *res) {
+    /* the bytes outside the matrices, from the cheapest configuration written to scratch */
+    char probe[MAX_PATH];
+    snprintf(probe, sizeof probe, "%s.size-probe-%d", out_path, rank);
+    for (int i = 0; i < s->n; i++) g[i] = 0;
+    sqz_convert_result cr;
+    sqz_status st = write_quant(s, g, probe, o, &cr);
+    unlink(probe);
+    if (st) return st;
+    const uint64_t fixed = cr.file_bytes - quant_bytes(s, g);
+    const int given = o->bytes || o->bpw > 0;
+    res->n_params = cr.n_params;
+    if (given) {
+        res->budget_bytes = o->bytes ? o->bytes : (uint64_t)(o->bpw * (double)cr.n_params / 8.0);
+        if (res->budget_bytes < cr.file_bytes)
+            return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: a budget of %llu bytes (%.3f bpw) is below the smallest "
+                            "configuration, %llu bytes (%.3f bpw)", (unsigned long long)res->budget_bytes,
+                            8.0 * (double)res->budget_bytes / (double)cr.n_params, (unsigned long long)cr.file_bytes,
+                            8.0 * (double)cr.file_bytes / (double)cr.n_params);
+        s->budget = res->budget_bytes - fixed;
+    } else if (s->seed_m->budget_optional) s->budget = UINT64_MAX;
+    else return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
+    if ((st = s->seed_m->seed(s, o, g, res))) return st;
+    if (!given) s->budget = quant_bytes(s, g), res->budget_bytes = fixed + s->budget;
+    if (quant_bytes(s, g) > s->budget)
+        return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: the %s seed needs %llu bytes, over the budget of %llu",
+                        s->seed_m->name, (unsigned long long)(fixed + quant_bytes(s, g)),
+                        (unsigned long long)res->budget_bytes);
+    return SQZ_OK;
 }
 
 static double sum_kl(const space *s, const int *g) {
@@ -473,7 +607,18 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
         return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: quant, depth)", space_name);
     const int L = model->cfg.n_layers;
     if (is_quant && !o->db) return sqz_fail(ctx, SQZ_ERR_ARG, "search: the quant space needs a level database (sqz levels)");
-    if (is_quant && !(o->bpw > 0) && !o->bytes) return sqz_fail(ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
+    const seed_method *seed_m = find_seed(o->alloc);
+    if (!seed_m) {
+        char known[256] = "";
+        for (int i = 0; i < N_SEEDS; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", seeds[i].name);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown alloc '%s' (known: %s)", o->alloc, known);
+    }
+    if (!is_quant && o->alloc) return sqz_fail(ctx, SQZ_ERR_ARG, "search: alloc chooses the quant space's seed, not depth's");
+    if (o->type && strcmp(seed_m->name, "uniform"))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: a type is uniform's (alloc uniform), not %s's", seed_m->name);
+    if (is_quant && !(o->bpw > 0) && !o->bytes && !seed_m->budget_optional)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
     const int units = o->sub ? 2 * L : L; /* depth's genes */
     if (o->sub && is_quant) return sqz_fail(ctx, SQZ_ERR_ARG, "search: sub-blocks are a depth space's genes, not quant's");
     if (!is_quant && (o->n_drop < 1 || o->n_drop >= units || o->n_drop > 64))
@@ -504,7 +649,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     size_t n_pool = 0;
     sqz_status st = SQZ_OK;
     s.pm.layers = s.ref.layers = NULL; /* their own, allocated below (done: frees them) */
-    s.comm = &r.comm, s.C = C;
+    s.comm = &r.comm, s.C = C, s.seed_m = seed_m;
     int world = 1;
     if (sqz_comm_launched(&world, NULL, NULL) && world > 1 && (st = sqz_comm_open(ctx, &r.comm))) return st;
     res->mpi_ranks = r.comm.size, res->mpi_rank = r.comm.rank;
@@ -535,6 +680,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
             }
     n_pool = o->calib ? sqz_calib_spread(o->calib, o->n_calib, (size_t)want * C, C, pool) / (size_t)C : 0;
     if (n_pool < 1) st = sqz_fail(ctx, SQZ_ERR_ARG, "search: needs at least one window of %d calibration tokens", C);
+    s.pool = pool, s.n_pool = n_pool;
 started:
     if ((st = ranks_ok(&r, st))) goto done;
 
@@ -557,9 +703,9 @@ started:
                                .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .window_terms = window_terms,
                                .per_window = C };
     {
-        const char *names[2] = { space_name, o->stages ? o->stages : "" };
-        uint64_t h = sqz_fnv1a(sqz_fnv1a_init(), names[0], strlen(names[0]));
-        h = sqz_fnv1a(h, names[1], strlen(names[1]));
+        const char *names[4] = { space_name, o->stages ? o->stages : "", seed_m->name, o->type ? o->type : "" };
+        uint64_t h = sqz_fnv1a_init();
+        for (int i = 0; i < 4; i++) h = sqz_fnv1a(h, names[i], strlen(names[i]) + 1);
         const double nums[8] = { (double)res->budget_bytes, o->n_drop, (double)o->seed, eo.offspring,
                                  eo.generations, C, (double)n_pool, s.n };
         h = sqz_fnv1a(h, nums, sizeof nums);

@@ -886,7 +886,13 @@ typedef void (*sqz_search_gen_fn)(void *user, int generation, double fitness, do
 
 typedef struct sqz_search_opts {
     /* "quant": each matrix's k-quant type from the database (needs db), within the budget;
-     * "depth": which n_drop blocks to drop (the rest unchanged; no database) */
+     * "depth": which n_drop blocks to drop (the rest unchanged; no database);
+     * "quant,depth": both under one budget (needs db): a dropped block's matrices cost nothing;
+     * a mutation moves one matrix up or (1 in 4) drops or restores one block, then is repaired
+     * to the budget (down while over it; after a block move, up while a step fits); the
+     * seed drops nothing unless the budget is below Q2_K everywhere, and then the blocks of
+     * least LIM (see alloc) until Q2_K fits; the GGUF has the kept blocks renumbered
+     * (llama.cpp runs it); bits per weight still divide by the original's parameters */
     const char *space;
     const char *db;
     double bpw;            /* quant budget: 8 x file bytes / the model's parameter count; or */
@@ -941,7 +947,7 @@ typedef struct sqz_search_result {
     int n_importance;                 /* alloc layerwise: n_layers, else 0 */
     double importance[256];           /* each block's LIM score (its first 256) */
     int n_dropped;
-    int dropped[256];                 /* depth: the dropped blocks, ascending (sub: both halves gone) */
+    int dropped[256];                 /* depth, quant,depth: the dropped blocks, ascending (sub: both halves gone) */
     int n_dropped_attn, n_dropped_mlp;
     int dropped_attn[256], dropped_mlp[256]; /* depth with sub: the layers whose attention / MLP went */
     double seconds;

@@ -25,7 +25,10 @@
  *     test's LIM ranking), one more unit up would break the budget, and no matrix ever goes
  *     down as the budget rises; alloc uniform writes every matrix at its type, at its own bytes
  *     without a budget, and is refused over one; an unknown alloc and a type without uniform are
- *     refused.
+ *     refused;
+ *   - the joint space quant,depth on the same blocks: below Q2_K everywhere its seed drops the
+ *     block this test ranks least by LIM; at that budget and a larger one the file keeps the
+ *     budget, has the blocks not dropped, and loaded again has the KL the search reported.
  */
 #include <math.h>
 #include <stdio.h>
@@ -340,6 +343,24 @@ static void copy_cut(const char *from, const char *to, double frac) {
     free(x);
 }
 
+/* mean KL of q against m over the pool the search spreads tok into (full evaluations) */
+static double file_kl(sqz_ctx *ctx, const sqz_model *m, const sqz_model *q, const int32_t *tok, int NW, int C,
+                      size_t *n_win) {
+    const int V = m->cfg.vocab_size;
+    float *lb = malloc((size_t)C * V * sizeof *lb), *lq = malloc((size_t)C * V * sizeof *lq);
+    int32_t *pool = malloc((size_t)NW * C * sizeof *pool);
+    double sum = 0;
+    const size_t np = sqz_calib_spread(tok, (size_t)NW * C, (size_t)NW * C, C, pool) / C;
+    for (size_t w = 0; w < np; w++) {
+        logits_of(ctx, m, pool + w * C, C, lb);
+        logits_of(ctx, q, pool + w * C, C, lq);
+        for (int i = 0; i < C; i++) sum += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+    }
+    free(lb), free(lq), free(pool);
+    *n_win = np;
+    return sum / (double)(np * C);
+}
+
 static void test_quant(void) {
     const char *mp = test_shared("models/sqz-llama-26m");
     if (!mp || test_quick()) {
@@ -535,6 +556,42 @@ static void test_quant(void) {
               "an unknown alloc is refused, naming the known: %s", sqz_ctx_error(ctx));
         uo.alloc = "layerwise", uo.bpw = 3;
         CHECK(sqz_search(ctx, m, out, &uo, NULL) == SQZ_ERR_ARG, "a type without uniform is refused: %s", sqz_ctx_error(ctx));
+    }
+    /* quant,depth: below Q2_K everywhere the seed drops the block of least LIM; the search keeps
+     * the budget; the written file (kept blocks renumbered) has the KL the search reported */
+    {
+        sqz_search_opts jo = { .space = "quant,depth", .db = db, .bpw = 2.3, .calib = tok, .n_calib = NW * C,
+                               .calib_ctx = C, .pool_windows = NW, .generations = 6, .offspring = 6,
+                               .stages = "2x1,1x3", .seed = 2, .json_path = js };
+        double ref[16];
+        int32_t pool[NW * C];
+        const size_t np = sqz_calib_spread(tok, NW * C, NW * C, C, pool) / C;
+        lim_brute(ctx, m, pool, (int)np, C, ref);
+        const int least = ref[1] <= ref[0] ? 1 : 0;
+        for (int pass = 0; pass < 2; pass++) {
+            sqz_search_result jr;
+            sqz_model *q = NULL;
+            const sqz_status jst = sqz_search(ctx, m, out, &jo, &jr);
+            CHECK(jst == SQZ_OK && sqz_model_load(ctx, out, NULL, &q) == SQZ_OK, "quant,depth at %.1f bpw: %s", jo.bpw,
+                  jst ? sqz_ctx_error(ctx) : "ok");
+            if (!q) continue;
+            struct stat jb;
+            CHECK(stat(out, &jb) == 0 && (uint64_t)jb.st_size == jr.file_bytes && jr.file_bytes <= jr.budget_bytes &&
+                      q->cfg.n_layers == m->cfg.n_layers - jr.n_dropped,
+                  "quant,depth at %.1f bpw: %llu <= %llu bytes, %d of %d blocks dropped, the file has the rest", jo.bpw,
+                  (unsigned long long)jr.file_bytes, (unsigned long long)jr.budget_bytes, jr.n_dropped, m->cfg.n_layers);
+            if (pass == 0)
+                CHECK(jr.n_dropped == 1 && jr.dropped[0] == least, "below Q2_K everywhere: block %d (least LIM) dropped",
+                      least);
+            size_t nw = 0;
+            const double kl = file_kl(ctx, m, q, tok, NW, C, &nw);
+            CHECK_CLOSE(kl, jr.best_kl, 1e-9, 3e-3, "quant,depth: the file's KL = the search's (%zu windows)", nw);
+            CHECK(jr.best_kl <= jr.seed_kl, "quant,depth: never worse than the seed (%.6f <= %.6f)", jr.best_kl, jr.seed_kl);
+            sqz_model_free(q);
+            jo.bpw = 3.2, jo.generations = 12;
+        }
+        jo.brute_force = 1;
+        CHECK(sqz_search(ctx, m, out, &jo, NULL) == SQZ_ERR_ARG, "quant,depth refuses brute force: %s", sqz_ctx_error(ctx));
     }
     so.bpw = 1.0;
     CHECK(sqz_search(ctx, m, out, &so, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "below the smallest"),

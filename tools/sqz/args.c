@@ -307,8 +307,9 @@ static const option_row options[] = {
               "two adjacent k-quants; the head first), uniform (every matrix at\n"
               "--type T; without a budget its own bytes are the budget)" },
     { "--levels", NULL, STR(space, "SPACE"), .cmds = C_SEARCH,
-      .help = "what the search chooses: quant (each matrix's type; default) or\n"
-              "depth (which --blocks N blocks to drop)" },
+      .help = "what the search chooses: quant (each matrix's type; default),\n"
+              "depth (which --blocks N blocks to drop) or quant,depth (types and\n"
+              "dropped blocks under one budget: a dropped block costs nothing)" },
     { "--bpw", NULL, FLOAT(bpw, "B", 0, 64, LO_OPEN), .cmds = C_SEARCH | C_QUANTIZE,
       .help = "budget: 8 x file bytes / the model's parameters (quantize: with --alloc, bpw=B)" },
     { "--bytes", NULL, .kind = OPT_ULLONG, .at = AT(bytes), .meta = "N", .lo = 1, .hi = (long long)1 << 62,

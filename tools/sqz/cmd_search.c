@@ -1,5 +1,5 @@
 /* cmd_search.c - sqz search MODEL -o OUT.gguf --db DB --bpw B | --bytes N --calib FILE
- * [--alloc knapsack|layerwise|uniform --type T], or
+ * [--alloc knapsack|layerwise|uniform --type T] [--levels quant,depth], or
  * --levels depth --blocks N: EvoPress over per-matrix types or dropped blocks (include/sqz.h,
  * sqz_search). OUT.json gets the choice and the fitness curve. */
 #include <stdio.h>
@@ -22,8 +22,9 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("search needs an output file: -o OUT.gguf");
     if (!o->calib) return cli_die("search scores candidates on calibration text: --calib FILE");
     const char *space = o->space ? o->space : "quant";
-    const int quant = !strcmp(space, "quant");
-    if (!quant && strcmp(space, "depth")) return cli_die("--levels %s: unknown space (known: quant, depth)", space);
+    const int joint = !strcmp(space, "quant,depth") || !strcmp(space, "depth,quant");
+    const int quant = joint || !strcmp(space, "quant");
+    if (!quant && strcmp(space, "depth")) return cli_die("--levels %s: unknown space (known: quant, depth, quant,depth)", space);
     if (quant && !o->db) return cli_die("search --levels quant needs a level database: --db DB (sqz levels)");
     const int uniform = o->search_alloc && !strcmp(o->search_alloc, "uniform");
     if (!quant && (o->search_alloc || o->type)) return cli_die("--alloc and --type choose the quant space's seed, not depth's");
@@ -91,6 +92,11 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
             cJSON_AddNumberToObject(j, "best_sum_kl", r->best_sum_kl);
             cJSON_AddNumberToObject(j, "budget_bytes", (double)r->budget_bytes);
             cJSON_AddStringToObject(j, "alloc", o->search_alloc ? o->search_alloc : "knapsack");
+            if (joint) {
+                cJSON *d = cJSON_CreateArray();
+                for (int i = 0; i < r->n_dropped; i++) cJSON_AddItemToArray(d, cJSON_CreateNumber(r->dropped[i]));
+                cJSON_AddItemToObject(j, "dropped", d);
+            }
             if (r->n_importance) {
                 cJSON *imp = cJSON_CreateArray();
                 for (int i = 0; i < r->n_importance; i++) cJSON_AddItemToArray(imp, cJSON_CreateNumber(r->importance[i]));

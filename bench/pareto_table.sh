@@ -5,6 +5,7 @@
 #   knapsack   the multiple-choice knapsack on single-matrix KLs    sqz search --alloc knapsack --generations 0 --bpw B
 #   layerwise  Layer-Wise Quantization (blocks by LIM)              sqz search --alloc layerwise --generations 0 --bpw B
 #   evopress   EvoPress from the knapsack seed                      sqz search --bpw B $PARETO_EVO_ARGS
+#   base       the f16 model itself (its perplexities; KL 0)
 #   llamacpp   llama.cpp's own files in ../shared/models/gguf (llamacpp.json: Q2_K and Q4_K_M with its
 #              importance matrix, Q4_0 --pure)
 # every sqz row from the same level database (sqz levels MODEL -o DB --calib calib-1m.txt), so
@@ -17,10 +18,13 @@
 # Environment:
 #   PARETO_BPW       budgets of the knapsack, layerwise and evopress rows ("2.8 2.9 3.3 3.5 4.1 4.5 5":
 #                    Q2_K everywhere, ~2.76 bpw, is the floor; a budget below it is reported and skipped)
-#   PARETO_METHODS   rows to make ("uniform knapsack layerwise evopress llamacpp")
+#   PARETO_METHODS   rows to make ("base uniform knapsack layerwise evopress llamacpp")
 #   PARETO_TYPES     uniform's types ("q2_k q3_k q4_k q5_k q6_k")
 #   PARETO_TEXTS     texts ("sotu mail wikitext2")
 #   PARETO_EVO_ARGS  EvoPress's settings ("--generations 40"; sqz search --help)
+#   PARETO_SEED_ARGS more arguments of the seed rows (uniform, knapsack, layerwise), e.g. "--pool 8":
+#                    their files do not depend on the pool, except layerwise's LIM ranking, which
+#                    is measured on it; the pool sets the cost of their search_*_kl
 #   PARETO_DIR       where the models, their search JSONs and the base model's logits caches stay
 #                    (default: a temporary folder, removed); a model already there is measured
 #                    again, not searched again
@@ -33,10 +37,11 @@ B=${SQZ_MODEL:-$SHARED/models/sqz-llama-26m}
 CALIB=$SHARED/data/calib/calib-1m.txt
 T=${SQZ_THREADS:-1}
 BPWS=${PARETO_BPW:-2.8 2.9 3.3 3.5 4.1 4.5 5}
-METHODS=${PARETO_METHODS:-uniform knapsack layerwise evopress llamacpp}
+METHODS=${PARETO_METHODS:-base uniform knapsack layerwise evopress llamacpp}
 TYPES=${PARETO_TYPES:-q2_k q3_k q4_k q5_k q6_k}
 TEXTS=${PARETO_TEXTS:-sotu mail wikitext2}
 EVO=${PARETO_EVO_ARGS:---generations 40}
+SEEDA=${PARETO_SEED_ARGS:-}
 DB=$1
 if [ -z "$DB" ] || [ ! -f "$DB" ]; then
     echo "usage: sh bench/pareto_table.sh DB [OUT.jsonl]   (DB: sqz levels $B -o DB --calib $CALIB)" >&2
@@ -82,7 +87,7 @@ import json, os, sys
 name, target, d, file, sj, pj, n = sys.argv[1:]
 p = json.load(open(pj))
 s = json.load(open(sj)) if sj != "-" else {}
-b = os.path.getsize(file)
+b = os.path.getsize(file) if os.path.isfile(file) else os.path.getsize(os.path.join(file, "model.safetensors"))
 print(json.dumps({"method": name, "target": target, "text": d, "file": os.path.basename(file), "file_bytes": b,
                   "bits_per_weight": round(8 * b / int(n), 4), "ppl": p["ppl"], "kld": p.get("kld"),
                   "kld_p99": p.get("kld_p99"), "top1_agree": p.get("top1_agree"),
@@ -106,9 +111,12 @@ search() {
 
 for m in $METHODS; do
     case $m in
-    uniform) for t in $TYPES; do search uniform "$t" "uniform-$t.gguf" --alloc uniform --type "$t" --generations 0; done ;;
+    base) measure base f16 "$B" - ;;
+    # shellcheck disable=SC2086 # SEEDA and EVO are lists of arguments
+    uniform) for t in $TYPES; do search uniform "$t" "uniform-$t.gguf" --alloc uniform --type "$t" --generations 0 $SEEDA; done ;;
     knapsack | layerwise)
-        for b in $BPWS; do search "$m" "$b" "$m-$b.gguf" --alloc "$m" --bpw "$b" --generations 0; done ;;
+        # shellcheck disable=SC2086
+        for b in $BPWS; do search "$m" "$b" "$m-$b.gguf" --alloc "$m" --bpw "$b" --generations 0 $SEEDA; done ;;
     evopress)
         # shellcheck disable=SC2086 # EVO is a list of arguments
         for b in $BPWS; do search evopress "$b" "evopress-$b.gguf" --bpw "$b" $EVO; done ;;

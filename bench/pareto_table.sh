@@ -16,8 +16,8 @@
 #
 # Usage: sh bench/pareto_table.sh DB [OUT.jsonl]
 # Environment:
-#   PARETO_BPW       budgets of the knapsack, layerwise and evopress rows ("2.8 2.9 3.3 3.5 4.1 4.5 5":
-#                    Q2_K everywhere, ~2.76 bpw, is the floor; a budget below it is reported and skipped)
+#   PARETO_BPW       budgets of the knapsack, layerwise and evopress rows ("2.7 2.9 3.3 3.5 4.1 4.5 5":
+#                    Q2_K everywhere, ~2.67 bpw on sqz-llama-26m, is the floor; a budget below it is reported and skipped)
 #   PARETO_METHODS   rows to make ("base uniform knapsack layerwise evopress llamacpp")
 #   PARETO_TYPES     uniform's types ("q2_k q3_k q4_k q5_k q6_k")
 #   PARETO_TEXTS     texts ("sotu mail wikitext2")
@@ -36,7 +36,7 @@ SHARED=${SQZ_SHARED:-../shared}
 B=${SQZ_MODEL:-$SHARED/models/sqz-llama-26m}
 CALIB=$SHARED/data/calib/calib-1m.txt
 T=${SQZ_THREADS:-1}
-BPWS=${PARETO_BPW:-2.8 2.9 3.3 3.5 4.1 4.5 5}
+BPWS=${PARETO_BPW:-2.7 2.9 3.3 3.5 4.1 4.5 5}
 METHODS=${PARETO_METHODS:-base uniform knapsack layerwise evopress llamacpp}
 TYPES=${PARETO_TYPES:-q2_k q3_k q4_k q5_k q6_k}
 TEXTS=${PARETO_TEXTS:-sotu mail wikitext2}

@@ -501,7 +501,7 @@ static sqz_status seed_knapsack(space *s, const sqz_search_opts *o, int *g, sqz_
         int worst = -1;
         double dk = HUGE_VAL;
         for (int i = 0; i < s->nq; i++)
-            if (g[i] > 0 && db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl < dk)
+            if (g[i] > 0 && !item_dropped(s, g, i) && db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl < dk)
                 dk = db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl, worst = i;
         if (worst < 0) break;
         g[worst]--;

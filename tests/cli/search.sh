@@ -49,6 +49,7 @@ bad search 1 "stages" --calib "$TEXT" --levels depth --blocks 1 --stages 2x1,2x2
 bad search 1 "cannot open the checkpoint" --calib "$TEXT" --levels depth --blocks 1 --resume "$tmp/none.ckpt"
 bad search 2 "invalid value" --calib "$TEXT" --bpw -1 --db x
 bad search 1 "needs --type" --calib "$TEXT" --db x --alloc uniform
+bad search 1 "cannot open the level database" --calib "$TEXT" --levels quant,depth --db "$tmp/none.db" --bpw 3
 bad search 1 "alloc uniform's type" --calib "$TEXT" --db x --bpw 3 --type q3_k
 bad search 1 "not depth's" --calib "$TEXT" --levels depth --blocks 1 --alloc layerwise
 bad search 1 "unknown alloc 'greedy' (known: knapsack, layerwise, uniform)" --calib "$TEXT" --db "$tmp/none.db" --bpw 3 --alloc greedy

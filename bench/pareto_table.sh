@@ -5,6 +5,7 @@
 #   knapsack   the multiple-choice knapsack on single-matrix KLs    sqz search --alloc knapsack --generations 0 --bpw B
 #   layerwise  Layer-Wise Quantization (blocks by LIM)              sqz search --alloc layerwise --generations 0 --bpw B
 #   evopress   EvoPress from the knapsack seed                      sqz search --bpw B $PARETO_EVO_ARGS
+#   joint      EvoPress over types and dropped blocks (not a default row) sqz search --levels quant,depth --bpw B $PARETO_EVO_ARGS
 #   base       the f16 model itself (its perplexities; KL 0)
 #   llamacpp   llama.cpp's own files in ../shared/models/gguf (llamacpp.json: Q2_K and Q4_K_M with its
 #              importance matrix, Q4_0 --pure)
@@ -120,6 +121,9 @@ for m in $METHODS; do
     evopress)
         # shellcheck disable=SC2086 # EVO is a list of arguments
         for b in $BPWS; do search evopress "$b" "evopress-$b.gguf" --bpw "$b" $EVO; done ;;
+    joint)
+        # shellcheck disable=SC2086
+        for b in $BPWS; do search joint "$b" "joint-$b.gguf" --levels quant,depth --bpw "$b" $EVO; done ;;
     llamacpp)
         for f in "$SHARED"/models/gguf/*.gguf; do
             [ -f "$f" ] || continue

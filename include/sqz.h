@@ -886,12 +886,31 @@ typedef void (*sqz_search_gen_fn)(void *user, int generation, double fitness, do
 
 typedef struct sqz_search_opts {
     /* "quant": each matrix's k-quant type from the database (needs db), within the budget;
-     * "depth": which n_drop blocks to drop (the rest unchanged; no database) */
+     * "depth": which n_drop blocks to drop (the rest unchanged; no database);
+     * "quant,depth": both under one budget (needs db): a dropped block's matrices cost nothing;
+     * a mutation moves one matrix up or (1 in 4) drops or restores one block, then is repaired
+     * to the budget (down while over it; after a block move, up while a step fits); the
+     * seed drops nothing unless the budget is below Q2_K everywhere, and then the blocks of
+     * least LIM (see alloc) until Q2_K fits; the GGUF has the kept blocks renumbered
+     * (llama.cpp runs it); bits per weight still divide by the original's parameters */
     const char *space;
     const char *db;
     double bpw;            /* quant budget: 8 x file bytes / the model's parameter count; or */
     uint64_t bytes;        /* the file's bytes */
     int n_drop;            /* depth */
+    /* quant: how the seed (the whole answer with generations 0) is chosen, a row of search.c's
+     * seed table (NULL: "knapsack"):
+     *   knapsack   the multiple-choice knapsack on single-matrix KLs (quant/alloc.h);
+     *   layerwise  Layer-Wise Quantization (Dumitru et al. 2024, arXiv 2406.17415): blocks ranked
+     *              by LIM = mean 1 - cos(block input, block output) over the pool's tokens
+     *              (result.importance); every matrix of a block at the block's type; two
+     *              adjacent k-quants t < t+1, the head (token_embd when tied) counted as the most
+     *              important unit, then the blocks by LIM: the most that fit go to t+1, the
+     *              rest stay at t (t the highest type the budget allows);
+     *   uniform    every matrix at `type` (budget optional: without one it is the file's own
+     *              bytes, so a search from it keeps them; with one, the type must fit). */
+    const char *alloc;
+    const char *type;      /* uniform's type (q2_k..q6_k) */
     const char *embd_type; /* quant, untied models: token_embd's type [q4_k] */
     const int32_t *calib;  /* the fitness windows come from here (spread over it) */
     size_t n_calib;
@@ -925,8 +944,10 @@ typedef struct sqz_search_result {
     uint64_t budget_bytes, file_bytes;
     uint64_t n_params;                /* the original model's parameters (bpw's denominator) */
     double bits_per_weight;           /* 8 x file_bytes / n_params */
+    int n_importance;                 /* alloc layerwise: n_layers, else 0 */
+    double importance[256];           /* each block's LIM score (its first 256) */
     int n_dropped;
-    int dropped[256];                 /* depth: the dropped blocks, ascending (sub: both halves gone) */
+    int dropped[256];                 /* depth, quant,depth: the dropped blocks, ascending (sub: both halves gone) */
     int n_dropped_attn, n_dropped_mlp;
     int dropped_attn[256], dropped_mlp[256]; /* depth with sub: the layers whose attention / MLP went */
     double seconds;

@@ -16,7 +16,19 @@
  *     bytes as one that never stopped; another calibration's part file is refused; the search
  *     keeps the budget, never ends worse than its knapsack seed on the windows it selects
  *     on, and the GGUF it writes has the chosen types and, loaded again, the KL it reported
- *     (computed here from two full evaluations).
+ *     (computed here from two full evaluations);
+ *   - the Layer-Wise Quantization seed (alloc layerwise): its LIM scores equal 1 - cos of each
+ *     block's input and output computed here token by token (the decode path, not the batched
+ *     pass the library uses), on stories260K (5 blocks) and on the 26m blocks; over a ladder of
+ *     budgets every file keeps its budget, every block's matrices share one type, the types are
+ *     two adjacent k-quants, the units at the higher one are the first of (head, blocks by this
+ *     test's LIM ranking), one more unit up would break the budget, and no matrix ever goes
+ *     down as the budget rises; alloc uniform writes every matrix at its type, at its own bytes
+ *     without a budget, and is refused over one; an unknown alloc and a type without uniform are
+ *     refused;
+ *   - the joint space quant,depth on the same blocks: below Q2_K everywhere its seed drops the
+ *     block this test ranks least by LIM; at that budget and a larger one the file keeps the
+ *     budget, has the blocks not dropped, and loaded again has the KL the search reported.
  */
 #include <math.h>
 #include <stdio.h>
@@ -29,7 +41,9 @@
 #include "math/rng.h"
 #include "model/model.h"
 #include "model/session.h"
+#include "prune/drop.h"
 #include "quant/kl_probe.h"
+#include "quant/mixllm.h"
 #include "search/evopress.h"
 #include "search/levels_db.h"
 #include "sqz.h"
@@ -234,6 +248,82 @@ static void test_depth(void) {
     sqz_ctx_free(ctx);
 }
 
+/* ---------------------------------------------------------------- LIM by brute force */
+
+/* lim[l] = mean over the n_win windows' tokens of 1 - cos(x_l, x_l+1), every token run alone
+ * through each layer (T = 1 at its position: decode's path), in double. */
+static void lim_brute(sqz_ctx *ctx, const sqz_model *m, const int32_t *tok, int n_win, int C, double *lim) {
+    const int L = m->cfg.n_layers, D = m->cfg.dim;
+    float *x = malloc((size_t)C * D * sizeof *x), *y = malloc((size_t)C * D * sizeof *y);
+    sqz_session *s = NULL;
+    for (int l = 0; l < L; l++) lim[l] = 0;
+    if (!x || !y || sqz_session_new(ctx, m, C, &s) != SQZ_OK) {
+        CHECK(0, "brute-force LIM: a session");
+        free(x), free(y);
+        return;
+    }
+    for (int w = 0; w < n_win; w++) {
+        for (int t = 0; t < C; t++) sqz_tensor_row_f32(&m->tok_embd, tok[w * C + t], x + (size_t)t * D);
+        for (int l = 0; l < L; l++) {
+            for (int t = 0; t < C; t++) {
+                memcpy(s->x, x + (size_t)t * D, (size_t)D * sizeof *x);
+                s->pos = t;
+                sqz_session_layer(s, &m->layers[l], l, 1, NULL, NULL);
+                memcpy(y + (size_t)t * D, s->x, (size_t)D * sizeof *y);
+            }
+            for (int t = 0; t < C; t++) {
+                double ab = 0, aa = 0, bb = 0;
+                for (int j = 0; j < D; j++) {
+                    const double a = x[(size_t)t * D + j], b = y[(size_t)t * D + j];
+                    ab += a * b, aa += a * a, bb += b * b;
+                }
+                lim[l] += 1 - ab / sqrt(aa * bb);
+            }
+            memcpy(x, y, (size_t)C * D * sizeof *x);
+        }
+    }
+    for (int l = 0; l < L; l++) lim[l] /= (double)n_win * C;
+    sqz_session_free(s);
+    free(x), free(y);
+}
+
+/* blocks by LIM, most important first (ties: the earlier) */
+static void lim_order(const double *lim, int L, int *order) {
+    for (int l = 0; l < L; l++) order[l] = l;
+    for (int i = 0; i < L; i++)
+        for (int j = i + 1; j < L; j++)
+            if (lim[order[j]] > lim[order[i]] || (lim[order[j]] == lim[order[i]] && order[j] < order[i])) {
+                const int t = order[i];
+                order[i] = order[j], order[j] = t;
+            }
+}
+
+static void test_lim(void) {
+    sqz_ctx *ctx = sqz_ctx_new();
+    sqz_model *m = load_260k(ctx);
+    if (!m) {
+        sqz_ctx_free(ctx);
+        return;
+    }
+    const int C = 48, NW = 3, L = m->cfg.n_layers, V = m->cfg.vocab_size;
+    int32_t tok[NW * C];
+    uint64_t r = 21;
+    for (int i = 0; i < NW * C; i++) tok[i] = 1 + (int)(sqz_splitmix64(&r) % (uint64_t)(V - 1));
+    double lib[16], ref[16];
+    CHECK(sqz_block_influence(ctx, m, tok, NW * C + 7, C, lib) == SQZ_OK, "LIM of stories260K's blocks");
+    lim_brute(ctx, m, tok, NW, C, ref);
+    int close = 1, lo[16], ro[16];
+    for (int l = 0; l < L; l++) close &= fabs(lib[l] - ref[l]) <= 1e-4 * ref[l] + 1e-7 && ref[l] > 0;
+    lim_order(lib, L, lo), lim_order(ref, L, ro);
+    CHECK(close, "LIM = brute-force 1 - cos per block (%.6f %.6f %.6f %.6f %.6f vs %.6f %.6f %.6f %.6f %.6f)", lib[0],
+          lib[1], lib[2], lib[3], lib[4], ref[0], ref[1], ref[2], ref[3], ref[4]);
+    CHECK(!memcmp(lo, ro, (size_t)L * sizeof *lo), "and the same ranking (most important: block %d)", ro[0]);
+    CHECK(sqz_block_influence(ctx, m, tok, C - 1, C, lib) == SQZ_ERR_ARG, "less than a window is refused: %s",
+          sqz_ctx_error(ctx));
+    sqz_model_free(m);
+    sqz_ctx_free(ctx);
+}
+
 /* ---------------------------------------------------------------- the database and quant */
 
 static int same_file(const char *a, const char *b) {
@@ -251,6 +341,24 @@ static void copy_cut(const char *from, const char *to, double frac) {
     if (x && f) fwrite(x, 1, (size_t)((double)n * frac), f);
     if (f) fclose(f);
     free(x);
+}
+
+/* mean KL of q against m over the pool the search spreads tok into (full evaluations) */
+static double file_kl(sqz_ctx *ctx, const sqz_model *m, const sqz_model *q, const int32_t *tok, int NW, int C,
+                      size_t *n_win) {
+    const int V = m->cfg.vocab_size;
+    float *lb = malloc((size_t)C * V * sizeof *lb), *lq = malloc((size_t)C * V * sizeof *lq);
+    int32_t *pool = malloc((size_t)NW * C * sizeof *pool);
+    double sum = 0;
+    const size_t np = sqz_calib_spread(tok, (size_t)NW * C, (size_t)NW * C, C, pool) / C;
+    for (size_t w = 0; w < np; w++) {
+        logits_of(ctx, m, pool + w * C, C, lb);
+        logits_of(ctx, q, pool + w * C, C, lq);
+        for (int i = 0; i < C; i++) sum += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+    }
+    free(lb), free(lq), free(pool);
+    *n_win = np;
+    return sum / (double)(np * C);
 }
 
 static void test_quant(void) {
@@ -350,6 +458,142 @@ static void test_quant(void) {
         free(lb), free(lq);
         sqz_model_free(q);
     }
+    /* Layer-Wise Quantization over a ladder of budgets (seeds alone) */
+    {
+        const int L = m->cfg.n_layers, U = L + 1;
+        int32_t pool[NW * C];
+        const size_t np = sqz_calib_spread(tok, NW * C, NW * C, C, pool) / C;
+        double ref[16];
+        int order[16], unit_of[17]; /* unit_of[layer + 1]: 0 the head, then the blocks by LIM */
+        lim_brute(ctx, m, pool, (int)np, C, ref);
+        lim_order(ref, L, order);
+        unit_of[0] = 0;
+        for (int u = 0; u < L; u++) unit_of[order[u] + 1] = u + 1;
+        static const sqz_type kq[5] = { SQZ_TYPE_Q2_K, SQZ_TYPE_Q3_K, SQZ_TYPE_Q4_K, SQZ_TYPE_Q5_K, SQZ_TYPE_Q6_K };
+        static const double ladder[] = { 2.8, 2.9, 3.1, 3.3, 3.5, 3.8, 4.1, 4.4, 4.7, 5.0, 5.5, 6.0, 6.6, 7.0 };
+        enum { NB = sizeof ladder / sizeof *ladder };
+        int prev[17 * 8], first = 1, ok_budget = 1, ok_block = 1, ok_adj = 1, ok_order = 1, ok_max = 1, ok_mono = 1,
+            ok_lim = 1, distinct = 0, last_cfg = -1;
+        for (int b = 0; b < NB; b++) {
+            sqz_search_opts lo_ = { .space = "quant", .db = db, .bpw = ladder[b], .alloc = "layerwise", .calib = tok,
+                                    .n_calib = NW * C, .calib_ctx = C, .pool_windows = NW, .generations = 0 };
+            sqz_search_result *lr_ = malloc(sizeof *lr_);
+            sqz_model *q = NULL;
+            if (!lr_ || sqz_search(ctx, m, out, &lo_, lr_) != SQZ_OK || sqz_model_load(ctx, out, NULL, &q) != SQZ_OK) {
+                CHECK(0, "layerwise at %.2f bpw: %s", ladder[b], sqz_ctx_error(ctx));
+                free(lr_);
+                continue;
+            }
+            ok_budget &= lr_->file_bytes <= lr_->budget_bytes;
+            for (int l = 0; l < L; l++) ok_lim &= lr_->n_importance == L && fabs(lr_->importance[l] - ref[l]) <= 1e-4 * ref[l];
+            /* the level of every matrix: unit u's matrices, u = 0 the head */
+            int lev[17 * 8] = { 0 }, ulev[17];
+            for (int u = 0; u < U; u++) ulev[u] = -1;
+            for (int l = -1; l < L; l++)
+                for (int k = 0; k < (l < 0 ? 1 : 7); k++) {
+                    const sqz_tensor *t = l < 0 ? &q->tok_embd : sqz_mixllm_matrix(&q->layers[l], k, NULL);
+                    int v = -1;
+                    for (int i = 0; i < 5; i++) v = t->type == kq[i] ? i : v;
+                    const int u = unit_of[l + 1];
+                    lev[u * 8 + k] = v;
+                    if (ulev[u] < 0) ulev[u] = v;
+                    ok_block &= v >= 0 && v == ulev[u];
+                }
+            int lo_t = 9, hi_t = -1;
+            for (int u = 0; u < U; u++) lo_t = ulev[u] < lo_t ? ulev[u] : lo_t, hi_t = ulev[u] > hi_t ? ulev[u] : hi_t;
+            ok_adj &= hi_t - lo_t <= 1;
+            int n_hi = 0; /* units at the higher type: must be the first n_hi */
+            for (int u = 0; u < U; u++) n_hi += hi_t > lo_t && ulev[u] == hi_t;
+            for (int u = 0; u < U; u++) ok_order &= ulev[u] == (u < n_hi ? hi_t : lo_t);
+            /* one more unit up: the next configuration of the sequence must not fit */
+            const int nu = n_hi == 0 && hi_t == lo_t ? 0 : n_hi, nt = lo_t;
+            if (!(nt == 4 && nu == 0)) {
+                uint64_t more = 0;
+                for (int l = -1; l < L; l++)
+                    if (unit_of[l + 1] == nu)
+                        for (int k = 0; k < (l < 0 ? 1 : 7); k++) {
+                            const sqz_tensor *t = l < 0 ? &q->tok_embd : sqz_mixllm_matrix(&q->layers[l], k, NULL);
+                            more += (uint64_t)t->rows * (sqz_type_row_size(kq[nt + 1], t->cols) - sqz_type_row_size(kq[nt], t->cols));
+                        }
+                ok_max &= lr_->file_bytes + more > lr_->budget_bytes;
+            }
+            const int cfg = nt * U + nu;
+            distinct += cfg != last_cfg, last_cfg = cfg;
+            for (int i = 0; !first && i < U * 8; i++) ok_mono &= (i % 8 && i < 8) || lev[i] >= prev[i];
+            memcpy(prev, lev, sizeof prev), first = 0;
+            sqz_model_free(q);
+            free(lr_);
+        }
+        CHECK(ok_lim, "layerwise: the seed's LIM scores = this test's token-by-token 1 - cos (%.5f, %.5f)", ref[0], ref[1]);
+        CHECK(ok_budget, "layerwise: every file within its budget (%d budgets, 2.8 to 7 bpw)", NB);
+        CHECK(ok_block && ok_adj, "layerwise: a block's matrices share one type; two adjacent k-quants at most");
+        CHECK(ok_order, "layerwise: the units at the higher type are the head, then the blocks by LIM (block %d first)",
+              order[0]);
+        CHECK(ok_max, "layerwise: one more unit at the higher type would break the budget (the budget is used)");
+        CHECK(ok_mono && distinct >= 6, "layerwise: no matrix goes down as the budget rises (%d distinct configurations)",
+              distinct);
+    }
+    /* uniform: every matrix at one type, its own bytes without a budget */
+    {
+        sqz_search_opts uo = { .space = "quant", .db = db, .alloc = "uniform", .type = "q3_k", .calib = tok,
+                               .n_calib = NW * C, .calib_ctx = C, .pool_windows = NW, .generations = 0 };
+        sqz_search_result ur;
+        sqz_model *q = NULL;
+        const sqz_status ust = sqz_search(ctx, m, out, &uo, &ur);
+        CHECK(ust == SQZ_OK && sqz_model_load(ctx, out, NULL, &q) == SQZ_OK, "uniform q3_k: %s", ust ? sqz_ctx_error(ctx) : "ok");
+        int all = q && q->tok_embd.type == SQZ_TYPE_Q3_K;
+        for (int l = 0; q && l < q->cfg.n_layers; l++)
+            for (int k = 0; k < 7; k++) all &= sqz_mixllm_matrix(&q->layers[l], k, NULL)->type == SQZ_TYPE_Q3_K;
+        CHECK(all && ur.file_bytes == ur.budget_bytes, "uniform: every matrix Q3_K, the file its own budget (%llu = %llu bytes)",
+              (unsigned long long)ur.file_bytes, (unsigned long long)ur.budget_bytes);
+        sqz_model_free(q);
+        uo.bytes = ur.file_bytes - 1, uo.type = "q3_K";
+        CHECK(sqz_search(ctx, m, out, &uo, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "over the budget"),
+              "uniform over its budget is refused: %s", sqz_ctx_error(ctx));
+        uo.type = "q8_0", uo.bytes = 0;
+        CHECK(sqz_search(ctx, m, out, &uo, NULL) == SQZ_ERR_ARG, "a type the database lacks is refused: %s", sqz_ctx_error(ctx));
+        uo.alloc = "greedy";
+        CHECK(sqz_search(ctx, m, out, &uo, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "layerwise"),
+              "an unknown alloc is refused, naming the known: %s", sqz_ctx_error(ctx));
+        uo.alloc = "layerwise", uo.bpw = 3;
+        CHECK(sqz_search(ctx, m, out, &uo, NULL) == SQZ_ERR_ARG, "a type without uniform is refused: %s", sqz_ctx_error(ctx));
+    }
+    /* quant,depth: below Q2_K everywhere the seed drops the block of least LIM; the search keeps
+     * the budget; the written file (kept blocks renumbered) has the KL the search reported */
+    {
+        sqz_search_opts jo = { .space = "quant,depth", .db = db, .bpw = 2.3, .calib = tok, .n_calib = NW * C,
+                               .calib_ctx = C, .pool_windows = NW, .generations = 6, .offspring = 6,
+                               .stages = "2x1,1x3", .seed = 2, .json_path = js };
+        double ref[16];
+        int32_t pool[NW * C];
+        const size_t np = sqz_calib_spread(tok, NW * C, NW * C, C, pool) / C;
+        lim_brute(ctx, m, pool, (int)np, C, ref);
+        const int least = ref[1] <= ref[0] ? 1 : 0;
+        for (int pass = 0; pass < 2; pass++) {
+            sqz_search_result jr;
+            sqz_model *q = NULL;
+            const sqz_status jst = sqz_search(ctx, m, out, &jo, &jr);
+            CHECK(jst == SQZ_OK && sqz_model_load(ctx, out, NULL, &q) == SQZ_OK, "quant,depth at %.1f bpw: %s", jo.bpw,
+                  jst ? sqz_ctx_error(ctx) : "ok");
+            if (!q) continue;
+            struct stat jb;
+            CHECK(stat(out, &jb) == 0 && (uint64_t)jb.st_size == jr.file_bytes && jr.file_bytes <= jr.budget_bytes &&
+                      q->cfg.n_layers == m->cfg.n_layers - jr.n_dropped,
+                  "quant,depth at %.1f bpw: %llu <= %llu bytes, %d of %d blocks dropped, the file has the rest", jo.bpw,
+                  (unsigned long long)jr.file_bytes, (unsigned long long)jr.budget_bytes, jr.n_dropped, m->cfg.n_layers);
+            if (pass == 0)
+                CHECK(jr.n_dropped == 1 && jr.dropped[0] == least, "below Q2_K everywhere: block %d (least LIM) dropped",
+                      least);
+            size_t nw = 0;
+            const double kl = file_kl(ctx, m, q, tok, NW, C, &nw);
+            CHECK_CLOSE(kl, jr.best_kl, 1e-9, 3e-3, "quant,depth: the file's KL = the search's (%zu windows)", nw);
+            CHECK(jr.best_kl <= jr.seed_kl, "quant,depth: never worse than the seed (%.6f <= %.6f)", jr.best_kl, jr.seed_kl);
+            sqz_model_free(q);
+            jo.bpw = 3.2, jo.generations = 12;
+        }
+        jo.brute_force = 1;
+        CHECK(sqz_search(ctx, m, out, &jo, NULL) == SQZ_ERR_ARG, "quant,depth refuses brute force: %s", sqz_ctx_error(ctx));
+    }
     so.bpw = 1.0;
     CHECK(sqz_search(ctx, m, out, &so, NULL) == SQZ_ERR_ARG && strstr(sqz_ctx_error(ctx), "below the smallest"),
           "a budget below Q2_K everywhere is refused: %s", sqz_ctx_error(ctx));
@@ -363,6 +607,7 @@ int main(void) {
     test_core();
     test_skip_and_ref();
     test_depth();
+    test_lim();
     test_quant();
     return test_done();
 }

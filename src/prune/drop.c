@@ -25,6 +25,7 @@
 #include "formats/presets.h"
 #include "model/model.h"
 #include "model/session.h"
+#include "prune/drop.h"
 
 /* mean over N rows of 1 - cos(a_t, b_t) (a zero row counts 0) */
 static double mean_one_minus_cos(const float *A, const float *B, size_t N, int D) {
@@ -88,6 +89,18 @@ done:
     free(X);
     free(X0);
     free(X1);
+    return st;
+}
+
+sqz_status sqz_block_influence(sqz_ctx *ctx, const sqz_model *model, const int32_t *calib, size_t n_calib, int C,
+                               double *bi) {
+    if (C < 1 || n_calib < (size_t)C)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "block influence: %zu tokens, less than one window of %d", n_calib, C);
+    const sqz_drop_opts o = { .calib = calib, .n_calib = n_calib, .calib_ctx = C };
+    sqz_drop_result *r = malloc(sizeof *r);
+    if (!r) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
+    const sqz_status st = influence(ctx, model, &o, r, bi, NULL, NULL);
+    free(r);
     return st;
 }
 

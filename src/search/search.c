@@ -2,8 +2,11 @@
  *
  * Two spaces, each a row of `spaces` below:
  *   quant  one gene per matrix (the head included): its level in the level database, cheapest
- *          first. Seed: the multiple-choice knapsack on single-matrix KLs (quant/alloc.h) for
- *          the same budget. Mutation: one matrix one level up; then, while the child is over
+ *          first. Seed: a row of `seeds` below (opts->alloc): the multiple-choice knapsack on
+ *          single-matrix KLs (quant/alloc.h) for the same budget (the default), Layer-Wise
+ *          Quantization's two adjacent types by block importance (LIM), or one type for every
+ *          matrix; with 0 generations the seed is the answer (the baselines of a Pareto
+ *          table, all from the same GPTQ levels). Mutation: one matrix one level up; then, while the child is over
  *          the budget, a random matrix one level down (EvoPress's rule for levels whose steps
  *          differ in size; its same-size swap keeps the budget only when every step costs the
  *          same bits, and the k-quants' steps do not: Q2_K..Q6_K cost 84, 110, 144, 176, 210
@@ -25,12 +28,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "math/rng.h"
+#include "prune/drop.h"
 #include "quant/alloc.h"
 #include "quant/kl_probe.h"
 #include "quant/mixllm.h"
@@ -43,12 +48,25 @@ enum { MAX_PATH = 4096 };
 
 /* ---------------------------------------------------------------- shared state */
 
-typedef struct space {
+typedef struct space space;
+
+/* a way to choose the quant space's seed (a row of `seeds`, below) */
+typedef struct seed_method {
+    const char *name;
+    const char *card;       /* the written model's method */
+    int budget_optional;    /* 1: without a budget, the seed's own bytes are the budget */
+    sqz_status (*seed)(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res);
+} seed_method;
+
+struct space {
     sqz_ctx *ctx;
     const sqz_model *model;
     const sqz_levels_db *db; /* quant */
     sqz_kl_probe *probe;
     int n;                   /* genes */
+    int nq;                  /* quant: the matrices' genes 0..nq-1 (the database's items) */
+    int joint;               /* quant,depth: genes nq..nq+L-1 are the blocks, 1 dropped */
+    int *item_o, *item_down; /* joint: each layer's wo / w_down item */
     int L;
     int sub;                 /* depth: a gene per sub-block */
     sqz_model pm, ref;       /* the child being scored; the parent (the probe's reference) */
@@ -57,59 +75,109 @@ typedef struct space {
     uint64_t budget;         /* quant: bytes of the matrices */
     sqz_comm *comm;          /* the ranks (size 1: alone) */
     int C;                   /* tokens per window */
-} space;
+    const int32_t *pool;     /* the calibration windows, n_pool x C tokens */
+    size_t n_pool;
+    const seed_method *seed_m; /* quant: how the seed is chosen */
+};
 
 static int gene_layer(const space *s, int i) {
     if (!s->db) return s->sub ? i / 2 : i; /* depth: a gene per block, or per sub-block */
+    if (i >= s->nq) return i - s->nq;      /* joint: block i - nq */
     const int layer = s->db->items[i].layer;
     return layer >= 0 ? layer : s->model->cfg.tied_embeddings ? 0 : s->L;
 }
 
-/* ---------------------------------------------------------------- quant */
+/* ---------------------------------------------------------------- quant (and quant,depth) */
+
+/* 1 when matrix i is in a block g drops (joint space): it costs nothing and is not run */
+static int item_dropped(const space *s, const int *g, int i) {
+    return s->joint && s->db->items[i].layer >= 0 && g[s->nq + s->db->items[i].layer];
+}
 
 static void quant_apply(space *s, sqz_model *m, int *at, const int *g) {
-    for (int i = 0; i < s->n; i++)
+    for (int i = 0; i < s->nq; i++)
         if (at[i] != g[i]) sqz_levels_db_apply(s->db, m, i, g[i]), at[i] = g[i];
+    for (int l = 0; s->joint && l < s->L; l++) { /* a dropped block: no wo, no w_down (model.h) */
+        const int d = g[s->nq + l];
+        if (d) m->layers[l].wo.data = NULL, m->layers[l].w_down.data = NULL;
+        else if (at[s->nq + l] != 0) /* restored (or first set): its matrices at their levels again */
+            sqz_levels_db_apply(s->db, m, s->item_o[l], g[s->item_o[l]]),
+                sqz_levels_db_apply(s->db, m, s->item_down[l], g[s->item_down[l]]);
+        at[s->nq + l] = d;
+    }
 }
 
 static uint64_t quant_bytes(const space *s, const int *g) {
     uint64_t b = 0;
-    for (int i = 0; i < s->n; i++) b += s->db->items[i].lv[g[i]].bytes;
+    for (int i = 0; i < s->nq; i++)
+        if (!item_dropped(s, g, i)) b += s->db->items[i].lv[g[i]].bytes;
     return b;
 }
 
+/* One matrix (of a kept block) one level up; in the joint space, with probability 1/4 instead
+ * one block dropped or restored (at least one block stays). */
 static int quant_mutate(void *user, uint64_t *rng, int *g) {
     space *s = user;
+    if (s->joint && sqz_splitmix64(rng) % 4 == 0) {
+        int kept = 0;
+        for (int l = 0; l < s->L; l++) kept += !g[s->nq + l];
+        const int l = (int)(sqz_splitmix64(rng) % (uint64_t)s->L);
+        if (!g[s->nq + l] && kept == 1) return 0;
+        g[s->nq + l] = !g[s->nq + l];
+        return 1;
+    }
     int can = 0;
-    for (int i = 0; i < s->n; i++) can += g[i] < s->db->items[i].n - 1;
+    for (int i = 0; i < s->nq; i++) can += g[i] < s->db->items[i].n - 1 && !item_dropped(s, g, i);
     if (!can) return 0;
     int pick = (int)(sqz_splitmix64(rng) % (uint64_t)can);
-    for (int i = 0; i < s->n; i++)
-        if (g[i] < s->db->items[i].n - 1 && pick-- == 0) {
+    for (int i = 0; i < s->nq; i++)
+        if (g[i] < s->db->items[i].n - 1 && !item_dropped(s, g, i) && pick-- == 0) {
             g[i]++;
             break;
         }
     return 1;
 }
 
+/* Within the budget: random matrices of kept blocks one level down while over it. A child
+ * whose blocks changed (joint) then spends what is left: random matrices one level up while
+ * one fits (a dropped block frees a block's bytes, which EvoPress's rule below would reject).
+ * Otherwise, as EvoPress: at most 10 level changes, and no more than 1.25x the bytes removed
+ * as added. */
 static int quant_repair(void *user, uint64_t *rng, const int *parent, int *g) {
     space *s = user;
     uint64_t b = quant_bytes(s, g);
     while (b > s->budget) {
         int can = 0;
-        for (int i = 0; i < s->n; i++) can += g[i] > 0;
+        for (int i = 0; i < s->nq; i++) can += g[i] > 0 && !item_dropped(s, g, i);
         if (!can) return 0;
         int pick = (int)(sqz_splitmix64(rng) % (uint64_t)can);
-        for (int i = 0; i < s->n; i++)
-            if (g[i] > 0 && pick-- == 0) {
+        for (int i = 0; i < s->nq; i++)
+            if (g[i] > 0 && !item_dropped(s, g, i) && pick-- == 0) {
                 b -= s->db->items[i].lv[g[i]].bytes - s->db->items[i].lv[g[i] - 1].bytes;
                 g[i]--;
                 break;
             }
     }
+    if (s->joint && memcmp(parent + s->nq, g + s->nq, (size_t)s->L * sizeof *g)) {
+        for (;;) {
+            int can = 0;
+            for (int i = 0; i < s->nq; i++)
+                can += g[i] < s->db->items[i].n - 1 && !item_dropped(s, g, i) &&
+                       b + s->db->items[i].lv[g[i] + 1].bytes - s->db->items[i].lv[g[i]].bytes <= s->budget;
+            if (!can) return 1;
+            int pick = (int)(sqz_splitmix64(rng) % (uint64_t)can);
+            for (int i = 0; i < s->nq; i++)
+                if (g[i] < s->db->items[i].n - 1 && !item_dropped(s, g, i) &&
+                    b + s->db->items[i].lv[g[i] + 1].bytes - s->db->items[i].lv[g[i]].bytes <= s->budget && pick-- == 0) {
+                    b += s->db->items[i].lv[g[i] + 1].bytes - s->db->items[i].lv[g[i]].bytes;
+                    g[i]++;
+                    break;
+                }
+        }
+    }
     int changes = 0;
     uint64_t added = 0, removed = 0;
-    for (int i = 0; i < s->n; i++) {
+    for (int i = 0; i < s->nq; i++) {
         const sqz_db_level *a = &s->db->items[i].lv[parent[i]], *c = &s->db->items[i].lv[g[i]];
         changes += abs(g[i] - parent[i]);
         if (c->bytes > a->bytes) added += c->bytes - a->bytes;
@@ -309,10 +377,23 @@ static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, con
     cJSON_AddNumberToObject(j, "seed_kl", res->seed_kl);
     cJSON_AddNumberToObject(j, "best_kl", res->best_kl);
     if (s->db) {
+        cJSON_AddStringToObject(j, "alloc", s->seed_m->name);
+        if (res->n_importance) {
+            cJSON *imp = cJSON_CreateArray();
+            for (int l = 0; l < res->n_importance; l++) cJSON_AddItemToArray(imp, cJSON_CreateNumber(res->importance[l]));
+            cJSON_AddItemToObject(j, "importance_lim", imp);
+        }
         cJSON_AddNumberToObject(j, "seed_sum_kl", res->seed_sum_kl);
         cJSON_AddNumberToObject(j, "best_sum_kl", res->best_sum_kl);
-        for (int i = 0; i < s->n; i++)
-            cJSON_AddStringToObject(choice, s->db->items[i].name, sqz_type_name(s->db->items[i].lv[best[i]].type));
+        for (int i = 0; i < s->nq; i++)
+            if (!item_dropped(s, best, i))
+                cJSON_AddStringToObject(choice, s->db->items[i].name, sqz_type_name(s->db->items[i].lv[best[i]].type));
+        if (s->joint) {
+            cJSON *d = cJSON_CreateArray();
+            for (int l = 0; l < s->L; l++)
+                if (best[s->nq + l]) cJSON_AddItemToArray(d, cJSON_CreateNumber(l));
+            cJSON_AddItemToObject(choice, "dropped", d);
+        }
     } else if (!s->sub) {
         cJSON *d = cJSON_CreateArray();
         for (int l = 0; l < s->n; l++)
@@ -361,15 +442,28 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
         memcpy(m.layers, s->model->layers, (size_t)s->L * sizeof *m.layers);
         for (int i = 0; i < s->n; i++) at[i] = -1;
         quant_apply(s, &m, at, g);
+        int kept = 0, nd = 0; /* joint: the kept blocks renumbered 0.. (as sqz_drop writes them) */
+        for (int l = 0; l < s->L; l++)
+            if (!s->joint || !g[s->nq + l]) m.layers[kept++] = m.layers[l];
+            else nd++;
+        m.cfg.n_layers = kept;
         /* the same text for the size probe and the file: the probe measures the metadata's bytes */
-        char params[512], budget[64];
+        char params[768], budget[64], dropped[320] = "";
+        for (int l = 0, k = 0; s->joint && l < s->L && k < (int)sizeof dropped - 16; l++)
+            if (g[s->nq + l]) k += snprintf(dropped + k, sizeof dropped - (size_t)k, "%d ", l);
+        if (s->joint && nd == 0) snprintf(dropped, sizeof dropped, "none ");
         if (o->bytes) snprintf(budget, sizeof budget, "%llu bytes", (unsigned long long)o->bytes);
         else snprintf(budget, sizeof budget, "%.4g bits per weight", o->bpw);
         snprintf(params, sizeof params, "per-matrix types Q2_K..Q6_K from the level database %s, within %s; "
-                 "%d generations of %d offspring, stages %s, seed %llu", o->db, budget,
+                 "%s%sseed %s%s%s; %d generations of %d offspring, stages %s, seed %llu", o->db, budget,
+                 s->joint ? "blocks dropped: " : "", s->joint ? dropped : "", s->seed_m->name,
+                 o->type && !strcmp(s->seed_m->name, "uniform") ? " " : "",
+                 o->type && !strcmp(s->seed_m->name, "uniform") ? o->type : "",
                  o->generations < 0 ? 200 : o->generations, o->offspring > 0 ? o->offspring : 32,
                  o->stages ? o->stages : "8x1,2x4,1x32", (unsigned long long)o->seed);
-        const sqz_model_card card = { .method = o->generations == 0 ? "knapsack (single-matrix KL)" : "evopress",
+        char method[128];
+        snprintf(method, sizeof method, "%s%s", o->generations == 0 ? "" : "evopress from ", s->seed_m->card);
+        const sqz_model_card card = { .method = method,
                                       .parameters = params, .calib_tokens = o->n_calib };
         const sqz_convert_opts co = { .type = o->embd_type ? o->embd_type : "q4_k", .pure = 1, .keep_types = 1,
                                       .card = &card };
@@ -381,44 +475,33 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
 
 /* ---------------------------------------------------------------- the search */
 
-static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int rank, int *g,
-                             sqz_search_result *res) {
+/* Seeds: each fills g within s->budget (the bytes of the searched matrices; UINT64_MAX when
+ * the row's budget is optional and none was given). */
+
+/* the knapsack on single-matrix KLs */
+static sqz_status seed_knapsack(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res) {
+    (void)o, (void)res;
     const sqz_levels_db *db = s->db;
-    /* the bytes outside the matrices, from the cheapest configuration written to scratch */
-    char probe[MAX_PATH];
-    snprintf(probe, sizeof probe, "%s.size-probe-%d", out_path, rank);
-    for (int i = 0; i < s->n; i++) g[i] = 0;
-    sqz_convert_result cr;
-    sqz_status st = write_quant(s, g, probe, o, &cr);
-    unlink(probe);
-    if (st) return st;
-    const uint64_t fixed = cr.file_bytes - quant_bytes(s, g);
-    res->n_params = cr.n_params;
-    res->budget_bytes = o->bytes ? o->bytes : (uint64_t)(o->bpw * (double)cr.n_params / 8.0);
-    if (res->budget_bytes < cr.file_bytes)
-        return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: a budget of %llu bytes (%.3f bpw) is below the smallest "
-                        "configuration, %llu bytes (%.3f bpw)", (unsigned long long)res->budget_bytes,
-                        8.0 * (double)res->budget_bytes / (double)cr.n_params, (unsigned long long)cr.file_bytes,
-                        8.0 * (double)cr.file_bytes / (double)cr.n_params);
-    s->budget = res->budget_bytes - fixed;
-    /* the knapsack on single-matrix KLs */
-    int *n_opt = malloc((size_t)s->n * sizeof *n_opt);
-    uint64_t(*bytes)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->n * sizeof *bytes);
-    double(*cost)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->n * sizeof *cost);
+    sqz_status st = SQZ_OK;
+    int *n_opt = malloc((size_t)s->nq * sizeof *n_opt);
+    uint64_t(*bytes)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->nq * sizeof *bytes);
+    double(*cost)[SQZ_ALLOC_MAX_TYPES] = malloc((size_t)s->nq * sizeof *cost);
     if (!n_opt || !bytes || !cost) st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
-    for (int i = 0; !st && i < s->n; i++) {
+    for (int i = 0; !st && i < s->nq; i++) {
         n_opt[i] = db->items[i].n;
-        for (int k = 0; k < db->items[i].n; k++) bytes[i][k] = db->items[i].lv[k].bytes, cost[i][k] = db->items[i].lv[k].kl;
+        const int gone = item_dropped(s, g, i); /* joint: a dropped block's matrices cost nothing */
+        for (int k = 0; k < db->items[i].n; k++)
+            bytes[i][k] = gone ? 0 : db->items[i].lv[k].bytes, cost[i][k] = gone ? 0 : db->items[i].lv[k].kl;
     }
-    if (!st && sqz_alloc_knapsack(s->n, n_opt, (const uint64_t(*)[SQZ_ALLOC_MAX_TYPES])bytes,
+    if (!st && sqz_alloc_knapsack(s->nq, n_opt, (const uint64_t(*)[SQZ_ALLOC_MAX_TYPES])bytes,
                                   (const double(*)[SQZ_ALLOC_MAX_TYPES])cost, s->budget, g))
         st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory for the knapsack");
     /* the knapsack may round over by a unit per matrix: step down until within the budget */
     while (!st && quant_bytes(s, g) > s->budget) {
         int worst = -1;
         double dk = HUGE_VAL;
-        for (int i = 0; i < s->n; i++)
-            if (g[i] > 0 && db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl < dk)
+        for (int i = 0; i < s->nq; i++)
+            if (g[i] > 0 && !item_dropped(s, g, i) && db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl < dk)
                 dk = db->items[i].lv[g[i] - 1].kl - db->items[i].lv[g[i]].kl, worst = i;
         if (worst < 0) break;
         g[worst]--;
@@ -427,9 +510,143 @@ static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out
     return st;
 }
 
+/* The levels of every item must be the same types in the same order (a database's are). */
+static sqz_status same_levels(const space *s) {
+    const sqz_db_item *a = &s->db->items[0];
+    for (int i = 1; i < s->nq; i++) {
+        int same = s->db->items[i].n == a->n;
+        for (int k = 0; same && k < a->n; k++) same = s->db->items[i].lv[k].type == a->lv[k].type;
+        if (!same) return sqz_fail(s->ctx, SQZ_ERR_FORMAT, "search: %s's levels are not %s's types", s->db->items[i].name, a->name);
+    }
+    return SQZ_OK;
+}
+
+/* Layer-Wise Quantization (Dumitru et al. 2024): units = the head, then the blocks by LIM,
+ * most important first (ties: the earlier block). Configuration c = t U + n (U units, t the
+ * lower type's level, n units at t + 1, the first n of that order) costs more with every step
+ * of c, so the largest c within the budget is the answer; a larger budget never lowers a
+ * matrix. */
+static sqz_status seed_layerwise(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res) {
+    (void)o;
+    const int L = s->L, U = L + 1, T = s->db->items[0].n;
+    sqz_status st = same_levels(s);
+    if (st) return st;
+    double *bi = malloc((size_t)L * sizeof *bi);
+    int *order = malloc((size_t)U * sizeof *order), *rank = malloc((size_t)(L + 1) * sizeof *rank);
+    uint64_t(*ub)[SQZ_ALLOC_MAX_TYPES] = calloc((size_t)U, sizeof *ub);
+    if (!bi || !order || !rank || !ub) st = sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    if (!st) st = sqz_block_influence(s->ctx, s->model, s->pool, s->n_pool * (size_t)s->C, s->C, bi);
+    if (!st) {
+        order[0] = -1; /* the head */
+        for (int l = 0; l < L; l++) order[l + 1] = l;
+        for (int i = 2; i < U; i++) /* insertion sort, LIM descending, stable */
+            for (int j = i; j > 1 && bi[order[j]] > bi[order[j - 1]]; j--) {
+                const int t = order[j];
+                order[j] = order[j - 1], order[j - 1] = t;
+            }
+        for (int u = 0; u < U; u++) rank[order[u] + 1] = u; /* rank[layer + 1]: its unit */
+        for (int i = 0; i < s->nq; i++) {
+            const int u = rank[s->db->items[i].layer < 0 ? 0 : s->db->items[i].layer + 1];
+            for (int k = 0; k < T && !item_dropped(s, g, i); k++) ub[u][k] += s->db->items[i].lv[k].bytes;
+        }
+        int best = -1;
+        for (int c = 0; c <= (T - 1) * U; c++) {
+            const int t = c / U, n = c % U;
+            uint64_t b = 0;
+            for (int u = 0; u < U; u++) b += ub[u][u < n ? t + 1 : t];
+            if (b <= s->budget) best = c;
+        }
+        if (best < 0) best = 0; /* below the cheapest: the caller refuses the budget */
+        const int t = best / U, n = best % U;
+        for (int i = 0; i < s->nq; i++) {
+            const int u = rank[s->db->items[i].layer < 0 ? 0 : s->db->items[i].layer + 1];
+            g[i] = u < n ? t + 1 : t;
+        }
+        res->n_importance = L < 256 ? L : 256;
+        for (int l = 0; l < res->n_importance; l++) res->importance[l] = bi[l];
+    }
+    free(bi), free(order), free(rank), free(ub);
+    return st;
+}
+
+/* every matrix at o->type */
+static sqz_status seed_uniform(space *s, const sqz_search_opts *o, int *g, sqz_search_result *res) {
+    (void)res;
+    if (!o->type) return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: alloc uniform needs a type (q2_k..q6_k)");
+    for (int i = 0; i < s->nq; i++) {
+        g[i] = -1;
+        for (int k = 0; k < s->db->items[i].n; k++)
+            if (!strcasecmp(sqz_type_name(s->db->items[i].lv[k].type), o->type)) g[i] = k;
+        if (g[i] < 0)
+            return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: the level database has no %s level for %s (it has Q2_K..Q6_K)",
+                            o->type, s->db->items[i].name);
+    }
+    return SQZ_OK;
+}
+
+static const seed_method seeds[] = {
+    { "knapsack", "knapsack (single-matrix KL)", 0, seed_knapsack },
+    { "layerwise", "layer-wise quantization (LIM: 1 - cos of each block's input and output)", 0, seed_layerwise },
+    { "uniform", "uniform type", 1, seed_uniform },
+};
+enum { N_SEEDS = sizeof seeds / sizeof *seeds };
+
+static const seed_method *find_seed(const char *name) {
+    for (int i = 0; i < N_SEEDS; i++)
+        if (!strcmp(seeds[i].name, name ? name : "knapsack")) return &seeds[i];
+    return NULL;
+}
+
+static sqz_status seed_quant(space *s, const sqz_search_opts *o, const char *out_path, int rank, int *g,
+                             sqz_search_result *res) {
+    /* the bytes outside the matrices, from the cheapest configuration written to scratch */
+    char probe[MAX_PATH];
+    snprintf(probe, sizeof probe, "%s.size-probe-%d", out_path, rank);
+    for (int i = 0; i < s->n; i++) g[i] = 0; /* the joint space's blocks: all kept */
+    sqz_convert_result cr;
+    sqz_status st = write_quant(s, g, probe, o, &cr);
+    unlink(probe);
+    if (st) return st;
+    const uint64_t fixed = cr.file_bytes - quant_bytes(s, g);
+    const int given = o->bytes || o->bpw > 0;
+    res->n_params = cr.n_params;
+    if (given) {
+        res->budget_bytes = o->bytes ? o->bytes : (uint64_t)(o->bpw * (double)cr.n_params / 8.0);
+        if (res->budget_bytes < cr.file_bytes && s->joint) { /* joint: blocks of least LIM go until Q2_K fits */
+            double *bi = malloc((size_t)s->L * sizeof *bi);
+            st = bi ? sqz_block_influence(s->ctx, s->model, s->pool, s->n_pool * (size_t)s->C, s->C, bi)
+                    : sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+            for (int kept = s->L; !st && fixed + quant_bytes(s, g) > res->budget_bytes && kept > 1; kept--) {
+                int least = -1;
+                for (int l = 0; l < s->L; l++)
+                    if (!g[s->nq + l] && (least < 0 || bi[l] <= bi[least])) least = l;
+                g[s->nq + least] = 1;
+            }
+            free(bi);
+            if (st) return st;
+        }
+        if (fixed + quant_bytes(s, g) > res->budget_bytes)
+            return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: a budget of %llu bytes (%.3f bpw) is below the smallest "
+                            "configuration, %llu bytes (%.3f bpw)", (unsigned long long)res->budget_bytes,
+                            8.0 * (double)res->budget_bytes / (double)cr.n_params,
+                            (unsigned long long)(fixed + quant_bytes(s, g)),
+                            8.0 * (double)(fixed + quant_bytes(s, g)) / (double)cr.n_params);
+        s->budget = res->budget_bytes - fixed;
+    } else if (s->seed_m->budget_optional) s->budget = UINT64_MAX;
+    else return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
+    if ((st = s->seed_m->seed(s, o, g, res))) return st;
+    if (!given) s->budget = quant_bytes(s, g), res->budget_bytes = fixed + s->budget;
+    if (quant_bytes(s, g) > s->budget)
+        return sqz_fail(s->ctx, SQZ_ERR_ARG, "search: the %s seed needs %llu bytes, over the budget of %llu",
+                        s->seed_m->name, (unsigned long long)(fixed + quant_bytes(s, g)),
+                        (unsigned long long)res->budget_bytes);
+    return SQZ_OK;
+}
+
 static double sum_kl(const space *s, const int *g) {
     double k = 0;
-    for (int i = 0; s->db && i < s->n; i++) k += s->db->items[i].lv[g[i]].kl;
+    for (int i = 0; s->db && i < s->nq; i++)
+        if (!item_dropped(s, g, i)) k += s->db->items[i].lv[g[i]].kl;
     return k;
 }
 
@@ -468,12 +685,25 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "search");
     if (sub_st) return sub_st;
     const char *space_name = o->space ? o->space : "quant";
-    const int is_quant = !strcmp(space_name, "quant");
+    const int joint = !strcmp(space_name, "quant,depth") || !strcmp(space_name, "depth,quant");
+    const int is_quant = joint || !strcmp(space_name, "quant");
     if (!is_quant && strcmp(space_name, "depth"))
-        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: quant, depth)", space_name);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: quant, depth, quant,depth)", space_name);
+    if (joint && o->brute_force) return sqz_fail(ctx, SQZ_ERR_ARG, "search: brute force enumerates depth alone");
     const int L = model->cfg.n_layers;
     if (is_quant && !o->db) return sqz_fail(ctx, SQZ_ERR_ARG, "search: the quant space needs a level database (sqz levels)");
-    if (is_quant && !(o->bpw > 0) && !o->bytes) return sqz_fail(ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
+    const seed_method *seed_m = find_seed(o->alloc);
+    if (!seed_m) {
+        char known[256] = "";
+        for (int i = 0; i < N_SEEDS; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", seeds[i].name);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown alloc '%s' (known: %s)", o->alloc, known);
+    }
+    if (!is_quant && o->alloc) return sqz_fail(ctx, SQZ_ERR_ARG, "search: alloc chooses the quant space's seed, not depth's");
+    if (o->type && strcmp(seed_m->name, "uniform"))
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: a type is uniform's (alloc uniform), not %s's", seed_m->name);
+    if (is_quant && !(o->bpw > 0) && !o->bytes && !seed_m->budget_optional)
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: give a budget (bits per weight or bytes)");
     const int units = o->sub ? 2 * L : L; /* depth's genes */
     if (o->sub && is_quant) return sqz_fail(ctx, SQZ_ERR_ARG, "search: sub-blocks are a depth space's genes, not quant's");
     if (!is_quant && (o->n_drop < 1 || o->n_drop >= units || o->n_drop > 64))
@@ -504,14 +734,32 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     size_t n_pool = 0;
     sqz_status st = SQZ_OK;
     s.pm.layers = s.ref.layers = NULL; /* their own, allocated below (done: frees them) */
-    s.comm = &r.comm, s.C = C;
+    s.comm = &r.comm, s.C = C, s.seed_m = seed_m;
     int world = 1;
     if (sqz_comm_launched(&world, NULL, NULL) && world > 1 && (st = sqz_comm_open(ctx, &r.comm))) return st;
     res->mpi_ranks = r.comm.size, res->mpi_rank = r.comm.rank;
     /* a failure from here to `started` goes there: the ranks then learn of it together */
     if (is_quant && (st = sqz_levels_db_load(ctx, o->db, model, &db))) goto started;
     s.db = is_quant ? &db : NULL;
-    s.n = is_quant ? db.n_items : units;
+    s.nq = is_quant ? db.n_items : 0;
+    s.joint = joint;
+    s.n = is_quant ? db.n_items + (joint ? L : 0) : units;
+    if (joint) {
+        s.item_o = malloc((size_t)L * sizeof *s.item_o), s.item_down = malloc((size_t)L * sizeof *s.item_down);
+        if (!s.item_o || !s.item_down) {
+            st = sqz_fail(ctx, SQZ_ERR_NOMEM, "search: out of memory");
+            goto started;
+        }
+        for (int l = 0; l < L; l++) s.item_o[l] = s.item_down[l] = -1;
+        for (int i = 0; i < db.n_items; i++)
+            if (db.items[i].layer >= 0 && db.items[i].mat == 3) s.item_o[db.items[i].layer] = i;
+            else if (db.items[i].layer >= 0 && db.items[i].mat == 6) s.item_down[db.items[i].layer] = i;
+        for (int l = 0; l < L; l++)
+            if (s.item_o[l] < 0 || s.item_down[l] < 0) {
+                st = sqz_fail(ctx, SQZ_ERR_FORMAT, "%s: block %d lacks its attn_output or ffn_down level", o->db, l);
+                goto started;
+            }
+    }
     s.pm.layers = malloc((size_t)L * sizeof *s.pm.layers);
     s.ref.layers = malloc((size_t)L * sizeof *s.ref.layers);
     s.at_pm = malloc((size_t)s.n * sizeof *s.at_pm);
@@ -535,6 +783,7 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
             }
     n_pool = o->calib ? sqz_calib_spread(o->calib, o->n_calib, (size_t)want * C, C, pool) / (size_t)C : 0;
     if (n_pool < 1) st = sqz_fail(ctx, SQZ_ERR_ARG, "search: needs at least one window of %d calibration tokens", C);
+    s.pool = pool, s.n_pool = n_pool;
 started:
     if ((st = ranks_ok(&r, st))) goto done;
 
@@ -557,9 +806,9 @@ started:
                                .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .window_terms = window_terms,
                                .per_window = C };
     {
-        const char *names[2] = { space_name, o->stages ? o->stages : "" };
-        uint64_t h = sqz_fnv1a(sqz_fnv1a_init(), names[0], strlen(names[0]));
-        h = sqz_fnv1a(h, names[1], strlen(names[1]));
+        const char *names[4] = { space_name, o->stages ? o->stages : "", seed_m->name, o->type ? o->type : "" };
+        uint64_t h = sqz_fnv1a_init();
+        for (int i = 0; i < 4; i++) h = sqz_fnv1a(h, names[i], strlen(names[i]) + 1);
         const double nums[8] = { (double)res->budget_bytes, o->n_drop, (double)o->seed, eo.offspring,
                                  eo.generations, C, (double)n_pool, s.n };
         h = sqz_fnv1a(h, nums, sizeof nums);
@@ -603,6 +852,8 @@ started:
     res->seed_sum_kl = sum_kl(&s, seed), res->best_sum_kl = sum_kl(&s, best);
     for (int l = 0; !is_quant && !s.sub && l < L; l++)
         if (best[l] && res->n_dropped < 256) res->dropped[res->n_dropped++] = l;
+    for (int l = 0; joint && l < L; l++)
+        if (best[s.nq + l] && res->n_dropped < 256) res->dropped[res->n_dropped++] = l;
     for (int l = 0; s.sub && l < L && l < 256; l++) {
         if (best[2 * l]) res->dropped_attn[res->n_dropped_attn++] = l;
         if (best[2 * l + 1]) res->dropped_mlp[res->n_dropped_mlp++] = l;
@@ -647,7 +898,7 @@ done:
     sqz_comm_close(&r.comm);
     sqz_kl_probe_free(s.probe);
     sqz_levels_db_free(&db);
-    free(s.pm.layers), free(s.ref.layers), free(s.at_pm), free(s.at_ref), free(s.parent);
+    free(s.pm.layers), free(s.ref.layers), free(s.at_pm), free(s.at_ref), free(s.parent), free(s.item_o), free(s.item_down);
     free(seed), free(best), free(pool), free(r.cv.f);
     return st;
 }

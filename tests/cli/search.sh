@@ -1,7 +1,8 @@
 #!/bin/sh
 # CLI: `sqz levels` and `sqz search` on the embedded model (assets/stories260K): bad arguments
 # are one line on stderr, exit 2 (usage) or 1 (the library's error), nothing on stdout and no
-# output; a depth search writes a GGUF with fewer blocks and OUT.json with the choice and the
+# output (--alloc: a seed the library does not know, uniform without --type, --type without
+# uniform, a seed for the depth space); a depth search writes a GGUF with fewer blocks and OUT.json with the choice and the
 # fitness curve; one stopped with --stop-after and resumed from its checkpoint ends with the
 # choice and the curve of one that never stopped; mpirun -np 2 gives one process's answer. (The
 # quant space needs k-quant-sized rows, which this model lacks: tests/test_search.c covers it
@@ -47,6 +48,12 @@ bad search 1 "unknown space" --calib "$TEXT" --levels colour --db x --bpw 3
 bad search 1 "stages" --calib "$TEXT" --levels depth --blocks 1 --stages 2x1,2x2
 bad search 1 "cannot open the checkpoint" --calib "$TEXT" --levels depth --blocks 1 --resume "$tmp/none.ckpt"
 bad search 2 "invalid value" --calib "$TEXT" --bpw -1 --db x
+bad search 1 "needs --type" --calib "$TEXT" --db x --alloc uniform
+bad search 1 "cannot open the level database" --calib "$TEXT" --levels quant,depth --db "$tmp/none.db" --bpw 3
+bad search 1 "alloc uniform's type" --calib "$TEXT" --db x --bpw 3 --type q3_k
+bad search 1 "not depth's" --calib "$TEXT" --levels depth --blocks 1 --alloc layerwise
+bad search 1 "unknown alloc 'greedy' (known: knapsack, layerwise, uniform)" --calib "$TEXT" --db "$tmp/none.db" --bpw 3 --alloc greedy
+bad search 1 "cannot open the level database" --calib "$TEXT" --db "$tmp/none.db" --alloc uniform --type q3_k
 
 common="--levels depth --blocks 2 --calib $TEXT --calib-ctx 64 --pool 8 --generations 8 --offspring 4 --stages 2x2,1x8 --seed 5 --no-progress -t 1"
 if "$SQZ" search "$MODEL" -o "$tmp/a.gguf" $common --json > "$tmp/a.out" 2> "$tmp/a.err"; then

@@ -66,7 +66,8 @@ static const cli_command commands[] = {
       "  levels MODEL -o DB --calib FILE     every matrix at every k-quant type by GPTQ, with its\n"
       "                                      KL: the database sqz search combines (resumable)\n" },
     { "search", cmd_search,
-      "  search MODEL -o OUT.gguf --db DB --bpw B|--bytes N --calib FILE\n"
+      "  search MODEL -o OUT.gguf --db DB --bpw B|--bytes N --calib FILE [--alloc layerwise]\n"
+      "  search MODEL -o OUT.gguf --db DB --alloc uniform --type q3_k --generations 0 --calib FILE\n"
       "  search MODEL -o OUT.gguf --levels depth --blocks N --calib FILE [--brute-force]\n"
       "  search MODEL -o OUT.sqzf --levels depth --sub N --calib FILE [--brute-force]\n"
       "                                      EvoPress: per-matrix types (or blocks to drop) by\n"
@@ -168,9 +169,9 @@ static const option_row options[] = {
       .help = "bytes, ppl and kld only, no decode timing" },
     { "--out", "-o", STR(out, "FILE"), .cmds = C_CONVERT | C_QUANTIZE | C_KVCALIB | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_LEVELS | C_SEARCH | C_REPORT | C_BITSTACK,
       .help = "output file" },
-    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP,
+    { "--type", NULL, STR(type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_FINETUNE | C_MERGE | C_PRUNE | C_LOWRANK | C_DROP | C_SEARCH,
       .help = "tensor type or mix (finetune: of the output, default f16; merge:\n"
-              "f32, f16, bf16 for a folder)" },
+              "f32, f16, bf16 for a folder; search --alloc uniform: q2_k..q6_k)" },
     { "--pure", NULL, FLAG(pure), .cmds = C_CONVERT | C_QUANTIZE | C_MERGE,
       .help = "every 2-D weight in TYPE, no mix" },
     { "--embd-type", NULL, STR(embd_type, "TYPE"), .cmds = C_CONVERT | C_QUANTIZE | C_SEARCH,
@@ -299,9 +300,16 @@ static const option_row options[] = {
     { "--which", NULL, STR(drop_which, "LIST"), .cmds = C_DROP,
       .help = "drop exactly these sub-blocks: attn:L and mlp:L, comma-separated" },
     { "--db", NULL, STR(db, "DB"), .cmds = C_SEARCH, .help = "the level database (sqz levels)" },
+    { "--alloc", NULL, STR(search_alloc, "METHOD"), .cmds = C_SEARCH,
+      .help = "the seed (with --generations 0 the answer): knapsack (default;\n"
+              "single-matrix KLs), layerwise (Layer-Wise Quantization: blocks by\n"
+              "LIM = 1 - cos(input, output), the important ones at the higher of\n"
+              "two adjacent k-quants; the head first), uniform (every matrix at\n"
+              "--type T; without a budget its own bytes are the budget)" },
     { "--levels", NULL, STR(space, "SPACE"), .cmds = C_SEARCH,
-      .help = "what the search chooses: quant (each matrix's type; default) or\n"
-              "depth (which --blocks N blocks to drop)" },
+      .help = "what the search chooses: quant (each matrix's type; default),\n"
+              "depth (which --blocks N blocks to drop) or quant,depth (types and\n"
+              "dropped blocks under one budget: a dropped block costs nothing)" },
     { "--bpw", NULL, FLOAT(bpw, "B", 0, 64, LO_OPEN), .cmds = C_SEARCH | C_QUANTIZE,
       .help = "budget: 8 x file bytes / the model's parameters (quantize: with --alloc, bpw=B)" },
     { "--bytes", NULL, .kind = OPT_ULLONG, .at = AT(bytes), .meta = "N", .lo = 1, .hi = (long long)1 << 62,

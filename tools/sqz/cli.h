@@ -66,6 +66,7 @@ typedef struct opts {
     const char *drop_which;                 /* drop: or which (attn:3,mlp:5) */
     /* search: the database, the space, the budget and EvoPress's settings */
     const char *db, *space, *stages;
+    const char *search_alloc;               /* search: the seed (knapsack, layerwise, uniform) */
     float bpw;
     unsigned long long bytes;
     int generations, generations_set, offspring, pool_windows, brute_force, max_gens;

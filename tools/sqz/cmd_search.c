@@ -1,4 +1,5 @@
-/* cmd_search.c - sqz search MODEL -o OUT.gguf --db DB --bpw B | --bytes N --calib FILE, or
+/* cmd_search.c - sqz search MODEL -o OUT.gguf --db DB --bpw B | --bytes N --calib FILE
+ * [--alloc knapsack|layerwise|uniform --type T] [--levels quant,depth], or
  * --levels depth --blocks N: EvoPress over per-matrix types or dropped blocks (include/sqz.h,
  * sqz_search). OUT.json gets the choice and the fitness curve. */
 #include <stdio.h>
@@ -21,10 +22,17 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     if (!o->out) return cli_die("search needs an output file: -o OUT.gguf");
     if (!o->calib) return cli_die("search scores candidates on calibration text: --calib FILE");
     const char *space = o->space ? o->space : "quant";
-    const int quant = !strcmp(space, "quant");
-    if (!quant && strcmp(space, "depth")) return cli_die("--levels %s: unknown space (known: quant, depth)", space);
+    const int joint = !strcmp(space, "quant,depth") || !strcmp(space, "depth,quant");
+    const int quant = joint || !strcmp(space, "quant");
+    if (!quant && strcmp(space, "depth")) return cli_die("--levels %s: unknown space (known: quant, depth, quant,depth)", space);
     if (quant && !o->db) return cli_die("search --levels quant needs a level database: --db DB (sqz levels)");
-    if (quant && (o->bpw > 0) == (o->bytes > 0)) return cli_die("search needs a budget: --bpw B or --bytes N, one of them");
+    const int uniform = o->search_alloc && !strcmp(o->search_alloc, "uniform");
+    if (!quant && (o->search_alloc || o->type)) return cli_die("--alloc and --type choose the quant space's seed, not depth's");
+    if (uniform && !o->type) return cli_die("search --alloc uniform needs --type T (q2_k..q6_k)");
+    if (o->type && !uniform) return cli_die("--type T is --alloc uniform's type");
+    if (quant && o->bpw > 0 && o->bytes > 0) return cli_die("search needs a budget: --bpw B or --bytes N, one of them");
+    if (quant && !uniform && !(o->bpw > 0) && !o->bytes)
+        return cli_die("search needs a budget: --bpw B or --bytes N, one of them");
     if (!quant && (o->drop_n > 0) == (o->drop_sub > 0))
         return cli_die("search --levels depth needs --blocks N or --sub N (sub-blocks), one of them");
     if (quant && o->drop_sub > 0) return cli_die("--sub N chooses sub-blocks to drop: --levels depth");
@@ -46,7 +54,7 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
     char json_path[4096];
     snprintf(json_path, sizeof json_path, "%s.json", o->out);
     const sqz_search_opts so = {
-        .space = space, .db = o->db, .bpw = o->bpw, .bytes = o->bytes,
+        .space = space, .db = o->db, .bpw = o->bpw, .bytes = o->bytes, .alloc = o->search_alloc, .type = o->type,
         .n_drop = o->drop_sub > 0 ? o->drop_sub : o->drop_n, .sub = o->drop_sub > 0,
         .embd_type = o->embd_type, .calib = ids, .n_calib = n, .calib_ctx = o->calib_ctx,
         .pool_windows = o->pool_windows, .generations = o->generations_set ? o->generations : -1,
@@ -83,6 +91,17 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
             cJSON_AddNumberToObject(j, "seed_sum_kl", r->seed_sum_kl);
             cJSON_AddNumberToObject(j, "best_sum_kl", r->best_sum_kl);
             cJSON_AddNumberToObject(j, "budget_bytes", (double)r->budget_bytes);
+            cJSON_AddStringToObject(j, "alloc", o->search_alloc ? o->search_alloc : "knapsack");
+            if (joint) {
+                cJSON *d = cJSON_CreateArray();
+                for (int i = 0; i < r->n_dropped; i++) cJSON_AddItemToArray(d, cJSON_CreateNumber(r->dropped[i]));
+                cJSON_AddItemToObject(j, "dropped", d);
+            }
+            if (r->n_importance) {
+                cJSON *imp = cJSON_CreateArray();
+                for (int i = 0; i < r->n_importance; i++) cJSON_AddItemToArray(imp, cJSON_CreateNumber(r->importance[i]));
+                cJSON_AddItemToObject(j, "importance_lim", imp);
+            }
         } else {
             cJSON *d = cJSON_CreateArray();
             for (int i = 0; i < r->n_dropped; i++) cJSON_AddItemToArray(d, cJSON_CreateNumber(r->dropped[i]));

@@ -135,6 +135,22 @@ void sqz_x16_matvec_avx512(sqz_type t, const void *w, int64_t cols, const block_
     }
 }
 
+/* The prefill tiles' common ends: acc[t] += isum[t] x the rows' f16 scales d x token t's
+ * Q8_K scale (super-block b), and the NT result vectors stored. */
+static inline __attribute__((always_inline)) void tiles_scale_add(const uint16_t *d, const block_q8_K *a, int64_t nb,
+                                                                  int64_t b, int nt, const __m512i *isum, __m512 *acc) {
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d));
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                 _mm512_mul_ps(dw, _mm512_set1_ps(a[(size_t)t * (size_t)nb + (size_t)b].d)), acc[t]);
+}
+
+static inline __attribute__((always_inline)) void tiles_store(const __m512 *acc, int nt, float *y, size_t ldy) {
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+}
+
 /* NT tokens (a, a + nb, ...) through group w: y[t * ldy + 0..15] */
 static inline __attribute__((always_inline)) void group_gemm(const char *w, int64_t nb, const block_q8_0s *a,
                                                              int q4, int nt, float *y, size_t ldy) {
@@ -155,8 +171,7 @@ static inline __attribute__((always_inline)) void group_gemm(const char *w, int6
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(at->d)), acc[t]);
         }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+    tiles_store(acc, nt, y, ldy);
 }
 
 #define GEMM_CASES(Q4)                                                                      \
@@ -310,8 +325,7 @@ static inline __attribute__((always_inline)) void k4_group_gemm(const char *xb, 
             acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmw, ad), acc[t]);
         }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+    tiles_store(acc, nt, y, ldy);
 }
 
 #define K4_GEMM_CASES(Q5)                                                                   \
@@ -439,8 +453,7 @@ static inline __attribute__((always_inline)) void q6k_group_gemm(const block_q6_
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(ab->d)), acc[t]);
         }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+    tiles_store(acc, nt, y, ldy);
 }
 
 /* The prefill driver of a packed type whose NT-token group kernel is GROUP_GEMM (BLOCK: its
@@ -561,8 +574,7 @@ static inline __attribute__((always_inline)) void q2k_group_gemm(const block_q2_
             acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmw, ad), acc[t]);
         }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+    tiles_store(acc, nt, y, ldy);
 }
 X16K_GEMM_DRIVER(q2k_gemm, block_q2_kx16, q2k_group_gemm)
 
@@ -637,14 +649,9 @@ static inline __attribute__((always_inline)) void q3k_group_gemm(const block_q3_
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(z, sc));
             }
         }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
-                                     _mm512_mul_ps(dw, _mm512_set1_ps(a[(size_t)t * (size_t)nb + (size_t)b].d)), acc[t]);
+        tiles_scale_add(x->d, a, nb, b, nt, isum, acc);
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+    tiles_store(acc, nt, y, ldy);
 }
 X16K_GEMM_DRIVER(q3k_gemm, block_q3_kx16, q3k_group_gemm)
 
@@ -720,14 +727,9 @@ static inline __attribute__((always_inline)) void iq4xs_group_gemm(const block_i
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(z, sc));
             }
         }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x->d));
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
-                                     _mm512_mul_ps(dw, _mm512_set1_ps(a[(size_t)t * (size_t)nb + (size_t)b].d)), acc[t]);
+        tiles_scale_add(x->d, a, nb, b, nt, isum, acc);
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
+    tiles_store(acc, nt, y, ldy);
 }
 X16K_GEMM_DRIVER(iq4xs_gemm, block_iq4_xsx16, iq4xs_group_gemm)
 

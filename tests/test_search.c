@@ -558,6 +558,56 @@ static void test_quant(void) {
         uo.alloc = "layerwise", uo.bpw = 3;
         CHECK(sqz_search(ctx, m, out, &uo, NULL) == SQZ_ERR_ARG, "a type without uniform is refused: %s", sqz_ctx_error(ctx));
     }
+    /* the held-out check: windows of calibration text outside the pool decide between the
+     * search's answer and its seed (the knapsack's file, written with 0 generations) */
+    {
+        enum { NH = 6 };
+        int32_t t6[NH * C];
+        uint64_t r6 = 17;
+        for (int i = 0; i < NH * C; i++) t6[i] = (int)(sqz_splitmix64(&r6) % (uint64_t)V);
+        char kout[256];
+        snprintf(kout, sizeof kout, "%s/k.gguf", dir);
+        sqz_search_opts ho = { .space = "quant", .db = db, .bpw = 3.5, .calib = t6, .n_calib = NH * C, .calib_ctx = C,
+                               .pool_windows = 3, .generations = 6, .offspring = 6, .stages = "2x1,1x3", .seed = 1,
+                               .holdout_windows = 4 };
+        sqz_search_opts ko = ho;
+        ko.generations = 0, ko.holdout_windows = 0;
+        sqz_search_result hr, kr;
+        const sqz_status hs = sqz_search(ctx, m, out, &ho, &hr), ks = sqz_search(ctx, m, kout, &ko, &kr);
+        /* pool windows start at 0, 2.5 C and 5 C: the gaps hold whole windows at C and 3.5 C */
+        CHECK(hs == SQZ_OK && ks == SQZ_OK && hr.holdout_windows == 2, "held out: the 2 whole windows in the pool's gaps (%d): %s",
+              hr.holdout_windows, hs || ks ? sqz_ctx_error(ctx) : "ok");
+        sqz_model *qk = NULL, *qh = NULL;
+        if (!hs && !ks && sqz_model_load(ctx, kout, NULL, &qk) == SQZ_OK && sqz_model_load(ctx, out, NULL, &qh) == SQZ_OK) {
+            float *lb = malloc((size_t)C * V * sizeof *lb), *lq = malloc((size_t)C * V * sizeof *lq);
+            const int starts[2] = { C, 7 * C / 2 };
+            double kl_k = 0, kl_h = 0;
+            for (int w = 0; w < 2; w++) {
+                logits_of(ctx, m, t6 + starts[w], C, lb);
+                logits_of(ctx, qk, t6 + starts[w], C, lq);
+                for (int i = 0; i < C; i++) kl_k += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+                logits_of(ctx, qh, t6 + starts[w], C, lq);
+                for (int i = 0; i < C; i++) kl_h += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+            }
+            kl_k /= 2.0 * C, kl_h /= 2.0 * C;
+            CHECK_CLOSE(kl_k, hr.holdout_seed_kl, 1e-9, 5e-3, "the seed's held-out KL = the knapsack file's on those windows (%.6f)", kl_k);
+            int same = 1;
+            for (int l = 0; l < qk->cfg.n_layers; l++)
+                for (int k = 0; k < 7; k++)
+                    same &= sqz_mixllm_matrix(&qk->layers[l], k, NULL)->type == sqz_mixllm_matrix(&qh->layers[l], k, NULL)->type;
+            if (hr.kept_seed)
+                CHECK(same && hr.best_kl == hr.seed_kl && hr.holdout_best_kl >= hr.holdout_seed_kl,
+                      "not better held out (%.6f >= %.6f): the knapsack's types were written", hr.holdout_best_kl, hr.holdout_seed_kl);
+            else
+                CHECK(hr.holdout_best_kl < hr.holdout_seed_kl && fabs(kl_h - hr.holdout_best_kl) <= 5e-3 * kl_h,
+                      "better held out (%.6f < %.6f): the answer was written (its KL there %.6f)", hr.holdout_best_kl,
+                      hr.holdout_seed_kl, kl_h);
+            free(lb), free(lq);
+        } else {
+            CHECK(0, "the held-out run's files load: %s", sqz_ctx_error(ctx));
+        }
+        sqz_model_free(qk), sqz_model_free(qh);
+    }
     /* quant,depth: below Q2_K everywhere the seed drops the block of least LIM; the search keeps
      * the budget; the written file (kept blocks renumbered) has the KL the search reported */
     {

@@ -376,6 +376,12 @@ static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, con
     cJSON_AddNumberToObject(j, "bits_per_weight", res->bits_per_weight);
     cJSON_AddNumberToObject(j, "seed_kl", res->seed_kl);
     cJSON_AddNumberToObject(j, "best_kl", res->best_kl);
+    if (res->holdout_windows) {
+        cJSON_AddNumberToObject(j, "holdout_windows", res->holdout_windows);
+        cJSON_AddNumberToObject(j, "holdout_seed_kl", res->holdout_seed_kl);
+        cJSON_AddNumberToObject(j, "holdout_best_kl", res->holdout_best_kl);
+        cJSON_AddBoolToObject(j, "kept_seed", res->kept_seed);
+    }
     if (s->db) {
         cJSON_AddStringToObject(j, "alloc", s->seed_m->name);
         if (res->n_importance) {
@@ -470,6 +476,63 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
         st = sqz_convert(s->ctx, &m, path, &co, cr);
     }
     free(m.layers), free(at);
+    return st;
+}
+
+/* Up to `want` windows of C tokens of calib[0..n) that overlap none of the n_pool pool windows
+ * (placed as sqz_calib_spread places them): whole windows from each gap between pool windows,
+ * then `want` of those spread evenly. Returns how many were written to out (want x C). */
+static size_t holdout_windows(const int32_t *calib, size_t n, int C, size_t n_pool, size_t want, int32_t *out) {
+    size_t n_free = 0, prev_end = 0;
+    for (int pass = 0; pass < 2; pass++) { /* 0: count the free windows, 1: copy the chosen */
+        size_t k = 0, taken = 0;
+        prev_end = 0;
+        for (size_t w = 0; w <= n_pool; w++) {
+            const size_t start = w < n_pool ? (n_pool > 1 ? w * (n - (size_t)C) / (n_pool - 1) : 0) : n;
+            for (size_t a = prev_end; a + (size_t)C <= start; a += (size_t)C, k++) {
+                /* pass 1: free window k is chosen when it is the next of want evenly spaced */
+                if (pass == 1 && taken < want && k == (want > 1 ? taken * (n_free - 1) / (want - 1) : 0))
+                    memcpy(out + taken++ * (size_t)C, calib + a, (size_t)C * sizeof *calib);
+            }
+            if (w < n_pool) prev_end = start + (size_t)C > prev_end ? start + (size_t)C : prev_end;
+        }
+        if (pass == 0) {
+            n_free = k;
+            if (want > n_free) want = n_free;
+            if (!want) return 0;
+        } else {
+            return taken;
+        }
+    }
+    return 0;
+}
+
+/* The held-out check (opts->holdout_windows): the seed's and best's KL on windows outside the
+ * pool; best becomes the seed unless it is better there. */
+static sqz_status holdout_check(space *s, run *r, const sqz_search_opts *o, const int *seed, int *best,
+                                sqz_search_result *res) {
+    int32_t *win = malloc((size_t)o->holdout_windows * s->C * sizeof *win);
+    if (!win) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    const size_t nh = holdout_windows(o->calib, o->n_calib, s->C, s->n_pool, (size_t)o->holdout_windows, win);
+    sqz_status st = SQZ_OK;
+    if (nh) {
+        sqz_kl_probe *pool_probe = s->probe, *hp = NULL;
+        const sqz_kl_split split = { .rank = r->comm.rank, .size = r->comm.size, .user = &r->comm, .allgather = gather };
+        st = sqz_kl_probe_new_split(s->ctx, s->model, win, nh, s->C, &split, &hp);
+        if (!st) {
+            s->probe = hp;
+            st = full_kl(s, seed, &res->holdout_seed_kl);
+            if (!st) st = full_kl(s, best, &res->holdout_best_kl);
+            s->probe = pool_probe;
+        }
+        sqz_kl_probe_free(hp);
+        res->holdout_windows = (int)nh;
+        if (!st && !(res->holdout_best_kl < res->holdout_seed_kl)) {
+            memcpy(best, seed, (size_t)s->n * sizeof *best);
+            res->best_kl = res->seed_kl, res->best_sum_kl = res->seed_sum_kl, res->kept_seed = 1;
+        }
+    }
+    free(win);
     return st;
 }
 
@@ -850,6 +913,7 @@ started:
 
     if ((st = full_kl(&s, seed, &res->seed_kl)) || (st = full_kl(&s, best, &res->best_kl))) goto done;
     res->seed_sum_kl = sum_kl(&s, seed), res->best_sum_kl = sum_kl(&s, best);
+    if (s.db && res->finished && o->holdout_windows > 0 && (st = holdout_check(&s, &r, o, seed, best, res))) goto done;
     for (int l = 0; !is_quant && !s.sub && l < L; l++)
         if (best[l] && res->n_dropped < 256) res->dropped[res->n_dropped++] = l;
     for (int l = 0; joint && l < L; l++)

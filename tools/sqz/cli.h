@@ -69,7 +69,7 @@ typedef struct opts {
     const char *search_alloc;               /* search: the seed (knapsack, layerwise, uniform) */
     float bpw;
     unsigned long long bytes;
-    int generations, generations_set, offspring, pool_windows, brute_force, max_gens;
+    int generations, generations_set, offspring, pool_windows, holdout_windows, brute_force, max_gens;
     const char *inputs[64]; int n_inputs;   /* report: the result files (its operands) */
     int bs_rank, bs_iters, bs_sort_windows; /* bitstack */
     const char *memory;                     /* a BitStack model's size (--memory) */

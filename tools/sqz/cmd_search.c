@@ -57,7 +57,7 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
         .space = space, .db = o->db, .bpw = o->bpw, .bytes = o->bytes, .alloc = o->search_alloc, .type = o->type,
         .n_drop = o->drop_sub > 0 ? o->drop_sub : o->drop_n, .sub = o->drop_sub > 0,
         .embd_type = o->embd_type, .calib = ids, .n_calib = n, .calib_ctx = o->calib_ctx,
-        .pool_windows = o->pool_windows, .generations = o->generations_set ? o->generations : -1,
+        .pool_windows = o->pool_windows, .holdout_windows = o->holdout_windows, .generations = o->generations_set ? o->generations : -1,
         .offspring = o->offspring, .stages = o->stages, .seed = o->seed, .brute_force = o->brute_force,
         .checkpoint = o->resume ? o->resume : o->checkpoint, .checkpoint_every = o->checkpoint_every,
         .resume = o->resume != NULL, .max_generations_this_run = o->max_gens, .json_path = json_path,
@@ -92,6 +92,12 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
             cJSON_AddNumberToObject(j, "best_sum_kl", r->best_sum_kl);
             cJSON_AddNumberToObject(j, "budget_bytes", (double)r->budget_bytes);
             cJSON_AddStringToObject(j, "alloc", o->search_alloc ? o->search_alloc : "knapsack");
+            if (r->holdout_windows) {
+                cJSON_AddNumberToObject(j, "holdout_windows", r->holdout_windows);
+                cJSON_AddNumberToObject(j, "holdout_seed_kl", r->holdout_seed_kl);
+                cJSON_AddNumberToObject(j, "holdout_best_kl", r->holdout_best_kl);
+                cJSON_AddBoolToObject(j, "kept_seed", r->kept_seed);
+            }
             if (joint) {
                 cJSON *d = cJSON_CreateArray();
                 for (int i = 0; i < r->n_dropped; i++) cJSON_AddItemToArray(d, cJSON_CreateNumber(r->dropped[i]));
@@ -131,6 +137,9 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
                 "%d generations, %ld evaluations, %.1f s; the choice in %s\n", o->out, (double)r->file_bytes / 1e6,
                 r->bits_per_weight, r->best_kl, r->seed_kl, quant ? "" : "", r->generations, r->evaluations,
                 r->seconds, json_path);
+        if (r->holdout_windows)
+            fprintf(stderr, "sqz: held out (%d windows): KL %.6f, seed %.6f: %s\n", r->holdout_windows,
+                    r->holdout_best_kl, r->holdout_seed_kl, r->kept_seed ? "not better, the seed was written" : "the search's answer kept");
     }
     free(r);
     return 0;

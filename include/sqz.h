@@ -436,6 +436,11 @@ int sqz_quant_method_takes(const char *spec, const char *key);
  * would be one kind only), into out (room for want tokens). Returns the tokens written (0 when
  * n < window). */
 size_t sqz_calib_spread(const int32_t *tokens, size_t n, size_t want, int window, int32_t *out);
+/* Held-out windows: up to `want` windows of `window` tokens that overlap none of the n_spread
+ * windows sqz_calib_spread places in the same text (whole windows from the gaps between them,
+ * the chosen ones evenly spaced over all that fit), into out (want x window). Returns how many
+ * windows were written (0 when none fit). */
+size_t sqz_calib_heldout(const int32_t *tokens, size_t n, int window, size_t n_spread, size_t want, int32_t *out);
 
 
 /* ---------------------------------------------------------------- training */

@@ -110,6 +110,40 @@ static void x16k_matvec_rows(const sqz_tensor *w, const void *xq, float *y, int6
 
 enum { K_PANEL_GROUPS = 4, K_MATVEC_MAX_T = 4 };
 
+/* The integer tiles (x16_avx512.c) over every row group, K_PANEL_GROUPS groups a task. With
+ * `unpacked`, w holds plain k-quant rows and each task first packs its groups into the thread's
+ * scratch (search, GPTQ and the probes then compute as the packed file will). -1: the caller
+ * runs the reference. */
+static int x16k_tiles(const sqz_tensor *w, const float *x, int T, float *y, int n_threads, int unpacked) {
+    const int64_t K = w->cols, N = w->rows, groups = N / X16_ROWS;
+    const sqz_type pt = unpacked ? sqz_x16_type_of(w->type) : w->type;
+    const size_t qrs = x16k_act_bytes(K), rs = sqz_type_row_size(w->type, K);
+    char *a = malloc(qrs * (size_t)T);
+    if (!a) return -1;
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
+    {
+        char *packed = unpacked ? malloc(sqz_x16_bytes(pt, (int64_t)K_PANEL_GROUPS * X16_ROWS, K)) : NULL;
+        if (unpacked && !packed) failed = 1;
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
+            const int64_t ng = g + K_PANEL_GROUPS < groups ? K_PANEL_GROUPS : groups - g;
+            if (failed) continue;
+            if (!unpacked) {
+                failed |= sqz_x16k_gemm_avx512(pt, w->data, K, g, g + ng, a, T, y, (size_t)N) != 0;
+                continue;
+            }
+            sqz_x16_pack(w->type, (const char *)w->data + (size_t)(g * X16_ROWS) * rs, ng * X16_ROWS, K, packed);
+            failed |= sqz_x16k_gemm_avx512(pt, packed, K, 0, ng, a, T, y + g * X16_ROWS, (size_t)N) != 0;
+        }
+        free(packed);
+    }
+    free(a);
+    return failed ? -1 : 0;
+}
+
 static int x16k_matmul(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
     const int64_t K = w->cols, N = w->rows, groups = N / X16_ROWS;
     const sqz_isa isa = sqz_isa_best();
@@ -125,52 +159,15 @@ static int x16k_matmul(const sqz_tensor *w, const float *x, int T, float *y, int
         free(a);
         return 0;
     }
-    /* integer tiles (x16_avx512.c), every packed k-quant */
-    const size_t qrs = x16k_act_bytes(K);
-    char *a = malloc(qrs * (size_t)T);
-    if (!a) return -1;
-    int failed = 0;
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
-    {
-#pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
-            const int64_t g1 = g + K_PANEL_GROUPS < groups ? g + K_PANEL_GROUPS : groups;
-            failed |= sqz_x16k_gemm_avx512(w->type, w->data, K, g, g1, a, T, y, (size_t)N) != 0;
-        }
-    }
-    free(a);
-    return failed ? -1 : 0; /* -1: sqz_matmul runs the reference */
+    return x16k_tiles(w, x, T, y, n_threads, 0);
 }
 
 int sqz_x16k_matmul_unpacked(const sqz_tensor *w, const float *x, int T, float *y, int n_threads) {
-    const int64_t K = w->cols, N = w->rows, groups = N / X16_ROWS;
     const sqz_type pt = sqz_x16_type_of(w->type);
     if (T <= K_MATVEC_MAX_T || pt == SQZ_TYPE_F32 || pt == SQZ_TYPE_Q4_0X16 || pt == SQZ_TYPE_Q8_0X16 ||
-        !sqz_x16_worth_it(w->type, N, K))
+        !sqz_x16_worth_it(w->type, w->rows, w->cols))
         return -1;
-    const size_t qrs = x16k_act_bytes(K), rs = sqz_type_row_size(w->type, K);
-    const size_t chunk = sqz_x16_bytes(pt, (int64_t)K_PANEL_GROUPS * X16_ROWS, K);
-    char *a = malloc(qrs * (size_t)T);
-    if (!a) return -1;
-    int failed = 0;
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1) reduction(| : failed)
-    {
-        char *packed = malloc(chunk); /* this thread's chunk of groups, packed */
-#pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) x16k_act_quantize(x + (size_t)t * K, a + (size_t)t * qrs, K);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < groups; g += K_PANEL_GROUPS) {
-            const int64_t ng = g + K_PANEL_GROUPS < groups ? K_PANEL_GROUPS : groups - g;
-            if (!packed) { failed = 1; continue; }
-            sqz_x16_pack(w->type, (const char *)w->data + (size_t)(g * X16_ROWS) * rs, ng * X16_ROWS, K, packed);
-            failed |= sqz_x16k_gemm_avx512(pt, packed, K, 0, ng, a, T, y + g * X16_ROWS, (size_t)N) != 0;
-        }
-        free(packed);
-    }
-    free(a);
-    return failed ? -1 : 0;
+    return x16k_tiles(w, x, T, y, n_threads, 1);
 }
 
 /* one thread, the reference rows for every token */

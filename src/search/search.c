@@ -1,6 +1,6 @@
 /* search.c - sqz_search: EvoPress over a model's compression levels (include/sqz.h).
  *
- * Two spaces, each a row of `spaces` below:
+ * Three spaces, each a row of `space_kinds` below:
  *   quant  one gene per matrix (the head included): its level in the level database, cheapest
  *          first. Seed: a row of `seeds` below (opts->alloc): the multiple-choice knapsack on
  *          single-matrix KLs (quant/alloc.h) for the same budget (the default), Layer-Wise
@@ -16,6 +16,10 @@
  *          blocks. Mutation: a dropped block and a kept one trade places. With sub, one gene per
  *          sub-block (2 l: layer l's attention, 2 l + 1: its MLP), n_drop of them dropped, the
  *          same seed and mutation; the file is sqzf (sqz_drop's sub-blocks).
+ *   quant,depth  both: the quant genes, then one gene per block (1 dropped; a dropped block's
+ *          matrices cost nothing). Seed: the quant seed, blocks of least importance dropped
+ *          only if even Q2_K does not fit. Mutation: quant's, which with probability 1/4
+ *          drops or restores a block instead.
  * Fitness: the mean KL divergence from the base model (quant/kl_probe.h: the base logits are
  * kept for every pool window; a child runs from the first layer where it differs from its
  * parent, on the parent's states there).
@@ -479,41 +483,13 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
     return st;
 }
 
-/* Up to `want` windows of C tokens of calib[0..n) that overlap none of the n_pool pool windows
- * (placed as sqz_calib_spread places them): whole windows from each gap between pool windows,
- * then `want` of those spread evenly. Returns how many were written to out (want x C). */
-static size_t holdout_windows(const int32_t *calib, size_t n, int C, size_t n_pool, size_t want, int32_t *out) {
-    size_t n_free = 0, prev_end = 0;
-    for (int pass = 0; pass < 2; pass++) { /* 0: count the free windows, 1: copy the chosen */
-        size_t k = 0, taken = 0;
-        prev_end = 0;
-        for (size_t w = 0; w <= n_pool; w++) {
-            const size_t start = w < n_pool ? (n_pool > 1 ? w * (n - (size_t)C) / (n_pool - 1) : 0) : n;
-            for (size_t a = prev_end; a + (size_t)C <= start; a += (size_t)C, k++) {
-                /* pass 1: free window k is chosen when it is the next of want evenly spaced */
-                if (pass == 1 && taken < want && k == (want > 1 ? taken * (n_free - 1) / (want - 1) : 0))
-                    memcpy(out + taken++ * (size_t)C, calib + a, (size_t)C * sizeof *calib);
-            }
-            if (w < n_pool) prev_end = start + (size_t)C > prev_end ? start + (size_t)C : prev_end;
-        }
-        if (pass == 0) {
-            n_free = k;
-            if (want > n_free) want = n_free;
-            if (!want) return 0;
-        } else {
-            return taken;
-        }
-    }
-    return 0;
-}
-
 /* The held-out check (opts->holdout_windows): the seed's and best's KL on windows outside the
  * pool; best becomes the seed unless it is better there. */
 static sqz_status holdout_check(space *s, run *r, const sqz_search_opts *o, const int *seed, int *best,
                                 sqz_search_result *res) {
     int32_t *win = malloc((size_t)o->holdout_windows * s->C * sizeof *win);
     if (!win) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
-    const size_t nh = holdout_windows(o->calib, o->n_calib, s->C, s->n_pool, (size_t)o->holdout_windows, win);
+    const size_t nh = sqz_calib_heldout(o->calib, o->n_calib, s->C, s->n_pool, (size_t)o->holdout_windows, win);
     sqz_status st = SQZ_OK;
     if (nh) {
         sqz_kl_probe *pool_probe = s->probe, *hp = NULL;
@@ -739,6 +715,27 @@ static sqz_status brute_depth(space *s, int n_drop, int *best, long *evals) {
     return st;
 }
 
+/* the spaces (opts->space): which genes there are and how a child is made */
+typedef struct space_kind {
+    const char *name, *alias;
+    int quant, depth; /* genes: the level database's matrices; blocks (1 dropped) */
+    int (*mutate)(void *user, uint64_t *rng, int *g);
+} space_kind;
+
+static const space_kind space_kinds[] = {
+    { "quant", NULL, 1, 0, quant_mutate },
+    { "depth", NULL, 0, 1, depth_mutate },
+    { "quant,depth", "depth,quant", 1, 1, quant_mutate },
+};
+enum { N_SPACE_KINDS = (int)(sizeof space_kinds / sizeof space_kinds[0]) };
+
+static const space_kind *find_space_kind(const char *name) {
+    for (int i = 0; i < N_SPACE_KINDS; i++)
+        if (!strcmp(name, space_kinds[i].name) || (space_kinds[i].alias && !strcmp(name, space_kinds[i].alias)))
+            return &space_kinds[i];
+    return NULL;
+}
+
 sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path, const sqz_search_opts *o,
                       sqz_search_result *res) {
     sqz_search_result dummy;
@@ -747,11 +744,15 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if (!model || !out_path || !*out_path || !o) return sqz_fail(ctx, SQZ_ERR_ARG, "search: missing model, output or options");
     sqz_status sub_st = sqz_model_require_subblocks(ctx, model, "search");
     if (sub_st) return sub_st;
-    const char *space_name = o->space ? o->space : "quant";
-    const int joint = !strcmp(space_name, "quant,depth") || !strcmp(space_name, "depth,quant");
-    const int is_quant = joint || !strcmp(space_name, "quant");
-    if (!is_quant && strcmp(space_name, "depth"))
-        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: quant, depth, quant,depth)", space_name);
+    const space_kind *kind = find_space_kind(o->space ? o->space : "quant");
+    if (!kind) {
+        char known[256] = "";
+        for (int i = 0; i < N_SPACE_KINDS; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", space_kinds[i].name);
+        return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: %s)", o->space, known);
+    }
+    const char *space_name = kind->name;
+    const int is_quant = kind->quant, joint = kind->quant && kind->depth;
     if (joint && o->brute_force) return sqz_fail(ctx, SQZ_ERR_ARG, "search: brute force enumerates depth alone");
     const int L = model->cfg.n_layers;
     if (is_quant && !o->db) return sqz_fail(ctx, SQZ_ERR_ARG, "search: the quant space needs a level database (sqz levels)");
@@ -865,7 +866,7 @@ started:
 
     /* the search (or the enumeration) */
     const sqz_evo_space sp = { .n_genes = s.n, .n_windows = (int)n_pool, .user = &s,
-                               .mutate = is_quant ? quant_mutate : depth_mutate,
+                               .mutate = kind->mutate,
                                .repair = is_quant ? quant_repair : NULL, .set_parent = set_parent, .window_terms = window_terms,
                                .per_window = C };
     {

@@ -9,7 +9,10 @@
  * (f) LoRA: the loss and the adapters' gradients equal what the full model's (checked in (a))
  *     give at W + s B A: dB = s G A^T, dA = s B^T G with G = dL/dW;
  * (e) the strided GEMM (AVX-512 kernel, threaded) equals its plain reference bit for bit in
- *     every operand layout, with and without accumulation.
+ *     every operand layout, with and without accumulation;
+ * (g) causal attention (blocks of query rows, the probabilities recomputed in the backward pass
+ *     from each row's max and 1 / sum) against the plain full T x T softmax and its gradient in
+ *     double, grouped-query heads, T not a multiple of the block.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -88,6 +91,87 @@ static void gemm_layouts(void) {
     free(x), free(w), free(y0), free(y1);
 }
 
+/* (g): the plain attention in double: out, and with dout given, dq / dk / dv */
+static void attention_naive(int B, int T, int Hq, int Hkv, int hd, const float *q, const float *k, const float *v,
+                            const float *dout, double *out, double *dq, double *dk, double *dv) {
+    const int qd = Hq * hd, kvd = Hkv * hd, G = Hq / Hkv;
+    const double scale = 1.0 / sqrt(hd);
+    double *p = malloc((size_t)T * sizeof *p), *dp = malloc((size_t)T * sizeof *dp);
+    if (dout) memset(dk, 0, (size_t)B * T * kvd * sizeof *dk), memset(dv, 0, (size_t)B * T * kvd * sizeof *dv);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hq; h++)
+            for (int t = 0; t < T; t++) {
+                const float *Q = q + ((size_t)b * T + t) * qd + h * hd;
+                const size_t kv0 = (size_t)b * T * kvd + (size_t)(h / G) * hd;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hd; d++) s += (double)Q[d] * k[kv0 + (size_t)j * kvd + d];
+                    p[j] = s * scale, mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j <= t; j++) p[j] = exp(p[j] - mx), sum += p[j];
+                for (int j = 0; j <= t; j++) p[j] /= sum;
+                double *o = out + ((size_t)b * T + t) * qd + h * hd;
+                for (int d = 0; d < hd; d++) {
+                    o[d] = 0;
+                    for (int j = 0; j <= t; j++) o[d] += p[j] * v[kv0 + (size_t)j * kvd + d];
+                }
+                if (!dout) continue;
+                const float *dO = dout + ((size_t)b * T + t) * qd + h * hd;
+                double dot = 0;
+                for (int j = 0; j <= t; j++) {
+                    dp[j] = 0;
+                    for (int d = 0; d < hd; d++) dp[j] += (double)dO[d] * v[kv0 + (size_t)j * kvd + d];
+                    dot += p[j] * dp[j];
+                }
+                double *dQ = dq + ((size_t)b * T + t) * qd + h * hd;
+                for (int d = 0; d < hd; d++) dQ[d] = 0;
+                for (int j = 0; j <= t; j++) {
+                    const double ds = p[j] * (dp[j] - dot) * scale;
+                    for (int d = 0; d < hd; d++) {
+                        dQ[d] += ds * k[kv0 + (size_t)j * kvd + d];
+                        dk[kv0 + (size_t)j * kvd + d] += ds * Q[d];
+                        dv[kv0 + (size_t)j * kvd + d] += p[j] * dO[d];
+                    }
+                }
+            }
+    free(p), free(dp);
+}
+
+static double worst_rel(const float *a, const double *ref, size_t n) {
+    double amax = 0, w = 0;
+    for (size_t i = 0; i < n; i++) amax = fabs(ref[i]) > amax ? fabs(ref[i]) : amax;
+    for (size_t i = 0; i < n; i++) w = fmax(w, fabs(a[i] - ref[i]) / amax);
+    return w;
+}
+
+static void attention_vs_naive(void) {
+    enum { B = 2, T = 150, Hq = 4, Hkv = 2, hd = 16 }; /* 150: blocks of 64, 64, 22 */
+    const size_t nq = (size_t)B * T * Hq * hd, nkv = (size_t)B * T * Hkv * hd;
+    uint64_t rs = 11;
+    float *q = malloc(nq * sizeof *q), *k = malloc(nkv * sizeof *k), *v = malloc(nkv * sizeof *v);
+    float *dout = malloc(nq * sizeof *dout), *out = malloc(nq * sizeof *out), *st = malloc((size_t)B * Hq * T * 2 * sizeof *st);
+    float *dq = malloc(nq * sizeof *dq), *dk = malloc(nkv * sizeof *dk), *dv = malloc(nkv * sizeof *dv);
+    double *o0 = malloc(nq * sizeof *o0), *dq0 = malloc(nq * sizeof *dq0), *dk0 = malloc(nkv * sizeof *dk0),
+           *dv0 = malloc(nkv * sizeof *dv0);
+    for (size_t i = 0; i < nq; i++) q[i] = 2 * test_frand(&rs), dout[i] = test_frand(&rs);
+    for (size_t i = 0; i < nkv; i++) k[i] = 2 * test_frand(&rs), v[i] = test_frand(&rs);
+    memset(dk, 0x7f, nkv * sizeof *dk), memset(dv, 0x7f, nkv * sizeof *dv); /* (=): overwritten */
+    tops_attention(2, B, T, Hq, Hkv, hd, q, k, v, st, out);
+    tops_attention_back(2, B, T, Hq, Hkv, hd, q, k, v, st, dout, dq, dk, dv);
+    attention_naive(B, T, Hq, Hkv, hd, q, k, v, dout, o0, dq0, dk0, dv0);
+    const double e[4] = { worst_rel(out, o0, nq), worst_rel(dq, dq0, nq), worst_rel(dk, dk0, nkv), worst_rel(dv, dv0, nkv) };
+    CHECK(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5 && e[3] < 1e-5,
+          "causal attention == the plain T x T softmax in double (T %d, %d/%d heads): worst |diff| / max "
+          "out %.1e dq %.1e dk %.1e dv %.1e", T, Hq, Hkv, e[0], e[1], e[2], e[3]);
+    float *out1 = malloc(nq * sizeof *out1), *dq1 = malloc(nq * sizeof *dq1);
+    tops_attention(1, B, T, Hq, Hkv, hd, q, k, v, st, out1);
+    tops_attention_back(1, B, T, Hq, Hkv, hd, q, k, v, st, dout, dq1, dk, dv);
+    CHECK(!memcmp(out, out1, nq * sizeof *out) && !memcmp(dq, dq1, nq * sizeof *dq), "attention: 1 thread == 2 threads bit for bit");
+    free(q), free(k), free(v), free(dout), free(out), free(st), free(dq), free(dk), free(dv);
+    free(o0), free(dq0), free(dk0), free(dv0), free(out1), free(dq1);
+}
+
 /* (f): tp's parameters at the model's start; x, y a batch */
 static void lora_vs_full(sqz_ctx *ctx, sqz_train_params *tp, int B, int T, const int32_t *x,
                          const int32_t *y) {
@@ -163,6 +247,7 @@ static void lora_vs_full(sqz_ctx *ctx, sqz_train_params *tp, int B, int T, const
 
 int main(void) {
     gemm_layouts();
+    attention_vs_naive();
     const char *dir = test_shared("models/sqz-llama-14m");
     const char *refp = test_shared("models/sqz-llama-14m/grad_reference.json");
     const char *textp = test_shared("data/domains/sotu.test.txt");

@@ -9,7 +9,7 @@
 #include "train/train_ops.h"
 
 typedef struct layer_acts {
-    float *xin, *rstd1, *xn1, *q, *k, *v, *P, *att, *r1, *rstd2, *xn2, *g, *u, *h;
+    float *xin, *rstd1, *xn1, *q, *k, *v, *att_stats, *att, *r1, *rstd2, *xn2, *g, *u, *h;
 } layer_acts;
 
 struct sqz_train_acts {
@@ -51,8 +51,8 @@ sqz_status sqz_train_acts_new(sqz_ctx *ctx, const sqz_config *c, int B, int T, i
     a->B = B, a->T = T, a->cfg = *c;
     const size_t N = (size_t)B * T, D = (size_t)c->dim, F = (size_t)c->hidden_dim,
                  qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim,
-                 V = (size_t)c->vocab_size, PT = (size_t)B * c->n_heads * T * T;
-    const size_t per_layer = N * (4 * D + qd * 2 + kvd * 2 + 3 * F + 2) + PT;
+                 V = (size_t)c->vocab_size, ST = (size_t)B * c->n_heads * T * 2; /* attention: each row's softmax max, 1 / sum */
+    const size_t per_layer = N * (4 * D + qd * 2 + kvd * 2 + 3 * F + 2) + ST;
     const size_t R = lora_rank > 0 ? (size_t)lora_rank : 0;
     const size_t total = per_layer * (size_t)c->n_layers + N * (2 * D + V + 2) + (size_t)T * c->head_dim +
                          N * (3 * D + 3 * F + qd * 2 + kvd * 2) +
@@ -69,7 +69,7 @@ sqz_status sqz_train_acts_new(sqz_ctx *ctx, const sqz_config *c, int B, int T, i
     for (int l = 0; l < c->n_layers; l++) {
         layer_acts *L = &a->L[l];
         L->xin = TAKE(N * D), L->rstd1 = TAKE(N), L->xn1 = TAKE(N * D);
-        L->q = TAKE(N * qd), L->k = TAKE(N * kvd), L->v = TAKE(N * kvd), L->P = TAKE(PT);
+        L->q = TAKE(N * qd), L->k = TAKE(N * kvd), L->v = TAKE(N * kvd), L->att_stats = TAKE(ST);
         L->att = TAKE(N * qd), L->r1 = TAKE(N * D), L->rstd2 = TAKE(N), L->xn2 = TAKE(N * D);
         L->g = TAKE(N * F), L->u = TAKE(N * F), L->h = TAKE(N * F);
     }
@@ -169,7 +169,7 @@ double sqz_train_forward(const sqz_train_params *tp, const float *p, const sqz_t
         lin_fwd(&P, l, SQZ_LORA_V, L->xn1, kvd, D, W->wv, W->bv, L->v);
         tops_rope(nt, N, T, Hq, hd, a->cs, c->rope_interleaved, 0, L->q);
         tops_rope(nt, N, T, Hkv, hd, a->cs, c->rope_interleaved, 0, L->k);
-        tops_attention(nt, B, T, Hq, Hkv, hd, L->q, L->k, L->v, L->P, L->att);
+        tops_attention(nt, B, T, Hq, Hkv, hd, L->q, L->k, L->v, L->att_stats, L->att);
         lin_fwd(&P, l, SQZ_LORA_O, L->att, D, qd, W->wo, W->bo, L->r1);
         for (int64_t i = 0; i < N * D; i++) L->r1[i] += L->xin[i];
         tops_rmsnorm(nt, N, (int)D, L->r1, p + W->ffn_norm, c->norm_eps, L->xn2, L->rstd2);
@@ -219,7 +219,7 @@ void sqz_train_backward(const sqz_train_params *tp, const float *p, float *grad,
                           G(W->ffn_norm));
         /* attention: r1 = xin + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))) */
         lin_back(&P, l, SQZ_LORA_O, a->dr1, L->att, D, qd, W->wo, W->bo, a->datt, 0);
-        tops_attention_back(nt, B, T, Hq, Hkv, hd, L->q, L->k, L->v, L->P, a->datt, a->dq, a->dk, a->dv);
+        tops_attention_back(nt, B, T, Hq, Hkv, hd, L->q, L->k, L->v, L->att_stats, a->datt, a->dq, a->dk, a->dv);
         tops_rope(nt, N, T, Hq, hd, a->cs, c->rope_interleaved, 1, a->dq);
         tops_rope(nt, N, T, Hkv, hd, a->cs, c->rope_interleaved, 1, a->dk);
         lin_back(&P, l, SQZ_LORA_Q, a->dq, L->xn1, qd, D, W->wq, W->bq, a->dxn, 0);

@@ -154,13 +154,43 @@ void tops_swiglu_back(int nt, size_t n, const float *g, const float *u, const fl
     }
 }
 
+/* Causal attention by blocks of ATT_ROWS query rows: rows r0..r1-1 score keys 0..r1-1 only (the
+ * upper triangle is neither computed nor kept), and what the backward pass needs of the softmax
+ * is each row's max and 1 / sum (stats), from which it recomputes the block's probabilities bit
+ * for bit instead of keeping B x Hq x T x T of them. */
+enum { ATT_ROWS = 64 };
+
+/* S (m x r1, row stride r1) = Q_blk K^T, then rows t = r0.. become their probabilities, keys past
+ * t zero, by each row's max and 1 / sum in st[2 t], [2 t + 1]: found and written there when
+ * `find` is st (the forward pass), read when it is NULL (the backward pass) */
+static void att_probs(int r0, int r1, int hd, const float *Q, size_t qd, const float *K, size_t kvd,
+                      float scale, const float *st, float *find, float *S, float *strip) {
+    const int m = r1 - r0;
+    tops_gemm_1t(m, r1, hd, Q + (size_t)r0 * qd, qd, 0, K, kvd, 0, S, (size_t)r1, 0, strip);
+    for (int t = r0; t < r1; t++) {
+        float *s = S + (size_t)(t - r0) * r1;
+        for (int j = 0; j <= t; j++) s[j] *= scale;
+        if (find) {
+            float mx = -INFINITY;
+            for (int j = 0; j <= t; j++) mx = s[j] > mx ? s[j] : mx;
+            double sum = 0;
+            for (int j = 0; j <= t; j++) sum += expf(s[j] - mx);
+            find[2 * t] = mx, find[2 * t + 1] = (float)(1.0 / sum);
+        }
+        const float mx = st[2 * t], inv = st[2 * t + 1];
+        for (int j = 0; j <= t; j++) s[j] = expf(s[j] - mx) * inv;
+        for (int j = t + 1; j < r1; j++) s[j] = 0.0f;
+    }
+}
+
 void tops_attention(int nt, int B, int T, int Hq, int Hkv, int hd, const float *q, const float *k,
-                    const float *v, float *P, float *out) {
-    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, tt = (size_t)T * T;
+                    const float *v, float *stats, float *out) {
+    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd;
     const int G = Hq / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
+        float *S = malloc((size_t)ATT_ROWS * T * sizeof(float));
         float *strip = aligned_alloc(64, (size_t)(T > hd ? T : hd) * 32 * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int bh = 0; bh < B * Hq; bh++) {
@@ -168,42 +198,31 @@ void tops_attention(int nt, int B, int T, int Hq, int Hkv, int hd, const float *
             const size_t row0 = (size_t)b * T;
             const float *Q = q + row0 * qd + (size_t)h * hd, *K = k + row0 * kvd + (size_t)kh * hd,
                         *Vv = v + row0 * kvd + (size_t)kh * hd;
-            float *S = P + (size_t)bh * tt;
-            tops_gemm_1t(T, T, hd, Q, qd, 0, K, kvd, 0, S, (size_t)T, 0, strip); /* S = Q K^T */
-            for (int t = 0; t < T; t++) {
-                float *s = S + (size_t)t * T;
-                float mx = -INFINITY;
-                for (int j = 0; j <= t; j++) {
-                    s[j] *= scale;
-                    if (s[j] > mx) mx = s[j];
-                }
-                double sum = 0;
-                for (int j = 0; j <= t; j++) {
-                    s[j] = expf(s[j] - mx);
-                    sum += s[j];
-                }
-                const float inv = (float)(1.0 / sum);
-                for (int j = 0; j <= t; j++) s[j] *= inv;
-                for (int j = t + 1; j < T; j++) s[j] = 0.0f;
+            float *st = stats + (size_t)bh * 2 * T, *O = out + row0 * qd + (size_t)h * hd;
+            for (int r0 = 0; r0 < T; r0 += ATT_ROWS) {
+                const int r1 = r0 + ATT_ROWS < T ? r0 + ATT_ROWS : T;
+                att_probs(r0, r1, hd, Q, qd, K, kvd, scale, st, st, S, strip);
+                /* out rows r0.. = P V over keys 0..r1-1 */
+                tops_gemm_1t(r1 - r0, hd, r1, S, (size_t)r1, 0, Vv, kvd, 1, O + (size_t)r0 * qd, qd, 0, strip);
             }
-            /* out = P V */
-            tops_gemm_1t(T, hd, T, S, (size_t)T, 0, Vv, kvd, 1, out + row0 * qd + (size_t)h * hd, qd, 0, strip);
         }
+        free(S);
         free(strip);
     }
 }
 
 void tops_attention_back(int nt, int B, int T, int Hq, int Hkv, int hd, const float *q,
-                         const float *k, const float *v, const float *P, const float *dout,
+                         const float *k, const float *v, const float *stats, const float *dout,
                          float *dq, float *dk, float *dv) {
-    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, tt = (size_t)T * T;
+    const size_t qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd;
     const int G = Hq / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
     /* one (row, KV head) per task: the G query heads that share its K and V add their
-     * gradients in a fixed order */
+     * gradients in a fixed order (head, then query row: each dK / dV element is one FMA chain
+     * over the heads' rows in order, as one full-T product per head would sum it) */
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *dS = malloc(tt * sizeof(float));
+        float *P = malloc((size_t)ATT_ROWS * T * sizeof(float)), *dS = malloc((size_t)ATT_ROWS * T * sizeof(float));
         float *strip = aligned_alloc(64, (size_t)(T > hd ? T : hd) * 32 * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int bk = 0; bk < B * Hkv; bk++) {
@@ -211,27 +230,37 @@ void tops_attention_back(int nt, int B, int T, int Hq, int Hkv, int hd, const fl
             const size_t row0 = (size_t)b * T;
             const float *K = k + row0 * kvd + (size_t)kh * hd, *Vv = v + row0 * kvd + (size_t)kh * hd;
             float *dK = dk + row0 * kvd + (size_t)kh * hd, *dV = dv + row0 * kvd + (size_t)kh * hd;
+            for (int t = 0; t < T; t++) {
+                memset(dK + (size_t)t * kvd, 0, (size_t)hd * sizeof *dK);
+                memset(dV + (size_t)t * kvd, 0, (size_t)hd * sizeof *dV);
+            }
             for (int h = kh * G; h < (kh + 1) * G; h++) {
-                const float *Pr = P + ((size_t)b * Hq + h) * tt;
                 const float *dO = dout + row0 * qd + (size_t)h * hd, *Q = q + row0 * qd + (size_t)h * hd;
-                const int first = h == kh * G;
-                /* dV (+)= P^T dO */
-                tops_gemm_1t(T, hd, T, Pr, (size_t)T, 1, dO, qd, 1, dV, kvd, !first, strip);
-                /* dP = dO V^T, then through the softmax: dS = P (dP - sum_j P dP) * scale */
-                tops_gemm_1t(T, T, hd, dO, qd, 0, Vv, kvd, 0, dS, (size_t)T, 0, strip);
-                for (int t = 0; t < T; t++) {
-                    float *d = dS + (size_t)t * T;
-                    const float *p = Pr + (size_t)t * T;
-                    double dot = 0;
-                    for (int j = 0; j <= t; j++) dot += (double)p[j] * d[j];
-                    for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - (float)dot) * scale;
-                    for (int j = t + 1; j < T; j++) d[j] = 0.0f;
+                const float *st = stats + ((size_t)b * Hq + h) * 2 * T;
+                for (int r0 = 0; r0 < T; r0 += ATT_ROWS) {
+                    const int r1 = r0 + ATT_ROWS < T ? r0 + ATT_ROWS : T, m = r1 - r0;
+                    const float *dOb = dO + (size_t)r0 * qd, *Qb = Q + (size_t)r0 * qd;
+                    att_probs(r0, r1, hd, Q, qd, K, kvd, scale, st, NULL, P, strip);
+                    /* dV += P^T dO */
+                    tops_gemm_1t(r1, hd, m, P, (size_t)r1, 1, dOb, qd, 1, dV, kvd, 1, strip);
+                    /* dP = dO V^T, then through the softmax: dS = P (dP - sum_j P dP) * scale */
+                    tops_gemm_1t(m, r1, hd, dOb, qd, 0, Vv, kvd, 0, dS, (size_t)r1, 0, strip);
+                    for (int t = r0; t < r1; t++) {
+                        float *d = dS + (size_t)(t - r0) * r1;
+                        const float *p = P + (size_t)(t - r0) * r1;
+                        double dot = 0;
+                        for (int j = 0; j <= t; j++) dot += (double)p[j] * d[j];
+                        for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - (float)dot) * scale;
+                        for (int j = t + 1; j < r1; j++) d[j] = 0.0f;
+                    }
+                    /* dQ = dS K; dK += dS^T Q */
+                    tops_gemm_1t(m, hd, r1, dS, (size_t)r1, 0, K, kvd, 1, dq + (row0 + (size_t)r0) * qd + (size_t)h * hd, qd,
+                                 0, strip);
+                    tops_gemm_1t(r1, hd, m, dS, (size_t)r1, 1, Qb, qd, 1, dK, kvd, 1, strip);
                 }
-                /* dQ = dS K; dK (+)= dS^T Q */
-                tops_gemm_1t(T, hd, T, dS, (size_t)T, 0, K, kvd, 1, dq + row0 * qd + (size_t)h * hd, qd, 0, strip);
-                tops_gemm_1t(T, hd, T, dS, (size_t)T, 1, Q, qd, 1, dK, kvd, !first, strip);
             }
         }
+        free(P);
         free(dS);
         free(strip);
     }

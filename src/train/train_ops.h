@@ -44,13 +44,14 @@ void tops_swiglu(int nt, size_t n, const float *g, const float *u, float *h);
 void tops_swiglu_back(int nt, size_t n, const float *g, const float *u, const float *dh, float *dg,
                       float *du);
 
-/* Causal attention of B rows of T tokens: q (N x Hq*hd), k, v (N x Hkv*hd) -> out (N x Hq*hd),
- * probabilities kept in P (B x Hq x T x T, zero above the diagonal). */
+/* Causal attention of B rows of T tokens: q (N x Hq*hd), k, v (N x Hkv*hd) -> out (N x Hq*hd).
+ * Only the lower triangle of scores is computed; stats (B x Hq x T x 2) keeps each query row's
+ * softmax max and 1 / sum, from which the backward pass recomputes the probabilities exactly. */
 void tops_attention(int nt, int B, int T, int Hq, int Hkv, int hd, const float *q, const float *k,
-                    const float *v, float *P, float *out);
+                    const float *v, float *stats, float *out);
 /* dq, dk, dv (=) from dout */
 void tops_attention_back(int nt, int B, int T, int Hq, int Hkv, int hd, const float *q,
-                         const float *k, const float *v, const float *P, const float *dout,
+                         const float *k, const float *v, const float *stats, const float *dout,
                          float *dq, float *dk, float *dv);
 
 /* Cross-entropy of each row of logits (N x V) against targets (< 0: not scored): loss[n]

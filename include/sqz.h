@@ -923,9 +923,10 @@ typedef struct sqz_search_opts {
     int pool_windows;      /* windows in the pool stages draw from (<= 0: 32) */
     int holdout_windows;   /* quant spaces, > 0: up to this many windows of the calibration
                             * tokens outside the pool (whole windows in its gaps); the search's
-                            * answer is written only if its KL there is below its seed's, else
-                            * the seed is (the pool's gains must carry over to text the search
-                            * never scored); 0: no check */
+                            * answer is written only if its gain over its seed there is
+                            * significant (mean per-window KL gain above twice its standard
+                            * error), else the seed is (the pool's gains must carry over to text
+                            * the search never scored); 0: no check */
     int generations;       /* (< 0: 200); 0: the seed alone (quant: the knapsack's answer) */
     int offspring;         /* children per generation (<= 0: 32) */
     const char *stages;    /* survivors x windows per stage (NULL: "8x1,2x4,1x32": the last on the
@@ -962,6 +963,7 @@ typedef struct sqz_search_result {
     int dropped_attn[256], dropped_mlp[256]; /* depth with sub: the layers whose attention / MLP went */
     int holdout_windows;              /* windows the held-out check used (0: none ran) */
     double holdout_seed_kl, holdout_best_kl; /* their mean KL: the seed, the search's best */
+    double holdout_gain_se;           /* the standard error of the per-window gain (seed - best) */
     int kept_seed;                    /* 1: the held-out check kept the seed (best_kl = seed_kl) */
     double seconds;
     int mpi_ranks, mpi_rank;          /* under mpirun: the world (1: alone) and this rank */

@@ -581,27 +581,33 @@ static void test_quant(void) {
         if (!hs && !ks && sqz_model_load(ctx, kout, NULL, &qk) == SQZ_OK && sqz_model_load(ctx, out, NULL, &qh) == SQZ_OK) {
             float *lb = malloc((size_t)C * V * sizeof *lb), *lq = malloc((size_t)C * V * sizeof *lq);
             const int starts[2] = { C, 7 * C / 2 };
-            double kl_k = 0, kl_h = 0;
+            double kl_k = 0, kl_h = 0, wk[2] = { 0, 0 }, wh[2] = { 0, 0 }; /* per window */
             for (int w = 0; w < 2; w++) {
                 logits_of(ctx, m, t6 + starts[w], C, lb);
                 logits_of(ctx, qk, t6 + starts[w], C, lq);
-                for (int i = 0; i < C; i++) kl_k += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+                for (int i = 0; i < C; i++) wk[w] += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V) / C;
                 logits_of(ctx, qh, t6 + starts[w], C, lq);
-                for (int i = 0; i < C; i++) kl_h += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V);
+                for (int i = 0; i < C; i++) wh[w] += test_kl_ref(lb + (size_t)i * V, lq + (size_t)i * V, V) / C;
             }
-            kl_k /= 2.0 * C, kl_h /= 2.0 * C;
+            kl_k = (wk[0] + wk[1]) / 2, kl_h = (wh[0] + wh[1]) / 2;
             CHECK_CLOSE(kl_k, hr.holdout_seed_kl, 1e-9, 5e-3, "the seed's held-out KL = the knapsack file's on those windows (%.6f)", kl_k);
             int same = 1;
             for (int l = 0; l < qk->cfg.n_layers; l++)
                 for (int k = 0; k < 7; k++)
                     same &= sqz_mixllm_matrix(&qk->layers[l], k, NULL)->type == sqz_mixllm_matrix(&qh->layers[l], k, NULL)->type;
-            if (hr.kept_seed)
-                CHECK(same && hr.best_kl == hr.seed_kl && hr.holdout_best_kl >= hr.holdout_seed_kl,
-                      "not better held out (%.6f >= %.6f): the knapsack's types were written", hr.holdout_best_kl, hr.holdout_seed_kl);
-            else
-                CHECK(hr.holdout_best_kl < hr.holdout_seed_kl && fabs(kl_h - hr.holdout_best_kl) <= 5e-3 * kl_h,
-                      "better held out (%.6f < %.6f): the answer was written (its KL there %.6f)", hr.holdout_best_kl,
-                      hr.holdout_seed_kl, kl_h);
+            if (hr.kept_seed) {
+                CHECK(same && hr.best_kl == hr.seed_kl &&
+                          !(hr.holdout_seed_kl - hr.holdout_best_kl > 2 * hr.holdout_gain_se && hr.holdout_best_kl < hr.holdout_seed_kl),
+                      "not significantly better held out (gain %.6f, standard error %.6f): the knapsack's types were written",
+                      hr.holdout_seed_kl - hr.holdout_best_kl, hr.holdout_gain_se);
+            } else {
+                /* two windows: the gain's standard error is |d0 - d1| / 2 */
+                const double d0 = wk[0] - wh[0], d1 = wk[1] - wh[1], se = fabs(d0 - d1) / 2;
+                CHECK(!same && (d0 + d1) / 2 > 2 * se * (1 - 1e-2) && fabs(kl_h - hr.holdout_best_kl) <= 5e-3 * kl_h &&
+                          fabs(se - hr.holdout_gain_se) <= 1e-2 * se + 1e-9,
+                      "significantly better held out (gain %.6f > 2 x %.6f, by the files): the answer was written (its KL "
+                      "there %.6f, the search's %.6f)", (d0 + d1) / 2, se, kl_h, hr.holdout_best_kl);
+            }
             free(lb), free(lq);
         } else {
             CHECK(0, "the held-out run's files load: %s", sqz_ctx_error(ctx));

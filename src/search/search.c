@@ -243,8 +243,9 @@ static sqz_status window_terms(void *user, const int *g, const int *win, int n, 
 }
 
 /* Mean KL of g on every pool window (from scratch: l0 = 0); ranks take windows r, r + size,
- * ... and the sums are added in window order, as one process adds them. */
-static sqz_status full_kl(space *s, const int *g, double *kl) {
+ * ... and the sums are added in window order, as one process adds them. per_window (NULL or
+ * one per window): each window's own mean KL. */
+static sqz_status full_kl(space *s, const int *g, double *kl, double *per_window) {
     const int nw = (int)sqz_kl_probe_windows(s->probe), N = s->comm->size, rank = s->comm->rank;
     int *win = malloc((size_t)nw * sizeof *win);
     double *t = calloc((size_t)nw, sizeof *t), *mine = malloc((size_t)nw * sizeof *mine);
@@ -258,6 +259,7 @@ static sqz_status full_kl(space *s, const int *g, double *kl) {
     double sum = 0;
     for (int i = 0; !st && i < nw; i++) sum += t[i];
     if (!st) *kl = sum / ((double)nw * s->C);
+    for (int i = 0; !st && per_window && i < nw; i++) per_window[i] = t[i] / s->C;
     free(win), free(t), free(mine);
     return st;
 }
@@ -384,6 +386,7 @@ static sqz_status write_json(sqz_ctx *ctx, const char *path, const space *s, con
         cJSON_AddNumberToObject(j, "holdout_windows", res->holdout_windows);
         cJSON_AddNumberToObject(j, "holdout_seed_kl", res->holdout_seed_kl);
         cJSON_AddNumberToObject(j, "holdout_best_kl", res->holdout_best_kl);
+        cJSON_AddNumberToObject(j, "holdout_gain_se", res->holdout_gain_se);
         cJSON_AddBoolToObject(j, "kept_seed", res->kept_seed);
     }
     if (s->db) {
@@ -484,12 +487,20 @@ static sqz_status write_quant(space *s, const int *g, const char *path, const sq
 }
 
 /* The held-out check (opts->holdout_windows): the seed's and best's KL on windows outside the
- * pool; best becomes the seed unless it is better there. */
+ * pool; best becomes the seed unless its gain there is significant: the mean over windows of
+ * (seed's KL - best's) above twice its standard error (a paired test: the windows' texts differ
+ * far more than the two models do on one window). A search whose pool gain is of the size of
+ * the windows' scatter writes the seed, so its answer is never a pool artefact. */
 static sqz_status holdout_check(space *s, run *r, const sqz_search_opts *o, const int *seed, int *best,
                                 sqz_search_result *res) {
-    int32_t *win = malloc((size_t)o->holdout_windows * s->C * sizeof *win);
-    if (!win) return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
-    const size_t nh = sqz_calib_heldout(o->calib, o->n_calib, s->C, s->n_pool, (size_t)o->holdout_windows, win);
+    const size_t want = (size_t)o->holdout_windows;
+    int32_t *win = malloc(want * s->C * sizeof *win);
+    double *ks = malloc(want * sizeof *ks), *kb = malloc(want * sizeof *kb);
+    if (!win || !ks || !kb) {
+        free(win), free(ks), free(kb);
+        return sqz_fail(s->ctx, SQZ_ERR_NOMEM, "search: out of memory");
+    }
+    const size_t nh = sqz_calib_heldout(o->calib, o->n_calib, s->C, s->n_pool, want, win);
     sqz_status st = SQZ_OK;
     if (nh) {
         sqz_kl_probe *pool_probe = s->probe, *hp = NULL;
@@ -497,18 +508,23 @@ static sqz_status holdout_check(space *s, run *r, const sqz_search_opts *o, cons
         st = sqz_kl_probe_new_split(s->ctx, s->model, win, nh, s->C, &split, &hp);
         if (!st) {
             s->probe = hp;
-            st = full_kl(s, seed, &res->holdout_seed_kl);
-            if (!st) st = full_kl(s, best, &res->holdout_best_kl);
+            st = full_kl(s, seed, &res->holdout_seed_kl, ks);
+            if (!st) st = full_kl(s, best, &res->holdout_best_kl, kb);
             s->probe = pool_probe;
         }
         sqz_kl_probe_free(hp);
         res->holdout_windows = (int)nh;
-        if (!st && !(res->holdout_best_kl < res->holdout_seed_kl)) {
+        double mean = 0, var = 0;
+        for (size_t i = 0; i < nh; i++) mean += ks[i] - kb[i];
+        mean /= (double)nh;
+        for (size_t i = 0; i < nh; i++) var += (ks[i] - kb[i] - mean) * (ks[i] - kb[i] - mean);
+        res->holdout_gain_se = nh > 1 ? sqrt(var / (double)(nh - 1) / (double)nh) : 0;
+        if (!st && !(mean > 2 * res->holdout_gain_se && res->holdout_best_kl < res->holdout_seed_kl)) {
             memcpy(best, seed, (size_t)s->n * sizeof *best);
             res->best_kl = res->seed_kl, res->best_sum_kl = res->seed_sum_kl, res->kept_seed = 1;
         }
     }
-    free(win);
+    free(win), free(ks), free(kb);
     return st;
 }
 
@@ -702,7 +718,7 @@ static sqz_status brute_depth(space *s, int n_drop, int *best, long *evals) {
         memset(g, 0, (size_t)L * sizeof *g);
         for (int i = 0; i < n_drop; i++) g[idx[i]] = 1;
         double kl;
-        if ((st = full_kl(s, g, &kl))) break;
+        if ((st = full_kl(s, g, &kl, NULL))) break;
         ++*evals;
         if (kl < bk) bk = kl, memcpy(best, g, (size_t)L * sizeof *g);
         int i = n_drop - 1; /* the next subset in lexicographic order */
@@ -912,7 +928,7 @@ started:
     }
     if (st) goto done;
 
-    if ((st = full_kl(&s, seed, &res->seed_kl)) || (st = full_kl(&s, best, &res->best_kl))) goto done;
+    if ((st = full_kl(&s, seed, &res->seed_kl, NULL)) || (st = full_kl(&s, best, &res->best_kl, NULL))) goto done;
     res->seed_sum_kl = sum_kl(&s, seed), res->best_sum_kl = sum_kl(&s, best);
     if (s.db && res->finished && o->holdout_windows > 0 && (st = holdout_check(&s, &r, o, seed, best, res))) goto done;
     for (int l = 0; !is_quant && !s.sub && l < L; l++)

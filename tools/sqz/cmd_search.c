@@ -96,6 +96,7 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
                 cJSON_AddNumberToObject(j, "holdout_windows", r->holdout_windows);
                 cJSON_AddNumberToObject(j, "holdout_seed_kl", r->holdout_seed_kl);
                 cJSON_AddNumberToObject(j, "holdout_best_kl", r->holdout_best_kl);
+                cJSON_AddNumberToObject(j, "holdout_gain_se", r->holdout_gain_se);
                 cJSON_AddBoolToObject(j, "kept_seed", r->kept_seed);
             }
             if (joint) {
@@ -138,8 +139,9 @@ int cmd_search(sqz_ctx *ctx, const opts *o) {
                 r->bits_per_weight, r->best_kl, r->seed_kl, quant ? "" : "", r->generations, r->evaluations,
                 r->seconds, json_path);
         if (r->holdout_windows)
-            fprintf(stderr, "sqz: held out (%d windows): KL %.6f, seed %.6f: %s\n", r->holdout_windows,
-                    r->holdout_best_kl, r->holdout_seed_kl, r->kept_seed ? "not better, the seed was written" : "the search's answer kept");
+            fprintf(stderr, "sqz: held out (%d windows): KL %.6f, seed %.6f (gain %.6f +- %.6f): %s\n", r->holdout_windows,
+                    r->holdout_best_kl, r->holdout_seed_kl, r->holdout_seed_kl - r->holdout_best_kl, r->holdout_gain_se,
+                    r->kept_seed ? "not significantly better, the seed was written" : "the search's answer kept");
     }
     free(r);
     return 0;

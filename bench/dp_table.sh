@@ -47,10 +47,13 @@ for r in $RUNS; do
     powersgd4) run powersgd4 powersgd:rank=4 "$S" ;;
     powersgd2) run powersgd2 powersgd:rank=2 "$S" ;;
     powersgd8) run powersgd8 powersgd:rank=8 "$S" ;;
+    powersgd16) run powersgd16 powersgd:rank=16 "$S" ;;
     lgreco) run lgreco lgreco:base=powersgd,levels=1/2/4/8/16,ref=4 "$S" ;;
     lgreco8) run lgreco8 lgreco:base=powersgd,levels=1/2/4/8/16,ref=8 "$S" ;;
+    lgreco16) run lgreco16 lgreco:base=powersgd,levels=1/2/4/8/16/32,ref=16 "$S" ;;
     dgc25) run dgc25 dgc:density=0.0025 "$S" ;;
     dgc28) run dgc28 dgc:density=0.0028 "$S" ;;
+    topk28) run topk28 topk:density=0.0028 "$S" ;;
     none-dom) run none-dom none "$S,$B" ;;
     topk-dom) run topk-dom topk:density=0.001 "$S,$B" ;;
     econtrol-dom) run econtrol-dom econtrol:density=0.001 "$S,$B" ;;

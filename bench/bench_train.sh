@@ -9,6 +9,7 @@
 set -e
 cd "$(dirname "$0")/.."
 STEPS=${1:-12}; ROUNDS=${2:-2}
+SQZ=${SQZ:-build/sqz}
 SHARED=$(cd "${SQZ_SHARED:-../shared}" && pwd)
 M=$SHARED/models/sqz-llama-14m
 TXT=$SHARED/models/merge/shakespeare.train.txt
@@ -16,7 +17,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 head -c 300000 "$TXT" > "$tmp/train.txt"
 
 sqz_run() {
-    build/sqz finetune "$M" -f "$tmp/train.txt" -o "$tmp/out.gguf" --steps "$STEPS" -t 2 --json --no-progress \
+    "$SQZ" finetune "$M" -f "$tmp/train.txt" -o "$tmp/out.gguf" --steps "$STEPS" -t 2 --json --no-progress \
         > "$tmp/sqz.json"
     python3 - "$tmp/sqz.json" <<'PY'
 import json, sys

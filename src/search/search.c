@@ -514,10 +514,9 @@ static sqz_status holdout_check(space *s, run *r, const sqz_search_opts *o, cons
         }
         sqz_kl_probe_free(hp);
         res->holdout_windows = (int)nh;
-        double mean = 0, var = 0;
-        for (size_t i = 0; i < nh; i++) mean += ks[i] - kb[i];
-        mean /= (double)nh;
-        for (size_t i = 0; i < nh; i++) var += (ks[i] - kb[i] - mean) * (ks[i] - kb[i] - mean);
+        double mean = 0, var = 0; /* of the per-window gains; every rank has every window's */
+        for (size_t i = 0; !st && i < nh; i++) mean += (ks[i] - kb[i]) / (double)nh;
+        for (size_t i = 0; !st && i < nh; i++) var += (ks[i] - kb[i] - mean) * (ks[i] - kb[i] - mean);
         res->holdout_gain_se = nh > 1 ? sqrt(var / (double)(nh - 1) / (double)nh) : 0;
         if (!st && !(mean > 2 * res->holdout_gain_se && res->holdout_best_kl < res->holdout_seed_kl)) {
             memcpy(best, seed, (size_t)s->n * sizeof *best);

@@ -341,6 +341,30 @@ static float *alloc_tensor(sqz_tensor *t, int64_t rows, int64_t cols) {
 }
 
 /* The merged block l from the models' permuted blocks ws[N]: streams advanced. */
+/* One site of the merged block: the block run to `site` on the merged stream (the site's input
+ * lands in c->dst), then its n matrices (rows[k] x K each, stacked in order) solved together
+ * against the targets y (one row of sum(rows) a token); w0 is scratch for the stack. */
+static sqz_status solve_site(pleas *P, sqz_layer_weights *mw, int l, float *h, cap *c, int site, int K,
+                             const float *y, float *const *mats, const int *rows, int n, float *w0) {
+    memcpy(h, P->Hm, P->cal.T * P->D * sizeof *h);
+    c->site = site;
+    sqz_status st = pass(P, P->sm, mw, l, h, site, c);
+    if (st) return st;
+    int total = 0;
+    for (int k = 0; k < n; k++) {
+        memcpy(w0 + (size_t)total * K, mats[k], (size_t)rows[k] * K * sizeof *w0);
+        total += rows[k];
+    }
+    if (n == 1) return solve(P, c->dst, K, y, total, 0, total, w0, mats[0]);
+    float *sol = malloc((size_t)total * K * sizeof *sol);
+    if (!sol) return sqz_fail(P->ctx, SQZ_ERR_NOMEM, "out of memory");
+    st = solve(P, c->dst, K, y, total, 0, total, w0, sol);
+    for (int k = 0, r0 = 0; !st && k < n; r0 += rows[k++])
+        memcpy(mats[k], sol + (size_t)r0 * K, (size_t)rows[k] * K * sizeof *sol);
+    free(sol);
+    return st;
+}
+
 static sqz_status merge_block(pleas *P, int l, sqz_layer_weights *ws, sqz_layer_weights *mw, float *big) {
     sqz_ctx *ctx = P->ctx;
     const int N = P->N, D = P->D, F = P->F, m = P->m, qd = P->qd, kvd = P->kvd, qkv = qd + 2 * kvd;
@@ -392,51 +416,15 @@ static sqz_status merge_block(pleas *P, int l, sqz_layer_weights *ws, sqz_layer_
         free(w0);
         return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
     }
+    /* each site on the merged block so far: q, k, v on its normed input; o on its attention's
+     * output; gate and up on the FFN's normed input; down on the SwiGLU output */
     cap c = { .P = P, .mode = CAP_SITE, .dst = xm };
-    /* q, k, v on the merged block's normed input */
-    memcpy(h, P->Hm, T * D * sizeof *h);
-    c.site = SQZ_SITE_QKV;
-    if (!(st = pass(P, P->sm, mw, l, h, SQZ_SITE_QKV, &c))) {
-        memcpy(w0, wq, (size_t)qd * D * sizeof *w0);
-        memcpy(w0 + (size_t)qd * D, wk, (size_t)kvd * D * sizeof *w0);
-        memcpy(w0 + (size_t)(qd + kvd) * D, wv, (size_t)kvd * D * sizeof *w0);
-        float *sol = malloc((size_t)qkv * D * sizeof *sol);
-        if (!sol) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-        if (!st && !(st = solve(P, xm, D, yqkv, qkv, 0, qkv, w0, sol))) {
-            memcpy(wq, sol, (size_t)qd * D * sizeof *sol);
-            memcpy(wk, sol + (size_t)qd * D, (size_t)kvd * D * sizeof *sol);
-            memcpy(wv, sol + (size_t)(qd + kvd) * D, (size_t)kvd * D * sizeof *sol);
-        }
-        free(sol);
-    }
-    /* o on the merged attention's output */
-    c.site = SQZ_SITE_O;
-    if (!st) memcpy(h, P->Hm, T * D * sizeof *h);
-    if (!st && !(st = pass(P, P->sm, mw, l, h, SQZ_SITE_O, &c))) {
-        memcpy(w0, wo, (size_t)D * qd * sizeof *w0);
-        st = solve(P, xm, qd, yo, D, 0, D, w0, wo);
-    }
-    /* gate and up on the merged FFN's normed input */
-    c.site = SQZ_SITE_GATE_UP;
-    if (!st) memcpy(h, P->Hm, T * D * sizeof *h);
-    if (!st && !(st = pass(P, P->sm, mw, l, h, SQZ_SITE_GATE_UP, &c))) {
-        memcpy(w0, wg, (size_t)m * D * sizeof *w0);
-        memcpy(w0 + (size_t)m * D, wu, (size_t)m * D * sizeof *w0);
-        float *sol = malloc((size_t)2 * m * D * sizeof *sol);
-        if (!sol) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory");
-        if (!st && !(st = solve(P, xm, D, ygu, 2 * m, 0, 2 * m, w0, sol))) {
-            memcpy(wg, sol, (size_t)m * D * sizeof *sol);
-            memcpy(wu, sol + (size_t)m * D, (size_t)m * D * sizeof *sol);
-        }
-        free(sol);
-    }
-    /* down on the merged SwiGLU output */
-    c.site = SQZ_SITE_DOWN;
-    if (!st) memcpy(h, P->Hm, T * D * sizeof *h);
-    if (!st && !(st = pass(P, P->sm, mw, l, h, SQZ_SITE_DOWN, &c))) {
-        memcpy(w0, wd, (size_t)D * m * sizeof *w0);
-        st = solve(P, xm, m, yd, D, 0, D, w0, wd);
-    }
+    float *qkv_m[3] = { wq, wk, wv }, *gu_m[2] = { wg, wu };
+    const int qkv_r[3] = { qd, kvd, kvd }, gu_r[2] = { m, m }, d_r[1] = { D };
+    st = solve_site(P, mw, l, h, &c, SQZ_SITE_QKV, D, yqkv, qkv_m, qkv_r, 3, w0);
+    if (!st) st = solve_site(P, mw, l, h, &c, SQZ_SITE_O, qd, yo, &wo, d_r, 1, w0);
+    if (!st) st = solve_site(P, mw, l, h, &c, SQZ_SITE_GATE_UP, D, ygu, gu_m, gu_r, 2, w0);
+    if (!st) st = solve_site(P, mw, l, h, &c, SQZ_SITE_DOWN, m, yd, &wd, d_r, 1, w0);
     free(h);
     free(w0);
     if (!st) st = pass(P, P->sm, mw, l, P->Hm, -1, NULL); /* the merged stream, one block on */

@@ -21,7 +21,10 @@
  *               (n OpenMP threads each running single-threaded sgemm on their own matrices,
  *               which is how sqz_matmul uses OpenBLAS).
  * Derived: decode ceiling = copy bandwidth / weight_bytes (every weight is read once per
- * decoded token), prefill GFLOP/s = 2 * matmul weights * tokens / time (attention not counted;
+ * decoded token); with --bw-bracket, each rep's decode from an empty session is also set
+ * against copies of the bandwidth buffer just before and just after it (this VM's bandwidth
+ * moves by +-25 % between minutes, so a share against a figure measured minutes earlier swings
+ * from ~50 % to over 100 %), prefill GFLOP/s = 2 * matmul weights * tokens / time (attention not counted;
  * prefill_gflops_attn adds the causal attention's 2 * 2 * hd * T(T+1)/2 per head and layer).
  *
  * Output: a human table on stderr, one JSON object on stdout.
@@ -54,6 +57,7 @@ typedef struct opts {
     int ppl_ctx;
     size_t ppl_tokens;
     size_t bw_bytes;
+    int bw_bracket; /* --bw-bracket: copy bandwidth measured around every decode0 rep */
 } opts;
 
 typedef struct stat3 {
@@ -63,6 +67,7 @@ typedef struct stat3 {
 typedef struct run_result {
     int threads;
     stat3 prefill, decode, decode_empty, ppl; /* tokens/s */
+    stat3 decode_empty_share;                /* --bw-bracket: % of the bracketing copies' ceiling */
     double ppl_value;
 } run_result;
 
@@ -80,7 +85,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: bench_model [MODEL] [--threads-list 1,2] [--reps N] [--prompt 512] [--gen 128]\n"
             "                   [--ppl-tokens 4097] [--ppl-ctx 1024] [--text FILE]\n"
-            "                   [--llamacpp FILE] [--bw-mib 512] [--warmup] [--quick]\n");
+            "                   [--llamacpp FILE] [--bw-mib 512] [--bw-bracket] [--warmup] [--quick]\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o, char *bufs, size_t cap) {
@@ -106,6 +111,10 @@ static int parse_args(int argc, char **argv, opts *o, char *bufs, size_t cap) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--warmup")) {
             o->warmup = 1;
+            continue;
+        }
+        if (!strcmp(a, "--bw-bracket")) {
+            o->bw_bracket = 1;
             continue;
         }
         if (!strcmp(a, "--quick")) {
@@ -408,14 +417,20 @@ static int32_t *load_tokens(sqz_ctx *ctx, const sqz_model *model, const opts *o,
     return ids;
 }
 
+/* --bw-bracket's buffers (NULL src: off) */
+typedef struct bw_buffers {
+    char *src, *dst;
+    size_t bytes;
+} bw_buffers;
+
 static int run_model(sqz_ctx *ctx, const sqz_model *model, const opts *o, const int32_t *toks,
-                     int threads, run_result *res) {
+                     int threads, const bw_buffers *bw, run_result *res) {
     sqz_model_info info;
     sqz_model_get_info(model, &info);
     sqz_ctx_set_threads(ctx, threads);
     res->threads = threads;
     res->ppl_value = 0;
-    double pf[MAX_REPS], dc[MAX_REPS], d0[MAX_REPS], pp[MAX_REPS];
+    double pf[MAX_REPS], dc[MAX_REPS], d0[MAX_REPS], pp[MAX_REPS], share[MAX_REPS];
     float *logits = malloc((size_t)info.vocab_size * sizeof(float));
     if (!logits) return -1;
     const sqz_sampler_opts greedy = { 0.0f, 1.0f, 0 };
@@ -452,6 +467,7 @@ static int run_model(sqz_ctx *ctx, const sqz_model *model, const opts *o, const 
         /* decode from position 0: the first token is the prompt's, then greedy */
         sqz_session_reset(s);
         int32_t next = toks[0];
+        const double copy0 = bw->src ? bw_copy(bw->dst, bw->src, bw->bytes, threads, 2) : 0;
         t0 = now();
         for (int i = 0; i < o->gen; i++) {
             if (sqz_session_eval(s, &next, 1, logits, 0) != SQZ_OK) {
@@ -461,6 +477,12 @@ static int run_model(sqz_ctx *ctx, const sqz_model *model, const opts *o, const 
             next = sqz_sample(&greedy, logits, info.vocab_size, &rng);
         }
         d0[r] = o->gen ? o->gen / (now() - t0) : 0;
+        if (bw->src) { /* the ceiling from the copies just before and just after */
+            const double copy1 = bw_copy(bw->dst, bw->src, bw->bytes, threads, 2);
+            share[r] = 100 * d0[r] * (double)info.weight_bytes / (0.5 * (copy0 + copy1) * 1e9);
+        } else {
+            share[r] = 0;
+        }
         sqz_session_free(s);
 
         pp[r] = 0;
@@ -474,6 +496,7 @@ static int run_model(sqz_ctx *ctx, const sqz_model *model, const opts *o, const 
     res->prefill = summarize(pf, o->reps);
     res->decode = summarize(dc, o->reps);
     res->decode_empty = summarize(d0, o->reps);
+    res->decode_empty_share = summarize(share, o->reps);
     res->ppl = summarize(pp, o->reps);
     free(logits);
     return 0;
@@ -565,11 +588,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_model: measuring the machine (bandwidth, sgemm)...\n");
     if (measure_machine(&o, info.dim, &mach)) return 1;
 
+    bw_buffers bb = { NULL, NULL, o.bw_bytes };
+    if (o.bw_bracket) {
+        bb.src = aligned_alloc(4096, o.bw_bytes), bb.dst = aligned_alloc(4096, o.bw_bytes);
+        if (!bb.src || !bb.dst) {
+            fprintf(stderr, "bench_model: cannot allocate 2 x %zu MiB for --bw-bracket\n", o.bw_bytes >> 20);
+            return 1;
+        }
+        memset(bb.src, 1, o.bw_bytes), memset(bb.dst, 0, o.bw_bytes);
+    }
     run_result runs[MAX_THREAD_COUNTS];
     for (int i = 0; i < o.n_threads; i++) {
         fprintf(stderr, "bench_model: %d thread(s)...\n", o.threads[i]);
-        if (run_model(ctx, model, &o, toks, o.threads[i], &runs[i])) return 1;
+        if (run_model(ctx, model, &o, toks, o.threads[i], &bb, &runs[i])) return 1;
     }
+    free(bb.src), free(bb.dst);
 
     const double others = others_cores(mark0, cpu_now());
 
@@ -657,6 +690,13 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(e, "decode_empty_tps", r2(r->decode_empty.best));
         cJSON_AddNumberToObject(e, "decode_empty_pct_of_ceiling",
                                 r2(100 * r->decode_empty.best / ceil_tps));
+        if (o.bw_bracket) { /* each rep against the copies around it; median and best over reps */
+            cJSON_AddNumberToObject(e, "decode_empty_pct_of_bracketing_copy_median", r2(r->decode_empty_share.median));
+            cJSON_AddNumberToObject(e, "decode_empty_pct_of_bracketing_copy_best", r2(r->decode_empty_share.best));
+            fprintf(stderr, "%-8d decode0 against the copy bandwidth measured around each rep: median %.1f%%, "
+                            "best %.1f%% of %d reps\n", r->threads, r->decode_empty_share.median,
+                    r->decode_empty_share.best, o.reps);
+        }
         cJSON_AddNumberToObject(e, "ppl_tps", r2(r->ppl.best));
         cJSON_AddNumberToObject(e, "ppl_tps_median", r2(r->ppl.median));
         cJSON_AddNumberToObject(e, "ppl", round(r->ppl_value * 1e4) / 1e4);

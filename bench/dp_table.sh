@@ -58,7 +58,6 @@ for r in $RUNS; do
     topk-dom) run topk-dom topk:density=0.001 "$S,$B" ;;
     econtrol-dom) run econtrol-dom econtrol:density=0.001 "$S,$B" ;;
     econtrol-dom-eta1) run econtrol-dom-eta1 econtrol:density=0.001,eta=1 "$S,$B" ;;
-    econtrol-dom-init) run econtrol-dom-init econtrol:density=0.001,init=1 "$S,$B" ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
     esac
 done

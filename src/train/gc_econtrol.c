@@ -6,9 +6,7 @@
  *   D = mean of the D_i (sparse allgather);  h += D;  direction = h  (= the mean of the h_i).
  * eta = 1 with h_i kept at zero would be plain error feedback; the control eta < 1 keeps the error
  * from growing where plain error feedback diverges (heterogeneous data across ranks). h_i and h
- * start at zero, or with init=1 at the first step's gradients (h_i = g_i, h = their mean, e_i = 0:
- * one dense allreduce, the EF21-family initialisation h_i^0 = g_i^0 that the estimates otherwise
- * take thousands of sparse steps to reach). Spec: econtrol:density=0.001,eta=0.2,init=0. */
+ * start at zero. Spec: econtrol:density=0.001,eta=0.2. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,8 +15,6 @@
 typedef struct ec_state {
     sqz_gc_env env;
     double density, eta;
-    int init;     /* 1: the first exchange sets h_i = g_i densely */
-    float started; /* 1 after the first exchange (a float: saved with the buffers) */
     float *e, *hi, *h, *x, *scratch, *val;
     uint32_t *idx;
 } ec_state;
@@ -31,15 +27,15 @@ static void destroy(void *p) {
 }
 
 static sqz_status create(const sqz_gc_env *env, const sqz_gc_args *a, void **state) {
-    const double d = sqz_gc_arg(a, "density", 0.001), eta = sqz_gc_arg(a, "eta", 0.2), init = sqz_gc_arg(a, "init", 0);
-    if (!(d > 0 && d <= 1) || !(eta >= 0 && eta <= 1) || (init != 0 && init != 1))
-        return sqz_fail(env->ctx, SQZ_ERR_ARG, "--dp econtrol: density in (0, 1], eta in [0, 1], init 0 or 1");
+    const double d = sqz_gc_arg(a, "density", 0.001), eta = sqz_gc_arg(a, "eta", 0.2);
+    if (!(d > 0 && d <= 1) || !(eta >= 0 && eta <= 1))
+        return sqz_fail(env->ctx, SQZ_ERR_ARG, "--dp econtrol: density in (0, 1], eta in [0, 1]");
     if (env->n > UINT32_MAX)
         return sqz_fail(env->ctx, SQZ_ERR_UNSUPPORTED, "--dp econtrol: %zu values do not fit 32-bit indices", env->n);
     ec_state *s = calloc(1, sizeof *s);
     if (s) {
         s->env = *env;
-        s->density = d, s->eta = eta, s->init = (int)init;
+        s->density = d, s->eta = eta;
         s->e = calloc(env->n, sizeof(float));
         s->hi = calloc(env->n, sizeof(float));
         s->h = calloc(env->n, sizeof(float));
@@ -60,16 +56,6 @@ static sqz_status exchange(void *p, float *grad, int step) {
     ec_state *s = p;
     const size_t n = s->env.n;
     const float eta = (float)s->eta;
-    if (s->init && !s->started) { /* h_i = g_i, h = mean g_i (e_i stays 0) */
-        s->started = 1;
-        memcpy(s->hi, grad, n * sizeof *grad);
-        const sqz_status st = sqz_comm_allreduce(s->env.comm, grad, n);
-        if (st) return st;
-        const float inv = 1.0f / (float)s->env.comm->size;
-        for (size_t i = 0; i < n; i++) grad[i] *= inv, s->h[i] = grad[i];
-        return SQZ_OK;
-    }
-    s->started = 1;
     for (size_t i = 0; i < n; i++) {
         const float lag = grad[i] - s->hi[i];
         s->x[i] = eta * s->e[i] + lag;
@@ -94,11 +80,10 @@ static sqz_status state(void *p, sqz_gc_io *io) {
     sqz_status st = sqz_gc_io_bytes(io, s->e, bytes);
     if (!st) st = sqz_gc_io_bytes(io, s->hi, bytes);
     if (!st) st = sqz_gc_io_bytes(io, s->h, bytes);
-    if (!st) st = sqz_gc_io_bytes(io, &s->started, sizeof s->started);
     return st;
 }
 
 const sqz_gc_method sqz_gcm_econtrol = {
-    .name = "econtrol", .params = "density=F,eta=F,init=0|1", .create = create, .exchange = exchange,
+    .name = "econtrol", .params = "density=F,eta=F", .create = create, .exchange = exchange,
     .destroy = destroy, .state = state,
 };

@@ -6,6 +6,9 @@
 #   layerwise  Layer-Wise Quantization (blocks by LIM)              sqz search --alloc layerwise --generations 0 --bpw B
 #   evopress   EvoPress from the knapsack seed                      sqz search --bpw B $PARETO_EVO_ARGS
 #   joint      EvoPress over types and dropped blocks (not a default row) sqz search --levels quant,depth --bpw B $PARETO_EVO_ARGS
+#   bitstack   BitStack (not a default row): one stack (sqz bitstack, rank 4, 10 blocks, 16384
+#              calibration tokens) loaded with --memory at each budget; its bits per weight
+#              count the weights' bytes only (the other rows' count the whole file)
 #   base       the f16 model itself (its perplexities; KL 0)
 #   llamacpp   llama.cpp's own files in ../shared/models/gguf (llamacpp.json: Q2_K and Q4_K_M with its
 #              importance matrix, Q4_0 --pure)
@@ -76,19 +79,21 @@ print(n)
 PY
 )
 
-# measure NAME TARGET FILE SEARCH_JSON: ppl and KL on every text, one line each
+# measure NAME TARGET FILE SEARCH_JSON [MEMORY]: ppl and KL on every text, one line each (MEMORY:
+# a BitStack file loaded at that many bytes, which are then its size)
 measure() {
-    name=$1 target=$2 file=$3 sj=$4
+    name=$1 target=$2 file=$3 sj=$4 mem=${5:-}
     for d in $TEXTS; do
         f=$(text_file "$d")
-        "$SQZ" ppl "$file" -f "$f" --ctx 1024 --max-tokens 20481 --kld-base "$B" --kld-cache "$DIR/$d.kldc" \
-            --json --no-progress -t "$T" > "$tmp/ppl.json" || { echo "pareto_table: ppl $name $target $d failed" >&2; continue; }
-        python3 - "$name" "$target" "$d" "$file" "$sj" "$tmp/ppl.json" "$NPARAMS" <<'PY' | tee -a "$lines"
+        "$SQZ" ppl "$file" ${mem:+--memory "$mem"} -f "$f" --ctx 1024 --max-tokens 20481 --kld-base "$B" \
+            --kld-cache "$DIR/$d.kldc" --json --no-progress -t "$T" > "$tmp/ppl.json" 2> /dev/null ||
+            { echo "pareto_table: ppl $name $target $d failed" >&2; continue; }
+        python3 - "$name" "$target" "$d" "$file" "$sj" "$tmp/ppl.json" "$NPARAMS" "$mem" <<'PY' | tee -a "$lines"
 import json, os, sys
-name, target, d, file, sj, pj, n = sys.argv[1:]
+name, target, d, file, sj, pj, n, mem = sys.argv[1:]
 p = json.load(open(pj))
 s = json.load(open(sj)) if sj != "-" else {}
-b = os.path.getsize(file) if os.path.isfile(file) else os.path.getsize(os.path.join(file, "model.safetensors"))
+b = p["weight_bytes"] if mem else os.path.getsize(file) if os.path.isfile(file) else os.path.getsize(os.path.join(file, "model.safetensors"))
 print(json.dumps({"method": name, "target": target, "text": d, "file": os.path.basename(file), "file_bytes": b,
                   "bits_per_weight": round(8 * b / int(n), 4), "ppl": p["ppl"], "kld": p.get("kld"),
                   "kld_p99": p.get("kld_p99"), "top1_agree": p.get("top1_agree"),
@@ -124,6 +129,14 @@ for m in $METHODS; do
     joint)
         # shellcheck disable=SC2086
         for b in $BPWS; do search joint "$b" "joint-$b.gguf" --levels quant,depth --bpw "$b" $EVO; done ;;
+    bitstack)
+        if [ ! -f "$DIR/bitstack.sqzf" ]; then
+            "$SQZ" bitstack "$B" -o "$DIR/bitstack.sqzf" --calib "$CALIB" --calib-tokens 16384 --rank 4 --iters 10 \
+                --sort-windows 1 --no-progress -t "$T" 2> "$tmp/b.err" || { echo "pareto_table: bitstack: $(cat "$tmp/b.err")" >&2; continue; }
+        fi
+        for b in $BPWS; do
+            measure bitstack "$b" "$DIR/bitstack.sqzf" - "$(python3 -c "print(int($b * $NPARAMS / 8))")"
+        done ;;
     llamacpp)
         for f in "$SHARED"/models/gguf/*.gguf; do
             [ -f "$f" ] || continue

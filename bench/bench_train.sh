@@ -3,11 +3,15 @@
 # ft-shakespeare recipe (sqz-llama-14m, 8 windows of 256 tokens a step, AdamW, clip 1.0):
 # STEPS steps of each, alternating ROUNDS times, both with 2 threads; the first 2 steps of each
 # run are left out (allocation, caches). The PyTorch side is ../shared/tools/pytorch's model and
-# loop (Debian's /usr/bin/python3 with python3-torch). Prints one JSON line a run and a summary:
-# {"sqz_tokens_per_s", "torch_tokens_per_s", "ratio"}. Run it alone on the machine.
+# loop (Debian's /usr/bin/python3 with python3-torch and python3-regex: `apt-get install
+# python3-torch python3-regex`; not in scripts/install-deps.sh, as no test needs them). Prints
+# one JSON line a run and a summary: {"sqz_tokens_per_s", "torch_tokens_per_s", "ratio"}. Run it
+# alone on the machine.
 # Usage: sh bench/bench_train.sh [STEPS=12] [ROUNDS=2]
 set -e
 cd "$(dirname "$0")/.."
+/usr/bin/python3 -c 'import torch, regex' 2> /dev/null ||
+    { echo "bench_train: needs Debian's python3-torch and python3-regex (apt-get install python3-torch python3-regex)" >&2; exit 1; }
 STEPS=${1:-12}; ROUNDS=${2:-2}
 SQZ=${SQZ:-build/sqz}
 SHARED=$(cd "${SQZ_SHARED:-../shared}" && pwd)

@@ -328,7 +328,14 @@ typedef struct machine {
     int panel_m, panel_k;
 } machine;
 
-static int measure_machine(const opts *o, int dim, machine *m) {
+/* --bw-bracket's buffers (NULL src: off) */
+typedef struct bw_buffers {
+    char *src, *dst;
+    size_t bytes;
+} bw_buffers;
+
+/* keep: where the bandwidth buffers go when --bw-bracket wants them again (else freed) */
+static int measure_machine(const opts *o, int dim, machine *m, bw_buffers *keep) {
     memset(m, 0, sizeof *m);
     m->n = o->n_threads;
     memcpy(m->threads, o->threads, sizeof m->threads);
@@ -353,8 +360,12 @@ static int measure_machine(const opts *o, int dim, machine *m) {
         m->copy_gbs[i] = bw_copy(dst, src, bytes, o->threads[i], 5);
         m->read_gbs[i] = bw_read(src, bytes, o->threads[i], 5, &sink);
     }
-    free(src);
-    free(dst);
+    if (keep) {
+        *keep = (bw_buffers){ src, dst, bytes };
+    } else {
+        free(src);
+        free(dst);
+    }
     if (sink == 42) fputc(' ', stderr); /* keep the read loop alive */
     m->panel_m = o->prompt;
     m->panel_k = dim;
@@ -416,12 +427,6 @@ static int32_t *load_tokens(sqz_ctx *ctx, const sqz_model *model, const opts *o,
     *n_out = n;
     return ids;
 }
-
-/* --bw-bracket's buffers (NULL src: off) */
-typedef struct bw_buffers {
-    char *src, *dst;
-    size_t bytes;
-} bw_buffers;
 
 static int run_model(sqz_ctx *ctx, const sqz_model *model, const opts *o, const int32_t *toks,
                      int threads, const bw_buffers *bw, run_result *res) {
@@ -586,17 +591,8 @@ int main(int argc, char **argv) {
     const cpu_mark mark0 = cpu_now();
     machine mach;
     fprintf(stderr, "bench_model: measuring the machine (bandwidth, sgemm)...\n");
-    if (measure_machine(&o, info.dim, &mach)) return 1;
-
     bw_buffers bb = { NULL, NULL, o.bw_bytes };
-    if (o.bw_bracket) {
-        bb.src = aligned_alloc(4096, o.bw_bytes), bb.dst = aligned_alloc(4096, o.bw_bytes);
-        if (!bb.src || !bb.dst) {
-            fprintf(stderr, "bench_model: cannot allocate 2 x %zu MiB for --bw-bracket\n", o.bw_bytes >> 20);
-            return 1;
-        }
-        memset(bb.src, 1, o.bw_bytes), memset(bb.dst, 0, o.bw_bytes);
-    }
+    if (measure_machine(&o, info.dim, &mach, o.bw_bracket ? &bb : NULL)) return 1;
     run_result runs[MAX_THREAD_COUNTS];
     for (int i = 0; i < o.n_threads; i++) {
         fprintf(stderr, "bench_model: %d thread(s)...\n", o.threads[i]);

@@ -13,10 +13,10 @@ void sqz_hessian_act_order(const double *H, int64_t n, int64_t *perm, int64_t *t
 /* Hp[i][k] = H[perm[i]][perm[k]]. */
 void sqz_hessian_permute(const double *H, int64_t n, const int64_t *perm, double *Hp);
 
-/* In place: H -> U, the upper Cholesky factor of H^-1 (H^-1 = U^T U), by LAPACK dpotrf,
- * dpotri, dpotrf, all in double (a large f32 Cholesky of an ill-conditioned Hessian loses most
- * of its digits). Only U's upper triangle (k >= i) is meaningful afterwards. Returns LAPACK's
- * info: 0, or > 0 when H is not positive definite. */
+/* In place: H -> U, the upper Cholesky factor of H^-1 (H^-1 = U^T U), by LAPACK dpotrf of the
+ * order-reversed H and dtrtri (hessian.c says how), in double (a large f32 Cholesky of an
+ * ill-conditioned Hessian loses most of its digits). Only U's upper triangle (k >= i) is
+ * meaningful afterwards. Returns LAPACK's info: 0, or > 0 when H is not positive definite. */
 int sqz_hessian_inverse_factor(double *H, int n);
 
 /* Dead inputs (H_ii == 0, never activated) get H_ii = 1, which keeps H invertible (dead[i] = 1

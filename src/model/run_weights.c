@@ -78,3 +78,31 @@ done:
     pthread_mutex_unlock(&prepare_lock);
     return st;
 }
+
+/* the packed types whose products equal their unpacked type's bit for bit (test_x16) */
+static size_t kquant_packed_bytes(const sqz_tensor *t) {
+    const sqz_type pt = t->data ? sqz_x16_type_of(t->type) : SQZ_TYPE_F32;
+    if (pt == SQZ_TYPE_F32 || pt == SQZ_TYPE_Q4_0X16 || pt == SQZ_TYPE_Q8_0X16) return 0;
+    return packed_bytes(t);
+}
+
+sqz_status sqz_layer_pack_kquants(sqz_ctx *ctx, const sqz_layer_weights *w, sqz_layer_weights *out, void **mem) {
+    *out = *w;
+    *mem = NULL;
+    sqz_tensor *mats[N_MATRICES] = MATRICES(*out);
+    size_t total = 0;
+    for (int i = 0; i < N_MATRICES; i++) total += kquant_packed_bytes(mats[i]);
+    if (!total) return SQZ_OK;
+    char *at = aligned_alloc(64, total);
+    if (!at) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a packed layer (%.0f MB)", total / 1e6);
+    *mem = at;
+    for (int i = 0; i < N_MATRICES; i++) {
+        const size_t bytes = kquant_packed_bytes(mats[i]);
+        if (!bytes) continue;
+        sqz_x16_pack(mats[i]->type, mats[i]->data, mats[i]->rows, mats[i]->cols, at);
+        mats[i]->type = sqz_x16_type_of(mats[i]->type);
+        mats[i]->data = at;
+        at += bytes;
+    }
+    return SQZ_OK;
+}

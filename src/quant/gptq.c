@@ -310,6 +310,8 @@ typedef struct {
     int refit;           /* extra passes per block (sqz_gptq_opts.refit) */
     int cd_sweeps;       /* coordinate descent sweeps after GPTQ (sqz_gptq_opts.cd_sweeps) */
     const float *Hf;     /* [cols x cols] damped H, original order (coordinate descent) */
+    const float *Hsub;   /* [cols / n][n][n] Hf's diagonal n x n blocks (n = sqz_gptq_sub_size),
+                            transposed and contiguous, for sub_moves; NULL: none */
     const int64_t *perm; /* [cols] processing position -> original column; NULL: identity */
     const float *imp;    /* [cols] importance per original column; NULL: none */
     const uint8_t *dead; /* [cols] original order; NULL: none */
@@ -388,6 +390,27 @@ void sqz_gptq_sub_set(sqz_type t, void *blk, int k, int sc, int m) {
  * under half its grid step (the margin leaves every near-tie to block_set's exact rounding). */
 static float skip_radius(const elem_grid *g) { return 0.49f * fabsf(g->a); }
 
+/* t_j = sum_i H[s0 + j][s0 + i] dv_i for a sub-block's n (16 or 32, a constant after inlining)
+ * columns: each t_j summed in order of i, as the dot per j would (no FMA contraction in this
+ * file), but as n-wide axpys on the transposed block hb, held in vector registers (a scalar
+ * loop through memory was the larger part of coordinate descent's time). */
+typedef float gptq_v4 __attribute__((vector_size(16)));
+static inline __attribute__((always_inline)) void sub_hv(const float *hb, const float *dv, float *t, const int n) {
+    gptq_v4 acc[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < n / 4; k++) acc[k] = (gptq_v4){ 0, 0, 0, 0 };
+    for (int i = 0; i < n; i++) {
+        const gptq_v4 d = { dv[i], dv[i], dv[i], dv[i] };
+#pragma GCC unroll 8
+        for (int k = 0; k < n / 4; k++) {
+            gptq_v4 h;
+            memcpy(&h, hb + i * n + 4 * k, sizeof h);
+            acc[k] += h * d;
+        }
+    }
+    memcpy(t, acc, (size_t)n * sizeof *t);
+}
+
 /* One row's sub-block moves: for each sub-block, the scale or the min one step up or down,
  * whichever lowers f = (q - w)^T H (q - w) most (levels stay), by the exact change
  * dv^T (2 g + H dv) over the sub-block's columns S (H_SS from Hf); q and g follow. dv: scratch
@@ -409,13 +432,11 @@ static int sub_moves(const gptq_plan *p, uint8_t *row, float *q, float *g, float
             sqz_gptq_sub_set(p->type, blk, k, nsc, nm);
             for (int j = 0; j < n; j++) dv[j] = sqz_gptq_block_get(p->type, blk, (int)(s0 % p->qk) + j) - q[s0 + j];
             sqz_gptq_sub_set(p->type, blk, k, sc, m);
+            float t[32];
+            if (n == 16) sub_hv(p->Hsub + s0 * n, dv, t, 16);
+            else sub_hv(p->Hsub + s0 * n, dv, t, 32);
             double df = 0;
-            for (int j = 0; j < n; j++) {
-                const float *h = p->Hf + (s0 + j) * cols + s0;
-                float t = 0;
-                for (int i = 0; i < n; i++) t += h[i] * dv[i];
-                df += (double)dv[j] * (2.0 * g[s0 + j] + t);
-            }
+            for (int j = 0; j < n; j++) df += (double)dv[j] * (2.0 * g[s0 + j] + t[j]);
             if (df < best) best = df, bsc = nsc, bm = nm;
         }
         if (bsc == sc && bm == m) continue;
@@ -452,12 +473,14 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
     const size_t n = (size_t)R * (size_t)cols;
     float *q = malloc(n * sizeof *q), *d = malloc(n * sizeof *d), *g = malloc(n * sizeof *g);
     float *half = malloc(n * sizeof *half); /* each element's skip_radius */
+    float *hdiag = malloc((size_t)cols * sizeof *hdiag); /* H_jj, contiguous (not cols + 1 apart) */
     float dv[32];                           /* sub_moves' scratch (a sub-block) */
     float *wp = sqz_gptq_gemm_scratch(cols);
-    if (!q || !d || !g || !half) {
-        free(q), free(d), free(g), free(half), free(wp);
+    if (!q || !d || !g || !half || !hdiag) {
+        free(q), free(d), free(g), free(half), free(hdiag), free(wp);
         return -1;
     }
+    for (int64_t j = 0; j < cols; j++) hdiag[j] = p->Hf[j * cols + j];
     const sqz_type_traits *tr = sqz_type_get(p->type);
     for (int64_t r = 0; r < R; r++) {
         tr->to_float(out + r * p->row_size, q + r * cols, cols);
@@ -479,9 +502,9 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
             float *qr = q + r * cols, *gr = g + r * cols;
             for (int64_t j = 0; j < cols; j++) {
                 if (p->dead && p->dead[j]) continue;
-                const float *h = p->Hf + j * cols;
-                const float old = qr[j], step = gr[j] / h[j];
+                const float old = qr[j], step = gr[j] / hdiag[j];
                 if (fabsf(step) < half[r * cols + j]) continue; /* nearest level: the current one */
+                const float *h = p->Hf + j * cols;
                 void *blk = row + (j / qk) * p->type_size;
                 const float nq = sqz_gptq_block_set(p->type, blk, (int)(j % qk), old - step);
                 if (nq == old) continue;
@@ -498,7 +521,7 @@ static int coordinate_descent(const gptq_plan *p, const float *W, int64_t R, uin
         }
         if (!moved) break;
     }
-    free(q), free(d), free(g), free(half), free(wp);
+    free(q), free(d), free(g), free(half), free(hdiag), free(wp);
     return 0;
 }
 
@@ -672,8 +695,9 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
                     .B = sqz_gptq_batch_size(o.block, tr->block_size, H && o.act_order),
                     .act_order = H && o.act_order, .refit = o.refit > 0 ? o.refit : 0,
                     .cd_sweeps = H && o.cd_sweeps > 0 ? o.cd_sweeps : 0 };
+    const int nth = o.threads > 0 ? o.threads : ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
     double *Hd = NULL, *Hp = NULL;
-    float *U = NULL, *imp = NULL, *Hf = NULL;
+    float *U = NULL, *imp = NULL, *Hf = NULL, *Hsub = NULL;
     int64_t *perm = NULL, *tmp = NULL;
     uint8_t *dead = NULL;
     sqz_status st = SQZ_OK;
@@ -721,6 +745,17 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
             }
             for (size_t k = 0; k < nn; k++) Hf[k] = (float)Hd[k];
             p.Hf = Hf;
+            const int n = sqz_gptq_sub_size(type);
+            if (n) { /* sub_moves' blocks: each row of the chunk reads every one of them */
+                if (!(Hsub = malloc((size_t)cols * (size_t)n * sizeof *Hsub))) {
+                    st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory for a %lld^2 Hessian", (long long)cols);
+                    goto done;
+                }
+                for (int64_t s0 = 0; s0 < cols; s0 += n)
+                    for (int i = 0; i < n; i++)
+                        for (int j = 0; j < n; j++) Hsub[s0 * n + i * n + j] = Hf[(s0 + j) * cols + s0 + i];
+                p.Hsub = Hsub;
+            }
         }
         p.U = U;
         p.perm = p.act_order ? perm : NULL;
@@ -728,7 +763,6 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
         p.dead = dead;
     }
 
-    int nth = o.threads > 0 ? o.threads : ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
     const int64_t nchunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     int failed = 0;
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1 && nchunks > 1) \
@@ -741,6 +775,6 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
     }
     if (failed) st = sqz_fail(ctx, SQZ_ERR_NOMEM, "gptq: out of memory");
 done:
-    free(Hd), free(Hp), free(U), free(imp), free(dead), free(perm), free(tmp), free(Hf);
+    free(Hd), free(Hp), free(U), free(imp), free(dead), free(perm), free(tmp), free(Hf), free(Hsub);
     return st;
 }

@@ -731,6 +731,16 @@ static sqz_status brute_depth(space *s, int n_drop, int *best, long *evals) {
 }
 
 /* the spaces (opts->space): which genes there are and how a child is made */
+/* "a, b, c": the names of a table's n rows (stride bytes apart, each starting with its
+ * const char *name), for the "unknown ... (known: ...)" messages */
+static void join_names(const void *table, int n, size_t stride, char *out, size_t cap) {
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = *(const char *const *)((const char *)table + (size_t)i * stride);
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? ", " : "", name);
+    }
+}
+
 typedef struct space_kind {
     const char *name, *alias;
     int quant, depth; /* genes: the level database's matrices; blocks (1 dropped) */
@@ -761,9 +771,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if (sub_st) return sub_st;
     const space_kind *kind = find_space_kind(o->space ? o->space : "quant");
     if (!kind) {
-        char known[256] = "";
-        for (int i = 0; i < N_SPACE_KINDS; i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", space_kinds[i].name);
+        char known[256];
+        join_names(space_kinds, N_SPACE_KINDS, sizeof *space_kinds, known, sizeof known);
         return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown space '%s' (known: %s)", o->space, known);
     }
     const char *space_name = kind->name;
@@ -773,9 +782,8 @@ sqz_status sqz_search(sqz_ctx *ctx, const sqz_model *model, const char *out_path
     if (is_quant && !o->db) return sqz_fail(ctx, SQZ_ERR_ARG, "search: the quant space needs a level database (sqz levels)");
     const seed_method *seed_m = find_seed(o->alloc);
     if (!seed_m) {
-        char known[256] = "";
-        for (int i = 0; i < N_SEEDS; i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", seeds[i].name);
+        char known[256];
+        join_names(seeds, N_SEEDS, sizeof *seeds, known, sizeof known);
         return sqz_fail(ctx, SQZ_ERR_ARG, "search: unknown alloc '%s' (known: %s)", o->alloc, known);
     }
     if (!is_quant && o->alloc) return sqz_fail(ctx, SQZ_ERR_ARG, "search: alloc chooses the quant space's seed, not depth's");

@@ -170,15 +170,18 @@ static void att_probs(int r0, int r1, int hd, const float *Q, size_t qd, const f
     for (int t = r0; t < r1; t++) {
         float *s = S + (size_t)(t - r0) * r1;
         for (int j = 0; j <= t; j++) s[j] *= scale;
-        if (find) {
+        if (find) { /* exp once, kept in s: the same bits as the backward's expf(s - mx) */
             float mx = -INFINITY;
             for (int j = 0; j <= t; j++) mx = s[j] > mx ? s[j] : mx;
             double sum = 0;
-            for (int j = 0; j <= t; j++) sum += expf(s[j] - mx);
+            for (int j = 0; j <= t; j++) sum += s[j] = expf(s[j] - mx);
             find[2 * t] = mx, find[2 * t + 1] = (float)(1.0 / sum);
+            const float inv = find[2 * t + 1];
+            for (int j = 0; j <= t; j++) s[j] *= inv;
+        } else {
+            const float mx = st[2 * t], inv = st[2 * t + 1];
+            for (int j = 0; j <= t; j++) s[j] = expf(s[j] - mx) * inv;
         }
-        const float mx = st[2 * t], inv = st[2 * t + 1];
-        for (int j = 0; j <= t; j++) s[j] = expf(s[j] - mx) * inv;
         for (int j = t + 1; j < r1; j++) s[j] = 0.0f;
     }
 }

@@ -38,9 +38,9 @@ void sqz_hessian_permute(const double *H, int64_t n, const int64_t *perm, double
 /* In our row-major view, dpotrf("L") leaves the upper M with A = M^T M, and dtrtri("L") turns
  * an upper M into M^-1. With J the order reversal, J H J = M^T M gives H = N^T N for the lower
  * N = J M J, so H^-1 = N^-1 N^-T = U^T U with U = N^-T = J M^-T J, upper: one Cholesky and one
- * triangular inverse (2n^3/3 flops; factoring the explicit inverse again took twice that), on
- * one thread: OpenBLAS's threaded dpotrf rounds differently with each thread count, and a
- * quantized file must not depend on -t. */
+ * triangular inverse (2n^3/3 flops; factoring the explicit inverse again took twice that).
+ * OpenBLAS stays single-threaded here as everywhere in sqz (core/ctx.c): its threaded dpotrf
+ * rounds differently with each thread count, and a quantized file must not depend on -t. */
 int sqz_hessian_inverse_factor(double *H, int n) {
     const size_t N = (size_t)n;
     for (size_t i = 0; i < N / 2; i++) /* H <- J H J: reverse the rows, then each row */

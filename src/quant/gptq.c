@@ -704,7 +704,6 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
                     .B = sqz_gptq_batch_size(o.block, tr->block_size, H && o.act_order),
                     .act_order = H && o.act_order, .refit = o.refit > 0 ? o.refit : 0,
                     .cd_sweeps = H && o.cd_sweeps > 0 ? o.cd_sweeps : 0 };
-    const int nth = o.threads > 0 ? o.threads : ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
     double *Hd = NULL, *Hp = NULL;
     float *U = NULL, *imp = NULL, *Hf = NULL, *Hsub = NULL;
     int64_t *perm = NULL, *tmp = NULL;
@@ -772,6 +771,7 @@ sqz_status sqz_gptq_quantize(sqz_ctx *ctx, sqz_type type, const float *W, int64_
         p.dead = dead;
     }
 
+    int nth = o.threads > 0 ? o.threads : ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
     const int64_t nchunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     int failed = 0;
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1 && nchunks > 1) \

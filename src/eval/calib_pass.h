@@ -15,7 +15,8 @@ typedef sqz_status (*sqz_calib_window_fn)(void *user);
  * outputs replace X's rows (the next layer's input); else up to that site's capture only, X
  * unchanged. capture (may be NULL) sees each site's input; *row0 (row0 may be NULL) is the
  * batch's first row within its window while it runs; window_end (may be NULL) runs after each
- * window. Stops at the first error. */
+ * window. Stops at the first error. w's k-quant matrices run packed (one copy for the whole
+ * pass, sqz_layer_pack_kquants) when the batches allow the same bits. */
 sqz_status sqz_calib_layer_pass(sqz_session *s, const sqz_layer_weights *w, int l, float *X, size_t n_win,
                                 int C, int last_site, sqz_capture_fn capture, void *user, int *row0,
                                 sqz_calib_window_fn window_end, void *window_user);

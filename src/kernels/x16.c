@@ -108,7 +108,7 @@ static void x16k_matvec_rows(const sqz_tensor *w, const void *xq, float *y, int6
     else sqz_x16k_matvec_ref(w->type, w->data, w->cols, xq, y, r0, r1);
 }
 
-enum { K_PANEL_GROUPS = 4, K_MATVEC_MAX_T = 4 };
+enum { K_PANEL_GROUPS = 4, K_MATVEC_MAX_T = SQZ_X16K_MATVEC_MAX_T };
 
 /* The integer tiles (x16_avx512.c) over every row group, K_PANEL_GROUPS groups a task. With
  * `unpacked`, w holds plain k-quant rows and each task first packs its groups into the thread's

@@ -56,6 +56,9 @@ int sqz_x16k_gemm_avx512(sqz_type t, const void *w, int64_t cols, int64_t g0, in
  * differed from the file's by up to 1.7 % (Q2_K's KL). Returns -1 (nothing done) for T <= 4 (the
  * packed matrices' own row path), another type or shape, a CPU without AVX-512, or no memory. */
 int sqz_x16k_matmul_unpacked(const sqz_tensor *w, const float *x, int T, float *y, int n_threads);
+/* Up to this many tokens a packed k-quant matrix runs its row path, whose sums differ from the
+ * unpacked rows' in the last bits; above it packed and unpacked prefill are the same bits. */
+enum { SQZ_X16K_MATVEC_MAX_T = 4 };
 
 /* The packed types' sqz_matrix_ops (their rows in qdot_ref.c's table): Q4_0X16 and Q8_0X16
  * take block_q8_0s activations, the packed k-quants Q8_K ones. */

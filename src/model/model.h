@@ -101,9 +101,9 @@ sqz_status sqz_model_vector_f32(sqz_ctx *ctx, sqz_model *m, sqz_tensor *t);
  * (convert, quantize), and only what runs the model pays for repacking. */
 sqz_status sqz_model_prepare_run(sqz_ctx *ctx, sqz_model *m);
 /* *out = layer w with its k-quant matrices (those sqz_x16k_matmul_unpacked would pack on the
- * fly, a 64-row chunk per call) packed once into *mem (NULL when none is; free it after):
- * the same bits out of every product, without repacking the whole layer at every call -
- * quantization's calibration runs each quantized layer over every window. */
+ * fly, a 64-row chunk per call) packed once into *mem (NULL when none is; free it after): the
+ * same bits out of every product of more than SQZ_X16K_MATVEC_MAX_T tokens, without repacking
+ * the layer at every call (eval/calib_pass.c runs a layer over every calibration window). */
 sqz_status sqz_layer_pack_kquants(sqz_ctx *ctx, const sqz_layer_weights *w, sqz_layer_weights *out, void **mem);
 /* The layer views and output matrix a session of m computes with: the run views when m
  * prepared them, else m's own. */

@@ -26,14 +26,13 @@ static size_t packed_bytes(const sqz_tensor *t) {
     return (sqz_x16_bytes(sqz_x16_type_of(t->type), t->rows, t->cols) + 63) & ~(size_t)63;
 }
 
-/* t -> its packed copy at *at (advanced), where the kernels want one; the file's pages it was
- * read from are given back (they reload from the file if convert or an embedding lookup reads
- * them again), so a run holds the weights once, not twice */
-static void pack_into(const sqz_model *m, sqz_tensor *t, char **at) {
-    const size_t bytes = packed_bytes(t);
+/* t -> its packed copy at *at (advanced by bytes; 0: t stays as it is); with m, the file's
+ * pages it was read from are given back (they reload from the file if convert or an embedding
+ * lookup reads them again), so a run holds the weights once, not twice */
+static void pack_into(const sqz_model *m, sqz_tensor *t, size_t bytes, char **at) {
     if (!bytes) return;
     sqz_x16_pack(t->type, t->data, t->rows, t->cols, *at);
-    sqz_model_release(m, t->data, sqz_type_row_size(t->type, t->cols) * (size_t)t->rows);
+    if (m) sqz_model_release(m, t->data, sqz_type_row_size(t->type, t->cols) * (size_t)t->rows);
     t->type = sqz_x16_type_of(t->type);
     t->data = *at;
     *at += bytes;
@@ -67,10 +66,10 @@ sqz_status sqz_model_prepare_run(sqz_ctx *ctx, sqz_model *m) {
     char *at = mem;
     for (int l = 0; l < L; l++) {
         sqz_tensor *mats[N_MATRICES] = MATRICES(run[l]);
-        for (int i = 0; i < N_MATRICES; i++) pack_into(m, mats[i], &at);
+        for (int i = 0; i < N_MATRICES; i++) pack_into(m, mats[i], packed_bytes(mats[i]), &at);
     }
     m->run_output = m->output;
-    pack_into(m, &m->run_output, &at);
+    pack_into(m, &m->run_output, packed_bytes(&m->run_output), &at);
     m->run_layers = run;
     m->run_mem = mem;
     m->run_owner = m;
@@ -81,9 +80,8 @@ done:
 
 /* the packed types whose products equal their unpacked type's bit for bit (test_x16) */
 static size_t kquant_packed_bytes(const sqz_tensor *t) {
-    const sqz_type pt = t->data ? sqz_x16_type_of(t->type) : SQZ_TYPE_F32;
-    if (pt == SQZ_TYPE_F32 || pt == SQZ_TYPE_Q4_0X16 || pt == SQZ_TYPE_Q8_0X16) return 0;
-    return packed_bytes(t);
+    const sqz_type pt = sqz_x16_type_of(t->type);
+    return pt == SQZ_TYPE_Q4_0X16 || pt == SQZ_TYPE_Q8_0X16 ? 0 : packed_bytes(t);
 }
 
 sqz_status sqz_layer_pack_kquants(sqz_ctx *ctx, const sqz_layer_weights *w, sqz_layer_weights *out, void **mem) {
@@ -96,13 +94,6 @@ sqz_status sqz_layer_pack_kquants(sqz_ctx *ctx, const sqz_layer_weights *w, sqz_
     char *at = aligned_alloc(64, total);
     if (!at) return sqz_fail(ctx, SQZ_ERR_NOMEM, "out of memory for a packed layer (%.0f MB)", total / 1e6);
     *mem = at;
-    for (int i = 0; i < N_MATRICES; i++) {
-        const size_t bytes = kquant_packed_bytes(mats[i]);
-        if (!bytes) continue;
-        sqz_x16_pack(mats[i]->type, mats[i]->data, mats[i]->rows, mats[i]->cols, at);
-        mats[i]->type = sqz_x16_type_of(mats[i]->type);
-        mats[i]->data = at;
-        at += bytes;
-    }
+    for (int i = 0; i < N_MATRICES; i++) pack_into(NULL, mats[i], kquant_packed_bytes(mats[i]), &at);
     return SQZ_OK;
 }

@@ -259,12 +259,8 @@ static sqz_status quantize_layers(const sqz_quant_method *meth, void *state, sqz
                                        meth->window_end ? window_end : NULL, &cs)))
             break;
         if ((st = quantize_layer(meth, state, run, l, &acc))) break;
-        const sqz_layer_weights *next_w = meth->sequential ? &qm->layers[l] : &model->layers[l];
-        sqz_layer_weights packed;
-        void *packed_mem = NULL;
-        if (meth->sequential && (st = sqz_layer_pack_kquants(ctx, next_w, &packed, &packed_mem))) break;
-        st = sqz_calib_layer_pass(s, packed_mem ? &packed : next_w, l, X, n_win, C, -1, NULL, NULL, NULL, NULL, NULL);
-        free(packed_mem);
+        st = sqz_calib_layer_pass(s, meth->sequential ? &qm->layers[l] : &model->layers[l], l, X, n_win, C, -1,
+                                  NULL, NULL, NULL, NULL, NULL);
         release_layer(model, &model->layers[l]);
         sqz_progress(ctx, "quantize", (uint64_t)l + 1, (uint64_t)L);
     }
